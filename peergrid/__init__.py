@@ -1,0 +1,72 @@
+"""peergrid: an embedded peer-to-peer data grid for Python.
+
+Every process that creates a ``peergrid.Grid`` becomes a member of the
+cluster: it stores a share of every distributed map, keeps backup copies of
+its neighbours' shares, and answers its peers over gRPC::
+
+    import peergrid
+
+    with peergrid.Grid(cluster="orders", members=["10.0.0.5:5701"]) as grid:
+        users = grid.get_map("users")
+        users.put("user:1", {"name": "Alice"}, ttl=300)
+        users.get("user:1")
+"""
+
+from peergrid._mapcore import LocalMapStats
+from peergrid.aio import AsyncGrid, AsyncMap
+from peergrid.config import GridConfig, Limits, Timing, TLSConfig
+from peergrid.errors import (
+    ArgumentError,
+    CapacityError,
+    ClusterError,
+    ClusterNameMismatchError,
+    ConfigError,
+    GridClosedError,
+    IndeterminateWriteError,
+    JoinError,
+    KeyTypeError,
+    LimitExceededError,
+    OperationTimeoutError,
+    PartitionLostError,
+    PeerGridError,
+    PeerUnavailableError,
+    QuorumError,
+    RemoteError,
+    SerializationError,
+)
+from peergrid.grid import Grid
+from peergrid.map import DistributedMap
+from peergrid.protocol import Member
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArgumentError",
+    "AsyncGrid",
+    "AsyncMap",
+    "CapacityError",
+    "ClusterError",
+    "ClusterNameMismatchError",
+    "ConfigError",
+    "DistributedMap",
+    "Grid",
+    "GridClosedError",
+    "GridConfig",
+    "IndeterminateWriteError",
+    "JoinError",
+    "KeyTypeError",
+    "LimitExceededError",
+    "Limits",
+    "LocalMapStats",
+    "Member",
+    "OperationTimeoutError",
+    "PartitionLostError",
+    "PeerGridError",
+    "PeerUnavailableError",
+    "QuorumError",
+    "RemoteError",
+    "SerializationError",
+    "TLSConfig",
+    "Timing",
+    "__version__",
+]

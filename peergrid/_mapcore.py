@@ -1,0 +1,210 @@
+"""What the sync and async maps share: argument checks, encoding, results.
+
+A map call is: check and encode the arguments (here), run the op (locally for
+an owner-local read, else through the invoker; the sync and async maps differ
+only there), then decode the result or raise the error it carries (here).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from peergrid.errors import (
+    ArgumentError,
+    IndeterminateWriteError,
+    LimitExceededError,
+    OperationTimeoutError,
+    PartitionLostError,
+    QuorumError,
+    RemoteError,
+)
+from peergrid.invocation.invoker import Call, Group
+from peergrid.partition import partition_of
+from peergrid.protocol import WRITES, Code, Op, Result, Status
+from peergrid.serialization import Key, decode_key, encode_key
+
+if TYPE_CHECKING:
+    from peergrid.node import Node
+
+_NAMES = {
+    Code.GET: "get", Code.CONTAINS: "contains_key", Code.PUT: "put", Code.SET: "set",
+    Code.PUT_IF_ABSENT: "put_if_absent", Code.REPLACE: "replace", Code.REPLACE_IF_SAME: "replace_if_same",
+    Code.DELETE: "delete", Code.SIZE: "size", Code.CLEAR: "clear", Code.ENTRIES: "items", Code.KEYS: "keys",
+}
+MAX_MAP_NAME = 255
+
+
+@dataclass(frozen=True)
+class LocalMapStats:
+    """What one member holds of one map."""
+
+    owned_entries: int
+    """Live entries in partitions this member owns."""
+    backup_entries: int
+    """Live entries in backup copies this member holds."""
+    owned_bytes: int
+    """Key and value bytes (serialized) in owned partitions."""
+    backup_bytes: int
+    """Key and value bytes in backup copies."""
+
+
+def check_map_name(name: object) -> str:
+    """A valid map name, or ``ArgumentError``."""
+    if not isinstance(name, str) or not name or len(name) > MAX_MAP_NAME:
+        raise ArgumentError(f"map names are non-empty str of at most {MAX_MAP_NAME} characters, got {name!r}")
+    return name
+
+
+def check_ttl(ttl: object) -> float:
+    """TTL seconds as the wire carries it (0 = none), or ``ArgumentError``."""
+    if ttl is None:
+        return 0.0
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not math.isfinite(ttl) or ttl <= 0:
+        raise ArgumentError(f"ttl must be a positive number of seconds (or None for no expiry), got {ttl!r}")
+    return float(ttl)
+
+
+class MapCore:
+    """Encoding and decoding for one map on one member."""
+
+    def __init__(self, node: Node, name: str, ttl: float | None) -> None:
+        self.node = node
+        self.name = check_map_name(name)
+        self.default_ttl = check_ttl(ttl)
+        self.readable = node.manager.readable
+        self.loads = node.serializer.loads
+        self.dumps = node.serializer.dumps
+        self._count = node.config.partition_count
+        self._max_key = node.config.limits.max_key_bytes
+        self._max_value = node.config.limits.max_value_bytes
+        self.timeout = node.config.timing.operation_timeout
+
+    # ------------------------------------------------------------------ encoding
+    def key(self, key: object) -> tuple[bytes, int]:
+        """The encoded key and its partition."""
+        encoded = encode_key(key)
+        if len(encoded) > self._max_key:
+            raise LimitExceededError(
+                f"key of {len(encoded)} bytes exceeds limits.max_key_bytes={self._max_key}")
+        return encoded, partition_of(encoded, self._count)
+
+    def value(self, value: object) -> bytes:
+        """The serialized value, within the size limit."""
+        data = self.dumps(value)
+        if len(data) > self._max_value:
+            raise LimitExceededError(
+                f"value of {len(data)} bytes exceeds limits.max_value_bytes={self._max_value}")
+        return data
+
+    def ttl(self, ttl: object) -> float:
+        """The TTL to send: the call's, else the map's default."""
+        return check_ttl(ttl) if ttl is not None else self.default_ttl
+
+    def keyed(self, code: int, key: object, value: bytes = b"", expect: bytes = b"", ttl: float = 0.0) -> Op:
+        """An op on one key."""
+        encoded, partition = self.key(key)
+        return Op(code, partition, self.name, encoded, value, expect, ttl)
+
+    def per_partition(self, code: int) -> list[Op]:
+        """One op per partition (size, clear, keys, items)."""
+        return [Op(code, p, self.name) for p in range(self._count)]
+
+    def local_value(self, encoded: bytes, partition: int) -> tuple[bool, bytes | None]:
+        """``(True, value-or-None)`` when this member serves the partition, else ``(False, None)``."""
+        part = self.readable[partition]
+        if part is None:
+            return False, None
+        store = part.maps.get(self.name)
+        return True, (store.get(encoded) if store is not None else None)
+
+    # ------------------------------------------------------------------ calls
+    def call(self, op: Op, on_done: Any = None, group: Group | None = None) -> Call:
+        """A call for ``op`` with this map's deadline (not started)."""
+        self.node.ensure_open()
+        return Call(self.node.invoker, op, time.monotonic() + self.timeout, group, on_done)
+
+    def timed_out(self, op: Op) -> OperationTimeoutError:
+        """The error for a call the caller stopped waiting for."""
+        name = _NAMES.get(op.code, "operation")
+        if op.code in WRITES:
+            return IndeterminateWriteError(
+                f"{self.name}.{name} got no answer within {self.timeout}s; the write may or may not "
+                "have been applied")
+        return OperationTimeoutError(f"{self.name}.{name} got no answer within {self.timeout}s")
+
+    def check(self, result: Result | None, op: Op) -> Result:
+        """The result, or the error it carries."""
+        if result is None:
+            raise self.timed_out(op)
+        status = result.status
+        if status == Status.OK:
+            return result
+        name = f"{self.name}.{_NAMES.get(op.code, 'operation')}"
+        message = result.message
+        if status == Status.LOST:
+            raise PartitionLostError(
+                f"{name}: partition {op.partition} lost every copy (more than backup_count members "
+                "failed at once); its entries are gone. grid.recover_lost_partitions() serves it "
+                "again, empty", op.partition)
+        if status == Status.QUORUM:
+            raise QuorumError(f"{name} refused: {message}")
+        if status == Status.TIMEOUT:
+            raise OperationTimeoutError(f"{name} did not complete within {self.timeout}s: {message}")
+        if status == Status.INDETERMINATE:
+            raise IndeterminateWriteError(
+                f"{name}: the owner failed mid-call ({message}); the write may or may not have been applied")
+        if status == Status.INVALID:
+            if "exceeds" in message:
+                raise LimitExceededError(f"{name} refused by the owner: {message}")
+            raise ArgumentError(f"{name} refused by the owner: {message}")
+        raise RemoteError(f"{name} failed on the owner: {message or f'status {status}'}")
+
+    def check_all(self, calls: Iterable[Call]) -> list[Result]:
+        """Results of finished calls, raising the first error."""
+        return [self.check(call.result, call.op) for call in calls]
+
+    # ------------------------------------------------------------------ decoding
+    def decoded(self, result: Result, default: Any = None) -> Any:
+        """The value a result carries, or ``default``."""
+        return self.loads(result.value) if result.found else default
+
+    def batch_ops(self, keys: Iterable[object]) -> tuple[dict[bytes, Any], list[Op], dict[Any, Any]]:
+        """For get_all: local hits decoded now, ops for the rest."""
+        found: dict[Any, Any] = {}
+        ops: list[Op] = []
+        originals: dict[bytes, Any] = {}
+        for key in keys:
+            encoded, partition = self.key(key)
+            if encoded in originals:
+                continue
+            originals[encoded] = key
+            local, value = self.local_value(encoded, partition)
+            if local:
+                if value is not None:
+                    found[key] = self.loads(value)
+            else:
+                ops.append(Op(Code.GET, partition, self.name, encoded))
+        return originals, ops, found
+
+    def put_ops(self, mapping: Mapping[Any, Any], ttl: object) -> list[Op]:
+        """SET ops for put_all, every key and value checked before any is sent."""
+        if not isinstance(mapping, Mapping):
+            raise ArgumentError(f"put_all takes a mapping, not {type(mapping).__qualname__}")
+        seconds = self.ttl(ttl)
+        return [self.keyed(Code.SET, key, self.value(value), ttl=seconds) for key, value in mapping.items()]
+
+    def entries(self, results: Iterable[Result]) -> list[tuple[Key, Any]]:
+        """Decoded ``(key, value)`` pairs of ENTRIES results."""
+        pairs: list[tuple[Key, Any]] = []
+        for result in results:
+            for key, value in zip(result.keys or (), result.values or (), strict=True):
+                pairs.append((decode_key(key), self.loads(value)))
+        return pairs
+
+    def keys_of(self, results: Iterable[Result]) -> list[Key]:
+        """Decoded keys of KEYS results."""
+        return [decode_key(key) for result in results for key in (result.keys or ())]

@@ -1,0 +1,1 @@
+"""Cluster membership: the member list, joining, heartbeats, failure detection, discovery."""

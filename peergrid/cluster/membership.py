@@ -1,0 +1,395 @@
+"""Membership: joining, the versioned member list, heartbeats, failure detection.
+
+The oldest member is the master: it alone creates new versions of the member
+list (a join, a leave, a death) and publishes them to everyone. Members adopt
+only a newer version than theirs, from anyone: publication, heartbeat replies
+and replication requests all carry versions, and a member that sees a newer
+one pulls it. Each member heartbeats every other; the master removes a member
+not heard from for ``failure_timeout``. When the master itself goes silent,
+the oldest member that still hears from nobody older takes over.
+
+A member that finds itself missing from a newer list was declared dead (it
+was paused, or cut off): it drops its data and joins again as a new member.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from enum import Enum
+
+from peergrid.config import GridConfig
+from peergrid.errors import ClusterError, ClusterNameMismatchError, JoinError, PeerGridError, PeerUnavailableError
+from peergrid.protocol import HeartbeatReply, HeartbeatStatus, JoinReply, JoinStatus, Member, MemberList
+
+log = logging.getLogger("peergrid.cluster")
+
+
+class State(Enum):
+    """Where this member is in its life."""
+
+    JOINING = "joining"
+    ACTIVE = "active"
+    LEAVING = "leaving"
+    STOPPED = "stopped"
+
+
+class PeerCalls:
+    """The peer calls membership makes (``peergrid.transport.PeerClient`` provides them)."""
+
+    async def join(self, member: Member, partition_count: int, serializer: str, timeout: float | None = None) -> JoinReply: ...  # noqa: D102
+    async def heartbeat(self, uuid: str, list_version: int, timeout: float | None = None) -> HeartbeatReply: ...  # noqa: D102
+    async def publish(self, members: MemberList, timeout: float | None = None) -> None: ...  # noqa: D102
+    async def get_members(self, timeout: float | None = None) -> MemberList: ...  # noqa: D102
+    async def leave(self, uuid: str, final: bool, timeout: float | None = None) -> None: ...  # noqa: D102
+
+
+class Membership:
+    """This member's view of the cluster, kept current; loop thread only."""
+
+    def __init__(
+        self,
+        config: GridConfig,
+        me: Member,
+        peer: Callable[[str], PeerCalls],
+        on_change: Callable[[MemberList, MemberList], None],
+        on_removed: Callable[[], None],
+        seeds: Callable[[], Iterable[str]],
+    ) -> None:
+        self._config = config
+        self._timing = config.timing
+        self.me = me
+        self._peer = peer
+        self._on_change = on_change  # (old, new), called on every adopted list
+        self._on_removed = on_removed  # this member was dropped from the cluster
+        self._seeds = seeds
+        self.state = State.JOINING
+        self.members = MemberList(0, "", ())
+        self._last_heard: dict[str, float] = {}
+        self._pulling = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._ticker: asyncio.Task[None] | None = None
+        self._seen_joining: dict[str, str] = {}  # address -> uuid of seeds that are joining too
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def is_master(self) -> bool:
+        """True when this member publishes the member list."""
+        return self.members.master_uuid == self.me.uuid
+
+    def master(self) -> Member | None:
+        """The member publishing the list."""
+        return self.members.find(self.members.master_uuid)
+
+    def address_of(self, uuid: str) -> str | None:
+        """The address of a member in the current list."""
+        member = self.members.find(uuid)
+        return member.address if member is not None else None
+
+    # ------------------------------------------------------------------ joining
+    async def join(self) -> None:
+        """Join through the seeds, or form a new cluster when none answers in time."""
+        deadline = time.monotonic() + self._timing.join_timeout
+        mismatch: PeerGridError | None = None
+        while self.state is State.JOINING:
+            seeds = [s for s in dict.fromkeys(self._seeds()) if s != self.me.address]
+            if not seeds:
+                break
+            result = await self._join_round(seeds)
+            if result is True or self.state is not State.JOINING:
+                return
+            if isinstance(result, PeerGridError):
+                mismatch = result
+            if self._should_form():
+                log.info("member %s: every reachable seed is still starting; forming the cluster", self.me.address)
+                break
+            if time.monotonic() >= deadline:
+                if mismatch is not None:
+                    raise mismatch
+                log.warning(
+                    "member %s: no seed of cluster %r answered at %s within %.1fs; starting a new cluster alone",
+                    self.me.address, self._config.cluster, ", ".join(seeds), self._timing.join_timeout,
+                )
+                break
+            await asyncio.sleep(self._timing.join_retry_interval)
+        if self.state is State.JOINING:
+            self.form()
+
+    async def _join_round(self, seeds: list[str]) -> bool | PeerGridError | None:
+        """Try each seed once; True when joined, a refusal error, or None."""
+        refusal: PeerGridError | None = None
+        self._seen_joining.clear()
+        queue = list(seeds)
+        tried: set[str] = set()
+        while queue and self.state is State.JOINING:
+            address = queue.pop(0)
+            if address in tried:
+                continue
+            tried.add(address)
+            try:
+                reply = await self._peer(address).join(
+                    self.me, self._config.partition_count, self._config.serializer,
+                    timeout=self._timing.rpc_timeout,
+                )
+            except ClusterNameMismatchError as exc:
+                refusal = ClusterNameMismatchError(
+                    f"cannot join the seed at {address}: {_strip(exc)}; this member was started with "
+                    f"cluster={self._config.cluster!r}"
+                )
+                continue
+            except PeerGridError as exc:
+                log.debug("join via %s failed: %s", address, exc)
+                continue
+            if reply.status == JoinStatus.ACCEPTED and reply.members is not None:
+                if self.state is State.JOINING:
+                    self.state = State.ACTIVE
+                    self.adopt(reply.members)
+                    log.info("member %s joined cluster %r (%d members)", self.me.address,
+                             self._config.cluster, len(reply.members.members))
+                return True
+            if reply.status == JoinStatus.NOT_MASTER and reply.master_address:
+                queue.insert(0, reply.master_address)
+            elif reply.status == JoinStatus.NOT_READY:
+                self._seen_joining[address] = reply.uuid
+            elif reply.status == JoinStatus.REFUSED:
+                raise JoinError(f"the seed at {address} refused this member: {reply.reason}")
+        return refusal
+
+    def _should_form(self) -> bool:
+        # Seeds that answer NOT_READY are starting too. The one with the lowest
+        # uuid among them forms the cluster; the others keep asking and join it.
+        if not self._seen_joining:
+            return False
+        return all(self.me.uuid < uuid for uuid in self._seen_joining.values() if uuid)
+
+    def form(self) -> None:
+        """Start a new cluster with this member alone as its master."""
+        self.state = State.ACTIVE
+        self.adopt(MemberList(1, self.me.uuid, (self.me,)))
+
+    async def handle_join(self, member: Member, partition_count: int, serializer: str) -> JoinReply:
+        """A member asks to join (any member may be asked; only the master admits)."""
+        cluster = self._config.cluster
+        if partition_count != self._config.partition_count:
+            return JoinReply(JoinStatus.REFUSED, cluster=cluster, reason=(
+                f"partition_count differs: cluster {cluster!r} uses {self._config.partition_count}, "
+                f"the joining member {partition_count}"))
+        if serializer != self._config.serializer:
+            return JoinReply(JoinStatus.REFUSED, cluster=cluster, reason=(
+                f"serializer differs: cluster {cluster!r} uses {self._config.serializer!r}, "
+                f"the joining member {serializer!r}"))
+        if self.state is not State.ACTIVE:
+            return JoinReply(JoinStatus.NOT_READY, cluster=cluster, uuid=self.me.uuid)
+        if not self.is_master:
+            master = self.master()
+            return JoinReply(JoinStatus.NOT_MASTER, cluster=cluster,
+                             master_address=master.address if master else "", uuid=self.me.uuid)
+        current = self.members
+        if member.uuid not in current:
+            # A process restarted on the same address is a new member; the old one is gone.
+            stale = {m.uuid for m in current.members if m.address == member.address}
+            if stale:
+                current = current.without(frozenset(stale))
+            self._last_heard[member.uuid] = time.monotonic()
+            self.adopt(current.with_member(member))
+            log.info("member %s admitted %s (list version %d)", self.me.address, member.address,
+                     self.members.version)
+            self.publish()
+        return JoinReply(JoinStatus.ACCEPTED, cluster=cluster, members=self.members, uuid=self.me.uuid)
+
+    # ------------------------------------------------------------------ the list
+    def adopt(self, members: MemberList) -> bool:
+        """Replace the list with a newer version; True if it was adopted."""
+        if members.version <= self.members.version or self.state is State.STOPPED:
+            return False
+        if self.state is State.JOINING:
+            return False  # a stray publication before we joined: the join reply carries the list
+        if self.me.uuid not in members:
+            self._removed(members)
+            return False
+        old, self.members = self.members, members
+        now = time.monotonic()
+        for uuid in members.uuids:
+            self._last_heard.setdefault(uuid, now)
+        for uuid in list(self._last_heard):
+            if uuid not in members:
+                del self._last_heard[uuid]
+        self._on_change(old, members)
+        return True
+
+    def _removed(self, members: MemberList) -> None:
+        if self.state is State.LEAVING:
+            # Our own final leave: nothing to do but stop.
+            self.members = members
+            return
+        log.warning(
+            "member %s was dropped from cluster %r (list version %d): it was not heard from in time; "
+            "rejoining as a new member", self.me.address, self._config.cluster, members.version,
+        )
+        self._on_removed()
+
+    def handle_publish(self, members: MemberList) -> None:
+        """The master published a list."""
+        self.adopt(members)
+
+    def publish(self, members: MemberList | None = None) -> None:
+        """Send the current list to every other member, without waiting."""
+        members = members or self.members
+        for member in members.members:
+            if member.uuid != self.me.uuid:
+                self._spawn(self._publish_to(member.address, members))
+
+    async def _publish_to(self, address: str, members: MemberList) -> None:
+        with contextlib.suppress(PeerGridError):
+            await self._peer(address).publish(members, timeout=self._timing.rpc_timeout)
+
+    def saw_version(self, version: int, address: str | None) -> None:
+        """Some peer has list ``version``; pull it if it is newer than ours."""
+        if version > self.members.version and not self._pulling and self.state is State.ACTIVE:
+            source = address or (self.master().address if self.master() else None)
+            if source:
+                self._pulling = True
+                self._spawn(self._pull(source))
+
+    async def _pull(self, address: str) -> None:
+        try:
+            self.adopt(await self._peer(address).get_members(timeout=self._timing.rpc_timeout))
+        except PeerGridError as exc:
+            log.debug("pulling the member list from %s failed: %s", address, exc)
+        finally:
+            self._pulling = False
+
+    # ------------------------------------------------------------------ heartbeats
+    def start_heartbeats(self) -> None:
+        """Start the heartbeat and failure-detection ticker."""
+        if self._ticker is None:
+            self._ticker = asyncio.ensure_future(self._tick_forever())
+
+    def handle_heartbeat(self, uuid: str, list_version: int) -> HeartbeatReply:
+        """A peer says it is alive."""
+        if uuid not in self.members:
+            return HeartbeatReply(HeartbeatStatus.UNKNOWN_MEMBER, self.members.version)
+        self._last_heard[uuid] = time.monotonic()
+        self.saw_version(list_version, self.address_of(uuid))
+        return HeartbeatReply(HeartbeatStatus.OK, self.members.version)
+
+    async def _tick_forever(self) -> None:
+        while self.state in (State.ACTIVE, State.LEAVING, State.JOINING):
+            if self.state is not State.JOINING:
+                for member in self.members.members:
+                    if member.uuid != self.me.uuid:
+                        self._spawn(self._beat(member))
+                self._detect_failures()
+            await asyncio.sleep(self._timing.heartbeat_interval)
+
+    async def _beat(self, member: Member) -> None:
+        try:
+            reply = await self._peer(member.address).heartbeat(
+                self.me.uuid, self.members.version, timeout=self._timing.heartbeat_interval * 2
+            )
+        except PeerGridError:
+            return
+        self._last_heard[member.uuid] = time.monotonic()
+        if reply.status == HeartbeatStatus.UNKNOWN_MEMBER and reply.list_version > self.members.version:
+            self.saw_version(reply.list_version, member.address)
+        elif reply.status == HeartbeatStatus.OK:
+            self.saw_version(reply.list_version, member.address)
+
+    def _detect_failures(self) -> None:
+        now = time.monotonic()
+        silent = {
+            m.uuid for m in self.members.members
+            if m.uuid != self.me.uuid and now - self._last_heard.get(m.uuid, now) > self._timing.failure_timeout
+        }
+        if not silent:
+            return
+        if self.is_master:
+            self._remove(silent, self.me.uuid)
+            return
+        older = self.members.uuids[: self.members.uuids.index(self.me.uuid)]
+        if older and all(uuid in silent for uuid in older):
+            log.warning("member %s: the master and every older member are silent; taking over", self.me.address)
+            self._remove(silent, self.me.uuid)
+
+    def _remove(self, uuids: set[str], master_uuid: str) -> None:
+        for uuid in uuids:
+            member = self.members.find(uuid)
+            log.warning("member %s: %s was not heard from for %.1fs; removing it", self.me.address,
+                        member.address if member else uuid, self._timing.failure_timeout)
+        self.adopt(self.members.without(frozenset(uuids), master_uuid=master_uuid))
+        self.publish()
+
+    # ------------------------------------------------------------------ leaving
+    async def handle_leave(self, uuid: str, final: bool) -> None:
+        """A member asks to leave; the master marks it leaving, or removes it."""
+        if not self.is_master:
+            raise ClusterError("this member is not the master; ask the master to leave")
+        member = self.members.find(uuid)
+        if member is None:
+            return
+        if final:
+            self.adopt(self.members.without(frozenset({uuid})))
+        elif not member.leaving:
+            self.adopt(self.members.with_member(Member(member.uuid, member.address, member.weight, True)))
+        self.publish()
+
+    async def request_leave(self, final: bool) -> None:
+        """Ask the master to mark this member leaving (``final=False``) or remove it."""
+        self.state = State.LEAVING
+        deadline = time.monotonic() + self._timing.rpc_timeout * 3
+        while time.monotonic() < deadline:
+            if self.is_master:
+                await self._leave_as_master(final)
+                return
+            master = self.master()
+            if master is None:
+                return
+            try:
+                await self._peer(master.address).leave(self.me.uuid, final, timeout=self._timing.rpc_timeout)
+                return
+            except PeerUnavailableError:
+                await asyncio.sleep(self._timing.heartbeat_interval)
+            except PeerGridError as exc:
+                log.debug("leave request to %s failed: %s", master.address, exc)
+                await asyncio.sleep(self._timing.heartbeat_interval)
+
+    async def _leave_as_master(self, final: bool) -> None:
+        if final:
+            others = [m.uuid for m in self.members.members if m.uuid != self.me.uuid]
+            final_list = self.members.without(frozenset({self.me.uuid}), master_uuid=others[0] if others else "")
+            self.members = final_list
+            self.publish(final_list)
+            await asyncio.sleep(0)
+            return
+        member = self.members.find(self.me.uuid)
+        if member is not None and not member.leaving:
+            self.adopt(self.members.with_member(Member(member.uuid, member.address, member.weight, True)))
+            self.publish()
+
+    # ------------------------------------------------------------------ lifecycle
+    def _spawn(self, coro: object) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def reset_for_rejoin(self) -> None:
+        """Forget the cluster, to join it again as a new member."""
+        self.state = State.JOINING
+        self.members = MemberList(0, "", ())
+        self._last_heard.clear()
+
+    async def stop(self) -> None:
+        """Stop heartbeats and background calls."""
+        self.state = State.STOPPED
+        tasks = [t for t in (self._ticker, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _strip(exc: Exception) -> str:
+    text = str(exc)
+    return text.split("refused: ", 1)[-1]

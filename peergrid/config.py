@@ -1,0 +1,243 @@
+"""Configuration as validated, frozen values.
+
+Every timing and every limit of a member lives here, so tests shorten timings
+through config (``Timing.fast()``), never by patching module constants.
+Defaults are filled in one place (the dataclass fields); cross-field checks
+live in ``validate()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from peergrid.errors import ConfigError
+
+DiscoveryKind = Literal["static", "mdns"]
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Every timing of a member, in seconds.
+
+    The defaults suit a LAN: a member that stops answering is declared dead
+    after ``failure_timeout`` and its partitions fail over within a few
+    seconds. ``Timing.fast()`` is a preset for in-process test clusters.
+    """
+
+    heartbeat_interval: float = 1.0
+    """How often each member sends a heartbeat to every other member."""
+    failure_timeout: float = 5.0
+    """A member not heard from for this long is declared dead."""
+    join_timeout: float = 5.0
+    """How long to keep trying the seeds before starting a new cluster alone."""
+    join_retry_interval: float = 0.25
+    """Pause between two rounds of join attempts."""
+    rpc_timeout: float = 3.0
+    """Deadline of one control call (join, publish, heartbeat, migration step)."""
+    operation_timeout: float = 10.0
+    """Default deadline of one map operation, retries on a newer table included."""
+    retry_initial: float = 0.005
+    """First pause before retrying an operation that met a moving partition."""
+    retry_max: float = 0.25
+    """Longest pause between two retries of one operation."""
+    shutdown_timeout: float = 30.0
+    """How long a graceful shutdown waits for its partitions to be handed over."""
+    anti_entropy_interval: float = 30.0
+    """How often an owner compares partition versions with its backups."""
+    expiry_sweep_interval: float = 1.0
+    """How often expired entries are swept from memory."""
+    safe_poll_interval: float = 0.02
+    """How often ``wait_until_safe`` asks the members whether they are safe."""
+
+    @classmethod
+    def fast(cls) -> Timing:
+        """Short timings for in-process test clusters on loopback."""
+        return cls(
+            heartbeat_interval=0.1,
+            failure_timeout=1.0,
+            join_timeout=1.0,
+            join_retry_interval=0.05,
+            rpc_timeout=1.0,
+            operation_timeout=10.0,
+            retry_max=0.05,
+            shutdown_timeout=10.0,
+            anti_entropy_interval=1.0,
+            expiry_sweep_interval=0.1,
+            safe_poll_interval=0.01,
+        )
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` when a timing is out of range."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"timing.{f.name} must be a positive number of seconds, got {value!r}")
+        if self.failure_timeout <= self.heartbeat_interval:
+            raise ConfigError(
+                f"timing.failure_timeout ({self.failure_timeout}s) must be longer than "
+                f"timing.heartbeat_interval ({self.heartbeat_interval}s), or every member "
+                "would be declared dead between two heartbeats"
+            )
+        if self.retry_max < self.retry_initial:
+            raise ConfigError("timing.retry_max must be at least timing.retry_initial")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Sizes enforced before anything is sent, and again by the receiving member."""
+
+    max_key_bytes: int = 64 * 1024
+    """Largest serialized key."""
+    max_value_bytes: int = 16 * 1024 * 1024
+    """Largest serialized value."""
+    max_batch_ops: int = 10_000
+    """Most operations in one request frame; larger batches are split."""
+    max_message_bytes: int = 64 * 1024 * 1024
+    """Largest gRPC message sent or received."""
+    max_inflight_frames: int = 2
+    """Request frames in flight to one peer; later operations gather into the next frame."""
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` when a limit is out of range."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"limits.{f.name} must be a positive integer, got {value!r}")
+        if self.max_value_bytes + self.max_key_bytes + 1024 > self.max_message_bytes:
+            raise ConfigError(
+                "limits.max_message_bytes must leave room for one key and one value "
+                f"({self.max_key_bytes} + {self.max_value_bytes} bytes)"
+            )
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    """Mutual TLS between members: this member's certificate and key, and the cluster CA."""
+
+    certificate: bytes
+    private_key: bytes
+    ca_certificate: bytes
+
+    @classmethod
+    def from_files(cls, certificate: str, private_key: str, ca_certificate: str) -> TLSConfig:
+        """Read PEM files from disk."""
+        with open(certificate, "rb") as c, open(private_key, "rb") as k, open(ca_certificate, "rb") as a:
+            return cls(certificate=c.read(), private_key=k.read(), ca_certificate=a.read())
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """The configuration of one member. ``peergrid.Grid(**kwargs)`` builds one."""
+
+    cluster: str = "peergrid"
+    """Cluster name; members of another cluster are refused."""
+    bind: str = "127.0.0.1:0"
+    """This member's gRPC address, ``host:port``; port 0 picks a free port."""
+    members: tuple[str, ...] = ()
+    """Static seed addresses (``host:port``); empty starts alone."""
+    discovery: DiscoveryKind = "static"
+    """``"static"`` (the seed list) or ``"mdns"`` (python-zeroconf)."""
+    backup_count: int = 1
+    """Synchronous backup copies of every partition."""
+    async_backup_count: int = 0
+    """Further backup copies sent without waiting for their acknowledgement."""
+    partition_count: int = 271
+    """Number of partitions of every map; must be the same on every member."""
+    vnodes: int = 512
+    """Virtual nodes on the ring per unit of weight."""
+    weight: float = 1.0
+    """This member's share of partitions relative to the others."""
+    min_cluster_size: int = 1
+    """Writes are refused while this member sees fewer members (quorum)."""
+    serializer: str = "msgpack"
+    """Value serializer: ``"msgpack"`` (safe default) or ``"pickle"`` (needs TLS)."""
+    tls: TLSConfig | None = None
+    """Mutual TLS between members; ``None`` means plaintext."""
+    timing: Timing = field(default_factory=Timing)
+    limits: Limits = field(default_factory=Limits)
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> GridConfig:
+        """Build a config from keyword arguments, refusing unknown names with a hint."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        for key in kwargs:
+            if key not in names:
+                raise ConfigError(_unknown(key, names, "Grid"))
+        members = kwargs.get("members")
+        if members is not None:
+            if isinstance(members, str):
+                members = [m for m in members.split(",") if m.strip()]
+            kwargs["members"] = tuple(str(m).strip() for m in members)
+        config = cls(**kwargs)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` when a value is out of range or values contradict each other."""
+        if not isinstance(self.cluster, str) or not self.cluster or len(self.cluster) > 255:
+            raise ConfigError(f"cluster must be a non-empty name of at most 255 characters, got {self.cluster!r}")
+        parse_address(self.bind, what="bind")
+        for seed in self.members:
+            parse_address(seed, what="members entry")
+        if self.discovery not in ("static", "mdns"):
+            raise ConfigError(f"discovery must be 'static' or 'mdns', got {self.discovery!r}")
+        _check_int("backup_count", self.backup_count, 0, 6)
+        _check_int("async_backup_count", self.async_backup_count, 0, 6)
+        if self.backup_count + self.async_backup_count > 6:
+            raise ConfigError("backup_count + async_backup_count must be at most 6")
+        _check_int("partition_count", self.partition_count, 1, 65_536)
+        _check_int("vnodes", self.vnodes, 1, 10_000)
+        _check_int("min_cluster_size", self.min_cluster_size, 1, 10_000)
+        if not isinstance(self.weight, int | float) or not 0 < self.weight <= 100:
+            raise ConfigError(f"weight must be a number in (0, 100], got {self.weight!r}")
+        if self.serializer not in ("msgpack", "pickle"):
+            raise ConfigError(f"serializer must be 'msgpack' or 'pickle', got {self.serializer!r}")
+        if self.serializer == "pickle" and self.tls is None:
+            raise ConfigError(
+                "serializer='pickle' needs tls=...: unpickling data from an unauthenticated "
+                "peer lets anyone who can reach this member's port run code in this process"
+            )
+        if not isinstance(self.timing, Timing):
+            raise ConfigError(f"timing must be a peergrid.Timing, got {type(self.timing).__name__}")
+        if not isinstance(self.limits, Limits):
+            raise ConfigError(f"limits must be a peergrid.Limits, got {type(self.limits).__name__}")
+        self.timing.validate()
+        self.limits.validate()
+
+
+def parse_address(address: str, *, what: str = "address") -> tuple[str, int]:
+    """Split ``"host:port"`` into host and port, or raise ``ConfigError``."""
+    if not isinstance(address, str) or ":" not in address:
+        raise ConfigError(f"{what} must look like 'host:port', got {address!r}")
+    host, _, port_text = address.rpartition(":")
+    host = host.strip("[]")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"{what} {address!r} has a port that is not a number") from None
+    if not host or not 0 <= port <= 65535:
+        raise ConfigError(f"{what} {address!r} needs a host and a port between 0 and 65535")
+    return host, port
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ConfigError(f"{name} must be an integer between {low} and {high}, got {value!r}")
+
+
+def _unknown(key: str, names: Sequence[str] | set[str], where: str) -> str:
+    hint = difflib.get_close_matches(key, list(names), n=1)
+    suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+    return f"{where}() got an unknown option {key!r}{suggestion} (known: {', '.join(sorted(names))})"
+
+
+def reject_unknown(where: str, unknown: Mapping[str, object], known: Sequence[str]) -> None:
+    """Raise ``ArgumentError`` naming the first unknown keyword argument of a call."""
+    from peergrid.errors import ArgumentError
+
+    for key in unknown:
+        raise ArgumentError(_unknown(key, known, where))

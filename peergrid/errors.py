@@ -1,0 +1,120 @@
+"""The one error tree of peergrid.
+
+Every error peergrid raises is a :class:`PeerGridError`; foreign errors (grpc,
+msgpack, OS) are translated at the border that meets them and raised ``from``
+the original. An error's ``retryable`` attribute says whether the same call may
+succeed if simply tried again::
+
+    PeerGridError
+    ├── ConfigError (+ TypeError)            bad or unknown configuration
+    ├── ArgumentError (+ TypeError)          bad arguments to a call
+    │   ├── KeyTypeError                     a key that is not str, bytes or int
+    │   └── SerializationError               a value the serializer cannot carry
+    ├── LimitExceededError (+ ValueError)    a key, value or batch over a limit
+    ├── GridClosedError                      the grid was shut down
+    ├── ClusterError
+    │   ├── ClusterNameMismatchError         a peer belongs to another cluster
+    │   ├── JoinError                        could not join the cluster
+    │   ├── PeerUnavailableError             a peer could not be reached
+    │   └── QuorumError                      fewer members than min_cluster_size
+    ├── OperationTimeoutError (+ TimeoutError)   no answer within the deadline
+    │   └── IndeterminateWriteError          a write whose outcome is unknown
+    ├── PartitionLostError                   every copy of a partition was lost
+    ├── CapacityError                        a bounded map is full
+    └── RemoteError                          a peer failed to execute a request
+"""
+
+from __future__ import annotations
+
+
+class PeerGridError(Exception):
+    """Root of every error peergrid raises."""
+
+    #: True when the same call may succeed if tried again unchanged.
+    retryable: bool = False
+
+
+class ConfigError(PeerGridError, TypeError):
+    """A configuration value is missing, unknown, or out of range."""
+
+
+class ArgumentError(PeerGridError, TypeError):
+    """A call received an argument it does not accept."""
+
+
+class KeyTypeError(ArgumentError):
+    """A key is not ``str``, ``bytes`` or ``int``."""
+
+
+class SerializationError(ArgumentError):
+    """A value cannot be serialized (or a stored value cannot be decoded)."""
+
+
+class LimitExceededError(PeerGridError, ValueError):
+    """A key, value or batch is larger than the configured limit."""
+
+
+class GridClosedError(PeerGridError):
+    """The grid has been shut down; create a new ``Grid`` to continue."""
+
+
+class ClusterError(PeerGridError):
+    """A problem with cluster membership."""
+
+
+class ClusterNameMismatchError(ClusterError):
+    """A peer belongs to a cluster with another name."""
+
+
+class JoinError(ClusterError):
+    """This member could not join the cluster."""
+
+
+class PeerUnavailableError(ClusterError):
+    """A peer could not be reached (down, restarting, or on the other side of a partition)."""
+
+    retryable = True
+
+    def __init__(self, message: str, address: str = "") -> None:
+        super().__init__(message)
+        self.address = address
+
+
+class QuorumError(ClusterError):
+    """Writes are refused: this member sees fewer members than ``min_cluster_size``."""
+
+    retryable = True
+
+
+class OperationTimeoutError(PeerGridError, TimeoutError):
+    """An operation did not complete within its deadline."""
+
+    retryable = True
+
+
+class IndeterminateWriteError(OperationTimeoutError):
+    """A write was sent but its outcome is unknown (the owner failed mid-call).
+
+    The write may or may not have been applied; read the key to find out.
+    """
+
+    retryable = False
+
+
+class PartitionLostError(PeerGridError):
+    """Every copy of a partition was lost; its data cannot be served.
+
+    Raised instead of serving the partition as empty. ``partition`` names it.
+    """
+
+    def __init__(self, message: str, partition: int) -> None:
+        super().__init__(message)
+        self.partition = partition
+
+
+class CapacityError(PeerGridError):
+    """A map bounded without an eviction policy is full."""
+
+
+class RemoteError(PeerGridError):
+    """A peer failed to execute a request (a bug or an unexpected condition there)."""

@@ -1,0 +1,169 @@
+"""Grid: embed a member of a peergrid cluster in this process (sync API)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from peergrid.config import GridConfig, reject_unknown
+from peergrid.errors import ArgumentError, ConfigError
+from peergrid.map import DistributedMap
+from peergrid.node import Node
+from peergrid.partition import partition_of
+from peergrid.protocol import Member
+from peergrid.serialization import Key, encode_key
+
+
+class Grid:
+    """A member of a peergrid cluster, embedded in this process.
+
+    ``Grid(...)`` binds its gRPC server, joins the cluster through the seeds in
+    ``members`` (or forms a new one alone) and returns once joined. Leaving the
+    ``with`` block, or ``shutdown()``, hands this member's partitions over to
+    the others and stops it::
+
+        with peergrid.Grid(cluster="orders", members=["10.0.0.5:5701"]) as grid:
+            users = grid.get_map("users")
+            users.put("user:1", {"name": "Alice"}, ttl=300)
+
+    Options are those of ``peergrid.GridConfig`` (cluster, bind, members,
+    discovery, backup_count, ...), passed as keywords or as ``config=``.
+    Raises ``ConfigError`` for an unknown or invalid option,
+    ``ClusterNameMismatchError`` when the seeds belong to another cluster.
+    """
+
+    def __init__(self, config: GridConfig | None = None, **options: Any) -> None:
+        if config is not None and options:
+            raise ConfigError("pass either config=GridConfig(...) or keyword options, not both")
+        if config is None:
+            config = GridConfig.from_kwargs(**options)
+        elif not isinstance(config, GridConfig):
+            raise ConfigError(f"config must be a peergrid.GridConfig, got {type(config).__qualname__}")
+        else:
+            config.validate()
+        self.config = config
+        self._node = Node(config)
+        self._maps: dict[str, DistributedMap] = {}
+        self._node.start()
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def address(self) -> str:
+        """``host:port`` this member's gRPC server is bound to."""
+        return self._node.address
+
+    @property
+    def uuid(self) -> str:
+        """This member's uuid (new at every start)."""
+        return self._node.uuid
+
+    @property
+    def closed(self) -> bool:
+        """True after ``shutdown()``."""
+        return self._node.closed
+
+    def members(self) -> list[Member]:
+        """The current member list, oldest first (each with ``.address`` and ``.uuid``)."""
+        return list(self._node.membership.members.members)
+
+    def owner_of(self, key: Key) -> Member | None:
+        """The member that currently owns ``key``'s partition (in every map)."""
+        partition = partition_of(encode_key(key), self.config.partition_count)
+        owner = self._node.manager.table.owner(partition)
+        return self._node.membership.members.find(owner) if owner else None
+
+    # ------------------------------------------------------------------ maps
+    def get_map(self, name: str, ttl: float | None = None, **unknown: Any) -> DistributedMap:
+        """The distributed map ``name`` (the same name is the same map on every member).
+
+        ``ttl`` is the default time to live, in seconds, of entries written
+        through this handle without one of their own.
+        """
+        reject_unknown("get_map", unknown, ("name", "ttl"))
+        self._node.ensure_open()
+        existing = self._maps.get(name)
+        if existing is not None and ttl is None:
+            return existing
+        handle = DistributedMap(self._node, name, ttl)
+        if ttl is None:
+            self._maps[name] = handle
+        return handle
+
+    # ------------------------------------------------------------------ safety
+    def wait_until_safe(self, timeout: float = 10.0) -> bool:
+        """Wait until no migration runs and every backup is in sync, on every member.
+
+        Returns True once safe, False if ``timeout`` seconds pass first.
+        """
+        if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout < 0:
+            raise ArgumentError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
+        return bool(self._node.run(cluster_safe(self._node, timeout), timeout=timeout + 5))
+
+    def is_safe(self) -> bool:
+        """True when, right now, every member reports nothing left to move."""
+        return self.wait_until_safe(timeout=0)
+
+    def add_partition_lost_listener(self, listener: Callable[[int], None]) -> None:
+        """Call ``listener(partition)`` when a partition this member owns lost every copy."""
+        self._node.add_partition_lost_listener(listener)
+
+    def recover_lost_partitions(self) -> list[int]:
+        """Serve this member's lost partitions again, empty; return their numbers."""
+        return list(self._node.run(_recover(self._node), timeout=10))
+
+    # ------------------------------------------------------------------ lifecycle
+    def shutdown(self) -> None:
+        """Hand this member's partitions over, leave the cluster and stop. Safe to call twice."""
+        self._node.shutdown(graceful=True)
+
+    close = shutdown
+
+    def __enter__(self) -> Grid:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.shutdown()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"{len(self.members())} members"
+        return f"Grid(cluster={self.config.cluster!r}, address={self.address!r}, {state})"
+
+
+async def _recover(node: Node) -> list[int]:
+    return node.manager.recover_lost()
+
+
+async def cluster_safe(node: Node, timeout: float) -> bool:
+    """Poll every member's safe state until all are safe at one list version."""
+    deadline = time.monotonic() + timeout
+    interval = node.config.timing.safe_poll_interval
+    while True:
+        if await _all_safe(node):
+            return True
+        if time.monotonic() + interval > deadline:
+            return False
+        await asyncio.sleep(interval)
+
+
+async def _all_safe(node: Node) -> bool:
+    from peergrid.errors import PeerGridError
+
+    safe, version, _ = node.safe_state()
+    if not safe:
+        return False
+    members = node.membership.members
+    others = [m for m in members.members if m.uuid != node.uuid]
+
+    async def ask(address: str) -> tuple[bool, int, str]:
+        try:
+            return await node.replica_client(address).safe_state()
+        except PeerGridError as exc:
+            return False, 0, str(exc)
+
+    states = await asyncio.gather(*(ask(m.address) for m in others))
+    return all(ok and v == version for ok, v, _ in states) and node.membership.members.version == version

@@ -1,0 +1,89 @@
+"""The owner's side of an operation: check it, run it, replicate it.
+
+Every operation that reaches this member, from a peer's frame or from this
+member's own callers, comes through ``execute`` on the loop thread. Anything
+a peer sends is checked here (codes, partitions, sizes) before it touches a
+partition; a bad op gets INVALID and changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from peergrid.config import GridConfig
+from peergrid.protocol import KEYED, KNOWN, WRITES, Code, Op, Result, Status
+from peergrid.replication import PartitionManager
+from peergrid.storage import ops as storage_ops
+
+MAX_MAP_NAME = 255
+
+
+class Executor:
+    """Runs operations as this member's partitions' owner. Loop thread only."""
+
+    def __init__(
+        self,
+        config: GridConfig,
+        manager: PartitionManager,
+        table_version: Callable[[], int],
+        has_quorum: Callable[[], bool],
+        values_equal: storage_ops.ValuesEqual,
+    ) -> None:
+        self._config = config
+        self._limits = config.limits
+        self._manager = manager
+        self._table_version = table_version
+        self._has_quorum = has_quorum
+        self._equal = values_equal
+
+    def check(self, op: Op) -> str | None:
+        """Why ``op`` is malformed or over a limit, or None."""
+        if op.code not in KNOWN:
+            return f"unknown operation code {op.code}"
+        if not 0 <= op.partition < self._config.partition_count:
+            return f"partition {op.partition} is out of range 0..{self._config.partition_count - 1}"
+        if op.code == Code.BACKUP:
+            return None
+        if not op.map or len(op.map) > MAX_MAP_NAME:
+            return f"map names must have 1 to {MAX_MAP_NAME} characters"
+        if op.code in KEYED and not op.key:
+            return "the operation needs a key"
+        if len(op.key) > self._limits.max_key_bytes:
+            return f"key of {len(op.key)} bytes exceeds limits.max_key_bytes={self._limits.max_key_bytes}"
+        if max(len(op.value), len(op.expect)) > self._limits.max_value_bytes:
+            return f"value exceeds limits.max_value_bytes={self._limits.max_value_bytes}"
+        if not op.ttl >= 0 or op.ttl == float("inf"):
+            return f"ttl must be a finite number of seconds >= 0, got {op.ttl}"
+        return None
+
+    def execute(self, op: Op, caller_version: int) -> Result | asyncio.Future[Result]:
+        """Run one op; a future when it waits for backups."""
+        problem = self.check(op)
+        if problem is not None:
+            return Result(Status.INVALID, message=problem)
+        if op.code == Code.BACKUP:
+            return Result(self._manager.apply_backup(op.partition, op.version, op.effects, caller_version))
+        part = self._manager.readable[op.partition]
+        if part is None or caller_version > self._table_version():
+            return self._not_serving(op.partition, caller_version)
+        if op.code not in WRITES:
+            return storage_ops.execute(part, op, self._equal)[0]
+        if not self._has_quorum():
+            return Result(Status.QUORUM, message=(
+                f"this member sees fewer than min_cluster_size={self._config.min_cluster_size} members"))
+        result, effects = storage_ops.execute(part, op, self._equal)
+        if not effects:
+            return result
+        part.version += 1
+        return self._manager.replicator.replicate(op.partition, part.version, effects, result)
+
+    def _not_serving(self, p: int, caller_version: int) -> Result:
+        mine = self._table_version()
+        if caller_version > mine:
+            return Result(Status.RETRY, message=f"this member's table ({mine}) is behind the caller's ({caller_version})")
+        if p in self._manager.lost:
+            return Result(Status.LOST, message=f"partition {p} lost every copy")
+        if self._manager.table.owner(p) == self._manager.uuid:
+            return Result(Status.RETRY, message=f"partition {p} is migrating to this member")
+        return Result(Status.MOVED, message=f"this member does not own partition {p}")

@@ -1,0 +1,208 @@
+"""A coalescing pipe to one peer: a queue, drained into frames on one stream.
+
+Callers on any thread append operations; a sender on the member's loop writes
+whatever has gathered as one frame, while at most ``max_inflight_frames``
+frames await their results. Under load the frames grow, so the per-operation
+cost approaches a batch's (~7 us a key) rather than a call's (~300 us). At
+rest, an operation goes out alone at once.
+
+Items are objects with an ``op`` and a ``handle(result)`` method; ``handle``
+runs on the loop thread exactly once. When the stream breaks, items already
+sent get ``Status.UNREACHABLE`` with ``found=True`` (they may have been
+applied) and queued ones with ``found=False`` (they were not).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import logging
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+from peergrid.errors import PeerGridError
+from peergrid.protocol import Op, Result, Status
+
+log = logging.getLogger("peergrid.invocation")
+
+
+class Item(Protocol):
+    """Something to send: an operation and where its result goes."""
+
+    op: Op
+
+    def handle(self, result: Result) -> None: ...
+
+
+class Stream(Protocol):
+    """The transport's frame stream (``peergrid.transport.FrameStream``)."""
+
+    async def send(self, frame_id: int, table_version: int, sender: str, ops: list[Op]) -> None: ...
+    async def receive(self) -> tuple[int, int, list[Result]] | None: ...
+    def cancel(self) -> None: ...
+
+
+def _unreachable(sent: bool, why: str) -> Result:
+    return Result(Status.UNREACHABLE, found=sent, message=why)
+
+
+class Pipe:
+    """Operations bound for one peer, coalesced into frames on one stream."""
+
+    def __init__(
+        self,
+        address: str,
+        loop: asyncio.AbstractEventLoop,
+        open_stream: Callable[[], Stream],
+        frame_header: Callable[[], tuple[int, str]],
+        max_ops: int,
+        max_inflight: int,
+        frame_timeout: float,
+        on_table_version: Callable[[int], None],
+    ) -> None:
+        self.address = address
+        self._loop = loop
+        self._open_stream = open_stream
+        self._frame_header = frame_header  # -> (table version, sender uuid)
+        self._max_ops = max_ops
+        self._max_inflight = max_inflight
+        self._frame_timeout = frame_timeout
+        self._on_table_version = on_table_version
+        self._queue: collections.deque[Item] = collections.deque()
+        self._signalled = False  # a wake-up is scheduled on the loop
+        self._wake = asyncio.Event()
+        self._inflight: dict[int, tuple[list[Item], asyncio.TimerHandle]] = {}
+        self._ids = itertools.count(1)
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._reset_reason = "the pipe was closed"
+
+    # ---------------------------------------------------------------- any thread
+    def submit(self, item: Item) -> None:
+        """Queue one item (any thread)."""
+        self._queue.append(item)
+        self._signal()
+
+    def submit_many(self, items: Iterable[Item]) -> None:
+        """Queue items that should travel together (any thread)."""
+        self._queue.extend(items)
+        self._signal()
+
+    def _signal(self) -> None:
+        # The flag is cleared on the loop before the sender drains, so an item
+        # appended before the clear is drained, and one appended after it sees
+        # the flag down and schedules another wake-up.
+        if not self._signalled:
+            self._signalled = True
+            try:
+                self._loop.call_soon_threadsafe(self._kick)
+            except RuntimeError:  # the loop is closed: the member is gone
+                self._fail_queued("the member is shut down")
+
+    # ---------------------------------------------------------------- loop thread
+    def _kick(self) -> None:
+        self._signalled = False
+        if self._closed:
+            self._fail_queued("the peer left the cluster")
+            return
+        if self._task is None:
+            self._task = self._loop.create_task(self._run())
+        self._wake.set()
+
+    async def _run(self) -> None:
+        stream: Stream | None = None
+        reader: asyncio.Task[None] | None = None
+        try:
+            while not self._closed:
+                if not self._queue or len(self._inflight) >= self._max_inflight:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                if stream is None:
+                    stream = self._open_stream()
+                    reader = self._loop.create_task(self._read(stream))
+                await self._send_frame(stream)
+        except PeerGridError as exc:
+            self._broken(f"{exc}")
+        except asyncio.CancelledError:
+            self._broken(self._reset_reason)
+            if self._closed:
+                raise
+        except Exception as exc:  # a bug must not leave callers waiting forever
+            log.exception("pipe to %s failed", self.address)
+            self._broken(f"internal error: {exc!r}")
+        finally:
+            if reader is not None:
+                reader.cancel()
+            if stream is not None:
+                stream.cancel()
+            self._task = None
+            if self._queue and not self._closed:
+                self._signal()  # items arrived while we were failing: start over
+
+    async def _send_frame(self, stream: Stream) -> None:
+        items = [self._queue.popleft() for _ in range(min(len(self._queue), self._max_ops))]
+        frame_id = next(self._ids)
+        timer = self._loop.call_later(self._frame_timeout, self._frame_timed_out, frame_id)
+        self._inflight[frame_id] = (items, timer)
+        table_version, sender = self._frame_header()
+        await stream.send(frame_id, table_version, sender, [item.op for item in items])
+
+    async def _read(self, stream: Stream) -> None:
+        try:
+            while True:
+                answer = await stream.receive()
+                if answer is None:
+                    raise PeerGridError(f"peer {self.address} closed the stream")
+                frame_id, table_version, results = answer
+                entry = self._inflight.pop(frame_id, None)
+                if entry is None:
+                    continue  # timed out earlier
+                items, timer = entry
+                timer.cancel()
+                self._on_table_version(table_version)
+                self._wake.set()
+                for item, result in zip(items, results, strict=False):
+                    item.handle(result)
+                for item in items[len(results):]:
+                    item.handle(Result(Status.ERROR, message="peer sent too few results"))
+        except asyncio.CancelledError:
+            raise
+        except PeerGridError as exc:
+            self._reset(str(exc))
+        except Exception as exc:
+            log.exception("reading from %s failed", self.address)
+            self._reset(f"internal error: {exc!r}")
+
+    def _reset(self, why: str) -> None:
+        # Fail what is in flight now; the sender task notices and restarts the stream.
+        self._reset_reason = why
+        if self._task is not None:
+            self._task.cancel()
+        else:
+            self._broken(why)
+
+    def _frame_timed_out(self, frame_id: int) -> None:
+        if frame_id in self._inflight:
+            self._reset(f"peer {self.address} did not answer within {self._frame_timeout}s")
+
+    def _broken(self, why: str) -> None:
+        inflight, self._inflight = self._inflight, {}
+        for items, timer in inflight.values():
+            timer.cancel()
+            for item in items:
+                item.handle(_unreachable(True, why))
+        self._fail_queued(why)
+
+    def _fail_queued(self, why: str) -> None:
+        while self._queue:
+            self._queue.popleft().handle(_unreachable(False, why))
+
+    def close(self) -> None:
+        """Stop the pipe (loop thread): everything pending fails as unreachable."""
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+        else:
+            self._broken("the peer left the cluster")

@@ -1,0 +1,356 @@
+"""One member: every service built and wired in dependency order, started and stopped.
+
+``Grid`` and ``AsyncGrid`` are thin façades over a ``Node``. The node owns the
+loop thread; everything but owner-local reads runs there.
+
+Start: loop thread -> transport server (bind) -> membership (join or form) ->
+heartbeats -> background upkeep. Shutdown runs in reverse, after handing this
+member's partitions over (a graceful leave).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+import uuid as uuid_module
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
+
+from peergrid._loop import LoopThread
+from peergrid.cluster.membership import Membership, State
+from peergrid.config import GridConfig, parse_address
+from peergrid.errors import GridClosedError, PeerGridError
+from peergrid.invocation.executor import Executor
+from peergrid.invocation.invoker import Invoker
+from peergrid.invocation.pipe import Pipe
+from peergrid.protocol import Chunk, HeartbeatReply, JoinReply, Member, MemberList, Op, Result
+from peergrid.replication import PartitionManager
+from peergrid.serialization import serializer_named
+from peergrid.transport import PeerClient, Peers, Server
+
+log = logging.getLogger("peergrid")
+
+
+class Node:
+    """A member of a peergrid cluster (internal; use ``peergrid.Grid``)."""
+
+    def __init__(self, config: GridConfig) -> None:
+        self.config = config
+        self.cluster = config.cluster
+        self.uuid = uuid_module.uuid4().hex
+        self.serializer = serializer_named(config.serializer)
+        self._thread = LoopThread(f"peergrid-{self.uuid[:8]}")
+        self.loop = self._thread.loop
+        self.address = ""
+        self.closed = False
+        self._started = False
+        self._pipes: dict[str, Pipe] = {}
+        self._pipes_lock = threading.Lock()
+        self._upkeep: list[asyncio.Task[None]] = []
+        self._lost_listeners: list[Callable[[int], None]] = []
+        self._peers: Peers | None = None
+        self._server = Server(config, self)
+        self.membership: Membership
+        self.manager = PartitionManager(config, self, self._partition_lost)
+        self.executor = Executor(
+            config, self.manager, self._table_version, self._has_quorum, self._values_equal
+        )
+        self.invoker = Invoker(self, config.timing.retry_initial, config.timing.retry_max)
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Bind, join (or form) the cluster, start heartbeats; blocks until done."""
+        self._thread.start()
+        budget = self.config.timing.join_timeout + self.config.timing.rpc_timeout * 4 + 10
+        try:
+            self._thread.run(self._start(), timeout=budget)
+        except BaseException:
+            self.closed = True
+            with contextlib.suppress(Exception):
+                self._thread.run(self._stop(), timeout=5)
+            self._thread.stop()
+            raise
+        self._started = True
+
+    async def _start(self) -> None:
+        host, port = parse_address(self.config.bind, what="bind")
+        self._peers = Peers(self.config)
+        bound = await self._server.start(host, port)
+        self.address = f"{host}:{bound}"
+        me = Member(self.uuid, self.address, float(self.config.weight))
+        self.membership = Membership(
+            self.config, me, self._peer, self._members_changed, self._removed, self._seeds
+        )
+        await self.membership.join()
+        self.membership.start_heartbeats()
+        self._upkeep = [
+            asyncio.ensure_future(self._every(self.config.timing.expiry_sweep_interval, self._sweep)),
+            asyncio.ensure_future(self._every(self.config.timing.anti_entropy_interval, self.manager.anti_entropy)),
+        ]
+
+    def _seeds(self) -> Iterable[str]:
+        return self.config.members
+
+    async def _every(self, interval: float, job: Callable[[], Any]) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                outcome = job()
+                if asyncio.iscoroutine(outcome):
+                    await outcome
+            except asyncio.CancelledError:
+                raise
+            except PeerGridError as exc:
+                log.debug("background job failed: %s", exc)
+            except Exception:
+                log.exception("background job failed")
+
+    async def _sweep(self) -> None:
+        self.manager.sweep()
+
+    def shutdown(self, graceful: bool = True) -> None:
+        """Leave the cluster (handing partitions over when ``graceful``) and stop. Safe twice."""
+        if self.closed:
+            return
+        self.closed = True
+        if not self._started:
+            return
+        timeout = self.config.timing.shutdown_timeout + self.config.timing.rpc_timeout * 4 + 5
+        try:
+            if graceful:
+                self._thread.run(self._leave(), timeout=timeout)
+        except (PeerGridError, TimeoutError) as exc:
+            log.warning("member %s: graceful leave did not complete (%s); stopping anyway", self.address, exc)
+        finally:
+            with contextlib.suppress(Exception):
+                self._thread.run(self._stop(), timeout=10)
+            self._thread.stop()
+
+    def kill(self) -> None:
+        """Stop at once, as if the process died: no hand-over, no goodbye (for tests)."""
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(Exception):
+            self._thread.run(self._stop(grace=None), timeout=10)
+        self._thread.stop()
+
+    async def _leave(self) -> None:
+        others = [m for m in self.membership.members.members if m.uuid != self.uuid]
+        if not others or self.membership.state is not State.ACTIVE:
+            return
+        deadline = time.monotonic() + self.config.timing.shutdown_timeout
+        await self.membership.request_leave(final=False)
+        while time.monotonic() < deadline and not self.manager.holds_nothing():
+            await asyncio.sleep(self.config.timing.safe_poll_interval * 5)
+        if not self.manager.holds_nothing():
+            log.warning("member %s: partitions were not all handed over within %.1fs",
+                        self.address, self.config.timing.shutdown_timeout)
+        await self.membership.request_leave(final=True)
+
+    async def _stop(self, grace: float | None = 0.2) -> None:
+        for task in self._upkeep:
+            task.cancel()
+        await asyncio.gather(*self._upkeep, return_exceptions=True)
+        if hasattr(self, "membership"):
+            await self.membership.stop()
+        await self.manager.stop()
+        with self._pipes_lock:
+            pipes, self._pipes = list(self._pipes.values()), {}
+        for pipe in pipes:
+            pipe.close()
+        await self._server.stop(grace)
+        if self._peers is not None:
+            await self._peers.close()
+
+    def ensure_open(self) -> None:
+        """Raise ``GridClosedError`` after shutdown."""
+        if self.closed:
+            raise GridClosedError("this grid was shut down; create a new peergrid.Grid to continue")
+
+    # ------------------------------------------------------------------ wiring
+    def _peer(self, address: str) -> PeerClient:
+        assert self._peers is not None
+        return self._peers.get(address)
+
+    def replica_client(self, address: str) -> PeerClient:
+        """The client for a peer address (loop thread)."""
+        return self._peer(address)
+
+    def replica_peer(self, uuid: str) -> PeerClient | None:
+        """The client for member ``uuid`` (loop thread)."""
+        address = self.membership.address_of(uuid)
+        return self._peer(address) if address else None
+
+    def current_members(self) -> MemberList:
+        """The adopted member list."""
+        return self.membership.members
+
+    def adopt_members(self, members: MemberList) -> None:
+        """Adopt a newer list a peer sent along with a request."""
+        self.membership.adopt(members)
+
+    def _table_version(self) -> int:
+        return self.membership.members.version
+
+    def _has_quorum(self) -> bool:
+        return len(self.membership.members.members) >= self.config.min_cluster_size
+
+    def _values_equal(self, a: bytes, b: bytes) -> bool:
+        if a == b:
+            return True
+        try:
+            return bool(self.serializer.loads(a) == self.serializer.loads(b))
+        except PeerGridError:
+            return False
+
+    def _members_changed(self, old: MemberList, new: MemberList) -> None:
+        if old.version == 0 and new.members == (self.membership.me,):
+            self.manager.form()
+        gone = set(old.uuids) - set(new.uuids)
+        for uuid in gone:
+            with self._pipes_lock:
+                pipe = self._pipes.pop(uuid, None)
+            if pipe is not None:
+                pipe.close()
+            member = old.find(uuid)
+            if member is not None and self._peers is not None:
+                asyncio.ensure_future(self._peers.drop(member.address))
+        self.manager.on_members(new)
+
+    def _removed(self) -> None:
+        asyncio.ensure_future(self._rejoin())
+
+    async def _rejoin(self) -> None:
+        self.manager.reset()
+        with self._pipes_lock:
+            pipes, self._pipes = list(self._pipes.values()), {}
+        for pipe in pipes:
+            pipe.close()
+        self.membership.reset_for_rejoin()
+        try:
+            await self.membership.join()
+        except PeerGridError:
+            log.exception("member %s could not rejoin", self.address)
+
+    def _partition_lost(self, partition: int) -> None:
+        for listener in list(self._lost_listeners):
+            try:
+                listener(partition)
+            except Exception:
+                log.exception("partition-lost listener failed")
+
+    def add_partition_lost_listener(self, listener: Callable[[int], None]) -> None:
+        """Call ``listener(partition)`` (on the member's thread) when a partition loses every copy."""
+        self._lost_listeners.append(listener)
+
+    # ------------------------------------------------------------------ routing
+    def pipe_for(self, partition: int) -> Pipe | None:
+        """The pipe to ``partition``'s owner, or None when this member should run it."""
+        owner = self.manager.table.owner(partition)
+        if owner is None or owner == self.uuid:
+            return None
+        return self.pipe_to(owner)
+
+    def pipe_to(self, uuid: str) -> Pipe | None:
+        """The pipe to member ``uuid`` (any thread)."""
+        pipe = self._pipes.get(uuid)
+        if pipe is not None:
+            return pipe
+        address = self.membership.address_of(uuid)
+        if address is None or self.closed:
+            return None
+        with self._pipes_lock:
+            pipe = self._pipes.get(uuid)
+            if pipe is None:
+                limits = self.config.limits
+                pipe = self._pipes[uuid] = Pipe(
+                    address, self.loop, lambda: self._peer(address).open_stream(), self._frame_header,
+                    limits.max_batch_ops, limits.max_inflight_frames,
+                    self.config.timing.operation_timeout + self.config.timing.rpc_timeout,
+                    lambda version: self.membership.saw_version(version, address),
+                )
+        return pipe
+
+    def _frame_header(self) -> tuple[int, str]:
+        return self.membership.members.version, self.uuid
+
+    def execute_local(self, op: Op) -> Result | asyncio.Future[Result]:
+        """Run an op on this member as its would-be owner (loop thread)."""
+        return self.executor.execute(op, self.membership.members.version)
+
+    # ------------------------------------------------------------------ transport handlers
+    async def join(self, member: Member, partition_count: int, serializer: str) -> JoinReply:
+        return await self.membership.handle_join(member, partition_count, serializer)
+
+    def heartbeat(self, uuid: str, list_version: int) -> HeartbeatReply:
+        return self.membership.handle_heartbeat(uuid, list_version)
+
+    def publish(self, members: MemberList) -> None:
+        self.membership.handle_publish(members)
+
+    async def leave(self, uuid: str, final: bool) -> None:
+        await self.membership.handle_leave(uuid, final)
+
+    def safe_state(self) -> tuple[bool, int, str]:
+        version = self.membership.members.version
+        if self.membership.state is not State.ACTIVE:
+            return False, version, f"member is {self.membership.state.value}"
+        safe, detail = self.manager.safe_state()
+        return safe, version, detail
+
+    def frame(self, sender: str, table_version: int, ops: list[Op]) -> list[Result] | asyncio.Future[list[Result]]:
+        if table_version > self.membership.members.version:
+            self.membership.saw_version(table_version, self.membership.address_of(sender))
+        results: list[Result | None] = []
+        waiting: list[tuple[int, asyncio.Future[Result]]] = []
+        for op in ops:
+            outcome = self.executor.execute(op, table_version)
+            if isinstance(outcome, Result):
+                results.append(outcome)
+            else:
+                waiting.append((len(results), outcome))
+                results.append(None)
+        if not waiting:
+            return results  # type: ignore[return-value]
+        return self._gather(results, waiting)
+
+    def _gather(self, results: list[Result | None], waiting: list[tuple[int, asyncio.Future[Result]]]) -> asyncio.Future[list[Result]]:
+        done: asyncio.Future[list[Result]] = self.loop.create_future()
+        remaining = len(waiting)
+
+        def one(index: int, future: asyncio.Future[Result]) -> None:
+            nonlocal remaining
+            results[index] = future.result() if not future.cancelled() else Result(6, message="cancelled")
+            remaining -= 1
+            if remaining == 0 and not done.done():
+                done.set_result(results)  # type: ignore[arg-type]
+
+        for index, future in waiting:
+            future.add_done_callback(lambda f, i=index: one(i, f))  # type: ignore[misc]
+        return done
+
+    async def versions(self, members: MemberList, partitions: list[int]) -> tuple[int, dict[int, int | None]]:
+        return await self.manager.handle_versions(members, partitions)
+
+    def fetch(self, members: MemberList, partition: int) -> AsyncIterator[Chunk]:
+        return self.manager.handle_fetch(members, partition)
+
+    async def install(self, chunks: AsyncIterator[Chunk]) -> None:
+        await self.manager.handle_install(chunks)
+
+    def release(self, list_version: int, partitions: list[int]) -> None:
+        self.manager.handle_release(list_version, partitions)
+
+    # ------------------------------------------------------------------ sync helpers
+    def run(self, coro: Any, timeout: float | None = None) -> Any:
+        """Run a coroutine on the member's loop from another thread."""
+        self.ensure_open()
+        return self._thread.run(coro, timeout)
+
+    def call_soon(self, fn: Callable[..., object], *args: object) -> None:
+        """Run ``fn`` on the member's loop."""
+        self._thread.call_soon(fn, *args)

@@ -1,0 +1,242 @@
+"""The operations members ask of each other, as domain objects.
+
+No grpc and no protobuf here: the transport converts its messages into these
+at the border, and every other layer sees only these. Codes and statuses are
+plain ints (they travel as ``uint32``); the classes below name them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import NamedTuple
+
+
+class Code:
+    """Operation codes."""
+
+    GET = 1
+    CONTAINS = 2
+    PUT = 3
+    SET = 4
+    PUT_IF_ABSENT = 5
+    REPLACE = 6
+    REPLACE_IF_SAME = 7
+    DELETE = 8
+    SIZE = 9
+    CLEAR = 10
+    ENTRIES = 11
+    KEYS = 12
+    BACKUP = 20  # owner -> backup: apply ``effects`` to reach ``version``
+
+
+WRITES = frozenset({Code.PUT, Code.SET, Code.PUT_IF_ABSENT, Code.REPLACE, Code.REPLACE_IF_SAME, Code.DELETE, Code.CLEAR})
+KEYED = frozenset(
+    {Code.GET, Code.CONTAINS, Code.PUT, Code.SET, Code.PUT_IF_ABSENT, Code.REPLACE, Code.REPLACE_IF_SAME, Code.DELETE}
+)
+KNOWN = KEYED | {Code.SIZE, Code.CLEAR, Code.ENTRIES, Code.KEYS, Code.BACKUP}
+
+
+class Status:
+    """Result statuses."""
+
+    OK = 0
+    MOVED = 1  # this member does not own the partition: refresh the table and retry
+    RETRY = 2  # the partition is migrating here, or this member's table is behind: retry soon
+    LOST = 3  # every copy of the partition was lost
+    QUORUM = 4  # fewer members than min_cluster_size: writes refused
+    INVALID = 5  # the request is malformed or over a limit; retrying will not help
+    ERROR = 6  # the operation failed on the serving member
+    GAP = 7  # backup: the op's version does not follow this copy's; send the partition
+    UNREACHABLE = 8  # local only: the peer could not be reached; ``found`` says if the op was sent
+    TIMEOUT = 9  # local only: the deadline passed before the op could be served
+    INDETERMINATE = 10  # local only: a write was sent but its outcome is unknown
+
+
+class Effect(NamedTuple):
+    """One change to one partition's data, as an owner ships it to its backups."""
+
+    kind: int  # EffectKind
+    map: str
+    key: bytes = b""
+    value: bytes = b""
+    expire_at: float = 0.0  # wall-clock seconds; 0 = never
+
+
+class EffectKind:
+    """What an ``Effect`` does."""
+
+    PUT = 1
+    DELETE = 2
+    CLEAR = 3
+
+
+class Op:
+    """One operation on one partition."""
+
+    __slots__ = ("code", "effects", "expect", "key", "map", "partition", "ttl", "value", "version")
+
+    def __init__(
+        self,
+        code: int,
+        partition: int,
+        map: str,  # noqa: A002 - the protocol's field name
+        key: bytes = b"",
+        value: bytes = b"",
+        expect: bytes = b"",
+        ttl: float = 0.0,
+        version: int = 0,
+        effects: tuple[Effect, ...] = (),
+    ) -> None:
+        self.code = code
+        self.partition = partition
+        self.map = map
+        self.key = key
+        self.value = value
+        self.expect = expect
+        self.ttl = ttl
+        self.version = version
+        self.effects = effects
+
+    def __repr__(self) -> str:
+        return f"Op(code={self.code}, partition={self.partition}, map={self.map!r}, key={self.key!r})"
+
+
+class Result:
+    """The answer to one ``Op``."""
+
+    __slots__ = ("count", "found", "keys", "message", "status", "value", "values")
+
+    def __init__(
+        self,
+        status: int = Status.OK,
+        value: bytes = b"",
+        found: bool = False,
+        count: int = 0,
+        keys: list[bytes] | None = None,
+        values: list[bytes] | None = None,
+        message: str = "",
+    ) -> None:
+        self.status = status
+        self.value = value
+        self.found = found
+        self.count = count
+        self.keys = keys
+        self.values = values
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"Result(status={self.status}, found={self.found}, count={self.count}, message={self.message!r})"
+
+
+OK_EMPTY = Result()
+
+
+# ---------------------------------------------------------------- membership
+
+
+@dataclass(frozen=True)
+class Member:
+    """One member of the cluster."""
+
+    uuid: str
+    """Random per start: a restarted process is a new member."""
+    address: str
+    """``host:port`` of the member's gRPC endpoint."""
+    weight: float = 1.0
+    """Relative share of partitions."""
+    leaving: bool = False
+    """Gracefully leaving: owns no partitions, still answers until it is removed."""
+
+
+@dataclass(frozen=True)
+class MemberList:
+    """A version of the member list, oldest member first."""
+
+    version: int
+    master_uuid: str
+    members: tuple[Member, ...]
+
+    def find(self, uuid: str) -> Member | None:
+        """The member with this uuid, or None."""
+        for member in self.members:
+            if member.uuid == uuid:
+                return member
+        return None
+
+    def __contains__(self, uuid: object) -> bool:
+        return any(member.uuid == uuid for member in self.members)
+
+    @property
+    def uuids(self) -> tuple[str, ...]:
+        """Member uuids, oldest first."""
+        return tuple(member.uuid for member in self.members)
+
+    def placement(self) -> tuple[tuple[str, float, bool], ...]:
+        """``(uuid, weight, leaving)`` of every member, what the partition table derives from."""
+        return tuple((m.uuid, m.weight, m.leaving) for m in self.members)
+
+    def successor(self, version: int | None = None, **changes: object) -> MemberList:
+        """A copy with a new version (default: this one's + 1) and other fields changed."""
+        return replace(self, version=self.version + 1 if version is None else version, **changes)  # type: ignore[arg-type]
+
+    def with_member(self, member: Member) -> MemberList:
+        """The next version with ``member`` appended (or updated in place)."""
+        if member.uuid in self:
+            return self.successor(members=tuple(member if m.uuid == member.uuid else m for m in self.members))
+        return self.successor(members=(*self.members, member))
+
+    def without(self, uuids: set[str] | frozenset[str], master_uuid: str | None = None) -> MemberList:
+        """The next version without the given members."""
+        return self.successor(
+            members=tuple(m for m in self.members if m.uuid not in uuids),
+            master_uuid=master_uuid or self.master_uuid,
+        )
+
+
+class JoinStatus:
+    """Answers to a join request."""
+
+    ACCEPTED = 0
+    NOT_MASTER = 1  # ask ``master_address`` instead
+    REFUSED = 2  # ``reason`` says why; do not retry
+    NOT_READY = 3  # the seed is itself still joining; try again
+
+
+@dataclass(frozen=True)
+class JoinReply:
+    """A seed's answer to a join request."""
+
+    status: int
+    reason: str = ""
+    master_address: str = ""
+    members: MemberList | None = None
+    cluster: str = ""
+    uuid: str = ""
+
+
+class HeartbeatStatus:
+    """Answers to a heartbeat."""
+
+    OK = 0
+    UNKNOWN_MEMBER = 1  # the sender is not in the receiver's list: it should rejoin
+    WRONG_CLUSTER = 2
+
+
+@dataclass(frozen=True)
+class HeartbeatReply:
+    """A peer's answer to a heartbeat."""
+
+    status: int
+    list_version: int
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of a partition in transfer (migration, backup rebuild)."""
+
+    partition: int
+    version: int
+    entries: tuple[Effect, ...]
+    last: bool
+    list_version: int = 0
+    sender: str = ""

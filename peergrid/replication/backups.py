@@ -1,0 +1,237 @@
+"""The owner's side of backups: ship each write, wait for the sync backups' acks.
+
+The owner applies a write, bumps the partition's version, sends the write's
+effects to its ``backup_count`` sync backups and ``async_backup_count`` async
+ones over the coalescing pipes, and answers once every sync backup has
+acknowledged. The fast path is callbacks only; a backup that answers anything
+but OK moves that write to a slow path (a task) that repairs the backup (a
+whole-partition transfer on a gap) or waits for the table to change.
+
+A write stops waiting for a backup that the table no longer names (it died,
+or left): the new backup is rebuilt from the owner's copy, which holds the
+write. A write whose owner is reset (it was dropped from the cluster) ends
+INDETERMINATE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from peergrid.config import GridConfig
+from peergrid.partition import PartitionTable
+from peergrid.protocol import Code, Effect, Op, Result, Status
+
+if TYPE_CHECKING:
+    from peergrid.replication.manager import PartitionManager
+
+log = logging.getLogger("peergrid.replication")
+
+
+class _Pipe(Protocol):
+    def submit(self, item: object) -> None: ...
+
+
+class Cluster(Protocol):
+    """What the replicator needs of the member."""
+
+    uuid: str
+    loop: asyncio.AbstractEventLoop
+
+    def pipe_to(self, uuid: str) -> _Pipe | None: ...
+
+
+class _Waiter:
+    """One write waiting for its sync backups."""
+
+    __slots__ = ("future", "partition", "result", "uuids")
+
+    def __init__(self, future: asyncio.Future[Result], partition: int, result: Result, uuids: set[str]) -> None:
+        self.future = future
+        self.partition = partition
+        self.result = result
+        self.uuids = uuids
+
+
+class _Send:
+    """A backup write in a pipe."""
+
+    __slots__ = ("op", "replicator", "uuid", "waiter")
+
+    def __init__(self, replicator: Replicator, op: Op, uuid: str, waiter: _Waiter | None) -> None:
+        self.replicator = replicator
+        self.op = op
+        self.uuid = uuid
+        self.waiter = waiter
+
+    def handle(self, result: Result) -> None:
+        if result.status == Status.OK:
+            if self.waiter is not None:
+                self.replicator.ack(self.waiter, self.uuid)
+        else:
+            self.replicator.failed(self, result)
+
+
+class _Once:
+    """A backup write resent from the slow path; its result completes a future."""
+
+    __slots__ = ("future", "op")
+
+    def __init__(self, op: Op, future: asyncio.Future[Result]) -> None:
+        self.op = op
+        self.future = future
+
+    def handle(self, result: Result) -> None:
+        if not self.future.done():
+            self.future.set_result(result)
+
+
+class Replicator:
+    """Ships writes to backups and tracks which backups are in sync. Loop thread only."""
+
+    def __init__(self, config: GridConfig, cluster: Cluster, manager: PartitionManager) -> None:
+        self._config = config
+        self._sync_count = config.backup_count
+        self._cluster = cluster
+        self._manager = manager
+        self._table = PartitionTable(0, ())
+        self._synced: dict[int, set[str]] = {}  # p -> backups known to hold the owner's version
+        self._waiters: set[_Waiter] = set()
+        self._pending: dict[int, int] = {}  # p -> writes waiting for acks or repairs
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------ state
+    def on_table(self, table: PartitionTable) -> None:
+        """Forget backups the table no longer names; release writes waiting for them."""
+        self._table = table
+        for p, uuids in list(self._synced.items()):
+            replicas = table.replicas[p]
+            if not replicas or replicas[0] != self._cluster.uuid:
+                del self._synced[p]
+            else:
+                uuids.intersection_update(replicas[1:])
+        for waiter in list(self._waiters):
+            backups = set(table.replicas[waiter.partition][1 : 1 + self._sync_count])
+            for uuid in waiter.uuids - backups:
+                self.ack(waiter, uuid)
+
+    def is_synced(self, p: int, uuid: str) -> bool:
+        """True when backup ``uuid`` is known to hold our version of ``p``."""
+        return uuid in self._synced.get(p, ())
+
+    def mark_synced(self, p: int, uuid: str, version: int) -> None:
+        """Backup ``uuid`` holds ``p`` at ``version`` (which may be behind by writes in flight)."""
+        self._synced.setdefault(p, set()).add(uuid)
+
+    def mark_unsure(self, p: int, uuid: str) -> None:
+        """Check ``uuid``'s version of ``p`` again before calling it in sync."""
+        self._synced.get(p, set()).discard(uuid)
+
+    def all_synced(self, p: int) -> bool:
+        """Every backup of ``p`` is in sync and no write waits for an ack."""
+        if self._pending.get(p):
+            return False
+        synced = self._synced.get(p, set())
+        return all(uuid in synced for uuid in self._table.replicas[p][1:])
+
+    # ------------------------------------------------------------------ writes
+    def replicate(self, p: int, version: int, effects: Sequence[Effect], result: Result) -> Result | asyncio.Future[Result]:
+        """Ship a write; return its result now (no sync backups) or a future for it."""
+        backups = self._table.replicas[p][1:]
+        if not backups:
+            return result
+        op = Op(Code.BACKUP, p, "", version=version, effects=tuple(effects))
+        sync, rest = backups[: self._sync_count], backups[self._sync_count :]
+        for uuid in rest:
+            self._send(_Send(self, op, uuid, None))
+        if not sync:
+            return result
+        future: asyncio.Future[Result] = self._cluster.loop.create_future()
+        waiter = _Waiter(future, p, result, set(sync))
+        self._waiters.add(waiter)
+        self._pending[p] = self._pending.get(p, 0) + 1
+        for uuid in sync:
+            self._send(_Send(self, op, uuid, waiter))
+        return future
+
+    def _send(self, send: _Send) -> None:
+        pipe = self._cluster.pipe_to(send.uuid)
+        if pipe is None:
+            self.failed(send, Result(Status.UNREACHABLE, message="no pipe to the backup"))
+        else:
+            pipe.submit(send)
+
+    def ack(self, waiter: _Waiter, uuid: str) -> None:
+        """Backup ``uuid`` holds the write (or no longer needs to)."""
+        waiter.uuids.discard(uuid)
+        if not waiter.uuids:
+            self._finish(waiter, waiter.result)
+
+    def _finish(self, waiter: _Waiter, result: Result) -> None:
+        if waiter in self._waiters:
+            self._waiters.discard(waiter)
+            self._pending[waiter.partition] -= 1
+            if not waiter.future.done():
+                waiter.future.set_result(result)
+
+    def failed(self, send: _Send, result: Result) -> None:
+        """A backup did not take a write: repair it off the fast path."""
+        self.mark_unsure(send.op.partition, send.uuid)
+        if send.waiter is None:
+            if result.status == Status.GAP:
+                self._manager.sync_backup(send.op.partition, send.uuid)
+            return
+        task = self._cluster.loop.create_task(self._repair(send, result))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _repair(self, send: _Send, result: Result) -> None:
+        p, uuid, waiter = send.op.partition, send.uuid, send.waiter
+        assert waiter is not None
+        delay = self._config.timing.retry_initial
+        while waiter in self._waiters and self._still_backup(p, uuid):
+            if result.status == Status.GAP:
+                synced = await self._manager.sync_backup(p, uuid)
+                if synced >= send.op.version:
+                    break
+                if synced < 0:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self._config.timing.retry_max)
+            else:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._config.timing.retry_max)
+            if not (waiter in self._waiters and self._still_backup(p, uuid)):
+                break
+            result = await self._resend(send)
+            if result.status == Status.OK:
+                break
+        self.ack(waiter, uuid)
+
+    def _still_backup(self, p: int, uuid: str) -> bool:
+        replicas = self._table.replicas[p]
+        return bool(replicas) and replicas[0] == self._cluster.uuid and uuid in replicas[1 : 1 + self._sync_count]
+
+    async def _resend(self, send: _Send) -> Result:
+        pipe = self._cluster.pipe_to(send.uuid)
+        if pipe is None:
+            return Result(Status.UNREACHABLE)
+        future: asyncio.Future[Result] = self._cluster.loop.create_future()
+        pipe.submit(_Once(send.op, future))
+        return await future
+
+    # ------------------------------------------------------------------ lifecycle
+    def reset(self) -> None:
+        """Drop all state; writes still waiting end INDETERMINATE (their owner is gone)."""
+        for waiter in list(self._waiters):
+            self._finish(waiter, Result(Status.INDETERMINATE, message="the owner was dropped from the cluster"))
+        self._synced.clear()
+        self._pending.clear()
+        for task in self._tasks:
+            task.cancel()
+
+    async def stop(self) -> None:
+        """Cancel repairs; writes still waiting end INDETERMINATE."""
+        self.reset()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

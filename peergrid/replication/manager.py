@@ -1,0 +1,489 @@
+"""Partition replicas on this member: ownership, migration, backups, release.
+
+Every member keeps, for each partition, at most one complete copy (``parts``).
+The partition table says who should hold copies; this module moves data until
+they do, and decides when this member may serve a partition as its owner.
+
+Becoming owner (a join, a leave, a death changed the table): the new owner
+asks *every* member for its version of the partition, which also makes each
+adopt the new member list and so stop serving it. The highest version wins:
+if that copy is elsewhere, the owner fetches it, then serves. Sync backups
+hold every acknowledged write, so the highest surviving version holds them
+too; when no member has a copy the partition is lost, reported, and never
+served as empty. A member that cannot be asked (dead but not yet removed)
+blocks the decision until the failure detector removes it.
+
+Owners keep their backups in sync: a backup whose version differs is sent the
+whole partition; once every backup is in sync, members holding copies they
+are no longer replicas of are told to release them. ``safe_state`` is true
+when none of this is pending on this member.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Protocol
+
+from peergrid.config import GridConfig
+from peergrid.errors import PeerGridError
+from peergrid.partition import PartitionTable, build_table
+from peergrid.protocol import Chunk, Effect, MemberList, Status
+from peergrid.replication.backups import Replicator
+from peergrid.storage import Partition
+
+log = logging.getLogger("peergrid.replication")
+
+CHUNK_BYTES = 1 << 20  # entries per transfer message, by size
+PARALLEL_TRANSFERS = 4
+
+
+class ReplicaPeer(Protocol):
+    """The calls replication makes to a peer (``peergrid.transport.PeerClient``)."""
+
+    async def versions(self, members: MemberList, partitions: list[int], timeout: float | None = None) -> tuple[int, dict[int, int | None]]: ...
+    def fetch(self, members: MemberList, partition: int, timeout: float | None = None) -> AsyncIterator[Chunk]: ...
+    async def install(self, chunks: AsyncIterator[Chunk], timeout: float | None = None) -> None: ...
+    async def release(self, list_version: int, partitions: list[int], timeout: float | None = None) -> None: ...
+
+
+class Cluster(Protocol):
+    """What replication needs of the member."""
+
+    uuid: str
+    loop: asyncio.AbstractEventLoop
+
+    def current_members(self) -> MemberList: ...
+    def replica_peer(self, uuid: str) -> ReplicaPeer | None: ...
+    def adopt_members(self, members: MemberList) -> None: ...
+
+
+class PartitionManager:
+    """The partitions this member holds, and what it does about the table. Loop thread only,
+    except ``readable``, which application threads read for owner-local gets."""
+
+    def __init__(self, config: GridConfig, cluster: Cluster, on_lost: Callable[[int], None]) -> None:
+        self._config = config
+        self._timing = config.timing
+        self._cluster = cluster
+        self._me = self.uuid = cluster.uuid
+        self._on_lost = on_lost
+        count = config.partition_count
+        self.table = PartitionTable(0, tuple(() for _ in range(count)))
+        self.parts: list[Partition | None] = [None] * count
+        #: ``readable[p]`` is ``parts[p]`` while this member is p's serving owner, else None.
+        #: Application threads read it without a lock: replacing a list slot is atomic.
+        self.readable: list[Partition | None] = [None] * count
+        self.lost: set[int] = set()
+        self.replicator = Replicator(config, cluster, self)
+        self._holders: dict[int, set[str]] = {}  # p -> non-replica members seen holding a copy
+        self._sync_job: asyncio.Task[None] | None = None
+        self._backup_jobs: dict[tuple[int, str], asyncio.Task[int]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._transfer_slots = asyncio.Semaphore(PARALLEL_TRANSFERS)
+        self._stopped = False
+
+    # ------------------------------------------------------------------ table changes
+    def form(self) -> None:
+        """This member starts the cluster: it holds every partition, empty, at version 0."""
+        self.parts = [Partition(p) for p in range(self._config.partition_count)]
+
+    def on_members(self, members: MemberList) -> None:
+        """A new member list was adopted: derive the table and act on it."""
+        replica_count = 1 + self._config.backup_count + self._config.async_backup_count
+        table = build_table(members.version, members.placement(), self._config.partition_count,
+                            replica_count, self._config.vnodes)
+        old, self.table = self.table, table
+        for p in range(table.partition_count):
+            owner = table.owner(p)
+            if owner == self._me:
+                if old.owner(p) != self._me:
+                    self.readable[p] = None  # must sync before serving
+            else:
+                self.readable[p] = None
+        self.replicator.on_table(table)
+        self._start_sync()
+
+    def reset(self) -> None:
+        """Drop every copy (this member was removed and will join again)."""
+        self.parts = [None] * self._config.partition_count
+        self.readable = [None] * self._config.partition_count
+        self.lost.clear()
+        self._holders.clear()
+        self.table = PartitionTable(0, tuple(() for _ in range(self._config.partition_count)))
+        if self._sync_job is not None:
+            self._sync_job.cancel()
+        for job in self._backup_jobs.values():
+            job.cancel()
+        self._backup_jobs.clear()
+        self.replicator.reset()
+
+    def _start_sync(self) -> None:
+        if self._sync_job is None or self._sync_job.done():
+            self._sync_job = asyncio.ensure_future(self._sync_forever())
+
+    # ------------------------------------------------------------------ owner sync
+    def _unready_owned(self) -> list[int]:
+        return [p for p in self.table.owned_by(self._me) if self.readable[p] is None and p not in self.lost]
+
+    async def _sync_forever(self) -> None:
+        """Become ready for every owned partition, then bring backups in sync and release leftovers."""
+        while not self._stopped:
+            version = self.table.version
+            try:
+                todo = self._unready_owned()
+                if todo:
+                    await self._take_ownership(todo, version)
+                if self.table.version == version:
+                    await self._sync_all_backups(version)
+                if self.table.version == version:
+                    await self._release_leftovers(version)
+            except _TableMoved:
+                continue
+            except PeerGridError as exc:
+                log.debug("partition sync at table %d will retry: %s", version, exc)
+                await asyncio.sleep(self._timing.heartbeat_interval)
+                continue
+            if self.table.version == version and not self._unready_owned():
+                return
+
+    async def _ask_versions(self, partitions: list[int], version: int) -> dict[int, list[tuple[int, str]]]:
+        """Every member's complete copies of ``partitions``: ``p -> [(version, uuid)]``.
+
+        Raises ``PeerUnavailableError`` when a member does not answer: its copy
+        might be the newest, so no decision is made without it.
+        """
+        members = self._cluster.current_members()
+        copies: dict[int, list[tuple[int, str]]] = {p: [] for p in partitions}
+        for p in partitions:
+            part = self.parts[p]
+            if part is not None:
+                copies[p].append((part.version, self._me))
+        others = [m.uuid for m in members.members if m.uuid != self._me]
+        answers = await asyncio.gather(*(self._versions_of(uuid, members, partitions) for uuid in others))
+        self._check_table(version)
+        for uuid, found in zip(others, answers, strict=True):
+            for p, v in found.items():
+                if v is not None and p in copies:
+                    copies[p].append((v, uuid))
+        return copies
+
+    async def _versions_of(self, uuid: str, members: MemberList, partitions: list[int]) -> dict[int, int | None]:
+        peer = self._cluster.replica_peer(uuid)
+        if peer is None:
+            return {}
+        _, found = await peer.versions(members, partitions, timeout=self._timing.rpc_timeout)
+        return found
+
+    async def _take_ownership(self, partitions: list[int], version: int) -> None:
+        copies = await self._ask_versions(partitions, version)
+        fetches = []
+        for p in partitions:
+            holders = copies[p]
+            self._holders[p] = {uuid for _, uuid in holders if uuid != self._me}
+            if not holders:
+                self._declare_lost(p)
+                continue
+            best_version, best = max(holders)
+            part = self.parts[p]
+            if best == self._me or (part is not None and part.version == best_version):
+                self._serve(p)
+            else:
+                fetches.append(self._fetch_and_serve(p, best, version))
+        results = await asyncio.gather(*fetches, return_exceptions=True)
+        self._check_table(version)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _fetch_and_serve(self, p: int, source: str, version: int) -> None:
+        async with self._transfer_slots:
+            self._check_table(version)
+            peer = self._cluster.replica_peer(source)
+            if peer is None:
+                raise _TableMoved
+            staging: Partition | None = None
+            async for chunk in peer.fetch(self._cluster.current_members(), p, timeout=self._timing.rpc_timeout * 10):
+                if staging is None:
+                    staging = Partition(p, chunk.version)
+                staging.apply(chunk.entries)
+            self._check_table(version)
+            if staging is None:
+                raise PeerGridError(f"partition {p} transfer from {source} sent nothing")
+            self.parts[p] = staging
+            self._serve(p)
+
+    def _serve(self, p: int) -> None:
+        if self.table.owner(p) == self._me:
+            self.readable[p] = self.parts[p]
+
+    def _declare_lost(self, p: int) -> None:
+        if p not in self.lost:
+            self.lost.add(p)
+            log.error("partition %d lost every copy: its entries cannot be served", p)
+            self._on_lost(p)
+
+    def recover_lost(self) -> list[int]:
+        """Serve this member's lost partitions again, empty (after the loss was acknowledged)."""
+        recovered = [p for p in self.lost if self.table.owner(p) == self._me]
+        for p in recovered:
+            self.lost.discard(p)
+            self.parts[p] = Partition(p)
+            self._serve(p)
+        if recovered:
+            self._start_sync()
+        return recovered
+
+    def _check_table(self, version: int) -> None:
+        if self.table.version != version or self._stopped:
+            raise _TableMoved
+
+    # ------------------------------------------------------------------ backups
+    async def _sync_all_backups(self, version: int) -> None:
+        by_backup: dict[str, list[int]] = {}
+        for p in self.table.owned_by(self._me):
+            if self.readable[p] is None:
+                continue
+            for uuid in self.table.replicas[p][1:]:
+                if not self.replicator.is_synced(p, uuid):
+                    by_backup.setdefault(uuid, []).append(p)
+        members = self._cluster.current_members()
+        jobs = [self._sync_backups_on(uuid, partitions, members, version) for uuid, partitions in by_backup.items()]
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _sync_backups_on(self, uuid: str, partitions: list[int], members: MemberList, version: int) -> None:
+        peer = self._cluster.replica_peer(uuid)
+        if peer is None:
+            return
+        _, found = await peer.versions(members, partitions, timeout=self._timing.rpc_timeout)
+        self._check_table(version)
+        for p in partitions:
+            part = self.readable[p]
+            if part is not None and found.get(p) == part.version:
+                self.replicator.mark_synced(p, uuid, part.version)
+        await asyncio.gather(*(self.sync_backup(p, uuid) for p in partitions if not self.replicator.is_synced(p, uuid)))
+
+    def sync_backup(self, p: int, uuid: str) -> asyncio.Task[int]:
+        """Send partition ``p`` to backup ``uuid`` (one transfer at a time per pair)."""
+        job = self._backup_jobs.get((p, uuid))
+        if job is None or job.done():
+            job = asyncio.ensure_future(self._push(p, uuid))
+            self._backup_jobs[(p, uuid)] = job
+            job.add_done_callback(functools.partial(self._backup_job_done, (p, uuid)))
+        return job
+
+    def _backup_job_done(self, key: tuple[int, str], job: asyncio.Task[int]) -> None:
+        if self._backup_jobs.get(key) is job:
+            del self._backup_jobs[key]
+
+    async def _push(self, p: int, uuid: str) -> int:
+        """Send our copy of ``p``; return the version sent, or -1."""
+        async with self._transfer_slots:
+            part = self.readable[p]
+            peer = self._cluster.replica_peer(uuid)
+            if part is None or peer is None or uuid not in self.table.replicas[p][1:]:
+                return -1
+            version = part.version
+            try:
+                await peer.install(self._chunks(part, version), timeout=self._timing.rpc_timeout * 10)
+            except PeerGridError as exc:
+                log.debug("sending partition %d to %s failed: %s", p, uuid, exc)
+                return -1
+            self.replicator.mark_synced(p, uuid, version)
+            return version
+
+    async def _chunks(self, part: Partition, version: int) -> AsyncIterator[Chunk]:
+        entries = []
+        size = 0
+        list_version = self._cluster.current_members().version
+        for effect in part.snapshot():
+            entries.append(effect)
+            size += len(effect.key) + len(effect.value) + 32
+            if size >= CHUNK_BYTES:
+                yield Chunk(part.id, version, tuple(entries), False, list_version, self._me)
+                entries, size = [], 0
+                await asyncio.sleep(0)  # let the member serve while a big partition streams
+        yield Chunk(part.id, version, tuple(entries), True, list_version, self._me)
+
+    # ------------------------------------------------------------------ release
+    async def _release_leftovers(self, version: int) -> None:
+        """Tell members holding copies they are not replicas of to drop them."""
+        by_holder: dict[str, list[int]] = {}
+        for p, holders in list(self._holders.items()):
+            if self.readable[p] is None or not self.replicator.all_synced(p):
+                continue
+            replicas = self.table.replicas[p]
+            for uuid in holders:
+                if uuid not in replicas:
+                    by_holder.setdefault(uuid, []).append(p)
+            del self._holders[p]
+        for uuid, partitions in by_holder.items():
+            peer = self._cluster.replica_peer(uuid)
+            if peer is not None:
+                with contextlib.suppress(PeerGridError):
+                    await peer.release(version, partitions, timeout=self._timing.rpc_timeout)
+
+    def handle_release(self, list_version: int, partitions: Iterable[int]) -> None:
+        """The owner says our copies of ``partitions`` are no longer needed."""
+        if list_version > self.table.version:
+            return  # we may not know yet that we are a replica: keep it until we catch up
+        for p in partitions:
+            if 0 <= p < len(self.parts) and self.table.replica_index(p, self._me) is None:
+                self.parts[p] = None
+
+    # ------------------------------------------------------------------ serving peers
+    async def handle_versions(self, members: MemberList, partitions: list[int]) -> tuple[int, dict[int, int | None]]:
+        """A new owner asks for our copies; adopting its list first makes us stop serving them."""
+        self._cluster.adopt_members(members)
+        found: dict[int, int | None] = {}
+        for p in partitions:
+            if 0 <= p < len(self.parts):
+                part = self.parts[p]
+                found[p] = part.version if part is not None else None
+        return self._cluster.current_members().version, found
+
+    async def handle_fetch(self, members: MemberList, p: int) -> AsyncIterator[Chunk]:
+        """Stream our copy of ``p`` to its new owner."""
+        self._cluster.adopt_members(members)
+        part = self.parts[p] if 0 <= p < len(self.parts) else None
+        if part is None:
+            raise PeerGridError(f"this member holds no copy of partition {p}")
+        async for chunk in self._chunks(part, part.version):
+            yield chunk
+
+    async def handle_install(self, chunks: AsyncIterator[Chunk]) -> None:
+        """An owner sends us its whole copy of a partition."""
+        staging: Partition | None = None
+        async for chunk in chunks:
+            if not 0 <= chunk.partition < len(self.parts):
+                raise PeerGridError(f"partition {chunk.partition} is out of range")
+            if staging is None:
+                staging = Partition(chunk.partition, chunk.version)
+            staging.apply(chunk.entries)
+            if chunk.last:
+                break
+        if staging is None or self.readable[staging.id] is not None:
+            return  # nothing sent, or we serve this partition ourselves: never swap it under readers
+        current = self.parts[staging.id]
+        if current is None or current.version <= staging.version:
+            self.parts[staging.id] = staging
+
+    # ------------------------------------------------------------------ backups' side
+    def apply_backup(self, p: int, version: int, effects: Iterable[Effect], caller_version: int) -> int:
+        """Apply an owner's write on this backup copy; return the op status.
+
+        Writes apply strictly in version order; a gap asks the owner for the
+        whole partition. A copy may receive writes whatever our table says
+        (the version order keeps it consistent); only a member that holds no
+        copy and, by a table at least as new as the owner's, is no replica
+        answers MOVED.
+        """
+        part = self.parts[p]
+        if part is None:
+            if self.table.replica_index(p, self._me) is None and self.table.version >= caller_version:
+                return Status.MOVED
+            return Status.GAP
+        if self.readable[p] is not None:
+            return Status.MOVED  # we are the serving owner: a stale owner is writing
+        if version <= part.version:
+            return Status.OK
+        if version != part.version + 1:
+            return Status.GAP
+        part.apply(effects)
+        part.version = version
+        return Status.OK
+
+    # ------------------------------------------------------------------ upkeep
+    def sweep(self) -> int:
+        """Free expired entries of every copy held."""
+        now = time.time()
+        return sum(part.sweep(now) for part in self.parts if part is not None)
+
+    async def anti_entropy(self) -> None:
+        """Compare versions with backups and repair; re-check leftovers with owners."""
+        version = self.table.version
+        for p in self.table.owned_by(self._me):
+            for uuid in self.table.replicas[p][1:]:
+                self.replicator.mark_unsure(p, uuid)
+        self._start_sync()
+        await self._check_leftovers(version)
+
+    async def _check_leftovers(self, version: int) -> None:
+        by_owner: dict[str, list[int]] = {}
+        for p, part in enumerate(self.parts):
+            if part is not None and self.table.replica_index(p, self._me) is None:
+                owner = self.table.owner(p)
+                if owner is not None and owner != self._me:
+                    by_owner.setdefault(owner, []).append(p)
+        members = self._cluster.current_members()
+        for owner, partitions in by_owner.items():
+            peer = self._cluster.replica_peer(owner)
+            if peer is None:
+                continue
+            try:
+                _, found = await peer.versions(members, partitions, timeout=self._timing.rpc_timeout)
+            except PeerGridError:
+                continue
+            if self.table.version != version:
+                return
+            for p in partitions:
+                part = self.parts[p]
+                owner_version = found.get(p)
+                if part is not None and owner_version is not None and owner_version >= part.version:
+                    self.parts[p] = None
+
+    def safe_state(self) -> tuple[bool, str]:
+        """Whether this member has nothing left to move, and if not, why."""
+        if self._sync_job is not None and not self._sync_job.done():
+            return False, "partition sync running"
+        unready = self._unready_owned()
+        if unready:
+            return False, f"{len(unready)} owned partitions not ready (first: {unready[0]})"
+        for p in self.table.owned_by(self._me):
+            if p in self.lost:
+                continue
+            if not self.replicator.all_synced(p):
+                return False, f"partition {p} has a backup out of sync"
+        leftovers = [p for p, part in enumerate(self.parts)
+                     if part is not None and self.table.replica_index(p, self._me) is None]
+        if leftovers:
+            return False, f"{len(leftovers)} copies held of partitions this member is no replica of"
+        return True, ""
+
+    def holds_nothing(self) -> bool:
+        """True when this member holds no copy (a leaving member may stop)."""
+        return all(part is None for part in self.parts)
+
+    async def stop(self) -> None:
+        """Cancel background work."""
+        self._stopped = True
+        jobs: list[asyncio.Task[object]] = [j for j in (self._sync_job, *self._backup_jobs.values()) if j is not None]  # type: ignore[misc]
+        for job in jobs:
+            job.cancel()
+        await asyncio.gather(*jobs, return_exceptions=True)
+        await self.replicator.stop()
+
+    def entry_counts(self) -> tuple[int, int]:
+        """Entries in owned partitions and in backup copies, over every map."""
+        owned = backup = 0
+        for p, part in enumerate(self.parts):
+            if part is None:
+                continue
+            index = self.table.replica_index(p, self._me)
+            if index == 0:
+                owned += part.entry_count()
+            elif index is not None:
+                backup += part.entry_count()
+        return owned, backup
+
+
+class _TableMoved(PeerGridError):
+    """The table changed under a sync step; start over with the new one."""
+

@@ -1,0 +1,19 @@
+"""Keys and values to bytes and back: the key codec and the value serializers."""
+
+from peergrid.serialization.codec import (
+    MsgpackSerializer,
+    PickleSerializer,
+    Serializer,
+    serializer_named,
+)
+from peergrid.serialization.keys import Key, decode_key, encode_key
+
+__all__ = [
+    "Key",
+    "MsgpackSerializer",
+    "PickleSerializer",
+    "Serializer",
+    "decode_key",
+    "encode_key",
+    "serializer_named",
+]

@@ -1,0 +1,6 @@
+"""Storage: per (map, partition) record stores and the operations on them."""
+
+from peergrid.storage.partition import Partition
+from peergrid.storage.records import RecordStore
+
+__all__ = ["Partition", "RecordStore"]

@@ -1,0 +1,114 @@
+from peergrid.transport._pb import common_pb2 as _common_pb2
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class JoinRequest(_message.Message):
+    __slots__ = ("cluster", "member", "partition_count", "serializer")
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SERIALIZER_FIELD_NUMBER: _ClassVar[int]
+    cluster: str
+    member: _common_pb2.MemberInfo
+    partition_count: int
+    serializer: str
+    def __init__(self, cluster: _Optional[str] = ..., member: _Optional[_Union[_common_pb2.MemberInfo, _Mapping]] = ..., partition_count: _Optional[int] = ..., serializer: _Optional[str] = ...) -> None: ...
+
+class JoinResponse(_message.Message):
+    __slots__ = ("status", "reason", "master_address", "members", "cluster", "uuid")
+    class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        ACCEPTED: _ClassVar[JoinResponse.Status]
+        NOT_MASTER: _ClassVar[JoinResponse.Status]
+        REFUSED: _ClassVar[JoinResponse.Status]
+        NOT_READY: _ClassVar[JoinResponse.Status]
+    ACCEPTED: JoinResponse.Status
+    NOT_MASTER: JoinResponse.Status
+    REFUSED: JoinResponse.Status
+    NOT_READY: JoinResponse.Status
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MASTER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    UUID_FIELD_NUMBER: _ClassVar[int]
+    status: JoinResponse.Status
+    reason: str
+    master_address: str
+    members: _common_pb2.MemberList
+    cluster: str
+    uuid: str
+    def __init__(self, status: _Optional[_Union[JoinResponse.Status, str]] = ..., reason: _Optional[str] = ..., master_address: _Optional[str] = ..., members: _Optional[_Union[_common_pb2.MemberList, _Mapping]] = ..., cluster: _Optional[str] = ..., uuid: _Optional[str] = ...) -> None: ...
+
+class HeartbeatRequest(_message.Message):
+    __slots__ = ("cluster", "uuid", "list_version")
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    UUID_FIELD_NUMBER: _ClassVar[int]
+    LIST_VERSION_FIELD_NUMBER: _ClassVar[int]
+    cluster: str
+    uuid: str
+    list_version: int
+    def __init__(self, cluster: _Optional[str] = ..., uuid: _Optional[str] = ..., list_version: _Optional[int] = ...) -> None: ...
+
+class HeartbeatResponse(_message.Message):
+    __slots__ = ("status", "list_version", "cluster")
+    class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        OK: _ClassVar[HeartbeatResponse.Status]
+        UNKNOWN_MEMBER: _ClassVar[HeartbeatResponse.Status]
+        WRONG_CLUSTER: _ClassVar[HeartbeatResponse.Status]
+    OK: HeartbeatResponse.Status
+    UNKNOWN_MEMBER: HeartbeatResponse.Status
+    WRONG_CLUSTER: HeartbeatResponse.Status
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    LIST_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    status: HeartbeatResponse.Status
+    list_version: int
+    cluster: str
+    def __init__(self, status: _Optional[_Union[HeartbeatResponse.Status, str]] = ..., list_version: _Optional[int] = ..., cluster: _Optional[str] = ...) -> None: ...
+
+class PublishRequest(_message.Message):
+    __slots__ = ("cluster", "members")
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    cluster: str
+    members: _common_pb2.MemberList
+    def __init__(self, cluster: _Optional[str] = ..., members: _Optional[_Union[_common_pb2.MemberList, _Mapping]] = ...) -> None: ...
+
+class GetMembersRequest(_message.Message):
+    __slots__ = ("cluster",)
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    cluster: str
+    def __init__(self, cluster: _Optional[str] = ...) -> None: ...
+
+class LeaveRequest(_message.Message):
+    __slots__ = ("cluster", "uuid", "final")
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    UUID_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
+    cluster: str
+    uuid: str
+    final: bool
+    def __init__(self, cluster: _Optional[str] = ..., uuid: _Optional[str] = ..., final: _Optional[bool] = ...) -> None: ...
+
+class SafeStateRequest(_message.Message):
+    __slots__ = ("cluster",)
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    cluster: str
+    def __init__(self, cluster: _Optional[str] = ...) -> None: ...
+
+class SafeStateResponse(_message.Message):
+    __slots__ = ("safe", "list_version", "detail")
+    SAFE_FIELD_NUMBER: _ClassVar[int]
+    LIST_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    safe: bool
+    list_version: int
+    detail: str
+    def __init__(self, safe: _Optional[bool] = ..., list_version: _Optional[int] = ..., detail: _Optional[str] = ...) -> None: ...

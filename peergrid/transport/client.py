@@ -1,0 +1,234 @@
+"""Calls to peers: one channel per peer address, reused; errors translated once.
+
+Every failure of a call surfaces as a ``PeerGridError``: an unreachable or
+silent peer as ``PeerUnavailableError`` (retryable), a peer of another cluster
+as ``ClusterNameMismatchError``, anything else the peer reports as
+``RemoteError``; each raised ``from`` the grpc error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from typing import Any, NoReturn
+
+import grpc
+
+from peergrid.config import GridConfig
+from peergrid.errors import ClusterNameMismatchError, PeerUnavailableError, RemoteError
+from peergrid.protocol import Chunk, HeartbeatReply, JoinReply, Member, MemberList, Op, Result
+from peergrid.transport import convert
+from peergrid.transport._pb import (
+    map_pb2_grpc,
+    membership_pb2,
+    membership_pb2_grpc,
+    replication_pb2,
+    replication_pb2_grpc,
+)
+from peergrid.transport.server import grpc_options
+
+_UNAVAILABLE = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+)
+
+
+def _translate(address: str, exc: grpc.RpcError) -> NoReturn:
+    code = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else None
+    details = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+    if code in _UNAVAILABLE or code is None:
+        raise PeerUnavailableError(f"peer {address} is unreachable ({details})", address=address) from exc
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        raise ClusterNameMismatchError(f"peer {address} refused: {details}") from exc
+    raise RemoteError(f"peer {address} answered {code.name}: {details}") from exc
+
+
+class PeerClient:
+    """Typed calls to one peer."""
+
+    def __init__(self, address: str, channel: grpc.aio.Channel, cluster: str, timeout: float) -> None:
+        self.address = address
+        self._cluster = cluster
+        self._timeout = timeout
+        self._membership = membership_pb2_grpc.MembershipStub(channel)
+        self._maps = map_pb2_grpc.MapServiceStub(channel)
+        self._replication = replication_pb2_grpc.ReplicationStub(channel)
+
+    async def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
+        try:
+            return await method(request, timeout=timeout or self._timeout)
+        except grpc.RpcError as exc:
+            _translate(self.address, exc)
+
+    async def join(self, member: Member, partition_count: int, serializer: str, timeout: float | None = None) -> JoinReply:
+        request = membership_pb2.JoinRequest(
+            cluster=self._cluster, member=convert.member_to_pb(member),
+            partition_count=partition_count, serializer=serializer,
+        )
+        return convert.join_reply_from_pb(await self._call(self._membership.Join, request, timeout))
+
+    async def heartbeat(self, uuid: str, list_version: int, timeout: float | None = None) -> HeartbeatReply:
+        request = membership_pb2.HeartbeatRequest(cluster=self._cluster, uuid=uuid, list_version=list_version)
+        reply = await self._call(self._membership.Heartbeat, request, timeout)
+        return HeartbeatReply(status=reply.status, list_version=reply.list_version)
+
+    async def publish(self, members: MemberList, timeout: float | None = None) -> None:
+        request = membership_pb2.PublishRequest(
+            cluster=self._cluster, members=convert.members_to_pb(members, self._cluster)
+        )
+        await self._call(self._membership.Publish, request, timeout)
+
+    async def get_members(self, timeout: float | None = None) -> MemberList:
+        request = membership_pb2.GetMembersRequest(cluster=self._cluster)
+        return convert.members_from_pb(await self._call(self._membership.GetMembers, request, timeout))
+
+    async def leave(self, uuid: str, final: bool, timeout: float | None = None) -> None:
+        request = membership_pb2.LeaveRequest(cluster=self._cluster, uuid=uuid, final=final)
+        await self._call(self._membership.Leave, request, timeout)
+
+    async def safe_state(self, timeout: float | None = None) -> tuple[bool, int, str]:
+        request = membership_pb2.SafeStateRequest(cluster=self._cluster)
+        reply = await self._call(self._membership.SafeState, request, timeout)
+        return reply.safe, reply.list_version, reply.detail
+
+    async def execute(self, table_version: int, sender: str, ops: Sequence[Op], timeout: float | None = None) -> list[Result]:
+        """One frame as a unary call."""
+        request = convert.frame_to_pb(0, self._cluster, table_version, sender, ops)
+        reply = await self._call(self._maps.Execute, request, timeout)
+        return [convert.result_from_pb(r) for r in reply.results]
+
+    async def versions(self, members: MemberList, partitions: Sequence[int], timeout: float | None = None) -> tuple[int, dict[int, int | None]]:
+        request = replication_pb2.VersionsRequest(
+            cluster=self._cluster, members=convert.members_to_pb(members, self._cluster), partitions=partitions
+        )
+        reply = await self._call(self._replication.Versions, request, timeout)
+        return reply.list_version, {v.partition: (v.version if v.present else None) for v in reply.versions}
+
+    async def fetch(self, members: MemberList, partition: int, timeout: float | None = None) -> AsyncIterator[Chunk]:
+        """The chunks of one partition, streamed from the peer."""
+        request = replication_pb2.FetchRequest(
+            cluster=self._cluster, members=convert.members_to_pb(members, self._cluster), partition=partition
+        )
+        call = self._replication.Fetch(request, timeout=timeout or self._timeout)
+        try:
+            async for msg in call:
+                yield convert.chunk_from_pb(msg)
+        except grpc.RpcError as exc:
+            _translate(self.address, exc)
+        finally:
+            call.cancel()
+
+    async def install(self, chunks: AsyncIterable[Chunk], timeout: float | None = None) -> None:
+        """Stream a partition to the peer, which installs it once the last chunk arrives."""
+        cluster = self._cluster
+
+        async def messages() -> AsyncIterator[Any]:
+            async for chunk in chunks:
+                yield convert.chunk_to_pb(chunk, cluster)
+
+        try:
+            await self._replication.Install(messages(), timeout=timeout or self._timeout)
+        except grpc.RpcError as exc:
+            _translate(self.address, exc)
+
+    async def release(self, list_version: int, partitions: Sequence[int], timeout: float | None = None) -> None:
+        request = replication_pb2.ReleaseRequest(
+            cluster=self._cluster, list_version=list_version, partitions=partitions
+        )
+        await self._call(self._replication.Release, request, timeout)
+
+    def open_stream(self) -> FrameStream:
+        """A new long-lived frame stream to this peer."""
+        return FrameStream(self.address, self._cluster, self._maps.Stream())
+
+
+class FrameStream:
+    """Frames of operations out, frame results in, on one bidi stream."""
+
+    def __init__(self, address: str, cluster: str, call: Any) -> None:
+        self.address = address
+        self._cluster = cluster
+        self._call = call
+
+    async def send(self, frame_id: int, table_version: int, sender: str, ops: Sequence[Op]) -> None:
+        """Write one frame; raises ``PeerUnavailableError`` when the stream is broken."""
+        try:
+            await self._call.write(convert.frame_to_pb(frame_id, self._cluster, table_version, sender, ops))
+        except grpc.RpcError as exc:
+            _translate(self.address, exc)
+        except (grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
+            raise PeerUnavailableError(f"stream to {self.address} is closed", address=self.address) from exc
+
+    async def receive(self) -> tuple[int, int, list[Result]] | None:
+        """The next frame result ``(frame_id, table_version, results)``, or None at the end."""
+        try:
+            msg = await self._call.read()
+        except grpc.RpcError as exc:
+            _translate(self.address, exc)
+        if msg is grpc.aio.EOF:
+            return None
+        return msg.id, msg.table_version, [convert.result_from_pb(r) for r in msg.results]
+
+    def cancel(self) -> None:
+        """Abandon the stream (the peer sees CANCELLED)."""
+        self._call.cancel()
+
+
+def channel_credentials(config: GridConfig) -> grpc.ChannelCredentials | None:
+    """Mutual TLS credentials when configured."""
+    if config.tls is None:
+        return None
+    return grpc.ssl_channel_credentials(
+        root_certificates=config.tls.ca_certificate,
+        private_key=config.tls.private_key,
+        certificate_chain=config.tls.certificate,
+    )
+
+
+class Peers:
+    """One channel per peer address, created on first use and reused.
+
+    Only the member's loop thread uses this (grpc.aio objects belong to the loop
+    that made them).
+    """
+
+    def __init__(self, config: GridConfig) -> None:
+        self._config = config
+        self._clients: dict[str, PeerClient] = {}
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        reconnect_ms = max(50, int(config.timing.heartbeat_interval * 1000))
+        self._options = [
+            *grpc_options(config.limits),
+            ("grpc.initial_reconnect_backoff_ms", reconnect_ms),
+            ("grpc.min_reconnect_backoff_ms", reconnect_ms),
+            ("grpc.max_reconnect_backoff_ms", max(reconnect_ms, int(config.timing.failure_timeout * 1000))),
+        ]
+        self._credentials = channel_credentials(config)
+
+    def get(self, address: str) -> PeerClient:
+        """The client for ``address``."""
+        client = self._clients.get(address)
+        if client is None:
+            if self._credentials is None:
+                channel = grpc.aio.insecure_channel(address, options=self._options)
+            else:
+                channel = grpc.aio.secure_channel(address, self._credentials, options=self._options)
+            self._channels[address] = channel
+            client = self._clients[address] = PeerClient(
+                address, channel, self._config.cluster, self._config.timing.rpc_timeout
+            )
+        return client
+
+    async def drop(self, address: str) -> None:
+        """Close the channel to ``address`` (a peer that left)."""
+        self._clients.pop(address, None)
+        channel = self._channels.pop(address, None)
+        if channel is not None:
+            await channel.close(grace=None)
+
+    async def close(self) -> None:
+        """Close every channel."""
+        channels = list(self._channels.values())
+        self._clients.clear()
+        self._channels.clear()
+        for channel in channels:
+            await channel.close(grace=None)

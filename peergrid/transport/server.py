@@ -1,0 +1,287 @@
+"""The member's gRPC server: servicers that only decode, call the domain, encode.
+
+Every request names its cluster; a request from another cluster is refused
+with PERMISSION_DENIED naming both names. A handler that fails answers with an
+error status and the member keeps serving: nothing a peer sends can stop it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol, TypeVar
+
+import grpc
+
+from peergrid.config import GridConfig, Limits
+from peergrid.errors import ClusterNameMismatchError, PeerGridError
+from peergrid.protocol import Chunk, HeartbeatReply, JoinReply, Member, MemberList, Op, Result
+from peergrid.transport import convert
+from peergrid.transport._pb import (
+    common_pb2,
+    map_pb2,
+    map_pb2_grpc,
+    membership_pb2,
+    membership_pb2_grpc,
+    replication_pb2,
+    replication_pb2_grpc,
+)
+
+log = logging.getLogger("peergrid.transport")
+
+T = TypeVar("T")
+
+
+class Handlers(Protocol):
+    """What the member does with each request (implemented by the node)."""
+
+    cluster: str
+
+    async def join(self, member: Member, partition_count: int, serializer: str) -> JoinReply: ...
+    def heartbeat(self, uuid: str, list_version: int) -> HeartbeatReply: ...
+    def publish(self, members: MemberList) -> None: ...
+    def current_members(self) -> MemberList: ...
+    async def leave(self, uuid: str, final: bool) -> None: ...
+    def safe_state(self) -> tuple[bool, int, str]: ...
+    def frame(self, sender: str, table_version: int, ops: list[Op]) -> list[Result] | asyncio.Future[list[Result]]: ...
+    async def versions(self, members: MemberList, partitions: list[int]) -> tuple[int, dict[int, int | None]]: ...
+    def fetch(self, members: MemberList, partition: int) -> AsyncIterator[Chunk]: ...
+    async def install(self, chunks: AsyncIterator[Chunk]) -> None: ...
+    def release(self, list_version: int, partitions: list[int]) -> None: ...
+
+
+def grpc_options(limits: Limits) -> list[tuple[str, Any]]:
+    """Channel and server options shared by both ends."""
+    return [
+        ("grpc.max_send_message_length", limits.max_message_bytes),
+        ("grpc.max_receive_message_length", limits.max_message_bytes),
+        ("grpc.enable_retries", 0),  # peergrid retries with its own deadlines
+    ]
+
+
+def _guarded(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Turn failures of a unary handler into error statuses; never let one escape."""
+
+    @functools.wraps(method)
+    async def wrapper(self: _Base, request: Any, context: grpc.aio.ServicerContext) -> T:
+        cluster = getattr(request, "cluster", None)
+        if cluster is not None and cluster != self.handlers.cluster:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, self.mismatch(cluster))
+        try:
+            return await method(self, request, context)
+        except PeerGridError as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{type(exc).__name__}: {exc}")
+        except (ValueError, TypeError, UnicodeDecodeError) as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {exc}")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    return wrapper
+
+
+class _Base:
+    def __init__(self, handlers: Handlers) -> None:
+        self.handlers = handlers
+
+    def mismatch(self, cluster: str) -> str:
+        return (
+            f"this member belongs to cluster {self.handlers.cluster!r}; "
+            f"the request came from cluster {cluster!r}"
+        )
+
+
+class _Membership(_Base, membership_pb2_grpc.MembershipServicer):
+    @_guarded
+    async def Join(self, request: Any, context: Any) -> membership_pb2.JoinResponse:
+        reply = await self.handlers.join(
+            convert.member_from_pb(request.member), request.partition_count, request.serializer
+        )
+        return convert.join_reply_to_pb(reply)
+
+    @_guarded
+    async def Heartbeat(self, request: Any, context: Any) -> membership_pb2.HeartbeatResponse:
+        reply = self.handlers.heartbeat(request.uuid, request.list_version)
+        return membership_pb2.HeartbeatResponse(
+            status=reply.status, list_version=reply.list_version, cluster=self.handlers.cluster  # type: ignore[arg-type]
+        )
+
+    @_guarded
+    async def Publish(self, request: Any, context: Any) -> common_pb2.Ack:
+        self.handlers.publish(convert.members_from_pb(request.members))
+        return common_pb2.Ack(ok=True)
+
+    @_guarded
+    async def GetMembers(self, request: Any, context: Any) -> common_pb2.MemberList:
+        return convert.members_to_pb(self.handlers.current_members(), self.handlers.cluster)
+
+    @_guarded
+    async def Leave(self, request: Any, context: Any) -> common_pb2.Ack:
+        await self.handlers.leave(request.uuid, request.final)
+        return common_pb2.Ack(ok=True)
+
+    @_guarded
+    async def SafeState(self, request: Any, context: Any) -> membership_pb2.SafeStateResponse:
+        safe, version, detail = self.handlers.safe_state()
+        return membership_pb2.SafeStateResponse(safe=safe, list_version=version, detail=detail)
+
+
+class _Maps(_Base, map_pb2_grpc.MapServiceServicer):
+    @_guarded
+    async def Execute(self, request: Any, context: Any) -> map_pb2.FrameResult:
+        results = self._run(request)
+        if not isinstance(results, list):
+            results = await results
+        return convert.frame_result_to_pb(request.id, self.handlers.current_members().version, results)
+
+    def _run(self, frame: Any) -> list[Result] | asyncio.Future[list[Result]]:
+        ops = [convert.op_from_pb(op) for op in frame.ops]
+        return self.handlers.frame(frame.sender, frame.table_version, ops)
+
+    async def Stream(self, request_iterator: Any, context: Any) -> AsyncIterator[map_pb2.FrameResult]:
+        """Frames in, results out as each frame completes (not necessarily in order)."""
+        out: asyncio.Queue[map_pb2.FrameResult | None] = asyncio.Queue()
+        pending = 0
+        reading = True
+
+        def finish(frame_id: int, results: list[Result]) -> None:
+            version = self.handlers.current_members().version
+            out.put_nowait(convert.frame_result_to_pb(frame_id, version, results))
+
+        def done(frame_id: int, future: asyncio.Future[list[Result]]) -> None:
+            nonlocal pending
+            pending -= 1
+            if future.cancelled() or future.exception() is not None:
+                log.error("frame %d failed on this member", frame_id, exc_info=future.exception())
+                out.put_nowait(None)
+                return
+            finish(frame_id, future.result())
+            if not reading and pending == 0:
+                out.put_nowait(None)
+
+        async def pump() -> None:
+            nonlocal pending, reading
+            try:
+                async for frame in request_iterator:
+                    if frame.cluster != self.handlers.cluster:
+                        log.warning("refused a frame stream: %s", self.mismatch(frame.cluster))
+                        break
+                    results = self._run(frame)
+                    if isinstance(results, list):
+                        finish(frame.id, results)
+                    else:
+                        pending += 1
+                        results.add_done_callback(functools.partial(done, frame.id))
+            except (ValueError, TypeError, UnicodeDecodeError) as exc:
+                log.warning("closing a frame stream after a malformed frame: %s", exc)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the member keeps serving whatever one stream did
+                log.exception("frame stream failed")
+            finally:
+                reading = False
+                if pending == 0:
+                    out.put_nowait(None)
+
+        task = asyncio.ensure_future(pump())
+        try:
+            while (item := await out.get()) is not None:
+                yield item
+        finally:
+            task.cancel()
+
+
+class _Replication(_Base, replication_pb2_grpc.ReplicationServicer):
+    @_guarded
+    async def Versions(self, request: Any, context: Any) -> replication_pb2.VersionsResponse:
+        list_version, versions = await self.handlers.versions(
+            convert.members_from_pb(request.members), list(request.partitions)
+        )
+        return replication_pb2.VersionsResponse(
+            list_version=list_version,
+            versions=[
+                replication_pb2.PartitionVersion(partition=p, present=v is not None, version=v or 0)
+                for p, v in versions.items()
+            ],
+        )
+
+    async def Fetch(self, request: Any, context: Any) -> AsyncIterator[replication_pb2.PartitionChunk]:
+        if request.cluster != self.handlers.cluster:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, self.mismatch(request.cluster))
+        try:
+            chunks = self.handlers.fetch(convert.members_from_pb(request.members), request.partition)
+            async for chunk in chunks:
+                yield convert.chunk_to_pb(chunk, self.handlers.cluster)
+        except PeerGridError as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{type(exc).__name__}: {exc}")
+
+    async def Install(self, request_iterator: Any, context: Any) -> common_pb2.Ack:
+        cluster = self.handlers.cluster
+
+        async def chunks() -> AsyncIterator[Chunk]:
+            async for msg in request_iterator:
+                if msg.cluster != cluster:
+                    raise ClusterNameMismatchError(self.mismatch(msg.cluster))
+                yield convert.chunk_from_pb(msg)
+
+        try:
+            await self.handlers.install(chunks())
+        except ClusterNameMismatchError as exc:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+        except PeerGridError as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{type(exc).__name__}: {exc}")
+        return common_pb2.Ack(ok=True)
+
+    @_guarded
+    async def Release(self, request: Any, context: Any) -> common_pb2.Ack:
+        self.handlers.release(request.list_version, list(request.partitions))
+        return common_pb2.Ack(ok=True)
+
+
+def server_credentials(config: GridConfig) -> grpc.ServerCredentials | None:
+    """Mutual TLS credentials when configured: client certificates are required."""
+    if config.tls is None:
+        return None
+    return grpc.ssl_server_credentials(
+        [(config.tls.private_key, config.tls.certificate)],
+        root_certificates=config.tls.ca_certificate,
+        require_client_auth=True,
+    )
+
+
+class Server:
+    """The member's gRPC server, bound on start."""
+
+    def __init__(self, config: GridConfig, handlers: Handlers) -> None:
+        self._config = config
+        self._handlers = handlers
+        self._server: grpc.aio.Server | None = None
+        self.port = 0
+
+    async def start(self, host: str, port: int) -> int:
+        """Bind and start serving; return the bound port (a free one for port 0)."""
+        options = [*grpc_options(self._config.limits), ("grpc.so_reuseport", 0)]
+        server = grpc.aio.server(options=options)
+        membership_pb2_grpc.add_MembershipServicer_to_server(_Membership(self._handlers), server)
+        map_pb2_grpc.add_MapServiceServicer_to_server(_Maps(self._handlers), server)
+        replication_pb2_grpc.add_ReplicationServicer_to_server(_Replication(self._handlers), server)
+        target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        credentials = server_credentials(self._config)
+        try:
+            if credentials is None:
+                self.port = server.add_insecure_port(target)
+            else:
+                self.port = server.add_secure_port(target, credentials)
+        except RuntimeError as exc:
+            raise OSError(f"cannot bind {target}: {exc}") from exc
+        if self.port == 0:
+            raise OSError(f"cannot bind {target}: the address is in use or not local")
+        await server.start()
+        self._server = server
+        return self.port
+
+    async def stop(self, grace: float | None) -> None:
+        """Stop serving; ``grace`` seconds for calls in flight (None: cancel them)."""
+        if self._server is not None:
+            server, self._server = self._server, None
+            await server.stop(grace)
