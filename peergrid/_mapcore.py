@@ -31,9 +31,18 @@ if TYPE_CHECKING:
     from peergrid.node import Node
 
 _NAMES = {
-    Code.GET: "get", Code.CONTAINS: "contains_key", Code.PUT: "put", Code.SET: "set",
-    Code.PUT_IF_ABSENT: "put_if_absent", Code.REPLACE: "replace", Code.REPLACE_IF_SAME: "replace_if_same",
-    Code.DELETE: "delete", Code.SIZE: "size", Code.CLEAR: "clear", Code.ENTRIES: "items", Code.KEYS: "keys",
+    Code.GET: "get",
+    Code.CONTAINS: "contains_key",
+    Code.PUT: "put",
+    Code.SET: "set",
+    Code.PUT_IF_ABSENT: "put_if_absent",
+    Code.REPLACE: "replace",
+    Code.REPLACE_IF_SAME: "replace_if_same",
+    Code.DELETE: "delete",
+    Code.SIZE: "size",
+    Code.CLEAR: "clear",
+    Code.ENTRIES: "items",
+    Code.KEYS: "keys",
 }
 MAX_MAP_NAME = 255
 
@@ -55,7 +64,9 @@ class LocalMapStats:
 def check_map_name(name: object) -> str:
     """A valid map name, or ``ArgumentError``."""
     if not isinstance(name, str) or not name or len(name) > MAX_MAP_NAME:
-        raise ArgumentError(f"map names are non-empty str of at most {MAX_MAP_NAME} characters, got {name!r}")
+        raise ArgumentError(
+            f"map names are non-empty str of at most {MAX_MAP_NAME} characters, got {name!r}"
+        )
     return name
 
 
@@ -63,8 +74,15 @@ def check_ttl(ttl: object) -> float:
     """TTL seconds as the wire carries it (0 = none), or ``ArgumentError``."""
     if ttl is None:
         return 0.0
-    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not math.isfinite(ttl) or ttl <= 0:
-        raise ArgumentError(f"ttl must be a positive number of seconds (or None for no expiry), got {ttl!r}")
+    if (
+        isinstance(ttl, bool)
+        or not isinstance(ttl, int | float)
+        or not math.isfinite(ttl)
+        or ttl <= 0
+    ):
+        raise ArgumentError(
+            f"ttl must be a positive number of seconds (or None for no expiry), got {ttl!r}"
+        )
     return float(ttl)
 
 
@@ -89,7 +107,8 @@ class MapCore:
         encoded = encode_key(key)
         if len(encoded) > self._max_key:
             raise LimitExceededError(
-                f"key of {len(encoded)} bytes exceeds limits.max_key_bytes={self._max_key}")
+                f"key of {len(encoded)} bytes exceeds limits.max_key_bytes={self._max_key}"
+            )
         return encoded, partition_of(encoded, self._count)
 
     def value(self, value: object) -> bytes:
@@ -97,14 +116,17 @@ class MapCore:
         data = self.dumps(value)
         if len(data) > self._max_value:
             raise LimitExceededError(
-                f"value of {len(data)} bytes exceeds limits.max_value_bytes={self._max_value}")
+                f"value of {len(data)} bytes exceeds limits.max_value_bytes={self._max_value}"
+            )
         return data
 
     def ttl(self, ttl: object) -> float:
         """The TTL to send: the call's, else the map's default."""
         return check_ttl(ttl) if ttl is not None else self.default_ttl
 
-    def keyed(self, code: int, key: object, value: bytes = b"", expect: bytes = b"", ttl: float = 0.0) -> Op:
+    def keyed(
+        self, code: int, key: object, value: bytes = b"", expect: bytes = b"", ttl: float = 0.0
+    ) -> Op:
         """An op on one key."""
         encoded, partition = self.key(key)
         return Op(code, partition, self.name, encoded, value, expect, ttl)
@@ -133,7 +155,8 @@ class MapCore:
         if op.code in WRITES:
             return IndeterminateWriteError(
                 f"{self.name}.{name} got no answer within {self.timeout}s; the write may or may not "
-                "have been applied")
+                "have been applied"
+            )
         return OperationTimeoutError(f"{self.name}.{name} got no answer within {self.timeout}s")
 
     def check(self, result: Result | None, op: Op) -> Result:
@@ -149,14 +172,19 @@ class MapCore:
             raise PartitionLostError(
                 f"{name}: partition {op.partition} lost every copy (more than backup_count members "
                 "failed at once); its entries are gone. grid.recover_lost_partitions() serves it "
-                "again, empty", op.partition)
+                "again, empty",
+                op.partition,
+            )
         if status == Status.QUORUM:
             raise QuorumError(f"{name} refused: {message}")
         if status == Status.TIMEOUT:
-            raise OperationTimeoutError(f"{name} did not complete within {self.timeout}s: {message}")
+            raise OperationTimeoutError(
+                f"{name} did not complete within {self.timeout}s: {message}"
+            )
         if status == Status.INDETERMINATE:
             raise IndeterminateWriteError(
-                f"{name}: the owner failed mid-call ({message}); the write may or may not have been applied")
+                f"{name}: the owner failed mid-call ({message}); the write may or may not have been applied"
+            )
         if status == Status.INVALID:
             if "exceeds" in message:
                 raise LimitExceededError(f"{name} refused by the owner: {message}")
@@ -172,7 +200,9 @@ class MapCore:
         """The value a result carries, or ``default``."""
         return self.loads(result.value) if result.found else default
 
-    def batch_ops(self, keys: Iterable[object]) -> tuple[dict[bytes, Any], list[Op], dict[Any, Any]]:
+    def batch_ops(
+        self, keys: Iterable[object]
+    ) -> tuple[dict[bytes, Any], list[Op], dict[Any, Any]]:
         """For get_all: local hits decoded now, ops for the rest."""
         found: dict[Any, Any] = {}
         ops: list[Op] = []
@@ -195,7 +225,10 @@ class MapCore:
         if not isinstance(mapping, Mapping):
             raise ArgumentError(f"put_all takes a mapping, not {type(mapping).__qualname__}")
         seconds = self.ttl(ttl)
-        return [self.keyed(Code.SET, key, self.value(value), ttl=seconds) for key, value in mapping.items()]
+        return [
+            self.keyed(Code.SET, key, self.value(value), ttl=seconds)
+            for key, value in mapping.items()
+        ]
 
     def entries(self, results: Iterable[Result]) -> list[tuple[Key, Any]]:
         """Decoded ``(key, value)`` pairs of ENTRIES results."""

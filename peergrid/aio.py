@@ -94,7 +94,9 @@ class AsyncMap:
         """Store ``value``; return the previous value or None."""
         reject_unknown("put", unknown, ("key", "value", "ttl"))
         core = self._core
-        return core.decoded(await self._run(core.keyed(Code.PUT, key, core.value(value), ttl=core.ttl(ttl))))
+        return core.decoded(
+            await self._run(core.keyed(Code.PUT, key, core.value(value), ttl=core.ttl(ttl)))
+        )
 
     async def set(self, key: Key, value: Any, ttl: float | None = None, **unknown: Any) -> None:
         """Store ``value`` without returning the previous one."""
@@ -102,7 +104,9 @@ class AsyncMap:
         core = self._core
         await self._run(core.keyed(Code.SET, key, core.value(value), ttl=core.ttl(ttl)))
 
-    async def put_if_absent(self, key: Key, value: Any, ttl: float | None = None, **unknown: Any) -> Any:
+    async def put_if_absent(
+        self, key: Key, value: Any, ttl: float | None = None, **unknown: Any
+    ) -> Any:
         """Store only if absent; return the existing value or None."""
         reject_unknown("put_if_absent", unknown, ("key", "value", "ttl"))
         core = self._core
@@ -113,9 +117,13 @@ class AsyncMap:
         """Store only if present; return the previous value or None."""
         reject_unknown("replace", unknown, ("key", "value", "ttl"))
         core = self._core
-        return core.decoded(await self._run(core.keyed(Code.REPLACE, key, core.value(value), ttl=core.ttl(ttl))))
+        return core.decoded(
+            await self._run(core.keyed(Code.REPLACE, key, core.value(value), ttl=core.ttl(ttl)))
+        )
 
-    async def replace_if_same(self, key: Key, old: Any, new: Any, ttl: float | None = None, **unknown: Any) -> bool:
+    async def replace_if_same(
+        self, key: Key, old: Any, new: Any, ttl: float | None = None, **unknown: Any
+    ) -> bool:
         """Store ``new`` only if the live value equals ``old``."""
         reject_unknown("replace_if_same", unknown, ("key", "old", "new", "ttl"))
         core = self._core
@@ -126,7 +134,9 @@ class AsyncMap:
         """Remove ``key``; True if it had a live value."""
         return (await self._run(self._core.keyed(Code.DELETE, key))).found
 
-    async def put_all(self, mapping: Mapping[Key, Any], ttl: float | None = None, **unknown: Any) -> None:
+    async def put_all(
+        self, mapping: Mapping[Key, Any], ttl: float | None = None, **unknown: Any
+    ) -> None:
         """Store every entry: one RPC per owning member, in parallel."""
         reject_unknown("put_all", unknown, ("mapping", "ttl"))
         self._node.ensure_open()
@@ -157,7 +167,9 @@ class AsyncMap:
     async def local_stats(self) -> LocalMapStats:
         """What this member holds of this map."""
         self._node.ensure_open()
-        future = asyncio.run_coroutine_threadsafe(_local_stats(self._node, self.name), self._node.loop)
+        future = asyncio.run_coroutine_threadsafe(
+            _local_stats(self._node, self.name), self._node.loop
+        )
         return await asyncio.wrap_future(future)
 
 
@@ -191,14 +203,19 @@ class AsyncGrid:
         return await self.start()
 
     async def __aexit__(
-        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.shutdown()
 
     @property
     def node(self) -> Node:
         if self._node is None:
-            raise ConfigError("the AsyncGrid is not started: use 'async with' or 'await AsyncGrid(...)'")
+            raise ConfigError(
+                "the AsyncGrid is not started: use 'async with' or 'await AsyncGrid(...)'"
+            )
         return self._node
 
     @property
@@ -241,7 +258,9 @@ class AsyncGrid:
     async def recover_lost_partitions(self) -> list[int]:
         """Serve this member's lost partitions again, empty."""
         node = self.node
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_recover(node), node.loop))
+        return await asyncio.wrap_future(
+            asyncio.run_coroutine_threadsafe(_recover(node), node.loop)
+        )
 
     async def shutdown(self) -> None:
         """Hand partitions over, leave and stop (safe to call twice)."""
@@ -249,4 +268,3 @@ class AsyncGrid:
             await asyncio.to_thread(self._node.shutdown)
 
     close = shutdown
-

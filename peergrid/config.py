@@ -75,7 +75,9 @@ class Timing:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"timing.{f.name} must be a positive number of seconds, got {value!r}")
+                raise ConfigError(
+                    f"timing.{f.name} must be a positive number of seconds, got {value!r}"
+                )
         if self.failure_timeout <= self.heartbeat_interval:
             raise ConfigError(
                 f"timing.failure_timeout ({self.failure_timeout}s) must be longer than "
@@ -125,7 +127,11 @@ class TLSConfig:
     @classmethod
     def from_files(cls, certificate: str, private_key: str, ca_certificate: str) -> TLSConfig:
         """Read PEM files from disk."""
-        with open(certificate, "rb") as c, open(private_key, "rb") as k, open(ca_certificate, "rb") as a:
+        with (
+            open(certificate, "rb") as c,
+            open(private_key, "rb") as k,
+            open(ca_certificate, "rb") as a,
+        ):
             return cls(certificate=c.read(), private_key=k.read(), ca_certificate=a.read())
 
 
@@ -179,7 +185,9 @@ class GridConfig:
     def validate(self) -> None:
         """Raise ``ConfigError`` when a value is out of range or values contradict each other."""
         if not isinstance(self.cluster, str) or not self.cluster or len(self.cluster) > 255:
-            raise ConfigError(f"cluster must be a non-empty name of at most 255 characters, got {self.cluster!r}")
+            raise ConfigError(
+                f"cluster must be a non-empty name of at most 255 characters, got {self.cluster!r}"
+            )
         parse_address(self.bind, what="bind")
         for seed in self.members:
             parse_address(seed, what="members entry")
@@ -232,7 +240,9 @@ def _check_int(name: str, value: object, low: int, high: int) -> None:
 def _unknown(key: str, names: Sequence[str] | set[str], where: str) -> str:
     hint = difflib.get_close_matches(key, list(names), n=1)
     suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
-    return f"{where}() got an unknown option {key!r}{suggestion} (known: {', '.join(sorted(names))})"
+    return (
+        f"{where}() got an unknown option {key!r}{suggestion} (known: {', '.join(sorted(names))})"
+    )
 
 
 def reject_unknown(where: str, unknown: Mapping[str, object], known: Sequence[str]) -> None:

@@ -41,7 +41,9 @@ class Grid:
         if config is None:
             config = GridConfig.from_kwargs(**options)
         elif not isinstance(config, GridConfig):
-            raise ConfigError(f"config must be a peergrid.GridConfig, got {type(config).__qualname__}")
+            raise ConfigError(
+                f"config must be a peergrid.GridConfig, got {type(config).__qualname__}"
+            )
         else:
             config.validate()
         self.config = config
@@ -125,7 +127,10 @@ class Grid:
         return self
 
     def __exit__(
-        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.shutdown()
 
@@ -166,4 +171,7 @@ async def _all_safe(node: Node) -> bool:
             return False, 0, str(exc)
 
     states = await asyncio.gather(*(ask(m.address) for m in others))
-    return all(ok and v == version for ok, v, _ in states) and node.membership.members.version == version
+    return (
+        all(ok and v == version for ok, v, _ in states)
+        and node.membership.members.version == version
+    )

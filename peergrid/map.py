@@ -132,15 +132,21 @@ class DistributedMap:
         """Store ``value`` only if ``key`` has no live value; return the existing value or None."""
         reject_unknown("put_if_absent", unknown, ("key", "value", "ttl"))
         core = self._core
-        return core.decoded(self._run(core.keyed(Code.PUT_IF_ABSENT, key, core.value(value), ttl=core.ttl(ttl))))
+        return core.decoded(
+            self._run(core.keyed(Code.PUT_IF_ABSENT, key, core.value(value), ttl=core.ttl(ttl)))
+        )
 
     def replace(self, key: Key, value: Any, ttl: float | None = None, **unknown: Any) -> Any:
         """Store ``value`` only if ``key`` has a live value; return that previous value or None."""
         reject_unknown("replace", unknown, ("key", "value", "ttl"))
         core = self._core
-        return core.decoded(self._run(core.keyed(Code.REPLACE, key, core.value(value), ttl=core.ttl(ttl))))
+        return core.decoded(
+            self._run(core.keyed(Code.REPLACE, key, core.value(value), ttl=core.ttl(ttl)))
+        )
 
-    def replace_if_same(self, key: Key, old: Any, new: Any, ttl: float | None = None, **unknown: Any) -> bool:
+    def replace_if_same(
+        self, key: Key, old: Any, new: Any, ttl: float | None = None, **unknown: Any
+    ) -> bool:
         """Store ``new`` only if ``key``'s live value equals ``old``; True if it did."""
         reject_unknown("replace_if_same", unknown, ("key", "old", "new", "ttl"))
         core = self._core
@@ -217,4 +223,3 @@ async def _local_stats(node: Node, name: str) -> LocalMapStats:
             backup += store.count()
             backup_bytes += store.nbytes
     return LocalMapStats(owned, backup, owned_bytes, backup_bytes)
-

@@ -87,8 +87,12 @@ class Node:
         await self.membership.join()
         self.membership.start_heartbeats()
         self._upkeep = [
-            asyncio.ensure_future(self._every(self.config.timing.expiry_sweep_interval, self._sweep)),
-            asyncio.ensure_future(self._every(self.config.timing.anti_entropy_interval, self.manager.anti_entropy)),
+            asyncio.ensure_future(
+                self._every(self.config.timing.expiry_sweep_interval, self._sweep)
+            ),
+            asyncio.ensure_future(
+                self._every(self.config.timing.anti_entropy_interval, self.manager.anti_entropy)
+            ),
         ]
 
     def _seeds(self) -> Iterable[str]:
@@ -123,7 +127,11 @@ class Node:
             if graceful:
                 self._thread.run(self._leave(), timeout=timeout)
         except (PeerGridError, TimeoutError) as exc:
-            log.warning("member %s: graceful leave did not complete (%s); stopping anyway", self.address, exc)
+            log.warning(
+                "member %s: graceful leave did not complete (%s); stopping anyway",
+                self.address,
+                exc,
+            )
         finally:
             with contextlib.suppress(Exception):
                 self._thread.run(self._stop(), timeout=10)
@@ -144,11 +152,20 @@ class Node:
             return
         deadline = time.monotonic() + self.config.timing.shutdown_timeout
         await self.membership.request_leave(final=False)
+        poll = self.config.timing.safe_poll_interval * 5
+        next_check = time.monotonic() + self.config.timing.rpc_timeout
         while time.monotonic() < deadline and not self.manager.holds_nothing():
-            await asyncio.sleep(self.config.timing.safe_poll_interval * 5)
+            await asyncio.sleep(poll)
+            if time.monotonic() >= next_check:
+                # Owners release our copies once moved; ask them ourselves if a release went missing.
+                next_check = time.monotonic() + self.config.timing.rpc_timeout
+                await self.manager.check_leftovers()
         if not self.manager.holds_nothing():
-            log.warning("member %s: partitions were not all handed over within %.1fs",
-                        self.address, self.config.timing.shutdown_timeout)
+            log.warning(
+                "member %s: partitions were not all handed over within %.1fs",
+                self.address,
+                self.config.timing.shutdown_timeout,
+            )
         await self.membership.request_leave(final=True)
 
     async def _stop(self, grace: float | None = 0.2) -> None:
@@ -268,8 +285,12 @@ class Node:
             if pipe is None:
                 limits = self.config.limits
                 pipe = self._pipes[uuid] = Pipe(
-                    address, self.loop, lambda: self._peer(address).open_stream(), self._frame_header,
-                    limits.max_batch_ops, limits.max_inflight_frames,
+                    address,
+                    self.loop,
+                    lambda: self._peer(address).open_stream(),
+                    self._frame_header,
+                    limits.max_batch_ops,
+                    limits.max_inflight_frames,
                     self.config.timing.operation_timeout + self.config.timing.rpc_timeout,
                     lambda version: self.membership.saw_version(version, address),
                 )
@@ -302,7 +323,9 @@ class Node:
         safe, detail = self.manager.safe_state()
         return safe, version, detail
 
-    def frame(self, sender: str, table_version: int, ops: list[Op]) -> list[Result] | asyncio.Future[list[Result]]:
+    def frame(
+        self, sender: str, table_version: int, ops: list[Op]
+    ) -> list[Result] | asyncio.Future[list[Result]]:
         if table_version > self.membership.members.version:
             self.membership.saw_version(table_version, self.membership.address_of(sender))
         results: list[Result | None] = []
@@ -318,13 +341,17 @@ class Node:
             return results  # type: ignore[return-value]
         return self._gather(results, waiting)
 
-    def _gather(self, results: list[Result | None], waiting: list[tuple[int, asyncio.Future[Result]]]) -> asyncio.Future[list[Result]]:
+    def _gather(
+        self, results: list[Result | None], waiting: list[tuple[int, asyncio.Future[Result]]]
+    ) -> asyncio.Future[list[Result]]:
         done: asyncio.Future[list[Result]] = self.loop.create_future()
         remaining = len(waiting)
 
         def one(index: int, future: asyncio.Future[Result]) -> None:
             nonlocal remaining
-            results[index] = future.result() if not future.cancelled() else Result(6, message="cancelled")
+            results[index] = (
+                future.result() if not future.cancelled() else Result(6, message="cancelled")
+            )
             remaining -= 1
             if remaining == 0 and not done.done():
                 done.set_result(results)  # type: ignore[arg-type]
@@ -333,7 +360,9 @@ class Node:
             future.add_done_callback(lambda f, i=index: one(i, f))  # type: ignore[misc]
         return done
 
-    async def versions(self, members: MemberList, partitions: list[int]) -> tuple[int, dict[int, int | None]]:
+    async def versions(
+        self, members: MemberList, partitions: list[int]
+    ) -> tuple[int, dict[int, int | None]]:
         return await self.manager.handle_versions(members, partitions)
 
     def fetch(self, members: MemberList, partition: int) -> AsyncIterator[Chunk]:

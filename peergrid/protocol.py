@@ -29,9 +29,28 @@ class Code:
     BACKUP = 20  # owner -> backup: apply ``effects`` to reach ``version``
 
 
-WRITES = frozenset({Code.PUT, Code.SET, Code.PUT_IF_ABSENT, Code.REPLACE, Code.REPLACE_IF_SAME, Code.DELETE, Code.CLEAR})
+WRITES = frozenset(
+    {
+        Code.PUT,
+        Code.SET,
+        Code.PUT_IF_ABSENT,
+        Code.REPLACE,
+        Code.REPLACE_IF_SAME,
+        Code.DELETE,
+        Code.CLEAR,
+    }
+)
 KEYED = frozenset(
-    {Code.GET, Code.CONTAINS, Code.PUT, Code.SET, Code.PUT_IF_ABSENT, Code.REPLACE, Code.REPLACE_IF_SAME, Code.DELETE}
+    {
+        Code.GET,
+        Code.CONTAINS,
+        Code.PUT,
+        Code.SET,
+        Code.PUT_IF_ABSENT,
+        Code.REPLACE,
+        Code.REPLACE_IF_SAME,
+        Code.DELETE,
+    }
 )
 KNOWN = KEYED | {Code.SIZE, Code.CLEAR, Code.ENTRIES, Code.KEYS, Code.BACKUP}
 
@@ -98,7 +117,9 @@ class Op:
         self.effects = effects
 
     def __repr__(self) -> str:
-        return f"Op(code={self.code}, partition={self.partition}, map={self.map!r}, key={self.key!r})"
+        return (
+            f"Op(code={self.code}, partition={self.partition}, map={self.map!r}, key={self.key!r})"
+        )
 
 
 class Result:
@@ -182,10 +203,14 @@ class MemberList:
     def with_member(self, member: Member) -> MemberList:
         """The next version with ``member`` appended (or updated in place)."""
         if member.uuid in self:
-            return self.successor(members=tuple(member if m.uuid == member.uuid else m for m in self.members))
+            return self.successor(
+                members=tuple(member if m.uuid == member.uuid else m for m in self.members)
+            )
         return self.successor(members=(*self.members, member))
 
-    def without(self, uuids: set[str] | frozenset[str], master_uuid: str | None = None) -> MemberList:
+    def without(
+        self, uuids: set[str] | frozenset[str], master_uuid: str | None = None
+    ) -> MemberList:
         """The next version without the given members."""
         return self.successor(
             members=tuple(m for m in self.members if m.uuid not in uuids),

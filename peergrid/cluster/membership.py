@@ -22,8 +22,21 @@ from collections.abc import Callable, Iterable
 from enum import Enum
 
 from peergrid.config import GridConfig
-from peergrid.errors import ClusterError, ClusterNameMismatchError, JoinError, PeerGridError, PeerUnavailableError
-from peergrid.protocol import HeartbeatReply, HeartbeatStatus, JoinReply, JoinStatus, Member, MemberList
+from peergrid.errors import (
+    ClusterError,
+    ClusterNameMismatchError,
+    JoinError,
+    PeerGridError,
+    PeerUnavailableError,
+)
+from peergrid.protocol import (
+    HeartbeatReply,
+    HeartbeatStatus,
+    JoinReply,
+    JoinStatus,
+    Member,
+    MemberList,
+)
 
 log = logging.getLogger("peergrid.cluster")
 
@@ -40,11 +53,15 @@ class State(Enum):
 class PeerCalls:
     """The peer calls membership makes (``peergrid.transport.PeerClient`` provides them)."""
 
-    async def join(self, member: Member, partition_count: int, serializer: str, timeout: float | None = None) -> JoinReply: ...  # noqa: D102
-    async def heartbeat(self, uuid: str, list_version: int, timeout: float | None = None) -> HeartbeatReply: ...  # noqa: D102
-    async def publish(self, members: MemberList, timeout: float | None = None) -> None: ...  # noqa: D102
-    async def get_members(self, timeout: float | None = None) -> MemberList: ...  # noqa: D102
-    async def leave(self, uuid: str, final: bool, timeout: float | None = None) -> None: ...  # noqa: D102
+    async def join(
+        self, member: Member, partition_count: int, serializer: str, timeout: float | None = None
+    ) -> JoinReply: ...
+    async def heartbeat(
+        self, uuid: str, list_version: int, timeout: float | None = None
+    ) -> HeartbeatReply: ...
+    async def publish(self, members: MemberList, timeout: float | None = None) -> None: ...
+    async def get_members(self, timeout: float | None = None) -> MemberList: ...
+    async def leave(self, uuid: str, final: bool, timeout: float | None = None) -> None: ...
 
 
 class Membership:
@@ -104,14 +121,20 @@ class Membership:
             if isinstance(result, PeerGridError):
                 mismatch = result
             if self._should_form():
-                log.info("member %s: every reachable seed is still starting; forming the cluster", self.me.address)
+                log.info(
+                    "member %s: every reachable seed is still starting; forming the cluster",
+                    self.me.address,
+                )
                 break
             if time.monotonic() >= deadline:
                 if mismatch is not None:
                     raise mismatch
                 log.warning(
                     "member %s: no seed of cluster %r answered at %s within %.1fs; starting a new cluster alone",
-                    self.me.address, self._config.cluster, ", ".join(seeds), self._timing.join_timeout,
+                    self.me.address,
+                    self._config.cluster,
+                    ", ".join(seeds),
+                    self._timing.join_timeout,
                 )
                 break
             await asyncio.sleep(self._timing.join_retry_interval)
@@ -131,7 +154,9 @@ class Membership:
             tried.add(address)
             try:
                 reply = await self._peer(address).join(
-                    self.me, self._config.partition_count, self._config.serializer,
+                    self.me,
+                    self._config.partition_count,
+                    self._config.serializer,
                     timeout=self._timing.rpc_timeout,
                 )
             except ClusterNameMismatchError as exc:
@@ -147,8 +172,12 @@ class Membership:
                 if self.state is State.JOINING:
                     self.state = State.ACTIVE
                     self.adopt(reply.members)
-                    log.info("member %s joined cluster %r (%d members)", self.me.address,
-                             self._config.cluster, len(reply.members.members))
+                    log.info(
+                        "member %s joined cluster %r (%d members)",
+                        self.me.address,
+                        self._config.cluster,
+                        len(reply.members.members),
+                    )
                 return True
             if reply.status == JoinStatus.NOT_MASTER and reply.master_address:
                 queue.insert(0, reply.master_address)
@@ -174,19 +203,33 @@ class Membership:
         """A member asks to join (any member may be asked; only the master admits)."""
         cluster = self._config.cluster
         if partition_count != self._config.partition_count:
-            return JoinReply(JoinStatus.REFUSED, cluster=cluster, reason=(
-                f"partition_count differs: cluster {cluster!r} uses {self._config.partition_count}, "
-                f"the joining member {partition_count}"))
+            return JoinReply(
+                JoinStatus.REFUSED,
+                cluster=cluster,
+                reason=(
+                    f"partition_count differs: cluster {cluster!r} uses {self._config.partition_count}, "
+                    f"the joining member {partition_count}"
+                ),
+            )
         if serializer != self._config.serializer:
-            return JoinReply(JoinStatus.REFUSED, cluster=cluster, reason=(
-                f"serializer differs: cluster {cluster!r} uses {self._config.serializer!r}, "
-                f"the joining member {serializer!r}"))
+            return JoinReply(
+                JoinStatus.REFUSED,
+                cluster=cluster,
+                reason=(
+                    f"serializer differs: cluster {cluster!r} uses {self._config.serializer!r}, "
+                    f"the joining member {serializer!r}"
+                ),
+            )
         if self.state is not State.ACTIVE:
             return JoinReply(JoinStatus.NOT_READY, cluster=cluster, uuid=self.me.uuid)
         if not self.is_master:
             master = self.master()
-            return JoinReply(JoinStatus.NOT_MASTER, cluster=cluster,
-                             master_address=master.address if master else "", uuid=self.me.uuid)
+            return JoinReply(
+                JoinStatus.NOT_MASTER,
+                cluster=cluster,
+                master_address=master.address if master else "",
+                uuid=self.me.uuid,
+            )
         current = self.members
         if member.uuid not in current:
             # A process restarted on the same address is a new member; the old one is gone.
@@ -195,10 +238,16 @@ class Membership:
                 current = current.without(frozenset(stale))
             self._last_heard[member.uuid] = time.monotonic()
             self.adopt(current.with_member(member))
-            log.info("member %s admitted %s (list version %d)", self.me.address, member.address,
-                     self.members.version)
+            log.info(
+                "member %s admitted %s (list version %d)",
+                self.me.address,
+                member.address,
+                self.members.version,
+            )
             self.publish()
-        return JoinReply(JoinStatus.ACCEPTED, cluster=cluster, members=self.members, uuid=self.me.uuid)
+        return JoinReply(
+            JoinStatus.ACCEPTED, cluster=cluster, members=self.members, uuid=self.me.uuid
+        )
 
     # ------------------------------------------------------------------ the list
     def adopt(self, members: MemberList) -> bool:
@@ -227,7 +276,10 @@ class Membership:
             return
         log.warning(
             "member %s was dropped from cluster %r (list version %d): it was not heard from in time; "
-            "rejoining as a new member", self.me.address, self._config.cluster, members.version,
+            "rejoining as a new member",
+            self.me.address,
+            self._config.cluster,
+            members.version,
         )
         self._on_removed()
 
@@ -293,16 +345,19 @@ class Membership:
         except PeerGridError:
             return
         self._last_heard[member.uuid] = time.monotonic()
-        if reply.status == HeartbeatStatus.UNKNOWN_MEMBER and reply.list_version > self.members.version:
-            self.saw_version(reply.list_version, member.address)
-        elif reply.status == HeartbeatStatus.OK:
+        if (
+            reply.status == HeartbeatStatus.UNKNOWN_MEMBER
+            and reply.list_version > self.members.version
+        ) or reply.status == HeartbeatStatus.OK:
             self.saw_version(reply.list_version, member.address)
 
     def _detect_failures(self) -> None:
         now = time.monotonic()
         silent = {
-            m.uuid for m in self.members.members
-            if m.uuid != self.me.uuid and now - self._last_heard.get(m.uuid, now) > self._timing.failure_timeout
+            m.uuid
+            for m in self.members.members
+            if m.uuid != self.me.uuid
+            and now - self._last_heard.get(m.uuid, now) > self._timing.failure_timeout
         }
         if not silent:
             return
@@ -311,14 +366,21 @@ class Membership:
             return
         older = self.members.uuids[: self.members.uuids.index(self.me.uuid)]
         if older and all(uuid in silent for uuid in older):
-            log.warning("member %s: the master and every older member are silent; taking over", self.me.address)
+            log.warning(
+                "member %s: the master and every older member are silent; taking over",
+                self.me.address,
+            )
             self._remove(silent, self.me.uuid)
 
     def _remove(self, uuids: set[str], master_uuid: str) -> None:
         for uuid in uuids:
             member = self.members.find(uuid)
-            log.warning("member %s: %s was not heard from for %.1fs; removing it", self.me.address,
-                        member.address if member else uuid, self._timing.failure_timeout)
+            log.warning(
+                "member %s: %s was not heard from for %.1fs; removing it",
+                self.me.address,
+                member.address if member else uuid,
+                self._timing.failure_timeout,
+            )
         self.adopt(self.members.without(frozenset(uuids), master_uuid=master_uuid))
         self.publish()
 
@@ -333,7 +395,9 @@ class Membership:
         if final:
             self.adopt(self.members.without(frozenset({uuid})))
         elif not member.leaving:
-            self.adopt(self.members.with_member(Member(member.uuid, member.address, member.weight, True)))
+            self.adopt(
+                self.members.with_member(Member(member.uuid, member.address, member.weight, True))
+            )
         self.publish()
 
     async def request_leave(self, final: bool) -> None:
@@ -348,7 +412,9 @@ class Membership:
             if master is None:
                 return
             try:
-                await self._peer(master.address).leave(self.me.uuid, final, timeout=self._timing.rpc_timeout)
+                await self._peer(master.address).leave(
+                    self.me.uuid, final, timeout=self._timing.rpc_timeout
+                )
                 return
             except PeerUnavailableError:
                 await asyncio.sleep(self._timing.heartbeat_interval)
@@ -361,12 +427,16 @@ class Membership:
             others = [m.uuid for m in self.members.members if m.uuid != self.me.uuid]
             final_list = self.members.without(frozenset({self.me.uuid}), master_uuid=others[0] if others else "")
             self.members = final_list
-            self.publish(final_list)
-            await asyncio.sleep(0)
+            # Wait for the publication: the next master learns of its role from it.
+            await asyncio.gather(
+                *(self._publish_to(m.address, final_list) for m in final_list.members)
+            )
             return
         member = self.members.find(self.me.uuid)
         if member is not None and not member.leaving:
-            self.adopt(self.members.with_member(Member(member.uuid, member.address, member.weight, True)))
+            self.adopt(
+                self.members.with_member(Member(member.uuid, member.address, member.weight, True))
+            )
             self.publish()
 
     # ------------------------------------------------------------------ lifecycle

@@ -63,15 +63,21 @@ class Executor:
         if problem is not None:
             return Result(Status.INVALID, message=problem)
         if op.code == Code.BACKUP:
-            return Result(self._manager.apply_backup(op.partition, op.version, op.effects, caller_version))
+            return Result(
+                self._manager.apply_backup(op.partition, op.version, op.effects, caller_version)
+            )
         part = self._manager.readable[op.partition]
         if part is None or caller_version > self._table_version():
             return self._not_serving(op.partition, caller_version)
         if op.code not in WRITES:
             return storage_ops.execute(part, op, self._equal)[0]
         if not self._has_quorum():
-            return Result(Status.QUORUM, message=(
-                f"this member sees fewer than min_cluster_size={self._config.min_cluster_size} members"))
+            return Result(
+                Status.QUORUM,
+                message=(
+                    f"this member sees fewer than min_cluster_size={self._config.min_cluster_size} members"
+                ),
+            )
         result, effects = storage_ops.execute(part, op, self._equal)
         if not effects:
             return result
@@ -81,7 +87,10 @@ class Executor:
     def _not_serving(self, p: int, caller_version: int) -> Result:
         mine = self._table_version()
         if caller_version > mine:
-            return Result(Status.RETRY, message=f"this member's table ({mine}) is behind the caller's ({caller_version})")
+            return Result(
+                Status.RETRY,
+                message=f"this member's table ({mine}) is behind the caller's ({caller_version})",
+            )
         if p in self._manager.lost:
             return Result(Status.LOST, message=f"partition {p} lost every copy")
         if self._manager.table.owner(p) == self._manager.uuid:

@@ -77,10 +77,26 @@ class Group:
 class Call:
     """One operation in flight, and the means to wait for its result."""
 
-    __slots__ = ("_done", "_lock", "attempt", "deadline", "group", "invoker", "on_done", "op", "result")
+    __slots__ = (
+        "_done",
+        "_lock",
+        "attempt",
+        "deadline",
+        "group",
+        "invoker",
+        "on_done",
+        "op",
+        "result",
+    )
 
-    def __init__(self, invoker: Invoker, op: Op, deadline: float, group: Group | None = None,
-                 on_done: Callable[[Result], None] | None = None) -> None:
+    def __init__(
+        self,
+        invoker: Invoker,
+        op: Op,
+        deadline: float,
+        group: Group | None = None,
+        on_done: Callable[[Result], None] | None = None,
+    ) -> None:
         self.invoker = invoker
         self.op = op
         self.deadline = deadline
@@ -179,7 +195,11 @@ class Invoker:
         call.attempt += 1
         delay = min(self._retry_max, self._retry_initial * (2 ** min(call.attempt - 1, 20)))
         if time.monotonic() + delay >= call.deadline:
-            status = Status.INDETERMINATE if last.status == Status.UNREACHABLE and last.found else Status.TIMEOUT
+            status = (
+                Status.INDETERMINATE
+                if last.status == Status.UNREACHABLE and last.found
+                else Status.TIMEOUT
+            )
             call.finish(Result(status, message=_why(last)))
             return
         self._loop.call_later(delay, self._resend, call)

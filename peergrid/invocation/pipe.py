@@ -18,7 +18,7 @@ import asyncio
 import collections
 import itertools
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
 from peergrid.errors import PeerGridError
@@ -54,7 +54,7 @@ class Pipe:
         self,
         address: str,
         loop: asyncio.AbstractEventLoop,
-        open_stream: Callable[[], Stream],
+        open_stream: Callable[[], Awaitable[Stream]],
         frame_header: Callable[[], tuple[int, str]],
         max_ops: int,
         max_inflight: int,
@@ -77,6 +77,7 @@ class Pipe:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._reset_reason = "the pipe was closed"
+        self.frames_sent = 0  # for tests and statistics
 
     # ---------------------------------------------------------------- any thread
     def submit(self, item: Item) -> None:
@@ -120,7 +121,7 @@ class Pipe:
                     await self._wake.wait()
                     continue
                 if stream is None:
-                    stream = self._open_stream()
+                    stream = await self._open_stream()
                     reader = self._loop.create_task(self._read(stream))
                 await self._send_frame(stream)
         except PeerGridError as exc:
@@ -147,6 +148,7 @@ class Pipe:
         timer = self._loop.call_later(self._frame_timeout, self._frame_timed_out, frame_id)
         self._inflight[frame_id] = (items, timer)
         table_version, sender = self._frame_header()
+        self.frames_sent += 1
         await stream.send(frame_id, table_version, sender, [item.op for item in items])
 
     async def _read(self, stream: Stream) -> None:
@@ -165,7 +167,7 @@ class Pipe:
                 self._wake.set()
                 for item, result in zip(items, results, strict=False):
                     item.handle(result)
-                for item in items[len(results):]:
+                for item in items[len(results) :]:
                     item.handle(Result(Status.ERROR, message="peer sent too few results"))
         except asyncio.CancelledError:
             raise

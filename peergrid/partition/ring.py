@@ -42,7 +42,9 @@ class Node:
     weight: float = 1.0
 
 
-def build_ring(nodes: Sequence[Node], vnodes: int, hash_fn: Hash = ring_hash) -> list[tuple[int, str]]:
+def build_ring(
+    nodes: Sequence[Node], vnodes: int, hash_fn: Hash = ring_hash
+) -> list[tuple[int, str]]:
     """Sorted ``(point, uuid)`` pairs: ``max(1, round(vnodes * weight))`` points per node."""
     points = [
         (hash_fn(f"{node.uuid}#{i}"), node.uuid)
@@ -105,7 +107,9 @@ def assign(
     return tuple(table)
 
 
-def _first_under_cap(ring: list[tuple[int, str]], start: int, loads: dict[str, int], caps: dict[str, int]) -> int:
+def _first_under_cap(
+    ring: list[tuple[int, str]], start: int, loads: dict[str, int], caps: dict[str, int]
+) -> int:
     # Caps sum to at least the partition count, so some node is under its cap.
     for step in range(len(ring)):
         uuid = ring[(start + step) % len(ring)][1]
@@ -114,7 +118,9 @@ def _first_under_cap(ring: list[tuple[int, str]], start: int, loads: dict[str, i
     raise AssertionError("caps cannot hold the partitions")  # pragma: no cover
 
 
-def _with_backups(ring: list[tuple[int, str]], owner_at: int, owner: str, wanted: int) -> tuple[str, ...]:
+def _with_backups(
+    ring: list[tuple[int, str]], owner_at: int, owner: str, wanted: int
+) -> tuple[str, ...]:
     replicas = [owner]
     step = 1
     while len(replicas) < wanted:

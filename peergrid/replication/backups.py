@@ -48,7 +48,9 @@ class _Waiter:
 
     __slots__ = ("future", "partition", "result", "uuids")
 
-    def __init__(self, future: asyncio.Future[Result], partition: int, result: Result, uuids: set[str]) -> None:
+    def __init__(
+        self, future: asyncio.Future[Result], partition: int, result: Result, uuids: set[str]
+    ) -> None:
         self.future = future
         self.partition = partition
         self.result = result
@@ -137,7 +139,9 @@ class Replicator:
         return all(uuid in synced for uuid in self._table.replicas[p][1:])
 
     # ------------------------------------------------------------------ writes
-    def replicate(self, p: int, version: int, effects: Sequence[Effect], result: Result) -> Result | asyncio.Future[Result]:
+    def replicate(
+        self, p: int, version: int, effects: Sequence[Effect], result: Result
+    ) -> Result | asyncio.Future[Result]:
         """Ship a write; return its result now (no sync backups) or a future for it."""
         backups = self._table.replicas[p][1:]
         if not backups:
@@ -211,7 +215,11 @@ class Replicator:
 
     def _still_backup(self, p: int, uuid: str) -> bool:
         replicas = self._table.replicas[p]
-        return bool(replicas) and replicas[0] == self._cluster.uuid and uuid in replicas[1 : 1 + self._sync_count]
+        return (
+            bool(replicas)
+            and replicas[0] == self._cluster.uuid
+            and uuid in replicas[1 : 1 + self._sync_count]
+        )
 
     async def _resend(self, send: _Send) -> Result:
         pipe = self._cluster.pipe_to(send.uuid)
@@ -225,7 +233,10 @@ class Replicator:
     def reset(self) -> None:
         """Drop all state; writes still waiting end INDETERMINATE (their owner is gone)."""
         for waiter in list(self._waiters):
-            self._finish(waiter, Result(Status.INDETERMINATE, message="the owner was dropped from the cluster"))
+            self._finish(
+                waiter,
+                Result(Status.INDETERMINATE, message="the owner was dropped from the cluster"),
+            )
         self._synced.clear()
         self._pending.clear()
         for task in self._tasks:

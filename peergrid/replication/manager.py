@@ -45,10 +45,16 @@ PARALLEL_TRANSFERS = 4
 class ReplicaPeer(Protocol):
     """The calls replication makes to a peer (``peergrid.transport.PeerClient``)."""
 
-    async def versions(self, members: MemberList, partitions: list[int], timeout: float | None = None) -> tuple[int, dict[int, int | None]]: ...
-    def fetch(self, members: MemberList, partition: int, timeout: float | None = None) -> AsyncIterator[Chunk]: ...
+    async def versions(
+        self, members: MemberList, partitions: list[int], timeout: float | None = None
+    ) -> tuple[int, dict[int, int | None]]: ...
+    def fetch(
+        self, members: MemberList, partition: int, timeout: float | None = None
+    ) -> AsyncIterator[Chunk]: ...
     async def install(self, chunks: AsyncIterator[Chunk], timeout: float | None = None) -> None: ...
-    async def release(self, list_version: int, partitions: list[int], timeout: float | None = None) -> None: ...
+    async def release(
+        self, list_version: int, partitions: list[int], timeout: float | None = None
+    ) -> None: ...
 
 
 class Cluster(Protocol):
@@ -66,7 +72,9 @@ class PartitionManager:
     """The partitions this member holds, and what it does about the table. Loop thread only,
     except ``readable``, which application threads read for owner-local gets."""
 
-    def __init__(self, config: GridConfig, cluster: Cluster, on_lost: Callable[[int], None]) -> None:
+    def __init__(
+        self, config: GridConfig, cluster: Cluster, on_lost: Callable[[int], None]
+    ) -> None:
         self._config = config
         self._timing = config.timing
         self._cluster = cluster
@@ -95,14 +103,23 @@ class PartitionManager:
     def on_members(self, members: MemberList) -> None:
         """A new member list was adopted: derive the table and act on it."""
         replica_count = 1 + self._config.backup_count + self._config.async_backup_count
-        table = build_table(members.version, members.placement(), self._config.partition_count,
-                            replica_count, self._config.vnodes)
+        table = build_table(
+            members.version,
+            members.placement(),
+            self._config.partition_count,
+            replica_count,
+            self._config.vnodes,
+        )
         old, self.table = self.table, table
         for p in range(table.partition_count):
             owner = table.owner(p)
             if owner == self._me:
                 if old.owner(p) != self._me:
                     self.readable[p] = None  # must sync before serving
+                # Former replicas keep their copies until we release them.
+                dropped = {u for u in old.replicas[p] if u != self._me and u not in table.replicas[p]}
+                if dropped:
+                    self._holders.setdefault(p, set()).update(dropped)
             else:
                 self.readable[p] = None
         self.replicator.on_table(table)
@@ -128,7 +145,11 @@ class PartitionManager:
 
     # ------------------------------------------------------------------ owner sync
     def _unready_owned(self) -> list[int]:
-        return [p for p in self.table.owned_by(self._me) if self.readable[p] is None and p not in self.lost]
+        return [
+            p
+            for p in self.table.owned_by(self._me)
+            if self.readable[p] is None and p not in self.lost
+        ]
 
     async def _sync_forever(self) -> None:
         """Become ready for every owned partition, then bring backups in sync and release leftovers."""
@@ -151,7 +172,9 @@ class PartitionManager:
             if self.table.version == version and not self._unready_owned():
                 return
 
-    async def _ask_versions(self, partitions: list[int], version: int) -> dict[int, list[tuple[int, str]]]:
+    async def _ask_versions(
+        self, partitions: list[int], version: int
+    ) -> dict[int, list[tuple[int, str]]]:
         """Every member's complete copies of ``partitions``: ``p -> [(version, uuid)]``.
 
         Raises ``PeerUnavailableError`` when a member does not answer: its copy
@@ -164,7 +187,9 @@ class PartitionManager:
             if part is not None:
                 copies[p].append((part.version, self._me))
         others = [m.uuid for m in members.members if m.uuid != self._me]
-        answers = await asyncio.gather(*(self._versions_of(uuid, members, partitions) for uuid in others))
+        answers = await asyncio.gather(
+            *(self._versions_of(uuid, members, partitions) for uuid in others)
+        )
         self._check_table(version)
         for uuid, found in zip(others, answers, strict=True):
             for p, v in found.items():
@@ -172,7 +197,9 @@ class PartitionManager:
                     copies[p].append((v, uuid))
         return copies
 
-    async def _versions_of(self, uuid: str, members: MemberList, partitions: list[int]) -> dict[int, int | None]:
+    async def _versions_of(
+        self, uuid: str, members: MemberList, partitions: list[int]
+    ) -> dict[int, int | None]:
         peer = self._cluster.replica_peer(uuid)
         if peer is None:
             return {}
@@ -207,7 +234,9 @@ class PartitionManager:
             if peer is None:
                 raise _TableMoved
             staging: Partition | None = None
-            async for chunk in peer.fetch(self._cluster.current_members(), p, timeout=self._timing.rpc_timeout * 10):
+            async for chunk in peer.fetch(
+                self._cluster.current_members(), p, timeout=self._timing.rpc_timeout * 10
+            ):
                 if staging is None:
                     staging = Partition(p, chunk.version)
                 staging.apply(chunk.entries)
@@ -252,13 +281,18 @@ class PartitionManager:
                 if not self.replicator.is_synced(p, uuid):
                     by_backup.setdefault(uuid, []).append(p)
         members = self._cluster.current_members()
-        jobs = [self._sync_backups_on(uuid, partitions, members, version) for uuid, partitions in by_backup.items()]
+        jobs = [
+            self._sync_backups_on(uuid, partitions, members, version)
+            for uuid, partitions in by_backup.items()
+        ]
         results = await asyncio.gather(*jobs, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 raise result
 
-    async def _sync_backups_on(self, uuid: str, partitions: list[int], members: MemberList, version: int) -> None:
+    async def _sync_backups_on(
+        self, uuid: str, partitions: list[int], members: MemberList, version: int
+    ) -> None:
         peer = self._cluster.replica_peer(uuid)
         if peer is None:
             return
@@ -268,7 +302,13 @@ class PartitionManager:
             part = self.readable[p]
             if part is not None and found.get(p) == part.version:
                 self.replicator.mark_synced(p, uuid, part.version)
-        await asyncio.gather(*(self.sync_backup(p, uuid) for p in partitions if not self.replicator.is_synced(p, uuid)))
+        await asyncio.gather(
+            *(
+                self.sync_backup(p, uuid)
+                for p in partitions
+                if not self.replicator.is_synced(p, uuid)
+            )
+        )
 
     def sync_backup(self, p: int, uuid: str) -> asyncio.Task[int]:
         """Send partition ``p`` to backup ``uuid`` (one transfer at a time per pair)."""
@@ -292,7 +332,9 @@ class PartitionManager:
                 return -1
             version = part.version
             try:
-                await peer.install(self._chunks(part, version), timeout=self._timing.rpc_timeout * 10)
+                await peer.install(
+                    self._chunks(part, version), timeout=self._timing.rpc_timeout * 10
+                )
             except PeerGridError as exc:
                 log.debug("sending partition %d to %s failed: %s", p, uuid, exc)
                 return -1
@@ -339,7 +381,9 @@ class PartitionManager:
                 self.parts[p] = None
 
     # ------------------------------------------------------------------ serving peers
-    async def handle_versions(self, members: MemberList, partitions: list[int]) -> tuple[int, dict[int, int | None]]:
+    async def handle_versions(
+        self, members: MemberList, partitions: list[int]
+    ) -> tuple[int, dict[int, int | None]]:
         """A new owner asks for our copies; adopting its list first makes us stop serving them."""
         self._cluster.adopt_members(members)
         found: dict[int, int | None] = {}
@@ -376,7 +420,9 @@ class PartitionManager:
             self.parts[staging.id] = staging
 
     # ------------------------------------------------------------------ backups' side
-    def apply_backup(self, p: int, version: int, effects: Iterable[Effect], caller_version: int) -> int:
+    def apply_backup(
+        self, p: int, version: int, effects: Iterable[Effect], caller_version: int
+    ) -> int:
         """Apply an owner's write on this backup copy; return the op status.
 
         Writes apply strictly in version order; a gap asks the owner for the
@@ -387,7 +433,10 @@ class PartitionManager:
         """
         part = self.parts[p]
         if part is None:
-            if self.table.replica_index(p, self._me) is None and self.table.version >= caller_version:
+            if (
+                self.table.replica_index(p, self._me) is None
+                and self.table.version >= caller_version
+            ):
                 return Status.MOVED
             return Status.GAP
         if self.readable[p] is not None:
@@ -415,6 +464,10 @@ class PartitionManager:
         self._start_sync()
         await self._check_leftovers(version)
 
+    async def check_leftovers(self) -> None:
+        """Drop copies of partitions we are no replica of, once their owner holds as much."""
+        await self._check_leftovers(self.table.version)
+
     async def _check_leftovers(self, version: int) -> None:
         by_owner: dict[str, list[int]] = {}
         for p, part in enumerate(self.parts):
@@ -428,7 +481,9 @@ class PartitionManager:
             if peer is None:
                 continue
             try:
-                _, found = await peer.versions(members, partitions, timeout=self._timing.rpc_timeout)
+                _, found = await peer.versions(
+                    members, partitions, timeout=self._timing.rpc_timeout
+                )
             except PeerGridError:
                 continue
             if self.table.version != version:
@@ -451,8 +506,11 @@ class PartitionManager:
                 continue
             if not self.replicator.all_synced(p):
                 return False, f"partition {p} has a backup out of sync"
-        leftovers = [p for p, part in enumerate(self.parts)
-                     if part is not None and self.table.replica_index(p, self._me) is None]
+        leftovers = [
+            p
+            for p, part in enumerate(self.parts)
+            if part is not None and self.table.replica_index(p, self._me) is None
+        ]
         if leftovers:
             return False, f"{len(leftovers)} copies held of partitions this member is no replica of"
         return True, ""
@@ -464,7 +522,9 @@ class PartitionManager:
     async def stop(self) -> None:
         """Cancel background work."""
         self._stopped = True
-        jobs: list[asyncio.Task[object]] = [j for j in (self._sync_job, *self._backup_jobs.values()) if j is not None]  # type: ignore[misc]
+        jobs: list[asyncio.Task[object]] = [
+            j for j in (self._sync_job, *self._backup_jobs.values()) if j is not None
+        ]  # type: ignore[misc]
         for job in jobs:
             job.cancel()
         await asyncio.gather(*jobs, return_exceptions=True)
@@ -486,4 +546,3 @@ class PartitionManager:
 
 class _TableMoved(PeerGridError):
     """The table changed under a sync step; start over with the new one."""
-

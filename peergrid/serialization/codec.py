@@ -70,7 +70,9 @@ class MsgpackSerializer:
         except (OverflowError, ValueError, TypeError) as exc:
             # The packer keeps a buffer between calls: drop the half-packed value.
             packer.reset()
-            raise SerializationError(f"cannot serialize value: {exc} (the default serializer carries {_SUPPORTED})") from exc
+            raise SerializationError(
+                f"cannot serialize value: {exc} (the default serializer carries {_SUPPORTED})"
+            ) from exc
         return data
 
     def loads(self, data: bytes) -> Any:
@@ -91,7 +93,9 @@ class PickleSerializer:
         try:
             return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         except (pickle.PicklingError, TypeError, AttributeError) as exc:
-            raise SerializationError(f"cannot pickle a value of type {type(value).__qualname__}: {exc}") from exc
+            raise SerializationError(
+                f"cannot pickle a value of type {type(value).__qualname__}: {exc}"
+            ) from exc
 
     def loads(self, data: bytes) -> Any:
         """Unpickle (runs code: the data came from an authenticated member)."""

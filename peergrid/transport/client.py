@@ -36,7 +36,9 @@ def _translate(address: str, exc: grpc.RpcError) -> NoReturn:
     code = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else None
     details = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
     if code in _UNAVAILABLE or code is None:
-        raise PeerUnavailableError(f"peer {address} is unreachable ({details})", address=address) from exc
+        raise PeerUnavailableError(
+            f"peer {address} is unreachable ({details})", address=address
+        ) from exc
     if code == grpc.StatusCode.PERMISSION_DENIED:
         raise ClusterNameMismatchError(f"peer {address} refused: {details}") from exc
     raise RemoteError(f"peer {address} answered {code.name}: {details}") from exc
@@ -45,8 +47,11 @@ def _translate(address: str, exc: grpc.RpcError) -> NoReturn:
 class PeerClient:
     """Typed calls to one peer."""
 
-    def __init__(self, address: str, channel: grpc.aio.Channel, cluster: str, timeout: float) -> None:
+    def __init__(
+        self, address: str, channel: grpc.aio.Channel, cluster: str, timeout: float
+    ) -> None:
         self.address = address
+        self._channel = channel
         self._cluster = cluster
         self._timeout = timeout
         self._membership = membership_pb2_grpc.MembershipStub(channel)
@@ -59,15 +64,23 @@ class PeerClient:
         except grpc.RpcError as exc:
             _translate(self.address, exc)
 
-    async def join(self, member: Member, partition_count: int, serializer: str, timeout: float | None = None) -> JoinReply:
+    async def join(
+        self, member: Member, partition_count: int, serializer: str, timeout: float | None = None
+    ) -> JoinReply:
         request = membership_pb2.JoinRequest(
-            cluster=self._cluster, member=convert.member_to_pb(member),
-            partition_count=partition_count, serializer=serializer,
+            cluster=self._cluster,
+            member=convert.member_to_pb(member),
+            partition_count=partition_count,
+            serializer=serializer,
         )
         return convert.join_reply_from_pb(await self._call(self._membership.Join, request, timeout))
 
-    async def heartbeat(self, uuid: str, list_version: int, timeout: float | None = None) -> HeartbeatReply:
-        request = membership_pb2.HeartbeatRequest(cluster=self._cluster, uuid=uuid, list_version=list_version)
+    async def heartbeat(
+        self, uuid: str, list_version: int, timeout: float | None = None
+    ) -> HeartbeatReply:
+        request = membership_pb2.HeartbeatRequest(
+            cluster=self._cluster, uuid=uuid, list_version=list_version
+        )
         reply = await self._call(self._membership.Heartbeat, request, timeout)
         return HeartbeatReply(status=reply.status, list_version=reply.list_version)
 
@@ -79,7 +92,9 @@ class PeerClient:
 
     async def get_members(self, timeout: float | None = None) -> MemberList:
         request = membership_pb2.GetMembersRequest(cluster=self._cluster)
-        return convert.members_from_pb(await self._call(self._membership.GetMembers, request, timeout))
+        return convert.members_from_pb(
+            await self._call(self._membership.GetMembers, request, timeout)
+        )
 
     async def leave(self, uuid: str, final: bool, timeout: float | None = None) -> None:
         request = membership_pb2.LeaveRequest(cluster=self._cluster, uuid=uuid, final=final)
@@ -90,23 +105,35 @@ class PeerClient:
         reply = await self._call(self._membership.SafeState, request, timeout)
         return reply.safe, reply.list_version, reply.detail
 
-    async def execute(self, table_version: int, sender: str, ops: Sequence[Op], timeout: float | None = None) -> list[Result]:
+    async def execute(
+        self, table_version: int, sender: str, ops: Sequence[Op], timeout: float | None = None
+    ) -> list[Result]:
         """One frame as a unary call."""
         request = convert.frame_to_pb(0, self._cluster, table_version, sender, ops)
         reply = await self._call(self._maps.Execute, request, timeout)
         return [convert.result_from_pb(r) for r in reply.results]
 
-    async def versions(self, members: MemberList, partitions: Sequence[int], timeout: float | None = None) -> tuple[int, dict[int, int | None]]:
+    async def versions(
+        self, members: MemberList, partitions: Sequence[int], timeout: float | None = None
+    ) -> tuple[int, dict[int, int | None]]:
         request = replication_pb2.VersionsRequest(
-            cluster=self._cluster, members=convert.members_to_pb(members, self._cluster), partitions=partitions
+            cluster=self._cluster,
+            members=convert.members_to_pb(members, self._cluster),
+            partitions=partitions,
         )
         reply = await self._call(self._replication.Versions, request, timeout)
-        return reply.list_version, {v.partition: (v.version if v.present else None) for v in reply.versions}
+        return reply.list_version, {
+            v.partition: (v.version if v.present else None) for v in reply.versions
+        }
 
-    async def fetch(self, members: MemberList, partition: int, timeout: float | None = None) -> AsyncIterator[Chunk]:
+    async def fetch(
+        self, members: MemberList, partition: int, timeout: float | None = None
+    ) -> AsyncIterator[Chunk]:
         """The chunks of one partition, streamed from the peer."""
         request = replication_pb2.FetchRequest(
-            cluster=self._cluster, members=convert.members_to_pb(members, self._cluster), partition=partition
+            cluster=self._cluster,
+            members=convert.members_to_pb(members, self._cluster),
+            partition=partition,
         )
         call = self._replication.Fetch(request, timeout=timeout or self._timeout)
         try:
@@ -130,14 +157,27 @@ class PeerClient:
         except grpc.RpcError as exc:
             _translate(self.address, exc)
 
-    async def release(self, list_version: int, partitions: Sequence[int], timeout: float | None = None) -> None:
+    async def release(
+        self, list_version: int, partitions: Sequence[int], timeout: float | None = None
+    ) -> None:
         request = replication_pb2.ReleaseRequest(
             cluster=self._cluster, list_version=list_version, partitions=partitions
         )
         await self._call(self._replication.Release, request, timeout)
 
-    def open_stream(self) -> FrameStream:
-        """A new long-lived frame stream to this peer."""
+    async def open_stream(self) -> FrameStream:
+        """A new long-lived frame stream to this peer, once its channel is connected.
+
+        Waiting for the connection first means a peer that cannot be reached
+        fails here, before any operation was sent (so none is in doubt).
+        """
+        try:
+            await asyncio.wait_for(self._channel.channel_ready(), self._timeout)
+        except TimeoutError:
+            raise PeerUnavailableError(
+                f"peer {self.address} cannot be reached (not connected within {self._timeout}s)",
+                address=self.address,
+            ) from None
         return FrameStream(self.address, self._cluster, self._maps.Stream())
 
 
@@ -152,11 +192,15 @@ class FrameStream:
     async def send(self, frame_id: int, table_version: int, sender: str, ops: Sequence[Op]) -> None:
         """Write one frame; raises ``PeerUnavailableError`` when the stream is broken."""
         try:
-            await self._call.write(convert.frame_to_pb(frame_id, self._cluster, table_version, sender, ops))
+            await self._call.write(
+                convert.frame_to_pb(frame_id, self._cluster, table_version, sender, ops)
+            )
         except grpc.RpcError as exc:
             _translate(self.address, exc)
         except (grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
-            raise PeerUnavailableError(f"stream to {self.address} is closed", address=self.address) from exc
+            raise PeerUnavailableError(
+                f"stream to {self.address} is closed", address=self.address
+            ) from exc
 
     async def receive(self) -> tuple[int, int, list[Result]] | None:
         """The next frame result ``(frame_id, table_version, results)``, or None at the end."""
@@ -200,7 +244,10 @@ class Peers:
             *grpc_options(config.limits),
             ("grpc.initial_reconnect_backoff_ms", reconnect_ms),
             ("grpc.min_reconnect_backoff_ms", reconnect_ms),
-            ("grpc.max_reconnect_backoff_ms", max(reconnect_ms, int(config.timing.failure_timeout * 1000))),
+            (
+                "grpc.max_reconnect_backoff_ms",
+                max(reconnect_ms, int(config.timing.failure_timeout * 1000)),
+            ),
         ]
         self._credentials = channel_credentials(config)
 

@@ -61,7 +61,11 @@ def join_reply_from_pb(msg: membership_pb2.JoinResponse) -> JoinReply:
 
 def effect_to_pb(effect: Effect) -> map_pb2.Effect:
     return map_pb2.Effect(
-        kind=effect.kind, map=effect.map, key=effect.key, value=effect.value, expire_at=effect.expire_at
+        kind=effect.kind,
+        map=effect.map,
+        key=effect.key,
+        value=effect.value,
+        expire_at=effect.expire_at,
     )
 
 
@@ -71,8 +75,14 @@ def effect_from_pb(msg: map_pb2.Effect) -> Effect:
 
 def op_to_pb(op: Op) -> map_pb2.Op:
     msg = map_pb2.Op(
-        code=op.code, partition=op.partition, map=op.map, key=op.key, value=op.value,
-        expect=op.expect, ttl=op.ttl, version=op.version,
+        code=op.code,
+        partition=op.partition,
+        map=op.map,
+        key=op.key,
+        value=op.value,
+        expect=op.expect,
+        ttl=op.ttl,
+        version=op.version,
     )
     if op.effects:
         msg.effects.extend(effect_to_pb(e) for e in op.effects)
@@ -82,13 +92,24 @@ def op_to_pb(op: Op) -> map_pb2.Op:
 def op_from_pb(msg: map_pb2.Op) -> Op:
     effects = tuple(effect_from_pb(e) for e in msg.effects) if len(msg.effects) else ()
     return Op(
-        msg.code, msg.partition, msg.map, msg.key, msg.value, msg.expect, msg.ttl, msg.version, effects
+        msg.code,
+        msg.partition,
+        msg.map,
+        msg.key,
+        msg.value,
+        msg.expect,
+        msg.ttl,
+        msg.version,
+        effects,
     )
 
 
 def result_to_pb(result: Result) -> map_pb2.Result:
     msg = map_pb2.Result(
-        status=result.status, value=result.value, found=result.found, count=result.count,
+        status=result.status,
+        value=result.value,
+        found=result.found,
+        count=result.count,
         message=result.message,
     )
     if result.keys:
@@ -100,21 +121,31 @@ def result_to_pb(result: Result) -> map_pb2.Result:
 
 def result_from_pb(msg: map_pb2.Result) -> Result:
     return Result(
-        msg.status, msg.value, msg.found, msg.count,
+        msg.status,
+        msg.value,
+        msg.found,
+        msg.count,
         list(msg.keys) if len(msg.keys) else None,
         list(msg.values) if len(msg.values) else None,
         msg.message,
     )
 
 
-def frame_to_pb(frame_id: int, cluster: str, table_version: int, sender: str, ops: Sequence[Op]) -> map_pb2.Frame:
+def frame_to_pb(
+    frame_id: int, cluster: str, table_version: int, sender: str, ops: Sequence[Op]
+) -> map_pb2.Frame:
     return map_pb2.Frame(
-        id=frame_id, cluster=cluster, table_version=table_version, sender=sender,
+        id=frame_id,
+        cluster=cluster,
+        table_version=table_version,
+        sender=sender,
         ops=[op_to_pb(op) for op in ops],
     )
 
 
-def frame_result_to_pb(frame_id: int, table_version: int, results: Sequence[Result]) -> map_pb2.FrameResult:
+def frame_result_to_pb(
+    frame_id: int, table_version: int, results: Sequence[Result]
+) -> map_pb2.FrameResult:
     return map_pb2.FrameResult(
         id=frame_id, table_version=table_version, results=[result_to_pb(r) for r in results]
     )
@@ -122,15 +153,22 @@ def frame_result_to_pb(frame_id: int, table_version: int, results: Sequence[Resu
 
 def chunk_to_pb(chunk: Chunk, cluster: str) -> replication_pb2.PartitionChunk:
     return replication_pb2.PartitionChunk(
-        cluster=cluster, partition=chunk.partition, version=chunk.version,
-        entries=[effect_to_pb(e) for e in chunk.entries], last=chunk.last,
-        list_version=chunk.list_version, sender=chunk.sender,
+        cluster=cluster,
+        partition=chunk.partition,
+        version=chunk.version,
+        entries=[effect_to_pb(e) for e in chunk.entries],
+        last=chunk.last,
+        list_version=chunk.list_version,
+        sender=chunk.sender,
     )
 
 
 def chunk_from_pb(msg: replication_pb2.PartitionChunk) -> Chunk:
     return Chunk(
-        partition=msg.partition, version=msg.version,
-        entries=tuple(effect_from_pb(e) for e in msg.entries), last=msg.last,
-        list_version=msg.list_version, sender=msg.sender,
+        partition=msg.partition,
+        version=msg.version,
+        entries=tuple(effect_from_pb(e) for e in msg.entries),
+        last=msg.last,
+        list_version=msg.list_version,
+        sender=msg.sender,
     )

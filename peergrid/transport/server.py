@@ -45,8 +45,12 @@ class Handlers(Protocol):
     def current_members(self) -> MemberList: ...
     async def leave(self, uuid: str, final: bool) -> None: ...
     def safe_state(self) -> tuple[bool, int, str]: ...
-    def frame(self, sender: str, table_version: int, ops: list[Op]) -> list[Result] | asyncio.Future[list[Result]]: ...
-    async def versions(self, members: MemberList, partitions: list[int]) -> tuple[int, dict[int, int | None]]: ...
+    def frame(
+        self, sender: str, table_version: int, ops: list[Op]
+    ) -> list[Result] | asyncio.Future[list[Result]]: ...
+    async def versions(
+        self, members: MemberList, partitions: list[int]
+    ) -> tuple[int, dict[int, int | None]]: ...
     def fetch(self, members: MemberList, partition: int) -> AsyncIterator[Chunk]: ...
     async def install(self, chunks: AsyncIterator[Chunk]) -> None: ...
     def release(self, list_version: int, partitions: list[int]) -> None: ...
@@ -103,7 +107,9 @@ class _Membership(_Base, membership_pb2_grpc.MembershipServicer):
     async def Heartbeat(self, request: Any, context: Any) -> membership_pb2.HeartbeatResponse:
         reply = self.handlers.heartbeat(request.uuid, request.list_version)
         return membership_pb2.HeartbeatResponse(
-            status=reply.status, list_version=reply.list_version, cluster=self.handlers.cluster  # type: ignore[arg-type]
+            status=reply.status,
+            list_version=reply.list_version,
+            cluster=self.handlers.cluster,  # type: ignore[arg-type]
         )
 
     @_guarded
@@ -132,13 +138,17 @@ class _Maps(_Base, map_pb2_grpc.MapServiceServicer):
         results = self._run(request)
         if not isinstance(results, list):
             results = await results
-        return convert.frame_result_to_pb(request.id, self.handlers.current_members().version, results)
+        return convert.frame_result_to_pb(
+            request.id, self.handlers.current_members().version, results
+        )
 
     def _run(self, frame: Any) -> list[Result] | asyncio.Future[list[Result]]:
         ops = [convert.op_from_pb(op) for op in frame.ops]
         return self.handlers.frame(frame.sender, frame.table_version, ops)
 
-    async def Stream(self, request_iterator: Any, context: Any) -> AsyncIterator[map_pb2.FrameResult]:
+    async def Stream(
+        self, request_iterator: Any, context: Any
+    ) -> AsyncIterator[map_pb2.FrameResult]:
         """Frames in, results out as each frame completes (not necessarily in order)."""
         out: asyncio.Queue[map_pb2.FrameResult | None] = asyncio.Queue()
         pending = 0
@@ -205,11 +215,15 @@ class _Replication(_Base, replication_pb2_grpc.ReplicationServicer):
             ],
         )
 
-    async def Fetch(self, request: Any, context: Any) -> AsyncIterator[replication_pb2.PartitionChunk]:
+    async def Fetch(
+        self, request: Any, context: Any
+    ) -> AsyncIterator[replication_pb2.PartitionChunk]:
         if request.cluster != self.handlers.cluster:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, self.mismatch(request.cluster))
         try:
-            chunks = self.handlers.fetch(convert.members_from_pb(request.members), request.partition)
+            chunks = self.handlers.fetch(
+                convert.members_from_pb(request.members), request.partition
+            )
             async for chunk in chunks:
                 yield convert.chunk_to_pb(chunk, self.handlers.cluster)
         except PeerGridError as exc:

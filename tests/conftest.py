@@ -1,0 +1,62 @@
+"""Shared fixtures: in-process clusters, unique names, hypothesis profiles, leak checks."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from peergrid.testing import TestCluster, cluster
+
+settings.register_profile(
+    "default", deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "ci", deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow], derandomize=False
+)
+settings.load_profile("ci" if os.environ.get("CI") else "default")
+
+
+@pytest.fixture(scope="module")
+def grids3() -> Iterator[TestCluster]:
+    """Three settled members, shared by a module's tests (use a unique map name per test)."""
+    with cluster(3) as grids:
+        yield grids
+
+
+@pytest.fixture
+def name() -> str:
+    """A map name no other test uses."""
+    return f"m-{uuid.uuid4().hex[:8]}"
+
+
+def wait_for(condition, timeout: float = 10.0, interval: float = 0.02, message: str = "condition"):
+    """Poll ``condition`` until it returns a truthy value; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"{message} not met within {timeout}s")
+        time.sleep(interval)
+
+
+def _member_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("peergrid-") and t.is_alive()]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leaked_member_threads() -> Iterator[None]:
+    """Every member started by the tests is stopped by the end of the run."""
+    yield
+    deadline = time.monotonic() + 10
+    while _member_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    leaked = _member_threads()
+    assert not leaked, f"member loop threads still running after the tests: {leaked}"
