@@ -124,8 +124,14 @@ class Replicator:
         return uuid in self._synced.get(p, ())
 
     def mark_synced(self, p: int, uuid: str, version: int) -> None:
-        """Backup ``uuid`` holds ``p`` at ``version`` (which may be behind by writes in flight)."""
-        self._synced.setdefault(p, set()).add(uuid)
+        """Backup ``uuid`` holds ``p`` at ``version`` (which may be behind by writes in flight).
+
+        Callers check that the table did not change since they learned it; a
+        mark for a member the current table does not name as backup is ignored.
+        """
+        replicas = self._table.replicas[p]
+        if replicas and replicas[0] == self._cluster.uuid and uuid in replicas[1:]:
+            self._synced.setdefault(p, set()).add(uuid)
 
     def mark_unsure(self, p: int, uuid: str) -> None:
         """Check ``uuid``'s version of ``p`` again before calling it in sync."""

@@ -330,13 +330,14 @@ class PartitionManager:
             peer = self._cluster.replica_peer(uuid)
             if part is None or peer is None or uuid not in self.table.replicas[p][1:]:
                 return -1
-            version = part.version
+            version, table_version = part.version, self.table.version
             try:
-                await peer.install(
-                    self._chunks(part, version), timeout=self._timing.rpc_timeout * 10
-                )
+                await peer.install(self._chunks(part, version), timeout=self._timing.rpc_timeout * 10)
             except PeerGridError as exc:
                 log.debug("sending partition %d to %s failed: %s", p, uuid, exc)
+                return -1
+            if self.table.version != table_version:
+                # The table moved while we sent: the backup may since have been told to drop it.
                 return -1
             self.replicator.mark_synced(p, uuid, version)
             return version
