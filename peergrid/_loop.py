@@ -1,7 +1,15 @@
-"""The member's event loop, on a thread of its own.
+"""The peergrid runtime: one event loop, on a thread of its own, for every member of the process.
 
 The asyncio code is the implementation; sync callers run coroutines on this
 loop with a timeout. A call already on the loop thread must not block on it.
+
+Why one loop per process rather than one per member: grpc.aio keeps a single
+completion queue per process, anchored to an event loop, and dispatches every
+other loop's events through it. Members that each owned a loop would depend on
+whichever loop grpc anchored to, and stopping that member would strand the
+others. One long-lived loop avoids the question; members in one process (an
+in-process test cluster) share it, and a member's shutdown stops only what it
+started. The application's own threads and loops never run peergrid's work.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ T = TypeVar("T")
 class LoopThread:
     """An asyncio loop running on a daemon thread."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str) -> None:  # noqa: D107
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.thread_id = 0
@@ -39,6 +47,16 @@ class LoopThread:
     def start(self) -> None:
         """Start the thread."""
         self._thread.start()
+
+    def wait_started(self) -> None:
+        """Block until the loop thread runs (its id is known)."""
+        ready = threading.Event()
+        self.loop.call_soon_threadsafe(ready.set)
+        ready.wait()
+
+    def alive(self) -> bool:
+        """True while the loop thread runs."""
+        return self._thread.is_alive() and not self.loop.is_closed()
 
     def in_loop(self) -> bool:
         """True on the loop's own thread."""
@@ -73,3 +91,18 @@ class LoopThread:
             self.loop.call_soon_threadsafe(self.loop.stop)
             if not self.in_loop():
                 self._thread.join(timeout)
+
+
+_runtime: LoopThread | None = None
+_runtime_lock = threading.Lock()
+
+
+def runtime() -> LoopThread:
+    """The process's peergrid loop thread, started on first use and kept for the process's life."""
+    global _runtime
+    with _runtime_lock:
+        if _runtime is None or not _runtime.alive():
+            _runtime = LoopThread("peergrid-runtime")
+            _runtime.start()
+            _runtime.wait_started()
+        return _runtime

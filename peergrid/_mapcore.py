@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from peergrid.errors import (
     ArgumentError,
+    GridClosedError,
     IndeterminateWriteError,
     LimitExceededError,
     OperationTimeoutError,
@@ -64,9 +65,7 @@ class LocalMapStats:
 def check_map_name(name: object) -> str:
     """A valid map name, or ``ArgumentError``."""
     if not isinstance(name, str) or not name or len(name) > MAX_MAP_NAME:
-        raise ArgumentError(
-            f"map names are non-empty str of at most {MAX_MAP_NAME} characters, got {name!r}"
-        )
+        raise ArgumentError(f"map names are non-empty str of at most {MAX_MAP_NAME} characters, got {name!r}")
     return name
 
 
@@ -74,15 +73,8 @@ def check_ttl(ttl: object) -> float:
     """TTL seconds as the wire carries it (0 = none), or ``ArgumentError``."""
     if ttl is None:
         return 0.0
-    if (
-        isinstance(ttl, bool)
-        or not isinstance(ttl, int | float)
-        or not math.isfinite(ttl)
-        or ttl <= 0
-    ):
-        raise ArgumentError(
-            f"ttl must be a positive number of seconds (or None for no expiry), got {ttl!r}"
-        )
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not math.isfinite(ttl) or ttl <= 0:
+        raise ArgumentError(f"ttl must be a positive number of seconds (or None for no expiry), got {ttl!r}")
     return float(ttl)
 
 
@@ -124,9 +116,7 @@ class MapCore:
         """The TTL to send: the call's, else the map's default."""
         return check_ttl(ttl) if ttl is not None else self.default_ttl
 
-    def keyed(
-        self, code: int, key: object, value: bytes = b"", expect: bytes = b"", ttl: float = 0.0
-    ) -> Op:
+    def keyed(self, code: int, key: object, value: bytes = b"", expect: bytes = b"", ttl: float = 0.0) -> Op:
         """An op on one key."""
         encoded, partition = self.key(key)
         return Op(code, partition, self.name, encoded, value, expect, ttl)
@@ -168,6 +158,8 @@ class MapCore:
             return result
         name = f"{self.name}.{_NAMES.get(op.code, 'operation')}"
         message = result.message
+        if status == Status.CLOSED:
+            raise GridClosedError(f"{name}: this grid was shut down; create a new peergrid.Grid to continue")
         if status == Status.LOST:
             raise PartitionLostError(
                 f"{name}: partition {op.partition} lost every copy (more than backup_count members "
@@ -178,9 +170,7 @@ class MapCore:
         if status == Status.QUORUM:
             raise QuorumError(f"{name} refused: {message}")
         if status == Status.TIMEOUT:
-            raise OperationTimeoutError(
-                f"{name} did not complete within {self.timeout}s: {message}"
-            )
+            raise OperationTimeoutError(f"{name} did not complete within {self.timeout}s: {message}")
         if status == Status.INDETERMINATE:
             raise IndeterminateWriteError(
                 f"{name}: the owner failed mid-call ({message}); the write may or may not have been applied"
@@ -200,9 +190,7 @@ class MapCore:
         """The value a result carries, or ``default``."""
         return self.loads(result.value) if result.found else default
 
-    def batch_ops(
-        self, keys: Iterable[object]
-    ) -> tuple[dict[bytes, Any], list[Op], dict[Any, Any]]:
+    def batch_ops(self, keys: Iterable[object]) -> tuple[dict[bytes, Any], list[Op], dict[Any, Any]]:
         """For get_all: local hits decoded now, ops for the rest."""
         found: dict[Any, Any] = {}
         ops: list[Op] = []
@@ -225,10 +213,7 @@ class MapCore:
         if not isinstance(mapping, Mapping):
             raise ArgumentError(f"put_all takes a mapping, not {type(mapping).__qualname__}")
         seconds = self.ttl(ttl)
-        return [
-            self.keyed(Code.SET, key, self.value(value), ttl=seconds)
-            for key, value in mapping.items()
-        ]
+        return [self.keyed(Code.SET, key, self.value(value), ttl=seconds) for key, value in mapping.items()]
 
     def entries(self, results: Iterable[Result]) -> list[tuple[Key, Any]]:
         """Decoded ``(key, value)`` pairs of ENTRIES results."""

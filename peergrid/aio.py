@@ -94,9 +94,7 @@ class AsyncMap:
         """Store ``value``; return the previous value or None."""
         reject_unknown("put", unknown, ("key", "value", "ttl"))
         core = self._core
-        return core.decoded(
-            await self._run(core.keyed(Code.PUT, key, core.value(value), ttl=core.ttl(ttl)))
-        )
+        return core.decoded(await self._run(core.keyed(Code.PUT, key, core.value(value), ttl=core.ttl(ttl))))
 
     async def set(self, key: Key, value: Any, ttl: float | None = None, **unknown: Any) -> None:
         """Store ``value`` without returning the previous one."""
@@ -104,9 +102,7 @@ class AsyncMap:
         core = self._core
         await self._run(core.keyed(Code.SET, key, core.value(value), ttl=core.ttl(ttl)))
 
-    async def put_if_absent(
-        self, key: Key, value: Any, ttl: float | None = None, **unknown: Any
-    ) -> Any:
+    async def put_if_absent(self, key: Key, value: Any, ttl: float | None = None, **unknown: Any) -> Any:
         """Store only if absent; return the existing value or None."""
         reject_unknown("put_if_absent", unknown, ("key", "value", "ttl"))
         core = self._core
@@ -134,9 +130,7 @@ class AsyncMap:
         """Remove ``key``; True if it had a live value."""
         return (await self._run(self._core.keyed(Code.DELETE, key))).found
 
-    async def put_all(
-        self, mapping: Mapping[Key, Any], ttl: float | None = None, **unknown: Any
-    ) -> None:
+    async def put_all(self, mapping: Mapping[Key, Any], ttl: float | None = None, **unknown: Any) -> None:
         """Store every entry: one RPC per owning member, in parallel."""
         reject_unknown("put_all", unknown, ("mapping", "ttl"))
         self._node.ensure_open()
@@ -167,9 +161,7 @@ class AsyncMap:
     async def local_stats(self) -> LocalMapStats:
         """What this member holds of this map."""
         self._node.ensure_open()
-        future = asyncio.run_coroutine_threadsafe(
-            _local_stats(self._node, self.name), self._node.loop
-        )
+        future = asyncio.run_coroutine_threadsafe(_local_stats(self._node, self.name), self._node.loop)
         return await asyncio.wrap_future(future)
 
 
@@ -213,9 +205,7 @@ class AsyncGrid:
     @property
     def node(self) -> Node:
         if self._node is None:
-            raise ConfigError(
-                "the AsyncGrid is not started: use 'async with' or 'await AsyncGrid(...)'"
-            )
+            raise ConfigError("the AsyncGrid is not started: use 'async with' or 'await AsyncGrid(...)'")
         return self._node
 
     @property
@@ -258,9 +248,7 @@ class AsyncGrid:
     async def recover_lost_partitions(self) -> list[int]:
         """Serve this member's lost partitions again, empty."""
         node = self.node
-        return await asyncio.wrap_future(
-            asyncio.run_coroutine_threadsafe(_recover(node), node.loop)
-        )
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_recover(node), node.loop))
 
     async def shutdown(self) -> None:
         """Hand partitions over, leave and stop (safe to call twice)."""

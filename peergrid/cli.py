@@ -1,19 +1,24 @@
 """The ``peergrid`` command: run a standalone member, or the demo.
 
-    peergrid member --cluster NAME --bind HOST:PORT --members A,B [--backup-count N] [--discovery mdns]
-    peergrid demo
+peergrid member --cluster NAME --bind HOST:PORT --members A,B [--backup-count N] [--discovery mdns]
+peergrid demo
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
 import threading
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from peergrid.errors import PeerGridError
+
+if TYPE_CHECKING:
+    from peergrid.grid import Grid
 
 log = logging.getLogger("peergrid.cli")
 
@@ -38,9 +43,51 @@ def _member(args: argparse.Namespace) -> int:
     with Grid(**options) as grid:
         # The first line is machine-readable: tests and scripts wait for it.
         print(f"peergrid member {grid.uuid} listening on {grid.address}", flush=True)
+        if args.commands:
+            threading.Thread(target=_serve_commands, args=(grid, stop), daemon=True).start()
         stop.wait()
         log.info("member %s leaving the cluster", grid.address)
     return 0
+
+
+def _serve_commands(grid: Grid, stop: threading.Event) -> None:
+    """Run JSON commands from stdin through this member, one answer line each.
+
+    A line is ``{"op": "put", "map": "m", "key": "k", "value": 1}`` (ops: put,
+    set, get, delete, get_all with "keys", size, safe with "timeout"); the
+    answer is ``{"ok": true, "result": ...}`` or ``{"ok": false, "error":
+    "TypeName", "message": "..."}``. End of input stops the member.
+    """
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            command = json.loads(line)
+            answer = {"ok": True, "result": _run_command(grid, command)}
+        except PeerGridError as exc:
+            answer = {"ok": False, "error": type(exc).__name__, "message": str(exc)}
+        except (ValueError, KeyError, TypeError) as exc:
+            answer = {"ok": False, "error": "BadCommand", "message": repr(exc)}
+        print(json.dumps(answer), flush=True)
+    stop.set()
+
+
+def _run_command(grid: Grid, command: dict[str, Any]) -> Any:
+    op = command["op"]
+    if op == "safe":
+        return grid.wait_until_safe(float(command.get("timeout", 10)))
+    if op == "members":
+        return [m.address for m in grid.members()]
+    m = grid.get_map(command.get("map", "default"))
+    if op in ("put", "set"):
+        return getattr(m, op)(command["key"], command["value"])
+    if op in ("get", "delete"):
+        return getattr(m, op)(command["key"])
+    if op == "get_all":
+        return m.get_all(command["keys"])
+    if op == "size":
+        return m.size()
+    raise ValueError(f"unknown op {op!r}")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -63,6 +110,11 @@ def parser() -> argparse.ArgumentParser:
     member.add_argument("--discovery", choices=("static", "mdns"), default="static")
     member.add_argument("--min-cluster-size", type=int, default=1, help="refuse writes below this size")
     member.add_argument("--fast", action="store_true", help="short test timings (loopback test clusters)")
+    member.add_argument(
+        "--commands",
+        action="store_true",
+        help="also run JSON map commands read from stdin (for scripts and tests)",
+    )
     member.set_defaults(run=_member)
 
     demo = commands.add_parser("demo", help="start a small cluster, write, kill a member, read everything")

@@ -75,9 +75,7 @@ class Timing:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(
-                    f"timing.{f.name} must be a positive number of seconds, got {value!r}"
-                )
+                raise ConfigError(f"timing.{f.name} must be a positive number of seconds, got {value!r}")
         if self.failure_timeout <= self.heartbeat_interval:
             raise ConfigError(
                 f"timing.failure_timeout ({self.failure_timeout}s) must be longer than "
@@ -240,9 +238,7 @@ def _check_int(name: str, value: object, low: int, high: int) -> None:
 def _unknown(key: str, names: Sequence[str] | set[str], where: str) -> str:
     hint = difflib.get_close_matches(key, list(names), n=1)
     suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
-    return (
-        f"{where}() got an unknown option {key!r}{suggestion} (known: {', '.join(sorted(names))})"
-    )
+    return f"{where}() got an unknown option {key!r}{suggestion} (known: {', '.join(sorted(names))})"
 
 
 def reject_unknown(where: str, unknown: Mapping[str, object], known: Sequence[str]) -> None:

@@ -63,7 +63,9 @@ def _ownership(grid: Grid, keys: list[str], names: dict[str, str]) -> None:
     owners = Counter(grid.owner_of(key) for key in keys)
     _say(f"  {'member':<22} {'runs in':<16} {'owns':>6}")
     for member in grid.members():
-        _say(f"  {member.address:<22} {names.get(member.address, 'a process'):<16} {owners.get(member, 0):>6}")
+        _say(
+            f"  {member.address:<22} {names.get(member.address, 'a process'):<16} {owners.get(member, 0):>6}"
+        )
 
 
 class _Writer(threading.Thread):
@@ -149,15 +151,19 @@ def _run(writer: Grid, reader: Grid, procs: list[tuple[subprocess.Popen[str], st
     rebuilt = time.perf_counter() - killed_at
     live.stop.set()
     live.join()
-    _say(f"every partition served again {served:.1f}s after the kill; backups rebuilt after {rebuilt:.1f}s"
-         + ("" if safe else " (not yet safe!)"))
+    _say(
+        f"every partition served again {served:.1f}s after the kill; backups rebuilt after {rebuilt:.1f}s"
+        + ("" if safe else " (not yet safe!)")
+    )
 
     found = reader.get_map("users").get_all(keys)
     acked = reader.get_map("demo-live").get_all(list(live.acked))
     lost = entries - len(found) + sum(1 for k, v in live.acked.items() if acked.get(k) != v)
-    _say(f"read {len(found)}/{entries} entries and {len(acked)}/{len(live.acked)} acknowledged live writes "
-         f"({live.unknown} indeterminate, {live.failed} failed): "
-         + ("nothing lost" if lost == 0 else f"{lost} LOST"))
+    _say(
+        f"read {len(found)}/{entries} entries and {len(acked)}/{len(live.acked)} acknowledged live writes "
+        f"({live.unknown} indeterminate, {live.failed} failed): "
+        + ("nothing lost" if lost == 0 else f"{lost} LOST")
+    )
     _ownership(reader, keys, names)
     return 0 if lost == 0 and safe else 1
 

@@ -41,9 +41,7 @@ class Grid:
         if config is None:
             config = GridConfig.from_kwargs(**options)
         elif not isinstance(config, GridConfig):
-            raise ConfigError(
-                f"config must be a peergrid.GridConfig, got {type(config).__qualname__}"
-            )
+            raise ConfigError(f"config must be a peergrid.GridConfig, got {type(config).__qualname__}")
         else:
             config.validate()
         self.config = config
@@ -171,7 +169,4 @@ async def _all_safe(node: Node) -> bool:
             return False, 0, str(exc)
 
     states = await asyncio.gather(*(ask(m.address) for m in others))
-    return (
-        all(ok and v == version for ok, v, _ in states)
-        and node.membership.members.version == version
-    )
+    return all(ok and v == version for ok, v, _ in states) and node.membership.members.version == version

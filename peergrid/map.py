@@ -140,13 +140,9 @@ class DistributedMap:
         """Store ``value`` only if ``key`` has a live value; return that previous value or None."""
         reject_unknown("replace", unknown, ("key", "value", "ttl"))
         core = self._core
-        return core.decoded(
-            self._run(core.keyed(Code.REPLACE, key, core.value(value), ttl=core.ttl(ttl)))
-        )
+        return core.decoded(self._run(core.keyed(Code.REPLACE, key, core.value(value), ttl=core.ttl(ttl))))
 
-    def replace_if_same(
-        self, key: Key, old: Any, new: Any, ttl: float | None = None, **unknown: Any
-    ) -> bool:
+    def replace_if_same(self, key: Key, old: Any, new: Any, ttl: float | None = None, **unknown: Any) -> bool:
         """Store ``new`` only if ``key``'s live value equals ``old``; True if it did."""
         reject_unknown("replace_if_same", unknown, ("key", "old", "new", "ttl"))
         core = self._core

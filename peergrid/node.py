@@ -16,10 +16,11 @@ import logging
 import threading
 import time
 import uuid as uuid_module
-from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any
+import weakref
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from typing import Any, ClassVar
 
-from peergrid._loop import LoopThread
+from peergrid._loop import runtime
 from peergrid.cluster.membership import Membership, State
 from peergrid.config import GridConfig, parse_address
 from peergrid.errors import GridClosedError, PeerGridError
@@ -37,19 +38,23 @@ log = logging.getLogger("peergrid")
 class Node:
     """A member of a peergrid cluster (internal; use ``peergrid.Grid``)."""
 
+    #: Every node made in this process, while referenced (tests check none is left running).
+    instances: ClassVar[weakref.WeakSet[Node]] = weakref.WeakSet()
+
     def __init__(self, config: GridConfig) -> None:
+        Node.instances.add(self)
         self.config = config
         self.cluster = config.cluster
         self.uuid = uuid_module.uuid4().hex
         self.serializer = serializer_named(config.serializer)
-        self._thread = LoopThread(f"peergrid-{self.uuid[:8]}")
+        self._thread = runtime()
         self.loop = self._thread.loop
         self.address = ""
         self.closed = False
         self._started = False
         self._pipes: dict[str, Pipe] = {}
         self._pipes_lock = threading.Lock()
-        self._upkeep: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()  # everything this member spawned: cancelled on stop
         self._lost_listeners: list[Callable[[int], None]] = []
         self._peers: Peers | None = None
         self._server = Server(config, self)
@@ -63,7 +68,6 @@ class Node:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         """Bind, join (or form) the cluster, start heartbeats; blocks until done."""
-        self._thread.start()
         budget = self.config.timing.join_timeout + self.config.timing.rpc_timeout * 4 + 10
         try:
             self._thread.run(self._start(), timeout=budget)
@@ -71,7 +75,6 @@ class Node:
             self.closed = True
             with contextlib.suppress(Exception):
                 self._thread.run(self._stop(), timeout=5)
-            self._thread.stop()
             raise
         self._started = True
 
@@ -86,14 +89,15 @@ class Node:
         )
         await self.membership.join()
         self.membership.start_heartbeats()
-        self._upkeep = [
-            asyncio.ensure_future(
-                self._every(self.config.timing.expiry_sweep_interval, self._sweep)
-            ),
-            asyncio.ensure_future(
-                self._every(self.config.timing.anti_entropy_interval, self.manager.anti_entropy)
-            ),
-        ]
+        self.spawn(self._every(self.config.timing.expiry_sweep_interval, self._sweep))
+        self.spawn(self._every(self.config.timing.anti_entropy_interval, self.manager.anti_entropy))
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run a coroutine as this member's task (loop thread); cancelled when the member stops."""
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     def _seeds(self) -> Iterable[str]:
         return self.config.members
@@ -135,7 +139,6 @@ class Node:
         finally:
             with contextlib.suppress(Exception):
                 self._thread.run(self._stop(), timeout=10)
-            self._thread.stop()
 
     def kill(self) -> None:
         """Stop at once, as if the process died: no hand-over, no goodbye (for tests)."""
@@ -144,7 +147,6 @@ class Node:
         self.closed = True
         with contextlib.suppress(Exception):
             self._thread.run(self._stop(grace=None), timeout=10)
-        self._thread.stop()
 
     async def _leave(self) -> None:
         others = [m for m in self.membership.members.members if m.uuid != self.uuid]
@@ -169,9 +171,10 @@ class Node:
         await self.membership.request_leave(final=True)
 
     async def _stop(self, grace: float | None = 0.2) -> None:
-        for task in self._upkeep:
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._upkeep, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         if hasattr(self, "membership"):
             await self.membership.stop()
         await self.manager.stop()
@@ -235,11 +238,11 @@ class Node:
                 pipe.close()
             member = old.find(uuid)
             if member is not None and self._peers is not None:
-                asyncio.ensure_future(self._peers.drop(member.address))
+                self.spawn(self._peers.drop(member.address))
         self.manager.on_members(new)
 
     def _removed(self) -> None:
-        asyncio.ensure_future(self._rejoin())
+        self.spawn(self._rejoin())
 
     async def _rejoin(self) -> None:
         self.manager.reset()
@@ -349,9 +352,7 @@ class Node:
 
         def one(index: int, future: asyncio.Future[Result]) -> None:
             nonlocal remaining
-            results[index] = (
-                future.result() if not future.cancelled() else Result(6, message="cancelled")
-            )
+            results[index] = future.result() if not future.cancelled() else Result(6, message="cancelled")
             remaining -= 1
             if remaining == 0 and not done.done():
                 done.set_result(results)  # type: ignore[arg-type]
@@ -360,9 +361,7 @@ class Node:
             future.add_done_callback(lambda f, i=index: one(i, f))  # type: ignore[misc]
         return done
 
-    async def versions(
-        self, members: MemberList, partitions: list[int]
-    ) -> tuple[int, dict[int, int | None]]:
+    async def versions(self, members: MemberList, partitions: list[int]) -> tuple[int, dict[int, int | None]]:
         return await self.manager.handle_versions(members, partitions)
 
     def fetch(self, members: MemberList, partition: int) -> AsyncIterator[Chunk]:

@@ -69,6 +69,7 @@ class Status:
     UNREACHABLE = 8  # local only: the peer could not be reached; ``found`` says if the op was sent
     TIMEOUT = 9  # local only: the deadline passed before the op could be served
     INDETERMINATE = 10  # local only: a write was sent but its outcome is unknown
+    CLOSED = 11  # local only: this member was shut down
 
 
 class Effect(NamedTuple):
@@ -117,9 +118,7 @@ class Op:
         self.effects = effects
 
     def __repr__(self) -> str:
-        return (
-            f"Op(code={self.code}, partition={self.partition}, map={self.map!r}, key={self.key!r})"
-        )
+        return f"Op(code={self.code}, partition={self.partition}, map={self.map!r}, key={self.key!r})"
 
 
 class Result:
@@ -146,7 +145,9 @@ class Result:
         self.message = message
 
     def __repr__(self) -> str:
-        return f"Result(status={self.status}, found={self.found}, count={self.count}, message={self.message!r})"
+        return (
+            f"Result(status={self.status}, found={self.found}, count={self.count}, message={self.message!r})"
+        )
 
 
 OK_EMPTY = Result()
@@ -203,14 +204,10 @@ class MemberList:
     def with_member(self, member: Member) -> MemberList:
         """The next version with ``member`` appended (or updated in place)."""
         if member.uuid in self:
-            return self.successor(
-                members=tuple(member if m.uuid == member.uuid else m for m in self.members)
-            )
+            return self.successor(members=tuple(member if m.uuid == member.uuid else m for m in self.members))
         return self.successor(members=(*self.members, member))
 
-    def without(
-        self, uuids: set[str] | frozenset[str], master_uuid: str | None = None
-    ) -> MemberList:
+    def without(self, uuids: set[str] | frozenset[str], master_uuid: str | None = None) -> MemberList:
         """The next version without the given members."""
         return self.successor(
             members=tuple(m for m in self.members if m.uuid not in uuids),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -47,16 +46,11 @@ def wait_for(condition, timeout: float = 10.0, interval: float = 0.02, message: 
         time.sleep(interval)
 
 
-def _member_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("peergrid-") and t.is_alive()]
-
-
 @pytest.fixture(scope="session", autouse=True)
-def no_leaked_member_threads() -> Iterator[None]:
+def no_member_left_running() -> Iterator[None]:
     """Every member started by the tests is stopped by the end of the run."""
+    from peergrid.node import Node
+
     yield
-    deadline = time.monotonic() + 10
-    while _member_threads() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    leaked = _member_threads()
-    assert not leaked, f"member loop threads still running after the tests: {leaked}"
+    running = [node.address for node in Node.instances if not node.closed]
+    assert not running, f"members still running after the tests: {running}"

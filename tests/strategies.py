@@ -22,7 +22,9 @@ scalars = st.one_of(
 )
 values = st.recursive(
     scalars,
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=10,
 )
 
@@ -32,4 +34,6 @@ member_uuids = st.lists(st.uuids(version=4).map(lambda u: u.hex), min_size=1, ma
 
 def member_lists(min_size: int, max_size: int) -> st.SearchStrategy[list[str]]:
     """Distinct member uuids."""
-    return st.lists(st.uuids(version=4).map(lambda u: u.hex), min_size=min_size, max_size=max_size, unique=True)
+    return st.lists(
+        st.uuids(version=4).map(lambda u: u.hex), min_size=min_size, max_size=max_size, unique=True
+    )

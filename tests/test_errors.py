@@ -32,7 +32,9 @@ def test_unsupported_value_names_its_type_and_writes_nothing(grids3, name) -> No
 
 
 def test_oversized_keys_and_values_are_refused_before_sending() -> None:
-    with cluster(2, limits=Limits(max_key_bytes=100, max_value_bytes=1000, max_message_bytes=10_000)) as grids:
+    with cluster(
+        2, limits=Limits(max_key_bytes=100, max_value_bytes=1000, max_message_bytes=10_000)
+    ) as grids:
         m = grids[0].get_map("m")
         with pytest.raises(peergrid.LimitExceededError, match="max_key_bytes"):
             m.put("k" * 200, 1)
@@ -71,8 +73,15 @@ def test_closed_grid() -> None:
 
 def test_unreachable_owner_past_the_deadline() -> None:
     # A long failure timeout keeps the dead member in the table: its keys have no reachable owner.
-    timing = Timing(heartbeat_interval=0.2, failure_timeout=60, operation_timeout=0.6, rpc_timeout=0.3,
-                    join_timeout=1, retry_max=0.05, anti_entropy_interval=60)
+    timing = Timing(
+        heartbeat_interval=0.2,
+        failure_timeout=60,
+        operation_timeout=0.6,
+        rpc_timeout=0.3,
+        join_timeout=1,
+        retry_max=0.05,
+        anti_entropy_interval=60,
+    )
     with cluster(2, timing=timing, backup_count=0) as grids:
         a, b = grids
         key = next(f"k{i}" for i in range(1000) if a.owner_of(f"k{i}").uuid == b.uuid)
@@ -103,19 +112,26 @@ def test_unreachable_seeds_start_alone_with_a_log_line(caplog) -> None:
         assert [m.address for m in alone.members()] == [alone.address]
         alone.get_map("m").put("k", 1)
         assert alone.get_map("m").get("k") == 1
-    assert any("starting a new cluster alone" in r.getMessage() and dead in r.getMessage() for r in caplog.records)
+    assert any(
+        "starting a new cluster alone" in r.getMessage() and dead in r.getMessage() for r in caplog.records
+    )
 
 
 def test_malformed_and_oversized_requests_get_an_error_status_and_the_member_keeps_serving() -> None:
-    with cluster(1, limits=Limits(max_message_bytes=64 * 1024, max_key_bytes=1024, max_value_bytes=32 * 1024)) as grids:
+    with cluster(
+        1, limits=Limits(max_message_bytes=64 * 1024, max_key_bytes=1024, max_value_bytes=32 * 1024)
+    ) as grids:
         grid = grids[0]
         grid.get_map("m").put("k", "v")
         channel = grpc.insecure_channel(grid.address)
         execute = channel.unary_unary("/peergrid.v1.MapService/Execute")
         with pytest.raises(grpc.RpcError) as garbage:
             execute(b"\xff\xfe not a protobuf", timeout=5)
-        assert garbage.value.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.INVALID_ARGUMENT,
-                                        grpc.StatusCode.UNKNOWN)
+        assert garbage.value.code() in (
+            grpc.StatusCode.INTERNAL,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            grpc.StatusCode.UNKNOWN,
+        )
         with pytest.raises(grpc.RpcError) as huge:
             execute(b"\x0a" + b"\x00" * (200 * 1024), timeout=5)
         assert huge.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -20,10 +20,14 @@ def part(key: object, count: int = 271) -> int:
 
 def test_partition_is_stable_across_processes() -> None:
     # Python's hash() is salted per process; ours must not be.
-    code = "from peergrid.partition import partition_of; from peergrid.serialization import encode_key;" \
-           "print([partition_of(encode_key(k), 271) for k in ('a', b'a', 1, 'user:42')])"
-    outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-               for _ in range(2)}
+    code = (
+        "from peergrid.partition import partition_of; from peergrid.serialization import encode_key;"
+        "print([partition_of(encode_key(k), 271) for k in ('a', b'a', 1, 'user:42')])"
+    )
+    outputs = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        for _ in range(2)
+    }
     assert outputs == {str([part("a"), part(b"a"), part(1), part("user:42")]) + "\n"}
 
 
@@ -55,8 +59,11 @@ def test_sequential_keys_spread_evenly() -> None:
     assert min(counts.values()) > 200 * 0.65
 
 
-@given(tag=st.text(min_size=1, max_size=10).filter(lambda t: "}" not in t and "{" not in t),
-       a=st.text(max_size=5), b=st.text(max_size=5))
+@given(
+    tag=st.text(min_size=1, max_size=10).filter(lambda t: "}" not in t and "{" not in t),
+    a=st.text(max_size=5),
+    b=st.text(max_size=5),
+)
 def test_any_tag_groups(tag: str, a: str, b: str) -> None:
     a, b = a.replace("{", ""), b.replace("{", "")
     assert part(f"{a}{{{tag}}}x") == part(f"{b}{{{tag}}}y")

@@ -13,8 +13,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
     pytest.importorskip("grpc_tools")
-    subprocess.run([sys.executable, str(ROOT / "protos" / "generate.py"), "--out", str(tmp_path)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, str(ROOT / "protos" / "generate.py"), "--out", str(tmp_path)],
+        check=True,
+        capture_output=True,
+    )
     fresh = tmp_path / "peergrid" / "transport" / "_pb"
     committed = ROOT / "peergrid" / "transport" / "_pb"
     names = sorted(p.name for p in fresh.iterdir() if p.is_file())

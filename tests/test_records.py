@@ -13,7 +13,9 @@ def same(a: bytes, b: bytes) -> bool:
     return a == b
 
 
-def run(part: Partition, code: int, key: bytes = b"sk", value: bytes = b"", expect: bytes = b"", ttl: float = 0.0):
+def run(
+    part: Partition, code: int, key: bytes = b"sk", value: bytes = b"", expect: bytes = b"", ttl: float = 0.0
+):
     return storage_ops.execute(part, Op(code, 0, "m", key, value, expect, ttl), same)
 
 
@@ -70,8 +72,12 @@ def test_operations_return_results_and_effects() -> None:
 
 def test_backups_replay_effects_to_the_same_state() -> None:
     owner, backup = Partition(0), Partition(0)
-    for code, key, value in [(Code.PUT, b"sa", b"1"), (Code.SET, b"sb", b"2"), (Code.DELETE, b"sa", b""),
-                             (Code.SET, b"sc", b"3")]:
+    for code, key, value in [
+        (Code.PUT, b"sa", b"1"),
+        (Code.SET, b"sb", b"2"),
+        (Code.DELETE, b"sa", b""),
+        (Code.SET, b"sc", b"3"),
+    ]:
         _, effects = run(owner, code, key, value)
         backup.apply(effects)
     assert list(owner.snapshot()) == list(backup.snapshot())

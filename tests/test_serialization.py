@@ -55,7 +55,12 @@ def test_tuples_come_back_as_lists() -> None:
 
 @pytest.mark.parametrize(
     ("bad", "named"),
-    [({1, 2}, "set"), (datetime.date(2024, 1, 1), "date"), ([1, {"x": object()}], "object"), (2**70, "64 bits")],
+    [
+        ({1, 2}, "set"),
+        (datetime.date(2024, 1, 1), "date"),
+        ([1, {"x": object()}], "object"),
+        (2**70, "64 bits"),
+    ],
 )
 def test_unsupported_values_name_the_type(bad: object, named: str) -> None:
     codec = MsgpackSerializer()

@@ -83,18 +83,27 @@ class MapModel(RuleBasedStateMachine):
 
     @rule(member=st.integers(0, 9), key=keys, value=vals)
     def put_if_absent(self, member: int, key: Any, value: int) -> None:
-        self.apply(key, lambda: self.via(member).put_if_absent(key, value),
-                   lambda s: (s, s) if s is not None else (None, value))
+        self.apply(
+            key,
+            lambda: self.via(member).put_if_absent(key, value),
+            lambda s: (s, s) if s is not None else (None, value),
+        )
 
     @rule(member=st.integers(0, 9), key=keys, value=vals)
     def replace(self, member: int, key: Any, value: int) -> None:
-        self.apply(key, lambda: self.via(member).replace(key, value),
-                   lambda s: (s, value) if s is not None else (None, None))
+        self.apply(
+            key,
+            lambda: self.via(member).replace(key, value),
+            lambda s: (s, value) if s is not None else (None, None),
+        )
 
     @rule(member=st.integers(0, 9), key=keys, old=vals, new=vals)
     def replace_if_same(self, member: int, key: Any, old: int, new: int) -> None:
-        self.apply(key, lambda: self.via(member).replace_if_same(key, old, new),
-                   lambda s: (True, new) if s == old else (False, s))
+        self.apply(
+            key,
+            lambda: self.via(member).replace_if_same(key, old, new),
+            lambda s: (True, new) if s == old else (False, s),
+        )
 
     @rule(member=st.integers(0, 9), key=keys)
     def contains(self, member: int, key: Any) -> None:

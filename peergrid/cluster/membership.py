@@ -90,6 +90,7 @@ class Membership:
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self._seen_joining: dict[str, str] = {}  # address -> uuid of seeds that are joining too
+        self._answered = False  # some seed answered during this join: a cluster exists
 
     # ------------------------------------------------------------------ reading
     @property
@@ -108,9 +109,19 @@ class Membership:
 
     # ------------------------------------------------------------------ joining
     async def join(self) -> None:
-        """Join through the seeds, or form a new cluster when none answers in time."""
-        deadline = time.monotonic() + self._timing.join_timeout
-        mismatch: PeerGridError | None = None
+        """Join through the seeds, or form a new cluster when no seed answers in time.
+
+        Forming alone is only right when nobody answers: a seed that answers
+        (even "ask the master", or "not ready") proves a cluster exists, so the
+        member keeps trying (the cluster may be electing a new master) and
+        fails with ``JoinError`` rather than split the cluster in two.
+        """
+        timing = self._timing
+        started = time.monotonic()
+        alone_at = started + timing.join_timeout
+        give_up_at = alone_at + 2 * timing.failure_timeout + timing.rpc_timeout
+        refusal: PeerGridError | None = None
+        self._answered = False
         while self.state is State.JOINING:
             seeds = [s for s in dict.fromkeys(self._seeds()) if s != self.me.address]
             if not seeds:
@@ -119,25 +130,26 @@ class Membership:
             if result is True or self.state is not State.JOINING:
                 return
             if isinstance(result, PeerGridError):
-                mismatch = result
+                refusal = result
             if self._should_form():
-                log.info(
-                    "member %s: every reachable seed is still starting; forming the cluster",
-                    self.me.address,
-                )
+                log.info("member %s: every reachable seed is still starting; forming the cluster", self.me.address)
                 break
-            if time.monotonic() >= deadline:
-                if mismatch is not None:
-                    raise mismatch
+            now = time.monotonic()
+            if refusal is not None and now >= alone_at:
+                raise refusal
+            if not self._answered and now >= alone_at:
                 log.warning(
                     "member %s: no seed of cluster %r answered at %s within %.1fs; starting a new cluster alone",
-                    self.me.address,
-                    self._config.cluster,
-                    ", ".join(seeds),
-                    self._timing.join_timeout,
+                    self.me.address, self._config.cluster, ", ".join(seeds), timing.join_timeout,
                 )
                 break
-            await asyncio.sleep(self._timing.join_retry_interval)
+            if now >= give_up_at:
+                raise JoinError(
+                    f"the seeds at {', '.join(seeds)} answered but cluster {self._config.cluster!r} did not "
+                    f"admit this member within {now - started:.1f}s (its master may be down and not yet "
+                    "replaced); not starting a second cluster"
+                )
+            await asyncio.sleep(timing.join_retry_interval)
         if self.state is State.JOINING:
             self.form()
 
@@ -168,6 +180,7 @@ class Membership:
             except PeerGridError as exc:
                 log.debug("join via %s failed: %s", address, exc)
                 continue
+            self._answered = True
             if reply.status == JoinStatus.ACCEPTED and reply.members is not None:
                 if self.state is State.JOINING:
                     self.state = State.ACTIVE
@@ -245,9 +258,7 @@ class Membership:
                 self.members.version,
             )
             self.publish()
-        return JoinReply(
-            JoinStatus.ACCEPTED, cluster=cluster, members=self.members, uuid=self.me.uuid
-        )
+        return JoinReply(JoinStatus.ACCEPTED, cluster=cluster, members=self.members, uuid=self.me.uuid)
 
     # ------------------------------------------------------------------ the list
     def adopt(self, members: MemberList) -> bool:
@@ -346,8 +357,7 @@ class Membership:
             return
         self._last_heard[member.uuid] = time.monotonic()
         if (
-            reply.status == HeartbeatStatus.UNKNOWN_MEMBER
-            and reply.list_version > self.members.version
+            reply.status == HeartbeatStatus.UNKNOWN_MEMBER and reply.list_version > self.members.version
         ) or reply.status == HeartbeatStatus.OK:
             self.saw_version(reply.list_version, member.address)
 
@@ -395,9 +405,7 @@ class Membership:
         if final:
             self.adopt(self.members.without(frozenset({uuid})))
         elif not member.leaving:
-            self.adopt(
-                self.members.with_member(Member(member.uuid, member.address, member.weight, True))
-            )
+            self.adopt(self.members.with_member(Member(member.uuid, member.address, member.weight, True)))
         self.publish()
 
     async def request_leave(self, final: bool) -> None:
@@ -412,9 +420,7 @@ class Membership:
             if master is None:
                 return
             try:
-                await self._peer(master.address).leave(
-                    self.me.uuid, final, timeout=self._timing.rpc_timeout
-                )
+                await self._peer(master.address).leave(self.me.uuid, final, timeout=self._timing.rpc_timeout)
                 return
             except PeerUnavailableError:
                 await asyncio.sleep(self._timing.heartbeat_interval)
@@ -425,18 +431,16 @@ class Membership:
     async def _leave_as_master(self, final: bool) -> None:
         if final:
             others = [m.uuid for m in self.members.members if m.uuid != self.me.uuid]
-            final_list = self.members.without(frozenset({self.me.uuid}), master_uuid=others[0] if others else "")
+            final_list = self.members.without(
+                frozenset({self.me.uuid}), master_uuid=others[0] if others else ""
+            )
             self.members = final_list
             # Wait for the publication: the next master learns of its role from it.
-            await asyncio.gather(
-                *(self._publish_to(m.address, final_list) for m in final_list.members)
-            )
+            await asyncio.gather(*(self._publish_to(m.address, final_list) for m in final_list.members))
             return
         member = self.members.find(self.me.uuid)
         if member is not None and not member.leaving:
-            self.adopt(
-                self.members.with_member(Member(member.uuid, member.address, member.weight, True))
-            )
+            self.adopt(self.members.with_member(Member(member.uuid, member.address, member.weight, True)))
             self.publish()
 
     # ------------------------------------------------------------------ lifecycle

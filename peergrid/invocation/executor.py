@@ -63,9 +63,7 @@ class Executor:
         if problem is not None:
             return Result(Status.INVALID, message=problem)
         if op.code == Code.BACKUP:
-            return Result(
-                self._manager.apply_backup(op.partition, op.version, op.effects, caller_version)
-            )
+            return Result(self._manager.apply_backup(op.partition, op.version, op.effects, caller_version))
         part = self._manager.readable[op.partition]
         if part is None or caller_version > self._table_version():
             return self._not_serving(op.partition, caller_version)

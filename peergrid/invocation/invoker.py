@@ -27,6 +27,7 @@ class Router(Protocol):
     """What the invoker needs of the member."""
 
     loop: asyncio.AbstractEventLoop
+    closed: bool
 
     def pipe_for(self, partition: int) -> _Pipe | None:
         """The pipe to the partition's owner, or None to execute locally."""
@@ -43,6 +44,7 @@ class _Pipe(Protocol):
 
 
 _RETRYABLE = frozenset({Status.MOVED, Status.RETRY})
+_CLOSED = Result(Status.CLOSED, message="this grid was shut down")
 
 
 class Group:
@@ -146,6 +148,9 @@ class Invoker:
 
     def start(self, call: Call) -> None:
         """Send a call towards its owner (any thread)."""
+        if self._router.closed:
+            self._loop.call_soon_threadsafe(call.finish, _CLOSED)
+            return
         pipe = self._router.pipe_for(call.op.partition)
         if pipe is None:
             self._loop.call_soon_threadsafe(self.run_local, call)
@@ -154,6 +159,10 @@ class Invoker:
 
     def start_many(self, calls: Sequence[Call]) -> None:
         """Send calls, one frame per owner where possible (any thread)."""
+        if self._router.closed:
+            for call in calls:
+                self._loop.call_soon_threadsafe(call.finish, _CLOSED)
+            return
         local: list[Call] = []
         by_pipe: dict[int, tuple[_Pipe, list[Call]]] = {}
         for call in calls:
@@ -173,6 +182,9 @@ class Invoker:
 
     def run_local(self, call: Call) -> None:
         """Execute a call on this member (loop thread)."""
+        if self._router.closed:
+            call.finish(_CLOSED)
+            return
         outcome = self._router.execute_local(call.op)
         if isinstance(outcome, Result):
             self.on_result(call, outcome)
@@ -196,15 +208,16 @@ class Invoker:
         delay = min(self._retry_max, self._retry_initial * (2 ** min(call.attempt - 1, 20)))
         if time.monotonic() + delay >= call.deadline:
             status = (
-                Status.INDETERMINATE
-                if last.status == Status.UNREACHABLE and last.found
-                else Status.TIMEOUT
+                Status.INDETERMINATE if last.status == Status.UNREACHABLE and last.found else Status.TIMEOUT
             )
             call.finish(Result(status, message=_why(last)))
             return
         self._loop.call_later(delay, self._resend, call)
 
     def _resend(self, call: Call) -> None:
+        if self._router.closed:
+            call.finish(_CLOSED)
+            return
         pipe = self._router.pipe_for(call.op.partition)
         if pipe is None:
             self.run_local(call)

@@ -42,9 +42,7 @@ class Node:
     weight: float = 1.0
 
 
-def build_ring(
-    nodes: Sequence[Node], vnodes: int, hash_fn: Hash = ring_hash
-) -> list[tuple[int, str]]:
+def build_ring(nodes: Sequence[Node], vnodes: int, hash_fn: Hash = ring_hash) -> list[tuple[int, str]]:
     """Sorted ``(point, uuid)`` pairs: ``max(1, round(vnodes * weight))`` points per node."""
     points = [
         (hash_fn(f"{node.uuid}#{i}"), node.uuid)
@@ -62,8 +60,7 @@ def load_caps(nodes: Sequence[Node], partition_count: int, load_factor: float) -
     """
     total = sum(node.weight for node in nodes)
     caps = {
-        node.uuid: max(1, math.floor(load_factor * partition_count * node.weight / total))
-        for node in nodes
+        node.uuid: max(1, math.floor(load_factor * partition_count * node.weight / total)) for node in nodes
     }
     while sum(caps.values()) < partition_count:
         for uuid in caps:
@@ -118,9 +115,7 @@ def _first_under_cap(
     raise AssertionError("caps cannot hold the partitions")  # pragma: no cover
 
 
-def _with_backups(
-    ring: list[tuple[int, str]], owner_at: int, owner: str, wanted: int
-) -> tuple[str, ...]:
+def _with_backups(ring: list[tuple[int, str]], owner_at: int, owner: str, wanted: int) -> tuple[str, ...]:
     replicas = [owner]
     step = 1
     while len(replicas) < wanted:

@@ -72,9 +72,7 @@ class PartitionManager:
     """The partitions this member holds, and what it does about the table. Loop thread only,
     except ``readable``, which application threads read for owner-local gets."""
 
-    def __init__(
-        self, config: GridConfig, cluster: Cluster, on_lost: Callable[[int], None]
-    ) -> None:
+    def __init__(self, config: GridConfig, cluster: Cluster, on_lost: Callable[[int], None]) -> None:
         self._config = config
         self._timing = config.timing
         self._cluster = cluster
@@ -145,11 +143,7 @@ class PartitionManager:
 
     # ------------------------------------------------------------------ owner sync
     def _unready_owned(self) -> list[int]:
-        return [
-            p
-            for p in self.table.owned_by(self._me)
-            if self.readable[p] is None and p not in self.lost
-        ]
+        return [p for p in self.table.owned_by(self._me) if self.readable[p] is None and p not in self.lost]
 
     async def _sync_forever(self) -> None:
         """Become ready for every owned partition, then bring backups in sync and release leftovers."""
@@ -172,9 +166,7 @@ class PartitionManager:
             if self.table.version == version and not self._unready_owned():
                 return
 
-    async def _ask_versions(
-        self, partitions: list[int], version: int
-    ) -> dict[int, list[tuple[int, str]]]:
+    async def _ask_versions(self, partitions: list[int], version: int) -> dict[int, list[tuple[int, str]]]:
         """Every member's complete copies of ``partitions``: ``p -> [(version, uuid)]``.
 
         Raises ``PeerUnavailableError`` when a member does not answer: its copy
@@ -187,9 +179,7 @@ class PartitionManager:
             if part is not None:
                 copies[p].append((part.version, self._me))
         others = [m.uuid for m in members.members if m.uuid != self._me]
-        answers = await asyncio.gather(
-            *(self._versions_of(uuid, members, partitions) for uuid in others)
-        )
+        answers = await asyncio.gather(*(self._versions_of(uuid, members, partitions) for uuid in others))
         self._check_table(version)
         for uuid, found in zip(others, answers, strict=True):
             for p, v in found.items():
@@ -303,11 +293,7 @@ class PartitionManager:
             if part is not None and found.get(p) == part.version:
                 self.replicator.mark_synced(p, uuid, part.version)
         await asyncio.gather(
-            *(
-                self.sync_backup(p, uuid)
-                for p in partitions
-                if not self.replicator.is_synced(p, uuid)
-            )
+            *(self.sync_backup(p, uuid) for p in partitions if not self.replicator.is_synced(p, uuid))
         )
 
     def sync_backup(self, p: int, uuid: str) -> asyncio.Task[int]:
@@ -421,9 +407,7 @@ class PartitionManager:
             self.parts[staging.id] = staging
 
     # ------------------------------------------------------------------ backups' side
-    def apply_backup(
-        self, p: int, version: int, effects: Iterable[Effect], caller_version: int
-    ) -> int:
+    def apply_backup(self, p: int, version: int, effects: Iterable[Effect], caller_version: int) -> int:
         """Apply an owner's write on this backup copy; return the op status.
 
         Writes apply strictly in version order; a gap asks the owner for the
@@ -434,10 +418,7 @@ class PartitionManager:
         """
         part = self.parts[p]
         if part is None:
-            if (
-                self.table.replica_index(p, self._me) is None
-                and self.table.version >= caller_version
-            ):
+            if self.table.replica_index(p, self._me) is None and self.table.version >= caller_version:
                 return Status.MOVED
             return Status.GAP
         if self.readable[p] is not None:
@@ -482,9 +463,7 @@ class PartitionManager:
             if peer is None:
                 continue
             try:
-                _, found = await peer.versions(
-                    members, partitions, timeout=self._timing.rpc_timeout
-                )
+                _, found = await peer.versions(members, partitions, timeout=self._timing.rpc_timeout)
             except PeerGridError:
                 continue
             if self.table.version != version:

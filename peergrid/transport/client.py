@@ -36,9 +36,7 @@ def _translate(address: str, exc: grpc.RpcError) -> NoReturn:
     code = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else None
     details = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
     if code in _UNAVAILABLE or code is None:
-        raise PeerUnavailableError(
-            f"peer {address} is unreachable ({details})", address=address
-        ) from exc
+        raise PeerUnavailableError(f"peer {address} is unreachable ({details})", address=address) from exc
     if code == grpc.StatusCode.PERMISSION_DENIED:
         raise ClusterNameMismatchError(f"peer {address} refused: {details}") from exc
     raise RemoteError(f"peer {address} answered {code.name}: {details}") from exc
@@ -47,9 +45,7 @@ def _translate(address: str, exc: grpc.RpcError) -> NoReturn:
 class PeerClient:
     """Typed calls to one peer."""
 
-    def __init__(
-        self, address: str, channel: grpc.aio.Channel, cluster: str, timeout: float
-    ) -> None:
+    def __init__(self, address: str, channel: grpc.aio.Channel, cluster: str, timeout: float) -> None:
         self.address = address
         self._channel = channel
         self._cluster = cluster
@@ -75,12 +71,8 @@ class PeerClient:
         )
         return convert.join_reply_from_pb(await self._call(self._membership.Join, request, timeout))
 
-    async def heartbeat(
-        self, uuid: str, list_version: int, timeout: float | None = None
-    ) -> HeartbeatReply:
-        request = membership_pb2.HeartbeatRequest(
-            cluster=self._cluster, uuid=uuid, list_version=list_version
-        )
+    async def heartbeat(self, uuid: str, list_version: int, timeout: float | None = None) -> HeartbeatReply:
+        request = membership_pb2.HeartbeatRequest(cluster=self._cluster, uuid=uuid, list_version=list_version)
         reply = await self._call(self._membership.Heartbeat, request, timeout)
         return HeartbeatReply(status=reply.status, list_version=reply.list_version)
 
@@ -92,9 +84,7 @@ class PeerClient:
 
     async def get_members(self, timeout: float | None = None) -> MemberList:
         request = membership_pb2.GetMembersRequest(cluster=self._cluster)
-        return convert.members_from_pb(
-            await self._call(self._membership.GetMembers, request, timeout)
-        )
+        return convert.members_from_pb(await self._call(self._membership.GetMembers, request, timeout))
 
     async def leave(self, uuid: str, final: bool, timeout: float | None = None) -> None:
         request = membership_pb2.LeaveRequest(cluster=self._cluster, uuid=uuid, final=final)
@@ -122,9 +112,7 @@ class PeerClient:
             partitions=partitions,
         )
         reply = await self._call(self._replication.Versions, request, timeout)
-        return reply.list_version, {
-            v.partition: (v.version if v.present else None) for v in reply.versions
-        }
+        return reply.list_version, {v.partition: (v.version if v.present else None) for v in reply.versions}
 
     async def fetch(
         self, members: MemberList, partition: int, timeout: float | None = None
@@ -192,15 +180,11 @@ class FrameStream:
     async def send(self, frame_id: int, table_version: int, sender: str, ops: Sequence[Op]) -> None:
         """Write one frame; raises ``PeerUnavailableError`` when the stream is broken."""
         try:
-            await self._call.write(
-                convert.frame_to_pb(frame_id, self._cluster, table_version, sender, ops)
-            )
+            await self._call.write(convert.frame_to_pb(frame_id, self._cluster, table_version, sender, ops))
         except grpc.RpcError as exc:
             _translate(self.address, exc)
         except (grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
-            raise PeerUnavailableError(
-                f"stream to {self.address} is closed", address=self.address
-            ) from exc
+            raise PeerUnavailableError(f"stream to {self.address} is closed", address=self.address) from exc
 
     async def receive(self) -> tuple[int, int, list[Result]] | None:
         """The next frame result ``(frame_id, table_version, results)``, or None at the end."""

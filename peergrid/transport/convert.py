@@ -143,9 +143,7 @@ def frame_to_pb(
     )
 
 
-def frame_result_to_pb(
-    frame_id: int, table_version: int, results: Sequence[Result]
-) -> map_pb2.FrameResult:
+def frame_result_to_pb(frame_id: int, table_version: int, results: Sequence[Result]) -> map_pb2.FrameResult:
     return map_pb2.FrameResult(
         id=frame_id, table_version=table_version, results=[result_to_pb(r) for r in results]
     )

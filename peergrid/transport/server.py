@@ -138,17 +138,13 @@ class _Maps(_Base, map_pb2_grpc.MapServiceServicer):
         results = self._run(request)
         if not isinstance(results, list):
             results = await results
-        return convert.frame_result_to_pb(
-            request.id, self.handlers.current_members().version, results
-        )
+        return convert.frame_result_to_pb(request.id, self.handlers.current_members().version, results)
 
     def _run(self, frame: Any) -> list[Result] | asyncio.Future[list[Result]]:
         ops = [convert.op_from_pb(op) for op in frame.ops]
         return self.handlers.frame(frame.sender, frame.table_version, ops)
 
-    async def Stream(
-        self, request_iterator: Any, context: Any
-    ) -> AsyncIterator[map_pb2.FrameResult]:
+    async def Stream(self, request_iterator: Any, context: Any) -> AsyncIterator[map_pb2.FrameResult]:
         """Frames in, results out as each frame completes (not necessarily in order)."""
         out: asyncio.Queue[map_pb2.FrameResult | None] = asyncio.Queue()
         pending = 0
@@ -186,8 +182,11 @@ class _Maps(_Base, map_pb2_grpc.MapServiceServicer):
                 log.warning("closing a frame stream after a malformed frame: %s", exc)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # the member keeps serving whatever one stream did
-                log.exception("frame stream failed")
+            except Exception as exc:  # the member keeps serving whatever one stream did
+                if isinstance(exc, grpc.RpcError) or "Stopped" in type(exc).__name__:
+                    log.debug("frame stream ended: %r", exc)  # the peer went away, or we stop
+                else:
+                    log.exception("frame stream failed")
             finally:
                 reading = False
                 if pending == 0:
@@ -215,15 +214,11 @@ class _Replication(_Base, replication_pb2_grpc.ReplicationServicer):
             ],
         )
 
-    async def Fetch(
-        self, request: Any, context: Any
-    ) -> AsyncIterator[replication_pb2.PartitionChunk]:
+    async def Fetch(self, request: Any, context: Any) -> AsyncIterator[replication_pb2.PartitionChunk]:
         if request.cluster != self.handlers.cluster:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, self.mismatch(request.cluster))
         try:
-            chunks = self.handlers.fetch(
-                convert.members_from_pb(request.members), request.partition
-            )
+            chunks = self.handlers.fetch(convert.members_from_pb(request.members), request.partition)
             async for chunk in chunks:
                 yield convert.chunk_to_pb(chunk, self.handlers.cluster)
         except PeerGridError as exc:
