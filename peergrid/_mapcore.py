@@ -44,6 +44,7 @@ _NAMES = {
     Code.CLEAR: "clear",
     Code.ENTRIES: "items",
     Code.KEYS: "keys",
+    Code.RECOVER: "recover_lost_partitions",
 }
 MAX_MAP_NAME = 255
 

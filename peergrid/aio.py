@@ -15,9 +15,9 @@ from typing import Any
 from peergrid._mapcore import LocalMapStats, MapCore
 from peergrid.config import GridConfig, reject_unknown
 from peergrid.errors import ArgumentError, ConfigError
-from peergrid.grid import _recover, cluster_safe
+from peergrid.grid import cluster_safe
 from peergrid.invocation.invoker import Group
-from peergrid.map import _local_stats
+from peergrid.map import _local_stats, recover_ops, recovered
 from peergrid.node import Node
 from peergrid.protocol import Code, Member, Op, Result
 from peergrid.serialization import Key
@@ -246,9 +246,9 @@ class AsyncGrid:
         self.node.add_partition_lost_listener(listener)
 
     async def recover_lost_partitions(self) -> list[int]:
-        """Serve this member's lost partitions again, empty."""
+        """Serve every lost partition again, empty (see ``Grid.recover_lost_partitions``)."""
         node = self.node
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_recover(node), node.loop))
+        return recovered(await AsyncMap(node, "-")._run_all(recover_ops(node)))
 
     async def shutdown(self) -> None:
         """Hand partitions over, leave and stop (safe to call twice)."""

@@ -10,7 +10,7 @@ from typing import Any
 
 from peergrid.config import GridConfig, reject_unknown
 from peergrid.errors import ArgumentError, ConfigError
-from peergrid.map import DistributedMap
+from peergrid.map import DistributedMap, recover_ops, recovered, run_ops
 from peergrid.node import Node
 from peergrid.partition import partition_of
 from peergrid.protocol import Member
@@ -111,8 +111,14 @@ class Grid:
         self._node.add_partition_lost_listener(listener)
 
     def recover_lost_partitions(self) -> list[int]:
-        """Serve this member's lost partitions again, empty; return their numbers."""
-        return list(self._node.run(_recover(self._node), timeout=10))
+        """Serve every lost partition again, empty, on whichever member owns it.
+
+        After more than ``backup_count`` members died at once, the partitions
+        that lost every copy raise ``PartitionLostError`` rather than pretend
+        to be empty. Call this once the loss is acknowledged (the data is gone,
+        or will be reloaded); returns the partitions that serve again.
+        """
+        return recovered(run_ops(self._node, recover_ops(self._node)))
 
     # ------------------------------------------------------------------ lifecycle
     def shutdown(self) -> None:
@@ -135,10 +141,6 @@ class Grid:
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"{len(self.members())} members"
         return f"Grid(cluster={self.config.cluster!r}, address={self.address!r}, {state})"
-
-
-async def _recover(node: Node) -> list[int]:
-    return node.manager.recover_lost()
 
 
 async def cluster_safe(node: Node, timeout: float) -> bool:

@@ -52,14 +52,7 @@ class DistributedMap:
         return core.check(call.wait(core.timeout + _MARGIN), op)
 
     def _run_all(self, ops: list[Op]) -> list[Result]:
-        core = self._core
-        self._node.ensure_open()
-        group = Group(len(ops))
-        calls = [core.call(op, group=group) for op in ops]
-        self._node.invoker.start_many(calls)
-        if not group.wait(core.timeout + _MARGIN):
-            raise core.timed_out(ops[0]) if ops else OperationTimeoutError("timed out")
-        return core.check_all(calls)
+        return run_ops(self._node, ops, self._core)
 
     # ------------------------------------------------------------------ reads
     def get(self, key: Key, default: Any = None) -> Any:
@@ -195,6 +188,28 @@ class DistributedMap:
     def local_stats(self) -> LocalMapStats:
         """What this member holds of this map (owned and backup entries and bytes)."""
         return self._node.run(_local_stats(self._node, self.name), timeout=self._core.timeout)
+
+
+def run_ops(node: Node, ops: list[Op], core: MapCore | None = None) -> list[Result]:
+    """Run ops in parallel, one frame per owning member; wait for all; raise the first error."""
+    core = core or MapCore(node, "-", None)
+    node.ensure_open()
+    group = Group(len(ops))
+    calls = [core.call(op, group=group) for op in ops]
+    node.invoker.start_many(calls)
+    if not group.wait(core.timeout + _MARGIN):
+        raise core.timed_out(ops[0]) if ops else OperationTimeoutError("timed out")
+    return core.check_all(calls)
+
+
+def recover_ops(node: Node) -> list[Op]:
+    """One RECOVER op per partition, for ``recover_lost_partitions``."""
+    return [Op(Code.RECOVER, p, "") for p in range(node.config.partition_count)]
+
+
+def recovered(results: list[Result]) -> list[int]:
+    """The partitions RECOVER results say serve again."""
+    return [p for p, result in enumerate(results) if result.found]
 
 
 class _Missing:

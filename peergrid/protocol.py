@@ -26,6 +26,7 @@ class Code:
     CLEAR = 10
     ENTRIES = 11
     KEYS = 12
+    RECOVER = 13  # serve a lost partition again, empty
     BACKUP = 20  # owner -> backup: apply ``effects`` to reach ``version``
 
 
@@ -52,7 +53,7 @@ KEYED = frozenset(
         Code.DELETE,
     }
 )
-KNOWN = KEYED | {Code.SIZE, Code.CLEAR, Code.ENTRIES, Code.KEYS, Code.BACKUP}
+KNOWN = KEYED | {Code.SIZE, Code.CLEAR, Code.ENTRIES, Code.KEYS, Code.BACKUP, Code.RECOVER}
 
 
 class Status:

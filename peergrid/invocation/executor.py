@@ -43,7 +43,7 @@ class Executor:
             return f"unknown operation code {op.code}"
         if not 0 <= op.partition < self._config.partition_count:
             return f"partition {op.partition} is out of range 0..{self._config.partition_count - 1}"
-        if op.code == Code.BACKUP:
+        if op.code in (Code.BACKUP, Code.RECOVER):
             return None
         if not op.map or len(op.map) > MAX_MAP_NAME:
             return f"map names must have 1 to {MAX_MAP_NAME} characters"
@@ -64,23 +64,32 @@ class Executor:
             return Result(Status.INVALID, message=problem)
         if op.code == Code.BACKUP:
             return Result(self._manager.apply_backup(op.partition, op.version, op.effects, caller_version))
+        if op.code == Code.RECOVER:
+            return self._recover(op.partition, caller_version)
+        write = op.code in WRITES
+        if write and not self._has_quorum():
+            # Checked first: on the minority side of a split, no write is accepted, whatever the partition.
+            return Result(
+                Status.QUORUM,
+                message=f"this member sees fewer than min_cluster_size={self._config.min_cluster_size} members",
+            )
         part = self._manager.readable[op.partition]
         if part is None or caller_version > self._table_version():
             return self._not_serving(op.partition, caller_version)
-        if op.code not in WRITES:
+        if not write:
             return storage_ops.execute(part, op, self._equal)[0]
-        if not self._has_quorum():
-            return Result(
-                Status.QUORUM,
-                message=(
-                    f"this member sees fewer than min_cluster_size={self._config.min_cluster_size} members"
-                ),
-            )
         result, effects = storage_ops.execute(part, op, self._equal)
         if not effects:
             return result
         part.version += 1
         return self._manager.replicator.replicate(op.partition, part.version, effects, result)
+
+    def _recover(self, p: int, caller_version: int) -> Result:
+        if caller_version > self._table_version() or self._manager.table.owner(p) != self._manager.uuid:
+            return self._not_serving(p, caller_version)
+        if p not in self._manager.lost and self._manager.readable[p] is None:
+            return Result(Status.RETRY, message=f"partition {p} is migrating to this member")
+        return Result(found=self._manager.recover(p))
 
     def _not_serving(self, p: int, caller_version: int) -> Result:
         mine = self._table_version()

@@ -70,6 +70,7 @@ class _Send:
 
     def handle(self, result: Result) -> None:
         if result.status == Status.OK:
+            self.replicator.applied(self.op.partition, self.uuid, self.op.version)
             if self.waiter is not None:
                 self.replicator.ack(self.waiter, self.uuid)
         else:
@@ -100,6 +101,7 @@ class Replicator:
         self._manager = manager
         self._table = PartitionTable(0, ())
         self._synced: dict[int, set[str]] = {}  # p -> backups known to hold the owner's version
+        self._applied: dict[tuple[int, str], int] = {}  # (p, backup) -> highest version it acknowledged
         self._waiters: set[_Waiter] = set()
         self._pending: dict[int, int] = {}  # p -> writes waiting for acks or repairs
         self._tasks: set[asyncio.Task[None]] = set()
@@ -114,6 +116,9 @@ class Replicator:
                 del self._synced[p]
             else:
                 uuids.intersection_update(replicas[1:])
+        for p, uuid in list(self._applied):
+            if uuid not in table.replicas[p][1:] or table.replicas[p][0] != self._cluster.uuid:
+                del self._applied[(p, uuid)]
         for waiter in list(self._waiters):
             backups = set(table.replicas[waiter.partition][1 : 1 + self._sync_count])
             for uuid in waiter.uuids - backups:
@@ -132,6 +137,26 @@ class Replicator:
         replicas = self._table.replicas[p]
         if replicas and replicas[0] == self._cluster.uuid and uuid in replicas[1:]:
             self._synced.setdefault(p, set()).add(uuid)
+            self.applied(p, uuid, version)
+
+    def applied(self, p: int, uuid: str, version: int) -> None:
+        """Backup ``uuid`` acknowledged holding ``p`` up to ``version``."""
+        key = (p, uuid)
+        if self._applied.get(key, -1) < version:
+            self._applied[key] = version
+
+    def holds(self, p: int, uuid: str, reported: int, current: int) -> bool:
+        """Whether a backup reporting version ``reported`` of ``p`` lost nothing.
+
+        A backup that acknowledged writes up to version ``a`` must report at
+        least ``a``; writes after that are in flight and end in an ack or a
+        repair of their own, so a lag behind ``current`` alone is no
+        divergence. A backup we know nothing of must match ``current``.
+        """
+        acknowledged = self._applied.get((p, uuid))
+        if acknowledged is None:
+            return reported == current
+        return reported >= acknowledged
 
     def mark_unsure(self, p: int, uuid: str) -> None:
         """Check ``uuid``'s version of ``p`` again before calling it in sync."""
@@ -216,6 +241,7 @@ class Replicator:
                 break
             result = await self._resend(send)
             if result.status == Status.OK:
+                self.applied(p, uuid, send.op.version)
                 break
         self.ack(waiter, uuid)
 
@@ -244,6 +270,7 @@ class Replicator:
                 Result(Status.INDETERMINATE, message="the owner was dropped from the cluster"),
             )
         self._synced.clear()
+        self._applied.clear()
         self._pending.clear()
         for task in self._tasks:
             task.cancel()

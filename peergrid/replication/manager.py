@@ -246,16 +246,16 @@ class PartitionManager:
             log.error("partition %d lost every copy: its entries cannot be served", p)
             self._on_lost(p)
 
-    def recover_lost(self) -> list[int]:
-        """Serve this member's lost partitions again, empty (after the loss was acknowledged)."""
-        recovered = [p for p in self.lost if self.table.owner(p) == self._me]
-        for p in recovered:
-            self.lost.discard(p)
-            self.parts[p] = Partition(p)
-            self._serve(p)
-        if recovered:
-            self._start_sync()
-        return recovered
+    def recover(self, p: int) -> bool:
+        """Serve lost partition ``p`` again, empty, if we own it; True if it was lost."""
+        if p not in self.lost or self.table.owner(p) != self._me:
+            return False
+        self.lost.discard(p)
+        self.parts[p] = Partition(p)
+        self._serve(p)
+        self._start_sync()  # rebuild its backups
+        log.warning("partition %d serves again, empty, after its loss was acknowledged", p)
+        return True
 
     def _check_table(self, version: int) -> None:
         if self.table.version != version or self._stopped:
@@ -290,8 +290,9 @@ class PartitionManager:
         self._check_table(version)
         for p in partitions:
             part = self.readable[p]
-            if part is not None and found.get(p) == part.version:
-                self.replicator.mark_synced(p, uuid, part.version)
+            reported = found.get(p)
+            if part is not None and reported is not None and self.replicator.holds(p, uuid, reported, part.version):
+                self.replicator.mark_synced(p, uuid, reported)
         await asyncio.gather(
             *(self.sync_backup(p, uuid) for p in partitions if not self.replicator.is_synced(p, uuid))
         )

@@ -1,0 +1,227 @@
+"""Backups, failover, migration, partition loss and quorum, in-process over real gRPC."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import peergrid
+from peergrid.partition import partition_of
+from peergrid.serialization import encode_key
+from peergrid.testing import TestCluster, cluster
+from tests.conftest import wait_for
+
+KEYS = [f"k{i}" for i in range(2000)]
+
+
+def fill(grid: peergrid.Grid, name: str = "data") -> dict[str, int]:
+    data = {k: i for i, k in enumerate(KEYS)}
+    grid.get_map(name).put_all(data)
+    return data
+
+
+def replicas_of(grid: peergrid.Grid, key: str) -> tuple[str, ...]:
+    p = partition_of(encode_key(key), grid.config.partition_count)
+    return grid._node.manager.table.replicas[p]
+
+
+def by_uuid(grids: TestCluster) -> dict[str, peergrid.Grid]:
+    return {g.uuid: g for g in grids.live()}
+
+
+def test_every_write_reaches_its_backups_before_the_ack() -> None:
+    with cluster(4, backup_count=2) as grids:
+        fill(grids[0])
+        members = by_uuid(grids)
+        for key in KEYS[:200]:
+            for uuid in replicas_of(grids[0], key):
+                part = members[uuid]._node.manager.parts[partition_of(encode_key(key), 271)]
+                assert part is not None
+                assert encode_key(key) in part.maps["data"].values
+        stats = [g.get_map("data").local_stats() for g in grids]
+        assert sum(s.owned_entries for s in stats) == len(KEYS)
+        assert sum(s.backup_entries for s in stats) == 2 * len(KEYS)
+
+
+def test_two_simultaneous_kills_with_two_backups_lose_nothing() -> None:
+    with cluster(5, backup_count=2) as grids:
+        data = fill(grids[0])
+        grids.kill(grids[1])
+        grids.kill(grids[2])
+        assert grids.wait_until_safe(30)
+        assert grids[0].get_map("data").get_all(KEYS) == data
+        assert grids[4].get_map("data").size() == len(KEYS)
+
+
+def test_losing_every_copy_is_reported_never_served_empty() -> None:
+    with cluster(3, backup_count=1) as grids:
+        survivor, a, b = grids
+        data = fill(survivor)
+        lost_events: list[int] = []
+        survivor.add_partition_lost_listener(lost_events.append)
+        gone = {a.uuid, b.uuid}
+        doomed = [k for k in KEYS if set(replicas_of(survivor, k)) <= gone]
+        kept = [k for k in KEYS if k not in doomed]
+        assert doomed, "with 3 members some partitions live only on the other two"
+        grids.kill(a)
+        grids.kill(b)
+        assert grids.wait_until_safe(30)
+        m = survivor.get_map("data")
+        p = partition_of(encode_key(doomed[0]), 271)
+        with pytest.raises(peergrid.PartitionLostError, match=f"partition {p}") as info:
+            m.get(doomed[0])
+        assert info.value.partition == p
+        with pytest.raises(peergrid.PartitionLostError):
+            m.put(doomed[0], 1)
+        with pytest.raises(peergrid.PartitionLostError):
+            m.size()
+        assert m.get_all(kept) == {k: data[k] for k in kept}
+        lost = {partition_of(encode_key(k), 271) for k in doomed}
+        assert set(lost_events) == lost
+        # Once acknowledged, the lost partitions serve again, empty.
+        assert set(survivor.recover_lost_partitions()) == lost
+        assert m.get(doomed[0]) is None
+        m.put(doomed[0], "new")
+        assert m.get(doomed[0]) == "new"
+        assert m.size() == len(kept) + 1
+
+
+def test_quorum_refuses_writes_on_the_minority_side() -> None:
+    with cluster(3, min_cluster_size=2) as grids:
+        survivor, a, b = grids
+        m = survivor.get_map("q")
+        m.put("before", 1)
+        replicas_before = {k: replicas_of(survivor, k) for k in KEYS[:50]}
+        grids.kill(a)
+        grids.kill(b)
+        wait_for(lambda: len(survivor.members()) == 1, 10, message="the dead members removed")
+        with pytest.raises(peergrid.QuorumError, match="min_cluster_size=2") as info:
+            m.put("after", 1)
+        assert info.value.retryable
+        with pytest.raises(peergrid.QuorumError):
+            m.delete("before")
+        # Reads still answer for partitions that kept a copy here.
+        kept = [k for k in KEYS[:50] if survivor.uuid in replicas_before.get(k, ())]
+        assert m.get_all(kept) == {}
+
+
+def test_quorum_restored_when_a_member_joins() -> None:
+    with cluster(1, min_cluster_size=2) as grids:
+        with pytest.raises(peergrid.QuorumError):
+            grids[0].get_map("q").put("k", 1)
+        grids.add()
+        grids[0].get_map("q").put("k", 1)
+        assert grids[1].get_map("q").get("k") == 1
+
+
+def test_async_backups_catch_up_without_being_waited_for() -> None:
+    with cluster(3, backup_count=0, async_backup_count=1) as grids:
+        fill(grids[0])
+        assert grids.wait_until_safe(10)
+        stats = [g.get_map("data").local_stats() for g in grids]
+        assert sum(s.backup_entries for s in stats) == len(KEYS)
+        grids.kill(grids[1])
+        assert grids.wait_until_safe(30)
+        assert len(grids[0].get_map("data").get_all(KEYS)) == len(KEYS)
+
+
+def test_a_join_moves_only_partitions_whose_replicas_changed() -> None:
+    with cluster(3) as grids:
+        fill(grids[0])
+        before = grids[0]._node.manager.table
+        received: list[int] = []
+        for grid in grids:
+            manager = grid._node.manager
+            original = manager.handle_install
+
+            async def spy(chunks, original=original):  # type: ignore[no-untyped-def]
+                async def tap():  # type: ignore[no-untyped-def]
+                    async for chunk in chunks:
+                        received.append(chunk.partition)
+                        yield chunk
+
+                await original(tap())
+
+            manager.handle_install = spy
+        newcomer = grids.add()
+        assert grids.wait_until_safe(30)
+        after = grids[0]._node.manager.table
+        changed = {p for p in range(271) if before.replicas[p] != after.replicas[p]}
+        fetched = {p for p in range(271) if newcomer._node.manager.table.owner(p) == newcomer.uuid}
+        assert set(received) <= changed
+        assert fetched <= changed
+        assert len(changed) < 271 * 0.75  # about (1 + backups)/N of the replica sets change
+        assert len(grids[3].get_map("data").get_all(KEYS)) == len(KEYS)
+
+
+def test_graceful_leave_hands_everything_over() -> None:
+    with cluster(4) as grids:
+        data = fill(grids[0])
+        grids[2].shutdown()
+        grids[1].shutdown()
+        assert grids.wait_until_safe(30)
+        assert grids[3].get_map("data").get_all(KEYS) == data
+        assert [len(g.members()) for g in grids.live()] == [2, 2]
+
+
+def test_the_master_leaving_gracefully_hands_over_its_role() -> None:
+    with cluster(3) as grids:
+        data = fill(grids[1])
+        master = grids[0]
+        assert master.members()[0].uuid == master.uuid
+        master.shutdown()
+        wait_for(lambda: len(grids[1].members()) == 2, 5, message="the old master removed")
+        assert grids.wait_until_safe(30)
+        assert grids[2].get_map("data").get_all(KEYS) == data
+        grids.add()  # the new master admits members
+        assert grids.wait_until_safe(30)
+        assert len(grids[3].members()) == 3
+
+
+def test_anti_entropy_repairs_a_backup_that_diverged() -> None:
+    with cluster(3) as grids:
+        fill(grids[0])
+        owner = grids[0]
+        p = next(p for p in owner._node.manager.table.owned_by(owner.uuid))
+        backup = by_uuid(grids)[owner._node.manager.table.replicas[p][1]]
+
+        async def corrupt() -> None:
+            backup._node.manager.parts[p] = None
+
+        backup._node.run(corrupt(), timeout=5)  # done once run() returns
+        wait_for(lambda: backup._node.manager.parts[p] is not None, 10, message="the backup repaired")
+        assert grids.wait_until_safe(10)
+        assert backup._node.manager.parts[p].version == owner._node.manager.parts[p].version
+
+
+def test_writes_keep_flowing_while_members_join_and_leave() -> None:
+    with cluster(3) as grids:
+        m = grids[0].get_map("live")
+        acked: dict[str, int] = {}
+        stop = threading.Event()
+
+        def write() -> None:
+            i = 0
+            while not stop.is_set():
+                try:
+                    m.set(f"w{i}", i)
+                    acked[f"w{i}"] = i
+                except peergrid.IndeterminateWriteError:
+                    pass
+                i += 1
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        try:
+            wait_for(lambda: len(acked) > 100, 10)
+            grids.add()
+            wait_for(lambda: len(acked) > 300, 10)
+            grids[1].shutdown()
+            wait_for(lambda: len(acked) > 500, 10)
+        finally:
+            stop.set()
+            writer.join()
+        assert grids.wait_until_safe(30)
+        snapshot = dict(acked)
+        assert grids[2].get_map("live").get_all(list(snapshot)) == snapshot
