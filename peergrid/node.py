@@ -27,7 +27,7 @@ from peergrid.errors import GridClosedError, PeerGridError
 from peergrid.invocation.executor import Executor
 from peergrid.invocation.invoker import Invoker
 from peergrid.invocation.pipe import Pipe
-from peergrid.protocol import Chunk, HeartbeatReply, JoinReply, Member, MemberList, Op, Result
+from peergrid.protocol import Chunk, Copy, HeartbeatReply, JoinReply, Member, MemberList, Op, Result
 from peergrid.replication import PartitionManager
 from peergrid.serialization import serializer_named
 from peergrid.transport import PeerClient, Peers, Server
@@ -361,7 +361,9 @@ class Node:
             future.add_done_callback(lambda f, i=index: one(i, f))  # type: ignore[misc]
         return done
 
-    async def versions(self, members: MemberList, partitions: list[int]) -> tuple[int, dict[int, int | None]]:
+    async def versions(
+        self, members: MemberList, partitions: list[int]
+    ) -> tuple[int, dict[int, Copy | None]]:
         return await self.manager.handle_versions(members, partitions)
 
     def fetch(self, members: MemberList, partition: int) -> AsyncIterator[Chunk]:

@@ -83,6 +83,13 @@ class Effect(NamedTuple):
     expire_at: float = 0.0  # wall-clock seconds; 0 = never
 
 
+class Copy(NamedTuple):
+    """A member's complete copy of a partition, as it reports it."""
+
+    version: int
+    replicated: bool = False  # the reporting member owns it, serves it, and every backup is in sync
+
+
 class EffectKind:
     """What an ``Effect`` does."""
 

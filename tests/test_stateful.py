@@ -10,6 +10,7 @@ every settle checks the replication invariants of DESIGN.md.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +26,7 @@ KEYS = [f"key:{i}" for i in range(10)] + [b"bin", 7, "{tag}:a", "{tag}:b"]
 keys = st.sampled_from(KEYS)
 vals = st.integers(min_value=0, max_value=20)
 MAP = "model"
+log = logging.getLogger("tests.stateful")
 
 Transition = Callable[[Any], tuple[Any, Any]]  # state -> (what the call returns, new state)
 
@@ -37,6 +39,9 @@ class MapModel(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
+        # Steps go to the log: when a failure depends on timing and hypothesis cannot
+        # replay it, the captured log still tells the sequence that led there.
+        log.warning("--- new example: %s(size=%d, %s)", type(self).__name__, self.SIZE, self.GRID_OPTIONS)
         self._cm = cluster(self.SIZE, **self.GRID_OPTIONS)
         self.grids: TestCluster = self._cm.__enter__()
         self.possible: dict[Any, set[Any]] = {}
@@ -54,6 +59,7 @@ class MapModel(RuleBasedStateMachine):
         return live[index % len(live)].get_map(MAP)
 
     def apply(self, key: Any, call: Callable[[], Any], transition: Transition) -> None:
+        log.warning("step on %r", key)
         before = self.states(key)
         try:
             returned = call()
@@ -160,12 +166,14 @@ class FaultModel(MapModel):
     @precondition(lambda self: len(self.grids.live()) < self.MAX_MEMBERS)
     @rule()
     def add_member(self) -> None:
-        self.grids.add()
+        grid = self.grids.add()
+        log.warning("step: added %s", grid.address)
 
     @precondition(lambda self: self.kills_since_safe < self.backup_count and len(self.grids.live()) > 1)
     @rule(member=st.integers(0, 9))
     def kill(self, member: int) -> None:
         live = self.grids.live()
+        log.warning("step: kill %s", live[member % len(live)].address)
         self.grids.kill(live[member % len(live)])
         self.kills_since_safe += 1
 
@@ -173,10 +181,12 @@ class FaultModel(MapModel):
     @rule(member=st.integers(0, 9))
     def leave(self, member: int) -> None:
         live = self.grids.live()
+        log.warning("step: leave %s", live[member % len(live)].address)
         live[member % len(live)].shutdown()
 
     @rule()
     def settle(self) -> None:
+        log.warning("step: settle")
         assert self.grids.wait_until_safe(timeout=60), "the cluster did not become safe"
         self.kills_since_safe = 0
         self.check_replicas()

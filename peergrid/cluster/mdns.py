@@ -368,7 +368,9 @@ def _new_zeroconf(interfaces: _Interfaces, ip_version: IPVersion) -> Zeroconf:
     would skip our goodbyes. Building it on a helper thread, where no loop
     runs, gives it a loop thread of its own whoever calls `start`.
     """
-    if True:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
         return Zeroconf(interfaces=interfaces, ip_version=ip_version)
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="peergrid-mdns") as pool:
         return pool.submit(Zeroconf, interfaces=interfaces, ip_version=ip_version).result()

@@ -132,7 +132,9 @@ class Membership:
             if isinstance(result, PeerGridError):
                 refusal = result
             if self._should_form():
-                log.info("member %s: every reachable seed is still starting; forming the cluster", self.me.address)
+                log.info(
+                    "member %s: every reachable seed is still starting; forming the cluster", self.me.address
+                )
                 break
             now = time.monotonic()
             if refusal is not None and now >= alone_at:
@@ -140,7 +142,10 @@ class Membership:
             if not self._answered and now >= alone_at:
                 log.warning(
                     "member %s: no seed of cluster %r answered at %s within %.1fs; starting a new cluster alone",
-                    self.me.address, self._config.cluster, ", ".join(seeds), timing.join_timeout,
+                    self.me.address,
+                    self._config.cluster,
+                    ", ".join(seeds),
+                    timing.join_timeout,
                 )
                 break
             if now >= give_up_at:

@@ -32,7 +32,7 @@ from typing import Protocol
 from peergrid.config import GridConfig
 from peergrid.errors import PeerGridError
 from peergrid.partition import PartitionTable, build_table
-from peergrid.protocol import Chunk, Effect, MemberList, Status
+from peergrid.protocol import Chunk, Copy, Effect, MemberList, Status
 from peergrid.replication.backups import Replicator
 from peergrid.storage import Partition
 
@@ -47,7 +47,7 @@ class ReplicaPeer(Protocol):
 
     async def versions(
         self, members: MemberList, partitions: list[int], timeout: float | None = None
-    ) -> tuple[int, dict[int, int | None]]: ...
+    ) -> tuple[int, dict[int, Copy | None]]: ...
     def fetch(
         self, members: MemberList, partition: int, timeout: float | None = None
     ) -> AsyncIterator[Chunk]: ...
@@ -184,12 +184,12 @@ class PartitionManager:
         for uuid, found in zip(others, answers, strict=True):
             for p, v in found.items():
                 if v is not None and p in copies:
-                    copies[p].append((v, uuid))
+                    copies[p].append((v.version, uuid))
         return copies
 
     async def _versions_of(
         self, uuid: str, members: MemberList, partitions: list[int]
-    ) -> dict[int, int | None]:
+    ) -> dict[int, Copy | None]:
         peer = self._cluster.replica_peer(uuid)
         if peer is None:
             return {}
@@ -291,8 +291,9 @@ class PartitionManager:
         for p in partitions:
             part = self.readable[p]
             reported = found.get(p)
-            if part is not None and reported is not None and self.replicator.holds(p, uuid, reported, part.version):
-                self.replicator.mark_synced(p, uuid, reported)
+            if part is not None and reported is not None:
+                if self.replicator.holds(p, uuid, reported.version, part.version):
+                    self.replicator.mark_synced(p, uuid, reported.version)
         await asyncio.gather(
             *(self.sync_backup(p, uuid) for p in partitions if not self.replicator.is_synced(p, uuid))
         )
@@ -371,15 +372,19 @@ class PartitionManager:
     # ------------------------------------------------------------------ serving peers
     async def handle_versions(
         self, members: MemberList, partitions: list[int]
-    ) -> tuple[int, dict[int, int | None]]:
+    ) -> tuple[int, dict[int, Copy | None]]:
         """A new owner asks for our copies; adopting its list first makes us stop serving them."""
         self._cluster.adopt_members(members)
-        found: dict[int, int | None] = {}
+        found: dict[int, Copy | None] = {}
         for p in partitions:
             if 0 <= p < len(self.parts):
                 part = self.parts[p]
-                found[p] = part.version if part is not None else None
+                found[p] = Copy(part.version, self._replicated(p)) if part is not None else None
         return self._cluster.current_members().version, found
+
+    def _replicated(self, p: int) -> bool:
+        """We own and serve ``p`` and every backup holds it: other copies are no longer needed."""
+        return self.readable[p] is not None and self.replicator.all_synced(p)
 
     async def handle_fetch(self, members: MemberList, p: int) -> AsyncIterator[Chunk]:
         """Stream our copy of ``p`` to its new owner."""
@@ -471,8 +476,15 @@ class PartitionManager:
                 return
             for p in partitions:
                 part = self.parts[p]
-                owner_version = found.get(p)
-                if part is not None and owner_version is not None and owner_version >= part.version:
+                owner = found.get(p)
+                # Only once the owner's whole replica set holds it: dropping earlier would leave
+                # one copy during a migration, and one failure would lose it.
+                if (
+                    part is not None
+                    and owner is not None
+                    and owner.replicated
+                    and owner.version >= part.version
+                ):
                     self.parts[p] = None
 
     def safe_state(self) -> tuple[bool, str]:

@@ -16,7 +16,7 @@ import grpc
 
 from peergrid.config import GridConfig
 from peergrid.errors import ClusterNameMismatchError, PeerUnavailableError, RemoteError
-from peergrid.protocol import Chunk, HeartbeatReply, JoinReply, Member, MemberList, Op, Result
+from peergrid.protocol import Chunk, Copy, HeartbeatReply, JoinReply, Member, MemberList, Op, Result
 from peergrid.transport import convert
 from peergrid.transport._pb import (
     map_pb2_grpc,
@@ -105,14 +105,16 @@ class PeerClient:
 
     async def versions(
         self, members: MemberList, partitions: Sequence[int], timeout: float | None = None
-    ) -> tuple[int, dict[int, int | None]]:
+    ) -> tuple[int, dict[int, Copy | None]]:
         request = replication_pb2.VersionsRequest(
             cluster=self._cluster,
             members=convert.members_to_pb(members, self._cluster),
             partitions=partitions,
         )
         reply = await self._call(self._replication.Versions, request, timeout)
-        return reply.list_version, {v.partition: (v.version if v.present else None) for v in reply.versions}
+        return reply.list_version, {
+            v.partition: (Copy(v.version, v.replicated) if v.present else None) for v in reply.versions
+        }
 
     async def fetch(
         self, members: MemberList, partition: int, timeout: float | None = None

@@ -17,7 +17,7 @@ import grpc
 
 from peergrid.config import GridConfig, Limits
 from peergrid.errors import ClusterNameMismatchError, PeerGridError
-from peergrid.protocol import Chunk, HeartbeatReply, JoinReply, Member, MemberList, Op, Result
+from peergrid.protocol import Chunk, Copy, HeartbeatReply, JoinReply, Member, MemberList, Op, Result
 from peergrid.transport import convert
 from peergrid.transport._pb import (
     common_pb2,
@@ -50,7 +50,7 @@ class Handlers(Protocol):
     ) -> list[Result] | asyncio.Future[list[Result]]: ...
     async def versions(
         self, members: MemberList, partitions: list[int]
-    ) -> tuple[int, dict[int, int | None]]: ...
+    ) -> tuple[int, dict[int, Copy | None]]: ...
     def fetch(self, members: MemberList, partition: int) -> AsyncIterator[Chunk]: ...
     async def install(self, chunks: AsyncIterator[Chunk]) -> None: ...
     def release(self, list_version: int, partitions: list[int]) -> None: ...
@@ -209,7 +209,12 @@ class _Replication(_Base, replication_pb2_grpc.ReplicationServicer):
         return replication_pb2.VersionsResponse(
             list_version=list_version,
             versions=[
-                replication_pb2.PartitionVersion(partition=p, present=v is not None, version=v or 0)
+                replication_pb2.PartitionVersion(
+                    partition=p,
+                    present=v is not None,
+                    version=v.version if v is not None else 0,
+                    replicated=v is not None and v.replicated,
+                )
                 for p, v in versions.items()
             ],
         )

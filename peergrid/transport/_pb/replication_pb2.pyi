@@ -19,14 +19,16 @@ class VersionsRequest(_message.Message):
     def __init__(self, cluster: _Optional[str] = ..., members: _Optional[_Union[_common_pb2.MemberList, _Mapping]] = ..., partitions: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class PartitionVersion(_message.Message):
-    __slots__ = ("partition", "present", "version")
+    __slots__ = ("partition", "present", "version", "replicated")
     PARTITION_FIELD_NUMBER: _ClassVar[int]
     PRESENT_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    REPLICATED_FIELD_NUMBER: _ClassVar[int]
     partition: int
     present: bool
     version: int
-    def __init__(self, partition: _Optional[int] = ..., present: _Optional[bool] = ..., version: _Optional[int] = ...) -> None: ...
+    replicated: bool
+    def __init__(self, partition: _Optional[int] = ..., present: _Optional[bool] = ..., version: _Optional[int] = ..., replicated: _Optional[bool] = ...) -> None: ...
 
 class VersionsResponse(_message.Message):
     __slots__ = ("list_version", "versions")
