@@ -26,7 +26,7 @@ T = TypeVar("T")
 class LoopThread:
     """An asyncio loop running on a daemon thread."""
 
-    def __init__(self, name: str) -> None:  # noqa: D107
+    def __init__(self, name: str) -> None:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.thread_id = 0

@@ -50,7 +50,11 @@ class AsyncMap:
         self._node.ensure_open()
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
-        group = Group(len(ops), lambda: loop.call_soon_threadsafe(_resolve, done))
+
+        def resolve() -> None:
+            loop.call_soon_threadsafe(_resolve, done)
+
+        group = Group(len(ops), resolve)
         calls = [core.call(op, group=group) for op in ops]
         self._node.invoker.start_many(calls)
         try:

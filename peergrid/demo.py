@@ -33,7 +33,7 @@ def _say(text: str = "") -> None:
 @contextmanager
 def _member_process(cluster: str, seed: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
     argv = [sys.executable, "-m", "peergrid", "member", "--cluster", cluster, "--members", seed]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)  # noqa: S603 - our own interpreter
     try:
         line = _first_line(proc)
         yield proc, line.rsplit(" ", 1)[-1]
@@ -99,9 +99,12 @@ def run_demo(members: int = 4, entries: int = 5000) -> int:
         raise PeerGridError("the demo needs at least 3 members (2 here and 1 to kill)")
     cluster = f"demo-{uuid.uuid4().hex[:6]}"
     _say(f"peergrid demo: cluster {cluster!r}, {members} members on loopback, backup_count=1")
-    with Grid(cluster=cluster) as writer, Grid(cluster=cluster, members=[writer.address]) as reader:
-        with _processes(cluster, writer.address, members - 2) as procs:
-            return _run(writer, reader, procs, entries)
+    with (
+        Grid(cluster=cluster) as writer,
+        Grid(cluster=cluster, members=[writer.address]) as reader,
+        _processes(cluster, writer.address, members - 2) as procs,
+    ):
+        return _run(writer, reader, procs, entries)
 
 
 @contextmanager
@@ -109,8 +112,7 @@ def _processes(cluster: str, seed: str, count: int) -> Iterator[list[tuple[subpr
     started: list[tuple[subprocess.Popen[str], str]] = []
     managers = [_member_process(cluster, seed) for _ in range(count)]
     try:
-        for manager in managers:
-            started.append(manager.__enter__())
+        started.extend(manager.__enter__() for manager in managers)
         yield started
     finally:
         for manager in reversed(managers[: len(started)]):

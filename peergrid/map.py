@@ -187,7 +187,8 @@ class DistributedMap:
     # ------------------------------------------------------------------ stats
     def local_stats(self) -> LocalMapStats:
         """What this member holds of this map (owned and backup entries and bytes)."""
-        return self._node.run(_local_stats(self._node, self.name), timeout=self._core.timeout)
+        stats: LocalMapStats = self._node.run(_local_stats(self._node, self.name), timeout=self._core.timeout)
+        return stats
 
 
 def run_ops(node: Node, ops: list[Op], core: MapCore | None = None) -> list[Result]:

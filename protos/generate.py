@@ -39,7 +39,7 @@ def generate(out: Path) -> list[Path]:
         raise SystemExit("protoc failed")
     init = target / "__init__.py"
     init.write_text('"""Generated gRPC code: do not edit; run python protos/generate.py."""\n')
-    return sorted(target.glob("*_pb2*.py*")) + [init]
+    return [*sorted(target.glob("*_pb2*.py*")), init]
 
 
 def main() -> None:

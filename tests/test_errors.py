@@ -15,7 +15,7 @@ from peergrid.testing import cluster
 def test_wrong_key_types(grids3, name) -> None:
     m = grids3[0].get_map(name)
     for bad in (1.5, None, True, ("t",), ["l"]):
-        with pytest.raises(peergrid.KeyTypeError, match="str, bytes or int|bool"):
+        with pytest.raises(peergrid.KeyTypeError, match=r"str, bytes or int|bool"):
             m.put(bad, 1)
         with pytest.raises(peergrid.KeyTypeError):
             m.get(bad)
@@ -87,7 +87,7 @@ def test_unreachable_owner_past_the_deadline() -> None:
         key = next(f"k{i}" for i in range(1000) if a.owner_of(f"k{i}").uuid == b.uuid)
         grids.kill(b)
         m = a.get_map("m")
-        with pytest.raises(peergrid.OperationTimeoutError, match="within 0.6s"):
+        with pytest.raises(peergrid.OperationTimeoutError, match=r"within 0\.6s"):
             m.get(key)
         with pytest.raises(peergrid.OperationTimeoutError) as info:
             m.put(key, 1)

@@ -10,7 +10,6 @@ from tests.conftest import wait_for
 
 
 def test_every_operation_through_every_member(grids3, name) -> None:
-    a, b, c = grids3
     ma, mb, mc = (g.get_map(name) for g in grids3)
     assert ma.put("k", {"n": 1}) is None
     assert mb.put("k", {"n": 2}) == {"n": 1}

@@ -23,7 +23,7 @@ def test_owner_is_first_member_clockwise_with_an_obvious_hash() -> None:
     spots = {"a": 0, "b": RING_SIZE // 3, "c": 2 * RING_SIZE // 3}
 
     def obvious(label: str) -> int:
-        return spots[label.split("#")[0]]
+        return spots[label.split("#", maxsplit=1)[0]]
 
     table = assign([Node("a"), Node("b"), Node("c")], 3, 2, vnodes=1, hash_fn=obvious)
     # Partition p sits at p/3 of the ring: exactly on a, b and c's points.

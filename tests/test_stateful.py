@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -35,7 +35,7 @@ class MapModel(RuleBasedStateMachine):
     """Random map operations through random members of a settled cluster."""
 
     SIZE = 3
-    GRID_OPTIONS: dict[str, Any] = {}
+    GRID_OPTIONS: ClassVar[dict[str, Any]] = {}
 
     def __init__(self) -> None:
         super().__init__()
@@ -155,7 +155,7 @@ class FaultModel(MapModel):
     """The same operations while members join, leave gracefully, and die."""
 
     SIZE = 3
-    GRID_OPTIONS: dict[str, Any] = {"backup_count": 1}
+    GRID_OPTIONS: ClassVar[dict[str, Any]] = {"backup_count": 1}
     MAX_MEMBERS = 5
 
     def __init__(self) -> None:
@@ -226,7 +226,7 @@ class FaultModelTwoBackups(FaultModel):
     """backup_count=2: two members may die at once between safe points."""
 
     SIZE = 4
-    GRID_OPTIONS: dict[str, Any] = {"backup_count": 2}
+    GRID_OPTIONS: ClassVar[dict[str, Any]] = {"backup_count": 2}
 
 
 FaultModelTwoBackups.TestCase.settings = settings(max_examples=4, stateful_step_count=20, deadline=None)

@@ -18,8 +18,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from enum import Enum
+from typing import Any, Protocol
 
 from peergrid.config import GridConfig
 from peergrid.errors import (
@@ -50,7 +51,7 @@ class State(Enum):
     STOPPED = "stopped"
 
 
-class PeerCalls:
+class PeerCalls(Protocol):
     """The peer calls membership makes (``peergrid.transport.PeerClient`` provides them)."""
 
     async def join(
@@ -141,7 +142,8 @@ class Membership:
                 raise refusal
             if not self._answered and now >= alone_at:
                 log.warning(
-                    "member %s: no seed of cluster %r answered at %s within %.1fs; starting a new cluster alone",
+                    "member %s: no seed of cluster %r answered at %s within %.1fs; "
+                    "starting a new cluster alone",
                     self.me.address,
                     self._config.cluster,
                     ", ".join(seeds),
@@ -317,7 +319,8 @@ class Membership:
     def saw_version(self, version: int, address: str | None) -> None:
         """Some peer has list ``version``; pull it if it is newer than ours."""
         if version > self.members.version and not self._pulling and self.state is State.ACTIVE:
-            source = address or (self.master().address if self.master() else None)
+            master = self.master()
+            source = address or (master.address if master is not None else None)
             if source:
                 self._pulling = True
                 self._spawn(self._pull(source))
@@ -426,12 +429,13 @@ class Membership:
                 return
             try:
                 await self._peer(master.address).leave(self.me.uuid, final, timeout=self._timing.rpc_timeout)
-                return
             except PeerUnavailableError:
                 await asyncio.sleep(self._timing.heartbeat_interval)
             except PeerGridError as exc:
                 log.debug("leave request to %s failed: %s", master.address, exc)
                 await asyncio.sleep(self._timing.heartbeat_interval)
+            else:
+                return
 
     async def _leave_as_master(self, final: bool) -> None:
         if final:
@@ -449,8 +453,8 @@ class Membership:
             self.publish()
 
     # ------------------------------------------------------------------ lifecycle
-    def _spawn(self, coro: object) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

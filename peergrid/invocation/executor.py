@@ -71,7 +71,8 @@ class Executor:
             # Checked first: on the minority side of a split, no write is accepted, whatever the partition.
             return Result(
                 Status.QUORUM,
-                message=f"this member sees fewer than min_cluster_size={self._config.min_cluster_size} members",
+                message=f"this member sees fewer than min_cluster_size={self._config.min_cluster_size} "
+                "members",
             )
         part = self._manager.readable[op.partition]
         if part is None or caller_version > self._table_version():

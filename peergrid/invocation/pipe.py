@@ -156,7 +156,8 @@ class Pipe:
             while True:
                 answer = await stream.receive()
                 if answer is None:
-                    raise PeerGridError(f"peer {self.address} closed the stream")
+                    self._reset(f"peer {self.address} closed the stream")
+                    return
                 frame_id, table_version, results = answer
                 entry = self._inflight.pop(frame_id, None)
                 if entry is None:

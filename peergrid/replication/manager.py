@@ -27,7 +27,7 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from peergrid.config import GridConfig
 from peergrid.errors import PeerGridError
@@ -65,6 +65,7 @@ class Cluster(Protocol):
 
     def current_members(self) -> MemberList: ...
     def replica_peer(self, uuid: str) -> ReplicaPeer | None: ...
+    def pipe_to(self, uuid: str) -> Any: ...
     def adopt_members(self, members: MemberList) -> None: ...
 
 
@@ -157,7 +158,7 @@ class PartitionManager:
                     await self._sync_all_backups(version)
                 if self.table.version == version:
                     await self._release_leftovers(version)
-            except _TableMoved:
+            except _TableMovedError:
                 continue
             except PeerGridError as exc:
                 log.debug("partition sync at table %d will retry: %s", version, exc)
@@ -222,7 +223,7 @@ class PartitionManager:
             self._check_table(version)
             peer = self._cluster.replica_peer(source)
             if peer is None:
-                raise _TableMoved
+                raise _TableMovedError
             staging: Partition | None = None
             async for chunk in peer.fetch(
                 self._cluster.current_members(), p, timeout=self._timing.rpc_timeout * 10
@@ -259,7 +260,7 @@ class PartitionManager:
 
     def _check_table(self, version: int) -> None:
         if self.table.version != version or self._stopped:
-            raise _TableMoved
+            raise _TableMovedError
 
     # ------------------------------------------------------------------ backups
     async def _sync_all_backups(self, version: int) -> None:
@@ -291,9 +292,12 @@ class PartitionManager:
         for p in partitions:
             part = self.readable[p]
             reported = found.get(p)
-            if part is not None and reported is not None:
-                if self.replicator.holds(p, uuid, reported.version, part.version):
-                    self.replicator.mark_synced(p, uuid, reported.version)
+            if (
+                part is not None
+                and reported is not None
+                and self.replicator.holds(p, uuid, reported.version, part.version)
+            ):
+                self.replicator.mark_synced(p, uuid, reported.version)
         await asyncio.gather(
             *(self.sync_backup(p, uuid) for p in partitions if not self.replicator.is_synced(p, uuid))
         )
@@ -476,14 +480,14 @@ class PartitionManager:
                 return
             for p in partitions:
                 part = self.parts[p]
-                owner = found.get(p)
+                theirs = found.get(p)
                 # Only once the owner's whole replica set holds it: dropping earlier would leave
                 # one copy during a migration, and one failure would lose it.
                 if (
                     part is not None
-                    and owner is not None
-                    and owner.replicated
-                    and owner.version >= part.version
+                    and theirs is not None
+                    and theirs.replicated
+                    and theirs.version >= part.version
                 ):
                     self.parts[p] = None
 
@@ -515,9 +519,9 @@ class PartitionManager:
     async def stop(self) -> None:
         """Cancel background work."""
         self._stopped = True
-        jobs: list[asyncio.Task[object]] = [
+        jobs: list[asyncio.Task[Any]] = [
             j for j in (self._sync_job, *self._backup_jobs.values()) if j is not None
-        ]  # type: ignore[misc]
+        ]
         for job in jobs:
             job.cancel()
         await asyncio.gather(*jobs, return_exceptions=True)
@@ -537,5 +541,5 @@ class PartitionManager:
         return owned, backup
 
 
-class _TableMoved(PeerGridError):
+class _TableMovedError(PeerGridError):
     """The table changed under a sync step; start over with the new one."""

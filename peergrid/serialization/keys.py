@@ -22,7 +22,7 @@ def encode_key(key: object) -> bytes:
     kind = type(key)
     if kind is str:
         try:
-            return b"s" + key.encode()  # type: ignore[attr-defined]
+            return b"s" + key.encode()  # type: ignore[attr-defined,no-any-return]
         except UnicodeEncodeError as exc:
             raise KeyTypeError(f"key {key!r} is not valid Unicode text: {exc.reason}") from exc
     if kind is bytes:

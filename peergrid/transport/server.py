@@ -95,7 +95,7 @@ class _Base:
         )
 
 
-class _Membership(_Base, membership_pb2_grpc.MembershipServicer):
+class _Membership(_Base, membership_pb2_grpc.MembershipServicer):  # type: ignore[misc]
     @_guarded
     async def Join(self, request: Any, context: Any) -> membership_pb2.JoinResponse:
         reply = await self.handlers.join(
@@ -107,9 +107,9 @@ class _Membership(_Base, membership_pb2_grpc.MembershipServicer):
     async def Heartbeat(self, request: Any, context: Any) -> membership_pb2.HeartbeatResponse:
         reply = self.handlers.heartbeat(request.uuid, request.list_version)
         return membership_pb2.HeartbeatResponse(
-            status=reply.status,
+            status=reply.status,  # type: ignore[arg-type]
             list_version=reply.list_version,
-            cluster=self.handlers.cluster,  # type: ignore[arg-type]
+            cluster=self.handlers.cluster,
         )
 
     @_guarded
@@ -132,7 +132,7 @@ class _Membership(_Base, membership_pb2_grpc.MembershipServicer):
         return membership_pb2.SafeStateResponse(safe=safe, list_version=version, detail=detail)
 
 
-class _Maps(_Base, map_pb2_grpc.MapServiceServicer):
+class _Maps(_Base, map_pb2_grpc.MapServiceServicer):  # type: ignore[misc]
     @_guarded
     async def Execute(self, request: Any, context: Any) -> map_pb2.FrameResult:
         results = self._run(request)
@@ -200,7 +200,7 @@ class _Maps(_Base, map_pb2_grpc.MapServiceServicer):
             task.cancel()
 
 
-class _Replication(_Base, replication_pb2_grpc.ReplicationServicer):
+class _Replication(_Base, replication_pb2_grpc.ReplicationServicer):  # type: ignore[misc]
     @_guarded
     async def Versions(self, request: Any, context: Any) -> replication_pb2.VersionsResponse:
         list_version, versions = await self.handlers.versions(
