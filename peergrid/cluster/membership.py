@@ -90,7 +90,9 @@ class Membership:
         self._pulling = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
-        self._seen_joining: dict[str, str] = {}  # address -> uuid of seeds that are joining too
+        self._seen_joining: dict[str, str] = {}  # address -> uuid of seeds that answered "joining too"
+        # Members that asked *us* to admit them while we were joining: address -> (uuid, when).
+        self._joiners: dict[str, tuple[str, float]] = {}
         self._answered = False  # some seed answered during this join: a cluster exists
 
     # ------------------------------------------------------------------ reading
@@ -122,9 +124,10 @@ class Membership:
         alone_at = started + timing.join_timeout
         give_up_at = alone_at + 2 * timing.failure_timeout + timing.rpc_timeout
         refusal: PeerGridError | None = None
+        lowest_rounds = 0
         self._answered = False
         while self.state is State.JOINING:
-            seeds = [s for s in dict.fromkeys(self._seeds()) if s != self.me.address]
+            seeds = [s for s in dict.fromkeys([*self._seeds(), *self._joiners]) if s != self.me.address]
             if not seeds:
                 break
             result = await self._join_round(seeds)
@@ -132,7 +135,10 @@ class Membership:
                 return
             if isinstance(result, PeerGridError):
                 refusal = result
-            if self._should_form():
+            # Lowest for two rounds running: a joiner that has not reached us yet will
+            # have asked by the second round (every joiner asks its seeds every round).
+            lowest_rounds = lowest_rounds + 1 if self._should_form() else 0
+            if lowest_rounds >= 2:
                 log.info(
                     "member %s: every reachable seed is still starting; forming the cluster", self.me.address
                 )
@@ -190,6 +196,7 @@ class Membership:
             self._answered = True
             if reply.status == JoinStatus.ACCEPTED and reply.members is not None:
                 if self.state is State.JOINING:
+                    self._joiners.clear()
                     self.state = State.ACTIVE
                     self.adopt(reply.members)
                     log.info(
@@ -208,14 +215,21 @@ class Membership:
         return refusal
 
     def _should_form(self) -> bool:
-        # Seeds that answer NOT_READY are starting too. The one with the lowest
-        # uuid among them forms the cluster; the others keep asking and join it.
+        # Seeds that answer NOT_READY are starting too, and so are members that
+        # asked us to admit them. The lowest uuid among all of them forms the
+        # cluster; the others keep asking (the joiners' addresses are added to
+        # the seeds) and join it. Counting the joiners matters: members that see
+        # different seeds would otherwise each find themselves lowest and form
+        # two clusters.
+        recent = time.monotonic() - self._timing.join_timeout
+        joiners = [uuid for uuid, seen in self._joiners.values() if seen >= recent]
         if not self._seen_joining:
             return False
-        return all(self.me.uuid < uuid for uuid in self._seen_joining.values() if uuid)
+        return all(self.me.uuid < uuid for uuid in [*self._seen_joining.values(), *joiners] if uuid)
 
     def form(self) -> None:
         """Start a new cluster with this member alone as its master."""
+        self._joiners.clear()
         self.state = State.ACTIVE
         self.adopt(MemberList(1, self.me.uuid, (self.me,)))
 
@@ -240,6 +254,8 @@ class Membership:
                     f"the joining member {serializer!r}"
                 ),
             )
+        if self.state is State.JOINING:
+            self._joiners[member.address] = (member.uuid, time.monotonic())
         if self.state is not State.ACTIVE:
             return JoinReply(JoinStatus.NOT_READY, cluster=cluster, uuid=self.me.uuid)
         if not self.is_master:
@@ -463,6 +479,7 @@ class Membership:
         self.state = State.JOINING
         self.members = MemberList(0, "", ())
         self._last_heard.clear()
+        self._joiners.clear()
 
     async def stop(self) -> None:
         """Stop heartbeats and background calls."""

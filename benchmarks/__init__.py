@@ -1,0 +1,1 @@
+"""peergrid's benchmark harness: `python -m benchmarks` (see benchmarks/README.md)."""

@@ -1,0 +1,102 @@
+"""Membership: versioned member lists, joining, leaving, members starting together."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import socket
+
+import pytest
+
+import peergrid
+from peergrid import Timing
+from peergrid.protocol import Member, MemberList
+from peergrid.testing import cluster
+from tests.conftest import wait_for
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_members_agree_on_one_list_oldest_first() -> None:
+    with cluster(4) as grids:
+        lists = [[m.uuid for m in g.members()] for g in grids]
+        assert all(lst == [g.uuid for g in grids] for lst in lists)
+        versions = {g._node.membership.members.version for g in grids}
+        assert len(versions) == 1
+
+
+def test_an_older_member_list_is_ignored(grids3) -> None:
+    a, b, _ = grids3
+    current = b._node.membership.members
+    stale = MemberList(current.version - 1, current.master_uuid, (Member(b.uuid, b.address),))
+
+    async def publish() -> None:
+        await a._node.replica_client(b.address).publish(stale)
+
+    a._node.run(publish(), timeout=5)
+    assert b._node.membership.members == current
+
+
+def test_joining_through_a_member_that_is_not_the_master() -> None:
+    with cluster(2) as grids:
+        newcomer = peergrid.Grid(
+            cluster=grids.options["cluster"], members=[grids[1].address], timing=Timing.fast()
+        )
+        try:
+            assert len(newcomer.members()) == 3
+            assert newcomer.members()[0].uuid == grids[0].uuid  # the master stays the oldest
+        finally:
+            newcomer.shutdown()
+
+
+@pytest.mark.parametrize("layout", ["all-seed-all", "pair-and-a-latecomer", "chain"])
+def test_members_started_at_the_same_moment_form_one_cluster(layout: str) -> None:
+    ports = [free_port() for _ in range(3)]
+    addresses = [f"127.0.0.1:{p}" for p in ports]
+    seeds = {
+        "all-seed-all": [addresses, addresses, addresses],
+        # Two members seeded with each other, a third seeded with both: each sees a different set.
+        "pair-and-a-latecomer": [[addresses[1]], [addresses[0]], addresses[:2]],
+        "chain": [[addresses[1]], [addresses[2]], [addresses[0]]],
+    }[layout]
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        futures = [
+            pool.submit(
+                peergrid.Grid, cluster=f"together-{layout}", bind=address, members=seed, timing=Timing.fast()
+            )
+            for address, seed in zip(addresses, seeds, strict=True)
+        ]
+        grids = [f.result(timeout=60) for f in futures]
+    try:
+        wait_for(lambda: all(len(g.members()) == 3 for g in grids), 10, message="one cluster of three")
+        assert grids[0].wait_until_safe(20)
+        grids[0].get_map("m").put("k", 1)
+        assert all(g.get_map("m").get("k") == 1 for g in grids)
+    finally:
+        for grid in grids:
+            grid.shutdown()
+
+
+def test_a_restarted_process_on_the_same_address_replaces_its_old_self() -> None:
+    with cluster(2) as grids:
+        address = grids[1].address
+        grids.kill(grids[1])
+        again = peergrid.Grid(
+            cluster=grids.options["cluster"], bind=address, members=[grids[0].address], timing=Timing.fast()
+        )
+        try:
+            wait_for(lambda: [m.address for m in grids[0].members()].count(address) == 1, 10)
+            assert len(grids[0].members()) == 2
+            assert grids[0].wait_until_safe(20)
+        finally:
+            again.shutdown()
+
+
+def test_shutdown_leaves_the_cluster() -> None:
+    with cluster(3) as grids:
+        grids[2].shutdown()
+        wait_for(lambda: len(grids[0].members()) == 2 and len(grids[1].members()) == 2, 10)
+        assert grids[2].closed
