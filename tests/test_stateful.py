@@ -167,6 +167,10 @@ class FaultModel(MapModel):
         super().__init__()
         self.kills_since_safe = 0
         self.backup_count = self.GRID_OPTIONS.get("backup_count", 1)
+        # Copies every partition is guaranteed to have: 1 + backup_count, fewer with fewer
+        # members. Joins add copies only once the cluster is safe again; a leave hands its
+        # copies over but may leave fewer members than copies.
+        self.copies = min(1 + self.backup_count, self.SIZE)
 
     @precondition(lambda self: len(self.grids.live()) < self.MAX_MEMBERS)
     @rule()
@@ -174,7 +178,7 @@ class FaultModel(MapModel):
         grid = self.grids.add()
         log.warning("step: added %s", grid.address)
 
-    @precondition(lambda self: self.kills_since_safe < self.backup_count and len(self.grids.live()) > 1)
+    @precondition(lambda self: self.kills_since_safe < self.copies - 1)
     @rule(member=st.integers(0, 9))
     def kill(self, member: int) -> None:
         live = self.grids.live()
@@ -188,12 +192,14 @@ class FaultModel(MapModel):
         live = self.grids.live()
         log.warning("step: leave %s", live[member % len(live)].address)
         live[member % len(live)].shutdown()
+        self.copies = min(self.copies, len(self.grids.live()))
 
     @rule()
     def settle(self) -> None:
         log.warning("step: settle")
         assert self.grids.wait_until_safe(timeout=60), "the cluster did not become safe"
         self.kills_since_safe = 0
+        self.copies = min(1 + self.backup_count, len(self.grids.live()))
         self.check_replicas()
         self.check_every_key()
 

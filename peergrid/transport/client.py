@@ -17,7 +17,7 @@ import grpc
 from peergrid.config import GridConfig
 from peergrid.errors import ClusterNameMismatchError, PeerUnavailableError, RemoteError
 from peergrid.protocol import Chunk, Copy, HeartbeatReply, JoinReply, Member, MemberList, Op, Result
-from peergrid.transport import convert
+from peergrid.transport import convert, frames
 from peergrid.transport._pb import (
     map_pb2_grpc,
     membership_pb2,
@@ -99,9 +99,9 @@ class PeerClient:
         self, table_version: int, sender: str, ops: Sequence[Op], timeout: float | None = None
     ) -> list[Result]:
         """One frame as a unary call."""
-        request = convert.frame_to_pb(0, self._cluster, table_version, sender, ops)
+        request = frames.ops_to_pb(0, self._cluster, table_version, sender, ops)
         reply = await self._call(self._maps.Execute, request, timeout)
-        return [convert.result_from_pb(r) for r in reply.results]
+        return frames.results_from_pb(reply)[2]
 
     async def versions(
         self, members: MemberList, partitions: Sequence[int], timeout: float | None = None
@@ -182,7 +182,7 @@ class FrameStream:
     async def send(self, frame_id: int, table_version: int, sender: str, ops: Sequence[Op]) -> None:
         """Write one frame; raises ``PeerUnavailableError`` when the stream is broken."""
         try:
-            await self._call.write(convert.frame_to_pb(frame_id, self._cluster, table_version, sender, ops))
+            await self._call.write(frames.ops_to_pb(frame_id, self._cluster, table_version, sender, ops))
         except grpc.RpcError as exc:
             _translate(self.address, exc)
         except (grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
@@ -196,7 +196,10 @@ class FrameStream:
             _translate(self.address, exc)
         if msg is grpc.aio.EOF:
             return None
-        return msg.id, msg.table_version, [convert.result_from_pb(r) for r in msg.results]
+        try:
+            return frames.results_from_pb(msg)
+        except ValueError as exc:
+            raise RemoteError(f"peer {self.address} sent a malformed frame result: {exc}") from exc
 
     def cancel(self) -> None:
         """Abandon the stream (the peer sees CANCELLED)."""

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from peergrid.protocol import Chunk, Effect, JoinReply, Member, MemberList, Op, Result
+from peergrid.protocol import Chunk, Effect, JoinReply, Member, MemberList
 from peergrid.transport._pb import common_pb2, map_pb2, membership_pb2, replication_pb2
 
 
@@ -71,82 +69,6 @@ def effect_to_pb(effect: Effect) -> map_pb2.Effect:
 
 def effect_from_pb(msg: map_pb2.Effect) -> Effect:
     return Effect(msg.kind, msg.map, msg.key, msg.value, msg.expire_at)
-
-
-def op_to_pb(op: Op) -> map_pb2.Op:
-    msg = map_pb2.Op(
-        code=op.code,
-        partition=op.partition,
-        map=op.map,
-        key=op.key,
-        value=op.value,
-        expect=op.expect,
-        ttl=op.ttl,
-        version=op.version,
-    )
-    if op.effects:
-        msg.effects.extend(effect_to_pb(e) for e in op.effects)
-    return msg
-
-
-def op_from_pb(msg: map_pb2.Op) -> Op:
-    effects = tuple(effect_from_pb(e) for e in msg.effects) if len(msg.effects) else ()
-    return Op(
-        msg.code,
-        msg.partition,
-        msg.map,
-        msg.key,
-        msg.value,
-        msg.expect,
-        msg.ttl,
-        msg.version,
-        effects,
-    )
-
-
-def result_to_pb(result: Result) -> map_pb2.Result:
-    msg = map_pb2.Result(
-        status=result.status,
-        value=result.value,
-        found=result.found,
-        count=result.count,
-        message=result.message,
-    )
-    if result.keys:
-        msg.keys.extend(result.keys)
-    if result.values:
-        msg.values.extend(result.values)
-    return msg
-
-
-def result_from_pb(msg: map_pb2.Result) -> Result:
-    return Result(
-        msg.status,
-        msg.value,
-        msg.found,
-        msg.count,
-        list(msg.keys) if len(msg.keys) else None,
-        list(msg.values) if len(msg.values) else None,
-        msg.message,
-    )
-
-
-def frame_to_pb(
-    frame_id: int, cluster: str, table_version: int, sender: str, ops: Sequence[Op]
-) -> map_pb2.Frame:
-    return map_pb2.Frame(
-        id=frame_id,
-        cluster=cluster,
-        table_version=table_version,
-        sender=sender,
-        ops=[op_to_pb(op) for op in ops],
-    )
-
-
-def frame_result_to_pb(frame_id: int, table_version: int, results: Sequence[Result]) -> map_pb2.FrameResult:
-    return map_pb2.FrameResult(
-        id=frame_id, table_version=table_version, results=[result_to_pb(r) for r in results]
-    )
 
 
 def chunk_to_pb(chunk: Chunk, cluster: str) -> replication_pb2.PartitionChunk:

@@ -17,8 +17,8 @@ import grpc
 
 from peergrid.config import GridConfig, Limits
 from peergrid.errors import ClusterNameMismatchError, PeerGridError
-from peergrid.protocol import Chunk, Copy, HeartbeatReply, JoinReply, Member, MemberList, Op, Result
-from peergrid.transport import convert
+from peergrid.protocol import Chunk, Copy, HeartbeatReply, JoinReply, Member, MemberList, Op, Result, Status
+from peergrid.transport import convert, frames
 from peergrid.transport._pb import (
     common_pb2,
     map_pb2,
@@ -138,66 +138,70 @@ class _Maps(_Base, map_pb2_grpc.MapServiceServicer):  # type: ignore[misc]
         results = self._run(request)
         if not isinstance(results, list):
             results = await results
-        return convert.frame_result_to_pb(request.id, self.handlers.current_members().version, results)
+        return frames.results_to_pb(request.id, self.handlers.current_members().version, results)
 
     def _run(self, frame: Any) -> list[Result] | asyncio.Future[list[Result]]:
-        ops = [convert.op_from_pb(op) for op in frame.ops]
+        try:
+            ops = frames.ops_from_pb(frame)
+        except ValueError as exc:
+            # Refuse the whole frame, answering every op it claims to carry.
+            return [Result(Status.INVALID, message=f"malformed frame: {exc}")] * len(frame.codes)
         return self.handlers.frame(frame.sender, frame.table_version, ops)
 
-    async def Stream(self, request_iterator: Any, context: Any) -> AsyncIterator[map_pb2.FrameResult]:
-        """Frames in, results out as each frame completes (not necessarily in order)."""
-        out: asyncio.Queue[map_pb2.FrameResult | None] = asyncio.Queue()
-        pending = 0
-        reading = True
+    async def Stream(self, request_iterator: Any, context: Any) -> None:
+        """Frames in, results out as each frame completes (not necessarily in order).
 
-        def finish(frame_id: int, results: list[Result]) -> None:
-            version = self.handlers.current_members().version
-            out.put_nowait(convert.frame_result_to_pb(frame_id, version, results))
+        Frames that complete at once are answered inline, with no task or queue
+        in between (each hop through the loop costs more than a small frame);
+        frames waiting for backups are answered by a callback when they finish.
+        Writes never overlap: grpc allows one at a time per stream.
+        """
+        writing = asyncio.Lock()
+        pending: set[asyncio.Task[None]] = set()
 
-        def done(frame_id: int, future: asyncio.Future[list[Result]]) -> None:
-            nonlocal pending
-            pending -= 1
-            if future.cancelled() or future.exception() is not None:
-                log.error("frame %d failed on this member", frame_id, exc_info=future.exception())
-                out.put_nowait(None)
-                return
-            finish(frame_id, future.result())
-            if not reading and pending == 0:
-                out.put_nowait(None)
+        async def answer(frame_id: int, results: list[Result]) -> None:
+            reply = frames.results_to_pb(frame_id, self.handlers.current_members().version, results)
+            async with writing:
+                await context.write(reply)
 
-        async def pump() -> None:
-            nonlocal pending, reading
+        async def answer_later(frame_id: int, future: asyncio.Future[list[Result]]) -> None:
             try:
-                async for frame in request_iterator:
-                    if frame.cluster != self.handlers.cluster:
-                        log.warning("refused a frame stream: %s", self.mismatch(frame.cluster))
-                        break
-                    results = self._run(frame)
-                    if isinstance(results, list):
-                        finish(frame.id, results)
-                    else:
-                        pending += 1
-                        results.add_done_callback(functools.partial(done, frame.id))
-            except (ValueError, TypeError, UnicodeDecodeError) as exc:
-                log.warning("closing a frame stream after a malformed frame: %s", exc)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the member keeps serving whatever one stream did
-                if isinstance(exc, grpc.RpcError) or "Stopped" in type(exc).__name__:
-                    log.debug("frame stream ended: %r", exc)  # the peer went away, or we stop
-                else:
-                    log.exception("frame stream failed")
-            finally:
-                reading = False
-                if pending == 0:
-                    out.put_nowait(None)
+                results = await future
+            except Exception:
+                log.exception("frame %d failed on this member", frame_id)
+                results = [Result(Status.ERROR, message="internal error on the serving member")]
+            await answer(frame_id, results)
 
-        task = asyncio.ensure_future(pump())
         try:
-            while (item := await out.get()) is not None:
-                yield item
+            async for frame in request_iterator:
+                if frame.cluster != self.handlers.cluster:
+                    log.warning("refused a frame stream: %s", self.mismatch(frame.cluster))
+                    return
+                results = self._run(frame)
+                if isinstance(results, list):
+                    await answer(frame.id, results)
+                else:
+                    task = asyncio.ensure_future(answer_later(frame.id, results))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        except (ValueError, TypeError, UnicodeDecodeError) as exc:
+            log.warning("closing a frame stream after a malformed frame: %s", exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the member keeps serving whatever one stream did
+            if (
+                isinstance(exc, grpc.RpcError)
+                or "Stopped" in type(exc).__name__
+                or "Abort" in type(exc).__name__
+            ):
+                log.debug("frame stream ended: %r", exc)  # the peer went away, or we stop
+            else:
+                log.exception("frame stream failed")
         finally:
-            task.cancel()
+            for task in pending:
+                task.cancel()
 
 
 class _Replication(_Base, replication_pb2_grpc.ReplicationServicer):  # type: ignore[misc]

@@ -1,8 +1,8 @@
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from collections.abc import Iterable as _Iterable
+from typing import ClassVar as _ClassVar, Optional as _Optional
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -20,66 +20,70 @@ class Effect(_message.Message):
     expire_at: float
     def __init__(self, kind: _Optional[int] = ..., map: _Optional[str] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., expire_at: _Optional[float] = ...) -> None: ...
 
-class Op(_message.Message):
-    __slots__ = ("code", "partition", "map", "key", "value", "expect", "ttl", "version", "effects")
-    CODE_FIELD_NUMBER: _ClassVar[int]
-    PARTITION_FIELD_NUMBER: _ClassVar[int]
-    MAP_FIELD_NUMBER: _ClassVar[int]
-    KEY_FIELD_NUMBER: _ClassVar[int]
-    VALUE_FIELD_NUMBER: _ClassVar[int]
-    EXPECT_FIELD_NUMBER: _ClassVar[int]
-    TTL_FIELD_NUMBER: _ClassVar[int]
-    VERSION_FIELD_NUMBER: _ClassVar[int]
-    EFFECTS_FIELD_NUMBER: _ClassVar[int]
-    code: int
-    partition: int
-    map: str
-    key: bytes
-    value: bytes
-    expect: bytes
-    ttl: float
-    version: int
-    effects: _containers.RepeatedCompositeFieldContainer[Effect]
-    def __init__(self, code: _Optional[int] = ..., partition: _Optional[int] = ..., map: _Optional[str] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., expect: _Optional[bytes] = ..., ttl: _Optional[float] = ..., version: _Optional[int] = ..., effects: _Optional[_Iterable[_Union[Effect, _Mapping]]] = ...) -> None: ...
-
 class Frame(_message.Message):
-    __slots__ = ("id", "cluster", "table_version", "ops", "sender")
+    __slots__ = ("id", "cluster", "table_version", "sender", "maps", "codes", "partitions", "map_index", "keys", "values", "expects", "ttls", "versions", "effect_counts", "effect_kinds", "effect_maps", "effect_keys", "effect_values", "effect_expiry")
     ID_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     TABLE_VERSION_FIELD_NUMBER: _ClassVar[int]
-    OPS_FIELD_NUMBER: _ClassVar[int]
     SENDER_FIELD_NUMBER: _ClassVar[int]
+    MAPS_FIELD_NUMBER: _ClassVar[int]
+    CODES_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    MAP_INDEX_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    EXPECTS_FIELD_NUMBER: _ClassVar[int]
+    TTLS_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    EFFECT_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    EFFECT_KINDS_FIELD_NUMBER: _ClassVar[int]
+    EFFECT_MAPS_FIELD_NUMBER: _ClassVar[int]
+    EFFECT_KEYS_FIELD_NUMBER: _ClassVar[int]
+    EFFECT_VALUES_FIELD_NUMBER: _ClassVar[int]
+    EFFECT_EXPIRY_FIELD_NUMBER: _ClassVar[int]
     id: int
     cluster: str
     table_version: int
-    ops: _containers.RepeatedCompositeFieldContainer[Op]
     sender: str
-    def __init__(self, id: _Optional[int] = ..., cluster: _Optional[str] = ..., table_version: _Optional[int] = ..., ops: _Optional[_Iterable[_Union[Op, _Mapping]]] = ..., sender: _Optional[str] = ...) -> None: ...
-
-class Result(_message.Message):
-    __slots__ = ("status", "value", "found", "count", "keys", "values", "message")
-    STATUS_FIELD_NUMBER: _ClassVar[int]
-    VALUE_FIELD_NUMBER: _ClassVar[int]
-    FOUND_FIELD_NUMBER: _ClassVar[int]
-    COUNT_FIELD_NUMBER: _ClassVar[int]
-    KEYS_FIELD_NUMBER: _ClassVar[int]
-    VALUES_FIELD_NUMBER: _ClassVar[int]
-    MESSAGE_FIELD_NUMBER: _ClassVar[int]
-    status: int
-    value: bytes
-    found: bool
-    count: int
+    maps: _containers.RepeatedScalarFieldContainer[str]
+    codes: _containers.RepeatedScalarFieldContainer[int]
+    partitions: _containers.RepeatedScalarFieldContainer[int]
+    map_index: _containers.RepeatedScalarFieldContainer[int]
     keys: _containers.RepeatedScalarFieldContainer[bytes]
     values: _containers.RepeatedScalarFieldContainer[bytes]
-    message: str
-    def __init__(self, status: _Optional[int] = ..., value: _Optional[bytes] = ..., found: _Optional[bool] = ..., count: _Optional[int] = ..., keys: _Optional[_Iterable[bytes]] = ..., values: _Optional[_Iterable[bytes]] = ..., message: _Optional[str] = ...) -> None: ...
+    expects: _containers.RepeatedScalarFieldContainer[bytes]
+    ttls: _containers.RepeatedScalarFieldContainer[float]
+    versions: _containers.RepeatedScalarFieldContainer[int]
+    effect_counts: _containers.RepeatedScalarFieldContainer[int]
+    effect_kinds: _containers.RepeatedScalarFieldContainer[int]
+    effect_maps: _containers.RepeatedScalarFieldContainer[int]
+    effect_keys: _containers.RepeatedScalarFieldContainer[bytes]
+    effect_values: _containers.RepeatedScalarFieldContainer[bytes]
+    effect_expiry: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, id: _Optional[int] = ..., cluster: _Optional[str] = ..., table_version: _Optional[int] = ..., sender: _Optional[str] = ..., maps: _Optional[_Iterable[str]] = ..., codes: _Optional[_Iterable[int]] = ..., partitions: _Optional[_Iterable[int]] = ..., map_index: _Optional[_Iterable[int]] = ..., keys: _Optional[_Iterable[bytes]] = ..., values: _Optional[_Iterable[bytes]] = ..., expects: _Optional[_Iterable[bytes]] = ..., ttls: _Optional[_Iterable[float]] = ..., versions: _Optional[_Iterable[int]] = ..., effect_counts: _Optional[_Iterable[int]] = ..., effect_kinds: _Optional[_Iterable[int]] = ..., effect_maps: _Optional[_Iterable[int]] = ..., effect_keys: _Optional[_Iterable[bytes]] = ..., effect_values: _Optional[_Iterable[bytes]] = ..., effect_expiry: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class FrameResult(_message.Message):
-    __slots__ = ("id", "table_version", "results")
+    __slots__ = ("id", "table_version", "statuses", "found", "values", "counts", "messages", "key_counts", "value_counts", "scan_keys", "scan_values")
     ID_FIELD_NUMBER: _ClassVar[int]
     TABLE_VERSION_FIELD_NUMBER: _ClassVar[int]
-    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    STATUSES_FIELD_NUMBER: _ClassVar[int]
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    KEY_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    VALUE_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    SCAN_KEYS_FIELD_NUMBER: _ClassVar[int]
+    SCAN_VALUES_FIELD_NUMBER: _ClassVar[int]
     id: int
     table_version: int
-    results: _containers.RepeatedCompositeFieldContainer[Result]
-    def __init__(self, id: _Optional[int] = ..., table_version: _Optional[int] = ..., results: _Optional[_Iterable[_Union[Result, _Mapping]]] = ...) -> None: ...
+    statuses: _containers.RepeatedScalarFieldContainer[int]
+    found: _containers.RepeatedScalarFieldContainer[bool]
+    values: _containers.RepeatedScalarFieldContainer[bytes]
+    counts: _containers.RepeatedScalarFieldContainer[int]
+    messages: _containers.RepeatedScalarFieldContainer[str]
+    key_counts: _containers.RepeatedScalarFieldContainer[int]
+    value_counts: _containers.RepeatedScalarFieldContainer[int]
+    scan_keys: _containers.RepeatedScalarFieldContainer[bytes]
+    scan_values: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, id: _Optional[int] = ..., table_version: _Optional[int] = ..., statuses: _Optional[_Iterable[int]] = ..., found: _Optional[_Iterable[bool]] = ..., values: _Optional[_Iterable[bytes]] = ..., counts: _Optional[_Iterable[int]] = ..., messages: _Optional[_Iterable[str]] = ..., key_counts: _Optional[_Iterable[int]] = ..., value_counts: _Optional[_Iterable[int]] = ..., scan_keys: _Optional[_Iterable[bytes]] = ..., scan_values: _Optional[_Iterable[bytes]] = ...) -> None: ...

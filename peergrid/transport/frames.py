@@ -1,0 +1,167 @@
+"""Columnar frames <-> lists of ``Op`` and ``Result``.
+
+A frame stores each field of its ops as one repeated column (see
+``protos/map.proto``): building and parsing a few long repeated fields is C
+work, where a sub-message per op costs microseconds each in Python. Optional
+columns are sent only when some op in the frame uses them. Frames from the
+network are untrusted: ``ops_from_pb`` raises ``ValueError`` when the columns
+disagree, and the caller refuses the whole frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from peergrid.protocol import Effect, Op, Result
+from peergrid.transport._pb import map_pb2
+
+
+def ops_to_pb(
+    frame_id: int, cluster: str, table_version: int, sender: str, ops: Sequence[Op]
+) -> map_pb2.Frame:
+    """One frame carrying ``ops``."""
+    maps: dict[str, int] = {}
+    index = [maps.setdefault(op.map, len(maps)) for op in ops]
+    msg = map_pb2.Frame(
+        id=frame_id,
+        cluster=cluster,
+        table_version=table_version,
+        sender=sender,
+        codes=[op.code for op in ops],
+        partitions=[op.partition for op in ops],
+        map_index=index,
+        keys=[op.key for op in ops],
+    )
+    if any(op.value for op in ops):
+        msg.values.extend([op.value for op in ops])
+    if any(op.expect for op in ops):
+        msg.expects.extend([op.expect for op in ops])
+    if any(op.ttl for op in ops):
+        msg.ttls.extend([op.ttl for op in ops])
+    if any(op.version for op in ops):
+        msg.versions.extend([op.version for op in ops])
+    if any(op.effects for op in ops):
+        _effects_to_pb(msg, ops, maps)
+    msg.maps.extend(maps)
+    return msg
+
+
+def _effects_to_pb(msg: map_pb2.Frame, ops: Sequence[Op], maps: dict[str, int]) -> None:
+    effects = [effect for op in ops for effect in op.effects]
+    msg.effect_counts.extend([len(op.effects) for op in ops])
+    msg.effect_kinds.extend([e.kind for e in effects])
+    msg.effect_maps.extend([maps.setdefault(e.map, len(maps)) for e in effects])
+    msg.effect_keys.extend([e.key for e in effects])
+    msg.effect_values.extend([e.value for e in effects])
+    msg.effect_expiry.extend([e.expire_at for e in effects])
+
+
+def _column(column: Sequence[object], count: int, name: str, default: object) -> Sequence[object]:
+    if not column:
+        return [default] * count
+    if len(column) != count:
+        raise ValueError(f"frame column {name!r} has {len(column)} entries for {count} ops")
+    return column
+
+
+def ops_from_pb(msg: map_pb2.Frame) -> list[Op]:
+    """The ops of a frame; ``ValueError`` when its columns disagree."""
+    count = len(msg.codes)
+    maps = list(msg.maps)
+    partitions = _column(msg.partitions, count, "partitions", 0)
+    index = _column(msg.map_index, count, "map_index", 0)
+    keys = _column(msg.keys, count, "keys", b"")
+    values = _column(msg.values, count, "values", b"")
+    expects = _column(msg.expects, count, "expects", b"")
+    ttls = _column(msg.ttls, count, "ttls", 0.0)
+    versions = _column(msg.versions, count, "versions", 0)
+    effects = _effects_from_pb(msg, count, maps)
+    try:
+        names = [maps[i] for i in index]  # type: ignore[call-overload]
+    except IndexError:
+        raise ValueError("frame op names a map index out of range") from None
+    return [
+        Op(*fields)
+        for fields in zip(
+            msg.codes, partitions, names, keys, values, expects, ttls, versions, effects, strict=True
+        )
+    ]
+
+
+def _effects_from_pb(msg: map_pb2.Frame, count: int, maps: list[str]) -> Sequence[tuple[Effect, ...]]:
+    counts = list(msg.effect_counts)
+    if not counts:
+        return [()] * count
+    if len(counts) != count:
+        raise ValueError("frame column 'effect_counts' does not match the ops")
+    total = sum(counts)
+    columns = (msg.effect_kinds, msg.effect_maps, msg.effect_keys, msg.effect_values, msg.effect_expiry)
+    if any(len(column) != total for column in columns):
+        raise ValueError("frame effect columns disagree in length")
+    try:
+        flat = [
+            Effect(kind, maps[m], key, value, expiry)
+            for kind, m, key, value, expiry in zip(*columns, strict=True)
+        ]
+    except IndexError:
+        raise ValueError("frame effect names a map index out of range") from None
+    grouped: list[tuple[Effect, ...]] = []
+    start = 0
+    for n in counts:
+        grouped.append(tuple(flat[start : start + n]))
+        start += n
+    return grouped
+
+
+def results_to_pb(frame_id: int, table_version: int, results: Sequence[Result]) -> map_pb2.FrameResult:
+    """The answer to a frame."""
+    msg = map_pb2.FrameResult(
+        id=frame_id,
+        table_version=table_version,
+        statuses=[r.status for r in results],
+        found=[r.found for r in results],
+    )
+    if any(r.value for r in results):
+        msg.values.extend([r.value for r in results])
+    if any(r.count for r in results):
+        msg.counts.extend([r.count for r in results])
+    if any(r.message for r in results):
+        msg.messages.extend([r.message for r in results])
+    if any(r.keys is not None for r in results):
+        msg.key_counts.extend([len(r.keys or ()) for r in results])
+        msg.value_counts.extend([len(r.values or ()) for r in results])
+        for r in results:
+            if r.keys:
+                msg.scan_keys.extend(r.keys)
+            if r.values:
+                msg.scan_values.extend(r.values)
+    return msg
+
+
+def results_from_pb(msg: map_pb2.FrameResult) -> tuple[int, int, list[Result]]:
+    """``(frame id, table version, results)`` of a frame result."""
+    count = len(msg.statuses)
+    values = _column(msg.values, count, "values", b"")
+    counts = _column(msg.counts, count, "counts", 0)
+    messages = _column(msg.messages, count, "messages", "")
+    found = _column(msg.found, count, "found", False)
+    results = [
+        Result(*fields)  # type: ignore[arg-type]
+        for fields in zip(msg.statuses, values, found, counts, strict=True)
+    ]
+    for result, message in zip(results, messages, strict=True):
+        if message:
+            result.message = message  # type: ignore[assignment]
+    if len(msg.key_counts):
+        _scans_from_pb(msg, results)
+    return msg.id, msg.table_version, results
+
+
+def _scans_from_pb(msg: map_pb2.FrameResult, results: list[Result]) -> None:
+    keys, values = list(msg.scan_keys), list(msg.scan_values)
+    k = v = 0
+    for result, key_count, value_count in zip(results, msg.key_counts, msg.value_counts, strict=True):
+        result.keys = keys[k : k + key_count]
+        result.values = values[v : v + value_count] if value_count else None
+        k += key_count
+        v += value_count
