@@ -12,9 +12,8 @@ its neighbours' shares, and answers its peers over gRPC::
         users.get("user:1")
 """
 
-from peergrid._mapcore import LocalMapStats
 from peergrid.aio import AsyncGrid, AsyncMap
-from peergrid.config import GridConfig, Limits, Timing, TLSConfig
+from peergrid.config import GridConfig, Limits, MapConfig, NearCacheConfig, Timing, TLSConfig
 from peergrid.errors import (
     ArgumentError,
     CapacityError,
@@ -34,9 +33,11 @@ from peergrid.errors import (
     RemoteError,
     SerializationError,
 )
+from peergrid.events.model import EntryEvent
 from peergrid.grid import Grid
 from peergrid.map import DistributedMap
 from peergrid.protocol import Member
+from peergrid.stats import LocalMapStats, MapStats
 
 __version__ = "0.1.0"
 
@@ -49,6 +50,7 @@ __all__ = [
     "ClusterNameMismatchError",
     "ConfigError",
     "DistributedMap",
+    "EntryEvent",
     "Grid",
     "GridClosedError",
     "GridConfig",
@@ -58,7 +60,10 @@ __all__ = [
     "LimitExceededError",
     "Limits",
     "LocalMapStats",
+    "MapConfig",
+    "MapStats",
     "Member",
+    "NearCacheConfig",
     "OperationTimeoutError",
     "PartitionLostError",
     "PeerGridError",

@@ -8,13 +8,15 @@ only there), then decode the result or raise the error it carries (here).
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from peergrid.config import MapConfig
 from peergrid.errors import (
     ArgumentError,
+    CapacityError,
     GridClosedError,
     IndeterminateWriteError,
     LimitExceededError,
@@ -29,6 +31,7 @@ from peergrid.protocol import WRITES, Code, Op, Result, Status
 from peergrid.serialization import Key, decode_key, encode_key
 
 if TYPE_CHECKING:
+    from peergrid.nearcache import NearCache
     from peergrid.node import Node
 
 _NAMES = {
@@ -47,20 +50,6 @@ _NAMES = {
     Code.RECOVER: "recover_lost_partitions",
 }
 MAX_MAP_NAME = 255
-
-
-@dataclass(frozen=True)
-class LocalMapStats:
-    """What one member holds of one map."""
-
-    owned_entries: int
-    """Live entries in partitions this member owns."""
-    backup_entries: int
-    """Live entries in backup copies this member holds."""
-    owned_bytes: int
-    """Key and value bytes (serialized) in owned partitions."""
-    backup_bytes: int
-    """Key and value bytes in backup copies."""
 
 
 def check_map_name(name: object) -> str:
@@ -82,10 +71,14 @@ def check_ttl(ttl: object) -> float:
 class MapCore:
     """Encoding and decoding for one map on one member."""
 
-    def __init__(self, node: Node, name: str, ttl: float | None) -> None:
+    def __init__(self, node: Node, name: str, config: MapConfig | None = None) -> None:
         self.node = node
         self.name = check_map_name(name)
-        self.default_ttl = check_ttl(ttl)
+        self.config = config or MapConfig()
+        self.default_ttl = check_ttl(self.config.ttl)
+        self._jitter = self.config.ttl_jitter
+        self.near: NearCache | None = node.near_caches.get(name)
+        self.counters = node.counters_of(name)
         self.readable = node.manager.readable
         self.loads = node.serializer.loads
         self.dumps = node.serializer.dumps
@@ -114,8 +107,37 @@ class MapCore:
         return data
 
     def ttl(self, ttl: object) -> float:
-        """The TTL to send: the call's, else the map's default."""
-        return check_ttl(ttl) if ttl is not None else self.default_ttl
+        """The TTL to send: the call's, else the map's default (spread by its jitter)."""
+        if ttl is not None:
+            return check_ttl(ttl)
+        if self._jitter and self.default_ttl:
+            return self.default_ttl * (1 + random.uniform(-self._jitter, self._jitter))  # noqa: S311
+        return self.default_ttl
+
+    # ------------------------------------------------------------------ accounting
+    def got(self, started: float, found: bool) -> None:
+        """Count a get that began at ``started`` (perf_counter)."""
+        counters = self.counters
+        counters.gets += 1
+        if found:
+            counters.hits += 1
+        else:
+            counters.misses += 1
+        counters.get_latency.record(time.perf_counter() - started)
+
+    def wrote(self, started: float, code: int) -> None:
+        """Count a write that began at ``started``."""
+        counters = self.counters
+        if code == Code.DELETE:
+            counters.removes += 1
+        else:
+            counters.puts += 1
+        counters.put_latency.record(time.perf_counter() - started)
+
+    def invalidate(self, key: bytes) -> None:
+        """A write through this member: drop the near-cached key (read-your-writes)."""
+        if self.near is not None:
+            self.near.invalidate(key)
 
     def keyed(self, code: int, key: object, value: bytes = b"", expect: bytes = b"", ttl: float = 0.0) -> Op:
         """An op on one key."""
@@ -168,6 +190,8 @@ class MapCore:
                 "again, empty",
                 op.partition,
             )
+        if status == Status.CAPACITY:
+            raise CapacityError(f"{name} refused: {message}")
         if status == Status.QUORUM:
             raise QuorumError(f"{name} refused: {message}")
         if status == Status.TIMEOUT:

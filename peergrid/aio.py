@@ -8,21 +8,34 @@ future from there. Owner-local reads return without any hop.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Generator, Iterable, Mapping
+import time
+from collections.abc import Callable, Coroutine, Generator, Iterable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
-from peergrid._mapcore import LocalMapStats, MapCore
-from peergrid.config import GridConfig, reject_unknown
+from peergrid._mapcore import MapCore
+from peergrid.config import GridConfig, MapConfig, reject_unknown
 from peergrid.errors import ArgumentError, ConfigError
-from peergrid.grid import cluster_safe
+from peergrid.grid import cluster_safe, map_config
 from peergrid.invocation.invoker import Group
-from peergrid.map import _local_stats, recover_ops, recovered
+from peergrid.map import (
+    _LISTENER_ARGS,
+    _listener_registration,
+    _local_stats,
+    add_listener,
+    cluster_stats,
+    recover_ops,
+    recovered,
+    remove_listener,
+)
+from peergrid.nearcache import MISS
 from peergrid.node import Node
 from peergrid.protocol import Code, Member, Op, Result
 from peergrid.serialization import Key
+from peergrid.stats import LocalMapStats, MapStats
 
 _MARGIN = 1.0
+T = TypeVar("T")
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -33,8 +46,8 @@ def _resolve(future: asyncio.Future[None]) -> None:
 class AsyncMap:
     """A distributed map for asyncio code; see ``DistributedMap`` for the semantics."""
 
-    def __init__(self, node: Node, name: str, ttl: float | None = None) -> None:
-        self._core = MapCore(node, name, ttl)
+    def __init__(self, node: Node, name: str, config: MapConfig | None = None) -> None:
+        self._core = MapCore(node, name, config)
         self._node = node
         self.name = self._core.name
 
@@ -64,21 +77,53 @@ class AsyncMap:
             raise core.timed_out(ops[0]) from None
         return core.check_all(calls)
 
+    async def _write(self, op: Op) -> Result:
+        core = self._core
+        started = time.perf_counter()
+        core.invalidate(op.key)
+        try:
+            result = await self._run(op)
+        finally:
+            core.invalidate(op.key)
+        core.wrote(started, op.code)
+        return result
+
     async def get(self, key: Key, default: Any = None) -> Any:
         """The value of ``key``, or ``default``."""
         core = self._core
         self._node.ensure_open()
+        started = time.perf_counter()
         encoded, partition = core.key(key)
+        near = core.near
+        if near is not None:
+            cached = near.lookup(encoded)
+            if cached is not MISS:
+                core.got(started, True)
+                return cached
         local, value = core.local_value(encoded, partition)
         if local:
+            core.got(started, value is not None)
             return default if value is None else core.loads(value)
-        return core.decoded(await self._run(Op(Code.GET, partition, self.name, encoded)), default)
+        if near is not None:
+            near.begin(encoded)
+        found, decoded = False, None
+        try:
+            result = await self._run(Op(Code.GET, partition, self.name, encoded))
+            found = result.found
+            decoded = core.decoded(result)
+        finally:
+            if near is not None:
+                near.end(encoded, partition, decoded, found)
+        core.got(started, found)
+        return decoded if found else default
 
     async def contains_key(self, key: Key) -> bool:
         """True when ``key`` has a live value."""
         core = self._core
         self._node.ensure_open()
         encoded, partition = core.key(key)
+        if core.near is not None and core.near.lookup(encoded) is not MISS:
+            return True
         local, value = core.local_value(encoded, partition)
         if local:
             return value is not None
@@ -87,39 +132,54 @@ class AsyncMap:
     async def get_all(self, keys: Iterable[Key]) -> dict[Key, Any]:
         """The live values of ``keys``: one RPC per owning member."""
         self._node.ensure_open()
-        originals, ops, found = self._core.batch_ops(keys)
-        if ops:
-            for op, result in zip(ops, await self._run_all(ops), strict=True):
-                if result.found:
-                    found[originals[op.key]] = self._core.loads(result.value)
+        core = self._core
+        originals, ops, found = core.batch_ops(keys)
+        near = core.near
+        if not ops:
+            return found
+        if near is not None:
+            for op in ops:
+                near.begin(op.key)
+        results: list[Result] = []
+        try:
+            results = await self._run_all(ops)
+        finally:
+            for i, op in enumerate(ops):
+                result = results[i] if i < len(results) else None
+                value = core.decoded(result) if result is not None and result.found else None
+                if result is not None and result.found:
+                    found[originals[op.key]] = value
+                if near is not None:
+                    near.end(op.key, op.partition, value, result is not None and result.found)
         return found
 
     async def put(self, key: Key, value: Any, ttl: float | None = None, **unknown: Any) -> Any:
         """Store ``value``; return the previous value or None."""
         reject_unknown("put", unknown, ("key", "value", "ttl"))
         core = self._core
-        return core.decoded(await self._run(core.keyed(Code.PUT, key, core.value(value), ttl=core.ttl(ttl))))
+        return core.decoded(
+            await self._write(core.keyed(Code.PUT, key, core.value(value), ttl=core.ttl(ttl)))
+        )
 
     async def set(self, key: Key, value: Any, ttl: float | None = None, **unknown: Any) -> None:
         """Store ``value`` without returning the previous one."""
         reject_unknown("set", unknown, ("key", "value", "ttl"))
         core = self._core
-        await self._run(core.keyed(Code.SET, key, core.value(value), ttl=core.ttl(ttl)))
+        await self._write(core.keyed(Code.SET, key, core.value(value), ttl=core.ttl(ttl)))
 
     async def put_if_absent(self, key: Key, value: Any, ttl: float | None = None, **unknown: Any) -> Any:
         """Store only if absent; return the existing value or None."""
         reject_unknown("put_if_absent", unknown, ("key", "value", "ttl"))
         core = self._core
         op = core.keyed(Code.PUT_IF_ABSENT, key, core.value(value), ttl=core.ttl(ttl))
-        return core.decoded(await self._run(op))
+        return core.decoded(await self._write(op))
 
     async def replace(self, key: Key, value: Any, ttl: float | None = None, **unknown: Any) -> Any:
         """Store only if present; return the previous value or None."""
         reject_unknown("replace", unknown, ("key", "value", "ttl"))
         core = self._core
-        return core.decoded(
-            await self._run(core.keyed(Code.REPLACE, key, core.value(value), ttl=core.ttl(ttl)))
-        )
+        op = core.keyed(Code.REPLACE, key, core.value(value), ttl=core.ttl(ttl))
+        return core.decoded(await self._write(op))
 
     async def replace_if_same(
         self, key: Key, old: Any, new: Any, ttl: float | None = None, **unknown: Any
@@ -128,19 +188,28 @@ class AsyncMap:
         reject_unknown("replace_if_same", unknown, ("key", "old", "new", "ttl"))
         core = self._core
         op = core.keyed(Code.REPLACE_IF_SAME, key, core.value(new), core.value(old), core.ttl(ttl))
-        return (await self._run(op)).found
+        return (await self._write(op)).found
 
     async def delete(self, key: Key) -> bool:
         """Remove ``key``; True if it had a live value."""
-        return (await self._run(self._core.keyed(Code.DELETE, key))).found
+        return (await self._write(self._core.keyed(Code.DELETE, key))).found
 
     async def put_all(self, mapping: Mapping[Key, Any], ttl: float | None = None, **unknown: Any) -> None:
         """Store every entry: one RPC per owning member, in parallel."""
         reject_unknown("put_all", unknown, ("mapping", "ttl"))
         self._node.ensure_open()
-        ops = self._core.put_ops(mapping, ttl)
-        if ops:
+        core = self._core
+        ops = core.put_ops(mapping, ttl)
+        if not ops:
+            return
+        for op in ops:
+            core.invalidate(op.key)
+        try:
             await self._run_all(ops)
+        finally:
+            for op in ops:
+                core.invalidate(op.key)
+        core.counters.puts += len(ops)
 
     async def size(self) -> int:
         """Live entries in the whole map."""
@@ -148,7 +217,14 @@ class AsyncMap:
 
     async def clear(self) -> None:
         """Remove every entry."""
-        await self._run_all(self._core.per_partition(Code.CLEAR))
+        near = self._core.near
+        if near is not None:
+            near.clear()
+        try:
+            await self._run_all(self._core.per_partition(Code.CLEAR))
+        finally:
+            if near is not None:
+                near.clear()
 
     async def keys(self) -> list[Key]:
         """Every live key."""
@@ -162,11 +238,44 @@ class AsyncMap:
         """Every live value."""
         return [value for _, value in await self.items()]
 
+    async def add_entry_listener(
+        self,
+        on_added: Callable[..., Any] | None = None,
+        on_updated: Callable[..., Any] | None = None,
+        on_removed: Callable[..., Any] | None = None,
+        on_expired: Callable[..., Any] | None = None,
+        on_evicted: Callable[..., Any] | None = None,
+        key: Key | None = None,
+        include_value: bool = True,
+        local: bool = False,
+        on_gap: Callable[[list[int]], Any] | None = None,
+        **unknown: Any,
+    ) -> str:
+        """Like ``DistributedMap.add_entry_listener``; callbacks (plain or ``async def``) run on this loop."""
+        reject_unknown("add_entry_listener", unknown, _LISTENER_ARGS)
+        registration = _listener_registration(
+            on_added, on_updated, on_removed, on_expired, on_evicted, key, include_value, local, on_gap
+        )
+        loop = asyncio.get_running_loop()
+        return await self._on_member(
+            add_listener(self._node, self.name, self._core.loads, registration, loop)
+        )
+
+    async def remove_entry_listener(self, listener_id: str) -> bool:
+        """Stop a listener; True if it was registered."""
+        return await self._on_member(remove_listener(self._node, self.name, listener_id))
+
     async def local_stats(self) -> LocalMapStats:
-        """What this member holds of this map."""
+        """What this member holds of this map, and what it counted."""
+        return await self._on_member(_local_stats(self._node, self.name))
+
+    async def stats(self) -> MapStats:
+        """This map's statistics on every member, and their sum."""
+        return await self._on_member(cluster_stats(self._node, self.name))
+
+    async def _on_member(self, coro: Coroutine[Any, Any, T]) -> T:
         self._node.ensure_open()
-        future = asyncio.run_coroutine_threadsafe(_local_stats(self._node, self.name), self._node.loop)
-        return await asyncio.wrap_future(future)
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._node.loop))
 
 
 class AsyncGrid:
@@ -226,15 +335,16 @@ class AsyncGrid:
         """The current member list, oldest first."""
         return list(self.node.membership.members.members)
 
-    def get_map(self, name: str, ttl: float | None = None, **unknown: Any) -> AsyncMap:
-        """The distributed map ``name``."""
-        reject_unknown("get_map", unknown, ("name", "ttl"))
-        self.node.ensure_open()
-        if ttl is not None:
-            return AsyncMap(self.node, name, ttl)
-        if name not in self._maps:
-            self._maps[name] = AsyncMap(self.node, name)
-        return self._maps[name]
+    def get_map(self, name: str, **options: Any) -> AsyncMap:
+        """The distributed map ``name``; options as ``Grid.get_map`` (``peergrid.MapConfig``)."""
+        node = self.node
+        node.ensure_open()
+        existing = self._maps.get(name)
+        if existing is not None and not options:
+            return existing
+        handle = AsyncMap(node, name, map_config(node, name, options))
+        self._maps[name] = handle
+        return handle
 
     async def wait_until_safe(self, timeout: float = 10.0) -> bool:
         """True once no migration runs and every backup is in sync; False after ``timeout``."""

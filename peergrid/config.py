@@ -133,6 +133,91 @@ class TLSConfig:
             return cls(certificate=c.read(), private_key=k.read(), ca_certificate=a.read())
 
 
+EvictionPolicy = Literal["lru", "lfu", "none"]
+
+
+@dataclass(frozen=True)
+class NearCacheConfig:
+    """A near cache: decoded values of other members' entries kept in the reading member.
+
+    A hit is a dict lookup: no RPC, no decode. Every change on an entry's owner
+    invalidates it here; if this member cannot hear from the owner (a dropped
+    stream, a slow network), its entries stop being served after
+    ``max_staleness`` seconds, which bounds how long after a write was
+    acknowledged an old value may still be read here.
+    """
+
+    max_entries: int = 10_000
+    """Most entries kept (least recently used ones make room)."""
+    ttl: float | None = None
+    """Seconds an entry is served before it is fetched again (None: until invalidated)."""
+    max_staleness: float = 1.0
+    """Seconds without word from an entry's owner after which its entries are not served."""
+
+    def validate(self, where: str) -> None:
+        """Raise ``ConfigError`` when a value is out of range."""
+        _check_int(f"{where}.max_entries", self.max_entries, 1, 100_000_000)
+        _check_positive(f"{where}.ttl", self.ttl, allow_none=True)
+        _check_positive(f"{where}.max_staleness", self.max_staleness, allow_none=False)
+
+
+@dataclass(frozen=True)
+class MapConfig:
+    """How one map behaves. Configure a map the same way on every member.
+
+    Pass it in ``GridConfig(maps={"users": MapConfig(...)})`` or as keywords of
+    ``grid.get_map("users", ...)``. The bounds are per member, over the entries
+    it owns (backup copies do not count and follow their owner's evictions).
+    """
+
+    ttl: float | None = None
+    """Default seconds to live of entries written without their own ttl."""
+    ttl_jitter: float = 0.0
+    """Spread the default ttl by up to this fraction (0.1: +-10%), against expiry stampedes."""
+    max_idle: float | None = None
+    """Entries not read or written for this many seconds expire."""
+    max_entries: int | None = None
+    """Most entries this member owns of this map."""
+    max_bytes: int | None = None
+    """Most serialized key and value bytes this member owns of this map."""
+    eviction: EvictionPolicy = "lru"
+    """What a write beyond a bound does: evict (sampled LRU or LFU, as Redis does) or, with
+    ``"none"``, raise ``CapacityError``."""
+    near_cache: NearCacheConfig | None = None
+    """Keep other members' entries, decoded, in this member (see ``NearCacheConfig``)."""
+
+    @classmethod
+    def from_options(cls, name: str, base: MapConfig | None, **options: Any) -> MapConfig:
+        """``base`` with ``options`` applied; unknown option names raise ``ArgumentError``."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        reject_unknown("get_map", {k: v for k, v in options.items() if k not in names}, ("name", *names))
+        config = dataclasses.replace(base or cls(), **{k: v for k, v in options.items() if v is not None})
+        config.validate(f"map {name!r}")
+        return config
+
+    @property
+    def bounded(self) -> bool:
+        """True when the map has a size bound."""
+        return self.max_entries is not None or self.max_bytes is not None
+
+    def validate(self, where: str = "map") -> None:
+        """Raise ``ConfigError`` when a value is out of range."""
+        _check_positive(f"{where}.ttl", self.ttl, allow_none=True)
+        _check_positive(f"{where}.max_idle", self.max_idle, allow_none=True)
+        if not isinstance(self.ttl_jitter, int | float) or not 0 <= self.ttl_jitter < 1:
+            raise ConfigError(f"{where}.ttl_jitter must be a fraction in [0, 1), got {self.ttl_jitter!r}")
+        if self.max_entries is not None:
+            _check_int(f"{where}.max_entries", self.max_entries, 1, 10**12)
+        if self.max_bytes is not None:
+            _check_int(f"{where}.max_bytes", self.max_bytes, 1, 10**15)
+        if self.eviction not in ("lru", "lfu", "none"):
+            raise ConfigError(f"{where}.eviction must be 'lru', 'lfu' or 'none', got {self.eviction!r}")
+        if self.near_cache is not None:
+            if not isinstance(self.near_cache, NearCacheConfig):
+                raise ConfigError(f"{where}.near_cache must be a peergrid.NearCacheConfig")
+            self.near_cache.validate(f"{where}.near_cache")
+
+
 @dataclass(frozen=True)
 class GridConfig:
     """The configuration of one member. ``peergrid.Grid(**kwargs)`` builds one."""
@@ -163,6 +248,10 @@ class GridConfig:
     """Mutual TLS between members; ``None`` means plaintext."""
     timing: Timing = field(default_factory=Timing)
     limits: Limits = field(default_factory=Limits)
+    maps: Mapping[str, MapConfig] = field(default_factory=dict)
+    """Per-map configuration, by map name."""
+    metrics_port: int | None = None
+    """Serve Prometheus metrics on this port (needs ``peergrid[metrics]``); None: off."""
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> GridConfig:
@@ -213,6 +302,14 @@ class GridConfig:
             raise ConfigError(f"limits must be a peergrid.Limits, got {type(self.limits).__name__}")
         self.timing.validate()
         self.limits.validate()
+        for name, map_config in dict(self.maps).items():
+            if not isinstance(map_config, MapConfig):
+                raise ConfigError(
+                    f"maps[{name!r}] must be a peergrid.MapConfig, got {type(map_config).__name__}"
+                )
+            map_config.validate(f"map {name!r}")
+        if self.metrics_port is not None:
+            _check_int("metrics_port", self.metrics_port, 0, 65535)
 
 
 def parse_address(address: str, *, what: str = "address") -> tuple[str, int]:
@@ -228,6 +325,13 @@ def parse_address(address: str, *, what: str = "address") -> tuple[str, int]:
     if not host or not 0 <= port <= 65535:
         raise ConfigError(f"{what} {address!r} needs a host and a port between 0 and 65535")
     return host, port
+
+
+def _check_positive(name: str, value: object, *, allow_none: bool) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
+        raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
 
 
 def _check_int(name: str, value: object, low: int, high: int) -> None:

@@ -8,7 +8,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from peergrid.config import GridConfig, reject_unknown
+from peergrid._mapcore import check_map_name
+from peergrid.config import GridConfig, MapConfig
 from peergrid.errors import ArgumentError, ConfigError
 from peergrid.map import DistributedMap, recover_ops, recovered, run_ops
 from peergrid.node import Node
@@ -76,20 +77,23 @@ class Grid:
         return self._node.membership.members.find(owner) if owner else None
 
     # ------------------------------------------------------------------ maps
-    def get_map(self, name: str, ttl: float | None = None, **unknown: Any) -> DistributedMap:
+    def get_map(self, name: str, **options: Any) -> DistributedMap:
         """The distributed map ``name`` (the same name is the same map on every member).
 
-        ``ttl`` is the default time to live, in seconds, of entries written
-        through this handle without one of their own.
+        Options are those of ``peergrid.MapConfig``: ``ttl``, ``ttl_jitter``,
+        ``max_idle``, ``max_entries``, ``max_bytes``, ``eviction``,
+        ``near_cache=peergrid.NearCacheConfig(...)``. They override
+        ``GridConfig.maps[name]``; a map is configured once per member (asking
+        again with other options raises ``ConfigError``), and should be
+        configured the same way on every member.
         """
-        reject_unknown("get_map", unknown, ("name", "ttl"))
         self._node.ensure_open()
         existing = self._maps.get(name)
-        if existing is not None and ttl is None:
+        if existing is not None and not options:
             return existing
-        handle = DistributedMap(self._node, name, ttl)
-        if ttl is None:
-            self._maps[name] = handle
+        config = map_config(self._node, name, options)
+        handle = DistributedMap(self._node, name, config)
+        self._maps[name] = handle
         return handle
 
     # ------------------------------------------------------------------ safety
@@ -141,6 +145,19 @@ class Grid:
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"{len(self.members())} members"
         return f"Grid(cluster={self.config.cluster!r}, address={self.address!r}, {state})"
+
+
+def map_config(node: Node, name: str, options: dict[str, Any]) -> MapConfig:
+    """Build map ``name``'s configuration from ``options`` and register it on the member."""
+    check_map_name(name)
+    base = node.registry.configured(name) or node.config.maps.get(name)
+    config = MapConfig.from_options(name, base, **options)
+
+    async def configure() -> None:
+        node.configure_map(name, config)
+
+    node.run(configure(), timeout=10)
+    return config
 
 
 async def cluster_safe(node: Node, timeout: float) -> bool:

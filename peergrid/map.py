@@ -1,22 +1,28 @@
 """DistributedMap: the sync API of a map partitioned over the cluster.
 
 Reads of keys whose partition this member owns are served from its own
-memory, on the caller's thread, with no RPC and no thread hop. Everything else
-goes to the partition's owner through the member's loop, coalesced with other
-callers' operations bound for the same member.
+memory, on the caller's thread, with no RPC and no thread hop; so are hits in
+the map's near cache, if it has one. Everything else goes to the partition's
+owner through the member's loop, coalesced with other callers' operations
+bound for the same member.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from peergrid._mapcore import LocalMapStats, MapCore
-from peergrid.config import reject_unknown
-from peergrid.errors import OperationTimeoutError
+from peergrid._mapcore import MapCore
+from peergrid.config import MapConfig, reject_unknown
+from peergrid.errors import ArgumentError, OperationTimeoutError, PeerGridError
+from peergrid.events.model import EventKind
 from peergrid.invocation.invoker import Group
+from peergrid.nearcache import MISS
 from peergrid.protocol import Code, Op, Result
-from peergrid.serialization import Key
+from peergrid.serialization import Key, encode_key
+from peergrid.stats import LocalMapStats, MapStats, aggregate
 
 if TYPE_CHECKING:
     from peergrid.node import Node
@@ -33,11 +39,11 @@ class DistributedMap:
     list and dict, nested). Every method may raise a ``PeerGridError``:
     ``OperationTimeoutError`` when the owner cannot be reached within the
     deadline, ``IndeterminateWriteError`` when a write's outcome is unknown,
-    ``PartitionLostError``, ``QuorumError``, ``GridClosedError``.
+    ``PartitionLostError``, ``QuorumError``, ``CapacityError``, ``GridClosedError``.
     """
 
-    def __init__(self, node: Node, name: str, ttl: float | None = None) -> None:
-        self._core = MapCore(node, name, ttl)
+    def __init__(self, node: Node, name: str, config: MapConfig | None = None) -> None:
+        self._core = MapCore(node, name, config)
         self._node = node
         self.name = self._core.name
 
@@ -54,26 +60,59 @@ class DistributedMap:
     def _run_all(self, ops: list[Op]) -> list[Result]:
         return run_ops(self._node, ops, self._core)
 
+    def _write(self, op: Op) -> Result:
+        core = self._core
+        started = time.perf_counter()
+        core.invalidate(op.key)
+        try:
+            result = self._run(op)
+        finally:
+            core.invalidate(op.key)  # a fetch that raced the write must not be kept
+        core.wrote(started, op.code)
+        return result
+
     # ------------------------------------------------------------------ reads
     def get(self, key: Key, default: Any = None) -> Any:
         """The value of ``key``, or ``default`` when it is absent or expired."""
         core = self._core
         if self._node.closed:
             self._node.ensure_open()
+        started = time.perf_counter()
         encoded, partition = core.key(key)
+        near = core.near
+        if near is not None:
+            cached = near.lookup(encoded)
+            if cached is not MISS:
+                core.got(started, True)
+                return cached
         part = core.readable[partition]
         if part is not None:  # owner-local: a dict lookup on this thread
             store = part.maps.get(self.name)
             value = store.get(encoded) if store is not None else None
+            core.got(started, value is not None)
             return default if value is None else core.loads(value)
-        result = self._run(Op(Code.GET, partition, self.name, encoded))
-        return core.decoded(result, default)
+        if near is None:
+            result = self._run(Op(Code.GET, partition, self.name, encoded))
+            core.got(started, result.found)
+            return core.decoded(result, default)
+        near.begin(encoded)
+        found, decoded = False, None
+        try:
+            result = self._run(Op(Code.GET, partition, self.name, encoded))
+            found = result.found
+            decoded = core.decoded(result)
+        finally:
+            near.end(encoded, partition, decoded, found)
+        core.got(started, found)
+        return decoded if found else default
 
     def contains_key(self, key: Key) -> bool:
         """True when ``key`` has a live value."""
         core = self._core
         self._node.ensure_open()
         encoded, partition = core.key(key)
+        if core.near is not None and core.near.lookup(encoded) is not MISS:
+            return True
         local, value = core.local_value(encoded, partition)
         if local:
             return value is not None
@@ -82,10 +121,29 @@ class DistributedMap:
     def get_all(self, keys: Iterable[Key]) -> dict[Key, Any]:
         """The live values of ``keys`` (absent keys are left out): one RPC per owning member."""
         self._node.ensure_open()
-        originals, ops, found = self._core.batch_ops(keys)
-        for op, result in zip(ops, self._run_all(ops), strict=True):
-            if result.found:
-                found[originals[op.key]] = self._core.loads(result.value)
+        core = self._core
+        started = time.perf_counter()
+        originals, ops, found = core.batch_ops(keys)
+        near = core.near
+        for op in ops:
+            if near is not None:
+                near.begin(op.key)
+        results: list[Result] = []
+        try:
+            results = self._run_all(ops) if ops else []
+        finally:
+            for i, op in enumerate(ops):
+                result = results[i] if i < len(results) else None
+                value = core.decoded(result) if result is not None and result.found else None
+                if result is not None and result.found:
+                    found[originals[op.key]] = value
+                if near is not None:
+                    near.end(op.key, op.partition, value, result is not None and result.found)
+        counters = core.counters
+        counters.gets += len(originals)
+        counters.hits += len(found)
+        counters.misses += len(originals) - len(found)
+        counters.get_latency.record(time.perf_counter() - started)
         return found
 
     def size(self) -> int:
@@ -112,39 +170,37 @@ class DistributedMap:
         """
         reject_unknown("put", unknown, ("key", "value", "ttl"))
         core = self._core
-        op = core.keyed(Code.PUT, key, core.value(value), ttl=core.ttl(ttl))
-        return core.decoded(self._run(op))
+        return core.decoded(self._write(core.keyed(Code.PUT, key, core.value(value), ttl=core.ttl(ttl))))
 
     def set(self, key: Key, value: Any, ttl: float | None = None, **unknown: Any) -> None:
         """Store ``value`` under ``key`` without returning the previous value (cheaper than put)."""
         reject_unknown("set", unknown, ("key", "value", "ttl"))
         core = self._core
-        self._run(core.keyed(Code.SET, key, core.value(value), ttl=core.ttl(ttl)))
+        self._write(core.keyed(Code.SET, key, core.value(value), ttl=core.ttl(ttl)))
 
     def put_if_absent(self, key: Key, value: Any, ttl: float | None = None, **unknown: Any) -> Any:
         """Store ``value`` only if ``key`` has no live value; return the existing value or None."""
         reject_unknown("put_if_absent", unknown, ("key", "value", "ttl"))
         core = self._core
-        return core.decoded(
-            self._run(core.keyed(Code.PUT_IF_ABSENT, key, core.value(value), ttl=core.ttl(ttl)))
-        )
+        op = core.keyed(Code.PUT_IF_ABSENT, key, core.value(value), ttl=core.ttl(ttl))
+        return core.decoded(self._write(op))
 
     def replace(self, key: Key, value: Any, ttl: float | None = None, **unknown: Any) -> Any:
         """Store ``value`` only if ``key`` has a live value; return that previous value or None."""
         reject_unknown("replace", unknown, ("key", "value", "ttl"))
         core = self._core
-        return core.decoded(self._run(core.keyed(Code.REPLACE, key, core.value(value), ttl=core.ttl(ttl))))
+        return core.decoded(self._write(core.keyed(Code.REPLACE, key, core.value(value), ttl=core.ttl(ttl))))
 
     def replace_if_same(self, key: Key, old: Any, new: Any, ttl: float | None = None, **unknown: Any) -> bool:
         """Store ``new`` only if ``key``'s live value equals ``old``; True if it did."""
         reject_unknown("replace_if_same", unknown, ("key", "old", "new", "ttl"))
         core = self._core
         op = core.keyed(Code.REPLACE_IF_SAME, key, core.value(new), core.value(old), core.ttl(ttl))
-        return self._run(op).found
+        return self._write(op).found
 
     def delete(self, key: Key) -> bool:
         """Remove ``key``; True if it had a live value."""
-        return self._run(self._core.keyed(Code.DELETE, key)).found
+        return self._write(self._core.keyed(Code.DELETE, key)).found
 
     def put_all(self, mapping: Mapping[Key, Any], ttl: float | None = None, **unknown: Any) -> None:
         """Store every entry of ``mapping``: one RPC per owning member, in parallel.
@@ -154,11 +210,29 @@ class DistributedMap:
         """
         reject_unknown("put_all", unknown, ("mapping", "ttl"))
         self._node.ensure_open()
-        self._run_all(self._core.put_ops(mapping, ttl))
+        core = self._core
+        ops = core.put_ops(mapping, ttl)
+        started = time.perf_counter()
+        for op in ops:
+            core.invalidate(op.key)
+        try:
+            self._run_all(ops)
+        finally:
+            for op in ops:
+                core.invalidate(op.key)
+        core.counters.puts += len(ops)
+        core.counters.put_latency.record(time.perf_counter() - started)
 
     def clear(self) -> None:
         """Remove every entry of the map, on every member."""
-        self._run_all(self._core.per_partition(Code.CLEAR))
+        near = self._core.near
+        if near is not None:
+            near.clear()
+        try:
+            self._run_all(self._core.per_partition(Code.CLEAR))
+        finally:
+            if near is not None:
+                near.clear()
 
     # ------------------------------------------------------------------ mapping protocol
     def __getitem__(self, key: Key) -> Any:
@@ -184,16 +258,158 @@ class DistributedMap:
     def __iter__(self) -> Iterator[Key]:
         return iter(self.keys())
 
+    # ------------------------------------------------------------------ listeners
+    def add_entry_listener(
+        self,
+        on_added: Callable[..., Any] | None = None,
+        on_updated: Callable[..., Any] | None = None,
+        on_removed: Callable[..., Any] | None = None,
+        on_expired: Callable[..., Any] | None = None,
+        on_evicted: Callable[..., Any] | None = None,
+        key: Key | None = None,
+        include_value: bool = True,
+        local: bool = False,
+        on_gap: Callable[[list[int]], Any] | None = None,
+        **unknown: Any,
+    ) -> str:
+        """Call back on changes to this map's entries; return the listener's id.
+
+        Each callback receives an ``EntryEvent`` (kind, map, key, value,
+        old_value). ``key`` limits events to one key; ``include_value=False``
+        leaves values out (cheaper); ``local=True`` hears only of entries this
+        member owns. Events of one key arrive in order. Callbacks run one at a
+        time on a peergrid thread. ``on_gap(partitions)`` hears of events that
+        may have been missed (an owner died, a connection broke). Once this
+        returns, no later change is missed (barring such gaps).
+        """
+        reject_unknown("add_entry_listener", unknown, _LISTENER_ARGS)
+        registration = _listener_registration(
+            on_added, on_updated, on_removed, on_expired, on_evicted, key, include_value, local, on_gap
+        )
+        return self._node.run(  # type: ignore[no-any-return]
+            add_listener(self._node, self.name, self._core.loads, registration, None),
+            timeout=self._core.timeout + self._node.config.timing.rpc_timeout,
+        )
+
+    def remove_entry_listener(self, listener_id: str) -> bool:
+        """Stop a listener; True if it was registered."""
+        return self._node.run(remove_listener(self._node, self.name, listener_id), timeout=10)  # type: ignore[no-any-return]
+
     # ------------------------------------------------------------------ stats
     def local_stats(self) -> LocalMapStats:
-        """What this member holds of this map (owned and backup entries and bytes)."""
-        stats: LocalMapStats = self._node.run(_local_stats(self._node, self.name), timeout=self._core.timeout)
-        return stats
+        """What this member holds of this map, and what it counted (see ``LocalMapStats``)."""
+        return self._node.run(_local_stats(self._node, self.name), timeout=self._core.timeout)  # type: ignore[no-any-return]
+
+    def stats(self) -> MapStats:
+        """This map's statistics on every member, and their sum."""
+        return self._node.run(cluster_stats(self._node, self.name), timeout=self._core.timeout)  # type: ignore[no-any-return]
+
+
+class _Missing:
+    pass
+
+
+_MISSING = _Missing()
+_LISTENER_ARGS = (
+    "on_added",
+    "on_updated",
+    "on_removed",
+    "on_expired",
+    "on_evicted",
+    "key",
+    "include_value",
+    "local",
+    "on_gap",
+)
+
+
+def _listener_registration(
+    on_added: Any,
+    on_updated: Any,
+    on_removed: Any,
+    on_expired: Any,
+    on_evicted: Any,
+    key: Key | None,
+    include_value: bool,
+    local: bool,
+    on_gap: Any,
+) -> dict[str, Any]:
+    callbacks = {
+        kind: fn
+        for kind, fn in (
+            (EventKind.ADDED, on_added),
+            (EventKind.UPDATED, on_updated),
+            (EventKind.REMOVED, on_removed),
+            (EventKind.EXPIRED, on_expired),
+            (EventKind.EVICTED, on_evicted),
+        )
+        if fn is not None
+    }
+    if not callbacks:
+        raise ArgumentError(
+            "add_entry_listener needs at least one of on_added, on_updated, on_removed, "
+            "on_expired, on_evicted"
+        )
+    for fn in (*callbacks.values(), on_gap):
+        if fn is not None and not callable(fn):
+            raise ArgumentError(f"listener callbacks must be callable, got {fn!r}")
+    return {
+        "callbacks": callbacks,
+        "key": encode_key(key) if key is not None else None,
+        "include_value": bool(include_value),
+        "local": bool(local),
+        "on_gap": on_gap,
+    }
+
+
+async def add_listener(
+    node: Node,
+    name: str,
+    loads: Callable[[bytes], Any],
+    registration: dict[str, Any],
+    loop: asyncio.AbstractEventLoop | None,
+) -> str:
+    """Register a listener on the member's loop; wait until the event streams are up."""
+    hub = node.hub(name, loads)
+    fresh = not hub.listeners
+    listener = hub.add(loop=loop, **registration)
+    if fresh:
+        node.publisher.add_local(name, hub.on_local)
+    if not listener.local:
+        if not any(not other.local for other in hub.listeners.values() if other is not listener):
+            node.subscriptions.add(
+                name,
+                hub,
+                values=listener.include_value,
+                entries=True,
+                heartbeat=node.config.timing.heartbeat_interval,
+            )
+        else:
+            node.subscriptions.require(name, values=listener.include_value)
+        if not await node.subscriptions.ready(name, node.config.timing.rpc_timeout * 2):
+            raise OperationTimeoutError(
+                f"{name}.add_entry_listener: could not subscribe to every member's events in time"
+            )
+    return listener.id
+
+
+async def remove_listener(node: Node, name: str, listener_id: str) -> bool:
+    """Unregister a listener on the member's loop."""
+    hub = node.hubs.get(name)
+    if hub is None or hub.listeners.pop(listener_id, None) is None:
+        return False
+    if not hub.listeners:
+        node.publisher.remove_local(name, hub.on_local)
+        node.subscriptions.remove(name, hub)
+        del node.hubs[name]
+    elif not hub.wants_remote:
+        node.subscriptions.remove(name, hub)
+    return True
 
 
 def run_ops(node: Node, ops: list[Op], core: MapCore | None = None) -> list[Result]:
     """Run ops in parallel, one frame per owning member; wait for all; raise the first error."""
-    core = core or MapCore(node, "-", None)
+    core = core or MapCore(node, "-")
     node.ensure_open()
     group = Group(len(ops))
     calls = [core.call(op, group=group) for op in ops]
@@ -213,25 +429,22 @@ def recovered(results: list[Result]) -> list[int]:
     return [p for p, result in enumerate(results) if result.found]
 
 
-class _Missing:
-    pass
-
-
-_MISSING = _Missing()
-
-
 async def _local_stats(node: Node, name: str) -> LocalMapStats:
-    owned = backup = owned_bytes = backup_bytes = 0
-    manager = node.manager
-    for p, part in enumerate(manager.parts):
-        store = part.maps.get(name) if part is not None else None
-        if store is None:
-            continue
-        index = manager.table.replica_index(p, node.uuid)
-        if index == 0:
-            owned += store.count()
-            owned_bytes += store.nbytes
-        elif index is not None:
-            backup += store.count()
-            backup_bytes += store.nbytes
-    return LocalMapStats(owned, backup, owned_bytes, backup_bytes)
+    return node.local_stats(name)
+
+
+async def cluster_stats(node: Node, name: str) -> MapStats:
+    """Every member's statistics of ``name`` (members that do not answer are left out)."""
+    members = node.membership.members.members
+    others = [m for m in members if m.uuid != node.uuid]
+
+    async def ask(address: str) -> dict[str, float] | None:
+        try:
+            return await node.replica_client(address).map_stats(name)
+        except PeerGridError:
+            return None
+
+    answers = await asyncio.gather(*(ask(m.address) for m in others))
+    per_member = {node.address: node.local_stats(name).as_dict()}
+    per_member.update({m.address: a for m, a in zip(others, answers, strict=True) if a is not None})
+    return aggregate(per_member)

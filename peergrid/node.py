@@ -22,14 +22,22 @@ from typing import Any, ClassVar
 
 from peergrid._loop import runtime
 from peergrid.cluster.membership import Membership, State
-from peergrid.config import GridConfig, parse_address
+from peergrid.config import GridConfig, MapConfig, parse_address
 from peergrid.errors import GridClosedError, PeerGridError
+from peergrid.events.listeners import Dispatcher, ListenerHub
+from peergrid.events.model import EventBatch
+from peergrid.events.publisher import EventPublisher
+from peergrid.events.subscriptions import Subscriptions
 from peergrid.invocation.executor import Executor
 from peergrid.invocation.invoker import Invoker
+from peergrid.invocation.owner import OwnerWrites
 from peergrid.invocation.pipe import Pipe
+from peergrid.nearcache import NearCache
 from peergrid.protocol import Chunk, Copy, HeartbeatReply, JoinReply, Member, MemberList, Op, Result
 from peergrid.replication import PartitionManager
 from peergrid.serialization import serializer_named
+from peergrid.stats import LocalMapStats, MapCounters
+from peergrid.storage.registry import MapRegistry
 from peergrid.transport import PeerClient, Peers, Server
 
 log = logging.getLogger("peergrid")
@@ -59,11 +67,30 @@ class Node:
         self._peers: Peers | None = None
         self._server = Server(config, self)
         self.membership: Membership
-        self.manager = PartitionManager(config, self, self._partition_lost)
+        self.registry = MapRegistry(config.maps)
+        self.counters: dict[str, MapCounters] = {}
+        self.manager = PartitionManager(
+            config, self, self._partition_lost, self.registry.policy, self._served_changed
+        )
+        self.publisher = EventPublisher(config.partition_count, self._serving, self._table_version)
+        self.owner = OwnerWrites(self.registry, self.manager, self.publisher, self.counters_of)
         self.executor = Executor(
-            config, self.manager, self._table_version, self._has_quorum, self._values_equal
+            config,
+            self.manager,
+            self._table_version,
+            self._has_quorum,
+            self._values_equal,
+            self.registry,
+            self.publisher,
+            self.owner,
         )
         self.invoker = Invoker(self, config.timing.retry_initial, config.timing.retry_max)
+        self.subscriptions = Subscriptions(
+            self.uuid, self.replica_peer, self.spawn, config.timing.heartbeat_interval
+        )
+        self.dispatcher = Dispatcher(f"peergrid-events-{self.uuid[:8]}")
+        self.near_caches: dict[str, NearCache] = {}
+        self.hubs: dict[str, ListenerHub] = {}
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -117,7 +144,8 @@ class Node:
                 log.exception("background job failed")
 
     async def _sweep(self) -> None:
-        self.manager.sweep()
+        self.owner.sweep()
+        self.owner.touches()
 
     def shutdown(self, graceful: bool = True) -> None:
         """Leave the cluster (handing partitions over when ``graceful``) and stop. Safe twice."""
@@ -177,7 +205,9 @@ class Node:
         await asyncio.gather(*tasks, return_exceptions=True)
         if hasattr(self, "membership"):
             await self.membership.stop()
+        await self.subscriptions.stop()
         await self.manager.stop()
+        self.dispatcher.stop()
         with self._pipes_lock:
             pipes, self._pipes = list(self._pipes.values()), {}
         for pipe in pipes:
@@ -240,6 +270,9 @@ class Node:
             if member is not None and self._peers is not None:
                 self.spawn(self._peers.drop(member.address))
         self.manager.on_members(new)
+        self.subscriptions.on_members(new)
+        for near_cache in self.near_caches.values():
+            near_cache.on_table()
 
     def _removed(self) -> None:
         self.spawn(self._rejoin())
@@ -374,6 +407,91 @@ class Node:
 
     def release(self, list_version: int, partitions: list[int]) -> None:
         self.manager.handle_release(list_version, partitions)
+
+    def subscribe(
+        self, name: str, values: bool, entries: bool, heartbeat_interval: float
+    ) -> AsyncIterator[EventBatch]:
+        return self.publisher.subscribe(name, values, entries, heartbeat_interval)
+
+    def map_stats(self, name: str) -> dict[str, float]:
+        return self.local_stats(name).as_dict()
+
+    # ------------------------------------------------------------------ maps
+    def counters_of(self, name: str) -> MapCounters:
+        """This member's counters for map ``name``."""
+        counters = self.counters.get(name)
+        if counters is None:
+            counters = self.counters[name] = MapCounters()
+        return counters
+
+    def _serving(self) -> list[int]:
+        readable = self.manager.readable
+        return [p for p in self.manager.table.owned_by(self.uuid) if readable[p] is not None]
+
+    def _served_changed(self) -> None:
+        self.owner.usage_dirty = True
+
+    def configure_map(self, name: str, config: MapConfig) -> None:
+        """Register a map's configuration here (loop thread): policies, near cache."""
+        if not self.registry.configure(name, config):
+            return
+        policy = self.registry.policy(name)
+        for part in self.manager.parts:
+            store = part.maps.get(name) if part is not None else None
+            if store is not None:
+                store.set_policy(policy)
+        self.owner.usage_dirty = True
+        if config.near_cache is not None and name not in self.near_caches:
+            near_cache = NearCache(name, config.near_cache, self.manager.table.owner)
+            self.near_caches[name] = near_cache
+            interval = config.near_cache.max_staleness / 3
+            self.subscriptions.add(name, near_cache, values=False, entries=False, heartbeat=interval)
+
+    def hub(self, name: str, loads: Callable[[bytes], Any]) -> ListenerHub:
+        """The listener hub of map ``name`` (loop thread)."""
+        hub = self.hubs.get(name)
+        if hub is None:
+            hub = self.hubs[name] = ListenerHub(name, self.uuid, loads, self.dispatcher)
+        return hub
+
+    def local_stats(self, name: str) -> LocalMapStats:
+        """This member's statistics of map ``name`` (loop thread)."""
+        owned = backup = owned_bytes = backup_bytes = 0
+        manager = self.manager
+        for p, part in enumerate(manager.parts):
+            store = part.maps.get(name) if part is not None else None
+            if store is None:
+                continue
+            index = manager.table.replica_index(p, self.uuid)
+            if index == 0:
+                owned += store.count()
+                owned_bytes += store.nbytes
+            elif index is not None:
+                backup += store.count()
+                backup_bytes += store.nbytes
+        counters = self.counters_of(name)
+        near_cache = self.near_caches.get(name)
+        return LocalMapStats(
+            owned_entries=owned,
+            backup_entries=backup,
+            owned_bytes=owned_bytes,
+            backup_bytes=backup_bytes,
+            gets=counters.gets,
+            hits=counters.hits,
+            misses=counters.misses,
+            puts=counters.puts,
+            removes=counters.removes,
+            get_latency_p50=counters.get_latency.percentile(0.5),
+            get_latency_p99=counters.get_latency.percentile(0.99),
+            put_latency_p50=counters.put_latency.percentile(0.5),
+            put_latency_p99=counters.put_latency.percentile(0.99),
+            evictions=counters.evictions,
+            expirations=counters.expirations,
+            near_cache_entries=len(near_cache) if near_cache is not None else 0,
+            near_cache_hits=near_cache.hits if near_cache is not None else 0,
+            near_cache_misses=near_cache.misses if near_cache is not None else 0,
+            backup_lag=manager.replicator.lag(),
+        )
 
     # ------------------------------------------------------------------ sync helpers
     def run(self, coro: Any, timeout: float | None = None) -> Any:

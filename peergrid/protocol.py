@@ -28,6 +28,7 @@ class Code:
     KEYS = 12
     RECOVER = 13  # serve a lost partition again, empty
     BACKUP = 20  # owner -> backup: apply ``effects`` to reach ``version``
+    TOUCH = 21  # owner -> backup: entries' last access times (idle expiry), unversioned
 
 
 WRITES = frozenset(
@@ -53,7 +54,7 @@ KEYED = frozenset(
         Code.DELETE,
     }
 )
-KNOWN = KEYED | {Code.SIZE, Code.CLEAR, Code.ENTRIES, Code.KEYS, Code.BACKUP, Code.RECOVER}
+KNOWN = KEYED | {Code.SIZE, Code.CLEAR, Code.ENTRIES, Code.KEYS, Code.BACKUP, Code.RECOVER, Code.TOUCH}
 
 
 class Status:
@@ -71,6 +72,7 @@ class Status:
     TIMEOUT = 9  # local only: the deadline passed before the op could be served
     INDETERMINATE = 10  # local only: a write was sent but its outcome is unknown
     CLOSED = 11  # local only: this member was shut down
+    CAPACITY = 12  # the map is full and evicts nothing (eviction="none")
 
 
 class Effect(NamedTuple):
@@ -96,6 +98,7 @@ class EffectKind:
     PUT = 1
     DELETE = 2
     CLEAR = 3
+    TOUCH = 4  # an owner's read, for backups' idle clocks; expire_at carries the access time
 
 
 class Op:

@@ -39,7 +39,7 @@ def test_expired_entries_are_invisible_then_swept() -> None:
     assert store.get(b"old") is None
     assert store.count() == 2
     assert [k for k, _, _ in store.items()] == [b"new", b"forever"]
-    assert store.sweep(time.time()) == [b"old"]
+    assert store.sweep(time.time()) == [(b"old", b"1")]
     assert len(store) == 2
 
 

@@ -12,9 +12,13 @@ import asyncio
 from collections.abc import Callable
 
 from peergrid.config import GridConfig
+from peergrid.events.publisher import EventPublisher
+from peergrid.invocation.owner import OwnerWrites
 from peergrid.protocol import KEYED, KNOWN, WRITES, Code, Op, Result, Status
 from peergrid.replication import PartitionManager
+from peergrid.storage import Partition
 from peergrid.storage import ops as storage_ops
+from peergrid.storage.registry import MapRegistry
 
 MAX_MAP_NAME = 255
 
@@ -29,7 +33,13 @@ class Executor:
         table_version: Callable[[], int],
         has_quorum: Callable[[], bool],
         values_equal: storage_ops.ValuesEqual,
+        registry: MapRegistry,
+        publisher: EventPublisher,
+        owner: OwnerWrites,
     ) -> None:
+        self._registry = registry
+        self._publisher = publisher
+        self._owner = owner
         self._config = config
         self._limits = config.limits
         self._manager = manager
@@ -43,7 +53,7 @@ class Executor:
             return f"unknown operation code {op.code}"
         if not 0 <= op.partition < self._config.partition_count:
             return f"partition {op.partition} is out of range 0..{self._config.partition_count - 1}"
-        if op.code in (Code.BACKUP, Code.RECOVER):
+        if op.code in (Code.BACKUP, Code.RECOVER, Code.TOUCH):
             return None
         if not op.map or len(op.map) > MAX_MAP_NAME:
             return f"map names must have 1 to {MAX_MAP_NAME} characters"
@@ -66,6 +76,9 @@ class Executor:
             return Result(self._manager.apply_backup(op.partition, op.version, op.effects, caller_version))
         if op.code == Code.RECOVER:
             return self._recover(op.partition, caller_version)
+        if op.code == Code.TOUCH:
+            self._manager.apply_touch(op.partition, op.effects)
+            return Result()
         write = op.code in WRITES
         if write and not self._has_quorum():
             # Checked first: on the minority side of a split, no write is accepted, whatever the partition.
@@ -79,11 +92,35 @@ class Executor:
             return self._not_serving(op.partition, caller_version)
         if not write:
             return storage_ops.execute(part, op, self._equal)[0]
+        return self._write(part, op)
+
+    def _write(self, part: Partition, op: Op) -> Result | asyncio.Future[Result]:
+        name = op.map
+        config = self._registry.config(name)
+        store = part.maps.get(name)
+        old: bytes | None = None
+        cleared: list[tuple[bytes, bytes]] | None = None
+        if store is not None and self._publisher.interested(name):
+            # Events carry the value an entry had before this write.
+            if op.code == Code.CLEAR:
+                if self._publisher.wants_entries(name):
+                    cleared = [(key, value) for key, value, _ in store.items()]
+            else:
+                old = store.peek(op.key)
+        size_before = (0, 0)
+        if config.bounded:
+            refused = self._owner.refuse(part, op, config)
+            if refused is not None:
+                return refused
+            size_before = (len(store), store.nbytes) if store is not None else (0, 0)
         result, effects = storage_ops.execute(part, op, self._equal)
         if not effects:
             return result
         part.version += 1
-        return self._manager.replicator.replicate(op.partition, part.version, effects, result)
+        outcome = self._manager.replicator.replicate(op.partition, part.version, effects, result)
+        if config.bounded or self._publisher.interested(name):
+            self._owner.written(part, op, config, effects, old, cleared, size_before)
+        return outcome
 
     def _recover(self, p: int, caller_version: int) -> Result:
         if caller_version > self._table_version() or self._manager.table.owner(p) != self._manager.uuid:

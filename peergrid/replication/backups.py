@@ -191,6 +191,18 @@ class Replicator:
             self._send(_Send(self, op, uuid, waiter))
         return future
 
+    def lag(self) -> int:
+        """Writes awaiting backup acknowledgements, in the worst partition."""
+        return max(self._pending.values(), default=0)
+
+    def touch(self, p: int, effects: Sequence[Effect]) -> None:
+        """Ship entries' access times to every backup of ``p`` (no version, no wait)."""
+        op = Op(Code.TOUCH, p, "", effects=tuple(effects))
+        for uuid in self._table.replicas[p][1:]:
+            pipe = self._cluster.pipe_to(uuid)
+            if pipe is not None:
+                pipe.submit(_Once(op, self._cluster.loop.create_future()))
+
     def _send(self, send: _Send) -> None:
         pipe = self._cluster.pipe_to(send.uuid)
         if pipe is None:

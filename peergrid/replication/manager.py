@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Protocol
 
@@ -35,6 +34,7 @@ from peergrid.partition import PartitionTable, build_table
 from peergrid.protocol import Chunk, Copy, Effect, MemberList, Status
 from peergrid.replication.backups import Replicator
 from peergrid.storage import Partition
+from peergrid.storage.partition import Policies
 
 log = logging.getLogger("peergrid.replication")
 
@@ -73,7 +73,16 @@ class PartitionManager:
     """The partitions this member holds, and what it does about the table. Loop thread only,
     except ``readable``, which application threads read for owner-local gets."""
 
-    def __init__(self, config: GridConfig, cluster: Cluster, on_lost: Callable[[int], None]) -> None:
+    def __init__(
+        self,
+        config: GridConfig,
+        cluster: Cluster,
+        on_lost: Callable[[int], None],
+        policies: Policies,
+        on_served: Callable[[], None],
+    ) -> None:
+        self._policies = policies  # record-store policies by map name, for the partitions we create
+        self._on_served = on_served  # a partition started or stopped being served here
         self._config = config
         self._timing = config.timing
         self._cluster = cluster
@@ -97,7 +106,7 @@ class PartitionManager:
     # ------------------------------------------------------------------ table changes
     def form(self) -> None:
         """This member starts the cluster: it holds every partition, empty, at version 0."""
-        self.parts = [Partition(p) for p in range(self._config.partition_count)]
+        self.parts = [Partition(p, 0, self._policies) for p in range(self._config.partition_count)]
 
     def on_members(self, members: MemberList) -> None:
         """A new member list was adopted: derive the table and act on it."""
@@ -122,6 +131,7 @@ class PartitionManager:
             else:
                 self.readable[p] = None
         self.replicator.on_table(table)
+        self._on_served()
         self._start_sync()
 
     def reset(self) -> None:
@@ -229,7 +239,7 @@ class PartitionManager:
                 self._cluster.current_members(), p, timeout=self._timing.rpc_timeout * 10
             ):
                 if staging is None:
-                    staging = Partition(p, chunk.version)
+                    staging = Partition(p, chunk.version, self._policies)
                 staging.apply(chunk.entries)
             self._check_table(version)
             if staging is None:
@@ -240,6 +250,7 @@ class PartitionManager:
     def _serve(self, p: int) -> None:
         if self.table.owner(p) == self._me:
             self.readable[p] = self.parts[p]
+            self._on_served()
 
     def _declare_lost(self, p: int) -> None:
         if p not in self.lost:
@@ -252,7 +263,7 @@ class PartitionManager:
         if p not in self.lost or self.table.owner(p) != self._me:
             return False
         self.lost.discard(p)
-        self.parts[p] = Partition(p)
+        self.parts[p] = Partition(p, 0, self._policies)
         self._serve(p)
         self._start_sync()  # rebuild its backups
         log.warning("partition %d serves again, empty, after its loss was acknowledged", p)
@@ -406,7 +417,7 @@ class PartitionManager:
             if not 0 <= chunk.partition < len(self.parts):
                 raise PeerGridError(f"partition {chunk.partition} is out of range")
             if staging is None:
-                staging = Partition(chunk.partition, chunk.version)
+                staging = Partition(chunk.partition, chunk.version, self._policies)
             staging.apply(chunk.entries)
             if chunk.last:
                 break
@@ -442,10 +453,11 @@ class PartitionManager:
         return Status.OK
 
     # ------------------------------------------------------------------ upkeep
-    def sweep(self) -> int:
-        """Free expired entries of every copy held."""
-        now = time.time()
-        return sum(part.sweep(now) for part in self.parts if part is not None)
+    def apply_touch(self, p: int, effects: Iterable[Effect]) -> None:
+        """An owner's read times for our copy of ``p`` (idle expiry)."""
+        part = self.parts[p]
+        if part is not None and self.readable[p] is None:
+            part.apply(effects)
 
     async def anti_entropy(self) -> None:
         """Compare versions with backups and repair; re-check leftovers with owners."""

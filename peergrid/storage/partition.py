@@ -7,27 +7,34 @@ loop thread changes a partition.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from peergrid.protocol import Effect, EffectKind
-from peergrid.storage.records import RecordStore
+from peergrid.storage.records import RecordStore, StorePolicy
+
+Policies = Callable[[str], StorePolicy | None]
+
+
+def _no_policy(_name: str) -> None:
+    return None
 
 
 class Partition:
     """The maps' entries of one partition, and the version they are at."""
 
-    __slots__ = ("id", "maps", "version")
+    __slots__ = ("id", "maps", "policies", "version")
 
-    def __init__(self, partition_id: int, version: int = 0) -> None:
+    def __init__(self, partition_id: int, version: int = 0, policies: Policies = _no_policy) -> None:
         self.id = partition_id
         self.version = version
         self.maps: dict[str, RecordStore] = {}
+        self.policies = policies
 
     def store(self, name: str) -> RecordStore:
         """The record store of map ``name``, created empty on first use."""
         store = self.maps.get(name)
         if store is None:
-            store = self.maps[name] = RecordStore()
+            store = self.maps[name] = RecordStore(self.policies(name))
         return store
 
     def apply(self, effects: Iterable[Effect]) -> None:
@@ -41,6 +48,10 @@ class Partition:
                     store.delete(effect.key)
             elif effect.kind == EffectKind.CLEAR:
                 self.maps.pop(effect.map, None)
+            elif effect.kind == EffectKind.TOUCH:
+                store = self.maps.get(effect.map)
+                if store is not None:
+                    store.touch(effect.key, effect.expire_at)
 
     def snapshot(self) -> Iterator[Effect]:
         """Every live entry as a PUT effect, to rebuild this partition elsewhere."""
@@ -56,6 +67,8 @@ class Partition:
         """Key and value bytes over every map."""
         return sum(store.nbytes for store in self.maps.values())
 
-    def sweep(self, now: float) -> int:
-        """Drop expired entries of every map; return how many."""
-        return sum(len(store.sweep(now)) for store in self.maps.values())
+    def sweep(self, now: float) -> list[tuple[str, bytes, bytes]]:
+        """Drop expired entries of every map; return them as ``(map, key, value)``."""
+        return [
+            (name, key, value) for name, store in list(self.maps.items()) for key, value in store.sweep(now)
+        ]

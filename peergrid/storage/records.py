@@ -2,38 +2,141 @@
 
 Keys and values are kept encoded (``bytes``), so a remote get sends stored
 bytes without re-encoding, and memory is counted in serialized bytes. The
-layout is two plain dicts, chosen for memory: ``values`` maps key -> value
-(~120 bytes of overhead per entry with the two ``bytes`` headers), and
-``expiry`` holds an absolute wall-clock deadline only for entries that have a
-TTL. Reads may come from any thread (a dict lookup is atomic under the GIL and
-values are immutable); writes happen only on the member's loop thread.
+layout is plain dicts, chosen for memory: ``values`` maps key -> value (~120
+bytes of overhead per entry with the two ``bytes`` headers), and ``expiry``
+holds an absolute wall-clock deadline only for entries that have a TTL.
+
+Maps with a max-idle time or a size bound also keep access metadata
+(``_Access``): the last access of each entry, a Redis-style logarithmic
+frequency counter, and a list of keys to sample eviction candidates from in
+O(1). Maps without them pay nothing for it.
+
+Reads may come from any thread (a dict lookup is atomic under the GIL and
+values are immutable); writes happen only on the member's loop thread. An
+access-time update from a reading thread is a single dict store: the worst a
+race can do is record a slightly older access.
 """
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+
+LFU_INITIAL = 5  # a new key's counter, so it is not evicted before it had a chance (as Redis)
+LFU_LOG_FACTOR = 10  # higher: the counter grows more slowly with hits
+LFU_DECAY_SECONDS = 60.0  # the counter loses one per this many idle seconds
+SAMPLE_SIZE = 5  # eviction candidates sampled per victim (as Redis' maxmemory-samples)
+
+
+@dataclass(frozen=True)
+class StorePolicy:
+    """What a map's record stores must track on this member."""
+
+    max_idle: float | None = None
+    """Entries unread and unwritten this long are expired."""
+    track_access: bool = False
+    """Keep access metadata (max-idle, or eviction under a bound)."""
+    lfu: bool = False
+    """Count access frequency (LFU eviction)."""
+
+
+class _Access:
+    """Access metadata of a map's entries in one partition."""
+
+    __slots__ = ("freq", "keys", "last", "slots", "touched")
+
+    def __init__(self) -> None:
+        self.last: dict[bytes, float] = {}  # key -> last read or write, wall-clock seconds
+        self.freq: dict[bytes, int] = {}  # key -> logarithmic access counter (LFU only)
+        self.keys: list[bytes] = []  # every key, for O(1) random sampling
+        self.slots: dict[bytes, int] = {}  # key -> index in keys
+        self.touched: set[bytes] = set()  # read since the last touch sync to backups
+
+    def add(self, key: bytes) -> None:
+        if key not in self.slots:
+            self.slots[key] = len(self.keys)
+            self.keys.append(key)
+
+    def remove(self, key: bytes) -> None:
+        slot = self.slots.pop(key, None)
+        if slot is None:
+            return
+        last = self.keys.pop()
+        if slot < len(self.keys):
+            self.keys[slot] = last
+            self.slots[last] = slot
+        self.last.pop(key, None)
+        self.freq.pop(key, None)
+        self.touched.discard(key)
 
 
 class RecordStore:
-    """Encoded key -> encoded value, with optional per-entry expiry."""
+    """Encoded key -> encoded value, with optional expiry, idle expiry and access tracking."""
 
-    __slots__ = ("expiry", "nbytes", "values")
+    __slots__ = ("access", "expiry", "nbytes", "policy", "values")
 
-    def __init__(self) -> None:
+    def __init__(self, policy: StorePolicy | None = None) -> None:
         self.values: dict[bytes, bytes] = {}
         self.expiry: dict[bytes, float] = {}
         self.nbytes = 0  # sum of len(key) + len(value) over stored entries
+        self.policy: StorePolicy | None = None
+        self.access: _Access | None = None
+        if policy is not None:
+            self.set_policy(policy)
 
+    def set_policy(self, policy: StorePolicy | None) -> None:
+        """Start (or stop) tracking what ``policy`` needs, for the entries already here too."""
+        self.policy = policy if policy is not None and (policy.track_access or policy.max_idle) else None
+        if self.policy is None:
+            self.access = None
+            return
+        if self.access is None:
+            self.access = _Access()
+            now = time.time()
+            for key in self.values:
+                self.access.add(key)
+                self.access.last[key] = now
+
+    # ------------------------------------------------------------------ reads
     def get(self, key: bytes) -> bytes | None:
-        """The live value of ``key``, or None (absent or expired)."""
+        """The live value of ``key``, or None (absent or expired). Counts as an access."""
         value = self.values.get(key)
-        if value is not None and self.expiry:
+        if value is None or (not self.expiry and self.access is None):
+            return value
+        now = time.time()
+        if self.expiry:
             deadline = self.expiry.get(key)
-            if deadline is not None and deadline <= time.time():
+            if deadline is not None and deadline <= now:
                 return None
+        access = self.access
+        if access is not None:
+            policy = self.policy
+            assert policy is not None
+            if policy.max_idle is not None and now - access.last.get(key, now) > policy.max_idle:
+                return None
+            access.last[key] = now
+            access.touched.add(key)
+            if policy.lfu:
+                access.freq[key] = _lfu_increment(access.freq.get(key, LFU_INITIAL))
         return value
 
+    def peek(self, key: bytes) -> bytes | None:
+        """The live value of ``key`` without counting an access."""
+        value = self.values.get(key)
+        if value is None:
+            return None
+        now = time.time()
+        deadline = self.expiry.get(key) if self.expiry else None
+        if deadline is not None and deadline <= now:
+            return None
+        idle = self.policy.max_idle if self.policy is not None else None
+        if self.access is not None and idle is not None and now - self.access.last.get(key, now) > idle:
+            return None
+        return value
+
+    # ------------------------------------------------------------------ writes
     def put(self, key: bytes, value: bytes, expire_at: float = 0.0) -> None:
         """Store ``value`` under ``key``, replacing any previous value and expiry."""
         old = self.values.get(key)
@@ -43,6 +146,12 @@ class RecordStore:
             self.expiry[key] = expire_at
         elif self.expiry:
             self.expiry.pop(key, None)
+        access = self.access
+        if access is not None:
+            access.add(key)
+            access.last[key] = time.time()
+            if self.policy is not None and self.policy.lfu:
+                access.freq[key] = _lfu_increment(access.freq.get(key, LFU_INITIAL))
 
     def delete(self, key: bytes) -> bytes | None:
         """Remove ``key``; return the value it had (expired or not), or None."""
@@ -51,7 +160,23 @@ class RecordStore:
             self.nbytes -= len(key) + len(old)
             if self.expiry:
                 self.expiry.pop(key, None)
+            if self.access is not None:
+                self.access.remove(key)
         return old
+
+    def touch(self, key: bytes, when: float) -> None:
+        """Record an access at ``when`` (an owner's read, synced to this backup)."""
+        access = self.access
+        if access is not None and key in self.values and when > access.last.get(key, 0.0):
+            access.last[key] = when
+
+    def take_touched(self) -> list[tuple[bytes, float]]:
+        """Keys read since the last call, with their last access (for backups' idle clocks)."""
+        access = self.access
+        if access is None or not access.touched:
+            return []
+        touched, access.touched = access.touched, set()
+        return [(key, access.last[key]) for key in touched if key in access.last]
 
     def clear(self) -> int:
         """Remove every entry; return how many live entries there were."""
@@ -59,30 +184,85 @@ class RecordStore:
         self.values.clear()
         self.expiry.clear()
         self.nbytes = 0
+        if self.access is not None:
+            self.access = _Access()
         return live
 
+    # ------------------------------------------------------------------ scans
     def count(self) -> int:
         """Number of live entries."""
-        if not self.expiry:
+        if not self.expiry and (self.policy is None or self.policy.max_idle is None):
             return len(self.values)
-        now = time.time()
-        return len(self.values) - sum(1 for deadline in self.expiry.values() if deadline <= now)
+        return sum(1 for _ in self.items())
 
     def items(self) -> Iterator[tuple[bytes, bytes, float]]:
         """Live ``(key, value, expire_at)`` triples (expire_at 0 = never)."""
         now = time.time()
         expiry = self.expiry
+        idle = self.policy.max_idle if self.policy is not None else None
+        last = self.access.last if self.access is not None else {}
         for key, value in list(self.values.items()):
             deadline = expiry.get(key, 0.0) if expiry else 0.0
-            if not deadline or deadline > now:
-                yield key, value, deadline
+            if deadline and deadline <= now:
+                continue
+            if idle is not None and now - last.get(key, now) > idle:
+                continue
+            yield key, value, deadline
 
-    def sweep(self, now: float) -> list[bytes]:
-        """Drop expired entries; return their keys."""
+    def expired(self, now: float) -> list[bytes]:
+        """Keys whose TTL passed or that were idle too long (still stored)."""
         expired = [key for key, deadline in self.expiry.items() if deadline <= now]
-        for key in expired:
-            self.delete(key)
-        return expired
+        if self.policy is not None and self.policy.max_idle is not None and self.access is not None:
+            idle = self.policy.max_idle
+            expired.extend(key for key, seen in self.access.last.items() if now - seen > idle)
+        return list(dict.fromkeys(expired))
+
+    def sweep(self, now: float) -> list[tuple[bytes, bytes]]:
+        """Drop expired and idle-expired entries; return them as ``(key, value)``."""
+        gone = []
+        for key in self.expired(now):
+            value = self.delete(key)
+            if value is not None:
+                gone.append((key, value))
+        return gone
+
+    # ------------------------------------------------------------------ eviction
+    def victim(self, lfu: bool, spare: bytes = b"") -> tuple[bytes, float] | None:
+        """A sampled eviction candidate and its score (lower goes first), or None.
+
+        Samples ``SAMPLE_SIZE`` random keys, as Redis does, and picks the least
+        recently used, or the least frequently used with the counter decayed by
+        idle time. ``spare`` (the key just written) is never chosen.
+        """
+        access = self.access
+        if access is None or not access.keys:
+            return None
+        keys = access.keys
+        best: tuple[bytes, float] | None = None
+        now = time.time()
+        for _ in range(min(SAMPLE_SIZE, len(keys))):
+            key = keys[random.randrange(len(keys))]  # noqa: S311 - sampling, not security
+            if key == spare:
+                continue
+            last = access.last.get(key, 0.0)
+            if lfu:
+                decayed = access.freq.get(key, LFU_INITIAL) - (now - last) / LFU_DECAY_SECONDS
+                score = decayed + last / 1e12  # ties: least recently used first
+            else:
+                score = last
+            if best is None or score < best[1]:
+                best = (key, score)
+        return best
 
     def __len__(self) -> int:
         return len(self.values)
+
+
+def _lfu_increment(counter: int) -> int:
+    """Redis' logarithmic counter: the more hits, the less likely one more counts."""
+    if counter >= 255:
+        return 255
+    base = max(counter - LFU_INITIAL, 0)
+    if random.random() < 1.0 / (base * LFU_LOG_FACTOR + 1):  # noqa: S311
+        return counter + 1
+    return counter

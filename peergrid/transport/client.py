@@ -16,9 +16,12 @@ import grpc
 
 from peergrid.config import GridConfig
 from peergrid.errors import ClusterNameMismatchError, PeerUnavailableError, RemoteError
+from peergrid.events.model import EventBatch
 from peergrid.protocol import Chunk, Copy, HeartbeatReply, JoinReply, Member, MemberList, Op, Result
 from peergrid.transport import convert, frames
 from peergrid.transport._pb import (
+    events_pb2,
+    events_pb2_grpc,
     map_pb2_grpc,
     membership_pb2,
     membership_pb2_grpc,
@@ -53,6 +56,7 @@ class PeerClient:
         self._membership = membership_pb2_grpc.MembershipStub(channel)
         self._maps = map_pb2_grpc.MapServiceStub(channel)
         self._replication = replication_pb2_grpc.ReplicationStub(channel)
+        self._events = events_pb2_grpc.EventsStub(channel)
 
     async def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
         try:
@@ -154,6 +158,35 @@ class PeerClient:
             cluster=self._cluster, list_version=list_version, partitions=partitions
         )
         await self._call(self._replication.Release, request, timeout)
+
+    async def subscribe(
+        self, name: str, values: bool, entries: bool, heartbeat_interval: float
+    ) -> AsyncIterator[EventBatch]:
+        """Events of map ``name`` on this peer's partitions, until the stream ends."""
+        request = events_pb2.SubscribeRequest(
+            cluster=self._cluster,
+            map=name,
+            values=values,
+            entries=entries,
+            heartbeat_interval=heartbeat_interval,
+        )
+        call = self._events.Subscribe(request)
+        try:
+            async for msg in call:
+                try:
+                    yield convert.events_from_pb(msg)
+                except ValueError as exc:
+                    raise RemoteError(f"peer {self.address} sent a malformed event batch: {exc}") from exc
+        except grpc.RpcError as exc:
+            _translate(self.address, exc)
+        finally:
+            call.cancel()
+
+    async def map_stats(self, name: str, timeout: float | None = None) -> dict[str, float]:
+        """This peer's statistics of map ``name``."""
+        request = events_pb2.MapStatsRequest(cluster=self._cluster, map=name)
+        reply = await self._call(self._events.MapStats, request, timeout)
+        return dict(reply.values)
 
     async def open_stream(self) -> FrameStream:
         """A new long-lived frame stream to this peer, once its channel is connected.

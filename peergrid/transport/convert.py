@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from peergrid.events.model import EventBatch
 from peergrid.protocol import Chunk, Effect, JoinReply, Member, MemberList
-from peergrid.transport._pb import common_pb2, map_pb2, membership_pb2, replication_pb2
+from peergrid.transport._pb import common_pb2, events_pb2, map_pb2, membership_pb2, replication_pb2
 
 
 def member_to_pb(member: Member) -> common_pb2.MemberInfo:
@@ -91,4 +92,46 @@ def chunk_from_pb(msg: replication_pb2.PartitionChunk) -> Chunk:
         last=msg.last,
         list_version=msg.list_version,
         sender=msg.sender,
+    )
+
+
+def events_to_pb(batch: EventBatch) -> events_pb2.EventBatch:
+    msg = events_pb2.EventBatch(
+        kinds=batch.kinds,
+        partitions=batch.partitions,
+        seqs=batch.seqs,
+        keys=batch.keys,
+        heartbeat=batch.heartbeat,
+        owned=batch.owned,
+        owned_seqs=batch.owned_seqs,
+        table_version=batch.table_version,
+    )
+    if batch.values is not None:
+        msg.values.extend(batch.values)
+    if batch.old_values is not None:
+        msg.old_values.extend(batch.old_values)
+    return msg
+
+
+def events_from_pb(msg: events_pb2.EventBatch) -> EventBatch:
+    count = len(msg.kinds)
+    if not (len(msg.partitions) == len(msg.seqs) == len(msg.keys) == count):
+        raise ValueError("event batch columns disagree in length")
+    if len(msg.owned) != len(msg.owned_seqs):
+        raise ValueError("event batch heartbeat columns disagree in length")
+    values = list(msg.values) if len(msg.values) else None
+    olds = list(msg.old_values) if len(msg.old_values) else None
+    if (values is not None and len(values) != count) or (olds is not None and len(olds) != count):
+        raise ValueError("event batch value columns disagree in length")
+    return EventBatch(
+        kinds=list(msg.kinds),
+        partitions=list(msg.partitions),
+        seqs=list(msg.seqs),
+        keys=list(msg.keys),
+        values=values,
+        old_values=olds,
+        heartbeat=msg.heartbeat,
+        owned=list(msg.owned),
+        owned_seqs=list(msg.owned_seqs),
+        table_version=msg.table_version,
     )

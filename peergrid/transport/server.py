@@ -17,10 +17,13 @@ import grpc
 
 from peergrid.config import GridConfig, Limits
 from peergrid.errors import ClusterNameMismatchError, PeerGridError
+from peergrid.events.model import EventBatch
 from peergrid.protocol import Chunk, Copy, HeartbeatReply, JoinReply, Member, MemberList, Op, Result, Status
 from peergrid.transport import convert, frames
 from peergrid.transport._pb import (
     common_pb2,
+    events_pb2,
+    events_pb2_grpc,
     map_pb2,
     map_pb2_grpc,
     membership_pb2,
@@ -54,6 +57,10 @@ class Handlers(Protocol):
     def fetch(self, members: MemberList, partition: int) -> AsyncIterator[Chunk]: ...
     async def install(self, chunks: AsyncIterator[Chunk]) -> None: ...
     def release(self, list_version: int, partitions: list[int]) -> None: ...
+    def subscribe(
+        self, name: str, values: bool, entries: bool, heartbeat_interval: float
+    ) -> AsyncIterator[EventBatch]: ...
+    def map_stats(self, name: str) -> dict[str, float]: ...
 
 
 def grpc_options(limits: Limits) -> list[tuple[str, Any]]:
@@ -256,6 +263,25 @@ class _Replication(_Base, replication_pb2_grpc.ReplicationServicer):  # type: ig
         return common_pb2.Ack(ok=True)
 
 
+class _Events(_Base, events_pb2_grpc.EventsServicer):  # type: ignore[misc]
+    async def Subscribe(self, request: Any, context: Any) -> AsyncIterator[events_pb2.EventBatch]:
+        if request.cluster != self.handlers.cluster:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, self.mismatch(request.cluster))
+        if not request.map or len(request.map) > 255:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a subscription names one map")
+        interval = request.heartbeat_interval if 0.01 <= request.heartbeat_interval <= 60 else 1.0
+        batches = self.handlers.subscribe(request.map, request.values, request.entries, interval)
+        try:
+            async for batch in batches:
+                yield convert.events_to_pb(batch)
+        finally:
+            await batches.aclose()  # type: ignore[attr-defined]
+
+    @_guarded
+    async def MapStats(self, request: Any, context: Any) -> events_pb2.MapStatsResponse:
+        return events_pb2.MapStatsResponse(values=self.handlers.map_stats(request.map))
+
+
 def server_credentials(config: GridConfig) -> grpc.ServerCredentials | None:
     """Mutual TLS credentials when configured: client certificates are required."""
     if config.tls is None:
@@ -283,6 +309,7 @@ class Server:
         membership_pb2_grpc.add_MembershipServicer_to_server(_Membership(self._handlers), server)
         map_pb2_grpc.add_MapServiceServicer_to_server(_Maps(self._handlers), server)
         replication_pb2_grpc.add_ReplicationServicer_to_server(_Replication(self._handlers), server)
+        events_pb2_grpc.add_EventsServicer_to_server(_Events(self._handlers), server)
         target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         credentials = server_credentials(self._config)
         try:

@@ -1,0 +1,221 @@
+"""The subscriber's side of events: one stream per (owner, map) to every other member.
+
+For every map that has a near cache or an entry listener here, this member
+subscribes to that map's events on every other member (each owns some of
+its partitions). Per stream it checks each partition's sequence numbers: a
+number that does not follow the last one, a heartbeat whose last number
+differs from ours, or a stream that breaks, means events were missed, and the
+receivers hear of the gap (a near cache drops what may be stale; listeners
+report it). Any message from an owner renews its lease (near caches serve its
+entries only while the lease holds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from peergrid.errors import PeerGridError
+from peergrid.events.model import EventBatch
+from peergrid.protocol import MemberList
+
+log = logging.getLogger("peergrid.events")
+
+
+class Receiver(Protocol):
+    """Something that consumes a map's events (a near cache, a listener hub)."""
+
+    def on_alive(self, owner: str, now: float) -> None: ...
+    def on_events(self, owner: str, batch: EventBatch) -> None: ...
+    def on_gap(self, owner: str, partitions: Iterable[int]) -> None: ...
+
+
+class Source(Protocol):
+    """Opens event streams (``peergrid.transport.PeerClient.subscribe``)."""
+
+    def subscribe(
+        self, name: str, values: bool, entries: bool, heartbeat_interval: float
+    ) -> AsyncIterator[EventBatch]: ...
+
+
+@dataclass
+class _Interest:
+    receivers: list[Receiver] = field(default_factory=list)
+    values: bool = False
+    entries: bool = False
+    heartbeat: float = 1.0
+
+
+@dataclass
+class _StreamState:
+    seqs: dict[int, int] = field(default_factory=dict)
+    owned: set[int] = field(default_factory=set)
+
+
+class Subscriptions:
+    """This member's event subscriptions. Loop thread only."""
+
+    def __init__(
+        self,
+        me: str,
+        source: Callable[[str], Source | None],
+        spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[Any]],
+        retry_interval: float,
+    ) -> None:
+        self._me = me
+        self._source = source
+        self._spawn = spawn
+        self._retry = retry_interval
+        self._interests: dict[str, _Interest] = {}
+        self._streams: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._members: MemberList | None = None
+        self._established: dict[tuple[str, str], asyncio.Event] = {}  # first heartbeat received
+        self.gaps = 0  # partitions reported as gapped, for statistics
+
+    # ------------------------------------------------------------------ interest
+    def add(self, name: str, receiver: Receiver, values: bool, entries: bool, heartbeat: float) -> None:
+        """Send ``name``'s events from every other member to ``receiver``."""
+        interest = self._interests.setdefault(name, _Interest(heartbeat=heartbeat))
+        interest.receivers.append(receiver)
+        changed = (values and not interest.values) or (entries and not interest.entries)
+        changed = changed or heartbeat < interest.heartbeat
+        interest.values |= values
+        interest.entries |= entries
+        interest.heartbeat = min(interest.heartbeat, heartbeat)
+        if changed:
+            self._restart(name)
+        self._ensure_streams()
+
+    def require(self, name: str, values: bool) -> None:
+        """Ask for values too, from now on (restarts ``name``'s streams if they lacked them)."""
+        interest = self._interests.get(name)
+        if interest is not None and values and not interest.values:
+            interest.values = True
+            self._restart(name)
+            self._ensure_streams()
+
+    async def ready(self, name: str, timeout: float) -> bool:
+        """Wait until every other member's stream of ``name`` is established; False on timeout."""
+        if self._members is None:
+            return True
+        events = [
+            self._established.setdefault((m.uuid, name), asyncio.Event())
+            for m in self._members.members
+            if m.uuid != self._me
+        ]
+        try:
+            async with asyncio.timeout(timeout):
+                for event in events:
+                    await event.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def remove(self, name: str, receiver: Receiver) -> None:
+        """Stop sending ``name``'s events to ``receiver``."""
+        interest = self._interests.get(name)
+        if interest is None:
+            return
+        with contextlib.suppress(ValueError):
+            interest.receivers.remove(receiver)
+        if not interest.receivers:
+            del self._interests[name]
+            self._restart(name)
+
+    def on_members(self, members: MemberList) -> None:
+        """The member list changed: subscribe to newcomers, forget the departed."""
+        self._members = members
+        for owner, name in list(self._streams):
+            if owner not in members:
+                self._streams.pop((owner, name)).cancel()
+        self._ensure_streams()
+
+    def _restart(self, name: str) -> None:
+        for key in [key for key in self._streams if key[1] == name]:
+            self._streams.pop(key).cancel()
+            self._established.pop(key, None)
+
+    def _ensure_streams(self) -> None:
+        if self._members is None:
+            return
+        for name in self._interests:
+            for member in self._members.members:
+                key = (member.uuid, name)
+                if member.uuid != self._me and key not in self._streams:
+                    self._streams[key] = self._spawn(self._run(member.uuid, name))
+
+    # ------------------------------------------------------------------ streams
+    async def _run(self, owner: str, name: str) -> None:
+        state = _StreamState()
+        try:
+            while name in self._interests:
+                source = self._source(owner)
+                interest = self._interests.get(name)
+                if source is None or interest is None:
+                    return
+                try:
+                    stream = source.subscribe(name, interest.values, interest.entries, interest.heartbeat)
+                    async for batch in stream:
+                        self._deliver(owner, name, state, batch)
+                except PeerGridError as exc:
+                    log.debug("event stream from %s for %r ended: %s", owner[:8], name, exc)
+                self._gap(owner, name, state.owned)
+                state = _StreamState()
+                self._established.pop((owner, name), None)
+                await asyncio.sleep(self._retry)
+        finally:
+            # However the stream ends, what it vouched for is no longer vouched for.
+            self._gap(owner, name, state.owned)
+            if self._streams.get((owner, name)) is asyncio.current_task():
+                del self._streams[(owner, name)]
+
+    def _deliver(self, owner: str, name: str, state: _StreamState, batch: EventBatch) -> None:
+        interest = self._interests.get(name)
+        if interest is None:
+            return
+        now = time.monotonic()
+        if batch.heartbeat:
+            gapped = [
+                p for p, seq in zip(batch.owned, batch.owned_seqs, strict=True) if state.seqs.get(p, 0) != seq
+            ]
+            for p, seq in zip(batch.owned, batch.owned_seqs, strict=True):
+                state.seqs[p] = seq
+            state.owned = set(batch.owned)
+            if gapped:
+                self._gap(owner, name, gapped)
+            self._established.setdefault((owner, name), asyncio.Event()).set()
+        else:
+            gapped = []
+            for p, seq in zip(batch.partitions, batch.seqs, strict=True):
+                if seq != state.seqs.get(p, 0) + 1:
+                    gapped.append(p)
+                state.seqs[p] = seq
+            if gapped:
+                self._gap(owner, name, dict.fromkeys(gapped))
+            for receiver in list(interest.receivers):
+                receiver.on_events(owner, batch)
+        for receiver in list(interest.receivers):
+            receiver.on_alive(owner, now)
+
+    def _gap(self, owner: str, name: str, partitions: Iterable[int]) -> None:
+        partitions = list(partitions)
+        interest = self._interests.get(name)
+        if not partitions or interest is None:
+            return
+        self.gaps += len(partitions)
+        for receiver in list(interest.receivers):
+            receiver.on_gap(owner, partitions)
+
+    async def stop(self) -> None:
+        """Cancel every stream."""
+        tasks = list(self._streams.values())
+        self._streams.clear()
+        self._interests.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

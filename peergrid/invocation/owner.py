@@ -1,0 +1,244 @@
+"""What an owner does around each write: bounds, eviction, events; and expiry sweeps.
+
+For a map with a size bound, the owner keeps a count of the entries and
+key+value bytes it owns (recounted after the table changes) and, after a
+write, evicts sampled least-recently or least-frequently used entries until
+the map fits again; each eviction is a versioned delete shipped to the
+backups like any write. With ``eviction="none"`` a write that would exceed
+the bound is refused (CAPACITY) and nothing changes.
+
+For a map someone listens to (a near cache elsewhere, an entry listener),
+every change becomes an event for the publisher, with the old value when
+listeners want values.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from peergrid.config import MapConfig
+from peergrid.events.model import EventKind
+from peergrid.events.publisher import EventPublisher
+from peergrid.protocol import Code, Effect, EffectKind, Op, Result, Status
+from peergrid.stats import MapCounters
+from peergrid.storage import Partition
+from peergrid.storage.registry import MapRegistry, Usage
+
+if TYPE_CHECKING:
+    from peergrid.replication import PartitionManager
+
+_SIZED = frozenset({Code.PUT, Code.SET, Code.PUT_IF_ABSENT, Code.REPLACE, Code.REPLACE_IF_SAME})
+_EVICTION_SAMPLES = 3  # stores sampled per victim; each samples its own keys
+
+
+class OwnerWrites:
+    """Bounds, eviction, events and expiry on the partitions this member owns. Loop thread only."""
+
+    def __init__(
+        self,
+        registry: MapRegistry,
+        manager: PartitionManager,
+        publisher: EventPublisher,
+        counters: Callable[[str], MapCounters],
+    ) -> None:
+        self._registry = registry
+        self._manager = manager
+        self._publisher = publisher
+        self._counters = counters
+        self.usage_dirty = True  # recount owned usage before the next bounded write
+
+    # ------------------------------------------------------------------ before a write
+    def refuse(self, part: Partition, op: Op, config: MapConfig) -> Result | None:
+        """CAPACITY when ``op`` would take a map with ``eviction="none"`` past its bound."""
+        if config.eviction != "none" or op.code not in _SIZED:
+            return None
+        usage = self.usage(op.map)
+        store = part.maps.get(op.map)
+        old = store.values.get(op.key) if store is not None else None
+        entries = usage.entries + (0 if old is not None else 1)
+        nbytes = usage.nbytes + len(op.value) + (-len(old) if old is not None else len(op.key))
+        if (config.max_entries is not None and entries > config.max_entries) or (
+            config.max_bytes is not None and nbytes > config.max_bytes
+        ):
+            return Result(
+                Status.CAPACITY,
+                message=f"map {op.map!r} is full on its owner (max_entries={config.max_entries}, "
+                f"max_bytes={config.max_bytes}, eviction='none')",
+            )
+        return None
+
+    def usage(self, name: str) -> Usage:
+        """Owned entries and bytes of a bounded map (recounted after table changes)."""
+        if self.usage_dirty:
+            self._recount()
+        usage = self._registry.usage.get(name)
+        if usage is None:
+            usage = self._registry.usage[name] = self._count(name)
+        return usage
+
+    def _recount(self) -> None:
+        self.usage_dirty = False
+        for name in self._registry.bounded():
+            self._registry.usage[name] = self._count(name)
+
+    def _count(self, name: str) -> Usage:
+        usage = Usage()
+        for part in self._manager.readable:
+            store = part.maps.get(name) if part is not None else None
+            if store is not None:
+                usage.entries += len(store)
+                usage.nbytes += store.nbytes
+        return usage
+
+    # ------------------------------------------------------------------ after a write
+    def written(
+        self,
+        part: Partition,
+        op: Op,
+        config: MapConfig,
+        effects: Sequence[Effect],
+        old: bytes | None,
+        cleared: list[tuple[bytes, bytes]] | None,
+        size_before: tuple[int, int],
+    ) -> None:
+        """Account, publish and evict after ``op`` changed ``part``."""
+        name = op.map
+        if config.bounded:
+            store = part.maps.get(name)
+            usage = self.usage(name)
+            usage.entries += (len(store) if store is not None else 0) - size_before[0]
+            usage.nbytes += (store.nbytes if store is not None else 0) - size_before[1]
+        if self._publisher.interested(name):
+            self._publish(name, part.id, effects, old, cleared)
+        if config.bounded and config.eviction != "none":
+            self._evict(name, config, op.key)
+
+    def _publish(
+        self,
+        name: str,
+        p: int,
+        effects: Sequence[Effect],
+        old: bytes | None,
+        cleared: list[tuple[bytes, bytes]] | None,
+    ) -> None:
+        publish = self._publisher.publish
+        for effect in effects:
+            if effect.kind == EffectKind.PUT:
+                kind = EventKind.UPDATED if old is not None else EventKind.ADDED
+                publish(name, p, kind, effect.key, effect.value, old or b"")
+            elif effect.kind == EffectKind.DELETE:
+                publish(name, p, EventKind.REMOVED, effect.key, b"", old or b"")
+            elif effect.kind == EffectKind.CLEAR:
+                for key, value in cleared or ():
+                    publish(name, p, EventKind.REMOVED, key, b"", value)
+                publish(name, p, EventKind.CLEARED, b"")
+
+    def _evict(self, name: str, config: MapConfig, spare: bytes) -> None:
+        usage = self.usage(name)
+        lfu = config.eviction == "lfu"
+        owned = self._manager.table.owned_by(self._manager.uuid)
+        while owned and _over(usage, config):
+            victim = self._pick(name, owned, lfu, spare)
+            if victim is None:
+                return
+            part, key = victim
+            self.delete(part, name, key, EventKind.EVICTED, usage)
+            self._counters(name).evictions += 1
+
+    def _pick(
+        self, name: str, owned: Sequence[int], lfu: bool, spare: bytes
+    ) -> tuple[Partition, bytes] | None:
+        best: tuple[float, Partition, bytes] | None = None
+        readable = self._manager.readable
+        tries = 0
+        while tries < _EVICTION_SAMPLES * 4 and (best is None or tries < _EVICTION_SAMPLES):
+            tries += 1
+            part = readable[random.choice(owned)]  # noqa: S311 - sampling
+            if part is None:
+                continue
+            store = part.maps.get(name)
+            candidate = store.victim(lfu, spare) if store is not None else None
+            if candidate is not None and (best is None or candidate[1] < best[0]):
+                best = (candidate[1], part, candidate[0])
+        if best is None:
+            # Sampling found nothing: fall back to any owned entry (small, skewed maps).
+            for p in owned:
+                fallback = readable[p]
+                store = fallback.maps.get(name) if fallback is not None else None
+                if fallback is not None and store is not None:
+                    for key in store.values:
+                        if key != spare:
+                            return fallback, key
+            return None
+        return best[1], best[2]
+
+    def delete(self, part: Partition, name: str, key: bytes, kind: int, usage: Usage | None = None) -> None:
+        """Remove an entry as owner (eviction, expiry): versioned, replicated, published."""
+        store = part.maps.get(name)
+        value = store.delete(key) if store is not None else None
+        if value is None:
+            return
+        if usage is not None:
+            usage.entries -= 1
+            usage.nbytes -= len(key) + len(value)
+        part.version += 1
+        self._manager.replicator.replicate(
+            part.id, part.version, (Effect(EffectKind.DELETE, name, key),), Result()
+        )
+        if self._publisher.interested(name):
+            self._publisher.publish(name, part.id, kind, key, b"", value)
+
+    # ------------------------------------------------------------------ sweeps
+    def sweep(self) -> int:
+        """Free expired entries: owners expire, replicate and publish; backups only drop TTL-expired ones."""
+        now = time.time()
+        swept = 0
+        readable = self._manager.readable
+        for p, part in enumerate(self._manager.parts):
+            if part is None:
+                continue
+            if readable[p] is part:
+                swept += self._sweep_owned(part, now)
+            else:
+                for store in part.maps.values():
+                    for key in [k for k, deadline in store.expiry.items() if deadline <= now]:
+                        store.delete(key)  # the owner's versioned delete follows
+        return swept
+
+    def _sweep_owned(self, part: Partition, now: float) -> int:
+        swept = 0
+        for name, store in list(part.maps.items()):
+            if not store.expiry and (store.policy is None or store.policy.max_idle is None):
+                continue
+            config = self._registry.config(name)
+            usage = self.usage(name) if config.bounded else None
+            for key in store.expired(now):
+                self.delete(part, name, key, EventKind.EXPIRED, usage)
+                self._counters(name).expirations += 1
+                swept += 1
+        return swept
+
+    def touches(self) -> None:
+        """Send backups the access times of entries read since last time (their idle clocks)."""
+        readable = self._manager.readable
+        for p in self._manager.table.owned_by(self._manager.uuid):
+            part = readable[p]
+            if part is None:
+                continue
+            effects = [
+                Effect(EffectKind.TOUCH, name, key, b"", when)
+                for name, store in part.maps.items()
+                if store.access is not None
+                for key, when in store.take_touched()
+            ]
+            if effects:
+                self._manager.replicator.touch(p, effects)
+
+
+def _over(usage: Usage, config: MapConfig) -> bool:
+    return (config.max_entries is not None and usage.entries > config.max_entries) or (
+        config.max_bytes is not None and usage.nbytes > config.max_bytes
+    )

@@ -1,0 +1,153 @@
+"""Near cache: other members' entries of one map, decoded, kept in this member.
+
+A hit is a dict lookup on the caller's thread: no RPC, no decode. Entries are
+dropped when their owner says they changed (an invalidation), when a gap in
+the owner's event sequence means an invalidation may have been missed, when
+their partition gets a new owner, and when this member writes the key itself
+(read-your-writes). An entry is served only while its owner's *lease* holds:
+every message from the owner renews it for ``max_staleness`` seconds, so a
+silent owner (a dropped stream, a partition) cannot leave old values served
+for longer than that after a write was acknowledged.
+
+A fetch that races an invalidation of the same key is not cached: fetches in
+flight are counted per key, an invalidation meanwhile marks the key dirty,
+and the fetch's result is then returned but not kept. Values are shared
+between callers: treat what ``get`` returns from a near-cached map as
+read-only.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from peergrid.config import NearCacheConfig
+from peergrid.events.model import EventBatch, EventKind
+
+MISS = object()
+_FOREVER = float("inf")
+
+
+class NearCache:
+    """The near cache of one map on one member."""
+
+    def __init__(self, name: str, config: NearCacheConfig, owner_of: Callable[[int], str | None]) -> None:
+        self.name = name
+        self.config = config
+        self._owner_of = owner_of
+        #: encoded key -> (decoded value, partition, owner uuid, deadline in monotonic seconds)
+        self.data: OrderedDict[bytes, tuple[Any, int, str, float]] = OrderedDict()
+        #: owner uuid -> monotonic time until which its entries may be served
+        self.leases: dict[str, float] = {}
+        self._lock = threading.Lock()  # guards inserts against invalidations (not hits)
+        self._inflight: dict[bytes, int] = {}
+        self._dirty: set[bytes] = set()
+        self.hits = 0
+        self.misses = 0
+        self.invalidations = 0
+
+    # ------------------------------------------------------------------ caller side
+    def lookup(self, key: bytes) -> Any:
+        """The cached value, or ``MISS``."""
+        entry = self.data.get(key)
+        if entry is not None:
+            now = time.monotonic()
+            if now < entry[3] and now < self.leases.get(entry[2], 0.0):
+                try:  # noqa: SIM105 - a bare try is cheaper than suppress() on this hot path
+                    self.data.move_to_end(key)
+                except KeyError:  # invalidated meanwhile: the value was still current a moment ago
+                    pass
+                self.hits += 1
+                return entry[0]
+        self.misses += 1
+        return MISS
+
+    def begin(self, key: bytes) -> None:
+        """A fetch of ``key`` starts (call ``end`` once it finished, whatever happened)."""
+        with self._lock:
+            self._inflight[key] = self._inflight.get(key, 0) + 1
+
+    def end(self, key: bytes, partition: int, value: Any, found: bool) -> None:
+        """A fetch of ``key`` finished; keep its value unless it may already be stale."""
+        with self._lock:
+            left = self._inflight.get(key, 1) - 1
+            if left:
+                self._inflight[key] = left
+            else:
+                self._inflight.pop(key, None)
+            if key in self._dirty:
+                if not left:
+                    self._dirty.discard(key)
+                return
+            owner = self._owner_of(partition)
+            now = time.monotonic()
+            if not found or owner is None or self.leases.get(owner, 0.0) <= now:
+                return
+            ttl = self.config.ttl
+            self.data[key] = (value, partition, owner, now + ttl if ttl else _FOREVER)
+            self.data.move_to_end(key)
+            while len(self.data) > self.config.max_entries:
+                self.data.popitem(last=False)
+
+    def invalidate(self, key: bytes) -> None:
+        """Drop ``key`` (a change elsewhere, or a write through this member)."""
+        with self._lock:
+            self._drop_key(key)
+
+    def _drop_key(self, key: bytes) -> None:
+        self.data.pop(key, None)
+        self.invalidations += 1
+        if key in self._inflight:
+            self._dirty.add(key)
+
+    def drop_partitions(self, partitions: Iterable[int], owner: str | None = None) -> None:
+        """Drop every entry of ``partitions`` (of ``owner``'s, if given)."""
+        wanted = set(partitions)
+        with self._lock:
+            for key, entry in list(self.data.items()):
+                if entry[1] in wanted and (owner is None or entry[2] == owner):
+                    self.data.pop(key, None)
+            # Fetches in flight for these partitions must not be kept either.
+            self._dirty.update(self._inflight)
+
+    def on_table(self) -> None:
+        """The partition table changed: drop entries whose partition has another owner now."""
+        with self._lock:
+            for key, entry in list(self.data.items()):
+                if self._owner_of(entry[1]) != entry[2]:
+                    self.data.pop(key, None)
+            self._dirty.update(self._inflight)
+
+    def clear(self) -> None:
+        """Drop everything."""
+        with self._lock:
+            self.data.clear()
+            self._dirty.update(self._inflight)
+
+    # ------------------------------------------------------------------ event receiver
+    def on_alive(self, owner: str, now: float) -> None:
+        """``owner`` was heard from at ``now``: its entries may be served a while longer."""
+        self.leases[owner] = now + self.config.max_staleness
+
+    def on_events(self, owner: str, batch: EventBatch) -> None:
+        """Invalidations from ``owner``."""
+        with self._lock:
+            for kind, partition, key in zip(batch.kinds, batch.partitions, batch.keys, strict=True):
+                if kind == EventKind.CLEARED:
+                    for cached, entry in list(self.data.items()):
+                        if entry[1] == partition:
+                            self.data.pop(cached, None)
+                    self._dirty.update(self._inflight)
+                else:
+                    self._drop_key(key)
+
+    def on_gap(self, owner: str, partitions: Iterable[int]) -> None:
+        """Events from ``owner`` may have been missed: drop what they would have invalidated."""
+        self.leases.pop(owner, None)
+        self.drop_partitions(partitions, owner)
+
+    def __len__(self) -> int:
+        return len(self.data)
