@@ -237,8 +237,11 @@ class MapCore:
         """SET ops for put_all, every key and value checked before any is sent."""
         if not isinstance(mapping, Mapping):
             raise ArgumentError(f"put_all takes a mapping, not {type(mapping).__qualname__}")
-        seconds = self.ttl(ttl)
-        return [self.keyed(Code.SET, key, self.value(value), ttl=seconds) for key, value in mapping.items()]
+        self.ttl(ttl)  # checked once, before anything is encoded
+        # The ttl per entry: a map default with jitter spreads each entry's expiry.
+        return [
+            self.keyed(Code.SET, key, self.value(value), ttl=self.ttl(ttl)) for key, value in mapping.items()
+        ]
 
     def entries(self, results: Iterable[Result]) -> list[tuple[Key, Any]]:
         """Decoded ``(key, value)`` pairs of ENTRIES results."""

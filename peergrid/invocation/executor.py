@@ -109,6 +109,7 @@ class Executor:
                 old = store.peek(op.key)
         size_before = (0, 0)
         if config.bounded:
+            self._owner.usage(name)  # recount first if the table moved, so this write's delta counts once
             refused = self._owner.refuse(part, op, config)
             if refused is not None:
                 return refused

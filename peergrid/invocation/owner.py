@@ -25,13 +25,14 @@ from peergrid.events.publisher import EventPublisher
 from peergrid.protocol import Code, Effect, EffectKind, Op, Result, Status
 from peergrid.stats import MapCounters
 from peergrid.storage import Partition
+from peergrid.storage.records import SAMPLE_SIZE
 from peergrid.storage.registry import MapRegistry, Usage
 
 if TYPE_CHECKING:
     from peergrid.replication import PartitionManager
 
 _SIZED = frozenset({Code.PUT, Code.SET, Code.PUT_IF_ABSENT, Code.REPLACE, Code.REPLACE_IF_SAME})
-_EVICTION_SAMPLES = 3  # stores sampled per victim; each samples its own keys
+_POOL_SIZE = 16  # eviction candidates kept between evictions (as Redis' eviction pool)
 
 
 class OwnerWrites:
@@ -49,6 +50,7 @@ class OwnerWrites:
         self._publisher = publisher
         self._counters = counters
         self.usage_dirty = True  # recount owned usage before the next bounded write
+        self._pools: dict[str, dict[bytes, int]] = {}  # map -> eviction candidates: key -> partition
 
     # ------------------------------------------------------------------ before a write
     def refuse(self, part: Partition, op: Op, config: MapConfig) -> Result | None:
@@ -151,29 +153,39 @@ class OwnerWrites:
     def _pick(
         self, name: str, owned: Sequence[int], lfu: bool, spare: bytes
     ) -> tuple[Partition, bytes] | None:
-        best: tuple[float, Partition, bytes] | None = None
+        """The best eviction candidate: Redis' sampled eviction with a pool.
+
+        Each eviction samples a few random keys over the owned partitions into
+        a per-map pool of the best candidates seen so far; the pool is
+        re-scored (an entry read since it was pooled is no longer a good
+        victim) and its best entry goes.
+        """
         readable = self._manager.readable
-        tries = 0
-        while tries < _EVICTION_SAMPLES * 4 and (best is None or tries < _EVICTION_SAMPLES):
-            tries += 1
+        pool = self._pools.setdefault(name, {})
+        sampled = 0
+        for _ in range(SAMPLE_SIZE * 8):
+            if sampled >= SAMPLE_SIZE:
+                break
             part = readable[random.choice(owned)]  # noqa: S311 - sampling
-            if part is None:
-                continue
-            store = part.maps.get(name)
-            candidate = store.victim(lfu, spare) if store is not None else None
-            if candidate is not None and (best is None or candidate[1] < best[0]):
-                best = (candidate[1], part, candidate[0])
-        if best is None:
-            # Sampling found nothing: fall back to any owned entry (small, skewed maps).
-            for p in owned:
-                fallback = readable[p]
-                store = fallback.maps.get(name) if fallback is not None else None
-                if fallback is not None and store is not None:
-                    for key in store.values:
-                        if key != spare:
-                            return fallback, key
+            store = part.maps.get(name) if part is not None else None
+            key = store.sample() if store is not None else None
+            if part is not None and key is not None and key != spare:
+                pool[key] = part.id
+                sampled += 1
+        scored = []
+        for key, p in pool.items():
+            part = readable[p]
+            store = part.maps.get(name) if part is not None else None
+            score = store.score(key, lfu) if store is not None and key != spare else None
+            if score is not None:
+                scored.append((score, p, key))
+        scored.sort()
+        self._pools[name] = {key: p for _, p, key in scored[1:_POOL_SIZE]}
+        if not scored:
             return None
-        return best[1], best[2]
+        _, p, key = scored[0]
+        part = readable[p]
+        return (part, key) if part is not None else None
 
     def delete(self, part: Partition, name: str, key: bytes, kind: int, usage: Usage | None = None) -> None:
         """Remove an entry as owner (eviction, expiry): versioned, replicated, published."""

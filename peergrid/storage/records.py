@@ -227,32 +227,27 @@ class RecordStore:
         return gone
 
     # ------------------------------------------------------------------ eviction
-    def victim(self, lfu: bool, spare: bytes = b"") -> tuple[bytes, float] | None:
-        """A sampled eviction candidate and its score (lower goes first), or None.
-
-        Samples ``SAMPLE_SIZE`` random keys, as Redis does, and picks the least
-        recently used, or the least frequently used with the counter decayed by
-        idle time. ``spare`` (the key just written) is never chosen.
-        """
+    def sample(self) -> bytes | None:
+        """A random key (O(1)), or None when empty or untracked."""
         access = self.access
         if access is None or not access.keys:
             return None
-        keys = access.keys
-        best: tuple[bytes, float] | None = None
-        now = time.time()
-        for _ in range(min(SAMPLE_SIZE, len(keys))):
-            key = keys[random.randrange(len(keys))]  # noqa: S311 - sampling, not security
-            if key == spare:
-                continue
-            last = access.last.get(key, 0.0)
-            if lfu:
-                decayed = access.freq.get(key, LFU_INITIAL) - (now - last) / LFU_DECAY_SECONDS
-                score = decayed + last / 1e12  # ties: least recently used first
-            else:
-                score = last
-            if best is None or score < best[1]:
-                best = (key, score)
-        return best
+        return access.keys[random.randrange(len(access.keys))]  # noqa: S311 - sampling, not security
+
+    def score(self, key: bytes, lfu: bool) -> float | None:
+        """Eviction score of ``key`` (lower goes first), or None when it is gone.
+
+        LRU: the last access time. LFU: the logarithmic counter decayed by idle
+        minutes, as Redis does; ties go to the least recently used.
+        """
+        access = self.access
+        if access is None or key not in self.values:
+            return None
+        last = access.last.get(key, 0.0)
+        if not lfu:
+            return last
+        decayed = access.freq.get(key, LFU_INITIAL) - (time.time() - last) / LFU_DECAY_SECONDS
+        return decayed + last / 1e12
 
     def __len__(self) -> int:
         return len(self.values)
