@@ -124,6 +124,13 @@ class Grid:
         """
         return recovered(run_ops(self._node, recover_ops(self._node)))
 
+    def serve_metrics(self, port: int = 0, host: str = "127.0.0.1") -> int:
+        """Serve this member's Prometheus metrics over HTTP; return the bound port.
+
+        Needs ``pip install 'peergrid[metrics]'``. The server stops with the grid.
+        """
+        return self._node.serve_metrics(port, host)
+
     # ------------------------------------------------------------------ lifecycle
     def shutdown(self) -> None:
         """Hand this member's partitions over, leave the cluster and stop. Safe to call twice."""

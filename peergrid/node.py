@@ -90,6 +90,7 @@ class Node:
         )
         self.dispatcher = Dispatcher(f"peergrid-events-{self.uuid[:8]}")
         self.near_caches: dict[str, NearCache] = {}
+        self._metrics_servers: list[Any] = []
         self.hubs: dict[str, ListenerHub] = {}
 
     # ------------------------------------------------------------------ lifecycle
@@ -104,6 +105,8 @@ class Node:
                 self._thread.run(self._stop(), timeout=5)
             raise
         self._started = True
+        if self.config.metrics_port is not None:
+            self.serve_metrics(self.config.metrics_port, "127.0.0.1")
 
     async def _start(self) -> None:
         host, port = parse_address(self.config.bind, what="bind")
@@ -116,6 +119,8 @@ class Node:
         )
         await self.membership.join()
         self.membership.start_heartbeats()
+        for name, map_config in self.config.maps.items():
+            self.configure_map(name, map_config)  # near caches of configured maps start now
         self.spawn(self._every(self.config.timing.expiry_sweep_interval, self._sweep))
         self.spawn(self._every(self.config.timing.anti_entropy_interval, self.manager.anti_entropy))
 
@@ -152,6 +157,7 @@ class Node:
         if self.closed:
             return
         self.closed = True
+        self._stop_metrics()
         if not self._started:
             return
         timeout = self.config.timing.shutdown_timeout + self.config.timing.rpc_timeout * 4 + 5
@@ -168,11 +174,18 @@ class Node:
             with contextlib.suppress(Exception):
                 self._thread.run(self._stop(), timeout=10)
 
+    def _stop_metrics(self) -> None:
+        for server in self._metrics_servers:
+            server.shutdown()
+            server.server_close()
+        self._metrics_servers.clear()
+
     def kill(self) -> None:
         """Stop at once, as if the process died: no hand-over, no goodbye (for tests)."""
         if self.closed:
             return
         self.closed = True
+        self._stop_metrics()
         with contextlib.suppress(Exception):
             self._thread.run(self._stop(grace=None), timeout=10)
 
@@ -215,6 +228,15 @@ class Node:
         await self._server.stop(grace)
         if self._peers is not None:
             await self._peers.close()
+
+    def serve_metrics(self, port: int, host: str) -> int:
+        """Start this member's Prometheus endpoint (see ``peergrid.metrics``)."""
+        from peergrid.metrics import serve
+
+        self.ensure_open()
+        server, bound = serve(self, port, host)
+        self._metrics_servers.append(server)
+        return bound
 
     def ensure_open(self) -> None:
         """Raise ``GridClosedError`` after shutdown."""
@@ -428,21 +450,23 @@ class Node:
         readable = self.manager.readable
         return [p for p in self.manager.table.owned_by(self.uuid) if readable[p] is not None]
 
+    def _owner_of(self, partition: int) -> str | None:
+        return self.manager.table.owner(partition)  # the table current now, not when asked first
+
     def _served_changed(self) -> None:
         self.owner.usage_dirty = True
 
     def configure_map(self, name: str, config: MapConfig) -> None:
         """Register a map's configuration here (loop thread): policies, near cache."""
-        if not self.registry.configure(name, config):
-            return
-        policy = self.registry.policy(name)
-        for part in self.manager.parts:
-            store = part.maps.get(name) if part is not None else None
-            if store is not None:
-                store.set_policy(policy)
-        self.owner.usage_dirty = True
+        if self.registry.configure(name, config):
+            policy = self.registry.policy(name)
+            for part in self.manager.parts:
+                store = part.maps.get(name) if part is not None else None
+                if store is not None:
+                    store.set_policy(policy)
+            self.owner.usage_dirty = True
         if config.near_cache is not None and name not in self.near_caches:
-            near_cache = NearCache(name, config.near_cache, self.manager.table.owner)
+            near_cache = NearCache(name, config.near_cache, self._owner_of)
             self.near_caches[name] = near_cache
             interval = config.near_cache.max_staleness / 3
             self.subscriptions.add(name, near_cache, values=False, entries=False, heartbeat=interval)

@@ -1,0 +1,168 @@
+"""Entry listeners: every kind of event, filters, order, async callbacks, owner failure, gaps."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+import peergrid
+from peergrid import MapConfig, Timing
+from peergrid.testing import cluster
+from tests.conftest import wait_for
+
+
+class Recorder:
+    """Collects events from callbacks (called on the dispatcher thread)."""
+
+    def __init__(self) -> None:
+        self.events: list[peergrid.EntryEvent] = []
+        self.gaps: list[list[int]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, event: peergrid.EntryEvent) -> None:
+        with self._lock:
+            self.events.append(event)
+
+    def gap(self, partitions: list[int]) -> None:
+        with self._lock:
+            self.gaps.append(partitions)
+
+    def kinds(self, key: object = None) -> list[str]:
+        with self._lock:
+            return [e.kind for e in self.events if key is None or e.key == key]
+
+    def callbacks(self) -> dict[str, object]:
+        return dict.fromkeys(("on_added", "on_updated", "on_removed", "on_expired", "on_evicted"), self)
+
+
+def test_every_kind_of_event_from_every_member() -> None:
+    with cluster(3, maps={"ev": MapConfig(max_entries=1000, eviction="lru")}) as grids:
+        seen = Recorder()
+        listener = grids[0].get_map("ev").add_entry_listener(**seen.callbacks(), on_gap=seen.gap)
+        m = grids[2].get_map("ev")
+        keys = [f"k{i}" for i in range(30)]  # spread over every member's partitions
+        for key in keys:
+            m.put(key, 1)
+            m.put(key, 2)
+            m.delete(key)
+        m.put("ttl", "x", ttl=0.2)
+        wait_for(lambda: len(seen.events) >= 3 * len(keys) + 2, 10, message="every event delivered")
+        for key in keys:
+            assert seen.kinds(key) == ["added", "updated", "removed"]  # in order, per key
+        updated = next(e for e in seen.events if e.key == "k3" and e.kind == "updated")
+        assert (updated.value, updated.old_value, updated.map) == (2, 1, "ev")
+        removed = next(e for e in seen.events if e.key == "k3" and e.kind == "removed")
+        assert removed.old_value == 2
+        assert seen.kinds("ttl") == ["added", "expired"]
+        assert not seen.gaps
+        assert grids[0].get_map("ev").remove_entry_listener(listener)
+        assert not grids[0].get_map("ev").remove_entry_listener(listener)
+        m.put("after", 1)
+        m.delete("after")
+        assert seen.kinds("after") == []
+
+
+def test_evicted_events_and_key_filters_and_no_values() -> None:
+    with cluster(2, maps={"small": MapConfig(max_entries=10)}) as grids:
+        evicted = Recorder()
+        only_k1 = Recorder()
+        grids[1].get_map("small").add_entry_listener(on_evicted=evicted, include_value=False)
+        grids[1].get_map("small").add_entry_listener(on_added=only_k1, on_updated=only_k1, key="k1")
+        m = grids[0].get_map("small")
+        for i in range(60):
+            m.set(f"k{i}", i)
+        m.set("k1", "again")
+        wait_for(lambda: len(evicted.events) >= 30, 10, message="evictions reported")
+        assert all(e.kind == "evicted" and e.value is None and e.old_value is None for e in evicted.events)
+        wait_for(lambda: only_k1.kinds() in (["added", "updated"], ["added", "added"]), 5)
+        assert all(e.key == "k1" for e in only_k1.events)
+
+
+def test_local_listeners_hear_only_of_entries_this_member_owns() -> None:
+    with cluster(2) as grids:
+        local = Recorder()
+        grids[0].get_map("loc").add_entry_listener(on_added=local, local=True)
+        m = grids[1].get_map("loc")
+        keys = [f"k{i}" for i in range(40)]
+        for key in keys:
+            m.set(key, 1)
+        mine = [k for k in keys if grids[0].owner_of(k).uuid == grids[0].uuid]
+        wait_for(lambda: len(local.events) == len(mine), 5)
+        assert sorted(e.key for e in local.events) == sorted(mine)
+
+
+def test_a_listener_keeps_receiving_after_the_owner_dies_and_reports_the_gap() -> None:
+    with cluster(3) as grids:
+        seen = Recorder()
+        grids[0].get_map("f").add_entry_listener(on_added=seen, on_updated=seen, on_gap=seen.gap)
+        victim = grids[1]
+        keys = [f"k{i}" for i in range(60) if grids[0].owner_of(f"k{i}").uuid == victim.uuid][:5]
+        m = grids[2].get_map("f")
+        for key in keys:
+            m.set(key, 1)
+        wait_for(lambda: len(seen.events) == len(keys), 5)
+        grids.kill(victim)
+        wait_for(lambda: seen.gaps, 5, message="the broken stream reported as a gap")
+        assert grids.wait_until_safe(30)
+        for key in keys:
+            m.set(key, 2)  # the new owners (promoted backups) publish now
+        wait_for(lambda: len(seen.events) == 2 * len(keys), 5, message="events from the new owners")
+        assert [e.kind for e in seen.events[len(keys) :]] == ["updated"] * len(keys)
+
+
+def test_async_callbacks_run_on_the_registering_loop() -> None:
+    async def main() -> None:
+        timing = Timing.fast()
+        async with (
+            peergrid.AsyncGrid(cluster="aio-ev", timing=timing) as a,
+            peergrid.AsyncGrid(cluster="aio-ev", members=[a.address], timing=timing) as b,
+        ):
+            loop = asyncio.get_running_loop()
+            got: list[tuple[str, object, bool]] = []
+            done = asyncio.Event()
+
+            async def on_added(event: peergrid.EntryEvent) -> None:
+                got.append((event.kind, event.key, asyncio.get_running_loop() is loop))
+                await asyncio.sleep(0)
+                if len(got) == 10:
+                    done.set()
+
+            listener = await a.get_map("am").add_entry_listener(on_added=on_added)
+            m = b.get_map("am")
+            for i in range(10):
+                await m.set(f"k{i}", i)
+            await asyncio.wait_for(done.wait(), 10)
+            assert sorted(k for _, k, _ in got) == sorted(f"k{i}" for i in range(10))
+            assert all(on_loop for _, _, on_loop in got)
+            assert await a.get_map("am").remove_entry_listener(listener)
+
+    asyncio.run(main())
+
+
+def test_listener_arguments_are_checked() -> None:
+    with cluster(1) as grids:
+        m = grids[0].get_map("x")
+        with pytest.raises(peergrid.ArgumentError, match="at least one"):
+            m.add_entry_listener()
+        with pytest.raises(peergrid.ArgumentError, match="callable"):
+            m.add_entry_listener(on_added="not a function")
+        with pytest.raises(peergrid.ArgumentError, match="on_added"):
+            m.add_entry_listener(on_add=print)
+
+
+def test_a_failing_callback_does_not_stop_the_others(caplog) -> None:
+    with cluster(1) as grids:
+        seen = Recorder()
+
+        def boom(event: peergrid.EntryEvent) -> None:
+            raise RuntimeError("listener bug")
+
+        m = grids[0].get_map("boom")
+        m.add_entry_listener(on_added=boom)
+        m.add_entry_listener(on_added=seen)
+        m.set("a", 1)
+        m.set("b", 2)
+        wait_for(lambda: len(seen.events) == 2, 5)
+        assert any("listener bug" in r.getMessage() or r.exc_info for r in caplog.records)

@@ -1,0 +1,168 @@
+"""Near cache: hits without RPC, invalidation, read-your-writes, gaps, bounded staleness."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import peergrid
+from peergrid import MapConfig, NearCacheConfig
+from peergrid.testing import cluster
+from tests.conftest import wait_for
+
+NEAR = {"near": MapConfig(near_cache=NearCacheConfig(max_entries=1000, max_staleness=1.0))}
+
+
+def remote_keys(grid: peergrid.Grid, count: int) -> list[str]:
+    keys, i = [], 0
+    while len(keys) < count:
+        if grid.owner_of(f"k{i}").uuid != grid.uuid:
+            keys.append(f"k{i}")
+        i += 1
+    return keys
+
+
+def frames(grid: peergrid.Grid) -> int:
+    return sum(pipe.frames_sent for pipe in grid._node._pipes.values())
+
+
+def test_hits_cost_no_rpc_and_count() -> None:
+    with cluster(2, maps=NEAR) as grids:
+        reader = grids[1]
+        m = reader.get_map("near")
+        keys = remote_keys(reader, 20)
+        grids[0].get_map("near").put_all({k: {"v": k} for k in keys})
+        wait_for(lambda: len(reader._node.near_caches["near"].leases) == 1, 5, message="lease from the owner")
+        for k in keys:
+            assert m.get(k) == {"v": k}  # misses: fetched and kept
+        before = frames(reader)
+        for _ in range(5):
+            for k in keys:
+                assert m.get(k) == {"v": k}
+        assert frames(reader) == before
+        stats = m.local_stats()
+        assert stats.near_cache_hits == 100
+        assert stats.near_cache_misses >= 20
+        assert stats.near_cache_entries == 20
+
+
+def test_a_write_elsewhere_invalidates() -> None:
+    with cluster(3, maps=NEAR) as grids:
+        reader, writer = grids[1], grids[2]
+        key = remote_keys(reader, 1)[0]
+        writer.get_map("near").put(key, "old")
+        wait_for(
+            lambda: reader.get_map("near").get(key) == "old" and len(reader._node.near_caches["near"]), 5
+        )
+        writer.get_map("near").put(key, "new")
+        wait_for(
+            lambda: reader.get_map("near").get(key) == "new", 2, message="invalidated within max_staleness"
+        )
+        writer.get_map("near").delete(key)
+        wait_for(lambda: reader.get_map("near").get(key) is None, 2, message="delete invalidated")
+
+
+def test_writes_through_the_same_member_are_read_back_at_once() -> None:
+    with cluster(2, maps=NEAR) as grids:
+        m = grids[1].get_map("near")
+        keys = remote_keys(grids[1], 50)
+        m.put_all(dict.fromkeys(keys, 0))
+        for i in range(1, 6):
+            for k in keys:
+                m.get(k)  # cache it
+                m.set(k, i)
+                assert m.get(k) == i  # read-your-writes, never the cached old value
+        m.clear()
+        assert all(m.get(k) is None for k in keys)
+
+
+def test_a_dead_owner_stops_its_entries_being_served() -> None:
+    with cluster(3, maps=NEAR) as grids:
+        reader, owner = grids[0], grids[1]
+        keys = [k for k in remote_keys(reader, 200) if reader.owner_of(k).uuid == owner.uuid][:10]
+        reader.get_map("near").put_all(dict.fromkeys(keys, "v1"))
+        near = reader._node.near_caches["near"]
+        wait_for(lambda: owner.uuid in near.leases, 5, message="a lease from the owner")
+        wait_for(
+            lambda: all(reader.get_map("near").get(k) == "v1" for k in keys) and len(near) >= len(keys), 5
+        )
+        grids.kill(owner)
+        # The stream from the dead owner broke: its partitions' entries are dropped (a gap).
+        wait_for(
+            lambda: len(reader._node.near_caches["near"]) == 0, 5, message="entries of the dead owner dropped"
+        )
+        assert grids.wait_until_safe(30)
+        grids[2].get_map("near").put_all(dict.fromkeys(keys, "v2"))
+        assert all(reader.get_map("near").get(k) == "v2" for k in keys)
+
+
+def test_staleness_stays_within_the_bound_under_writers_and_a_kill() -> None:
+    """A write acknowledged on A is never followed, after the bound, by an old value on B."""
+    staleness = 0.5
+    config = {"near": MapConfig(near_cache=NearCacheConfig(max_entries=10_000, max_staleness=staleness))}
+    with cluster(4, maps=config) as grids:
+        writer_grid, reader_grid, victim = grids[0], grids[1], grids[3]
+        keys = [f"s{i}" for i in range(40)]
+        acked: dict[str, tuple[int, float]] = {}  # key -> (latest acknowledged value, when)
+        lock = threading.Lock()
+        stop = threading.Event()
+        violations: list[tuple[str, int, int, float]] = []
+        worst = [0.0]
+
+        def write() -> None:
+            m = writer_grid.get_map("near")
+            i = 0
+            while not stop.is_set():
+                key = keys[i % len(keys)]
+                try:
+                    m.set(key, i)
+                except peergrid.PeerGridError:
+                    i += 1
+                    continue
+                with lock:
+                    acked[key] = (i, time.monotonic())
+                i += 1
+
+        def read() -> None:
+            m = reader_grid.get_map("near")
+            while not stop.is_set():
+                for key in keys:
+                    with lock:
+                        latest = acked.get(key)
+                    try:
+                        seen = m.get(key)
+                    except peergrid.PeerGridError:
+                        continue
+                    if latest is None or seen is None:
+                        continue
+                    value, at = latest
+                    if seen < value:  # an older value than one acknowledged before this read began
+                        late = time.monotonic() - at
+                        worst[0] = max(worst[0], late)
+                        if late > staleness + 0.25:
+                            violations.append((key, seen, value, late))
+
+        threads = [
+            threading.Thread(target=write),
+            threading.Thread(target=read),
+            threading.Thread(target=read),
+        ]
+        for t in threads:
+            t.start()
+        try:
+            wait_for(lambda: len(acked) == len(keys), 10)
+            time.sleep(1.0)  # let the near cache fill and churn (pacing, not a check)
+            grids.kill(victim)
+            assert grids.wait_until_safe(30)
+            time.sleep(1.0)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(30)
+        stats = reader_grid.get_map("near").local_stats()
+        print(
+            f"worst staleness seen: {worst[0] * 1000:.0f} ms (bound {staleness * 1000:.0f} ms); "
+            f"near-cache hits {stats.near_cache_hits}, misses {stats.near_cache_misses}"
+        )
+        assert not violations, violations[:5]
+        assert stats.near_cache_hits > 0
