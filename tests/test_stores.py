@@ -531,6 +531,30 @@ def test_postgres_a_table_of_another_shape_is_a_final_error(postgres_dsn, pg_tab
     assert str(caught.value).endswith('load failed: column "value" does not exist')
 
 
+def test_postgres_uses_a_table_made_for_it_in_a_schema_it_may_not_create_in(postgres_dsn) -> None:
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    schema = f"peergrid_ro_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+        admin.execute(f'CREATE SCHEMA "{schema}"')
+        try:
+            admin.execute(
+                f'CREATE TABLE "{schema}".peergrid_users '
+                "(key BYTEA PRIMARY KEY, key_text TEXT NOT NULL, value BYTEA NOT NULL)"
+            )
+            admin.execute(f'REVOKE CREATE ON SCHEMA "{schema}" FROM CURRENT_USER')
+            dsn = make_conninfo(postgres_dsn, options=f"-csearch_path={schema}")
+            with pg_store(dsn, "peergrid_users") as store:
+                store.store("k", 1)
+                assert store.load("k") == 1
+            denied = pytest.raises(StoreError, match="permission denied")
+            with pg_store(dsn, "peergrid_orders") as store, denied:
+                store.load("k")  # its table is missing, and may not be created
+        finally:
+            admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
 def test_postgres_members_creating_one_table_at_once(postgres_dsn, pg_table) -> None:
     stores = [pg_store(postgres_dsn, pg_table) for _ in range(6)]
     start = threading.Barrier(len(stores))
