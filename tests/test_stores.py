@@ -460,6 +460,8 @@ def test_sqlite_bad_configuration(kwargs, match) -> None:
 
 def test_postgres_unreachable_server_is_a_retryable_store_error_without_the_password() -> None:
     pytest.importorskip("psycopg")
+    from peergrid.stores.postgres import redacted
+
     port = free_port()
     store = pg_store(f"postgresql://app:s3cret@127.0.0.1:{port}/app", "t")
     with store, pytest.raises(StoreError) as caught:
@@ -470,6 +472,7 @@ def test_postgres_unreachable_server_is_a_retryable_store_error_without_the_pass
     assert f"port={port}" in str(error)
     assert "127.0.0.1" in str(error)
     assert "s3cret" not in str(error) + error.store + repr(store)
+    assert "pw" not in redacted("postgresql://u:pw@h/d?sslpassword=pw&sslmode=require")
     assert isinstance(error, peergrid.PeerGridError)
 
 
@@ -573,19 +576,33 @@ def test_postgres_members_creating_one_table_at_once(postgres_dsn, pg_table) -> 
             s.close()
 
 
-def test_postgres_a_dropped_connection_is_replaced(postgres_dsn, pg_table) -> None:
+def test_postgres_connections_dropped_by_the_server_are_replaced(postgres_dsn, pg_table) -> None:
     import psycopg
     from psycopg.conninfo import make_conninfo
 
     app = f"peergrid-test-{uuid.uuid4().hex[:8]}"
-    with pg_store(make_conninfo(postgres_dsn, application_name=app), pg_table, pool_size=1) as store:
-        store.store("k", 1)  # the pool now holds one idle connection
-        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
-            sessions = "SELECT pid FROM pg_stat_activity WHERE application_name = %s"
-            [(pid,)] = admin.execute(sessions, (app,)).fetchall()
+    sessions = "SELECT pid FROM pg_stat_activity WHERE application_name = %s"
+    waiting = sessions + " AND wait_event_type = 'Lock'"
+    with (
+        pg_store(make_conninfo(postgres_dsn, application_name=app), pg_table, pool_size=3) as store,
+        psycopg.connect(postgres_dsn, autocommit=True) as admin,
+    ):
+        store.store("k", 1)
+        # Fill the pool: three loads at once, held on a lock until all three wait.
+        with psycopg.connect(postgres_dsn) as locker, ThreadPoolExecutor(3) as pool:
+            locker.execute(f'LOCK TABLE "{pg_table}" IN ACCESS EXCLUSIVE MODE')
+            loads = [pool.submit(store.load, "k") for _ in range(3)]
+            wait_for(lambda: len(admin.execute(waiting, (app,)).fetchall()) == 3, message="three loads wait")
+            locker.rollback()
+            assert [f.result(timeout=10) for f in loads] == [1, 1, 1]
+        # As after a server restart: every pooled connection is gone.
+        pids = [pid for (pid,) in admin.execute(sessions, (app,)).fetchall()]
+        assert len(pids) == 3
+        for pid in pids:
             admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-            wait_for(lambda: not admin.execute(sessions, (app,)).fetchall(), message="backend gone")
+        wait_for(lambda: not admin.execute(sessions, (app,)).fetchall(), message="backends gone")
         assert store.load("k") == 1
+        assert len(admin.execute(sessions, (app,)).fetchall()) == 1
 
 
 def test_postgres_statement_timeout_is_retryable(postgres_dsn, pg_table) -> None:

@@ -53,12 +53,13 @@ def _parse(dsn: str) -> dict[str, Any]:
 
 
 def redacted(dsn: str) -> str:
-    """``dsn`` as ``key=value`` pairs without the password, for messages and logs.
+    """``dsn`` as ``key=value`` pairs without the passwords, for messages and logs.
 
     Raises ``ConfigError`` when ``dsn`` is not a connection string or URL.
     """
     params = _parse(dsn)
     params.pop("password", None)
+    params.pop("sslpassword", None)  # the client key's passphrase
     return conninfo.make_conninfo("", **params)
 
 
@@ -67,7 +68,7 @@ class _Pool:
 
     def __init__(self, connect: Callable[[], Connection], size: int, timeout: float, name: str) -> None:
         self._connect = connect
-        self._size = size
+        self.size = size
         self._timeout = timeout
         self._name = name
         self._cond = threading.Condition()
@@ -79,10 +80,10 @@ class _Pool:
         """A connection and whether it was used before; opens one when none is idle."""
         with self._cond:
             if not self._cond.wait_for(
-                lambda: self._closed or self._idle or self._open < self._size, self._timeout
+                lambda: self._closed or self._idle or self._open < self.size, self._timeout
             ):
                 raise StoreError(
-                    f"{self._name}: all {self._size} connections stayed busy for {self._timeout}s "
+                    f"{self._name}: all {self.size} connections stayed busy for {self._timeout}s "
                     f"(raise pool_size or pool_timeout)",
                     retryable=True,
                     store=self._name,
@@ -137,9 +138,9 @@ class PostgresStore:
     connection when all ``pool_size`` are in use.
 
     Every failure is a ``StoreError`` naming the server (never the password),
-    retryable when the server was unreachable, restarting or busy. A pooled
-    connection the server has dropped is replaced and the call run again once,
-    which is safe because every call is idempotent. Batches run in one
+    retryable when the server was unreachable, restarting or busy. Pooled
+    connections the server has dropped (after a restart) are replaced and the
+    call run again, which is safe because every call is idempotent. Batches run in one
     transaction. Thread-safe. ``close()`` (also on leaving a ``with`` block)
     closes the connections; it is safe to call twice.
     """
@@ -226,15 +227,18 @@ class PostgresStore:
 
     def _run(self, what: str, work: Callable[[Connection], T]) -> T:
         """Run ``work`` on a pooled connection, translating psycopg's errors."""
-        for attempt in (1, 2):
+        # A restarted server leaves every idle connection dead; each attempt
+        # that finds one closes it, so a fresh connection comes after at most
+        # `size` of them. Running a call again is safe: every call is idempotent.
+        for _ in range(self._pool.size + 1):
             conn, reused = self._pool.acquire()
             try:
                 self._ensure_table(conn)
                 result = work(conn)
             except psycopg.Error as exc:
                 self._pool.release(conn)
-                if reused and conn.closed and attempt == 1:
-                    continue  # the server dropped an idle connection: run again on a fresh one
+                if reused and conn.closed:
+                    continue  # the server dropped this idle connection: try another
                 raise self._error(f"{self._name}: {what} failed", exc) from exc
             except BaseException:
                 conn.close()
@@ -242,7 +246,11 @@ class PostgresStore:
                 raise
             self._pool.release(conn)
             return result
-        raise AssertionError("unreachable")  # pragma: no cover
+        raise StoreError(  # pragma: no cover - only if the pool hands out dead connections forever
+            f"{self._name}: {what} failed: every pooled connection was dropped",
+            retryable=True,
+            store=self._name,
+        )
 
     def _error(self, message: str, exc: psycopg.Error) -> StoreError:
         # The server's own message when there is one (str(exc) adds the query
