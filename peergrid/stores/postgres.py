@@ -171,7 +171,10 @@ class PostgresStore:
         name = {} if "application_name" in _parse(dsn) else {"application_name": "peergrid"}
         whole_seconds = max(1, math.ceil(connect_timeout))  # what libpq takes
         self._conninfo = conninfo.make_conninfo(dsn, connect_timeout=whole_seconds, **name)
-        self._statement_timeout_ms = 0 if statement_timeout is None else math.ceil(statement_timeout * 1000)
+        # 0 turns PostgreSQL's statement timeout off.
+        self._statement_timeout_ms = (
+            0 if statement_timeout is None else max(1, round(statement_timeout * 1000))
+        )
         self._name = f"PostgreSQL store {self.table!r} at {self.server!r}"
         self._codec = RowCodec(self._name)
         self._pool = _Pool(self._connect, pool_size, pool_timeout, self._name)
