@@ -21,6 +21,7 @@ succeed if simply tried again::
     │   └── IndeterminateWriteError          a write whose outcome is unknown
     ├── PartitionLostError                   every copy of a partition was lost
     ├── CapacityError                        a bounded map is full
+    ├── StoreError                           a map's store (its database) failed
     └── RemoteError                          a peer failed to execute a request
 """
 
@@ -114,6 +115,21 @@ class PartitionLostError(PeerGridError):
 
 class CapacityError(PeerGridError):
     """A map bounded without an eviction policy is full."""
+
+
+class StoreError(PeerGridError):
+    """A map store (the database behind a map) failed.
+
+    ``retryable`` is set per failure: True when the same call may pass later
+    (the database unreachable, busy or restarting), False when it will not
+    (a missing privilege, a table of another shape, a closed store).
+    ``store`` names the store, with any password left out.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False, store: str = "") -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.store = store
 
 
 class RemoteError(PeerGridError):
