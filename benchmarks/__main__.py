@@ -105,6 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         results.notes.insert(0, QUICK_NOTE)
     print(report.render(results))
+    if not args.no_grid:
+        from benchmarks import nearcache
+
+        settings_nc = nearcache.Settings().quick() if args.quick else nearcache.Settings()
+        print()
+        print(nearcache.measure(placement, settings_nc))
     if args.json:
         args.json.write_text(json.dumps(report.as_json(results), indent=2))
     return 0

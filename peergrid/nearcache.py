@@ -34,10 +34,17 @@ _FOREVER = float("inf")
 class NearCache:
     """The near cache of one map on one member."""
 
-    def __init__(self, name: str, config: NearCacheConfig, owner_of: Callable[[int], str | None]) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: NearCacheConfig,
+        owner_of: Callable[[int], str | None],
+        loads: Callable[[bytes], Any],
+    ) -> None:
         self.name = name
         self.config = config
         self._owner_of = owner_of
+        self._loads = loads
         #: encoded key -> (decoded value, partition, owner uuid, deadline in monotonic seconds)
         self.data: OrderedDict[bytes, tuple[Any, int, str, float]] = OrderedDict()
         #: owner uuid -> monotonic time until which its entries may be served
@@ -133,14 +140,34 @@ class NearCache:
         self.leases[owner] = now + self.config.max_staleness
 
     def on_events(self, owner: str, batch: EventBatch) -> None:
-        """Invalidations from ``owner``."""
+        """Changes from ``owner``: cached entries take the new value, or are dropped.
+
+        Events of one owner arrive in the order it applied the writes, so the
+        last value received is the owner's latest. A fetch in flight for the
+        key is not kept (its answer may predate this change).
+        """
+        values = batch.values
         with self._lock:
-            for kind, partition, key in zip(batch.kinds, batch.partitions, batch.keys, strict=True):
+            for i, (kind, partition, key) in enumerate(
+                zip(batch.kinds, batch.partitions, batch.keys, strict=True)
+            ):
                 if kind == EventKind.CLEARED:
-                    for cached, entry in list(self.data.items()):
-                        if entry[1] == partition:
+                    for cached, held in list(self.data.items()):
+                        if held[1] == partition:
                             self.data.pop(cached, None)
                     self._dirty.update(self._inflight)
+                    continue
+                entry = self.data.get(key)
+                if (
+                    entry is not None
+                    and values is not None
+                    and kind in (EventKind.ADDED, EventKind.UPDATED)
+                    and entry[2] == owner
+                ):
+                    self.data[key] = (self._loads(values[i]), entry[1], owner, entry[3])
+                    self.invalidations += 1
+                    if key in self._inflight:
+                        self._dirty.add(key)
                 else:
                     self._drop_key(key)
 

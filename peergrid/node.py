@@ -466,10 +466,12 @@ class Node:
                     store.set_policy(policy)
             self.owner.usage_dirty = True
         if config.near_cache is not None and name not in self.near_caches:
-            near_cache = NearCache(name, config.near_cache, self._owner_of)
+            near_cache = NearCache(name, config.near_cache, self._owner_of, self.serializer.loads)
             self.near_caches[name] = near_cache
             interval = config.near_cache.max_staleness / 3
-            self.subscriptions.add(name, near_cache, values=False, entries=False, heartbeat=interval)
+            # With values, an owner's change updates cached entries in place: a hot key written
+            # elsewhere stays a hit here instead of costing a fetch after every write.
+            self.subscriptions.add(name, near_cache, values=True, entries=False, heartbeat=interval)
 
     def hub(self, name: str, loads: Callable[[bytes], Any]) -> ListenerHub:
         """The listener hub of map ``name`` (loop thread)."""

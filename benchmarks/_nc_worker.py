@@ -1,0 +1,98 @@
+"""One worker of the near-cache benchmark, in its own process (see benchmarks/nearcache.py).
+
+    python -m benchmarks._nc_worker peergrid CLUSTER SEEDS KEYS SEED DURATION
+    python -m benchmarks._nc_worker redis HOST:PORT - KEYS SEED DURATION
+
+Prints "ready <address>" once joined (or connected), waits for "go" on stdin,
+runs the zipf(0.99) 95%-read workload for DURATION seconds and prints one JSON
+line of counts.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import json
+import random
+import sys
+import time
+from typing import Any
+
+READ_SHARE = 0.95
+ZIPF_S = 0.99
+VALUE = b"v" * 100
+
+
+def zipf_sequence(keys: int, seed: int, length: int = 200_000) -> list[tuple[int, bool]]:
+    """``length`` (key index, is_read) draws: zipf(0.99) over ``keys`` keys, 95% reads."""
+    weights = list(itertools.accumulate(1.0 / (i + 1) ** ZIPF_S for i in range(keys)))
+    total = weights[-1]
+    rng = random.Random(seed)
+    return [
+        (bisect.bisect_left(weights, rng.random() * total), rng.random() < READ_SHARE) for _ in range(length)
+    ]
+
+
+def run(
+    get: Any, put: Any, sequence: list[tuple[int, bool]], names: list[str], duration: float
+) -> dict[str, int]:
+    reads = writes = 0
+    deadline = time.perf_counter() + duration
+    for index, is_read in itertools.cycle(sequence):
+        if is_read:
+            get(names[index])
+            reads += 1
+        else:
+            put(names[index], VALUE)
+            writes += 1
+        if (reads + writes) % 256 == 0 and time.perf_counter() >= deadline:
+            break
+    return {"reads": reads, "writes": writes}
+
+
+def main() -> None:
+    kind, target, seeds, keys, seed, duration = sys.argv[1:7]
+    names = [f"zipf:{i}" for i in range(int(keys))]
+    sequence = zipf_sequence(int(keys), int(seed))
+    if kind == "peergrid":
+        import peergrid
+
+        config = peergrid.MapConfig(near_cache=peergrid.NearCacheConfig(max_entries=int(keys)))
+        grid = peergrid.Grid(
+            cluster=target, members=[s for s in seeds.split(",") if s], backup_count=1, maps={"zipf": config}
+        )
+        m = grid.get_map("zipf")
+        if not seeds.strip(","):  # the first member loads the keyspace, before the others join
+            for start in range(0, len(names), 1000):
+                m.put_all(dict.fromkeys(names[start : start + 1000], VALUE))
+        print(f"ready {grid.address}", flush=True)
+        get, put = m.get, m.set
+    else:
+        import redis
+
+        host, port = target.rsplit(":", 1)
+        client = redis.Redis(host=host, port=int(port))
+        client.ping()
+        print(f"ready {target}", flush=True)
+        get, put = client.get, client.set
+    for line in sys.stdin:
+        if line.strip() == "go":
+            break
+    if kind == "peergrid":
+        grid.wait_until_safe(60)
+        for start in range(0, len(names), 500):  # warm the near cache: steady state is what we measure
+            m.get_all(names[start : start + 500])
+    counts = run(get, put, sequence, names, float(duration))
+    if kind == "peergrid":
+        stats = m.local_stats()
+        counts |= {"near_hits": stats.near_cache_hits, "near_misses": stats.near_cache_misses}
+    print(json.dumps(counts), flush=True)
+    for line in sys.stdin:  # wait for "stop": members leave together, not while others still measure
+        if line.strip() == "stop":
+            break
+    if kind == "peergrid":
+        grid.shutdown()
+
+
+if __name__ == "__main__":
+    main()

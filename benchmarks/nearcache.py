@@ -1,0 +1,235 @@
+"""Near-cache benchmark: hit latency, and a zipf(0.99) 95%-read workload against redis.
+
+    python -m benchmarks.nearcache [--quick] [--unpinned] [--cpu N]
+
+(also run at the end of ``python -m benchmarks``).
+
+1. Near-cache hit latency: one member reading a key another member owns, after
+   the first read cached it; each call timed on its own.
+2. Three worker processes each run the same zipf(0.99) 95%-read / 5%-write
+   sequence of 100-byte values for a few seconds: once as three peergrid
+   members (each embedding a member, the map near-cached), once as three
+   redis-py clients of one redis-server. Runs alternate; the ratio of
+   aggregate ops/s is taken per pair of runs and the median printed, with the
+   near cache's hit rate. Pinned to one CPU by default, like the other figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from benchmarks._proc import Placement, free_port
+
+WORKERS = 3
+
+
+@dataclass
+class Settings:
+    keys: int = 10_000
+    duration: float = 5.0
+    pairs: int = 3
+    hit_samples: int = 200_000
+
+    def quick(self) -> Settings:
+        return Settings(keys=2_000, duration=1.5, pairs=1, hit_samples=20_000)
+
+
+@dataclass
+class Run:
+    ops_per_s: float
+    hit_rate: float | None = None
+
+
+def hit_latency(samples: int) -> tuple[float, float]:
+    """p50 and p99 (µs) of a near-cache hit, two in-process members."""
+    import peergrid
+    from peergrid.testing import cluster
+
+    config = {"m": peergrid.MapConfig(near_cache=peergrid.NearCacheConfig(max_staleness=60.0))}
+    with cluster(2, maps=config) as grids:
+        reader = grids[1]
+        key = next(f"k{i}" for i in range(1000) if reader.owner_of(f"k{i}").uuid != reader.uuid)
+        grids[0].get_map("m").put(key, b"v" * 100)
+        m = reader.get_map("m")
+        deadline = time.monotonic() + 10
+        while len(reader._node.near_caches["m"]) == 0 and time.monotonic() < deadline:
+            m.get(key)
+        times = []
+        clock = time.perf_counter_ns
+        for _ in range(samples):
+            start = clock()
+            m.get(key)
+            times.append(clock() - start)
+        times.sort()
+        return times[len(times) // 2] / 1000, times[int(len(times) * 0.99)] / 1000
+
+
+class _Worker:
+    def __init__(self, placement: Placement, argv: list[str]) -> None:
+        command = placement.command([sys.executable, "-m", "benchmarks._nc_worker", *argv])
+        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = self._line(60)
+        if not line.startswith("ready"):
+            raise RuntimeError(f"worker did not start: {line!r}")
+        self.address = line.split()[1]
+
+    def _line(self, timeout: float) -> str:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        line = self.proc.stdout.readline()
+        if not line and time.monotonic() > deadline:
+            raise RuntimeError("worker gave no answer")
+        return line.strip()
+
+    def say(self, word: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(word + "\n")
+        self.proc.stdin.flush()
+
+    def result(self, timeout: float) -> dict[str, int]:
+        return json.loads(self._line(timeout))  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.say("stop")
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@contextlib.contextmanager
+def _workers(placement: Placement, argvs: list[list[str]]) -> Iterator[list[_Worker]]:
+    started: list[_Worker] = []
+    try:
+        started.extend(_Worker(placement, argv) for argv in argvs)
+        yield started
+    finally:
+        for worker in started:
+            worker.stop()
+
+
+def _measure(workers: list[_Worker], duration: float) -> list[dict[str, int]]:
+    for worker in workers:
+        worker.say("go")
+    return [worker.result(duration + 60) for worker in workers]
+
+
+def peergrid_run(placement: Placement, settings: Settings, seed: int) -> Run:
+    cluster = f"nc-{uuid.uuid4().hex[:6]}"
+    args = [str(settings.keys), str(seed), str(settings.duration)]
+    first = _Worker(placement, ["peergrid", cluster, "", *args])
+    try:
+        with _workers(
+            placement, [["peergrid", cluster, first.address, *args] for _ in range(WORKERS - 1)]
+        ) as rest:
+            results = _measure([first, *rest], settings.duration)
+    finally:
+        first.stop()
+    ops = sum(r["reads"] + r["writes"] for r in results) / settings.duration
+    reads = sum(r["reads"] for r in results)
+    return Run(ops, sum(r.get("near_hits", 0) for r in results) / max(reads, 1))
+
+
+def redis_run(placement: Placement, settings: Settings, seed: int) -> Run:
+    import redis
+
+    port = free_port()
+    server = subprocess.Popen(
+        placement.command(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        ),
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        client = redis.Redis(port=port)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        pipe = client.pipeline(transaction=False)
+        for i in range(settings.keys):  # the same keyspace the first peergrid member loads
+            pipe.set(f"zipf:{i}", b"v" * 100)
+        pipe.execute()
+        args = [str(settings.keys), str(seed), str(settings.duration)]
+        with _workers(
+            placement, [["redis", f"127.0.0.1:{port}", "-", *args] for _ in range(WORKERS)]
+        ) as workers:
+            results = _measure(workers, settings.duration)
+    finally:
+        server.terminate()
+        server.wait(10)
+    return Run(sum(r["reads"] + r["writes"] for r in results) / settings.duration)
+
+
+def measure(placement: Placement, settings: Settings) -> str:
+    """Run everything and return the report section."""
+    p50, p99 = hit_latency(settings.hit_samples)
+    ratios, grid_runs, redis_runs = [], [], []
+    for pair in range(settings.pairs):
+        print(f"near cache: pair {pair + 1}/{settings.pairs}", file=sys.stderr, flush=True)
+        redis_first = pair % 2 == 0
+        first = (
+            redis_run(placement, settings, pair) if redis_first else peergrid_run(placement, settings, pair)
+        )
+        second = (
+            peergrid_run(placement, settings, pair) if redis_first else redis_run(placement, settings, pair)
+        )
+        grid, red = (second, first) if redis_first else (first, second)
+        grid_runs.append(grid)
+        redis_runs.append(red)
+        ratios.append(grid.ops_per_s / red.ops_per_s)
+    hit_rate = statistics.median(r.hit_rate or 0.0 for r in grid_runs)
+    grid_ops = statistics.median(r.ops_per_s for r in grid_runs)
+    redis_ops = statistics.median(r.ops_per_s for r in redis_runs)
+    per_pair = ", ".join(f"{r:.2f}" for r in ratios)
+    header = (
+        f"near cache (zipf 0.99, 95% reads, 100-byte values, {settings.keys:,} keys, "
+        f"{WORKERS} processes, {settings.duration:g} s per run, after a warm-up read of every key)"
+    )
+    lines = [
+        header,
+        f"  near-cache hit p50 {p50:.2f} µs, p99 {p99:.2f} µs   (target p50 <= 2 µs)",
+        (
+            f"  peergrid, {WORKERS} members with near cache: {grid_ops:,.0f} ops/s "
+            f"(near-cache hit rate {hit_rate:.1%} of reads; owner-local reads are the rest)"
+        ),
+        f"  redis-server, {WORKERS} redis-py clients:    {redis_ops:,.0f} ops/s",
+        f"  ratio peergrid/redis: {statistics.median(ratios):.2f}x (per pair: {per_pair})   (target >= 3x)",
+        f"  placement: {placement.describe()}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.nearcache", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--unpinned", action="store_true")
+    parser.add_argument("--cpu", type=int, default=0)
+    args = parser.parse_args(argv)
+    placement = Placement(None if args.unpinned else frozenset({args.cpu}))
+    placement.pin_current_process()
+    settings = Settings().quick() if args.quick else Settings()
+    print(measure(placement, settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
