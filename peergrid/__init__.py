@@ -13,7 +13,15 @@ its neighbours' shares, and answers its peers over gRPC::
 """
 
 from peergrid.aio import AsyncGrid, AsyncMap
-from peergrid.config import GridConfig, Limits, MapConfig, NearCacheConfig, Timing, TLSConfig
+from peergrid.config import (
+    GridConfig,
+    Limits,
+    MapConfig,
+    NearCacheConfig,
+    Timing,
+    TLSConfig,
+    WriteBehindConfig,
+)
 from peergrid.errors import (
     ArgumentError,
     CapacityError,
@@ -32,6 +40,7 @@ from peergrid.errors import (
     QuorumError,
     RemoteError,
     SerializationError,
+    StoreError,
 )
 from peergrid.events.model import EntryEvent
 from peergrid.grid import Grid
@@ -71,7 +80,9 @@ __all__ = [
     "QuorumError",
     "RemoteError",
     "SerializationError",
+    "StoreError",
     "TLSConfig",
     "Timing",
+    "WriteBehindConfig",
     "__version__",
 ]

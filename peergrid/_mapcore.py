@@ -24,6 +24,7 @@ from peergrid.errors import (
     PartitionLostError,
     QuorumError,
     RemoteError,
+    StoreError,
 )
 from peergrid.invocation.invoker import Call, Group
 from peergrid.partition import partition_of
@@ -56,6 +57,8 @@ def check_map_name(name: object) -> str:
     """A valid map name, or ``ArgumentError``."""
     if not isinstance(name, str) or not name or len(name) > MAX_MAP_NAME:
         raise ArgumentError(f"map names are non-empty str of at most {MAX_MAP_NAME} characters, got {name!r}")
+    if name.startswith("__peergrid."):
+        raise ArgumentError(f"map names starting with '__peergrid.' are peergrid's own, got {name!r}")
     return name
 
 
@@ -78,6 +81,7 @@ class MapCore:
         self.default_ttl = check_ttl(self.config.ttl)
         self._jitter = self.config.ttl_jitter
         self.near: NearCache | None = node.near_caches.get(name)
+        self.store = self.config.store  # a map with a store loads misses on its owner
         self.counters = node.counters_of(name)
         self.readable = node.manager.readable
         self.loads = node.serializer.loads
@@ -190,6 +194,8 @@ class MapCore:
                 "again, empty",
                 op.partition,
             )
+        if status == Status.STORE:
+            raise StoreError(f"{name} failed: {message}", retryable=message.endswith("(retryable)"))
         if status == Status.CAPACITY:
             raise CapacityError(f"{name} refused: {message}")
         if status == Status.QUORUM:
@@ -226,7 +232,7 @@ class MapCore:
                 continue
             originals[encoded] = key
             local, value = self.local_value(encoded, partition)
-            if local:
+            if local and (value is not None or self.store is None):
                 if value is not None:
                     found[key] = self.loads(value)
             else:

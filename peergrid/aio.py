@@ -101,7 +101,7 @@ class AsyncMap:
                 core.got(started, True)
                 return cached
         local, value = core.local_value(encoded, partition)
-        if local:
+        if local and (value is not None or core.store is None):
             core.got(started, value is not None)
             return default if value is None else core.loads(value)
         if near is not None:
@@ -125,7 +125,7 @@ class AsyncMap:
         if core.near is not None and core.near.lookup(encoded) is not MISS:
             return True
         local, value = core.local_value(encoded, partition)
-        if local:
+        if local and (value is not None or core.store is None):
             return value is not None
         return (await self._run(Op(Code.CONTAINS, partition, self.name, encoded))).found
 
@@ -214,6 +214,10 @@ class AsyncMap:
     async def size(self) -> int:
         """Live entries in the whole map."""
         return sum(r.count for r in await self._run_all(self._core.per_partition(Code.SIZE)))
+
+    async def flush(self) -> None:
+        """Store every write still queued for this map's store (write-behind), on every owner."""
+        await self._run_all(self._core.per_partition(Code.FLUSH))
 
     async def clear(self) -> None:
         """Remove every entry."""

@@ -100,6 +100,8 @@ class Limits:
     """Largest gRPC message sent or received."""
     max_inflight_frames: int = 2
     """Request frames in flight to one peer; later operations gather into the next frame."""
+    store_threads: int = 4
+    """Threads that call map stores (their calls block: they never run on the member's loop)."""
 
     def validate(self) -> None:
         """Raise ``ConfigError`` when a limit is out of range."""
@@ -162,6 +164,34 @@ class NearCacheConfig:
 
 
 @dataclass(frozen=True)
+class WriteBehindConfig:
+    """Write-behind: writes go to the map at once and to its store later, in batches.
+
+    Pending writes are kept with the partition (on its backups too), so a dead
+    owner's pending writes are flushed by its successor. Repeated writes to a
+    key before it is flushed coalesce into one store call. A failing store is
+    retried with backoff and every failure is logged and counted; nothing is
+    dropped.
+    """
+
+    delay: float = 1.0
+    """Seconds a write waits before it is stored."""
+    batch_size: int = 500
+    """Most entries per store call."""
+    retry_initial: float = 0.5
+    """First pause after a failed store call."""
+    retry_max: float = 30.0
+    """Longest pause between retries."""
+
+    def validate(self, where: str) -> None:
+        """Raise ``ConfigError`` when a value is out of range."""
+        _check_positive(f"{where}.delay", self.delay, allow_none=False)
+        _check_int(f"{where}.batch_size", self.batch_size, 1, 1_000_000)
+        _check_positive(f"{where}.retry_initial", self.retry_initial, allow_none=False)
+        _check_positive(f"{where}.retry_max", self.retry_max, allow_none=False)
+
+
+@dataclass(frozen=True)
 class MapConfig:
     """How one map behaves. Configure a map the same way on every member.
 
@@ -185,6 +215,11 @@ class MapConfig:
     ``"none"``, raise ``CapacityError``."""
     near_cache: NearCacheConfig | None = None
     """Keep other members' entries, decoded, in this member (see ``NearCacheConfig``)."""
+    store: Any = None
+    """A ``peergrid.stores.MapStore``: a miss on the owner loads from it (read-through), and
+    writes go to it before they are acknowledged (write-through) or later (``write_behind``)."""
+    write_behind: WriteBehindConfig | None = None
+    """Write to ``store`` behind the map's back, in batches (see ``WriteBehindConfig``)."""
 
     @classmethod
     def from_options(cls, name: str, base: MapConfig | None, **options: Any) -> MapConfig:
@@ -212,6 +247,22 @@ class MapConfig:
             _check_int(f"{where}.max_bytes", self.max_bytes, 1, 10**15)
         if self.eviction not in ("lru", "lfu", "none"):
             raise ConfigError(f"{where}.eviction must be 'lru', 'lfu' or 'none', got {self.eviction!r}")
+        if self.store is not None:
+            missing = [
+                m
+                for m in ("load", "load_all", "store", "store_all", "delete", "delete_all")
+                if not callable(getattr(self.store, m, None))
+            ]
+            if missing:
+                raise ConfigError(
+                    f"{where}.store must be a peergrid.stores.MapStore; it lacks {', '.join(missing)}"
+                )
+        if self.write_behind is not None:
+            if self.store is None:
+                raise ConfigError(f"{where}.write_behind needs a store to write to")
+            if not isinstance(self.write_behind, WriteBehindConfig):
+                raise ConfigError(f"{where}.write_behind must be a peergrid.WriteBehindConfig")
+            self.write_behind.validate(f"{where}.write_behind")
         if self.near_cache is not None:
             if not isinstance(self.near_cache, NearCacheConfig):
                 raise ConfigError(f"{where}.near_cache must be a peergrid.NearCacheConfig")

@@ -89,8 +89,10 @@ class DistributedMap:
         if part is not None:  # owner-local: a dict lookup on this thread
             store = part.maps.get(self.name)
             value = store.get(encoded) if store is not None else None
-            core.got(started, value is not None)
-            return default if value is None else core.loads(value)
+            if value is not None or core.store is None:
+                core.got(started, value is not None)
+                return default if value is None else core.loads(value)
+            # A miss on a map with a store: this member, as owner, loads it (on its loop).
         if near is None:
             result = self._run(Op(Code.GET, partition, self.name, encoded))
             core.got(started, result.found)
@@ -114,7 +116,7 @@ class DistributedMap:
         if core.near is not None and core.near.lookup(encoded) is not MISS:
             return True
         local, value = core.local_value(encoded, partition)
-        if local:
+        if local and (value is not None or core.store is None):
             return value is not None
         return self._run(Op(Code.CONTAINS, partition, self.name, encoded)).found
 
@@ -222,6 +224,10 @@ class DistributedMap:
                 core.invalidate(op.key)
         core.counters.puts += len(ops)
         core.counters.put_latency.record(time.perf_counter() - started)
+
+    def flush(self) -> None:
+        """Store every write still queued for this map's store (write-behind), on every owner."""
+        self._run_all(self._core.per_partition(Code.FLUSH))
 
     def clear(self) -> None:
         """Remove every entry of the map, on every member."""

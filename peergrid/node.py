@@ -32,6 +32,7 @@ from peergrid.invocation.executor import Executor
 from peergrid.invocation.invoker import Invoker
 from peergrid.invocation.owner import OwnerWrites
 from peergrid.invocation.pipe import Pipe
+from peergrid.invocation.stores import StoreOps
 from peergrid.nearcache import NearCache
 from peergrid.protocol import Chunk, Copy, HeartbeatReply, JoinReply, Member, MemberList, Op, Result
 from peergrid.replication import PartitionManager
@@ -74,6 +75,14 @@ class Node:
         )
         self.publisher = EventPublisher(config.partition_count, self._serving, self._table_version)
         self.owner = OwnerWrites(self.registry, self.manager, self.publisher, self.counters_of)
+        self.stores = StoreOps(
+            self.registry,
+            self.manager,
+            self.owner,
+            self.serializer,
+            self.counters_of,
+            config.limits.store_threads,
+        )
         self.executor = Executor(
             config,
             self.manager,
@@ -83,6 +92,7 @@ class Node:
             self.registry,
             self.publisher,
             self.owner,
+            self.stores,
         )
         self.invoker = Invoker(self, config.timing.retry_initial, config.timing.retry_max)
         self.subscriptions = Subscriptions(
@@ -151,6 +161,7 @@ class Node:
     async def _sweep(self) -> None:
         self.owner.sweep()
         self.owner.touches()
+        await self.stores.flush_due()
 
     def shutdown(self, graceful: bool = True) -> None:
         """Leave the cluster (handing partitions over when ``graceful``) and stop. Safe twice."""
@@ -221,6 +232,7 @@ class Node:
         await self.subscriptions.stop()
         await self.manager.stop()
         self.dispatcher.stop()
+        self.stores.stop()
         with self._pipes_lock:
             pipes, self._pipes = list(self._pipes.values()), {}
         for pipe in pipes:
@@ -517,6 +529,10 @@ class Node:
             near_cache_hits=near_cache.hits if near_cache is not None else 0,
             near_cache_misses=near_cache.misses if near_cache is not None else 0,
             backup_lag=manager.replicator.lag(),
+            store_loads=counters.store_loads,
+            store_writes=counters.store_writes,
+            store_failures=counters.store_failures,
+            write_behind_pending=self.stores.pending(name),
         )
 
     # ------------------------------------------------------------------ sync helpers

@@ -27,6 +27,7 @@ class Code:
     ENTRIES = 11
     KEYS = 12
     RECOVER = 13  # serve a lost partition again, empty
+    FLUSH = 30  # store a write-behind map's queued writes in this partition now
     BACKUP = 20  # owner -> backup: apply ``effects`` to reach ``version``
     TOUCH = 21  # owner -> backup: entries' last access times (idle expiry), unversioned
 
@@ -54,7 +55,16 @@ KEYED = frozenset(
         Code.DELETE,
     }
 )
-KNOWN = KEYED | {Code.SIZE, Code.CLEAR, Code.ENTRIES, Code.KEYS, Code.BACKUP, Code.RECOVER, Code.TOUCH}
+KNOWN = KEYED | {
+    Code.SIZE,
+    Code.CLEAR,
+    Code.ENTRIES,
+    Code.KEYS,
+    Code.BACKUP,
+    Code.RECOVER,
+    Code.TOUCH,
+    Code.FLUSH,
+}
 
 
 class Status:
@@ -73,6 +83,7 @@ class Status:
     INDETERMINATE = 10  # local only: a write was sent but its outcome is unknown
     CLOSED = 11  # local only: this member was shut down
     CAPACITY = 12  # the map is full and evicts nothing (eviction="none")
+    STORE = 13  # the map's store (its database) failed
 
 
 class Effect(NamedTuple):

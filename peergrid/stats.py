@@ -64,6 +64,9 @@ class MapCounters:
         "put_latency",
         "puts",
         "removes",
+        "store_failures",
+        "store_loads",
+        "store_writes",
     )
 
     def __init__(self) -> None:
@@ -74,6 +77,9 @@ class MapCounters:
         self.removes = 0  # deletes by this member's callers
         self.evictions = 0  # entries this member evicted as owner
         self.expirations = 0  # entries this member expired as owner
+        self.store_loads = 0  # keys this member loaded from the map's store as owner
+        self.store_writes = 0  # writes this member made to the map's store as owner
+        self.store_failures = 0  # store calls that failed (each also logged)
         self.get_latency = Histogram()
         self.put_latency = Histogram()
 
@@ -112,6 +118,14 @@ class LocalMapStats:
     near_cache_misses: int = 0
     backup_lag: int = 0
     """Writes to owned partitions that backups have not acknowledged yet (the worst partition)."""
+    store_loads: int = 0
+    """Keys loaded from the map's store (read-through) by this member as owner."""
+    store_writes: int = 0
+    """Writes this member made to the map's store as owner."""
+    store_failures: int = 0
+    """Store calls that failed on this member (each is also logged)."""
+    write_behind_pending: int = 0
+    """Writes queued for the store on partitions this member owns (write-behind)."""
 
     def as_dict(self) -> dict[str, float]:
         """The figures by name."""

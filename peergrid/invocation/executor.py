@@ -14,6 +14,7 @@ from collections.abc import Callable
 from peergrid.config import GridConfig
 from peergrid.events.publisher import EventPublisher
 from peergrid.invocation.owner import OwnerWrites
+from peergrid.invocation.stores import StoreOps
 from peergrid.protocol import KEYED, KNOWN, WRITES, Code, Op, Result, Status
 from peergrid.replication import PartitionManager
 from peergrid.storage import Partition
@@ -21,6 +22,7 @@ from peergrid.storage import ops as storage_ops
 from peergrid.storage.registry import MapRegistry
 
 MAX_MAP_NAME = 255
+READ_THROUGH = frozenset({Code.GET, Code.CONTAINS})
 
 
 class Executor:
@@ -36,7 +38,9 @@ class Executor:
         registry: MapRegistry,
         publisher: EventPublisher,
         owner: OwnerWrites,
+        stores: StoreOps,
     ) -> None:
+        self._stores = stores
         self._registry = registry
         self._publisher = publisher
         self._owner = owner
@@ -55,6 +59,8 @@ class Executor:
             return f"partition {op.partition} is out of range 0..{self._config.partition_count - 1}"
         if op.code in (Code.BACKUP, Code.RECOVER, Code.TOUCH):
             return None
+        if op.code == Code.FLUSH:
+            return None if op.map else "flush names a map"
         if not op.map or len(op.map) > MAX_MAP_NAME:
             return f"map names must have 1 to {MAX_MAP_NAME} characters"
         if op.code in KEYED and not op.key:
@@ -90,14 +96,27 @@ class Executor:
         part = self._manager.readable[op.partition]
         if part is None or caller_version > self._table_version():
             return self._not_serving(op.partition, caller_version)
+        if op.code == Code.FLUSH:
+            return asyncio.ensure_future(self._stores.flush(part, op.map))
         if not write:
-            return storage_ops.execute(part, op, self._equal)[0]
+            result = storage_ops.execute(part, op, self._equal)[0]
+            if not result.found and op.code in READ_THROUGH and self._stores.backed(op.map):
+                return self._stores.read(part, op, lambda: storage_ops.execute(part, op, self._equal)[0])
+            return result
+        config = self._registry.config(op.map)
+        if config.store is not None:
+            return self._stores.write(part, op, config, lambda: self._write(part, op))
         return self._write(part, op)
 
     def _write(self, part: Partition, op: Op) -> Result | asyncio.Future[Result]:
         name = op.map
         config = self._registry.config(name)
         store = part.maps.get(name)
+        behind = config.write_behind is not None
+        if behind and op.code == Code.CLEAR and store is not None:
+            cleared_keys: list[bytes] = list(store.values)
+        else:
+            cleared_keys = []
         old: bytes | None = None
         cleared: list[tuple[bytes, bytes]] | None = None
         if store is not None and self._publisher.interested(name):
@@ -118,6 +137,9 @@ class Executor:
         if not effects:
             return result
         part.version += 1
+        if behind:
+            # Queued in the same versioned change: backups hold the pending write with the value.
+            effects = (*effects, *self._stores.enqueue(part, name, effects, cleared_keys))
         outcome = self._manager.replicator.replicate(op.partition, part.version, effects, result)
         if config.bounded or self._publisher.interested(name):
             self._owner.written(part, op, config, effects, old, cleared, size_before)

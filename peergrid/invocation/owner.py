@@ -187,6 +187,24 @@ class OwnerWrites:
         part = readable[p]
         return (part, key) if part is not None else None
 
+    def keep(
+        self, part: Partition, name: str, key: bytes, value: bytes, expire_at: float, config: MapConfig
+    ) -> None:
+        """Hold a value loaded from the map's store as owner: versioned and replicated, not stored again."""
+        store = part.store(name)
+        size_before = (len(store), store.nbytes)
+        store.put(key, value, expire_at)
+        part.version += 1
+        self._manager.replicator.replicate(
+            part.id, part.version, (Effect(EffectKind.PUT, name, key, value, expire_at),), Result()
+        )
+        if config.bounded:
+            usage = self.usage(name)
+            usage.entries += len(store) - size_before[0]
+            usage.nbytes += store.nbytes - size_before[1]
+            if config.eviction != "none":
+                self._evict(name, config, key)
+
     def delete(self, part: Partition, name: str, key: bytes, kind: int, usage: Usage | None = None) -> None:
         """Remove an entry as owner (eviction, expiry): versioned, replicated, published."""
         store = part.maps.get(name)
@@ -200,7 +218,7 @@ class OwnerWrites:
         self._manager.replicator.replicate(
             part.id, part.version, (Effect(EffectKind.DELETE, name, key),), Result()
         )
-        if self._publisher.interested(name):
+        if kind and self._publisher.interested(name):
             self._publisher.publish(name, part.id, kind, key, b"", value)
 
     # ------------------------------------------------------------------ sweeps

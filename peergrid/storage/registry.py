@@ -71,6 +71,10 @@ class MapRegistry:
             self._policies[name] = policy
             return policy
 
+    def write_behind(self) -> list[tuple[str, MapConfig]]:
+        """Maps written to their store behind, with their configs."""
+        return [(name, config) for name, config in self._configs.items() if config.write_behind is not None]
+
     def bounded(self) -> list[str]:
         """Names of maps with a size bound."""
         return [name for name, config in self._configs.items() if config.bounded]

@@ -1,0 +1,208 @@
+"""Maps with a store: read-through, single-flight loads, write-through, write-behind."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import peergrid
+from peergrid import MapConfig
+from peergrid.stores import DictStore, SQLiteStore
+from peergrid.testing import cluster
+from tests.conftest import wait_for
+from tests.test_stores import pg_store, pg_table, postgres_dsn  # noqa: F401 - fixtures
+
+
+class SlowStore(DictStore):
+    """A DictStore whose loads take a while (so concurrent misses overlap) and can fail on demand."""
+
+    def __init__(self, entries: Mapping[Any, Any] | None = None, delay: float = 0.3) -> None:
+        super().__init__(entries)
+        self.delay = delay
+        self.broken = threading.Event()
+
+    def load_all(self, keys: Collection[Any]) -> dict[Any, Any]:
+        time.sleep(self.delay)
+        if self.broken.is_set():
+            raise peergrid.StoreError("the database is down", retryable=True)
+        return super().load_all(keys)
+
+    def store(self, key: Any, value: Any) -> None:
+        if self.broken.is_set():
+            raise peergrid.StoreError("the database is down", retryable=True)
+        super().store(key, value)
+
+    def store_all(self, entries: Mapping[Any, Any]) -> None:
+        if self.broken.is_set():
+            raise peergrid.StoreError("the database is down", retryable=True)
+        super().store_all(entries)
+
+
+def maps(**config: Any) -> dict[str, MapConfig]:
+    return {"users": MapConfig(**config)}
+
+
+def test_read_through_loads_a_miss_once_and_keeps_it(tmp_path: Path) -> None:
+    path = tmp_path / "users.db"
+    seed = SQLiteStore(path, "users")
+    seed.store_all({f"user:{i}": {"name": f"n{i}"} for i in range(50)})
+    seed.close()
+    # Each member opens its own store on the same database, as separate processes would.
+    with cluster(3, maps=maps(store=SQLiteStore(path, "users"))) as grids:
+        m = grids[0].get_map("users")
+        assert m.get("user:7") == {"name": "n7"}
+        assert grids[2].get_map("users").get_all([f"user:{i}" for i in range(50)]) == {
+            f"user:{i}": {"name": f"n{i}"} for i in range(50)
+        }
+        assert m.get("nobody") is None
+        assert not m.contains_key("nobody")
+        loads = m.stats().total.store_loads
+        assert 50 <= loads <= 52  # every key once (a miss stays a miss: "nobody" is asked again)
+        assert m.get("user:7") == {"name": "n7"}
+        assert grids[1].get_map("users").get("user:3") == {"name": "n3"}
+        assert m.stats().total.store_loads == loads  # held in memory now, and replicated
+        assert m.stats().total.backup_entries == 50
+
+
+def test_concurrent_misses_from_every_member_cause_one_load() -> None:
+    store = SlowStore({"hot": "value"})
+    with cluster(3, maps=maps(store=store)) as grids:
+        results: list[Any] = []
+        lock = threading.Lock()
+
+        def read(grid: peergrid.Grid) -> None:
+            value = grid.get_map("users").get("hot")
+            with lock:
+                results.append(value)
+
+        threads = [threading.Thread(target=read, args=(grids[i % 3],)) for i in range(100)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert results == ["value"] * 100
+        assert store.calls["load_all"] + store.calls["load"] == 1
+
+
+def test_write_through_stores_before_it_acknowledges() -> None:
+    store = SlowStore(delay=0)
+    with cluster(2, maps=maps(store=store)) as grids:
+        m = grids[1].get_map("users")
+        m.put("a", 1)
+        assert store.snapshot() == {"a": 1}
+        m.put_all({"b": 2, "c": 3})
+        assert store.snapshot() == {"a": 1, "b": 2, "c": 3}
+        assert m.put_if_absent("a", 9) == 1
+        assert m.replace_if_same("b", 2, 20)
+        assert m.delete("c")
+        assert store.snapshot() == {"a": 1, "b": 20}
+        store.broken.set()
+        with pytest.raises(peergrid.StoreError, match="down") as info:
+            m.put("a", "lost")
+        assert info.value.retryable
+        store.broken.clear()
+        assert m.get("a") == 1  # memory unchanged by the failed write
+        m.clear()
+        assert store.snapshot() == {}
+
+
+def test_put_if_absent_sees_what_only_the_store_has() -> None:
+    store = SlowStore({"only-in-db": "db value"}, delay=0)
+    with cluster(2, maps=maps(store=store)) as grids:
+        m = grids[0].get_map("users")
+        assert m.put_if_absent("only-in-db", "new") == "db value"
+        assert m.put("only-in-db", "newer") == "db value"
+        assert store.snapshot()["only-in-db"] == "newer"
+
+
+def test_write_behind_coalesces_and_flushes_after_the_delay() -> None:
+    store = DictStore()
+    config = maps(store=store, write_behind=peergrid.WriteBehindConfig(delay=0.5, batch_size=100))
+    with cluster(2, maps=config) as grids:
+        m = grids[0].get_map("users")
+        for i in range(10):
+            m.set("counter", i)  # acknowledged at once, stored later, once
+        m.put_all({f"k{i}": i for i in range(30)})
+        m.delete("k0")
+        assert store.snapshot() == {}
+        assert m.stats().total.write_behind_pending == 31
+        wait_for(lambda: len(store.snapshot()) == 30, 10, message="written behind")
+        assert store.snapshot()["counter"] == 9
+        assert "k0" not in store.snapshot()
+        wait_for(lambda: m.stats().total.write_behind_pending == 0, 10, message="queue drained")
+        writes = store.calls["store_all"] + store.calls["store"]
+        assert writes <= 6  # batched and coalesced, not one call per write
+
+
+def test_flush_forces_pending_writes_out() -> None:
+    store = DictStore()
+    config = maps(store=store, write_behind=peergrid.WriteBehindConfig(delay=60))
+    with cluster(3, maps=config) as grids:
+        grids[1].get_map("users").put_all({f"k{i}": i for i in range(40)})
+        assert store.snapshot() == {}
+        grids[2].get_map("users").flush()
+        assert store.snapshot() == {f"k{i}": i for i in range(40)}
+
+
+def test_a_dead_owners_pending_writes_are_flushed_by_its_successor() -> None:
+    store = DictStore()
+    config = maps(store=store, write_behind=peergrid.WriteBehindConfig(delay=60))
+    with cluster(3, maps=config) as grids:
+        victim = grids[1]
+        keys = [f"k{i}" for i in range(200) if grids[0].owner_of(f"k{i}").uuid == victim.uuid][:20]
+        grids[0].get_map("users").put_all(dict.fromkeys(keys, "pending"))
+        grids.kill(victim)
+        assert grids.wait_until_safe(30)
+        grids[0].get_map("users").flush()
+        assert store.snapshot() == dict.fromkeys(keys, "pending")
+
+
+def test_a_failing_store_is_retried_and_reported_never_dropped(caplog) -> None:
+    store = SlowStore(delay=0)
+    store.broken.set()
+    config = maps(
+        store=store, write_behind=peergrid.WriteBehindConfig(delay=0.1, retry_initial=0.1, retry_max=0.2)
+    )
+    with cluster(1, maps=config) as grids:
+        m = grids[0].get_map("users")
+        m.put_all({f"k{i}": i for i in range(10)})
+        wait_for(lambda: m.local_stats().store_failures >= 2, 10, message="retried")
+        assert store.snapshot() == {}
+        assert m.local_stats().write_behind_pending == 10
+        assert any("down" in r.getMessage() for r in caplog.records)
+        store.broken.clear()
+        wait_for(lambda: len(store.snapshot()) == 10, 10, message="stored once the store is back")
+        store.broken.set()
+        m.set("during the outage", 1)
+        with pytest.raises(peergrid.StoreError, match="down"):
+            m.flush()  # the caller hears of the failure; the entry stays queued
+        assert m.local_stats().write_behind_pending == 1
+
+
+def test_read_and_write_through_postgresql(postgres_dsn: str, pg_table: str) -> None:  # noqa: F811
+    seed = pg_store(postgres_dsn, pg_table)
+    seed.store_all({"pg:1": {"a": 1}})
+    seed.close()
+    with cluster(2, maps=maps(store=pg_store(postgres_dsn, pg_table))) as grids:
+        m = grids[1].get_map("users")
+        assert m.get("pg:1") == {"a": 1}
+        m.put("pg:2", [1, 2, 3])
+        check = pg_store(postgres_dsn, pg_table)
+        try:
+            assert check.load("pg:2") == [1, 2, 3]
+        finally:
+            check.close()
+
+
+def test_store_configuration_is_checked() -> None:
+    with pytest.raises(peergrid.ConfigError, match="lacks"):
+        MapConfig(store=object()).validate()
+    with pytest.raises(peergrid.ConfigError, match="needs a store"):
+        MapConfig(write_behind=peergrid.WriteBehindConfig()).validate()
+    with cluster(1) as grids, pytest.raises(peergrid.ArgumentError, match="__peergrid"):
+        grids[0].get_map("__peergrid.wb.x")
