@@ -5,7 +5,13 @@ Generated code is fenced in ``_pb`` (regenerate with ``python protos/generate.py
 sees a protobuf message.
 """
 
-from peergrid.transport.client import FrameStream, PeerClient, Peers
+import os
+
+# grpc's core logs every peer disconnect at INFO on stderr: in an application that embeds
+# a member, a member leaving would print there. Quiet unless the application chose a level.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+from peergrid.transport.client import FrameStream, PeerClient, Peers  # noqa: E402 - after the env
 from peergrid.transport.server import Handlers, Server
 
 __all__ = ["FrameStream", "Handlers", "PeerClient", "Peers", "Server"]
