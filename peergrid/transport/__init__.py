@@ -11,7 +11,7 @@ import os
 # a member, a member leaving would print there. Quiet unless the application chose a level.
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
-from peergrid.transport.client import FrameStream, PeerClient, Peers  # noqa: E402 - after the env
+from peergrid.transport.client import FrameStream, PeerClient, Peers
 from peergrid.transport.server import Handlers, Server
 
 __all__ = ["FrameStream", "Handlers", "PeerClient", "Peers", "Server"]
