@@ -111,6 +111,14 @@ def main(argv: list[str] | None = None) -> int:
         settings_nc = nearcache.Settings().quick() if args.quick else nearcache.Settings()
         print()
         print(nearcache.measure(placement, settings_nc))
+        from benchmarks import concurrency
+
+        print()
+        print(
+            concurrency.measure(
+                placement, concurrency.Settings().quick() if args.quick else concurrency.Settings()
+            )
+        )
     if args.json:
         args.json.write_text(json.dumps(report.as_json(results), indent=2))
     return 0

@@ -8,7 +8,9 @@ future from there. Owner-local reads return without any hop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+import weakref
 from collections.abc import Callable, Coroutine, Generator, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
@@ -38,9 +40,34 @@ _MARGIN = 1.0
 T = TypeVar("T")
 
 
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+def _resolve(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
+
+
+class _Handover:
+    """Completions bound for one application loop, handed over once per runtime-loop iteration.
+
+    Waking another thread's loop costs a system call and a thread switch; a
+    frame's results complete many calls at once, so they cross together.
+    """
+
+    def __init__(self, target: asyncio.AbstractEventLoop, runtime: asyncio.AbstractEventLoop) -> None:
+        self._target = target
+        self._runtime = runtime
+        self._pending: list[asyncio.Future[None]] = []
+
+    def add(self, future: asyncio.Future[None]) -> None:
+        """Complete ``future`` on its loop, soon (runtime thread)."""
+        if not self._pending:
+            self._runtime.call_soon(self._flush)
+        self._pending.append(future)
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        with contextlib.suppress(RuntimeError):  # the application's loop is closed: nobody waits
+            self._target.call_soon_threadsafe(_resolve, batch)
 
 
 class AsyncMap:
@@ -50,6 +77,9 @@ class AsyncMap:
         self._core = MapCore(node, name, config)
         self._node = node
         self.name = self._core.name
+        self._handovers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Handover] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def __repr__(self) -> str:
         return f"AsyncMap({self.name!r})"
@@ -63,11 +93,10 @@ class AsyncMap:
         self._node.ensure_open()
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
-
-        def resolve() -> None:
-            loop.call_soon_threadsafe(_resolve, done)
-
-        group = Group(len(ops), resolve)
+        handover = self._handovers.get(loop)
+        if handover is None:
+            handover = self._handovers[loop] = _Handover(loop, self._node.loop)
+        group = Group(len(ops), lambda: handover.add(done))
         calls = [core.call(op, group=group) for op in ops]
         self._node.invoker.start_many(calls)
         try:

@@ -1,0 +1,216 @@
+"""64 concurrent callers doing remote gets, as threads and as asyncio tasks, beside redis-py.
+
+    python -m benchmarks.concurrency [--quick] [--unpinned] [--cpu N]
+
+(also run at the end of ``python -m benchmarks``). Three members: two
+``peergrid member`` processes and this process; every key read is owned by
+another member, so each get crosses the network, and concurrent gets bound
+for one member share frames. The reference is redis-py's GET on one
+connection, measured in the same run, alternating with the subjects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import random
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from benchmarks._proc import Placement, free_port
+
+CALLERS = 64
+
+
+@dataclass
+class Settings:
+    duration: float = 4.0
+    rounds: int = 3
+    keys: int = 5_000
+
+    def quick(self) -> Settings:
+        return Settings(duration=1.0, rounds=1, keys=1_000)
+
+
+@contextlib.contextmanager
+def _members(placement: Placement, cluster: str) -> Iterator[list[str]]:
+    procs: list[subprocess.Popen[str]] = []
+    addresses: list[str] = []
+    try:
+        for _ in range(2):
+            argv = [
+                sys.executable,
+                "-m",
+                "peergrid",
+                "member",
+                "--cluster",
+                cluster,
+                "--backup-count",
+                "0",
+                "--members",
+                ",".join(addresses),
+            ]
+            proc = subprocess.Popen(placement.command(argv), stdout=subprocess.PIPE, text=True)
+            procs.append(proc)
+            assert proc.stdout is not None
+            addresses.append(proc.stdout.readline().split()[-1])
+        yield addresses
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _remote_keys(grid: object, keys: int) -> list[str]:
+    return [f"k{i}" for i in range(keys) if grid.owner_of(f"k{i}").uuid != grid.uuid]  # type: ignore[attr-defined]
+
+
+def threads_ops(m: object, keys: list[str], duration: float) -> float:
+    """Gets per second from ``CALLERS`` threads."""
+    counts = [0] * CALLERS
+    stop = time.perf_counter() + duration
+
+    def work(i: int) -> None:
+        rng = random.Random(i)
+        while time.perf_counter() < stop:
+            m.get(rng.choice(keys))  # type: ignore[attr-defined]
+            counts[i] += 1
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(CALLERS)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.perf_counter() - started)
+
+
+def tasks_ops(cluster: str, seeds: list[str], keys: list[str], duration: float) -> float:
+    """Gets per second from ``CALLERS`` asyncio tasks on an AsyncGrid."""
+    import peergrid
+
+    async def main() -> float:
+        async with peergrid.AsyncGrid(cluster=cluster, members=seeds, backup_count=0) as grid:
+            await grid.wait_until_safe(30)
+            m = grid.get_map("c")
+            remote = [k for k in keys if grid.node.manager.table.owner(_partition(k)) != grid.uuid]
+            count = 0
+            stop = time.perf_counter() + duration
+
+            async def work(i: int) -> None:
+                nonlocal count
+                rng = random.Random(i)
+                while time.perf_counter() < stop:
+                    await m.get(rng.choice(remote))
+                    count += 1
+
+            started = time.perf_counter()
+            await asyncio.gather(*(work(i) for i in range(CALLERS)))
+            return count / (time.perf_counter() - started)
+
+    return asyncio.run(main())
+
+
+def _partition(key: str) -> int:
+    from peergrid.partition import partition_of
+    from peergrid.serialization import encode_key
+
+    return partition_of(encode_key(key), 271)
+
+
+def redis_ops(placement: Placement, keys: list[str], duration: float) -> float:
+    """redis-py GET on one connection, one caller."""
+    import redis
+
+    port = free_port()
+    server = subprocess.Popen(
+        placement.command(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]),
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        client = redis.Redis(port=port)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        client.mset(dict.fromkeys(keys, b"x" * 100))
+        rng = random.Random(0)
+        count = 0
+        stop = time.perf_counter() + duration
+        started = time.perf_counter()
+        while time.perf_counter() < stop:
+            client.get(rng.choice(keys))
+            count += 1
+        return count / (time.perf_counter() - started)
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def measure(placement: Placement, settings: Settings) -> str:
+    """Run the rounds and return the report section."""
+    import peergrid
+
+    cluster = f"conc-{uuid.uuid4().hex[:6]}"
+    keys = [f"k{i}" for i in range(settings.keys)]
+    threads, tasks, reference = [], [], []
+    with _members(placement, cluster) as seeds:
+        grid = peergrid.Grid(cluster=cluster, members=seeds, backup_count=0)
+        try:
+            grid.wait_until_safe(30)
+            m = grid.get_map("c")
+            for start in range(0, len(keys), 1000):
+                m.put_all(dict.fromkeys(keys[start : start + 1000], b"x" * 100))
+            remote = _remote_keys(grid, settings.keys)
+            for round_ in range(settings.rounds):
+                print(f"concurrency: round {round_ + 1}/{settings.rounds}", file=sys.stderr, flush=True)
+                reference.append(redis_ops(placement, keys, settings.duration))
+                threads.append(threads_ops(m, remote, settings.duration))
+                tasks.append(tasks_ops(cluster, [*seeds, grid.address], keys, settings.duration))
+        finally:
+            grid.shutdown()
+    ratio_threads = statistics.median(t / r for t, r in zip(threads, reference, strict=True))
+    ratio_tasks = statistics.median(t / r for t, r in zip(tasks, reference, strict=True))
+    lines = [
+        f"{CALLERS} concurrent callers, remote gets (3 members, keys owned by the other two)",
+        f"  redis-py GET, one connection:  {statistics.median(reference):,.0f} ops/s (the reference)",
+        f"  peergrid, {CALLERS} threads:       {statistics.median(threads):,.0f} ops/s  {ratio_threads:.2f}x",
+        f"  peergrid, {CALLERS} asyncio tasks: {statistics.median(tasks):,.0f} ops/s  {ratio_tasks:.2f}x",
+        "  (target: >= 1x the reference)",
+        f"  placement: {placement.describe()}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.concurrency", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--unpinned", action="store_true")
+    parser.add_argument("--cpu", type=int, default=0)
+    args = parser.parse_args(argv)
+    placement = Placement(None if args.unpinned else frozenset({args.cpu}))
+    placement.pin_current_process()
+    print(measure(placement, Settings().quick() if args.quick else Settings()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
