@@ -11,7 +11,6 @@ connection, measured in the same run, alternating with the subjects.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import random
@@ -25,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from benchmarks._proc import Placement, free_port
+from benchmarks._section import run_alone
 
 CALLERS = 64
 
@@ -199,17 +199,7 @@ def measure(placement: Placement, settings: Settings) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.concurrency", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--unpinned", action="store_true")
-    parser.add_argument("--cpu", type=int, default=0)
-    args = parser.parse_args(argv)
-    placement = Placement(None if args.unpinned else frozenset({args.cpu}))
-    placement.pin_current_process()
-    print(measure(placement, Settings().quick() if args.quick else Settings()))
-    return 0
+    return run_alone(argv, "python -m benchmarks.concurrency", __doc__ or "", measure, Settings())
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import statistics
@@ -28,6 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from benchmarks._proc import Placement, free_port
+from benchmarks._section import run_alone
 
 WORKERS = 3
 
@@ -217,18 +217,7 @@ def measure(placement: Placement, settings: Settings) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.nearcache", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--unpinned", action="store_true")
-    parser.add_argument("--cpu", type=int, default=0)
-    args = parser.parse_args(argv)
-    placement = Placement(None if args.unpinned else frozenset({args.cpu}))
-    placement.pin_current_process()
-    settings = Settings().quick() if args.quick else Settings()
-    print(measure(placement, settings))
-    return 0
+    return run_alone(argv, "python -m benchmarks.nearcache", __doc__ or "", measure, Settings())
 
 
 if __name__ == "__main__":
