@@ -209,18 +209,25 @@ class Node:
         poll = self.config.timing.safe_poll_interval * 5
         next_check = time.monotonic() + self.config.timing.rpc_timeout
         while time.monotonic() < deadline and not self.manager.holds_nothing():
+            if self._everyone_leaving():
+                log.info("member %s: every other member is leaving too; no one to hand over to", self.address)
+                break
             await asyncio.sleep(poll)
             if time.monotonic() >= next_check:
                 # Owners release our copies once moved; ask them ourselves if a release went missing.
                 next_check = time.monotonic() + self.config.timing.rpc_timeout
                 await self.manager.check_leftovers()
-        if not self.manager.holds_nothing():
+        if not self.manager.holds_nothing() and not self._everyone_leaving():
             log.warning(
                 "member %s: partitions were not all handed over within %.1fs",
                 self.address,
                 self.config.timing.shutdown_timeout,
             )
         await self.membership.request_leave(final=True)
+
+    def _everyone_leaving(self) -> bool:
+        """True when no other member stays to take partitions over (the cluster is shutting down)."""
+        return all(m.leaving for m in self.membership.members.members if m.uuid != self.uuid)
 
     async def _stop(self, grace: float | None = 0.2) -> None:
         tasks = list(self._tasks)

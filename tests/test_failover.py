@@ -225,3 +225,16 @@ def test_writes_keep_flowing_while_members_join_and_leave() -> None:
         assert grids.wait_until_safe(30)
         snapshot = dict(acked)
         assert grids[2].get_map("live").get_all(list(snapshot)) == snapshot
+
+
+def test_a_whole_cluster_shutting_down_at_once_does_not_wait_for_a_hand_over(caplog) -> None:
+    with cluster(3) as grids:
+        fill(grids[0])
+        threads = [threading.Thread(target=grid.shutdown) for grid in grids]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert all(grid.closed for grid in grids)
+        # Nobody stays to take the partitions: leaving members stop waiting for one.
+        assert not any("not all handed over" in r.getMessage() for r in caplog.records)
