@@ -61,7 +61,8 @@ class Node:
         self.address = ""
         self.closed = False
         self._started = False
-        self._pipes: dict[str, Pipe] = {}
+        self._pipes: dict[str, Pipe] = {}  # to each peer, for calls
+        self._backup_pipes: dict[str, Pipe] = {}  # to each peer, for backup writes
         self._pipes_lock = threading.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()  # everything this member spawned: cancelled on stop
         self._lost_listeners: list[Callable[[int], None]] = []
@@ -240,9 +241,7 @@ class Node:
         await self.manager.stop()
         self.dispatcher.stop()
         self.stores.stop()
-        with self._pipes_lock:
-            pipes, self._pipes = list(self._pipes.values()), {}
-        for pipe in pipes:
+        for pipe in self._drop_pipes():
             pipe.close()
         await self._server.stop(grace)
         if self._peers is not None:
@@ -303,9 +302,7 @@ class Node:
             self.manager.form()
         gone = set(old.uuids) - set(new.uuids)
         for uuid in gone:
-            with self._pipes_lock:
-                pipe = self._pipes.pop(uuid, None)
-            if pipe is not None:
+            for pipe in self._drop_pipes(uuid):
                 pipe.close()
             member = old.find(uuid)
             if member is not None and self._peers is not None:
@@ -320,9 +317,7 @@ class Node:
 
     async def _rejoin(self) -> None:
         self.manager.reset()
-        with self._pipes_lock:
-            pipes, self._pipes = list(self._pipes.values()), {}
-        for pipe in pipes:
+        for pipe in self._drop_pipes():
             pipe.close()
         self.membership.reset_for_rejoin()
         try:
@@ -347,21 +342,29 @@ class Node:
         owner = self.manager.table.owner(partition)
         if owner is None or owner == self.uuid:
             return None
-        return self.pipe_to(owner)
+        return self._pipe(owner, self._pipes)
 
     def pipe_to(self, uuid: str) -> Pipe | None:
-        """The pipe to member ``uuid`` (any thread)."""
-        pipe = self._pipes.get(uuid)
+        """The pipe for backup writes to member ``uuid`` (any thread).
+
+        Not the callers' pipe: an owner answers a frame of writes only once its
+        backups acked them, so backup writes queued behind such frames (with
+        ``max_inflight_frames`` reached both ways) would wait on each other.
+        """
+        return self._pipe(uuid, self._backup_pipes)
+
+    def _pipe(self, uuid: str, pipes: dict[str, Pipe]) -> Pipe | None:
+        pipe = pipes.get(uuid)
         if pipe is not None:
             return pipe
         address = self.membership.address_of(uuid)
         if address is None or self.closed:
             return None
         with self._pipes_lock:
-            pipe = self._pipes.get(uuid)
+            pipe = pipes.get(uuid)
             if pipe is None:
                 limits = self.config.limits
-                pipe = self._pipes[uuid] = Pipe(
+                pipe = pipes[uuid] = Pipe(
                     address,
                     self.loop,
                     lambda: self._peer(address).open_stream(),
@@ -372,6 +375,15 @@ class Node:
                     lambda version: self.membership.saw_version(version, address),
                 )
         return pipe
+
+    def _drop_pipes(self, uuid: str | None = None) -> list[Pipe]:
+        """Forget the pipes to ``uuid`` (or to everyone); return them to close."""
+        with self._pipes_lock:
+            if uuid is None:
+                dropped = [*self._pipes.values(), *self._backup_pipes.values()]
+                self._pipes, self._backup_pipes = {}, {}
+                return dropped
+            return [p for p in (self._pipes.pop(uuid, None), self._backup_pipes.pop(uuid, None)) if p]
 
     def _frame_header(self) -> tuple[int, str]:
         return self.membership.members.version, self.uuid
