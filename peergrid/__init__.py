@@ -33,10 +33,12 @@ from peergrid.errors import (
     JoinError,
     KeyTypeError,
     LimitExceededError,
+    LockError,
     OperationTimeoutError,
     PartitionLostError,
     PeerGridError,
     PeerUnavailableError,
+    ProcessorError,
     QuorumError,
     RemoteError,
     SerializationError,
@@ -44,7 +46,9 @@ from peergrid.errors import (
 )
 from peergrid.events.model import EntryEvent
 from peergrid.grid import Grid
+from peergrid.locks import AsyncLockHandle, LockHandle
 from peergrid.map import DistributedMap
+from peergrid.processors import Entry, entry_processor
 from peergrid.protocol import Member
 from peergrid.stats import LocalMapStats, MapStats
 
@@ -53,12 +57,14 @@ __version__ = "0.1.0"
 __all__ = [
     "ArgumentError",
     "AsyncGrid",
+    "AsyncLockHandle",
     "AsyncMap",
     "CapacityError",
     "ClusterError",
     "ClusterNameMismatchError",
     "ConfigError",
     "DistributedMap",
+    "Entry",
     "EntryEvent",
     "Grid",
     "GridClosedError",
@@ -69,6 +75,8 @@ __all__ = [
     "LimitExceededError",
     "Limits",
     "LocalMapStats",
+    "LockError",
+    "LockHandle",
     "MapConfig",
     "MapStats",
     "Member",
@@ -77,6 +85,7 @@ __all__ = [
     "PartitionLostError",
     "PeerGridError",
     "PeerUnavailableError",
+    "ProcessorError",
     "QuorumError",
     "RemoteError",
     "SerializationError",
@@ -85,4 +94,5 @@ __all__ = [
     "Timing",
     "WriteBehindConfig",
     "__version__",
+    "entry_processor",
 ]

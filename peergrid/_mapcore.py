@@ -22,6 +22,7 @@ from peergrid.errors import (
     LimitExceededError,
     OperationTimeoutError,
     PartitionLostError,
+    ProcessorError,
     QuorumError,
     RemoteError,
     StoreError,
@@ -49,16 +50,23 @@ _NAMES = {
     Code.ENTRIES: "items",
     Code.KEYS: "keys",
     Code.RECOVER: "recover_lost_partitions",
+    Code.EXECUTE: "execute_on_key",
+    Code.LOCK: "lock",
+    Code.UNLOCK: "unlock",
+    Code.LOCK_STATE: "is_locked",
 }
 MAX_MAP_NAME = 255
+RESERVED_MAP_PREFIX = "__peergrid."  # internal maps (locks); no user map may start so
 
 
 def check_map_name(name: object) -> str:
     """A valid map name, or ``ArgumentError``."""
     if not isinstance(name, str) or not name or len(name) > MAX_MAP_NAME:
         raise ArgumentError(f"map names are non-empty str of at most {MAX_MAP_NAME} characters, got {name!r}")
-    if name.startswith("__peergrid."):
-        raise ArgumentError(f"map names starting with '__peergrid.' are peergrid's own, got {name!r}")
+    if name.startswith(RESERVED_MAP_PREFIX):
+        raise ArgumentError(
+            f"map names starting with {RESERVED_MAP_PREFIX!r} are peergrid's own, got {name!r}"
+        )
     return name
 
 
@@ -198,6 +206,8 @@ class MapCore:
             raise StoreError(f"{name} failed: {message}", retryable=message.endswith("(retryable)"))
         if status == Status.CAPACITY:
             raise CapacityError(f"{name} refused: {message}")
+        if status == Status.PROCESSOR:
+            raise ProcessorError(f"{name}: {message}", op.expect.decode("utf-8", "replace"))
         if status == Status.QUORUM:
             raise QuorumError(f"{name} refused: {message}")
         if status == Status.TIMEOUT:

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 import weakref
 from collections.abc import Callable, Coroutine, Generator, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
+from peergrid._flows import drive_async
 from peergrid._mapcore import MapCore
 from peergrid.config import GridConfig, MapConfig, reject_unknown
 from peergrid.errors import ArgumentError, ConfigError
 from peergrid.grid import cluster_safe, map_config
 from peergrid.invocation.invoker import Group
+from peergrid.locks import AsyncLockHandle, LockCalls, check_lease, check_timeout, task_holder
 from peergrid.map import (
     _LISTENER_ARGS,
     _listener_registration,
@@ -32,6 +35,7 @@ from peergrid.map import (
 )
 from peergrid.nearcache import MISS
 from peergrid.node import Node
+from peergrid.processors import INCREMENT, increment_args, processor_op, processor_ops
 from peergrid.protocol import Code, Member, Op, Result
 from peergrid.serialization import Key
 from peergrid.stats import LocalMapStats, MapStats
@@ -310,6 +314,68 @@ class AsyncMap:
         self._node.ensure_open()
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._node.loop))
 
+    # ------------------------------------------------------------------ compute: locks, entry processors
+    @functools.cached_property
+    def _locks(self) -> LockCalls:
+        return LockCalls(self._core)
+
+    def lock(self, key: Key, lease: float | None = None, timeout: float | None = None) -> AsyncLockHandle:
+        """``key``'s lock for the current task: ``async with m.lock(key) as token:``.
+
+        Or ``token = await m.lock(key)``, then ``await m.unlock(key)`` from the
+        same task. The holder is the task: reentrant for it, exclusive against
+        every other task and thread anywhere. See ``DistributedMap.lock``.
+        """
+        check_lease(lease)
+        return AsyncLockHandle(self, key, lease, check_timeout(timeout, allow_none=True))
+
+    async def _acquire(self, key: Key, timeout: float | None, lease: float | None) -> int | None:
+        return await drive_async(self._locks.acquire(key, task_holder(), timeout, lease), self._run)
+
+    async def try_lock(self, key: Key, timeout: float = 0.0, lease: float | None = None) -> int | None:
+        """The lock for the current task if free within ``timeout`` seconds: its token, or None."""
+        return await self._acquire(key, check_timeout(timeout, allow_none=False), lease)
+
+    async def unlock(self, key: Key) -> None:
+        """Release one hold by the current task; ``LockError`` (saying why) when it holds none."""
+        await drive_async(self._locks.release(key, task_holder()), self._run)
+
+    async def is_locked(self, key: Key) -> bool:
+        """True when some holder (anywhere) holds ``key``'s lock."""
+        return (await self._run(self._locks.state(key))).found
+
+    async def execute_on_key(self, key: Key, processor: str, *args: Any) -> Any:
+        """Run entry processor ``processor`` atomically on ``key``'s owner; see
+        ``DistributedMap.execute_on_key``."""
+        core = self._core
+        op = processor_op(core, key, processor, args)
+        core.invalidate(op.key)
+        try:
+            result = await self._run(op)
+        finally:
+            core.invalidate(op.key)
+        return core.loads(result.value)
+
+    async def execute_on_keys(self, keys: Iterable[Key], processor: str, *args: Any) -> dict[Key, Any]:
+        """Run ``processor`` on each key's owner in parallel; ``{key: result}``."""
+        core = self._core
+        ops, originals = processor_ops(core, keys, processor, args)
+        if not ops:
+            return {}
+        for op in ops:
+            core.invalidate(op.key)
+        try:
+            results = await self._run_all(ops)
+        finally:
+            for op in ops:
+                core.invalidate(op.key)
+        return {originals[op.key]: core.loads(r.value) for op, r in zip(ops, results, strict=True)}
+
+    async def increment(self, key: Key, delta: int = 1, ttl: float | None = None) -> int:
+        """Add ``delta`` to the int counter at ``key``; see ``DistributedMap.increment``."""
+        delta, seconds = increment_args(delta, ttl)
+        return await self.execute_on_key(key, INCREMENT, delta, seconds)  # type: ignore[no-any-return]
+
 
 class AsyncGrid:
     """A member for asyncio code: ``async with peergrid.AsyncGrid(...) as grid:``.
@@ -403,3 +469,14 @@ class AsyncGrid:
             await asyncio.to_thread(self._node.shutdown)
 
     close = shutdown
+
+    # ------------------------------------------------------------------ compute
+    def register_processor(self, name: str, fn: Callable[..., Any]) -> None:
+        """Register ``fn`` as entry processor ``name`` on this member.
+
+        ``fn(entry, *args)`` runs on the owner of the key it is called for, so
+        register it under the same name on every member (or use the
+        module-level ``@peergrid.entry_processor``, which registers it for
+        every member of the process). See ``peergrid.processors``.
+        """
+        self.node.processors.register(name, fn)

@@ -52,6 +52,11 @@ class Timing:
     """How often expired entries are swept from memory."""
     safe_poll_interval: float = 0.02
     """How often ``wait_until_safe`` asks the members whether they are safe."""
+    lock_retry_initial: float = 0.01
+    """First pause before asking again for a lock another holder has (or for a key another
+    member is computing, with ``@grid.cached``); the pause doubles up to ``lock_retry_max``."""
+    lock_retry_max: float = 0.25
+    """Longest pause between two tries of a contended lock or ``@cached`` key."""
 
     @classmethod
     def fast(cls) -> Timing:
@@ -68,6 +73,7 @@ class Timing:
             anti_entropy_interval=1.0,
             expiry_sweep_interval=0.1,
             safe_poll_interval=0.01,
+            lock_retry_max=0.05,
         )
 
     def validate(self) -> None:
@@ -84,6 +90,8 @@ class Timing:
             )
         if self.retry_max < self.retry_initial:
             raise ConfigError("timing.retry_max must be at least timing.retry_initial")
+        if self.lock_retry_max < self.lock_retry_initial:
+            raise ConfigError("timing.lock_retry_max must be at least timing.lock_retry_initial")
 
 
 @dataclass(frozen=True)

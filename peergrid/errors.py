@@ -22,6 +22,8 @@ succeed if simply tried again::
     ├── PartitionLostError                   every copy of a partition was lost
     ├── CapacityError                        a bounded map is full
     ├── StoreError                           a map's store (its database) failed
+    ├── LockError                            an unlock by a non-holder; a lock not acquired in time
+    ├── ProcessorError                       an entry processor is unknown on the owner, or raised
     └── RemoteError                          a peer failed to execute a request
 """
 
@@ -134,3 +136,24 @@ class StoreError(PeerGridError):
 
 class RemoteError(PeerGridError):
     """A peer failed to execute a request (a bug or an unexpected condition there)."""
+
+
+class LockError(PeerGridError):
+    """A lock operation failed: an unlock by a thread or task that does not hold the lock
+    (never held, held by another, or its lease ended), or ``lock(timeout=...)`` ran out of time.
+
+    The message says which. See ``docs/locks.md``.
+    """
+
+
+class ProcessorError(PeerGridError):
+    """An entry processor could not run on the key's owner: no processor of that name is
+    registered there, or it raised, or what it returned or stored cannot be serialized.
+
+    The entry is unchanged. ``processor`` names the processor; the message names the
+    owner-side exception (its type and text; the owner logs the traceback at debug level).
+    """
+
+    def __init__(self, message: str, processor: str = "") -> None:
+        super().__init__(message)
+        self.processor = processor

@@ -153,6 +153,17 @@ class Grid:
         state = "closed" if self.closed else f"{len(self.members())} members"
         return f"Grid(cluster={self.config.cluster!r}, address={self.address!r}, {state})"
 
+    # ------------------------------------------------------------------ compute
+    def register_processor(self, name: str, fn: Callable[..., Any]) -> None:
+        """Register ``fn`` as entry processor ``name`` on this member.
+
+        ``fn(entry, *args)`` runs on the owner of the key it is called for, so
+        register it under the same name on every member (or use the
+        module-level ``@peergrid.entry_processor``, which registers it for
+        every member of the process). See ``peergrid.processors``.
+        """
+        self._node.processors.register(name, fn)
+
 
 def map_config(node: Node, name: str, options: dict[str, Any]) -> MapConfig:
     """Build map ``name``'s configuration from ``options`` and register it on the member."""

@@ -10,16 +10,20 @@ bound for the same member.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from peergrid._flows import drive
 from peergrid._mapcore import MapCore
 from peergrid.config import MapConfig, reject_unknown
-from peergrid.errors import ArgumentError, OperationTimeoutError, PeerGridError
+from peergrid.errors import ArgumentError, LockError, OperationTimeoutError, PeerGridError
 from peergrid.events.model import EventKind
 from peergrid.invocation.invoker import Group
+from peergrid.locks import LockCalls, LockHandle, check_timeout, thread_holder
 from peergrid.nearcache import MISS
+from peergrid.processors import INCREMENT, increment_args, processor_op, processor_ops
 from peergrid.protocol import Code, Op, Result
 from peergrid.serialization import Key, encode_key
 from peergrid.stats import LocalMapStats, MapStats, aggregate
@@ -309,6 +313,94 @@ class DistributedMap:
     def stats(self) -> MapStats:
         """This map's statistics on every member, and their sum."""
         return self._node.run(cluster_stats(self._node, self.name), timeout=self._core.timeout)  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------------ compute: locks, entry processors
+    @functools.cached_property
+    def _locks(self) -> LockCalls:
+        return LockCalls(self._core)
+
+    def lock(self, key: Key, lease: float | None = None, timeout: float | None = None) -> LockHandle:
+        """Acquire ``key``'s lock for the calling thread, waiting as long as it takes.
+
+        Use it as ``with m.lock(key) as token:`` (released when the block ends)
+        or call ``m.unlock(key)`` later from the same thread. Reentrant: the
+        holder may lock again (same token) and must unlock as many times.
+        ``lease`` (seconds) releases the lock by itself when it ends, whatever
+        the holder does; ``timeout`` (seconds) bounds the wait (``LockError``
+        when it passes). The lock is released too when this member leaves or
+        dies. The returned handle's ``token`` is the grant's fencing token. See
+        ``docs/locks.md`` for the exact semantics.
+        """
+        wait = check_timeout(timeout, allow_none=True)
+        token = drive(self._locks.acquire(key, thread_holder(), wait, lease), self._run)
+        if token is None:
+            raise LockError(f"{self.name}.lock({key!r}) was not acquired within {timeout}s")
+        return LockHandle(self, key, token)
+
+    def try_lock(self, key: Key, timeout: float = 0.0, lease: float | None = None) -> int | None:
+        """Acquire ``key``'s lock for the calling thread if it is free within ``timeout`` seconds.
+
+        Returns the fencing token, or None when another holder kept it. See ``lock``.
+        """
+        wait = check_timeout(timeout, allow_none=False)
+        return drive(self._locks.acquire(key, thread_holder(), wait, lease), self._run)
+
+    def unlock(self, key: Key) -> None:
+        """Release one hold of ``key``'s lock by the calling thread.
+
+        Raises ``LockError`` when this thread does not hold it, saying why (never
+        held, held by another, its lease ended).
+        """
+        drive(self._locks.release(key, thread_holder()), self._run)
+
+    def is_locked(self, key: Key) -> bool:
+        """True when some holder (anywhere) holds ``key``'s lock."""
+        return self._run(self._locks.state(key)).found
+
+    def execute_on_key(self, key: Key, processor: str, *args: Any) -> Any:
+        """Run entry processor ``processor(entry, *args)`` atomically on ``key``'s owner; return its result.
+
+        Only the name and the arguments travel; the processor must be registered
+        on every member (``@peergrid.entry_processor`` or
+        ``grid.register_processor``). A change it makes is replicated and
+        published like any write. Raises ``ProcessorError`` when the owner has
+        no such processor or it raised (the entry is then unchanged).
+        """
+        core = self._core
+        op = processor_op(core, key, processor, args)
+        core.invalidate(op.key)
+        try:
+            result = self._run(op)
+        finally:
+            core.invalidate(op.key)
+        return core.loads(result.value)
+
+    def execute_on_keys(self, keys: Iterable[Key], processor: str, *args: Any) -> dict[Key, Any]:
+        """Run ``processor`` on each of ``keys`` (each atomically, on its owner, one frame per owner,
+        in parallel); return ``{key: result}``. Not atomic across keys: on an error some keys may
+        have been processed."""
+        core = self._core
+        ops, originals = processor_ops(core, keys, processor, args)
+        if not ops:
+            return {}
+        for op in ops:
+            core.invalidate(op.key)
+        try:
+            results = self._run_all(ops)
+        finally:
+            for op in ops:
+                core.invalidate(op.key)
+        return {originals[op.key]: core.loads(r.value) for op, r in zip(ops, results, strict=True)}
+
+    def increment(self, key: Key, delta: int = 1, ttl: float | None = None) -> int:
+        """Add ``delta`` to the int counter at ``key`` atomically; return the new count.
+
+        A missing counter counts from 0 and, when created, gets ``ttl`` (an
+        existing counter keeps its expiry: a fixed window for rate limiting).
+        Raises ``ProcessorError`` when the value is not an int.
+        """
+        delta, seconds = increment_args(delta, ttl)
+        return self.execute_on_key(key, INCREMENT, delta, seconds)  # type: ignore[no-any-return]
 
 
 class _Missing:

@@ -28,12 +28,14 @@ from peergrid.events.listeners import Dispatcher, ListenerHub
 from peergrid.events.model import EventBatch
 from peergrid.events.publisher import EventPublisher
 from peergrid.events.subscriptions import Subscriptions
+from peergrid.invocation.compute import ComputeOps
 from peergrid.invocation.executor import Executor
 from peergrid.invocation.invoker import Invoker
 from peergrid.invocation.owner import OwnerWrites
 from peergrid.invocation.pipe import Pipe
 from peergrid.invocation.stores import StoreOps
 from peergrid.nearcache import NearCache
+from peergrid.processors import ProcessorRegistry
 from peergrid.protocol import Chunk, Copy, HeartbeatReply, JoinReply, Member, MemberList, Op, Result
 from peergrid.replication import PartitionManager
 from peergrid.serialization import serializer_named
@@ -95,6 +97,18 @@ class Node:
             self.owner,
             self.stores,
         )
+        self.processors = ProcessorRegistry()
+        self.compute = ComputeOps(
+            self.executor,
+            self.processors,
+            self.serializer,
+            self.registry,
+            self.manager,
+            self.owner,
+            self.current_members,
+            config.limits.max_value_bytes,
+        )
+        self.executor.compute = self.compute
         self.invoker = Invoker(self, config.timing.retry_initial, config.timing.retry_max)
         self.subscriptions = Subscriptions(
             self.uuid, self.replica_peer, self.spawn, config.timing.heartbeat_interval
@@ -311,6 +325,7 @@ class Node:
         self.subscriptions.on_members(new)
         for near_cache in self.near_caches.values():
             near_cache.on_table()
+        self.compute.members_changed()  # locks of members that left are released
 
     def _removed(self) -> None:
         self.spawn(self._rejoin())
@@ -486,6 +501,7 @@ class Node:
 
     def _served_changed(self) -> None:
         self.owner.usage_dirty = True
+        self.compute.members_changed()  # a partition served anew may hold departed members' locks
 
     def configure_map(self, name: str, config: MapConfig) -> None:
         """Register a map's configuration here (loop thread): policies, near cache."""

@@ -30,6 +30,11 @@ class Code:
     FLUSH = 30  # store a write-behind map's queued writes in this partition now
     BACKUP = 20  # owner -> backup: apply ``effects`` to reach ``version``
     TOUCH = 21  # owner -> backup: entries' last access times (idle expiry), unversioned
+    # Compute (peergrid/invocation/compute.py): 40-49.
+    EXECUTE = 40  # run the entry processor named by ``expect`` on ``key``, args in ``value``
+    LOCK = 41  # acquire ``key``'s lock for the holder in ``value``, lease ``ttl``
+    UNLOCK = 42  # release it once (reentrant holds count)
+    LOCK_STATE = 43  # whether ``key``'s lock is held, and its token
 
 
 WRITES = frozenset(
@@ -55,6 +60,10 @@ KEYED = frozenset(
         Code.DELETE,
     }
 )
+COMPUTE = frozenset({Code.EXECUTE, Code.LOCK, Code.UNLOCK, Code.LOCK_STATE})
+COMPUTE_WRITES = frozenset({Code.EXECUTE, Code.LOCK, Code.UNLOCK})
+WRITES |= COMPUTE_WRITES  # for callers: an outcome unknown after sending is indeterminate
+KEYED |= COMPUTE
 KNOWN = KEYED | {
     Code.SIZE,
     Code.CLEAR,
@@ -84,6 +93,7 @@ class Status:
     CLOSED = 11  # local only: this member was shut down
     CAPACITY = 12  # the map is full and evicts nothing (eviction="none")
     STORE = 13  # the map's store (its database) failed
+    PROCESSOR = 20  # an entry processor is unknown on the owner, or raised; ``message`` says which
 
 
 class Effect(NamedTuple):

@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from peergrid.config import GridConfig
 from peergrid.events.publisher import EventPublisher
 from peergrid.invocation.owner import OwnerWrites
 from peergrid.invocation.stores import StoreOps
-from peergrid.protocol import KEYED, KNOWN, WRITES, Code, Op, Result, Status
+from peergrid.protocol import COMPUTE, KEYED, KNOWN, WRITES, Code, Op, Result, Status
 from peergrid.replication import PartitionManager
 from peergrid.storage import Partition
 from peergrid.storage import ops as storage_ops
 from peergrid.storage.registry import MapRegistry
+
+if TYPE_CHECKING:
+    from peergrid.invocation.compute import ComputeOps
 
 MAX_MAP_NAME = 255
 READ_THROUGH = frozenset({Code.GET, Code.CONTAINS})
@@ -50,6 +54,7 @@ class Executor:
         self._table_version = table_version
         self._has_quorum = has_quorum
         self._equal = values_equal
+        self.compute: ComputeOps | None = None  # entry processors and locks (set by the node)
 
     def check(self, op: Op) -> str | None:
         """Why ``op`` is malformed or over a limit, or None."""
@@ -78,6 +83,8 @@ class Executor:
         problem = self.check(op)
         if problem is not None:
             return Result(Status.INVALID, message=problem)
+        if op.code in COMPUTE and self.compute is not None:
+            return self.compute.execute(op, caller_version)
         if op.code == Code.BACKUP:
             return Result(self._manager.apply_backup(op.partition, op.version, op.effects, caller_version))
         if op.code == Code.RECOVER:
@@ -86,16 +93,9 @@ class Executor:
             self._manager.apply_touch(op.partition, op.effects)
             return Result()
         write = op.code in WRITES
-        if write and not self._has_quorum():
-            # Checked first: on the minority side of a split, no write is accepted, whatever the partition.
-            return Result(
-                Status.QUORUM,
-                message=f"this member sees fewer than min_cluster_size={self._config.min_cluster_size} "
-                "members",
-            )
-        part = self._manager.readable[op.partition]
-        if part is None or caller_version > self._table_version():
-            return self._not_serving(op.partition, caller_version)
+        part = self.admit(op, caller_version, write)
+        if isinstance(part, Result):
+            return part
         if op.code == Code.FLUSH:
             return asyncio.ensure_future(self._stores.flush(part, op.map))
         if not write:
@@ -106,6 +106,26 @@ class Executor:
         config = self._registry.config(op.map)
         if config.store is not None:
             return self._stores.write(part, op, config, lambda: self._write(part, op))
+        return self._write(part, op)
+
+    def admit(self, op: Op, caller_version: int, write: bool) -> Partition | Result:
+        """The partition to run a checked ``op`` on, or the result refusing it (quorum, not served here)."""
+        if write and not self._has_quorum():
+            # Checked first: on the minority side of a split, no write is accepted, whatever the partition.
+            return Result(
+                Status.QUORUM,
+                message=f"this member sees fewer than min_cluster_size={self._config.min_cluster_size} "
+                "members",
+            )
+        part = self._manager.readable[op.partition]
+        if part is None or caller_version > self._table_version():
+            return self._not_serving(op.partition, caller_version)
+        return part
+
+    def apply_write(self, part: Partition, op: Op) -> Result | asyncio.Future[Result]:
+        """Run a map write (SET, DELETE, ...) that another owner-side module computed, on ``part``
+        (served here, admitted, in the key's store order if the map has a store): bounds, version,
+        backups, events and eviction as for any write."""
         return self._write(part, op)
 
     def _write(self, part: Partition, op: Op) -> Result | asyncio.Future[Result]:

@@ -1,0 +1,340 @@
+"""The owner's side of entry processors and locks.
+
+Both are read-modify-write steps that run on the key's owner, on the loop
+thread, between two other operations on the partition: what they read cannot
+change before their write is applied. Neither writes a partition by itself:
+each computes an ordinary map write (SET or DELETE) and hands it to the
+executor's write path, so it is versioned, shipped to the backups, published
+to listeners and near caches, and counted for eviction like any other write.
+
+Locks live in the partition, in an internal map per user map
+(``__peergrid.locks.<map>``): encoded key -> a ``LockRecord``. So a lock is
+replicated with its partition's other writes, survives its owner's death on
+the backups and moves with the partition. A lease is the record's TTL. A lock
+whose holder's member is no longer in the member list is free (and the record
+is dropped by its owner when the list changes). A grant's fencing token is the
+partition's version before the grant plus one: greater than the version after
+every earlier write to the partition, every earlier grant included, on this
+owner or any before it (a new owner starts from the highest surviving
+version, which holds every acknowledged grant).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import msgpack
+
+from peergrid.errors import PeerGridError
+from peergrid.events.model import EventKind
+from peergrid.processors import Entry, ProcessorRegistry, check_ttl
+from peergrid.protocol import COMPUTE_WRITES, Code, MemberList, Op, Result, Status
+from peergrid.serialization import Serializer, decode_key
+from peergrid.storage import Partition
+from peergrid.storage.registry import MapRegistry
+
+if TYPE_CHECKING:
+    from peergrid.invocation.executor import Executor
+    from peergrid.invocation.owner import OwnerWrites
+    from peergrid.replication import PartitionManager
+
+log = logging.getLogger("peergrid.compute")
+
+LOCKS_PREFIX = "__peergrid.locks."
+"""Internal maps of lock records: ``LOCKS_PREFIX + map name``. User map names may not start with
+``__peergrid.``."""
+
+
+def lock_map(name: str) -> str:
+    """The internal map holding the locks of map ``name``."""
+    return LOCKS_PREFIX + name
+
+
+class LockRequest(NamedTuple):
+    """Who asks, in a LOCK or UNLOCK op's value."""
+
+    member: str  # the holder's member uuid
+    holder: int  # the thread's or task's serial on that member
+    nonce: int  # one per lock()/unlock() call: its retries are recognised
+
+    def encode(self) -> bytes:
+        """The op value."""
+        return msgpack.packb(list(self), use_bin_type=True)  # type: ignore[no-any-return]
+
+    @classmethod
+    def decode(cls, data: bytes) -> LockRequest:
+        """Parse an op value from a peer; ``ValueError`` when malformed."""
+        member, holder, nonce = _unpack(data, 3)
+        if not isinstance(member, str) or not isinstance(holder, int) or not isinstance(nonce, int):
+            raise ValueError("a lock request is [member uuid, holder id, nonce]")  # noqa: TRY004 - wire data
+        return cls(member, holder, nonce)
+
+
+class LockRecord(NamedTuple):
+    """A held lock, as its partition stores it."""
+
+    member: str
+    holder: int
+    holds: int  # reentrant holds
+    token: int  # the fencing token of this grant
+    nonce: int  # the last lock or unlock call applied (its retries change nothing)
+
+    def encode(self) -> bytes:
+        """The stored value."""
+        return msgpack.packb(list(self), use_bin_type=True)  # type: ignore[no-any-return]
+
+    @classmethod
+    def decode(cls, data: bytes) -> LockRecord:
+        """Parse a stored record; ``ValueError`` when malformed."""
+        member, holder, holds, token, nonce = _unpack(data, 5)
+        if not isinstance(member, str) or not all(isinstance(n, int) for n in (holder, holds, token, nonce)):
+            raise ValueError("a lock record is [member uuid, holder id, holds, token, nonce]")
+        return cls(member, holder, holds, token, nonce)
+
+    def held_by(self, request: LockRequest) -> bool:
+        """True when ``request`` comes from this record's holder."""
+        return self.member == request.member and self.holder == request.holder
+
+
+def _unpack(data: bytes, size: int) -> list[Any]:
+    try:
+        fields = msgpack.unpackb(data, raw=False)
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise ValueError(f"not msgpack: {exc}") from exc
+    if not isinstance(fields, list) or len(fields) != size:
+        raise ValueError(f"expected a list of {size} fields")
+    return fields
+
+
+class ComputeOps:
+    """Runs entry processors and lock operations as this member's partitions' owner. Loop thread only."""
+
+    def __init__(
+        self,
+        executor: Executor,
+        processors: ProcessorRegistry,
+        serializer: Serializer,
+        registry: MapRegistry,
+        manager: PartitionManager,
+        owner: OwnerWrites,
+        members: Callable[[], MemberList],
+        max_value_bytes: int,
+    ) -> None:
+        self._executor = executor
+        self._processors = processors
+        self._loads = serializer.loads
+        self._dumps = serializer.dumps
+        self._registry = registry
+        self._manager = manager
+        self._owner = owner
+        self._members = members
+        self._max_value = max_value_bytes
+        self._present: tuple[int, frozenset[str]] = (-1, frozenset())  # (list version, member uuids)
+        self._sweep_scheduled = False
+
+    def execute(self, op: Op, caller_version: int) -> Result | asyncio.Future[Result]:
+        """Run one checked compute op (``Code.EXECUTE``, ``LOCK``, ``UNLOCK``, ``LOCK_STATE``)."""
+        part = self._executor.admit(op, caller_version, op.code in COMPUTE_WRITES)
+        if isinstance(part, Result):
+            return part
+        if op.code == Code.EXECUTE:
+            return self._process(part, op)
+        if op.code == Code.LOCK_STATE:
+            record = self._lock_of(part, op)
+            return Result(found=record is not None, count=record.token if record is not None else 0)
+        try:
+            request = LockRequest.decode(op.value)
+        except ValueError as exc:
+            return Result(Status.INVALID, message=f"malformed lock request: {exc}")
+        if op.code == Code.LOCK:
+            return self._lock(part, op, request)
+        return self._unlock(part, op, request)
+
+    # ------------------------------------------------------------------ entry processors
+    def _process(self, part: Partition, op: Op) -> Result | asyncio.Future[Result]:
+        name = op.expect.decode("utf-8", "replace")
+        fn = self._processors.get(name)
+        if fn is None:
+            return _failed(
+                name,
+                f"no entry processor {name!r} is registered on the key's owner; register it on every "
+                "member (@peergrid.entry_processor or grid.register_processor)",
+            )
+        try:
+            args = self._loads(op.value)
+        except PeerGridError as exc:
+            return Result(Status.INVALID, message=f"entry processor {name!r}: malformed arguments: {exc}")
+        if not isinstance(args, list):
+            return Result(Status.INVALID, message=f"entry processor {name!r}: arguments must be a list")
+        try:
+            key = decode_key(op.key)
+        except PeerGridError as exc:
+            return Result(Status.INVALID, message=f"entry processor {name!r}: malformed key: {exc}")
+        store = part.maps.get(op.map)
+        raw = store.get(op.key) if store is not None else None
+        entry = Entry(key, raw, self._loads)
+        try:
+            returned = fn(entry, *args)
+            answer = self._dumps(returned)
+        except Exception as exc:
+            log.debug("entry processor %r failed on %r", name, entry.key, exc_info=True)
+            return _failed(name, f"entry processor {name!r} raised {type(exc).__name__}: {exc}")
+        if len(answer) > self._max_value:
+            return _failed(
+                name,
+                f"entry processor {name!r} returned {len(answer)} bytes, over "
+                f"limits.max_value_bytes={self._max_value}",
+            )
+        if not entry.written:
+            return Result(value=answer, found=True)
+        write = self._write_of(part, op, entry, raw is not None)
+        if isinstance(write, Result):
+            return write
+        return _then(self._executor.apply_write(part, write), Result(value=answer, found=True))
+
+    def _write_of(self, part: Partition, op: Op, entry: Entry, existed: bool) -> Op | Result:
+        """The SET or DELETE that makes the entry what the processor left it as."""
+        name = op.expect.decode("utf-8", "replace")
+        if entry.value is None:
+            return Op(Code.DELETE, part.id, op.map, op.key)
+        try:
+            value = self._dumps(entry.value)
+        except PeerGridError as exc:
+            return _failed(name, f"entry processor {name!r} assigned a value that cannot be stored: {exc}")
+        if len(value) > self._max_value:
+            return Result(
+                Status.INVALID,
+                message=f"entry processor {name!r}: value of {len(value)} bytes exceeds "
+                f"limits.max_value_bytes={self._max_value}",
+            )
+        if entry.ttl is not None:
+            try:
+                seconds = check_ttl(entry.ttl)
+            except PeerGridError as exc:
+                return _failed(name, f"entry processor {name!r} set entry.ttl: {exc}")
+        elif existed:
+            seconds = _remaining(part, op.map, op.key)
+        else:
+            seconds = self._registry.config(op.map).ttl or 0.0
+        return Op(Code.SET, part.id, op.map, op.key, value, ttl=seconds)
+
+    # ------------------------------------------------------------------ locks
+    def _lock_of(self, part: Partition, op: Op) -> LockRecord | None:
+        """The live lock on ``op.key`` (lease not ended, holder's member still present), or None."""
+        store = part.maps.get(lock_map(op.map))
+        raw = store.get(op.key) if store is not None else None
+        if raw is None:
+            return None
+        try:
+            record = LockRecord.decode(raw)
+        except ValueError:
+            log.warning("dropping a malformed lock record of %r in map %r", op.key, op.map)
+            return None
+        return record if record.member in self._present_members() else None
+
+    def _lock(self, part: Partition, op: Op, request: LockRequest) -> Result | asyncio.Future[Result]:
+        current = self._lock_of(part, op)
+        name = lock_map(op.map)
+        if current is None:
+            record = LockRecord(request.member, request.holder, 1, part.version + 1, request.nonce)
+            lease = op.ttl
+        elif not current.held_by(request):
+            return Result(found=False, count=current.token)
+        elif current.nonce == request.nonce:
+            return Result(found=True, count=current.token)  # a retry of a grant already applied
+        else:
+            record = current._replace(holds=current.holds + 1, nonce=request.nonce)
+            lease = op.ttl or _remaining(part, name, op.key)
+        write = Op(Code.SET, part.id, name, op.key, record.encode(), ttl=lease)
+        return _then(self._executor.apply_write(part, write), Result(found=True, count=record.token))
+
+    def _unlock(self, part: Partition, op: Op, request: LockRequest) -> Result | asyncio.Future[Result]:
+        current = self._lock_of(part, op)
+        if current is None or not current.held_by(request):
+            return Result(found=False, count=current.token if current is not None else 0)
+        if current.nonce == request.nonce:
+            return Result(found=True, count=current.token)  # a retry of an unlock already applied
+        name = lock_map(op.map)
+        if current.holds <= 1:
+            write = Op(Code.DELETE, part.id, name, op.key)
+        else:
+            record = current._replace(holds=current.holds - 1, nonce=request.nonce)
+            write = Op(Code.SET, part.id, name, op.key, record.encode(), ttl=_remaining(part, name, op.key))
+        return _then(self._executor.apply_write(part, write), Result(found=True, count=current.token))
+
+    def _present_members(self) -> frozenset[str]:
+        members = self._members()
+        if self._present[0] != members.version:
+            self._present = (members.version, frozenset(members.uuids))
+        return self._present[1]
+
+    # ------------------------------------------------------------------ departed holders
+    def members_changed(self) -> None:
+        """The member list or the served partitions changed: drop departed members' locks soon.
+
+        Coalesced: a migration serving many partitions one by one costs one sweep.
+        """
+        if not self._sweep_scheduled:
+            self._sweep_scheduled = True
+            asyncio.get_running_loop().call_soon(self.drop_departed)
+
+    def drop_departed(self) -> int:
+        """Release, as owner, every lock whose holder's member left the list; return how many."""
+        self._sweep_scheduled = False
+        present = self._present_members()
+        dropped = 0
+        for part in self._manager.readable:
+            if part is None:
+                continue
+            for name, store in list(part.maps.items()):
+                if not name.startswith(LOCKS_PREFIX):
+                    continue
+                for key, raw, _ in list(store.items()):
+                    try:
+                        member = LockRecord.decode(raw).member
+                    except ValueError:
+                        member = ""
+                    if member not in present:
+                        self._owner.delete(part, name, key, EventKind.REMOVED)
+                        dropped += 1
+        if dropped:
+            log.info("released %d locks of members that left the cluster", dropped)
+        return dropped
+
+
+def _remaining(part: Partition, name: str, key: bytes) -> float:
+    """Seconds left before the entry expires (0: it does not expire)."""
+    store = part.maps.get(name)
+    expire_at = store.expiry.get(key, 0.0) if store is not None else 0.0
+    if not expire_at:
+        return 0.0
+    return max(expire_at - time.time(), 1e-6)
+
+
+def _failed(name: str, message: str) -> Result:
+    return Result(Status.PROCESSOR, message=message)
+
+
+def _then(outcome: Result | asyncio.Future[Result], answer: Result) -> Result | asyncio.Future[Result]:
+    """``answer`` once the write ``outcome`` succeeded; the write's own result if it did not."""
+    if isinstance(outcome, Result):
+        return answer if outcome.status == Status.OK else outcome
+    done: asyncio.Future[Result] = outcome.get_loop().create_future()
+
+    def finish(future: asyncio.Future[Result]) -> None:
+        if done.done():
+            return
+        if future.cancelled():
+            done.set_result(Result(Status.ERROR, message="the write was cancelled on the owner"))
+        elif future.exception() is not None:
+            done.set_result(Result(Status.ERROR, message=f"{future.exception()!r}"))
+        else:
+            result = future.result()
+            done.set_result(answer if result.status == Status.OK else result)
+
+    outcome.add_done_callback(finish)
+    return done

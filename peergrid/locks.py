@@ -1,0 +1,307 @@
+"""Distributed locks on map keys: the caller's side.
+
+``m.lock(key)``, ``m.try_lock(key, timeout=..., lease=...)``, ``m.unlock(key)``
+and ``m.is_locked(key)`` on ``DistributedMap`` and ``AsyncMap``; the owner's
+side is ``peergrid.invocation.compute``, the semantics are in ``docs/locks.md``.
+
+A lock is held by a *holder*: a thread (sync API) or an asyncio task (async
+API) of one member. The same holder may take it again (reentrant: each lock
+needs its unlock); any other holder, on this member or another, waits. A
+waiting caller asks the owner again with a growing, jittered pause
+(``Timing.lock_retry_initial`` to ``lock_retry_max``) until its timeout.
+
+Every grant returns a *fencing token*, greater than every earlier grant's
+token of that lock. A holder can lose a lock without being told (its lease
+ended, its member was dropped from the cluster): a resource the lock guards
+should remember the highest token it has seen and refuse requests with a
+lower one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+import os
+import random
+import threading
+import time
+import weakref
+from collections.abc import Generator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from peergrid._flows import Flow
+from peergrid.errors import ArgumentError, IndeterminateWriteError, LockError
+from peergrid.invocation.compute import LockRequest
+from peergrid.protocol import Code, Op, Result
+from peergrid.serialization import Key
+
+if TYPE_CHECKING:
+    from peergrid._mapcore import MapCore
+    from peergrid.aio import AsyncMap
+    from peergrid.map import DistributedMap
+
+log = logging.getLogger("peergrid.locks")
+
+# ---------------------------------------------------------------------- holders
+# A holder id is a serial drawn once per thread or task, never reused in this process
+# (thread idents and id(task) are reused once their owner is gone).
+_serials = itertools.count(1)
+_thread_ids = threading.local()
+_task_ids: weakref.WeakKeyDictionary[asyncio.Task[Any], int] = weakref.WeakKeyDictionary()
+_task_ids_lock = threading.Lock()
+
+
+def thread_holder() -> int:
+    """The calling thread's holder id."""
+    try:
+        return int(_thread_ids.serial)
+    except AttributeError:
+        _thread_ids.serial = next(_serials)
+        return int(_thread_ids.serial)
+
+
+def task_holder() -> int:
+    """The current asyncio task's holder id (the thread's, outside a task)."""
+    task = asyncio.current_task()
+    if task is None:
+        return thread_holder()
+    with _task_ids_lock:
+        serial = _task_ids.get(task)
+        if serial is None:
+            serial = _task_ids[task] = next(_serials)
+        return serial
+
+
+def _nonce() -> int:
+    return int.from_bytes(os.urandom(8), "big") >> 1
+
+
+def check_lease(lease: object) -> float:
+    """Lease seconds as the wire carries them (0 = none), or ``ArgumentError``."""
+    if lease is None:
+        return 0.0
+    if isinstance(lease, bool) or not isinstance(lease, int | float) or not 0 < lease < math.inf:
+        raise ArgumentError(f"lease must be a positive number of seconds (or None for none), got {lease!r}")
+    return float(lease)
+
+
+def check_timeout(timeout: object, *, allow_none: bool) -> float | None:
+    """A wait in seconds (None = forever, where allowed), or ``ArgumentError``."""
+    if timeout is None and allow_none:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 <= timeout < math.inf:
+        raise ArgumentError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
+    return float(timeout)
+
+
+# ---------------------------------------------------------------------- what holders were granted
+class _Grant(NamedTuple):
+    token: int
+    holds: int
+    lease_ends: float | None  # time.monotonic() when the lease ends; None: no lease
+
+
+class _Book:
+    """The grants this process's holders hold, to say why an unlock failed (the owner only
+    knows the lock's current state, not that a lease ended under a holder)."""
+
+    def __init__(self) -> None:
+        self._grants: dict[tuple[str, str, bytes, int], _Grant] = {}
+        self._lock = threading.Lock()
+
+    def granted(self, where: tuple[str, str, bytes, int], token: int, lease: float) -> None:
+        ends = time.monotonic() + lease if lease else None
+        with self._lock:
+            grant = self._grants.get(where)
+            if grant is not None and grant.token == token:
+                self._grants[where] = _Grant(token, grant.holds + 1, ends or grant.lease_ends)
+            else:
+                self._grants[where] = _Grant(token, 1, ends)
+
+    def released(self, where: tuple[str, str, bytes, int]) -> None:
+        with self._lock:
+            grant = self._grants.pop(where, None)
+            if grant is not None and grant.holds > 1:
+                self._grants[where] = grant._replace(holds=grant.holds - 1)
+
+    def lost(self, where: tuple[str, str, bytes, int], current: int) -> str:
+        """Why the holder at ``where`` could not unlock, the lock now at token ``current`` (0: free)."""
+        with self._lock:
+            grant = self._grants.pop(where, None)
+        now_state = f"it is now held by another holder (token {current})" if current else "it is now free"
+        if grant is None:
+            return f"not held by this {'holder' if current else 'or any holder'}" + (
+                f": held by another holder (token {current})" if current else ""
+            )
+        if grant.lease_ends is not None and time.monotonic() >= grant.lease_ends:
+            return f"the lease of the grant with token {grant.token} ended before the unlock; {now_state}"
+        return (
+            f"the grant with token {grant.token} was released without an unlock (its holder's member "
+            f"was dropped from the cluster, or the partition lost every copy); {now_state}"
+        )
+
+
+_BOOK = _Book()
+
+
+# ---------------------------------------------------------------------- the protocol
+class LockCalls:
+    """Lock operations of one map on one member, as flows (see ``peergrid._flows``)."""
+
+    def __init__(self, core: MapCore) -> None:
+        self._core = core
+        self._member = core.node.uuid
+        self._timing = core.node.config.timing
+
+    def _where(self, encoded: bytes, holder: int) -> tuple[str, str, bytes, int]:
+        return (self._member, self._core.name, encoded, holder)
+
+    def _op(self, code: int, key: Key, holder: int, lease: float = 0.0) -> Op:
+        encoded, partition = self._core.key(key)
+        request = LockRequest(self._member, holder, _nonce())
+        return Op(code, partition, self._core.name, encoded, request.encode(), ttl=lease)
+
+    def _pauses(self) -> Generator[float, None, None]:
+        pause = self._timing.lock_retry_initial
+        while True:
+            yield pause * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not security
+            pause = min(pause * 2, self._timing.lock_retry_max)
+
+    def acquire(self, key: Key, holder: int, timeout: float | None, lease: object) -> Flow[Op, int | None]:
+        """Take the lock for ``holder``, waiting up to ``timeout`` (None: forever); the token or None."""
+        seconds = check_lease(lease)
+        op = self._op(Code.LOCK, key, holder, seconds)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pauses = self._pauses()
+        while True:
+            result, _ = yield from self._settled(op)
+            if result.found:
+                _BOOK.granted(self._where(op.key, holder), result.count, seconds)
+                return result.count
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return None
+            pause = next(pauses)
+            yield float(pause if deadline is None else min(pause, deadline - now))
+
+    def release(self, key: Key, holder: int) -> Flow[Op, None]:
+        """Release one hold of ``holder``; ``LockError`` when it holds none."""
+        op = self._op(Code.UNLOCK, key, holder)
+        where = self._where(op.key, holder)
+        result, unsure = yield from self._settled(op)
+        if result.found or unsure:
+            # After an attempt of unknown outcome, "not held" means that attempt released it.
+            _BOOK.released(where)
+            return
+        raise LockError(f"{self._core.name}.unlock({key!r}): {_BOOK.lost(where, result.count)}")
+
+    def _settled(self, op: Op) -> Generator[Op | float, Any, tuple[Result, bool]]:
+        """Run ``op`` until its outcome is known; also whether an earlier attempt's was not.
+
+        An attempt of unknown outcome (the owner failed mid-call) is sent again:
+        its nonce makes a repeat change nothing. For up to the map's operation
+        timeout, then ``IndeterminateWriteError``.
+        """
+        unsure_since: float | None = None
+        while True:
+            try:
+                result: Result = yield op
+            except IndeterminateWriteError:
+                now = time.monotonic()
+                unsure_since = unsure_since if unsure_since is not None else now
+                if now - unsure_since > self._core.timeout:
+                    raise
+                yield float(self._timing.lock_retry_initial)
+                continue
+            return result, unsure_since is not None
+
+    def state(self, key: Key) -> Op:
+        """The op asking whether ``key``'s lock is held."""
+        encoded, partition = self._core.key(key)
+        return Op(Code.LOCK_STATE, partition, self._core.name, encoded)
+
+
+# ---------------------------------------------------------------------- handles
+class LockHandle:
+    """A lock held by the calling thread, as ``DistributedMap.lock`` returns it.
+
+    ``with m.lock(key) as token:`` releases it when the block ends; or call
+    ``unlock()`` (from the same thread). ``token`` is the grant's fencing token.
+    """
+
+    __slots__ = ("_key", "_map", "_released", "token")
+
+    def __init__(self, owner: DistributedMap, key: Key, token: int) -> None:
+        self._map = owner
+        self._key = key
+        self.token = token
+        self._released = False
+
+    def unlock(self) -> None:
+        """Release this hold (once); ``LockError`` when it was lost meanwhile."""
+        if not self._released:
+            self._released = True
+            self._map.unlock(self._key)
+
+    def __enter__(self) -> int:
+        return self.token
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        _exit(self.unlock, kind)
+
+    def __repr__(self) -> str:
+        return f"LockHandle({self._map.name}[{self._key!r}], token={self.token})"
+
+
+class AsyncLockHandle:
+    """``async with m.lock(key) as token:`` (acquires on entry, releases on exit), or
+    ``token = await m.lock(key)`` (then ``await m.unlock(key)`` from the same task)."""
+
+    __slots__ = ("_key", "_lease", "_map", "_timeout", "token")
+
+    def __init__(self, owner: AsyncMap, key: Key, lease: float | None, timeout: float | None) -> None:
+        self._map = owner
+        self._key = key
+        self._lease = lease
+        self._timeout = timeout
+        self.token: int | None = None
+
+    async def _acquire(self) -> int:
+        token = await self._map._acquire(self._key, self._timeout, self._lease)
+        if token is None:
+            raise LockError(f"{self._map.name}.lock({self._key!r}) was not acquired within {self._timeout}s")
+        self.token = token
+        return token
+
+    def __await__(self) -> Generator[Any, None, int]:
+        return self._acquire().__await__()
+
+    async def __aenter__(self) -> int:
+        return await self._acquire()
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            await self._map.unlock(self._key)
+        except LockError:
+            if kind is None:
+                raise
+            log.warning(
+                "lock %s[%r] was lost before the block ended", self._map.name, self._key, exc_info=True
+            )
+
+
+def _exit(unlock: Any, kind: type[BaseException] | None) -> None:
+    try:
+        unlock()
+    except LockError:
+        if kind is None:
+            raise
+        # The block's own exception is the one to see; the lost lock is logged.
+        log.warning("a lock was lost before the block ended", exc_info=True)

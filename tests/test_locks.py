@@ -1,0 +1,483 @@
+"""Locks: mutual exclusion across members, reentrancy, leases, fencing tokens, failures.
+
+The state machine at the end acquires and releases locks from several threads
+of several members while members die, and checks against a model that at most
+one holder holds a lock at a time and that every grant's token is higher than
+every earlier grant's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+import peergrid
+from peergrid import Timing
+from peergrid.invocation.compute import LOCKS_PREFIX, LockRecord, LockRequest
+from peergrid.locks import check_lease, check_timeout, task_holder, thread_holder
+from peergrid.partition import partition_of
+from peergrid.serialization import encode_key
+from peergrid.testing import TestCluster, cluster
+from tests.conftest import wait_for
+
+log = logging.getLogger("tests.locks")
+
+
+def owner(grids: TestCluster, key: object) -> peergrid.Grid:
+    uuid = grids.live()[0].owner_of(key).uuid
+    return next(g for g in grids.live() if g.uuid == uuid)
+
+
+def key_owned_by(grids: TestCluster, grid: peergrid.Grid, prefix: str = "k") -> str:
+    return next(k for k in (f"{prefix}{i}" for i in range(1000)) if owner(grids, k) is grid)
+
+
+def in_thread(fn: Any) -> Any:
+    """Run ``fn`` on another thread (another lock holder) and return its result."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(fn).result(timeout=30)
+
+
+# ---------------------------------------------------------------------- unit
+def test_records_and_requests_round_trip_and_refuse_garbage() -> None:
+    record = LockRecord("member", 7, 2, 41, 99)
+    assert LockRecord.decode(record.encode()) == record
+    request = LockRequest("member", 7, 12345)
+    assert LockRequest.decode(request.encode()) == request
+    assert record.held_by(request)
+    assert not record.held_by(LockRequest("member", 8, 1))
+    for garbage in (b"", b"\xc1", b"\x93\x01\x02\x03", LockRecord("m", 1, 1, 1, 1).encode()):
+        with pytest.raises(ValueError):
+            LockRequest.decode(garbage)
+
+
+def test_holders_are_per_thread_and_per_task_and_never_reused() -> None:
+    mine = thread_holder()
+    assert thread_holder() == mine
+    others = {in_thread(thread_holder) for _ in range(5)}
+    assert mine not in others
+    assert len(others) == 5  # a new thread gets a new id even where the old ident is reused
+
+    async def tasks() -> set[int]:
+        async def one() -> int:
+            first = task_holder()
+            await asyncio.sleep(0)
+            assert task_holder() == first
+            return first
+
+        return set(await asyncio.gather(*(one() for _ in range(5))))
+
+    ids = asyncio.run(tasks())
+    assert len(ids) == 5
+    assert not ids & (others | {mine})
+
+
+def test_argument_checks() -> None:
+    assert check_lease(None) == 0.0
+    assert check_lease(2) == 2.0
+    for bad in (0, -1, float("inf"), True, "1"):
+        with pytest.raises(peergrid.ArgumentError):
+            check_lease(bad)
+    assert check_timeout(None, allow_none=True) is None
+    with pytest.raises(peergrid.ArgumentError):
+        check_timeout(None, allow_none=False)
+    with pytest.raises(peergrid.ArgumentError):
+        check_timeout(-1, allow_none=True)
+
+
+# ---------------------------------------------------------------------- on a cluster
+def test_mutual_exclusion_across_members_and_tokens_increase(grids3: TestCluster, name: str) -> None:
+    inside = 0
+    tokens: list[int] = []
+    guard = threading.Lock()
+
+    def work(grid: peergrid.Grid) -> None:
+        nonlocal inside
+        m = grid.get_map(name)
+        for _ in range(8):
+            with m.lock("counter") as token:
+                with guard:
+                    inside += 1
+                    assert inside == 1, "two holders at once"
+                    tokens.append(token)
+                value = m.get("n") or 0
+                m.set("n", value + 1)  # a read-modify-write only the lock makes safe
+                with guard:
+                    inside -= 1
+
+    threads = [threading.Thread(target=work, args=(g,)) for g in grids3 for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert grids3[0].get_map(name).get("n") == 72
+    assert tokens == sorted(tokens)
+    assert len(set(tokens)) == 72
+    assert not grids3[1].get_map(name).is_locked("counter")
+
+
+def test_reentrant_holds_share_a_token_and_each_needs_its_unlock(grids3: TestCluster, name: str) -> None:
+    a, b, _ = grids3
+    m = a.get_map(name)
+    with m.lock("k") as first:
+        assert m.try_lock("k") == first
+        assert m.is_locked("k")
+        assert b.get_map(name).is_locked("k")
+        m.unlock("k")
+        assert b.get_map(name).try_lock("k") is None  # still held once
+    assert not m.is_locked("k")
+    with pytest.raises(peergrid.LockError, match="not held by this or any holder"):
+        m.unlock("k")
+    second = b.get_map(name).try_lock("k")
+    assert second is not None
+    assert second > first
+    b.get_map(name).unlock("k")
+
+
+def test_waiting_ends_at_the_timeout(grids3: TestCluster, name: str) -> None:
+    a, b, _ = grids3
+    token = b.get_map(name).try_lock("k")
+    assert token is not None
+    m = a.get_map(name)
+    started = time.monotonic()
+    assert m.try_lock("k") is None
+    assert time.monotonic() - started < 0.5
+    started = time.monotonic()
+    assert m.try_lock("k", timeout=0.4) is None
+    assert 0.4 <= time.monotonic() - started < 2.0
+    with pytest.raises(peergrid.LockError, match=r"not acquired within 0\.2s"):
+        m.lock("k", timeout=0.2)
+    # Another thread of the same member is another holder.
+    assert in_thread(lambda: b.get_map(name).try_lock("k")) is None
+    with pytest.raises(peergrid.LockError, match=rf"held by another holder \(token {token}\)"):
+        in_thread(lambda: b.get_map(name).unlock("k"))
+    b.get_map(name).unlock("k")
+    assert m.try_lock("k", timeout=2) is not None
+    m.unlock("k")
+
+
+def test_a_waiter_gets_the_lock_soon_after_it_is_released(grids3: TestCluster, name: str) -> None:
+    a, b, _ = grids3
+    holder_has_it = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with b.get_map(name).lock("k"):
+            holder_has_it.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    holder_has_it.wait(10)
+    threading.Timer(0.3, release.set).start()
+    started = time.monotonic()
+    with a.get_map(name).lock("k", timeout=5):
+        waited = time.monotonic() - started
+    t.join()
+    assert 0.25 <= waited < 1.5
+
+
+def test_a_lease_ends_the_hold_and_the_late_holder_learns_it(
+    grids3: TestCluster, name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b, _ = grids3
+    first = a.get_map(name).try_lock("k", lease=0.3)
+    assert first is not None
+    started = time.monotonic()
+    second = b.get_map(name).try_lock("k", timeout=5)
+    assert second is not None
+    assert second > first
+    assert 0.25 <= time.monotonic() - started < 2
+    with pytest.raises(
+        peergrid.LockError, match=rf"lease .* token {first} ended .* held by another .*{second}"
+    ):
+        a.get_map(name).unlock("k")
+    b.get_map(name).unlock("k")
+    # A with-block that outlives its lease raises at its end...
+    with pytest.raises(peergrid.LockError, match="lease"), a.get_map(name).lock("k", lease=0.1):
+        time.sleep(0.3)
+    # ...unless the block raised: that exception is the one seen, the lost lock is logged.
+    with pytest.raises(ZeroDivisionError):
+        _fail_after_the_lease(a.get_map(name))
+    assert "lost before the block ended" in caplog.text
+
+
+def _fail_after_the_lease(m: peergrid.DistributedMap) -> None:
+    with m.lock("k", lease=0.1):
+        time.sleep(0.3)
+        _ = 1 / 0
+
+
+def test_a_reentrant_lock_may_extend_its_lease(grids3: TestCluster, name: str) -> None:
+    m = grids3[0].get_map(name)
+    token = m.try_lock("k", lease=0.3)
+    assert m.try_lock("k", lease=5) == token
+    time.sleep(0.5)
+    assert grids3[1].get_map(name).try_lock("k") is None
+    m.unlock("k")
+    m.unlock("k")
+
+
+def test_the_lock_state_is_replicated_with_its_partition(grids3: TestCluster, name: str) -> None:
+    a = grids3[0]
+    a.get_map(name).lock("k")
+    p = partition_of(encode_key("k"), 271)
+    by_uuid = {g.uuid: g for g in grids3}
+    assert grids3.wait_until_safe()
+    for uuid in a._node.manager.table.replicas[p]:
+        store = by_uuid[uuid]._node.manager.parts[p].maps[LOCKS_PREFIX + name]
+        assert LockRecord.decode(store.get(encode_key("k"))).holds == 1
+    assert a.get_map(name).size() == 0  # the map itself holds no entry for its locks
+    a.get_map(name).unlock("k")
+
+
+def test_internal_map_names_are_refused(grids3: TestCluster) -> None:
+    with pytest.raises(peergrid.ArgumentError, match="peergrid's own"):
+        grids3[0].get_map(LOCKS_PREFIX + "x")
+
+
+def test_the_lock_survives_its_owner_dying_and_moving() -> None:
+    with cluster(3, backup_count=1) as grids:
+        holder, other, doomed = grids
+        key = key_owned_by(grids, doomed)
+        token = holder.get_map("m").try_lock(key)
+        assert token is not None
+        grids.kill(doomed)
+        assert other.get_map("m").try_lock(key) is None
+        assert other.get_map("m").is_locked(key)
+        assert grids.wait_until_safe()
+        joined = grids.add()
+        assert grids.wait_until_safe()
+        assert joined.get_map("m").try_lock(key) is None
+        holder.get_map("m").unlock(key)
+        later = joined.get_map("m").try_lock(key)
+        assert later is not None
+        assert later > token
+
+
+def test_a_dead_holders_locks_are_released_and_dropped() -> None:
+    with cluster(3, backup_count=1) as grids:
+        a, b, doomed = grids
+        keys = [key_owned_by(grids, g) for g in (a, b)]
+        tokens = [doomed.get_map("m").try_lock(k) for k in keys]
+        assert None not in tokens
+        grids.kill(doomed)
+        for key, token in zip(keys, tokens, strict=True):
+            started = time.monotonic()
+            later = a.get_map("m").try_lock(key, timeout=10)
+            assert later is not None
+            assert later > token
+            assert time.monotonic() - started < 5
+            a.get_map("m").unlock(key)
+
+        def records() -> int:
+            return sum(
+                len(part.maps.get(LOCKS_PREFIX + "m", ()))
+                for g in (a, b)
+                for part in g._node.manager.readable
+                if part is not None
+            )
+
+        wait_for(lambda: records() == 0, 5, message="the dead holder's records dropped by their owners")
+
+
+def test_a_member_leaving_releases_its_locks() -> None:
+    with cluster(3) as grids:
+        a, _, leaver = grids
+        leaver.get_map("m").lock("k")
+        leaver.shutdown()
+        assert a.get_map("m").try_lock("k", timeout=5) is not None
+        a.get_map("m").unlock("k")
+
+
+def test_async_locks_exclude_other_tasks() -> None:
+    async def main() -> None:
+        options = {"cluster": f"locks-{time.time_ns()}", "timing": Timing.fast()}
+        async with (
+            peergrid.AsyncGrid(**options) as a,
+            peergrid.AsyncGrid(**options, members=[a.address]) as b,
+        ):
+            assert await b.wait_until_safe(10)
+            inside = 0
+            tokens: list[int] = []
+
+            async def work(grid: peergrid.AsyncGrid) -> None:
+                nonlocal inside
+                m = grid.get_map("m")
+                for _ in range(5):
+                    async with m.lock("k") as token:
+                        inside += 1
+                        assert inside == 1
+                        tokens.append(token)
+                        await asyncio.sleep(0.001)
+                        inside -= 1
+
+            await asyncio.gather(*(work(g) for g in (a, b, a, b)))
+            assert tokens == sorted(tokens)
+            assert len(set(tokens)) == 20
+            m = a.get_map("m")
+            token = await m.lock("k")
+            assert await m.try_lock("k") == token  # the same task: reentrant
+            assert await asyncio.create_task(m.try_lock("k")) is None  # another task
+            with pytest.raises(peergrid.LockError, match="held by another holder"):
+                await asyncio.create_task(m.unlock("k"))
+            assert await b.get_map("m").is_locked("k")
+            await m.unlock("k")
+            await m.unlock("k")
+            assert not await m.is_locked("k")
+            assert await b.get_map("m").try_lock("x") is not None
+            with pytest.raises(peergrid.LockError, match=r"not acquired within 0\.1s"):
+                await asyncio.create_task(_lock_briefly(b.get_map("m"), "x", 0.1))
+            await b.get_map("m").unlock("x")
+
+    asyncio.run(main())
+
+
+async def _lock_briefly(m: peergrid.AsyncMap, key: str, timeout: float) -> None:
+    async with m.lock(key, timeout=timeout):
+        pass
+
+
+# ---------------------------------------------------------------------- the model
+KEYS = ["a", "b", "{t}c"]
+
+
+class Client:
+    """One lock holder: a thread of one member."""
+
+    def __init__(self, grid: peergrid.Grid, number: int) -> None:
+        self.grid = grid
+        self.name = f"{grid.address}#{number}"
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"client-{self.name}")
+
+    @property
+    def alive(self) -> bool:
+        return not self.grid.closed
+
+    def run(self, fn: Any) -> Any:
+        return self._pool.submit(lambda: fn(self.grid.get_map("locks"))).result(timeout=60)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+class LockModel(RuleBasedStateMachine):
+    """Threads of several members take and release locks while members die and join."""
+
+    SIZE = 3
+    GRID_OPTIONS: ClassVar[dict[str, Any]] = {"backup_count": 1}
+    MAX_MEMBERS = 4
+    CLIENTS_PER_MEMBER = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        log.warning("--- new example")
+        self._cm = cluster(self.SIZE, **self.GRID_OPTIONS)
+        self.grids: TestCluster = self._cm.__enter__()
+        self.clients = [Client(g, i) for g in self.grids for i in range(self.CLIENTS_PER_MEMBER)]
+        self.holder: dict[str, Client | None] = dict.fromkeys(KEYS)
+        self.holds: dict[str, int] = dict.fromkeys(KEYS, 0)
+        self.token: dict[str, int] = dict.fromkeys(KEYS, 0)
+        self.highest: dict[str, int] = dict.fromkeys(KEYS, 0)
+        self.orphaned: set[str] = set()  # held by a dead client until the cluster notices
+        self.safe = True  # no kill or join since the cluster was last safe (backups complete)
+
+    def teardown(self) -> None:
+        for client in self.clients:
+            client.close()
+        self._cm.__exit__(None, None, None)
+
+    def live_client(self, index: int) -> Client:
+        live = [c for c in self.clients if c.alive]
+        return live[index % len(live)]
+
+    @rule(index=st.integers(0, 99), key=st.sampled_from(KEYS))
+    def acquire(self, index: int, key: str) -> None:
+        client = self.live_client(index)
+        token = client.run(lambda m: m.try_lock(key))
+        holder = self.holder[key]
+        log.warning("%s try_lock %s -> %s (holder %s)", client, key, token, holder)
+        if holder is client:
+            assert token == self.token[key], "a reentrant lock keeps its token"
+            self.holds[key] += 1
+            return
+        if holder is not None:
+            assert token is None, f"{client} got {key} while {holder} holds it"
+            return
+        if token is None:
+            assert key in self.orphaned, f"{key} is free, yet {client} did not get it"
+            return
+        assert token > self.highest[key], f"token {token} after {self.highest[key]}"
+        self.orphaned.discard(key)
+        self.holder[key], self.holds[key], self.token[key], self.highest[key] = client, 1, token, token
+
+    @rule(index=st.integers(0, 99), key=st.sampled_from(KEYS))
+    def release(self, index: int, key: str) -> None:
+        client = self.live_client(index)
+        log.warning("%s unlock %s (holder %s)", client, key, self.holder[key])
+        if self.holder[key] is client:
+            client.run(lambda m: m.unlock(key))
+            self.holds[key] -= 1
+            if not self.holds[key]:
+                self.holder[key] = None
+            return
+        with pytest.raises(peergrid.LockError):
+            client.run(lambda m: m.unlock(key))
+
+    @rule(index=st.integers(0, 99), key=st.sampled_from(KEYS))
+    def check_locked(self, index: int, key: str) -> None:
+        locked = self.live_client(index).run(lambda m: m.is_locked(key))
+        if self.holder[key] is not None:
+            assert locked, f"{key} held by {self.holder[key]} but reported free"
+        elif key not in self.orphaned:
+            assert not locked, f"{key} is free but reported held"
+
+    @precondition(lambda self: self.safe and len(self.grids.live()) >= 2)
+    @rule(index=st.integers(0, 99))
+    def kill(self, index: int) -> None:
+        live = self.grids.live()
+        doomed = live[index % len(live)]
+        log.warning("kill %s", doomed.address)
+        self.grids.kill(doomed)
+        self.safe = False  # at most backup_count (1) member dies between safe points
+        for key, holder in self.holder.items():
+            if holder is not None and holder.grid is doomed:
+                self.holder[key], self.holds[key] = None, 0
+                self.orphaned.add(key)
+
+    @precondition(lambda self: len(self.grids.live()) < self.MAX_MEMBERS)
+    @rule()
+    def add_member(self) -> None:
+        grid = self.grids.add()
+        self.safe = False  # its copies arrive in the background
+        log.warning("added %s", grid.address)
+        self.clients.extend(Client(grid, i) for i in range(self.CLIENTS_PER_MEMBER))
+
+    @precondition(lambda self: not self.safe)
+    @rule()
+    def settle(self) -> None:
+        log.warning("settle")
+        assert self.grids.wait_until_safe(timeout=60), "the cluster did not become safe"
+        self.safe = True
+        self.orphaned.clear()  # every dead member is out of the list: its locks are free
+
+    @invariant()
+    def holders_are_alive(self) -> None:
+        for holder in self.holder.values():
+            assert holder is None or holder.alive
+
+
+LockModel.TestCase.settings = settings(max_examples=6, stateful_step_count=30, deadline=None)
+TestLockModel = LockModel.TestCase
