@@ -13,6 +13,7 @@ its neighbours' shares, and answers its peers over gRPC::
 """
 
 from peergrid.aio import AsyncGrid, AsyncMap
+from peergrid.cached import CacheInfo
 from peergrid.config import (
     GridConfig,
     Limits,
@@ -59,6 +60,7 @@ __all__ = [
     "AsyncGrid",
     "AsyncLockHandle",
     "AsyncMap",
+    "CacheInfo",
     "CapacityError",
     "ClusterError",
     "ClusterNameMismatchError",

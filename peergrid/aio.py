@@ -42,6 +42,7 @@ from peergrid.stats import LocalMapStats, MapStats
 
 _MARGIN = 1.0
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _resolve(futures: list[asyncio.Future[None]]) -> None:
@@ -480,3 +481,21 @@ class AsyncGrid:
         every member of the process). See ``peergrid.processors``.
         """
         self.node.processors.register(name, fn)
+
+    def cached(
+        self, map_name: str, ttl: float | None = None, *, timeout: float = 1.0, claim_ttl: float = 30.0
+    ) -> Callable[[F], F]:
+        """Cache the decorated ``async def`` functions' results in map ``map_name``, keyed by their arguments.
+
+        ``ttl`` (seconds) bounds how long a result is served (None: the map's
+        default, or until evicted). Concurrent misses of one key, from any
+        member, run the function once (``claim_ttl`` bounds how long the others
+        wait for a claimer). Exceptions are not cached. Each grid call waits at
+        most ``timeout`` seconds: when the grid cannot answer in time the function
+        runs directly (a *bypass*, logged and counted). The wrapper's
+        ``cache_info()`` returns the counts, ``cache_key(*args, **kwargs)`` the
+        map key of a call (to delete it). See ``peergrid.cached``.
+        """
+        from peergrid.cached import cached_async
+
+        return cached_async(self.node, map_name, ttl, timeout, claim_ttl)

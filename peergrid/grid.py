@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from peergrid._mapcore import check_map_name
 from peergrid.config import GridConfig, MapConfig
@@ -16,6 +16,8 @@ from peergrid.node import Node
 from peergrid.partition import partition_of
 from peergrid.protocol import Member
 from peergrid.serialization import Key, encode_key
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Grid:
@@ -163,6 +165,24 @@ class Grid:
         every member of the process). See ``peergrid.processors``.
         """
         self._node.processors.register(name, fn)
+
+    def cached(
+        self, map_name: str, ttl: float | None = None, *, timeout: float = 1.0, claim_ttl: float = 30.0
+    ) -> Callable[[F], F]:
+        """Cache the decorated functions' results in map ``map_name``, keyed by their arguments.
+
+        ``ttl`` (seconds) bounds how long a result is served (None: the map's
+        default, or until evicted). Concurrent misses of one key, from any
+        member, run the function once (``claim_ttl`` bounds how long the others
+        wait for a claimer). Exceptions are not cached. Each grid call waits at
+        most ``timeout`` seconds: when the grid cannot answer in time the function
+        runs directly (a *bypass*, logged and counted). The wrapper's
+        ``cache_info()`` returns the counts, ``cache_key(*args, **kwargs)`` the
+        map key of a call (to delete it). See ``peergrid.cached``.
+        """
+        from peergrid.cached import cached_sync
+
+        return cached_sync(self._node, map_name, ttl, timeout, claim_ttl)
 
 
 def map_config(node: Node, name: str, options: dict[str, Any]) -> MapConfig:

@@ -45,6 +45,7 @@ F = TypeVar("F", bound=Processor)
 MAX_NAME = 255
 RESERVED_PREFIX = "peergrid."  # built-in processors; users' names may not start with it
 INCREMENT = "peergrid.increment"
+RELEASE_CLAIM = "peergrid.cached.release"  # @cached: drop a computing marker if it is still ours
 
 
 class Entry:
@@ -188,7 +189,16 @@ def _increment(entry: Entry, delta: int, ttl: float | None) -> int:
     return current + delta
 
 
+def _release_claim(entry: Entry, marker: list[Any]) -> bool:
+    """Remove the entry if its value is ``marker``; True if it did."""
+    if entry.value != marker:
+        return False
+    entry.delete()
+    return True
+
+
 _process_wide[INCREMENT] = _increment
+_process_wide[RELEASE_CLAIM] = _release_claim
 
 
 # ---------------------------------------------------------------------- the caller's side
