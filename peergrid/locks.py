@@ -104,6 +104,9 @@ class _Grant(NamedTuple):
     lease_ends: float | None  # time.monotonic() when the lease ends; None: no lease
 
 
+_PRUNE_FLOOR = 1024  # grants remembered before ended leases are forgotten (amortised)
+
+
 class _Book:
     """The grants this process's holders hold, to say why an unlock failed (the owner only
     knows the lock's current state, not that a lease ended under a holder)."""
@@ -111,15 +114,24 @@ class _Book:
     def __init__(self) -> None:
         self._grants: dict[tuple[str, str, bytes, int], _Grant] = {}
         self._lock = threading.Lock()
+        self._prune_at = _PRUNE_FLOOR
 
     def granted(self, where: tuple[str, str, bytes, int], token: int, lease: float) -> None:
-        ends = time.monotonic() + lease if lease else None
+        now = time.monotonic()
+        ends = now + lease if lease else None
         with self._lock:
             grant = self._grants.get(where)
             if grant is not None and grant.token == token:
                 self._grants[where] = _Grant(token, grant.holds + 1, ends or grant.lease_ends)
             else:
                 self._grants[where] = _Grant(token, 1, ends)
+            if len(self._grants) >= self._prune_at:
+                # Leases let holders never unlock: forget grants whose lease ended (their unlock,
+                # if it ever comes, then says "not held" rather than "lease ended").
+                self._grants = {
+                    w: g for w, g in self._grants.items() if g.lease_ends is None or g.lease_ends > now
+                }
+                self._prune_at = max(_PRUNE_FLOOR, 2 * len(self._grants))
 
     def released(self, where: tuple[str, str, bytes, int]) -> None:
         with self._lock:

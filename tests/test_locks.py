@@ -23,7 +23,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 import peergrid
 from peergrid import Timing
 from peergrid.invocation.compute import LOCKS_PREFIX, LockRecord, LockRequest
-from peergrid.locks import check_lease, check_timeout, task_holder, thread_holder
+from peergrid.locks import _Book, check_lease, check_timeout, task_holder, thread_holder
 from peergrid.partition import partition_of
 from peergrid.serialization import encode_key
 from peergrid.testing import TestCluster, cluster
@@ -92,6 +92,16 @@ def test_argument_checks() -> None:
         check_timeout(None, allow_none=False)
     with pytest.raises(peergrid.ArgumentError):
         check_timeout(-1, allow_none=True)
+
+
+def test_the_book_of_grants_forgets_ended_leases_of_holders_that_never_unlock() -> None:
+    book = _Book()
+    for i in range(5000):
+        book.granted(("member", "m", b"k%d" % i, 1), i + 1, 1e-9)
+    book.granted(("member", "m", b"held", 1), 1, 0.0)
+    assert len(book._grants) < 2048
+    assert "not held" in book.lost(("member", "m", b"k0", 1), 0)
+    assert "released without an unlock" in book.lost(("member", "m", b"held", 1), 0)
 
 
 # ---------------------------------------------------------------------- on a cluster
