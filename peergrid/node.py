@@ -100,6 +100,7 @@ class Node:
         self.processors = ProcessorRegistry()
         self.compute = ComputeOps(
             self.executor,
+            self.stores,
             self.processors,
             self.serializer,
             self.registry,

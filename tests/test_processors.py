@@ -13,6 +13,7 @@ from peergrid import MapConfig, NearCacheConfig, Timing
 from peergrid.partition import partition_of
 from peergrid.processors import Entry, ProcessorRegistry
 from peergrid.serialization import encode_key
+from peergrid.stores import DictStore
 from peergrid.testing import TestCluster, cluster
 from tests.conftest import wait_for
 
@@ -328,3 +329,63 @@ def test_async_forms() -> None:
                 await ma.execute_on_key("k", "tests.explode", "x")
 
     asyncio.run(main())
+
+
+# ---------------------------------------------------------------------- maps with a store
+class SlowWrites(DictStore):
+    """A DictStore whose writes take a while (writes to one key overlap), and fail on demand."""
+
+    broken = False
+
+    def store(self, key: object, value: object) -> None:
+        time.sleep(0.01)
+        if self.broken:
+            raise peergrid.StoreError("the database is down", retryable=True)
+        super().store(key, value)
+
+
+def test_processors_on_a_write_through_map_load_store_and_keep_key_order() -> None:
+    store = SlowWrites({"loaded": 41, "tags": ["a"]})
+    with cluster(3, maps={"db": MapConfig(store=store)}) as grids:
+        m = grids[0].get_map("db")
+        assert m.increment("loaded") == 42  # read through: the stored 41, not a missing 0
+        assert store.load("loaded") == 42  # written through before the answer
+        assert m.execute_on_key("tags", "tests.add_tag", "b") is True
+        assert store.load("tags") == ["a", "b"]
+        with pytest.raises(peergrid.ProcessorError):
+            m.execute_on_key("tags", "tests.explode", "no")
+        assert store.load("tags") == ["a", "b"]
+        assert m.execute_on_key("tags", "tests.pop") == ["a", "b"]
+        assert store.load("tags") is None
+        store.broken = True
+        with pytest.raises(peergrid.StoreError, match="database is down"):
+            m.increment("loaded")
+        store.broken = False
+        assert m.get("loaded") == 42
+
+        # Writes of one key wait for each other's store call: none is computed from a stale value.
+        def work(grid: peergrid.Grid) -> None:
+            for _ in range(10):
+                grid.get_map("db").increment("hot")
+                grid.get_map("db").put("other", 1)
+
+        threads = [threading.Thread(target=work, args=(g,)) for g in grids for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert m.get("hot") == 60
+        assert store.load("hot") == 60
+
+
+def test_processors_on_a_write_behind_map_are_queued_and_flushed() -> None:
+    store = DictStore({"n": 1})
+    config = MapConfig(store=store, write_behind=peergrid.WriteBehindConfig(delay=60))
+    with cluster(2, maps={"wb": config}) as grids:
+        m = grids[1].get_map("wb")
+        assert m.increment("n", 5) == 6
+        assert m.increment("new") == 1
+        assert store.load("n") == 1  # not yet
+        m.flush()
+        assert store.load("n") == 6
+        assert store.load("new") == 1

@@ -6,6 +6,9 @@ change before their write is applied. Neither writes a partition by itself:
 each computes an ordinary map write (SET or DELETE) and hands it to the
 executor's write path, so it is versioned, shipped to the backups, published
 to listeners and near caches, and counted for eviction like any other write.
+On a map with a store, a processor runs in the key's write order, on the value
+loaded from the store if memory misses it, and its write goes through the
+store (or the write-behind queue) first (``StoreOps.compute``).
 
 Locks live in the partition, in an internal map per user map
 (``__peergrid.locks.<map>``): encoded key -> a ``LockRecord``. So a lock is
@@ -30,7 +33,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import msgpack
 
 from peergrid.errors import PeerGridError
-from peergrid.events.model import EventKind
 from peergrid.processors import Entry, ProcessorRegistry, check_ttl
 from peergrid.protocol import COMPUTE_WRITES, Code, MemberList, Op, Result, Status
 from peergrid.serialization import Serializer, decode_key
@@ -40,6 +42,7 @@ from peergrid.storage.registry import MapRegistry
 if TYPE_CHECKING:
     from peergrid.invocation.executor import Executor
     from peergrid.invocation.owner import OwnerWrites
+    from peergrid.invocation.stores import StoreOps
     from peergrid.replication import PartitionManager
 
 log = logging.getLogger("peergrid.compute")
@@ -116,6 +119,7 @@ class ComputeOps:
     def __init__(
         self,
         executor: Executor,
+        stores: StoreOps,
         processors: ProcessorRegistry,
         serializer: Serializer,
         registry: MapRegistry,
@@ -125,6 +129,7 @@ class ComputeOps:
         max_value_bytes: int,
     ) -> None:
         self._executor = executor
+        self._stores = stores
         self._processors = processors
         self._loads = serializer.loads
         self._dumps = serializer.dumps
@@ -156,24 +161,43 @@ class ComputeOps:
 
     # ------------------------------------------------------------------ entry processors
     def _process(self, part: Partition, op: Op) -> Result | asyncio.Future[Result]:
+        config = self._stores.backed(op.map)
+        if config is None:
+            write, answer = self._run_processor(part, op)
+            if write is None:
+                return answer
+            return _then(self._executor.apply_write(part, write), answer)
+        # A map with a store: the processor runs in the key's write order, on the stored value.
+        answers: list[Result] = []
+
+        def decide() -> Op | Result:
+            write, answer = self._run_processor(part, op)
+            answers.append(answer)
+            return answer if write is None else write
+
+        def apply(write: Op) -> Result | asyncio.Future[Result]:
+            return _then(self._executor.apply_write(part, write), answers[0])
+
+        return self._stores.compute(part, op, config, decide, apply)
+
+    def _run_processor(self, part: Partition, op: Op) -> tuple[Op | None, Result]:
+        """Run the processor on the entry as it is now: the write it calls for (None: nothing to
+        write), and the answer to send back (or the failure, with no write)."""
         name = op.expect.decode("utf-8", "replace")
         fn = self._processors.get(name)
         if fn is None:
-            return _failed(
+            return None, _failed(
                 name,
                 f"no entry processor {name!r} is registered on the key's owner; register it on every "
                 "member (@peergrid.entry_processor or grid.register_processor)",
             )
         try:
             args = self._loads(op.value)
-        except PeerGridError as exc:
-            return Result(Status.INVALID, message=f"entry processor {name!r}: malformed arguments: {exc}")
-        if not isinstance(args, list):
-            return Result(Status.INVALID, message=f"entry processor {name!r}: arguments must be a list")
-        try:
             key = decode_key(op.key)
         except PeerGridError as exc:
-            return Result(Status.INVALID, message=f"entry processor {name!r}: malformed key: {exc}")
+            return None, Result(Status.INVALID, message=f"entry processor {name!r}: malformed call: {exc}")
+        if not isinstance(args, list):
+            return None, Result(Status.INVALID, message=f"entry processor {name!r}: arguments must be a list")
         store = part.maps.get(op.map)
         raw = store.get(op.key) if store is not None else None
         entry = Entry(key, raw, self._loads)
@@ -182,19 +206,19 @@ class ComputeOps:
             answer = self._dumps(returned)
         except Exception as exc:
             log.debug("entry processor %r failed on %r", name, entry.key, exc_info=True)
-            return _failed(name, f"entry processor {name!r} raised {type(exc).__name__}: {exc}")
+            return None, _failed(name, f"entry processor {name!r} raised {type(exc).__name__}: {exc}")
         if len(answer) > self._max_value:
-            return _failed(
+            return None, _failed(
                 name,
                 f"entry processor {name!r} returned {len(answer)} bytes, over "
                 f"limits.max_value_bytes={self._max_value}",
             )
         if not entry.written:
-            return Result(value=answer, found=True)
+            return None, Result(value=answer, found=True)
         write = self._write_of(part, op, entry, raw is not None)
         if isinstance(write, Result):
-            return write
-        return _then(self._executor.apply_write(part, write), Result(value=answer, found=True))
+            return None, write
+        return write, Result(value=answer, found=True)
 
     def _write_of(self, part: Partition, op: Op, entry: Entry, existed: bool) -> Op | Result:
         """The SET or DELETE that makes the entry what the processor left it as."""
@@ -299,7 +323,7 @@ class ComputeOps:
                     except ValueError:
                         member = ""
                     if member not in present:
-                        self._owner.delete(part, name, key, EventKind.REMOVED)
+                        self._owner.delete(part, name, key, 0)  # internal: no event
                         dropped += 1
         if dropped:
             log.info("released %d locks of members that left the cluster", dropped)

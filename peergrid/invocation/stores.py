@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -170,13 +171,7 @@ class StoreOps:
     async def _write(
         self, part: Partition, op: Op, config: MapConfig, apply: Callable[[], Outcome]
     ) -> Result:
-        chain = (op.map, op.key)
-        previous = self._chains.get(chain)
-        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._chains[chain] = mine
-        try:
-            if previous is not None:
-                await asyncio.shield(previous)
+        async with self._in_key_order(op):
             if op.code in _NEEDS_OLD:
                 failure = await self._ensure_loaded(part, op)
                 if failure is not None:
@@ -187,10 +182,63 @@ class StoreOps:
                     return failure
             outcome = apply()
             return outcome if isinstance(outcome, Result) else await outcome
+
+    @contextlib.asynccontextmanager
+    async def _in_key_order(self, op: Op) -> AsyncIterator[None]:
+        """Writes of one key, one at a time, in the order they arrived."""
+        chain = (op.map, op.key)
+        previous = self._chains.get(chain)
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._chains[chain] = mine
+        try:
+            if previous is not None:
+                await asyncio.shield(previous)
+            yield
         finally:
             mine.set_result(None)
             if self._chains.get(chain) is mine:
                 del self._chains[chain]
+
+    def compute(
+        self,
+        part: Partition,
+        op: Op,
+        config: MapConfig,
+        decide: Callable[[], Op | Result],
+        apply: Callable[[Op], Outcome],
+    ) -> Outcome:
+        """A read-modify-write of one key (an entry processor) on a store-backed map.
+
+        ``decide`` runs after the key's earlier writes, on its value loaded from
+        the store if memory misses it, and returns the write to make (or the
+        answer, when nothing is written); that write goes through the store (or
+        its write-behind queue) like any other before ``apply`` applies it.
+        """
+        return asyncio.ensure_future(self._compute(part, op, config, decide, apply))
+
+    async def _compute(
+        self,
+        part: Partition,
+        op: Op,
+        config: MapConfig,
+        decide: Callable[[], Op | Result],
+        apply: Callable[[Op], Outcome],
+    ) -> Result:
+        async with self._in_key_order(op):
+            failure = await self._ensure_loaded(part, op)
+            if failure is not None:
+                return failure
+            if self._manager.readable[part.id] is not part:
+                return Result(Status.RETRY, message=f"partition {part.id} moved while its entry was loaded")
+            write = decide()
+            if isinstance(write, Result):
+                return write
+            if config.write_behind is None:
+                failure = await self._store_through(part, write, config)
+                if failure is not None:
+                    return failure
+            outcome = apply(write)
+            return outcome if isinstance(outcome, Result) else await outcome
 
     async def _ensure_loaded(self, part: Partition, op: Op) -> Result | None:
         store = part.maps.get(op.map)
