@@ -11,6 +11,7 @@ member's partitions over (a graceful leave).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import threading
@@ -191,7 +192,7 @@ class Node:
         try:
             if graceful:
                 self._thread.run(self._leave(), timeout=timeout)
-        except (PeerGridError, TimeoutError) as exc:
+        except (PeerGridError, TimeoutError, concurrent.futures.CancelledError) as exc:
             log.warning(
                 "member %s: graceful leave did not complete (%s); stopping anyway",
                 self.address,

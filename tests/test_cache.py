@@ -185,3 +185,13 @@ def test_bounds_are_recounted_after_a_migration() -> None:
         assert all(s.owned_entries <= 100 for s in stats)
         p = partition_of(encode_key("k1"), 271)
         assert 0 <= p < 271
+
+
+def test_a_sparse_map_still_evicts_down_to_its_bound() -> None:
+    # One entry in 271 partitions: random samples rarely find it, eviction must anyway.
+    with cluster(1, maps={"tiny": MapConfig(max_entries=1)}) as grids:
+        m = grids[0].get_map("tiny")
+        for i in range(20):
+            m.set(f"k{i}", i)
+            assert m.size() == 1
+        assert m.get("k19") == 19

@@ -182,10 +182,22 @@ class OwnerWrites:
         scored.sort()
         self._pools[name] = {key: p for _, p, key in scored[1:_POOL_SIZE]}
         if not scored:
-            return None
+            return self._any_entry(name, owned, spare)
         _, p, key = scored[0]
         part = readable[p]
         return (part, key) if part is not None else None
+
+    def _any_entry(self, name: str, owned: Sequence[int], spare: bytes) -> tuple[Partition, bytes] | None:
+        """Any owned entry but ``spare``: when a sparse map leaves random samples empty-handed,
+        eviction must still make the map fit."""
+        for p in owned:
+            part = self._manager.readable[p]
+            store = part.maps.get(name) if part is not None else None
+            if part is not None and store is not None:
+                for key in store.values:
+                    if key != spare:
+                        return part, key
+        return None
 
     def keep(
         self, part: Partition, name: str, key: bytes, value: bytes, expire_at: float, config: MapConfig

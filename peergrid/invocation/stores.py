@@ -180,6 +180,10 @@ class StoreOps:
                 failure = await self._store_through(part, op, config)
                 if failure is not None:
                     return failure
+            if self._manager.readable[part.id] is not part:
+                # The partition moved while we waited on the store: the caller retries at its new
+                # owner (a repeated store write is harmless: store calls are idempotent).
+                return Result(Status.RETRY, message=f"partition {part.id} moved during the store call")
             outcome = apply()
             return outcome if isinstance(outcome, Result) else await outcome
 
@@ -237,6 +241,8 @@ class StoreOps:
                 failure = await self._store_through(part, write, config)
                 if failure is not None:
                     return failure
+                if self._manager.readable[part.id] is not part:
+                    return Result(Status.RETRY, message=f"partition {part.id} moved during the store call")
             outcome = apply(write)
             return outcome if isinstance(outcome, Result) else await outcome
 

@@ -63,6 +63,14 @@ class PeerClient:
             return await method(request, timeout=timeout or self._timeout)
         except grpc.RpcError as exc:
             _translate(self.address, exc)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # our own caller is being cancelled: let it be
+            # grpc cancels calls in flight when their channel closes (the peer left the list).
+            raise PeerUnavailableError(
+                f"call to {self.address} was cancelled: its channel closed", address=self.address
+            ) from None
 
     async def join(
         self, member: Member, partition_count: int, serializer: str, timeout: float | None = None
