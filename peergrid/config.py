@@ -110,6 +110,9 @@ class Limits:
     """Request frames in flight to one peer; later operations gather into the next frame."""
     store_threads: int = 4
     """Threads that call map stores (their calls block: they never run on the member's loop)."""
+    max_transfer_bytes: int = 1 << 30
+    """Largest partition copy one transfer (migration, backup rebuild) may carry; a longer one is
+    aborted, so a peer cannot fill this member's memory with a transfer that never ends."""
 
     def validate(self) -> None:
         """Raise ``ConfigError`` when a limit is out of range."""
@@ -120,6 +123,11 @@ class Limits:
         if self.max_value_bytes + self.max_key_bytes + 1024 > self.max_message_bytes:
             raise ConfigError(
                 "limits.max_message_bytes must leave room for one key and one value "
+                f"({self.max_key_bytes} + {self.max_value_bytes} bytes)"
+            )
+        if self.max_transfer_bytes < self.max_value_bytes + self.max_key_bytes + 1024:
+            raise ConfigError(
+                "limits.max_transfer_bytes must leave room for one key and one value "
                 f"({self.max_key_bytes} + {self.max_value_bytes} bytes)"
             )
 

@@ -142,7 +142,7 @@ class Node:
         self.address = f"{host}:{bound}"
         me = Member(self.uuid, self.address, float(self.config.weight))
         self.membership = Membership(
-            self.config, me, self._peer, self._members_changed, self._removed, self._seeds
+            self.config, me, self._peer, self._members_changed, self._removed, self._seeds, self._forget_peer
         )
         await self.membership.join()
         self.membership.start_heartbeats()
@@ -282,6 +282,10 @@ class Node:
         assert self._peers is not None
         return self._peers.get(address)
 
+    def _forget_peer(self, address: str) -> None:
+        if self._peers is not None:
+            self.spawn(self._peers.drop(address))
+
     def replica_client(self, address: str) -> PeerClient:
         """The client for a peer address (loop thread)."""
         return self._peer(address)
@@ -296,8 +300,8 @@ class Node:
         return self.membership.members
 
     def adopt_members(self, members: MemberList) -> None:
-        """Adopt a newer list a peer sent along with a request."""
-        self.membership.adopt(members)
+        """Adopt a newer list a peer sent along with a request (if it can be this cluster's)."""
+        self.membership.adopt_from_peer(members)
 
     def _table_version(self) -> int:
         return self.membership.members.version

@@ -7,6 +7,8 @@ plain ints (they travel as ``uint32``); the classes below name them.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
@@ -247,6 +249,56 @@ class MemberList:
         )
 
 
+#: Most members a member list may carry; a longer list from a peer is refused.
+MAX_MEMBERS = 10_000
+MAX_WEIGHT = 100.0
+_UUID = re.compile(r"[0-9A-Za-z_-]{1,63}")
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
+def member_problem(member: Member) -> str | None:
+    """Why ``member`` (as a peer sent it) cannot be a member, or None.
+
+    The uuid becomes a DNS label for mDNS and a ring label: 1-63 letters,
+    digits, ``-`` or ``_``. The address must be ``host:port``; the weight a
+    finite number in (0, 100], as ``GridConfig.weight``.
+    """
+    if not isinstance(member.uuid, str) or not _UUID.fullmatch(member.uuid):
+        return f"member uuid {member.uuid!r} is not 1-63 letters, digits, '-' or '_'"
+    host, _, port = member.address.rpartition(":")
+    if (
+        len(member.address) > 300
+        or not host.strip("[]")
+        or not _PORT.fullmatch(port)
+        or not 0 < int(port) < 65536
+    ):
+        return f"member address {member.address!r} is not host:port"
+    if not math.isfinite(member.weight) or not 0 < member.weight <= MAX_WEIGHT:
+        return f"member weight {member.weight!r} is not a number in (0, {MAX_WEIGHT:g}]"
+    return None
+
+
+def member_list_problem(members: MemberList) -> str | None:
+    """Why a member list (as a peer sent it) is malformed, or None.
+
+    An empty list is version 0 (a member that has not joined yet); any other
+    has distinct, well-formed members and names one of them master.
+    """
+    if len(members.members) > MAX_MEMBERS:
+        return f"member list of {len(members.members)} members exceeds {MAX_MEMBERS}"
+    for member in members.members:
+        problem = member_problem(member)
+        if problem is not None:
+            return problem
+    if len(set(members.uuids)) != len(members.members):
+        return "member list names a uuid twice"
+    if not members.members:
+        return None if members.version == 0 else "a member list of version > 0 has no members"
+    if members.master_uuid not in members:
+        return f"member list master {members.master_uuid!r} is not in the list"
+    return None
+
+
 class JoinStatus:
     """Answers to a join request."""
 
@@ -254,6 +306,7 @@ class JoinStatus:
     NOT_MASTER = 1  # ask ``master_address`` instead
     REFUSED = 2  # ``reason`` says why; do not retry
     NOT_READY = 3  # the seed is itself still joining; try again
+    UNREACHABLE = 4  # the master could not call the joiner back at its address; retry
 
 
 @dataclass(frozen=True)
@@ -282,6 +335,8 @@ class HeartbeatReply:
 
     status: int
     list_version: int
+    uuid: str = ""
+    """The answering member's uuid."""
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,9 @@ def test_members_agree_on_one_list_oldest_first() -> None:
 def test_an_older_member_list_is_ignored(grids3) -> None:
     a, b, _ = grids3
     current = b._node.membership.members
-    stale = MemberList(current.version - 1, current.master_uuid, (Member(b.uuid, b.address),))
+    master = current.find(current.master_uuid)
+    assert master is not None
+    stale = MemberList(current.version - 1, master.uuid, (master, Member(b.uuid, b.address)))
 
     async def publish() -> None:
         await a._node.replica_client(b.address).publish(stale)

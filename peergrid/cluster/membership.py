@@ -10,6 +10,11 @@ the oldest member that still hears from nobody older takes over.
 
 A member that finds itself missing from a newer list was declared dead (it
 was paused, or cut off): it drops its data and joins again as a new member.
+
+Peers are not trusted blindly: the master calls a joiner back at the address
+it announced (and checks the uuid that answers) before admitting it, so an
+address nobody serves on never enters the member list; a list published by a
+master this member has never heard of is ignored.
 """
 
 from __future__ import annotations
@@ -76,6 +81,7 @@ class Membership:
         on_change: Callable[[MemberList, MemberList], None],
         on_removed: Callable[[], None],
         seeds: Callable[[], Iterable[str]],
+        forget: Callable[[str], None] | None = None,
     ) -> None:
         self._config = config
         self._timing = config.timing
@@ -84,6 +90,7 @@ class Membership:
         self._on_change = on_change  # (old, new), called on every adopted list
         self._on_removed = on_removed  # this member was dropped from the cluster
         self._seeds = seeds
+        self._forget = forget  # close the channel to an address that is not a member's
         self.state = State.JOINING
         self.members = MemberList(0, "", ())
         self._last_heard: dict[str, float] = {}
@@ -94,6 +101,7 @@ class Membership:
         # Members that asked *us* to admit them while we were joining: address -> (uuid, when).
         self._joiners: dict[str, tuple[str, float]] = {}
         self._answered = False  # some seed answered during this join: a cluster exists
+        self._unreachable = ""  # why the last master that answered could not call us back
 
     # ------------------------------------------------------------------ reading
     @property
@@ -126,6 +134,7 @@ class Membership:
         refusal: PeerGridError | None = None
         lowest_rounds = 0
         self._answered = False
+        self._unreachable = ""
         while self.state is State.JOINING:
             seeds = [s for s in dict.fromkeys([*self._seeds(), *self._joiners]) if s != self.me.address]
             if not seeds:
@@ -157,10 +166,10 @@ class Membership:
                 )
                 break
             if now >= give_up_at:
+                why = self._unreachable or "its master may be down and not yet replaced"
                 raise JoinError(
                     f"the seeds at {', '.join(seeds)} answered but cluster {self._config.cluster!r} did not "
-                    f"admit this member within {now - started:.1f}s (its master may be down and not yet "
-                    "replaced); not starting a second cluster"
+                    f"admit this member within {now - started:.1f}s ({why}); not starting a second cluster"
                 )
             await asyncio.sleep(timing.join_retry_interval)
         if self.state is State.JOINING:
@@ -210,6 +219,10 @@ class Membership:
                 queue.insert(0, reply.master_address)
             elif reply.status == JoinStatus.NOT_READY:
                 self._seen_joining[address] = reply.uuid
+            elif reply.status == JoinStatus.UNREACHABLE:
+                if reply.reason != self._unreachable:
+                    log.warning("member %s: %s", self.me.address, reply.reason)
+                self._unreachable = reply.reason
             elif reply.status == JoinStatus.REFUSED:
                 raise JoinError(f"the seed at {address} refused this member: {reply.reason}")
         return refusal
@@ -256,18 +269,16 @@ class Membership:
             )
         if self.state is State.JOINING:
             self._joiners[member.address] = (member.uuid, time.monotonic())
-        if self.state is not State.ACTIVE:
-            return JoinReply(JoinStatus.NOT_READY, cluster=cluster, uuid=self.me.uuid)
-        if not self.is_master:
-            master = self.master()
-            return JoinReply(
-                JoinStatus.NOT_MASTER,
-                cluster=cluster,
-                master_address=master.address if master else "",
-                uuid=self.me.uuid,
-            )
-        current = self.members
-        if member.uuid not in current:
+        redirect = self._redirect()
+        if redirect is not None:
+            return redirect
+        if member.uuid not in self.members:
+            refusal = await self._call_back(member)
+            redirect = refusal or self._redirect()  # we may have stopped being master meanwhile
+            if redirect is not None:
+                return redirect
+        if member.uuid not in self.members:
+            current = self.members
             # A process restarted on the same address is a new member; the old one is gone.
             stale = {m.uuid for m in current.members if m.address == member.address}
             if stale:
@@ -282,6 +293,61 @@ class Membership:
             )
             self.publish()
         return JoinReply(JoinStatus.ACCEPTED, cluster=cluster, members=self.members, uuid=self.me.uuid)
+
+    def _redirect(self) -> JoinReply | None:
+        """The answer to a joiner when this member cannot admit it, or None when it can."""
+        cluster = self._config.cluster
+        if self.state is not State.ACTIVE:
+            return JoinReply(JoinStatus.NOT_READY, cluster=cluster, uuid=self.me.uuid)
+        if not self.is_master:
+            master = self.master()
+            return JoinReply(
+                JoinStatus.NOT_MASTER,
+                cluster=cluster,
+                master_address=master.address if master else "",
+                uuid=self.me.uuid,
+            )
+        return None
+
+    async def _call_back(self, member: Member) -> JoinReply | None:
+        """Check that ``member`` answers at the address it announced; a refusal if not.
+
+        Every member will dial that address: admitting one that nobody can
+        reach would stall its partitions until the failure detector drops it.
+        """
+        cluster = self._config.cluster
+        try:
+            reply = await self._peer(member.address).heartbeat(
+                self.me.uuid, self.members.version, timeout=self._timing.rpc_timeout / 2
+            )
+        except PeerGridError as exc:
+            self._forget_address(member.address)
+            return JoinReply(
+                JoinStatus.UNREACHABLE,
+                cluster=cluster,
+                uuid=self.me.uuid,
+                reason=(
+                    f"the master of cluster {cluster!r} at {self.me.address} cannot reach the joining "
+                    f"member at its address {member.address} ({_strip(exc)}); bind an address the other "
+                    "members can reach"
+                ),
+            )
+        if reply.uuid != member.uuid:
+            self._forget_address(member.address)
+            return JoinReply(
+                JoinStatus.REFUSED,
+                cluster=cluster,
+                uuid=self.me.uuid,
+                reason=(
+                    f"another member ({reply.uuid or 'unknown'}) answers at {member.address}, the address "
+                    f"member {member.uuid} announced; a member must announce the address it serves on"
+                ),
+            )
+        return None
+
+    def _forget_address(self, address: str) -> None:
+        if self._forget is not None and all(m.address != address for m in self.members.members):
+            self._forget(address)
 
     # ------------------------------------------------------------------ the list
     def adopt(self, members: MemberList) -> bool:
@@ -318,8 +384,37 @@ class Membership:
         self._on_removed()
 
     def handle_publish(self, members: MemberList) -> None:
-        """The master published a list."""
+        """The master published a list; ``ClusterError`` when it cannot be our cluster's."""
+        if not self._plausible(members):
+            raise ClusterError(
+                f"ignored member list version {members.version}: its master {members.master_uuid!r} "
+                "is not a member of this cluster"
+            )
         self.adopt(members)
+
+    def adopt_from_peer(self, members: MemberList) -> bool:
+        """Adopt a newer list that a peer sent, if it can be this cluster's; True if adopted."""
+        return self._plausible(members) and self.adopt(members)
+
+    def _plausible(self, members: MemberList) -> bool:
+        """False for a newer list this cluster cannot have made (logged).
+
+        The master of any newer list is already in ours: the master is the
+        oldest member, and members are only ever appended. A list naming an
+        unknown master comes from another instance of the cluster, or is
+        forged; adopting it could drop this member and its data.
+        """
+        if members.version <= self.members.version or not self.members.members:
+            return True  # adopt() ignores it anyway, or we have no list to judge by
+        if members.master_uuid in self.members:
+            return True
+        log.warning(
+            "member %s ignored member list version %d from unknown master %s",
+            self.me.address,
+            members.version,
+            members.master_uuid,
+        )
+        return False
 
     def publish(self, members: MemberList | None = None) -> None:
         """Send the current list to every other member, without waiting."""
@@ -343,7 +438,7 @@ class Membership:
 
     async def _pull(self, address: str) -> None:
         try:
-            self.adopt(await self._peer(address).get_members(timeout=self._timing.rpc_timeout))
+            self.adopt_from_peer(await self._peer(address).get_members(timeout=self._timing.rpc_timeout))
         except PeerGridError as exc:
             log.debug("pulling the member list from %s failed: %s", address, exc)
         finally:

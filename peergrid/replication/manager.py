@@ -25,11 +25,11 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from typing import Any, Protocol
 
 from peergrid.config import GridConfig
-from peergrid.errors import PeerGridError
+from peergrid.errors import LimitExceededError, PeerGridError, RemoteError
 from peergrid.partition import PartitionTable, build_table
 from peergrid.protocol import Chunk, Copy, Effect, MemberList, Status
 from peergrid.replication.backups import Replicator
@@ -40,6 +40,7 @@ log = logging.getLogger("peergrid.replication")
 
 CHUNK_BYTES = 1 << 20  # entries per transfer message, by size
 PARALLEL_TRANSFERS = 4
+_ENTRY_OVERHEAD = 32  # bytes counted per entry and per chunk of a transfer, beyond keys and values
 
 
 class ReplicaPeer(Protocol):
@@ -50,7 +51,7 @@ class ReplicaPeer(Protocol):
     ) -> tuple[int, dict[int, Copy | None]]: ...
     def fetch(
         self, members: MemberList, partition: int, timeout: float | None = None
-    ) -> AsyncIterator[Chunk]: ...
+    ) -> AsyncGenerator[Chunk, None]: ...
     async def install(self, chunks: AsyncIterator[Chunk], timeout: float | None = None) -> None: ...
     async def release(
         self, list_version: int, partitions: list[int], timeout: float | None = None
@@ -234,18 +235,50 @@ class PartitionManager:
             peer = self._cluster.replica_peer(source)
             if peer is None:
                 raise _TableMovedError
-            staging: Partition | None = None
-            async for chunk in peer.fetch(
-                self._cluster.current_members(), p, timeout=self._timing.rpc_timeout * 10
-            ):
-                if staging is None:
-                    staging = Partition(p, chunk.version, self._policies)
-                staging.apply(chunk.entries)
+            fetch = peer.fetch(self._cluster.current_members(), p, timeout=self._timing.rpc_timeout * 10)
+            try:
+                async with contextlib.aclosing(fetch) as chunks:
+                    staging = await self._staged(chunks, p)
+            except LimitExceededError:
+                raise
+            except ValueError as exc:
+                raise RemoteError(f"partition {p} transfer from {source} was malformed: {exc}") from exc
             self._check_table(version)
-            if staging is None:
-                raise PeerGridError(f"partition {p} transfer from {source} sent nothing")
             self.parts[p] = staging
             self._serve(p)
+
+    async def _staged(self, chunks: AsyncIterator[Chunk], expected: int | None = None) -> Partition:
+        """Collect one transfer into a new copy, checking what the sender may not do.
+
+        Every chunk must carry the same partition (``expected``, if given) at
+        the same version, and the copy counts only once its last chunk arrived.
+        Raises ``ValueError`` for a malformed transfer and ``LimitExceededError``
+        past ``limits.max_transfer_bytes``, so a transfer that never ends cannot
+        exhaust memory.
+        """
+        limit = self._config.limits.max_transfer_bytes
+        staging: Partition | None = None
+        size = 0
+        async for chunk in chunks:
+            if staging is None:
+                if not 0 <= chunk.partition < len(self.parts):
+                    raise ValueError(f"partition {chunk.partition} is out of range 0..{len(self.parts) - 1}")
+                if expected is not None and chunk.partition != expected:
+                    raise ValueError(f"asked for partition {expected}, sent {chunk.partition}")
+                staging = Partition(chunk.partition, chunk.version, self._policies)
+            elif (chunk.partition, chunk.version) != (staging.id, staging.version):
+                raise ValueError("the chunks of one transfer must carry one partition at one version")
+            size += _ENTRY_OVERHEAD + sum(
+                len(e.map) + len(e.key) + len(e.value) + _ENTRY_OVERHEAD for e in chunk.entries
+            )
+            if size > limit:
+                raise LimitExceededError(
+                    f"partition {staging.id} transfer exceeds limits.max_transfer_bytes={limit}"
+                )
+            staging.apply(chunk.entries)
+            if chunk.last:
+                return staging
+        raise ValueError("the transfer ended before its last chunk")
 
     def _serve(self, p: int) -> None:
         if self.table.owner(p) == self._me:
@@ -411,18 +444,10 @@ class PartitionManager:
             yield chunk
 
     async def handle_install(self, chunks: AsyncIterator[Chunk]) -> None:
-        """An owner sends us its whole copy of a partition."""
-        staging: Partition | None = None
-        async for chunk in chunks:
-            if not 0 <= chunk.partition < len(self.parts):
-                raise PeerGridError(f"partition {chunk.partition} is out of range")
-            if staging is None:
-                staging = Partition(chunk.partition, chunk.version, self._policies)
-            staging.apply(chunk.entries)
-            if chunk.last:
-                break
-        if staging is None or self.readable[staging.id] is not None:
-            return  # nothing sent, or we serve this partition ourselves: never swap it under readers
+        """An owner sends us its whole copy of a partition (see ``_staged`` for what is refused)."""
+        staging = await self._staged(chunks)
+        if self.readable[staging.id] is not None:
+            return  # we serve this partition ourselves: never swap it under readers
         current = self.parts[staging.id]
         if current is None or current.version <= staging.version:
             self.parts[staging.id] = staging

@@ -9,8 +9,8 @@ as ``ClusterNameMismatchError``, anything else the peer reports as
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
-from typing import Any, NoReturn
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Sequence
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 
@@ -29,6 +29,8 @@ from peergrid.transport._pb import (
     replication_pb2_grpc,
 )
 from peergrid.transport.server import grpc_options
+
+T = TypeVar("T")
 
 _UNAVAILABLE = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
@@ -72,6 +74,13 @@ class PeerClient:
                 f"call to {self.address} was cancelled: its channel closed", address=self.address
             ) from None
 
+    def _decoded(self, decode: Callable[[Any], T], msg: Any) -> T:
+        """A peer's answer as a domain object; ``RemoteError`` when it is malformed."""
+        try:
+            return decode(msg)
+        except ValueError as exc:
+            raise RemoteError(f"peer {self.address} sent a malformed answer: {exc}") from exc
+
     async def join(
         self, member: Member, partition_count: int, serializer: str, timeout: float | None = None
     ) -> JoinReply:
@@ -81,12 +90,13 @@ class PeerClient:
             partition_count=partition_count,
             serializer=serializer,
         )
-        return convert.join_reply_from_pb(await self._call(self._membership.Join, request, timeout))
+        reply = await self._call(self._membership.Join, request, timeout)
+        return self._decoded(convert.join_reply_from_pb, reply)
 
     async def heartbeat(self, uuid: str, list_version: int, timeout: float | None = None) -> HeartbeatReply:
         request = membership_pb2.HeartbeatRequest(cluster=self._cluster, uuid=uuid, list_version=list_version)
         reply = await self._call(self._membership.Heartbeat, request, timeout)
-        return HeartbeatReply(status=reply.status, list_version=reply.list_version)
+        return HeartbeatReply(status=reply.status, list_version=reply.list_version, uuid=reply.uuid)
 
     async def publish(self, members: MemberList, timeout: float | None = None) -> None:
         request = membership_pb2.PublishRequest(
@@ -96,7 +106,8 @@ class PeerClient:
 
     async def get_members(self, timeout: float | None = None) -> MemberList:
         request = membership_pb2.GetMembersRequest(cluster=self._cluster)
-        return convert.members_from_pb(await self._call(self._membership.GetMembers, request, timeout))
+        reply = await self._call(self._membership.GetMembers, request, timeout)
+        return self._decoded(convert.members_from_pb, reply)
 
     async def leave(self, uuid: str, final: bool, timeout: float | None = None) -> None:
         request = membership_pb2.LeaveRequest(cluster=self._cluster, uuid=uuid, final=final)
@@ -130,7 +141,7 @@ class PeerClient:
 
     async def fetch(
         self, members: MemberList, partition: int, timeout: float | None = None
-    ) -> AsyncIterator[Chunk]:
+    ) -> AsyncGenerator[Chunk, None]:
         """The chunks of one partition, streamed from the peer."""
         request = replication_pb2.FetchRequest(
             cluster=self._cluster,

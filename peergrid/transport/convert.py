@@ -1,9 +1,22 @@
-"""Protobuf messages <-> domain objects, at the transport border only."""
+"""Protobuf messages <-> domain objects, at the transport border only.
+
+Messages from peers are untrusted: a member or member list that could not be
+one (a NaN weight, a duplicate uuid, a master not in the list) raises
+``ValueError`` here, before any domain code sees it.
+"""
 
 from __future__ import annotations
 
 from peergrid.events.model import EventBatch
-from peergrid.protocol import Chunk, Effect, JoinReply, Member, MemberList
+from peergrid.protocol import (
+    Chunk,
+    Effect,
+    JoinReply,
+    Member,
+    MemberList,
+    member_list_problem,
+    member_problem,
+)
 from peergrid.transport._pb import common_pb2, events_pb2, map_pb2, membership_pb2, replication_pb2
 
 
@@ -14,6 +27,15 @@ def member_to_pb(member: Member) -> common_pb2.MemberInfo:
 
 
 def member_from_pb(msg: common_pb2.MemberInfo) -> Member:
+    """A member as a peer described it; ``ValueError`` when it could not be one."""
+    member = _member(msg)
+    problem = member_problem(member)
+    if problem is not None:
+        raise ValueError(problem)
+    return member
+
+
+def _member(msg: common_pb2.MemberInfo) -> Member:
     return Member(uuid=msg.uuid, address=msg.address, weight=msg.weight or 1.0, leaving=msg.leaving)
 
 
@@ -27,11 +49,16 @@ def members_to_pb(members: MemberList, cluster: str) -> common_pb2.MemberList:
 
 
 def members_from_pb(msg: common_pb2.MemberList) -> MemberList:
-    return MemberList(
+    """A member list as a peer sent it; ``ValueError`` when it is malformed."""
+    members = MemberList(
         version=msg.version,
         master_uuid=msg.master_uuid,
-        members=tuple(member_from_pb(m) for m in msg.members),
+        members=tuple(_member(m) for m in msg.members),
     )
+    problem = member_list_problem(members)
+    if problem is not None:
+        raise ValueError(problem)
+    return members
 
 
 def join_reply_to_pb(reply: JoinReply) -> membership_pb2.JoinResponse:

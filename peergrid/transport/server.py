@@ -3,6 +3,12 @@
 Every request names its cluster; a request from another cluster is refused
 with PERMISSION_DENIED naming both names. A handler that fails answers with an
 error status and the member keeps serving: nothing a peer sends can stop it.
+
+Requests are untrusted until checked: a malformed one gets INVALID_ARGUMENT,
+one over a limit RESOURCE_EXHAUSTED (a frame with more than
+``limits.max_batch_ops`` operations; on the frame stream every op of such a
+frame is answered INVALID instead, so the stream survives), and neither
+changes anything.
 """
 
 from __future__ import annotations
@@ -14,9 +20,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from peergrid.config import GridConfig, Limits
-from peergrid.errors import ClusterNameMismatchError, PeerGridError
+from peergrid.errors import ClusterNameMismatchError, LimitExceededError, PeerGridError
 from peergrid.events.model import EventBatch
 from peergrid.protocol import Chunk, Copy, HeartbeatReply, JoinReply, Member, MemberList, Op, Result, Status
 from peergrid.transport import convert, frames
@@ -41,6 +48,7 @@ class Handlers(Protocol):
     """What the member does with each request (implemented by the node)."""
 
     cluster: str
+    uuid: str
 
     async def join(self, member: Member, partition_count: int, serializer: str) -> JoinReply: ...
     def heartbeat(self, uuid: str, list_version: int) -> HeartbeatReply: ...
@@ -72,8 +80,21 @@ def grpc_options(limits: Limits) -> list[tuple[str, Any]]:
     ]
 
 
+def _status(exc: Exception) -> tuple[grpc.StatusCode, str] | None:
+    """The status that answers a request which failed with ``exc``, or None for a bug."""
+    if isinstance(exc, LimitExceededError):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
+    if isinstance(exc, ClusterNameMismatchError):
+        return grpc.StatusCode.PERMISSION_DENIED, str(exc)
+    if isinstance(exc, PeerGridError):
+        return grpc.StatusCode.FAILED_PRECONDITION, f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, ValueError | TypeError | UnicodeDecodeError | DecodeError):
+        return grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {exc}"
+    return None
+
+
 def _guarded(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
-    """Turn failures of a unary handler into error statuses; never let one escape."""
+    """Turn failures of a handler into error statuses; never let one escape."""
 
     @functools.wraps(method)
     async def wrapper(self: _Base, request: Any, context: grpc.aio.ServicerContext) -> T:
@@ -82,18 +103,29 @@ def _guarded(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, self.mismatch(cluster))
         try:
             return await method(self, request, context)
-        except PeerGridError as exc:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{type(exc).__name__}: {exc}")
-        except (ValueError, TypeError, UnicodeDecodeError) as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {exc}")
+        except Exception as exc:
+            status = _status(exc)
+            if status is None:
+                raise
+            await context.abort(*status)
         raise AssertionError("unreachable")  # pragma: no cover
 
     return wrapper
 
 
 class _Base:
-    def __init__(self, handlers: Handlers) -> None:
+    def __init__(self, handlers: Handlers, config: GridConfig) -> None:
         self.handlers = handlers
+        self.limits = config.limits
+        self.partition_count = config.partition_count
+
+    def check_partitions(self, partitions: Any) -> list[int]:
+        """A request's partition list; ``ValueError`` when it is longer than the partitions."""
+        if len(partitions) > self.partition_count:
+            raise ValueError(
+                f"the request names {len(partitions)} partitions; there are {self.partition_count}"
+            )
+        return list(partitions)
 
     def mismatch(self, cluster: str) -> str:
         return (
@@ -117,6 +149,7 @@ class _Membership(_Base, membership_pb2_grpc.MembershipServicer):  # type: ignor
             status=reply.status,  # type: ignore[arg-type]
             list_version=reply.list_version,
             cluster=self.handlers.cluster,
+            uuid=self.handlers.uuid,
         )
 
     @_guarded
@@ -142,17 +175,36 @@ class _Membership(_Base, membership_pb2_grpc.MembershipServicer):  # type: ignor
 class _Maps(_Base, map_pb2_grpc.MapServiceServicer):  # type: ignore[misc]
     @_guarded
     async def Execute(self, request: Any, context: Any) -> map_pb2.FrameResult:
+        too_big = self._oversized(request)
+        if too_big is not None:
+            raise LimitExceededError(too_big)
         results = self._run(request)
         if not isinstance(results, list):
             results = await results
         return frames.results_to_pb(request.id, self.handlers.current_members().version, results)
 
+    def _oversized(self, frame: Any) -> str | None:
+        """Why a frame is over ``limits.max_batch_ops``, or None."""
+        limit = self.limits.max_batch_ops
+        ops, effects = len(frame.codes), len(frame.effect_kinds)
+        if ops > limit:
+            return f"frame of {ops} operations exceeds limits.max_batch_ops={limit}"
+        if effects > limit:
+            return f"frame of {effects} backup effects exceeds limits.max_batch_ops={limit}"
+        return None
+
     def _run(self, frame: Any) -> list[Result] | asyncio.Future[list[Result]]:
-        try:
-            ops = frames.ops_from_pb(frame)
-        except ValueError as exc:
-            # Refuse the whole frame, answering every op it claims to carry.
-            return [Result(Status.INVALID, message=f"malformed frame: {exc}")] * len(frame.codes)
+        problem = self._oversized(frame)
+        if problem is None:
+            try:
+                ops = frames.ops_from_pb(frame)
+            except ValueError as exc:
+                problem = f"malformed frame: {exc}"
+        if problem is not None:
+            # Refuse the whole frame, answering every op it claims to carry (one message: the
+            # answer to a frame of many ops must stay small).
+            count = len(frame.codes)
+            return [Result(Status.INVALID, message=problem)] + [Result(Status.INVALID)] * (count - 1)
         return self.handlers.frame(frame.sender, frame.table_version, ops)
 
     async def Stream(self, request_iterator: Any, context: Any) -> None:
@@ -179,11 +231,12 @@ class _Maps(_Base, map_pb2_grpc.MapServiceServicer):  # type: ignore[misc]
                 results = [Result(Status.ERROR, message="internal error on the serving member")]
             await answer(frame_id, results)
 
+        refusal: tuple[grpc.StatusCode, str] | None = None
         try:
             async for frame in request_iterator:
                 if frame.cluster != self.handlers.cluster:
-                    log.warning("refused a frame stream: %s", self.mismatch(frame.cluster))
-                    return
+                    refusal = grpc.StatusCode.PERMISSION_DENIED, self.mismatch(frame.cluster)
+                    break
                 results = self._run(frame)
                 if isinstance(results, list):
                     await answer(frame.id, results)
@@ -191,10 +244,10 @@ class _Maps(_Base, map_pb2_grpc.MapServiceServicer):  # type: ignore[misc]
                     task = asyncio.ensure_future(answer_later(frame.id, results))
                     pending.add(task)
                     task.add_done_callback(pending.discard)
-            if pending:
+            if pending and refusal is None:
                 await asyncio.gather(*pending, return_exceptions=True)
-        except (ValueError, TypeError, UnicodeDecodeError) as exc:
-            log.warning("closing a frame stream after a malformed frame: %s", exc)
+        except (ValueError, TypeError, UnicodeDecodeError, DecodeError) as exc:
+            refusal = grpc.StatusCode.INVALID_ARGUMENT, f"malformed frame: {exc}"
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the member keeps serving whatever one stream did
@@ -209,13 +262,16 @@ class _Maps(_Base, map_pb2_grpc.MapServiceServicer):  # type: ignore[misc]
         finally:
             for task in pending:
                 task.cancel()
+        if refusal is not None:
+            log.warning("refused a frame stream from %s: %s", context.peer(), refusal[1])
+            await context.abort(*refusal)
 
 
 class _Replication(_Base, replication_pb2_grpc.ReplicationServicer):  # type: ignore[misc]
     @_guarded
     async def Versions(self, request: Any, context: Any) -> replication_pb2.VersionsResponse:
         list_version, versions = await self.handlers.versions(
-            convert.members_from_pb(request.members), list(request.partitions)
+            convert.members_from_pb(request.members), self.check_partitions(request.partitions)
         )
         return replication_pb2.VersionsResponse(
             list_version=list_version,
@@ -233,13 +289,25 @@ class _Replication(_Base, replication_pb2_grpc.ReplicationServicer):  # type: ig
     async def Fetch(self, request: Any, context: Any) -> AsyncIterator[replication_pb2.PartitionChunk]:
         if request.cluster != self.handlers.cluster:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, self.mismatch(request.cluster))
+        if not 0 <= request.partition < self.partition_count:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"malformed request: partition {request.partition} is out of range "
+                f"0..{self.partition_count - 1}",
+            )
+        status: tuple[grpc.StatusCode, str] | None = None
         try:
             chunks = self.handlers.fetch(convert.members_from_pb(request.members), request.partition)
             async for chunk in chunks:
                 yield convert.chunk_to_pb(chunk, self.handlers.cluster)
-        except PeerGridError as exc:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:
+            status = _status(exc)
+            if status is None:
+                raise
+        if status is not None:
+            await context.abort(*status)
 
+    @_guarded
     async def Install(self, request_iterator: Any, context: Any) -> common_pb2.Ack:
         cluster = self.handlers.cluster
 
@@ -249,17 +317,12 @@ class _Replication(_Base, replication_pb2_grpc.ReplicationServicer):  # type: ig
                     raise ClusterNameMismatchError(self.mismatch(msg.cluster))
                 yield convert.chunk_from_pb(msg)
 
-        try:
-            await self.handlers.install(chunks())
-        except ClusterNameMismatchError as exc:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
-        except PeerGridError as exc:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{type(exc).__name__}: {exc}")
+        await self.handlers.install(chunks())
         return common_pb2.Ack(ok=True)
 
     @_guarded
     async def Release(self, request: Any, context: Any) -> common_pb2.Ack:
-        self.handlers.release(request.list_version, list(request.partitions))
+        self.handlers.release(request.list_version, self.check_partitions(request.partitions))
         return common_pb2.Ack(ok=True)
 
 
@@ -306,10 +369,11 @@ class Server:
         """Bind and start serving; return the bound port (a free one for port 0)."""
         options = [*grpc_options(self._config.limits), ("grpc.so_reuseport", 0)]
         server = grpc.aio.server(options=options)
-        membership_pb2_grpc.add_MembershipServicer_to_server(_Membership(self._handlers), server)
-        map_pb2_grpc.add_MapServiceServicer_to_server(_Maps(self._handlers), server)
-        replication_pb2_grpc.add_ReplicationServicer_to_server(_Replication(self._handlers), server)
-        events_pb2_grpc.add_EventsServicer_to_server(_Events(self._handlers), server)
+        handlers, config = self._handlers, self._config
+        membership_pb2_grpc.add_MembershipServicer_to_server(_Membership(handlers, config), server)
+        map_pb2_grpc.add_MapServiceServicer_to_server(_Maps(handlers, config), server)
+        replication_pb2_grpc.add_ReplicationServicer_to_server(_Replication(handlers, config), server)
+        events_pb2_grpc.add_EventsServicer_to_server(_Events(handlers, config), server)
         target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         credentials = server_credentials(self._config)
         try:

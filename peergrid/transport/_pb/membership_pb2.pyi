@@ -27,10 +27,12 @@ class JoinResponse(_message.Message):
         NOT_MASTER: _ClassVar[JoinResponse.Status]
         REFUSED: _ClassVar[JoinResponse.Status]
         NOT_READY: _ClassVar[JoinResponse.Status]
+        UNREACHABLE: _ClassVar[JoinResponse.Status]
     ACCEPTED: JoinResponse.Status
     NOT_MASTER: JoinResponse.Status
     REFUSED: JoinResponse.Status
     NOT_READY: JoinResponse.Status
+    UNREACHABLE: JoinResponse.Status
     STATUS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     MASTER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
@@ -56,7 +58,7 @@ class HeartbeatRequest(_message.Message):
     def __init__(self, cluster: _Optional[str] = ..., uuid: _Optional[str] = ..., list_version: _Optional[int] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
-    __slots__ = ("status", "list_version", "cluster")
+    __slots__ = ("status", "list_version", "cluster", "uuid")
     class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         OK: _ClassVar[HeartbeatResponse.Status]
@@ -68,10 +70,12 @@ class HeartbeatResponse(_message.Message):
     STATUS_FIELD_NUMBER: _ClassVar[int]
     LIST_VERSION_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    UUID_FIELD_NUMBER: _ClassVar[int]
     status: HeartbeatResponse.Status
     list_version: int
     cluster: str
-    def __init__(self, status: _Optional[_Union[HeartbeatResponse.Status, str]] = ..., list_version: _Optional[int] = ..., cluster: _Optional[str] = ...) -> None: ...
+    uuid: str
+    def __init__(self, status: _Optional[_Union[HeartbeatResponse.Status, str]] = ..., list_version: _Optional[int] = ..., cluster: _Optional[str] = ..., uuid: _Optional[str] = ...) -> None: ...
 
 class PublishRequest(_message.Message):
     __slots__ = ("cluster", "members")

@@ -1,0 +1,290 @@
+"""Hostile requests, one path at a time: refused with the right status, nothing changed.
+
+Each test speaks raw gRPC to a member of a real two-member cluster, as an
+untrusted peer would, then checks that every member's data and member list
+are exactly what they were, and that the member still serves.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from peergrid import Limits
+from peergrid.partition import partition_of
+from peergrid.protocol import Code, Effect, Op
+from peergrid.serialization import encode_key
+from peergrid.testing import TestCluster, cluster
+from peergrid.transport import frames
+from peergrid.transport._pb import common_pb2, map_pb2, membership_pb2, replication_pb2
+from tests.rawgrpc import RawPeer, data_of, members_of
+
+LIMITS = Limits(
+    max_key_bytes=1024,
+    max_value_bytes=16 * 1024,
+    max_batch_ops=10,
+    max_message_bytes=256 * 1024,
+    max_transfer_bytes=64 * 1024,
+)
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[TestCluster]:
+    with cluster(2, limits=LIMITS, backup_count=1) as grids:
+        grids[0].get_map("m").put_all({f"k{i}": i for i in range(50)})
+        assert grids.wait_until_safe()
+        yield grids
+
+
+@pytest.fixture
+def unchanged(pair: TestCluster) -> Iterator[None]:
+    """The test's requests change no data and no member list; the members still serve."""
+    data, members = data_of(pair), members_of(pair)
+    yield
+    assert data_of(pair) == data
+    assert members_of(pair) == members
+    probe = f"probe-{uuid.uuid4().hex[:6]}"
+    pair[0].get_map(probe).put("k", 1)
+    assert pair[1].get_map(probe).get("k") == 1
+    pair[0].get_map(probe).clear()
+
+
+def cluster_name(grids: TestCluster) -> str:
+    return str(grids.options["cluster"])
+
+
+def puts(count: int, name: str = "m") -> list[Op]:
+    ops = []
+    for i in range(count):
+        key = encode_key(f"hostile-{i}")
+        ops.append(Op(Code.PUT, partition_of(key, 271), name, key, b"\x01"))
+    return ops
+
+
+def frame(grids: TestCluster, ops: list[Op], frame_id: int = 1) -> map_pb2.Frame:
+    version = grids[0]._node.membership.members.version
+    return frames.ops_to_pb(frame_id, cluster_name(grids), version, uuid.uuid4().hex, ops)
+
+
+def status_of(call) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value.code()
+
+
+# -- frames ----------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("unchanged")
+def test_a_unary_frame_over_max_batch_ops_is_refused_whole(pair: TestCluster) -> None:
+    with RawPeer(pair[0].address) as peer:
+        code = status_of(lambda: peer.call("MapService.Execute", frame(pair, puts(11))))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+@pytest.mark.usefixtures("unchanged")
+def test_a_streamed_frame_over_max_batch_ops_gets_every_op_invalid(pair: TestCluster) -> None:
+    with RawPeer(pair[0].address) as peer:
+        [answer] = peer.call("MapService.Stream", frame(pair, puts(11)))
+    assert list(answer.statuses) == [5] * 11  # Status.INVALID
+    assert "max_batch_ops=10" in answer.messages[0]
+
+
+@pytest.mark.usefixtures("unchanged")
+def test_a_frame_with_more_backup_effects_than_max_batch_ops_is_refused(pair: TestCluster) -> None:
+    effects = tuple(Effect(1, "m", b"sx", b"\x01") for _ in range(11))
+    op = Op(Code.BACKUP, 0, "m", version=10**6, effects=effects)
+    with RawPeer(pair[1].address) as peer:
+        code = status_of(lambda: peer.call("MapService.Execute", frame(pair, [op])))
+        [answer] = peer.call("MapService.Stream", frame(pair, [op]))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert list(answer.statuses) == [5]
+
+
+def test_a_frame_at_max_batch_ops_is_served(pair: TestCluster, name: str) -> None:
+    # The refusals above are about the count, not a frame the test got wrong.
+    with RawPeer(pair[0].address) as peer:
+        answer = peer.call("MapService.Execute", frame(pair, puts(10, name)))
+    assert set(answer.statuses) <= {0, 1}  # OK, or MOVED where the other member owns the key
+    assert 0 in set(answer.statuses)
+
+
+@pytest.mark.usefixtures("unchanged")
+def test_garbage_on_the_frame_stream_closes_it_with_invalid_argument(pair: TestCluster) -> None:
+    with RawPeer(pair[0].address) as peer:
+        code = status_of(lambda: peer.call_bytes("MapService.Stream", b"\xff\xfe not a frame"))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+# -- replication -------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("unchanged")
+def test_partition_lists_longer_than_the_partitions_are_refused(pair: TestCluster) -> None:
+    name = cluster_name(pair)
+    with RawPeer(pair[0].address) as peer:
+        versions = replication_pb2.VersionsRequest(cluster=name, partitions=[1] * 272)
+        release = replication_pb2.ReleaseRequest(cluster=name, list_version=1, partitions=[1] * 272)
+        assert status_of(lambda: peer.call("Replication.Versions", versions)) == (
+            grpc.StatusCode.INVALID_ARGUMENT
+        )
+        assert status_of(lambda: peer.call("Replication.Release", release)) == (
+            grpc.StatusCode.INVALID_ARGUMENT
+        )
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize("partition", [271, 2**32 - 1])
+def test_fetching_a_partition_out_of_range_is_refused(pair: TestCluster, partition: int) -> None:
+    request = replication_pb2.FetchRequest(cluster=cluster_name(pair), partition=partition)
+    with RawPeer(pair[0].address) as peer:
+        assert status_of(lambda: peer.call("Replication.Fetch", request)) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def backup_partition(grids: TestCluster) -> int:
+    """A partition member 1 holds as a backup, with entries."""
+    manager = grids[1]._node.manager
+    return next(
+        p
+        for p, part in enumerate(manager.parts)
+        if part is not None and manager.table.replica_index(p, grids[1].uuid) == 1 and part.entry_count()
+    )
+
+
+def chunk(grids: TestCluster, partition: int, last: bool, size: int = 0) -> replication_pb2.PartitionChunk:
+    entries = [map_pb2.Effect(kind=1, map="m", key=b"sforged", value=b"\x00" * size)] if size else []
+    return replication_pb2.PartitionChunk(
+        cluster=cluster_name(grids), partition=partition, version=10**9, entries=entries, last=last
+    )
+
+
+@pytest.mark.usefixtures("unchanged")
+def test_an_install_without_its_last_chunk_installs_nothing(pair: TestCluster) -> None:
+    p = backup_partition(pair)
+    with RawPeer(pair[1].address) as peer:
+        code = status_of(lambda: peer.call("Replication.Install", iter([chunk(pair, p, False, 10)])))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.usefixtures("unchanged")
+def test_an_install_mixing_partitions_installs_nothing(pair: TestCluster) -> None:
+    p = backup_partition(pair)
+    chunks = [chunk(pair, p, False, 10), chunk(pair, (p + 1) % 271, True, 10)]
+    with RawPeer(pair[1].address) as peer:
+        code = status_of(lambda: peer.call("Replication.Install", iter(chunks)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize("partition", [271, 2**32 - 1])
+def test_an_install_out_of_range_is_refused(pair: TestCluster, partition: int) -> None:
+    with RawPeer(pair[1].address) as peer:
+        code = status_of(lambda: peer.call("Replication.Install", iter([chunk(pair, partition, True)])))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.usefixtures("unchanged")
+def test_an_install_that_never_ends_is_cut_off_at_max_transfer_bytes(pair: TestCluster) -> None:
+    p = backup_partition(pair)
+    sent = itertools.count()
+
+    def forever() -> Iterator[replication_pb2.PartitionChunk]:
+        while True:
+            next(sent)
+            yield chunk(pair, p, False, 8 * 1024)
+
+    with RawPeer(pair[1].address) as peer:
+        code = status_of(lambda: peer.call("Replication.Install", forever(), timeout=30))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert next(sent) < 100  # cut off near 64 KiB, not at the deadline
+
+
+# -- membership ----------------------------------------------------------------------------------
+
+
+def join_request(grids: TestCluster, member: common_pb2.MemberInfo) -> membership_pb2.JoinRequest:
+    return membership_pb2.JoinRequest(
+        cluster=cluster_name(grids), member=member, partition_count=271, serializer="msgpack"
+    )
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize(
+    "member",
+    [
+        {"uuid": "a" * 32, "address": "127.0.0.1:1", "weight": float("nan")},
+        {"uuid": "a" * 32, "address": "127.0.0.1:1", "weight": float("inf")},
+        {"uuid": "a" * 32, "address": "127.0.0.1:1", "weight": -1.0},
+        {"uuid": "a" * 32, "address": "127.0.0.1:1", "weight": 1e9},
+        {"uuid": "", "address": "127.0.0.1:1"},
+        {"uuid": "a.b", "address": "127.0.0.1:1"},
+        {"uuid": "a" * 64, "address": "127.0.0.1:1"},
+        {"uuid": "a" * 32, "address": "no-port"},
+        {"uuid": "a" * 32, "address": "host:99999"},
+        {"uuid": "a" * 32, "address": "host:\u00b2"},
+    ],
+)
+def test_a_join_with_a_malformed_member_is_refused(pair: TestCluster, member: dict) -> None:
+    request = join_request(pair, common_pb2.MemberInfo(**member))
+    with RawPeer(pair[0].address) as peer:
+        assert status_of(lambda: peer.call("Membership.Join", request)) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.usefixtures("unchanged")
+def test_a_joiner_that_cannot_be_called_back_is_not_admitted(pair: TestCluster) -> None:
+    master = pair[0]
+    with RawPeer(master.address) as peer:
+        # Nobody serves on port 1.
+        nobody = common_pb2.MemberInfo(uuid="b" * 32, address="127.0.0.1:1")
+        unreachable = peer.call("Membership.Join", join_request(pair, nobody))
+        # Member 1 serves at this address, under another uuid.
+        someone_else = common_pb2.MemberInfo(uuid="c" * 32, address=pair[1].address)
+        impostor = peer.call("Membership.Join", join_request(pair, someone_else))
+    assert unreachable.status == membership_pb2.JoinResponse.UNREACHABLE
+    assert "127.0.0.1:1" in unreachable.reason
+    assert impostor.status == membership_pb2.JoinResponse.REFUSED
+    assert pair[1].uuid in impostor.reason
+
+
+@pytest.mark.usefixtures("unchanged")
+def test_a_member_list_from_an_unknown_master_is_not_adopted(pair: TestCluster) -> None:
+    name = cluster_name(pair)
+    forged = common_pb2.MemberList(
+        version=10**6,
+        master_uuid="f" * 32,
+        members=[common_pb2.MemberInfo(uuid="f" * 32, address="127.0.0.1:1")],
+        cluster=name,
+    )
+    with RawPeer(pair[1].address) as peer:
+        publish = membership_pb2.PublishRequest(cluster=name, members=forged)
+        assert status_of(lambda: peer.call("Membership.Publish", publish)) == (
+            grpc.StatusCode.FAILED_PRECONDITION
+        )
+        # A list carried by a replication request is not adopted either (the answer is harmless).
+        versions = replication_pb2.VersionsRequest(cluster=name, members=forged, partitions=[0])
+        peer.call("Replication.Versions", versions)
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize("problem", ["duplicate", "master-missing", "nan-weight", "empty"])
+def test_a_malformed_member_list_is_refused(pair: TestCluster, problem: str) -> None:
+    name = cluster_name(pair)
+    a = common_pb2.MemberInfo(uuid=pair[0].uuid, address=pair[0].address)
+    lists = {
+        "duplicate": common_pb2.MemberList(version=99, master_uuid=a.uuid, members=[a, a]),
+        "master-missing": common_pb2.MemberList(version=99, master_uuid="x" * 32, members=[a]),
+        "nan-weight": common_pb2.MemberList(
+            version=99,
+            master_uuid=a.uuid,
+            members=[common_pb2.MemberInfo(uuid=a.uuid, address=a.address, weight=float("nan"))],
+        ),
+        "empty": common_pb2.MemberList(version=99),
+    }
+    with RawPeer(pair[1].address) as peer:
+        publish = membership_pb2.PublishRequest(cluster=name, members=lists[problem])
+        assert status_of(lambda: peer.call("Membership.Publish", publish)) == grpc.StatusCode.INVALID_ARGUMENT
