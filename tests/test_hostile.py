@@ -114,6 +114,15 @@ def test_a_frame_at_max_batch_ops_is_served(pair: TestCluster, name: str) -> Non
 
 
 @pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize("method", ["MapService.Execute", "Membership.GetMembers", "Replication.Fetch"])
+def test_garbage_instead_of_a_request_gets_invalid_argument(pair: TestCluster, method: str) -> None:
+    # Not UNKNOWN with a server-side traceback: a peer's garbage is not this member's bug.
+    with RawPeer(pair[0].address) as peer:
+        code = status_of(lambda: peer.call_bytes(method, b"zf\xc4"))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.usefixtures("unchanged")
 def test_garbage_on_the_frame_stream_closes_it_with_invalid_argument(pair: TestCluster) -> None:
     with RawPeer(pair[0].address) as peer:
         code = status_of(lambda: peer.call_bytes("MapService.Stream", b"\xff\xfe not a frame"))

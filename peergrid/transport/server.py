@@ -17,10 +17,12 @@ import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
-from google.protobuf.message import DecodeError
+from google.protobuf import message_factory
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import DecodeError, Message
 
 from peergrid.config import GridConfig, Limits
 from peergrid.errors import ClusterNameMismatchError, LimitExceededError, PeerGridError
@@ -80,6 +82,52 @@ def grpc_options(limits: Limits) -> list[tuple[str, Any]]:
     ]
 
 
+class Malformed:
+    """What a request that is not a valid protobuf message of its type decodes to.
+
+    grpc would answer a deserializer's exception with UNKNOWN (and log it as
+    a server error); handing the handler this value lets it answer
+    INVALID_ARGUMENT like any other malformed request.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        self.cluster = None  # read by _guarded's cluster check
+
+    def refuse(self) -> NoReturn:
+        """Raise the error that answers this request."""
+        raise DecodeError(self.reason)
+
+
+def _parser(cls: type[Message]) -> Callable[[bytes], Message | Malformed]:
+    def parse(data: bytes) -> Message | Malformed:
+        try:
+            return cls.FromString(data)
+        except DecodeError as exc:
+            return Malformed(f"not a {cls.DESCRIPTOR.full_name}: {exc}")
+
+    return parse
+
+
+def _register(server: grpc.aio.Server, service: ServiceDescriptor, servicer: object) -> None:
+    """Serve ``service``'s methods with ``servicer``'s methods of the same names."""
+    kinds = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }
+    handlers = {}
+    for method in service.methods:
+        kind = kinds[(method.client_streaming, method.server_streaming)]
+        handlers[method.name] = kind(
+            getattr(servicer, method.name),
+            request_deserializer=_parser(message_factory.GetMessageClass(method.input_type)),
+            response_serializer=message_factory.GetMessageClass(method.output_type).SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+
+
 def _status(exc: Exception) -> tuple[grpc.StatusCode, str] | None:
     """The status that answers a request which failed with ``exc``, or None for a bug."""
     if isinstance(exc, LimitExceededError):
@@ -102,6 +150,8 @@ def _guarded(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]
         if cluster is not None and cluster != self.handlers.cluster:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, self.mismatch(cluster))
         try:
+            if isinstance(request, Malformed):
+                request.refuse()
             return await method(self, request, context)
         except Exception as exc:
             status = _status(exc)
@@ -234,6 +284,8 @@ class _Maps(_Base, map_pb2_grpc.MapServiceServicer):  # type: ignore[misc]
         refusal: tuple[grpc.StatusCode, str] | None = None
         try:
             async for frame in request_iterator:
+                if isinstance(frame, Malformed):
+                    frame.refuse()
                 if frame.cluster != self.handlers.cluster:
                     refusal = grpc.StatusCode.PERMISSION_DENIED, self.mismatch(frame.cluster)
                     break
@@ -287,6 +339,8 @@ class _Replication(_Base, replication_pb2_grpc.ReplicationServicer):  # type: ig
         )
 
     async def Fetch(self, request: Any, context: Any) -> AsyncIterator[replication_pb2.PartitionChunk]:
+        if isinstance(request, Malformed):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {request.reason}")
         if request.cluster != self.handlers.cluster:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, self.mismatch(request.cluster))
         if not 0 <= request.partition < self.partition_count:
@@ -313,6 +367,8 @@ class _Replication(_Base, replication_pb2_grpc.ReplicationServicer):  # type: ig
 
         async def chunks() -> AsyncIterator[Chunk]:
             async for msg in request_iterator:
+                if isinstance(msg, Malformed):
+                    msg.refuse()
                 if msg.cluster != cluster:
                     raise ClusterNameMismatchError(self.mismatch(msg.cluster))
                 yield convert.chunk_from_pb(msg)
@@ -328,6 +384,8 @@ class _Replication(_Base, replication_pb2_grpc.ReplicationServicer):  # type: ig
 
 class _Events(_Base, events_pb2_grpc.EventsServicer):  # type: ignore[misc]
     async def Subscribe(self, request: Any, context: Any) -> AsyncIterator[events_pb2.EventBatch]:
+        if isinstance(request, Malformed):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {request.reason}")
         if request.cluster != self.handlers.cluster:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, self.mismatch(request.cluster))
         if not request.map or len(request.map) > 255:
@@ -370,10 +428,16 @@ class Server:
         options = [*grpc_options(self._config.limits), ("grpc.so_reuseport", 0)]
         server = grpc.aio.server(options=options)
         handlers, config = self._handlers, self._config
-        membership_pb2_grpc.add_MembershipServicer_to_server(_Membership(handlers, config), server)
-        map_pb2_grpc.add_MapServiceServicer_to_server(_Maps(handlers, config), server)
-        replication_pb2_grpc.add_ReplicationServicer_to_server(_Replication(handlers, config), server)
-        events_pb2_grpc.add_EventsServicer_to_server(_Events(handlers, config), server)
+        services = (
+            membership_pb2.DESCRIPTOR,
+            map_pb2.DESCRIPTOR,
+            replication_pb2.DESCRIPTOR,
+            events_pb2.DESCRIPTOR,
+        )
+        servicers = (_Membership, _Maps, _Replication, _Events)
+        for module, servicer in zip(services, servicers, strict=True):
+            [service] = module.services_by_name.values()
+            _register(server, service, servicer(handlers, config))
         target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         credentials = server_credentials(self._config)
         try:
