@@ -8,6 +8,7 @@ or with raw bytes, which travel unchanged (identity serializers).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,7 @@ from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
 from peergrid.grid import Grid
-from peergrid.transport._pb import map_pb2, membership_pb2, replication_pb2
+from peergrid.transport._pb import events_pb2, map_pb2, membership_pb2, replication_pb2
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class Method:
 
 def _methods() -> dict[str, Method]:
     found = {}
-    for module in (membership_pb2, map_pb2, replication_pb2):
+    for module in (membership_pb2, map_pb2, replication_pb2, events_pb2):
         for service in module.DESCRIPTOR.services_by_name.values():
             for method in service.methods:
                 found[f"{service.name}.{method.name}"] = Method(
@@ -58,6 +59,9 @@ def _methods() -> dict[str, Method]:
                 )
     return found
 
+
+#: How many messages `RawPeer.call` reads from a server stream before cancelling it.
+STREAM_READS = 4
 
 #: Every servicer method, by ``Service.Method``.
 METHODS = _methods()
@@ -90,8 +94,9 @@ class RawPeer:
     def call(self, name: str, request: Any, timeout: float = 10.0) -> Any:
         """Call ``Service.Method`` with a message (an iterable of them for client streams).
 
-        Returns the response, or a list of responses for server streams;
-        raises ``grpc.RpcError`` with the member's status.
+        Returns the response, or a list of the first `STREAM_READS` responses
+        of a server stream (some never end: event subscriptions); raises
+        ``grpc.RpcError`` with the member's status.
         """
         method = METHODS[name]
         serialize = _serializer
@@ -115,7 +120,10 @@ class RawPeer:
             request = iter([request])
         answer = stub(request, timeout=timeout)
         if method.server_streaming:
-            return list(answer)
+            try:
+                return list(itertools.islice(answer, STREAM_READS))
+            finally:
+                answer.cancel()
         return answer
 
 
