@@ -102,3 +102,23 @@ def test_shutdown_leaves_the_cluster() -> None:
         grids[2].shutdown()
         wait_for(lambda: len(grids[0].members()) == 2 and len(grids[1].members()) == 2, 10)
         assert grids[2].closed
+
+
+def test_map_handles_read_fresh_data_after_their_member_rejoined() -> None:
+    # A member dropped from the list (it was paused, or cut off) drops its data and joins again.
+    # Map handles made before must not keep reading its old copies.
+    with cluster(2) as grids:
+        a, b = grids
+        handle = b.get_map("m")
+        keys = [f"k{i}" for i in range(100)]
+        handle.put_all(dict.fromkeys(keys, "old"))
+
+        async def drop_b() -> None:
+            a._node.membership._remove({b.uuid}, a.uuid)
+
+        a._node.run(drop_b(), timeout=5)
+        wait_for(lambda: len(a.members()) == 2 and len(b.members()) == 2, 10, message="b back")
+        assert grids.wait_until_safe()
+        a.get_map("m").put_all(dict.fromkeys(keys, "new"))
+        assert set(handle.get_all(keys).values()) == {"new"}
+        assert {handle.get(k) for k in keys} == {"new"}

@@ -138,7 +138,8 @@ class PartitionManager:
     def reset(self) -> None:
         """Drop every copy (this member was removed and will join again)."""
         self.parts = [None] * self._config.partition_count
-        self.readable = [None] * self._config.partition_count
+        # In place: map handles hold this very list for their owner-local reads.
+        self.readable[:] = [None] * self._config.partition_count
         self.lost.clear()
         self._holders.clear()
         self.table = PartitionTable(0, tuple(() for _ in range(self._config.partition_count)))
