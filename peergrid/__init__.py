@@ -44,6 +44,7 @@ from peergrid.errors import (
     RemoteError,
     SerializationError,
     StoreError,
+    TLSError,
 )
 from peergrid.events.model import EntryEvent
 from peergrid.grid import Grid
@@ -93,6 +94,7 @@ __all__ = [
     "SerializationError",
     "StoreError",
     "TLSConfig",
+    "TLSError",
     "Timing",
     "WriteBehindConfig",
     "__version__",

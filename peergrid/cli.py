@@ -1,6 +1,7 @@
 """The ``peergrid`` command: run a standalone member, or the demo.
 
 peergrid member --cluster NAME --bind HOST:PORT --members A,B [--backup-count N] [--discovery mdns]
+                [--tls-cert FILE --tls-key FILE --tls-ca FILE [--tls-server-name NAME]]
 peergrid demo
 """
 
@@ -23,17 +24,32 @@ if TYPE_CHECKING:
 log = logging.getLogger("peergrid.cli")
 
 
+def _tls(args: argparse.Namespace) -> Any:
+    """The TLS config the ``--tls-*`` options name, or None without them."""
+    from peergrid.config import TLSConfig
+    from peergrid.errors import ConfigError
+
+    files = (args.tls_cert, args.tls_key, args.tls_ca)
+    if not any(files) and not args.tls_server_name:
+        return None
+    if not all(files):
+        raise ConfigError("mutual TLS needs all three of --tls-cert, --tls-key and --tls-ca")
+    return TLSConfig.from_files(args.tls_cert, args.tls_key, args.tls_ca, args.tls_server_name or "")
+
+
 def _member(args: argparse.Namespace) -> int:
     from peergrid.config import Timing
     from peergrid.grid import Grid
 
-    options = {
+    options: dict[str, Any] = {
         "cluster": args.cluster,
         "bind": args.bind,
         "members": [m for m in (args.members or "").split(",") if m],
         "backup_count": args.backup_count,
         "discovery": args.discovery,
         "min_cluster_size": args.min_cluster_size,
+        "serializer": args.serializer,
+        "tls": _tls(args),
     }
     if args.fast:
         options["timing"] = Timing.fast()
@@ -109,6 +125,15 @@ def parser() -> argparse.ArgumentParser:
     member.add_argument("--backup-count", type=int, default=1, help="synchronous backups (default 1)")
     member.add_argument("--discovery", choices=("static", "mdns"), default="static")
     member.add_argument("--min-cluster-size", type=int, default=1, help="refuse writes below this size")
+    member.add_argument(
+        "--serializer", choices=("msgpack", "pickle"), default="msgpack", help="pickle needs the TLS options"
+    )
+    member.add_argument("--tls-cert", metavar="FILE", help="this member's certificate chain (PEM): TLS on")
+    member.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
+    member.add_argument("--tls-ca", metavar="FILE", help="the cluster CA (PEM): peers need its certificates")
+    member.add_argument(
+        "--tls-server-name", metavar="NAME", help="the name every member's certificate carries, if not IPs"
+    )
     member.add_argument("--fast", action="store_true", help="short test timings (loopback test clusters)")
     member.add_argument(
         "--commands",

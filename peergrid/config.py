@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -134,21 +135,54 @@ class Limits:
 
 @dataclass(frozen=True)
 class TLSConfig:
-    """Mutual TLS between members: this member's certificate and key, and the cluster CA."""
+    """Mutual TLS between members: this member's certificate and key, and the cluster CA.
+
+    Every member serves only TLS and requires a client certificate signed by
+    ``ca_certificate``: a peer without one can neither join nor read nor
+    write. Each member's certificate must name what the others dial: its IP
+    address (an IP subject alternative name), or ``server_name``.
+    """
 
     certificate: bytes
+    """This member's certificate chain (PEM), used as server and as client."""
     private_key: bytes
+    """The certificate's private key (PEM)."""
     ca_certificate: bytes
+    """The cluster CA (PEM): peers must present certificates it signed."""
+    server_name: str = ""
+    """When set, the name checked in every peer's certificate instead of the address dialled:
+    one name (a DNS subject alternative name) for the whole cluster, so certificates need not
+    list addresses that mDNS or DHCP hand out."""
 
     @classmethod
-    def from_files(cls, certificate: str, private_key: str, ca_certificate: str) -> TLSConfig:
-        """Read PEM files from disk."""
-        with (
-            open(certificate, "rb") as c,
-            open(private_key, "rb") as k,
-            open(ca_certificate, "rb") as a,
+    def from_files(
+        cls, certificate: str, private_key: str, ca_certificate: str, server_name: str = ""
+    ) -> TLSConfig:
+        """Read PEM files from disk (``ConfigError`` naming a file that cannot be read)."""
+        contents = []
+        for what, path in (
+            ("certificate", certificate),
+            ("private key", private_key),
+            ("CA", ca_certificate),
         ):
-            return cls(certificate=c.read(), private_key=k.read(), ca_certificate=a.read())
+            try:
+                with open(path, "rb") as file:
+                    contents.append(file.read())
+            except OSError as exc:
+                raise ConfigError(f"cannot read the TLS {what} file {path!r}: {exc.strerror}") from exc
+        return cls(contents[0], contents[1], contents[2], server_name)
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` when a field is not PEM data."""
+        for name in ("certificate", "private_key", "ca_certificate"):
+            value = getattr(self, name)
+            if not isinstance(value, bytes) or b"-----BEGIN " not in value:
+                raise ConfigError(
+                    f"tls.{name} must be PEM data (bytes with a '-----BEGIN ...' line); "
+                    "read files with peergrid.TLSConfig.from_files(...)"
+                )
+        if not isinstance(self.server_name, str):
+            raise ConfigError(f"tls.server_name must be a str, got {self.server_name!r}")
 
 
 EvictionPolicy = Literal["lru", "lfu", "none"]
@@ -358,6 +392,10 @@ class GridConfig:
             raise ConfigError(f"weight must be a number in (0, 100], got {self.weight!r}")
         if self.serializer not in ("msgpack", "pickle"):
             raise ConfigError(f"serializer must be 'msgpack' or 'pickle', got {self.serializer!r}")
+        if self.tls is not None and not isinstance(self.tls, TLSConfig):
+            raise ConfigError(f"tls must be a peergrid.TLSConfig, got {type(self.tls).__name__}")
+        if self.tls is not None:
+            self.tls.validate()
         if self.serializer == "pickle" and self.tls is None:
             raise ConfigError(
                 "serializer='pickle' needs tls=...: unpickling data from an unauthenticated "
@@ -399,6 +437,14 @@ def _check_positive(name: str, value: object, *, allow_none: bool) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
         raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+
+
+def is_loopback(host: str) -> bool:
+    """True for a loopback IP address or ``localhost``: only this machine can connect."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host.lower() in ("localhost", "localhost.")
 
 
 def _check_int(name: str, value: object, low: int, high: int) -> None:

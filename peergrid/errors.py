@@ -16,6 +16,7 @@ succeed if simply tried again::
     │   ├── ClusterNameMismatchError         a peer belongs to another cluster
     │   ├── JoinError                        could not join the cluster
     │   ├── PeerUnavailableError             a peer could not be reached
+    │   │   └── TLSError                     a peer failed the TLS handshake
     │   └── QuorumError                      fewer members than min_cluster_size
     ├── OperationTimeoutError (+ TimeoutError)   no answer within the deadline
     │   └── IndeterminateWriteError          a write whose outcome is unknown
@@ -81,6 +82,13 @@ class PeerUnavailableError(ClusterError):
     def __init__(self, message: str, address: str = "") -> None:
         super().__init__(message)
         self.address = address
+
+
+class TLSError(PeerUnavailableError):
+    """The TLS handshake with a peer failed: its certificate is not of our CA, does not name
+    the address dialled (or ``tls.server_name``), or one side does not use TLS."""
+
+    retryable = False
 
 
 class QuorumError(ClusterError):

@@ -34,6 +34,7 @@ from peergrid.errors import (
     JoinError,
     PeerGridError,
     PeerUnavailableError,
+    TLSError,
 )
 from peergrid.protocol import (
     HeartbeatReply,
@@ -82,6 +83,7 @@ class Membership:
         on_removed: Callable[[], None],
         seeds: Callable[[], Iterable[str]],
         forget: Callable[[str], None] | None = None,
+        hints: Callable[[], Iterable[str]] | None = None,
     ) -> None:
         self._config = config
         self._timing = config.timing
@@ -91,6 +93,10 @@ class Membership:
         self._on_removed = on_removed  # this member was dropped from the cluster
         self._seeds = seeds
         self._forget = forget  # close the channel to an address that is not a member's
+        # Addresses discovery found (mDNS): tried like seeds, but a hint that fails the join
+        # checks (another cluster, a TLS failure, a refusal) is only logged and ignored.
+        self._hints = hints
+        self._ignored_hints: set[str] = set()
         self.state = State.JOINING
         self.members = MemberList(0, "", ())
         self._last_heard: dict[str, float] = {}
@@ -102,12 +108,23 @@ class Membership:
         self._joiners: dict[str, tuple[str, float]] = {}
         self._answered = False  # some seed answered during this join: a cluster exists
         self._unreachable = ""  # why the last master that answered could not call us back
+        self._seed_errors: dict[str, str] = {}  # address -> why the last join call to it failed
 
     # ------------------------------------------------------------------ reading
     @property
     def is_master(self) -> bool:
         """True when this member publishes the member list."""
         return self.members.master_uuid == self.me.uuid
+
+    @property
+    def active(self) -> bool:
+        """True while this member is a member of a cluster (joined, not leaving)."""
+        return self.state is State.ACTIVE
+
+    @property
+    def address(self) -> str:
+        """This member's address."""
+        return self.me.address
 
     def master(self) -> Member | None:
         """The member publishing the list."""
@@ -135,11 +152,24 @@ class Membership:
         lowest_rounds = 0
         self._answered = False
         self._unreachable = ""
+        self._ignored_hints.clear()
         while self.state is State.JOINING:
-            seeds = [s for s in dict.fromkeys([*self._seeds(), *self._joiners]) if s != self.me.address]
+            static = list(self._seeds())
+            hints = [h for h in (self._hints() if self._hints else ()) if h not in self._ignored_hints]
+            seeds = [s for s in dict.fromkeys([*static, *hints, *self._joiners]) if s != self.me.address]
             if not seeds:
+                if self._hints is not None and time.monotonic() < alone_at:
+                    await asyncio.sleep(timing.join_retry_interval)  # discovery may still find peers
+                    continue
+                if self._hints is not None:
+                    log.info(
+                        "member %s: discovery found no member of cluster %r within %.1fs; starting it alone",
+                        self.me.address,
+                        self._config.cluster,
+                        timing.join_timeout,
+                    )
                 break
-            result = await self._join_round(seeds)
+            result = await self._join_round(seeds, set(hints) - set(static))
             if result is True or self.state is not State.JOINING:
                 return
             if isinstance(result, PeerGridError):
@@ -156,13 +186,15 @@ class Membership:
             if refusal is not None and now >= alone_at:
                 raise refusal
             if not self._answered and now >= alone_at:
+                errors = "; ".join(self._seed_errors[s] for s in seeds if s in self._seed_errors)
                 log.warning(
                     "member %s: no seed of cluster %r answered at %s within %.1fs; "
-                    "starting a new cluster alone",
+                    "starting a new cluster alone%s",
                     self.me.address,
                     self._config.cluster,
                     ", ".join(seeds),
                     timing.join_timeout,
+                    f" (last errors: {errors})" if errors else "",
                 )
                 break
             if now >= give_up_at:
@@ -175,8 +207,12 @@ class Membership:
         if self.state is State.JOINING:
             self.form()
 
-    async def _join_round(self, seeds: list[str]) -> bool | PeerGridError | None:
-        """Try each seed once; True when joined, a refusal error, or None."""
+    async def _join_round(self, seeds: list[str], hinted: set[str]) -> bool | PeerGridError | None:
+        """Try each seed once; True when joined, a refusal error, or None.
+
+        ``hinted`` are the addresses only discovery named: their refusals are
+        logged and the address ignored from then on, never an error.
+        """
         refusal: PeerGridError | None = None
         self._seen_joining.clear()
         queue = list(seeds)
@@ -193,14 +229,20 @@ class Membership:
                     self._config.serializer,
                     timeout=self._timing.rpc_timeout,
                 )
-            except ClusterNameMismatchError as exc:
-                refusal = ClusterNameMismatchError(
-                    f"cannot join the seed at {address}: {_strip(exc)}; this member was started with "
-                    f"cluster={self._config.cluster!r}"
-                )
+            except (ClusterNameMismatchError, TLSError) as exc:
+                if address in hinted:
+                    self._ignore_hint(address, str(exc))
+                elif isinstance(exc, TLSError):
+                    refusal = JoinError(f"cannot join the seed at {address}: {exc}")
+                else:
+                    refusal = ClusterNameMismatchError(
+                        f"cannot join the seed at {address}: {_strip(exc)}; this member was started with "
+                        f"cluster={self._config.cluster!r}"
+                    )
                 continue
             except PeerGridError as exc:
                 log.debug("join via %s failed: %s", address, exc)
+                self._seed_errors[address] = str(exc)
                 continue
             self._answered = True
             if reply.status == JoinStatus.ACCEPTED and reply.members is not None:
@@ -217,6 +259,8 @@ class Membership:
                 return True
             if reply.status == JoinStatus.NOT_MASTER and reply.master_address:
                 queue.insert(0, reply.master_address)
+                if address in hinted:
+                    hinted.add(reply.master_address)
             elif reply.status == JoinStatus.NOT_READY:
                 self._seen_joining[address] = reply.uuid
             elif reply.status == JoinStatus.UNREACHABLE:
@@ -224,8 +268,17 @@ class Membership:
                     log.warning("member %s: %s", self.me.address, reply.reason)
                 self._unreachable = reply.reason
             elif reply.status == JoinStatus.REFUSED:
+                if address in hinted:
+                    self._ignore_hint(address, reply.reason)
+                    continue
                 raise JoinError(f"the seed at {address} refused this member: {reply.reason}")
         return refusal
+
+    def _ignore_hint(self, address: str, why: str) -> None:
+        """A discovered peer failed the join checks: log it once, and try it no more."""
+        if address not in self._ignored_hints:
+            self._ignored_hints.add(address)
+            log.warning("member %s: ignoring discovered peer %s: %s", self.me.address, address, why)
 
     def _should_form(self) -> bool:
         # Seeds that answer NOT_READY are starting too, and so are members that

@@ -15,7 +15,7 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 
 from peergrid.config import GridConfig
-from peergrid.errors import ClusterNameMismatchError, PeerUnavailableError, RemoteError
+from peergrid.errors import ClusterNameMismatchError, PeerUnavailableError, RemoteError, TLSError
 from peergrid.events.model import EventBatch
 from peergrid.protocol import Chunk, Copy, HeartbeatReply, JoinReply, Member, MemberList, Op, Result
 from peergrid.transport import convert, frames
@@ -37,10 +37,20 @@ _UNAVAILABLE = frozenset(
 )
 
 
+# Words grpc uses in the details of a connection that failed in the TLS layer.
+_TLS_FAILURES = ("handshake", "certificate", "verification check")
+
+
 def _translate(address: str, exc: grpc.RpcError) -> NoReturn:
     code = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else None
     details = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
     if code in _UNAVAILABLE or code is None:
+        if any(word in str(details).lower() for word in _TLS_FAILURES):
+            raise TLSError(
+                f"peer {address} failed the TLS handshake ({details}): members must all use TLS "
+                "with certificates of one CA that name the address dialled (or tls.server_name)",
+                address=address,
+            ) from exc
         raise PeerUnavailableError(f"peer {address} is unreachable ({details})", address=address) from exc
     if code == grpc.StatusCode.PERMISSION_DENIED:
         raise ClusterNameMismatchError(f"peer {address} refused: {details}") from exc
@@ -259,7 +269,8 @@ class FrameStream:
 
 
 def channel_credentials(config: GridConfig) -> grpc.ChannelCredentials | None:
-    """Mutual TLS credentials when configured."""
+    """Mutual TLS credentials when configured: the peer must present a certificate of the
+    cluster CA, and this member presents its own."""
     if config.tls is None:
         return None
     return grpc.ssl_channel_credentials(
@@ -290,6 +301,9 @@ class Peers:
                 max(reconnect_ms, int(config.timing.failure_timeout * 1000)),
             ),
         ]
+        if config.tls is not None and config.tls.server_name:
+            # Check every peer's certificate for the cluster's name, not the address dialled.
+            self._options.append(("grpc.ssl_target_name_override", config.tls.server_name))
         self._credentials = channel_credentials(config)
 
     def get(self, address: str) -> PeerClient:
