@@ -58,6 +58,16 @@ class Timing:
     member is computing, with ``@grid.cached``); the pause doubles up to ``lock_retry_max``."""
     lock_retry_max: float = 0.25
     """Longest pause between two tries of a contended lock or ``@cached`` key."""
+    discovery_interval: float = 1.0
+    """How often the master looks for other instances of its cluster to merge with (peers
+    found by mDNS, static seeds that are not members)."""
+    mdns_record_ttl: float = 120.0
+    """Lifetime of this member's mDNS records: a member that dies without saying goodbye
+    disappears from the others' discovery after at most this long."""
+    mdns_resolve_timeout: float = 3.0
+    """How long one mDNS lookup of a discovered service waits for its records."""
+    mdns_close_timeout: float = 5.0
+    """Upper bound on stopping mDNS (goodbye packets, zeroconf's threads)."""
 
     @classmethod
     def fast(cls) -> Timing:
@@ -75,6 +85,7 @@ class Timing:
             expiry_sweep_interval=0.1,
             safe_poll_interval=0.01,
             lock_retry_max=0.05,
+            discovery_interval=0.2,
         )
 
     def validate(self) -> None:
@@ -93,6 +104,8 @@ class Timing:
             raise ConfigError("timing.retry_max must be at least timing.retry_initial")
         if self.lock_retry_max < self.lock_retry_initial:
             raise ConfigError("timing.lock_retry_max must be at least timing.lock_retry_initial")
+        if self.mdns_record_ttl < 1:
+            raise ConfigError("timing.mdns_record_ttl must be at least 1 second (DNS counts whole seconds)")
 
 
 @dataclass(frozen=True)
@@ -381,6 +394,14 @@ class GridConfig:
             parse_address(seed, what="members entry")
         if self.discovery not in ("static", "mdns"):
             raise ConfigError(f"discovery must be 'static' or 'mdns', got {self.discovery!r}")
+        if self.discovery == "mdns":
+            host = parse_address(self.bind, what="bind")[0]
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                raise ConfigError(
+                    f"discovery='mdns' announces the bound address: bind must be an IP address, got {host!r}"
+                ) from None
         _check_int("backup_count", self.backup_count, 0, 6)
         _check_int("async_backup_count", self.async_backup_count, 0, 6)
         if self.backup_count + self.async_backup_count > 6:

@@ -22,7 +22,9 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from typing import Any, ClassVar
 
 from peergrid._loop import runtime
+from peergrid.cluster.discovery import Discovery
 from peergrid.cluster.membership import Membership, State
+from peergrid.cluster.merge import Merger
 from peergrid.config import GridConfig, MapConfig, parse_address
 from peergrid.errors import GridClosedError, PeerGridError
 from peergrid.events.listeners import Dispatcher, ListenerHub
@@ -34,6 +36,7 @@ from peergrid.invocation.executor import Executor
 from peergrid.invocation.invoker import Invoker
 from peergrid.invocation.owner import OwnerWrites
 from peergrid.invocation.pipe import Pipe
+from peergrid.invocation.rewrite import rewrite
 from peergrid.invocation.stores import StoreOps
 from peergrid.nearcache import NearCache
 from peergrid.processors import ProcessorRegistry
@@ -72,6 +75,10 @@ class Node:
         self._peers: Peers | None = None
         self._server = Server(config, self)
         self.membership: Membership
+        self.discovery = Discovery(config, self.uuid)
+        self._merger: Merger | None = None
+        self._merge_seeds: list[str] = []  # while merging: the surviving instance's members
+        self._rewriting = False  # a merge's data is being re-written into the surviving instance
         self.registry = MapRegistry(config.maps)
         self.counters: dict[str, MapCounters] = {}
         self.manager = PartitionManager(
@@ -140,14 +147,26 @@ class Node:
         self._peers = Peers(self.config)
         bound = await self._server.start(host, port)
         self.address = f"{host}:{bound}"
+        await self.discovery.start(host, bound)
         me = Member(self.uuid, self.address, float(self.config.weight))
         self.membership = Membership(
-            self.config, me, self._peer, self._members_changed, self._removed, self._seeds, self._forget_peer
+            self.config,
+            me,
+            self._peer,
+            self._members_changed,
+            self._removed,
+            self._seeds,
+            self._forget_peer,
+            self._hints if self.discovery.enabled else None,
+        )
+        self._merger = Merger(
+            self.config, self.membership, self._peer, self._merge_candidates, self._merge_into, self._settled
         )
         await self.membership.join()
         self.membership.start_heartbeats()
         for name, map_config in self.config.maps.items():
             self.configure_map(name, map_config)  # near caches of configured maps start now
+        self.spawn(self._every(self.config.timing.discovery_interval, self._merger.check))
         self.spawn(self._every(self.config.timing.expiry_sweep_interval, self._sweep))
         self.spawn(self._every(self.config.timing.anti_entropy_interval, self.manager.anti_entropy))
 
@@ -159,7 +178,59 @@ class Node:
         return task
 
     def _seeds(self) -> Iterable[str]:
-        return self.config.members
+        return self._merge_seeds or self.config.members
+
+    def _hints(self) -> Iterable[str]:
+        return [] if self._merge_seeds else self.discovery.addresses()
+
+    def _merge_candidates(self) -> Iterable[str]:
+        return [*self.discovery.addresses(), *self.config.members]
+
+    async def _settled(self) -> bool:
+        from peergrid.grid import cluster_safe  # grid builds on node
+
+        return await cluster_safe(self, 0)
+
+    async def _merge_into(self, into: MemberList) -> None:
+        """Leave this instance of the cluster for ``into``'s, then re-write the data we owned."""
+        entries = self.manager.owned_entries()
+        self._merge_seeds = [m.address for m in into.members]
+        try:
+            await self._rejoin()
+        finally:
+            self._merge_seeds = []
+        if self.membership.state is State.JOINING:
+            log.error(
+                "member %s could not join the other instance of cluster %r; serving its data alone",
+                self.address,
+                self.cluster,
+            )
+            self.membership.form()
+        limits, timing = self.config.limits, self.config.timing
+        self._rewriting = True
+        try:
+            done = await rewrite(
+                self.invoker,
+                entries,
+                self.config.partition_count,
+                limits.max_batch_ops,
+                timing.operation_timeout,
+            )
+        finally:
+            self._rewriting = False
+        log.log(
+            logging.WARNING if done.failed else logging.INFO,
+            "member %s merged into cluster %r (%d members): of the %d entries it owned, %d written, "
+            "%d kept the surviving instance's value, %d had expired, %d failed",
+            self.address,
+            self.cluster,
+            len(self.membership.members.members),
+            len(entries),
+            done.written,
+            done.kept,
+            done.expired,
+            done.failed,
+        )
 
     async def _every(self, interval: float, job: Callable[[], Any]) -> None:
         while True:
@@ -218,6 +289,7 @@ class Node:
             self._thread.run(self._stop(grace=None), timeout=10)
 
     async def _leave(self) -> None:
+        await self.discovery.close()  # no longer a member to find
         others = [m for m in self.membership.members.members if m.uuid != self.uuid]
         if not others or self.membership.state is not State.ACTIVE:
             return
@@ -251,6 +323,9 @@ class Node:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._merger is not None:
+            await self._merger.stop()
+        await self.discovery.close()
         if hasattr(self, "membership"):
             await self.membership.stop()
         await self.subscriptions.stop()
@@ -307,6 +382,8 @@ class Node:
         return self.membership.members.version
 
     def _has_quorum(self) -> bool:
+        if self.membership.state is State.JOINING:
+            return True  # (re)joining: nothing is served here, so a write is moved and retried once joined
         return len(self.membership.members.members) >= self.config.min_cluster_size
 
     def _values_equal(self, a: bytes, b: bytes) -> bool:
@@ -426,10 +503,16 @@ class Node:
     async def leave(self, uuid: str, final: bool) -> None:
         await self.membership.handle_leave(uuid, final)
 
+    async def merge(self, into: MemberList) -> None:
+        if self._merger is not None:
+            await self._merger.handle_merge(into)
+
     def safe_state(self) -> tuple[bool, int, str]:
         version = self.membership.members.version
         if self.membership.state is not State.ACTIVE:
             return False, version, f"member is {self.membership.state.value}"
+        if self._merge_seeds or self._rewriting:
+            return False, version, "merging into another instance of the cluster"
         safe, detail = self.manager.safe_state()
         return safe, version, detail
 

@@ -41,27 +41,26 @@ from zeroconf import (
 )
 from zeroconf.asyncio import AsyncServiceInfo
 
+from peergrid.config import Timing
+
 __all__ = ["SERVICE_TYPE", "DiscoveredPeer", "MdnsDiscovery"]
 
 log = logging.getLogger(__name__)
 
 SERVICE_TYPE = "_peergrid._tcp.local."
 
-# How long one resolve of a browsed service waits for its records, and how
-# many times it is retried before the service is given up on until the
+# How many times one resolve of a browsed service is tried (each waiting
+# Timing.mdns_resolve_timeout) before the service is given up on until the
 # browser reports it again.
-_RESOLVE_TIMEOUT_MS = 3000
 _RESOLVE_ATTEMPTS = 3
 
-# zeroconf's default PTR/TXT TTL is 75 minutes, so a member that dies without
-# sending goodbyes would linger in everyone's peer list for that long. Two
-# minutes (the RFC 6762 host-record TTL) bounds that; the refresh queries it
-# costs are a few packets a minute per member.
-_RECORD_TTL_S = 120
-
-# Upper bound on close(): the goodbye broadcasts take under a second, the
-# rest is joining zeroconf's threads, which a wedged on_change could hold.
-_CLOSE_TIMEOUT_S = 5.0
+# The timings live in peergrid.Timing: mdns_record_ttl (zeroconf's default
+# PTR/TXT TTL is 75 minutes, so a member that dies without sending goodbyes
+# would linger in everyone's peer list for that long; two minutes, the RFC
+# 6762 host-record TTL, bounds that for a few refresh packets a minute),
+# mdns_resolve_timeout, and mdns_close_timeout (the goodbye broadcasts take
+# under a second, the rest is joining zeroconf's threads, which a wedged
+# on_change could hold).
 
 _MAX_LABEL = 63  # bytes in one DNS label: the instance and host names use the uuid
 
@@ -103,8 +102,12 @@ class MdnsDiscovery:
         host: str,
         port: int,
         on_change: Callable[[], None] | None = None,
+        timing: Timing | None = None,
     ) -> None:
         """Validate the announcement; nothing touches the network until `start`.
+
+        ``timing`` supplies the record lifetime and the lookup and close
+        timeouts (``Timing()``'s defaults when None).
 
         Raises:
             ValueError: ``host`` is not an IP literal, ``port`` is out of
@@ -119,6 +122,7 @@ class MdnsDiscovery:
         self._host = _parse_host(host)
         self._port = port
         self._on_change = on_change
+        self._timing = timing or Timing()
         self._home: list[_IPNetwork] = []  # set by start(); read on zeroconf's loop
         self._name = f"{member_uuid}.{SERVICE_TYPE}"
         # Reentrant: a future that is already done runs its done-callback
@@ -195,9 +199,11 @@ class MdnsDiscovery:
             target=_shutdown, args=(zc, browser), name="peergrid-mdns-close", daemon=True
         )
         worker.start()
-        worker.join(_CLOSE_TIMEOUT_S)
+        worker.join(self._timing.mdns_close_timeout)
         if worker.is_alive():
-            log.warning("mDNS shutdown did not finish in %.1f s; leaving it behind", _CLOSE_TIMEOUT_S)
+            log.warning(
+                "mDNS shutdown did not finish in %.1f s; leaving it behind", self._timing.mdns_close_timeout
+            )
 
     # -- announcing ---------------------------------------------------------
 
@@ -224,8 +230,8 @@ class MdnsDiscovery:
             # One host name per member, so two members on one machine never
             # contend for the same address records.
             server=f"{self._uuid}.local.",
-            host_ttl=_RECORD_TTL_S,
-            other_ttl=_RECORD_TTL_S,
+            host_ttl=round(self._timing.mdns_record_ttl),
+            other_ttl=round(self._timing.mdns_record_ttl),
             parsed_addresses=addresses,
         )
 
@@ -285,7 +291,7 @@ class MdnsDiscovery:
     async def _resolve(self, zc: Zeroconf, name: str) -> None:
         """Fetch a service's records and update the peer table (zeroconf's loop)."""
         try:
-            info = await _request(zc, name)
+            info = await _request(zc, name, round(self._timing.mdns_resolve_timeout * 1000))
             if info is None:
                 log.debug("mDNS service %s did not resolve; waiting for the next update", name)
                 return
@@ -387,11 +393,11 @@ def _shutdown(zc: Zeroconf, browser: ServiceBrowser | None) -> None:
         log.exception("closing zeroconf failed")
 
 
-async def _request(zc: Zeroconf, name: str) -> AsyncServiceInfo | None:
+async def _request(zc: Zeroconf, name: str, timeout_ms: int) -> AsyncServiceInfo | None:
     """Return the service's records, from cache or the network, or None."""
     for _ in range(_RESOLVE_ATTEMPTS):
         info = AsyncServiceInfo(SERVICE_TYPE, name)
-        if await info.async_request(zc, _RESOLVE_TIMEOUT_MS):
+        if await info.async_request(zc, timeout_ms):
             return info
     return None
 

@@ -550,6 +550,15 @@ class PartitionManager:
             return False, f"{len(leftovers)} copies held of partitions this member is no replica of"
         return True, ""
 
+    def owned_entries(self) -> list[Effect]:
+        """Every live entry of the partitions this member owns and serves, as PUT effects."""
+        return [
+            effect
+            for p in self.table.owned_by(self._me)
+            if (part := self.readable[p]) is not None
+            for effect in part.snapshot()
+        ]
+
     def holds_nothing(self) -> bool:
         """True when this member holds no copy (a leaving member may stop)."""
         return all(part is None for part in self.parts)

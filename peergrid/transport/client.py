@@ -123,6 +123,13 @@ class PeerClient:
         request = membership_pb2.LeaveRequest(cluster=self._cluster, uuid=uuid, final=final)
         await self._call(self._membership.Leave, request, timeout)
 
+    async def merge(self, into: MemberList, timeout: float | None = None) -> None:
+        """Ask the peer to merge its instance of the cluster into the one ``into`` lists."""
+        request = membership_pb2.MergeRequest(
+            cluster=self._cluster, into=convert.members_to_pb(into, self._cluster)
+        )
+        await self._call(self._membership.Merge, request, timeout)
+
     async def safe_state(self, timeout: float | None = None) -> tuple[bool, int, str]:
         request = membership_pb2.SafeStateRequest(cluster=self._cluster)
         reply = await self._call(self._membership.SafeState, request, timeout)

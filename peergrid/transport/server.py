@@ -57,6 +57,7 @@ class Handlers(Protocol):
     def publish(self, members: MemberList) -> None: ...
     def current_members(self) -> MemberList: ...
     async def leave(self, uuid: str, final: bool) -> None: ...
+    async def merge(self, into: MemberList) -> None: ...
     def safe_state(self) -> tuple[bool, int, str]: ...
     def frame(
         self, sender: str, table_version: int, ops: list[Op]
@@ -214,6 +215,11 @@ class _Membership(_Base, membership_pb2_grpc.MembershipServicer):  # type: ignor
     @_guarded
     async def Leave(self, request: Any, context: Any) -> common_pb2.Ack:
         await self.handlers.leave(request.uuid, request.final)
+        return common_pb2.Ack(ok=True)
+
+    @_guarded
+    async def Merge(self, request: Any, context: Any) -> common_pb2.Ack:
+        await self.handlers.merge(convert.members_from_pb(request.into))
         return common_pb2.Ack(ok=True)
 
     @_guarded

@@ -116,3 +116,11 @@ class SafeStateResponse(_message.Message):
     list_version: int
     detail: str
     def __init__(self, safe: _Optional[bool] = ..., list_version: _Optional[int] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class MergeRequest(_message.Message):
+    __slots__ = ("cluster", "into")
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    INTO_FIELD_NUMBER: _ClassVar[int]
+    cluster: str
+    into: _common_pb2.MemberList
+    def __init__(self, cluster: _Optional[str] = ..., into: _Optional[_Union[_common_pb2.MemberList, _Mapping]] = ...) -> None: ...

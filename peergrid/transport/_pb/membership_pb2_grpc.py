@@ -65,6 +65,11 @@ class MembershipStub:
                 request_serializer=peergrid_dot_transport_dot___pb_dot_membership__pb2.SafeStateRequest.SerializeToString,
                 response_deserializer=peergrid_dot_transport_dot___pb_dot_membership__pb2.SafeStateResponse.FromString,
                 _registered_method=True)
+        self.Merge = channel.unary_unary(
+                '/peergrid.v1.Membership/Merge',
+                request_serializer=peergrid_dot_transport_dot___pb_dot_membership__pb2.MergeRequest.SerializeToString,
+                response_deserializer=peergrid_dot_transport_dot___pb_dot_common__pb2.Ack.FromString,
+                _registered_method=True)
 
 
 class MembershipServicer:
@@ -106,6 +111,12 @@ class MembershipServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Merge(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MembershipServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -138,6 +149,11 @@ def add_MembershipServicer_to_server(servicer, server):
                     servicer.SafeState,
                     request_deserializer=peergrid_dot_transport_dot___pb_dot_membership__pb2.SafeStateRequest.FromString,
                     response_serializer=peergrid_dot_transport_dot___pb_dot_membership__pb2.SafeStateResponse.SerializeToString,
+            ),
+            'Merge': grpc.unary_unary_rpc_method_handler(
+                    servicer.Merge,
+                    request_deserializer=peergrid_dot_transport_dot___pb_dot_membership__pb2.MergeRequest.FromString,
+                    response_serializer=peergrid_dot_transport_dot___pb_dot_common__pb2.Ack.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -302,6 +318,33 @@ class Membership:
             '/peergrid.v1.Membership/SafeState',
             peergrid_dot_transport_dot___pb_dot_membership__pb2.SafeStateRequest.SerializeToString,
             peergrid_dot_transport_dot___pb_dot_membership__pb2.SafeStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Merge(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/peergrid.v1.Membership/Merge',
+            peergrid_dot_transport_dot___pb_dot_membership__pb2.MergeRequest.SerializeToString,
+            peergrid_dot_transport_dot___pb_dot_common__pb2.Ack.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,213 @@
+"""Merging two instances of one cluster: the smaller joins the larger.
+
+Members that start at the same moment without seeing each other yet (mDNS
+takes a second or two), or the two sides of a network that heals, can form
+two clusters of the same name. Every ``timing.discovery_interval`` the master
+of each instance asks the addresses it knows of that are not members (peers
+found by mDNS, static seeds) for their member list. A list with a master and
+no member in common with ours is another instance of our cluster, and one
+rule, which both sides compute alike, picks the survivor: the instance with
+fewer members merges into the other; on a tie, the one whose master has the
+larger uuid.
+
+Merging is a re-join. The merging master tells its members (the surviving
+master tells the merging one, which may not know of it); each member checks
+the rule itself against the list the other instance gives it, then leaves
+its cluster, joins the other, and re-writes the entries it owned there with
+put-if-absent semantics (the survivor's values win). The transport refuses a
+peer of another cluster name before any of this, and a peer that fails TLS
+is never asked: only instances of the same cluster ever merge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any, Protocol
+
+from peergrid.config import GridConfig
+from peergrid.errors import ClusterError, ClusterNameMismatchError, PeerGridError, TLSError
+from peergrid.protocol import MemberList
+
+log = logging.getLogger("peergrid.cluster")
+
+
+def should_merge(ours: MemberList, theirs: MemberList) -> bool:
+    """True when the instance whose list is ``ours`` must merge into the one with ``theirs``.
+
+    False when either has no members, or they share one (one cluster, two
+    versions of its list).
+    """
+    if not ours.members or not theirs.members or set(ours.uuids) & set(theirs.uuids):
+        return False
+    if len(ours.members) != len(theirs.members):
+        return len(ours.members) < len(theirs.members)
+    return ours.master_uuid > theirs.master_uuid
+
+
+class MergePeer(Protocol):
+    """The calls merging makes (``peergrid.transport.PeerClient`` provides them)."""
+
+    async def get_members(self, timeout: float | None = None) -> MemberList: ...
+    async def merge(self, into: MemberList, timeout: float | None = None) -> None: ...
+
+
+class Cluster(Protocol):
+    """What merging needs of membership."""
+
+    @property
+    def members(self) -> MemberList: ...
+    @property
+    def is_master(self) -> bool: ...
+    @property
+    def active(self) -> bool: ...
+    @property
+    def address(self) -> str: ...
+
+
+class Merger:
+    """Finds other instances of this cluster and merges the smaller into the larger. Loop thread."""
+
+    def __init__(
+        self,
+        config: GridConfig,
+        cluster: Cluster,
+        peer: Callable[[str], MergePeer],
+        candidates: Callable[[], Iterable[str]],
+        merge_into: Callable[[MemberList], Awaitable[None]],
+        settled: Callable[[], Awaitable[bool]],
+    ) -> None:
+        self._name = config.cluster
+        self._timing = config.timing
+        self._cluster = cluster
+        self._peer = peer
+        self._candidates = candidates  # addresses that may be members of another instance
+        self._merge_into = merge_into  # leave this instance, join ``into``'s, re-write our data
+        self._settled = settled  # no migration in this instance: each partition served by its owner
+        self._refused: set[str] = set()  # candidates that failed the checks (logged once)
+        self._merging = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def check(self) -> None:
+        """Look for another instance of the cluster (master only), and act on the first found."""
+        cluster = self._cluster
+        if not cluster.is_master or not cluster.active or self._merging:
+            return
+        known = {member.address for member in cluster.members.members}
+        candidates = [a for a in dict.fromkeys(self._candidates()) if a not in known]
+        self._refused &= set(candidates)  # one that went away is logged again if it comes back
+        for address in candidates:
+            if address in self._refused:
+                continue
+            theirs = await self._members_at(address)
+            if theirs is None or not cluster.is_master or self._merging:
+                continue
+            ours = cluster.members
+            if should_merge(ours, theirs):
+                await self.merge(theirs)
+                return
+            master = theirs.find(theirs.master_uuid)
+            if should_merge(theirs, ours) and master is not None:
+                # Theirs merges into ours; its master may not know of us: tell it.
+                log.info(
+                    "member %s: another instance of cluster %r (%d members, master %s) should merge "
+                    "into this one (%d members); telling its master",
+                    cluster.address,
+                    self._name,
+                    len(theirs.members),
+                    master.address,
+                    len(ours.members),
+                )
+                with contextlib.suppress(PeerGridError):
+                    await self._peer(master.address).merge(ours, timeout=self._timing.rpc_timeout)
+                return
+
+    async def _members_at(self, address: str) -> MemberList | None:
+        """The member list of the member at ``address``; None when it cannot be asked."""
+        try:
+            return await self._peer(address).get_members(timeout=self._timing.rpc_timeout)
+        except (ClusterNameMismatchError, TLSError) as exc:
+            self._refused.add(address)
+            log.warning("member %s: ignoring %s: %s", self._cluster.address, address, exc)
+        except PeerGridError as exc:
+            log.debug("asking %s for its member list failed: %s", address, exc)
+        return None
+
+    async def handle_merge(self, into: MemberList) -> None:
+        """A peer says the instance of ``into`` should absorb ours: check it, then merge.
+
+        The claim is checked against the other instance itself (its list, as
+        one of its members gives it), so a merge happens only when the rule
+        says so; it then runs in the background. ``ClusterError`` when not.
+        """
+        cluster = self._cluster
+        if self._merging:
+            return
+        if not cluster.active:
+            raise ClusterError("this member is not active in a cluster")
+        theirs = None
+        for member in sorted(into.members, key=lambda m: m.uuid != into.master_uuid):
+            theirs = await self._members_at(member.address)
+            if theirs is not None:
+                break
+        if theirs is None:
+            raise ClusterError("none of the members of the instance to merge into answered")
+        if not should_merge(cluster.members, theirs):
+            raise ClusterError(
+                f"not merging: this instance has {len(cluster.members.members)} members, "
+                f"the other {len(theirs.members)}"
+            )
+        if not self._merging:
+            self._spawn(self.merge(theirs))
+
+    async def merge(self, into: MemberList) -> None:
+        """Leave this instance for ``into``'s; the master tells its members first.
+
+        The master merges only a settled instance: each member then re-writes
+        the partitions it owns and serves, and together they cover all of
+        them (during a migration some would be covered by nobody). An
+        unsettled instance merges at a later check.
+        """
+        cluster = self._cluster
+        if self._merging or (cluster.is_master and not await self._settled()):
+            return
+        self._merging = True
+        try:
+            ours = cluster.members
+            master = into.find(into.master_uuid)
+            log.warning(
+                "member %s: cluster %r runs as two instances; merging this one (%d members) into the "
+                "one of %d members whose master is %s",
+                cluster.address,
+                self._name,
+                len(ours.members),
+                len(into.members),
+                master.address if master else into.master_uuid,
+            )
+            if cluster.is_master:
+                others = [m.address for m in ours.members if m.address != cluster.address]
+                await asyncio.gather(*(self._tell(address, into) for address in others))
+            await self._merge_into(into)
+        finally:
+            self._merging = False
+
+    async def _tell(self, address: str, into: MemberList) -> None:
+        try:
+            await self._peer(address).merge(into, timeout=self._timing.rpc_timeout * 2)
+        except PeerGridError as exc:
+            # It stays behind alone, then finds the survivor on its own and merges too.
+            log.warning("member %s: could not tell %s to merge: %s", self._cluster.address, address, exc)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        """Cancel a merge in progress."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

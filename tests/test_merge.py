@@ -1,0 +1,160 @@
+"""Two instances of one cluster merge into one; instances of different clusters never do.
+
+Two instances are made the way they happen: a member whose static seed is
+not up yet forms a cluster alone, and the seed, started later, forms another.
+The master that has the other's address as a seed finds it, and the smaller
+instance (on a tie, the one whose master has the larger uuid) joins the
+larger, re-writing its data there with put-if-absent semantics.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+import peergrid
+from peergrid import Timing
+from peergrid.cluster.merge import should_merge
+from peergrid.protocol import Member, MemberList
+from tests.conftest import wait_for
+
+SETTLE = 30.0
+
+
+def free_address() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
+
+
+class Instances:
+    """Members started for a test, every one stopped at its end."""
+
+    def __init__(self, cluster: str) -> None:
+        self.cluster = cluster
+        self.grids: list[peergrid.Grid] = []
+
+    def start(self, seeds: list[str], bind: str = "127.0.0.1:0", cluster: str | None = None) -> peergrid.Grid:
+        grid = peergrid.Grid(cluster=cluster or self.cluster, bind=bind, members=seeds, timing=Timing.fast())
+        self.grids.append(grid)
+        return grid
+
+    def instance(
+        self, size: int, seeds: list[str], fill: str, last_at: str = "127.0.0.1:0"
+    ) -> list[peergrid.Grid]:
+        """An instance of ``size`` members holding data: the first with ``seeds``, the others
+        joining it, the last (once the data is written) at ``last_at``."""
+        first = self.start(seeds)
+        assert [m.uuid for m in first.members()] == [first.uuid], "the first member should be alone"
+        grids = [first, *(self.start([first.address]) for _ in range(size - 2))]
+        m = first.get_map("m")
+        m.put_all({f"{fill}:{i}": i for i in range(300)})
+        m.put_all({f"both:{i}": fill for i in range(20)})
+        m.put(f"{fill}:ttl", "short-lived", ttl=600)
+        return [*grids, self.start([first.address], bind=last_at)]
+
+    def stop(self) -> None:
+        for grid in self.grids:
+            grid._node.kill()
+
+
+@pytest.fixture
+def instances() -> Iterator[Instances]:
+    started = Instances(f"merge-{uuid.uuid4().hex[:8]}")
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+def one_cluster(grids: list[peergrid.Grid]) -> bool:
+    uuids = {g.uuid for g in grids}
+    return all({m.uuid for m in g.members()} == uuids for g in grids)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("who_knows", ["the-smaller-instance", "the-larger-instance"])
+def test_a_smaller_instance_merges_into_a_larger_one_keeping_the_larger_ones_values(
+    instances: Instances, who_knows: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="peergrid")
+    # The instance that knows the other has its last member's address as a seed: it finds the
+    # other once that one is complete. Until then the seed is not up, so it started alone.
+    other_last = free_address()
+    if who_knows == "the-smaller-instance":
+        small = instances.instance(2, [other_last], "small")
+        large = instances.instance(3, [], "large", last_at=other_last)
+    else:  # the larger one must tell the smaller one's master
+        large = instances.instance(3, [other_last], "large")
+        small = instances.instance(2, [], "small", last_at=other_last)
+
+    everyone = small + large
+    wait_for(lambda: one_cluster(everyone), SETTLE, message="one cluster of five")
+    assert large[0].wait_until_safe(SETTLE)
+    # The larger instance's master is still the master: the smaller one joined it.
+    assert all(g.members()[0].uuid == large[0].uuid for g in everyone)
+    m = small[1].get_map("m")
+    assert m.get_all([f"small:{i}" for i in range(300)]) == {f"small:{i}": i for i in range(300)}
+    assert m.get_all([f"large:{i}" for i in range(300)]) == {f"large:{i}": i for i in range(300)}
+    assert set(m.get_all([f"both:{i}" for i in range(20)]).values()) == {"large"}
+    assert m.get("small:ttl") == "short-lived"
+    assert m.size() == 300 + 300 + 20 + 2
+    merged = [r.getMessage() for r in caplog.records if "merged into cluster" in r.getMessage()]
+    assert len(merged) == 2, merged  # one per member of the smaller instance, with its counts
+    assert all("written" in line and "kept the surviving instance's value" in line for line in merged)
+
+
+@pytest.mark.timeout(60)
+def test_on_a_tie_the_instance_whose_master_has_the_larger_uuid_merges(instances: Instances) -> None:
+    b_at = free_address()
+    a = instances.start([b_at])  # alone: b is not up yet
+    b = instances.start([], bind=b_at)
+    a.get_map("m").put("a", 1)
+    b.get_map("m").put("b", 2)
+    wait_for(lambda: one_cluster([a, b]), SETTLE, message="one cluster of two")
+    survivor = min(a, b, key=lambda g: g.uuid)
+    assert a.members()[0].uuid == survivor.uuid
+    assert a.wait_until_safe(SETTLE)
+    assert b.get_map("m").get_all(["a", "b"]) == {"a": 1, "b": 2}
+
+
+@pytest.mark.timeout(60)
+def test_instances_of_different_clusters_never_merge(
+    instances: Instances, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="peergrid.cluster")
+    other_at = free_address()
+    ours = instances.start([other_at])  # alone: the seed is not up yet
+    other = instances.start([], bind=other_at, cluster=f"{instances.cluster}-other")
+    # Our master asks the seed that is not a member for its list, and is refused: another name.
+    wait_for(
+        lambda: any("ignoring" in r.getMessage() and other_at in r.getMessage() for r in caplog.records),
+        SETTLE,
+        message="the other cluster's member logged as ignored",
+    )
+    assert [m.uuid for m in ours.members()] == [ours.uuid]
+    assert [m.uuid for m in other.members()] == [other.uuid]
+    ignored = [r for r in caplog.records if "ignoring" in r.getMessage() and other_at in r.getMessage()]
+    assert len(ignored) == 1, "logged once, not at every check"
+
+
+def _list(master: str, *uuids: str) -> MemberList:
+    return MemberList(1, master, tuple(Member(u, f"127.0.0.1:{i + 1}") for i, u in enumerate(uuids)))
+
+
+def test_the_merge_rule() -> None:
+    small, large = _list("a", "a"), _list("b", "b", "c")
+    assert should_merge(small, large)
+    assert not should_merge(large, small)
+    # A tie: the instance whose master has the larger uuid merges.
+    x, y = _list("x", "x", "p"), _list("y", "y", "q")
+    assert should_merge(x, y) is False
+    assert should_merge(y, x) is True
+    # One cluster seen twice (shared members), or someone not yet joined: no merge.
+    assert not should_merge(_list("a", "a"), _list("a", "a", "b"))
+    assert not should_merge(MemberList(0, "", ()), large)
+    assert not should_merge(small, MemberList(0, "", ()))
