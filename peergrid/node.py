@@ -25,7 +25,7 @@ from peergrid._loop import runtime
 from peergrid.cluster.discovery import Discovery
 from peergrid.cluster.membership import Membership, State
 from peergrid.cluster.merge import Merger
-from peergrid.config import GridConfig, MapConfig, parse_address
+from peergrid.config import GridConfig, MapConfig, is_loopback, parse_address
 from peergrid.errors import GridClosedError, PeerGridError
 from peergrid.events.listeners import Dispatcher, ListenerHub
 from peergrid.events.model import EventBatch
@@ -147,6 +147,13 @@ class Node:
         self._peers = Peers(self.config)
         bound = await self._server.start(host, port)
         self.address = f"{host}:{bound}"
+        if self.config.tls is None and not is_loopback(host):
+            log.warning(
+                "member %s serves without TLS on a non-loopback address: anyone who can reach this "
+                "port can read and write every map, and join or disrupt the cluster; configure "
+                "tls=peergrid.TLSConfig(...) (docs/operations.md, 'Security'), or bind 127.0.0.1",
+                self.address,
+            )
         await self.discovery.start(host, bound)
         me = Member(self.uuid, self.address, float(self.config.weight))
         self.membership = Membership(
