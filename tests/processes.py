@@ -9,15 +9,22 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 START_TIMEOUT = 30.0
 
 
 class MemberProcess:
-    """A ``peergrid member --commands`` process."""
+    """A ``peergrid member --commands`` process.
 
-    def __init__(self, cluster: str, seeds: list[str], *extra: str) -> None:
+    ``popen`` starts it (``subprocess.Popen`` by default; a network namespace's
+    ``NetnsHost.popen`` to run it on another "host").
+    """
+
+    def __init__(
+        self, cluster: str, seeds: list[str], *extra: str, popen: Callable[..., Any] = subprocess.Popen
+    ) -> None:
         argv = [
             sys.executable,
             "-m",
@@ -31,15 +38,17 @@ class MemberProcess:
             ",".join(seeds),
             *extra,
         ]
-        self.proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
+        self.proc = popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
         )
         self._lines: queue.Queue[str] = queue.Queue()
+        self.log_lines: list[str] = []  # its stderr: warnings and errors it logged
         threading.Thread(target=self._pump, daemon=True).start()
+        threading.Thread(target=self._pump_log, daemon=True).start()
         first = self._next(START_TIMEOUT)
         if "listening on" not in first:
             self.kill()
-            raise RuntimeError(f"member process did not start: {first!r}")
+            raise RuntimeError(f"member process did not start: {first!r} {self.log_lines[-5:]}")
         self.address = first.split()[-1]
 
     def _pump(self) -> None:
@@ -47,6 +56,16 @@ class MemberProcess:
         for line in self.proc.stdout:
             self._lines.put(line)
         self._lines.put("")
+
+    def _pump_log(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.log_lines.append(line.rstrip("\n"))
+            sys.stderr.write(line)  # still shown with the test's output
+
+    def logged(self, text: str) -> bool:
+        """True once the process logged a line containing ``text``."""
+        return any(text in line for line in list(self.log_lines))
 
     def _next(self, timeout: float) -> str:
         try:
