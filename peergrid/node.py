@@ -498,8 +498,8 @@ class Node:
         return self.executor.execute(op, self.membership.members.version)
 
     # ------------------------------------------------------------------ transport handlers
-    async def join(self, member: Member, partition_count: int, serializer: str) -> JoinReply:
-        return await self.membership.handle_join(member, partition_count, serializer)
+    async def join(self, member: Member, partition_count: int, serializer: str, probe: bool) -> JoinReply:
+        return await self.membership.handle_join(member, partition_count, serializer, probe)
 
     def heartbeat(self, uuid: str, list_version: int) -> HeartbeatReply:
         return self.membership.handle_heartbeat(uuid, list_version)

@@ -142,6 +142,31 @@ def test_instances_of_different_clusters_never_merge(
     assert len(ignored) == 1, "logged once, not at every check"
 
 
+@pytest.mark.timeout(60)
+def test_an_instance_that_would_not_admit_us_is_never_merged_into(
+    instances: Instances, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Same name, another partition count: a join would be refused, so neither side drops its
+    # data to try; it is logged, and both go on serving their own.
+    caplog.set_level(logging.WARNING, logger="peergrid.cluster")
+    b_at = free_address()
+    a = instances.start([b_at])
+    b = peergrid.Grid(cluster=instances.cluster, bind=b_at, partition_count=64, timing=Timing.fast())
+    instances.grids.append(b)
+    a.get_map("m").put("a", 1)
+    b.get_map("m").put("b", 2)
+    wait_for(
+        lambda: any("would not admit" in r.getMessage() for r in caplog.records),
+        SETTLE,
+        message="the refused merge logged",
+    )
+    assert any("partition_count differs" in r.getMessage() for r in caplog.records)
+    assert [m.uuid for m in a.members()] == [a.uuid]
+    assert [m.uuid for m in b.members()] == [b.uuid]
+    assert a.get_map("m").get_all(["a", "b"]) == {"a": 1}
+    assert b.get_map("m").get_all(["a", "b"]) == {"b": 2}
+
+
 def _list(master: str, *uuids: str) -> MemberList:
     return MemberList(1, master, tuple(Member(u, f"127.0.0.1:{i + 1}") for i, u in enumerate(uuids)))
 

@@ -61,7 +61,12 @@ class PeerCalls(Protocol):
     """The peer calls membership makes (``peergrid.transport.PeerClient`` provides them)."""
 
     async def join(
-        self, member: Member, partition_count: int, serializer: str, timeout: float | None = None
+        self,
+        member: Member,
+        partition_count: int,
+        serializer: str,
+        timeout: float | None = None,
+        probe: bool = False,
     ) -> JoinReply: ...
     async def heartbeat(
         self, uuid: str, list_version: int, timeout: float | None = None
@@ -299,8 +304,14 @@ class Membership:
         self.state = State.ACTIVE
         self.adopt(MemberList(1, self.me.uuid, (self.me,)))
 
-    async def handle_join(self, member: Member, partition_count: int, serializer: str) -> JoinReply:
-        """A member asks to join (any member may be asked; only the master admits)."""
+    async def handle_join(
+        self, member: Member, partition_count: int, serializer: str, probe: bool = False
+    ) -> JoinReply:
+        """A member asks to join (any member may be asked; only the master admits).
+
+        A ``probe`` runs every check and admits nothing: ACCEPTED, without a
+        member list, says the member would be admitted (a merge asks first).
+        """
         cluster = self._config.cluster
         if partition_count != self._config.partition_count:
             return JoinReply(
@@ -320,7 +331,7 @@ class Membership:
                     f"the joining member {serializer!r}"
                 ),
             )
-        if self.state is State.JOINING:
+        if self.state is State.JOINING and not probe:
             self._joiners[member.address] = (member.uuid, time.monotonic())
         redirect = self._redirect()
         if redirect is not None:
@@ -330,6 +341,8 @@ class Membership:
             redirect = refusal or self._redirect()  # we may have stopped being master meanwhile
             if redirect is not None:
                 return redirect
+        if probe:
+            return JoinReply(JoinStatus.ACCEPTED, cluster=cluster, uuid=self.me.uuid)
         if member.uuid not in self.members:
             current = self.members
             # A process restarted on the same address is a new member; the old one is gone.

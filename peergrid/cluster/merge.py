@@ -12,24 +12,32 @@ larger uuid.
 
 Merging is a re-join. The merging master tells its members (the surviving
 master tells the merging one, which may not know of it); each member checks
-the rule itself against the list the other instance gives it, then leaves
-its cluster, joins the other, and re-writes the entries it owned there with
-put-if-absent semantics (the survivor's values win). The transport refuses a
-peer of another cluster name before any of this, and a peer that fails TLS
-is never asked: only instances of the same cluster ever merge.
+the rule itself against the list the other instance gives it, asks the other
+master whether it would be admitted (a join "probe": same partition count and
+serializer, reachable at its address), then leaves its cluster, joins the
+other, and re-writes the entries it owned there with put-if-absent semantics
+(the survivor's values win). An instance that would not admit us is logged
+once and never merged into. The transport refuses a peer of another cluster
+name before any of this, and a peer that fails TLS is never asked: only
+instances of the same cluster ever merge.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, Protocol
 
 from peergrid.config import GridConfig
-from peergrid.errors import ClusterError, ClusterNameMismatchError, PeerGridError, TLSError
-from peergrid.protocol import MemberList
+from peergrid.errors import (
+    ClusterError,
+    ClusterNameMismatchError,
+    PeerGridError,
+    PeerUnavailableError,
+    TLSError,
+)
+from peergrid.protocol import JoinReply, JoinStatus, Member, MemberList
 
 log = logging.getLogger("peergrid.cluster")
 
@@ -52,11 +60,21 @@ class MergePeer(Protocol):
 
     async def get_members(self, timeout: float | None = None) -> MemberList: ...
     async def merge(self, into: MemberList, timeout: float | None = None) -> None: ...
+    async def join(
+        self,
+        member: Member,
+        partition_count: int,
+        serializer: str,
+        timeout: float | None = None,
+        probe: bool = False,
+    ) -> JoinReply: ...
 
 
 class Cluster(Protocol):
     """What merging needs of membership."""
 
+    @property
+    def me(self) -> Member: ...
     @property
     def members(self) -> MemberList: ...
     @property
@@ -79,6 +97,7 @@ class Merger:
         merge_into: Callable[[MemberList], Awaitable[None]],
         settled: Callable[[], Awaitable[bool]],
     ) -> None:
+        self._config = config
         self._name = config.cluster
         self._timing = config.timing
         self._cluster = cluster
@@ -87,6 +106,7 @@ class Merger:
         self._merge_into = merge_into  # leave this instance, join ``into``'s, re-write our data
         self._settled = settled  # no migration in this instance: each partition served by its owner
         self._refused: set[str] = set()  # candidates that failed the checks (logged once)
+        self._incompatible: set[str] = set()  # masters of instances that would not admit us (or ours)
         self._merging = False
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -104,6 +124,8 @@ class Merger:
             theirs = await self._members_at(address)
             if theirs is None or not cluster.is_master or self._merging:
                 continue
+            if theirs.master_uuid in self._incompatible:
+                continue
             ours = cluster.members
             if should_merge(ours, theirs):
                 await self.merge(theirs)
@@ -120,8 +142,20 @@ class Merger:
                     master.address,
                     len(ours.members),
                 )
-                with contextlib.suppress(PeerGridError):
-                    await self._peer(master.address).merge(ours, timeout=self._timing.rpc_timeout)
+                try:
+                    await self._peer(master.address).merge(ours, timeout=self._timing.rpc_timeout * 3)
+                except PeerUnavailableError:
+                    pass
+                except PeerGridError as exc:
+                    self._incompatible.add(theirs.master_uuid)
+                    log.warning(
+                        "member %s: the other instance of cluster %r (master %s) will not merge into "
+                        "this one: %s",
+                        cluster.address,
+                        self._name,
+                        master.address,
+                        exc,
+                    )
                 return
 
     async def _members_at(self, address: str) -> MemberList | None:
@@ -147,6 +181,8 @@ class Merger:
             return
         if not cluster.active:
             raise ClusterError("this member is not active in a cluster")
+        if into.master_uuid in self._incompatible:
+            raise ClusterError(f"the instance of master {into.master_uuid} would not admit this member")
         theirs = None
         for member in sorted(into.members, key=lambda m: m.uuid != into.master_uuid):
             theirs = await self._members_at(member.address)
@@ -175,6 +211,18 @@ class Merger:
             return
         self._merging = True
         try:
+            why_not = await self._admitted(into)
+            if why_not is not None:
+                self._incompatible.add(into.master_uuid)
+                log.error(
+                    "member %s: cluster %r runs as two instances, but the other one (master %s) would "
+                    "not admit this member: %s; not merging into it",
+                    cluster.address,
+                    self._name,
+                    into.master_uuid,
+                    why_not,
+                )
+                return
             ours = cluster.members
             master = into.find(into.master_uuid)
             log.warning(
@@ -192,6 +240,28 @@ class Merger:
             await self._merge_into(into)
         finally:
             self._merging = False
+
+    async def _admitted(self, into: MemberList) -> str | None:
+        """Why the master of ``into`` would not admit this member (a join probe), or None."""
+        master = into.find(into.master_uuid)
+        address = master.address if master is not None else into.members[0].address
+        for _ in range(3):  # follow a redirect or two to the current master
+            try:
+                reply = await self._peer(address).join(
+                    self._cluster.me,
+                    self._config.partition_count,
+                    self._config.serializer,
+                    timeout=self._timing.rpc_timeout,
+                    probe=True,
+                )
+            except PeerGridError as exc:
+                return str(exc)
+            if reply.status == JoinStatus.ACCEPTED:
+                return None
+            if reply.status != JoinStatus.NOT_MASTER or not reply.master_address:
+                return reply.reason or f"its answer was {reply.status}"
+            address = reply.master_address
+        return "its master could not be found"
 
     async def _tell(self, address: str, into: MemberList) -> None:
         try:

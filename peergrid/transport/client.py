@@ -92,13 +92,20 @@ class PeerClient:
             raise RemoteError(f"peer {self.address} sent a malformed answer: {exc}") from exc
 
     async def join(
-        self, member: Member, partition_count: int, serializer: str, timeout: float | None = None
+        self,
+        member: Member,
+        partition_count: int,
+        serializer: str,
+        timeout: float | None = None,
+        probe: bool = False,
     ) -> JoinReply:
+        """Ask to join; with ``probe``, only whether ``member`` would be admitted."""
         request = membership_pb2.JoinRequest(
             cluster=self._cluster,
             member=convert.member_to_pb(member),
             partition_count=partition_count,
             serializer=serializer,
+            probe=probe,
         )
         reply = await self._call(self._membership.Join, request, timeout)
         return self._decoded(convert.join_reply_from_pb, reply)

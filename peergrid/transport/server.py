@@ -52,7 +52,7 @@ class Handlers(Protocol):
     cluster: str
     uuid: str
 
-    async def join(self, member: Member, partition_count: int, serializer: str) -> JoinReply: ...
+    async def join(self, member: Member, partition_count: int, serializer: str, probe: bool) -> JoinReply: ...
     def heartbeat(self, uuid: str, list_version: int) -> HeartbeatReply: ...
     def publish(self, members: MemberList) -> None: ...
     def current_members(self) -> MemberList: ...
@@ -189,7 +189,7 @@ class _Membership(_Base, membership_pb2_grpc.MembershipServicer):  # type: ignor
     @_guarded
     async def Join(self, request: Any, context: Any) -> membership_pb2.JoinResponse:
         reply = await self.handlers.join(
-            convert.member_from_pb(request.member), request.partition_count, request.serializer
+            convert.member_from_pb(request.member), request.partition_count, request.serializer, request.probe
         )
         return convert.join_reply_to_pb(reply)
 
