@@ -165,6 +165,7 @@ class Node:
             self._seeds,
             self._forget_peer,
             self._hints if self.discovery.enabled else None,
+            self._orphaned,
         )
         self._merger = Merger(
             self.config, self.membership, self._peer, self._merge_candidates, self._merge_into, self._settled
@@ -198,24 +199,30 @@ class Node:
 
         return await cluster_safe(self, 0)
 
-    async def _merge_into(self, into: MemberList) -> None:
-        """Leave this instance of the cluster for ``into``'s, then re-write the data we owned."""
+    def _orphaned(self) -> None:
+        self.spawn(self._merge_into(None))
+
+    async def _merge_into(self, into: MemberList | None) -> None:
+        """Leave this instance of the cluster for ``into``'s (None: wherever the seeds and
+        discovery lead), then re-write the data this member owned there, put-if-absent."""
+        if self._rewriting:
+            return  # already on its way (told to merge, and orphaned by its master leaving)
         entries = self.manager.owned_entries()
-        self._merge_seeds = [m.address for m in into.members]
+        self._rewriting = True  # not safe until the data is back
         try:
-            await self._rejoin()
-        finally:
-            self._merge_seeds = []
-        if self.membership.state is State.JOINING:
-            log.error(
-                "member %s could not join the other instance of cluster %r; serving its data alone",
-                self.address,
-                self.cluster,
-            )
-            self.membership.form()
-        limits, timing = self.config.limits, self.config.timing
-        self._rewriting = True
-        try:
+            self._merge_seeds = [m.address for m in into.members] if into is not None else []
+            try:
+                await self._rejoin()
+            finally:
+                self._merge_seeds = []
+            if self.membership.state is State.JOINING:
+                log.error(
+                    "member %s could not join the other instance of cluster %r; serving its data alone",
+                    self.address,
+                    self.cluster,
+                )
+                self.membership.form()
+            limits, timing = self.config.limits, self.config.timing
             done = await rewrite(
                 self.invoker,
                 entries,
@@ -227,8 +234,8 @@ class Node:
             self._rewriting = False
         log.log(
             logging.WARNING if done.failed else logging.INFO,
-            "member %s merged into cluster %r (%d members): of the %d entries it owned, %d written, "
-            "%d kept the surviving instance's value, %d had expired, %d failed",
+            "member %s joined cluster %r again (%d members): of the %d entries it owned, %d written, "
+            "%d kept the value the cluster had, %d had expired, %d failed",
             self.address,
             self.cluster,
             len(self.membership.members.members),

@@ -89,6 +89,7 @@ class Membership:
         seeds: Callable[[], Iterable[str]],
         forget: Callable[[str], None] | None = None,
         hints: Callable[[], Iterable[str]] | None = None,
+        on_orphaned: Callable[[], None] | None = None,
     ) -> None:
         self._config = config
         self._timing = config.timing
@@ -96,6 +97,9 @@ class Membership:
         self._peer = peer
         self._on_change = on_change  # (old, new), called on every adopted list
         self._on_removed = on_removed  # this member was dropped from the cluster
+        # Our master no longer counts us a member (it left for another instance of the cluster,
+        # or restarted): join again, keeping our data.
+        self._on_orphaned = on_orphaned or on_removed
         self._seeds = seeds
         self._forget = forget  # close the channel to an address that is not a member's
         # Addresses discovery found (mDNS): tried like seeds, but a hint that fails the join
@@ -540,7 +544,24 @@ class Membership:
             )
         except PeerGridError:
             return
+        if reply.uuid and reply.uuid != member.uuid:
+            return  # another process serves that address now: the member is gone
         self._last_heard[member.uuid] = time.monotonic()
+        if (
+            reply.status == HeartbeatStatus.UNKNOWN_MEMBER
+            and member.uuid == self.members.master_uuid
+            and self.state is State.ACTIVE
+        ):
+            log.warning(
+                "member %s: its master %s no longer counts it a member of cluster %r (it left for "
+                "another instance of the cluster, or restarted); joining again",
+                self.me.address,
+                member.address,
+                self._config.cluster,
+            )
+            self.state = State.JOINING  # one re-join, whatever the next heartbeats say
+            self._on_orphaned()
+            return
         if (
             reply.status == HeartbeatStatus.UNKNOWN_MEMBER and reply.list_version > self.members.version
         ) or reply.status == HeartbeatStatus.OK:

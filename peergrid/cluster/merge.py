@@ -34,7 +34,6 @@ from peergrid.errors import (
     ClusterError,
     ClusterNameMismatchError,
     PeerGridError,
-    PeerUnavailableError,
     TLSError,
 )
 from peergrid.protocol import JoinReply, JoinStatus, Member, MemberList
@@ -106,7 +105,7 @@ class Merger:
         self._merge_into = merge_into  # leave this instance, join ``into``'s, re-write our data
         self._settled = settled  # no migration in this instance: each partition served by its owner
         self._refused: set[str] = set()  # candidates that failed the checks (logged once)
-        self._incompatible: set[str] = set()  # masters of instances that would not admit us (or ours)
+        self._incompatible: set[str] = set()  # masters of instances that refused to admit us
         self._merging = False
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -144,18 +143,10 @@ class Merger:
                 )
                 try:
                     await self._peer(master.address).merge(ours, timeout=self._timing.rpc_timeout * 3)
-                except PeerUnavailableError:
-                    pass
                 except PeerGridError as exc:
-                    self._incompatible.add(theirs.master_uuid)
-                    log.warning(
-                        "member %s: the other instance of cluster %r (master %s) will not merge into "
-                        "this one: %s",
-                        cluster.address,
-                        self._name,
-                        master.address,
-                        exc,
-                    )
+                    # Not now (it is busy, or the sizes just changed), or never (it cannot join us:
+                    # it logged why). Either way the next check looks again.
+                    log.debug("member %s: %s did not merge: %s", cluster.address, master.address, exc)
                 return
 
     async def _members_at(self, address: str) -> MemberList | None:
@@ -209,20 +200,27 @@ class Merger:
         cluster = self._cluster
         if self._merging or (cluster.is_master and not await self._settled()):
             return
+        if not should_merge(cluster.members, into):
+            return  # ours grew (or shrank) since the decision: the next check decides again
         self._merging = True
         try:
-            why_not = await self._admitted(into)
-            if why_not is not None:
-                self._incompatible.add(into.master_uuid)
-                log.error(
-                    "member %s: cluster %r runs as two instances, but the other one (master %s) would "
-                    "not admit this member: %s; not merging into it",
+            refused, why_not = await self._admitted(into)
+            if why_not:
+                if refused:  # for good: another partition count or serializer, a wrong address
+                    self._incompatible.add(into.master_uuid)
+                log.log(
+                    logging.ERROR if refused else logging.INFO,
+                    "member %s: cluster %r runs as two instances, but the other one (master %s) "
+                    "would not admit this member%s: %s; not merging into it",
                     cluster.address,
                     self._name,
                     into.master_uuid,
+                    "" if refused else " now",
                     why_not,
                 )
                 return
+            if not cluster.active:
+                return  # it re-joins already (its master left first)
             ours = cluster.members
             master = into.find(into.master_uuid)
             log.warning(
@@ -241,8 +239,12 @@ class Merger:
         finally:
             self._merging = False
 
-    async def _admitted(self, into: MemberList) -> str | None:
-        """Why the master of ``into`` would not admit this member (a join probe), or None."""
+    async def _admitted(self, into: MemberList) -> tuple[bool, str]:
+        """Whether the master of ``into`` would admit this member (a join probe).
+
+        ``(False, "")`` when it would; ``(True, why)`` when it refuses for good
+        (the join checks failed); ``(False, why)`` when it cannot say now.
+        """
         master = into.find(into.master_uuid)
         address = master.address if master is not None else into.members[0].address
         for _ in range(3):  # follow a redirect or two to the current master
@@ -255,13 +257,15 @@ class Merger:
                     probe=True,
                 )
             except PeerGridError as exc:
-                return str(exc)
+                return False, str(exc)
             if reply.status == JoinStatus.ACCEPTED:
-                return None
+                return False, ""
+            if reply.status == JoinStatus.REFUSED:
+                return True, reply.reason
             if reply.status != JoinStatus.NOT_MASTER or not reply.master_address:
-                return reply.reason or f"its answer was {reply.status}"
+                return False, reply.reason or "it is not ready"
             address = reply.master_address
-        return "its master could not be found"
+        return False, "its master could not be found"
 
     async def _tell(self, address: str, into: MemberList) -> None:
         try:
