@@ -330,6 +330,13 @@ def _accepted(name: str, answer: Any) -> bool:
     return True  # Publish, Install: a valid one is applied
 
 
+# A call that ended with one of these (a loaded machine) says nothing about the request's fate;
+# still_serving() then checks the member is not wedged.
+_UNKNOWN_OUTCOME = frozenset(
+    {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE}
+)
+
+
 def exercise(target: Target, address: str, name: str, send: Callable[[RawPeer], Any], raw: bool) -> None:
     grids = target.grids
     before_data, before_members = stable_data(grids), members_of(grids)
@@ -340,8 +347,11 @@ def exercise(target: Target, address: str, name: str, send: Callable[[RawPeer], 
     except grpc.RpcError as exc:
         code, details = exc.code(), exc.details()
     assert code != grpc.StatusCode.UNKNOWN, f"{name}: a handler raised: {details}"
-    changed = code == grpc.StatusCode.OK and not raw and _accepted(name, answer)
-    event(f"{name}: {'applied' if changed else code.name}")
+    if code in _UNKNOWN_OUTCOME:
+        changed = True  # the request may have been applied before the call gave up
+    else:
+        changed = code == grpc.StatusCode.OK and not raw and _accepted(name, answer)
+    event(f"{name}: {'applied' if changed and code == grpc.StatusCode.OK else code.name}")
     if code == grpc.StatusCode.OK and name.startswith("MapService") and not raw:
         for result in answer if isinstance(answer, list) else [answer]:
             for status in set(result.statuses):
