@@ -167,6 +167,23 @@ def test_an_instance_that_would_not_admit_us_is_never_merged_into(
     assert b.get_map("m").get_all(["a", "b"]) == {"b": 2}
 
 
+@pytest.mark.timeout(60)
+def test_a_member_its_master_left_behind_joins_again_with_its_data(instances: Instances) -> None:
+    # The master of {m, n} goes over to another instance without telling n (as if its word
+    # was lost): n hears from its old master that it is no longer a member, joins again through
+    # its seeds, and re-writes the entries it owned.
+    other = instances.start([])
+    m = instances.start([])
+    n = instances.start([m.address])
+    m.get_map("x").put_all({f"k{i}": i for i in range(200)})
+    assert m.wait_until_safe(SETTLE)
+    into = other._node.membership.members
+    m._node.run(m._node._merge_into(into), timeout=30)
+    wait_for(lambda: one_cluster([other, m, n]), SETTLE, message="n back, in the other's cluster")
+    assert other.wait_until_safe(SETTLE)
+    assert n.get_map("x").get_all([f"k{i}" for i in range(200)]) == {f"k{i}": i for i in range(200)}
+
+
 def _list(master: str, *uuids: str) -> MemberList:
     return MemberList(1, master, tuple(Member(u, f"127.0.0.1:{i + 1}") for i, u in enumerate(uuids)))
 

@@ -100,6 +100,7 @@ class Membership:
         # Our master no longer counts us a member (it left for another instance of the cluster,
         # or restarted): join again, keeping our data.
         self._on_orphaned = on_orphaned or on_removed
+        self._orphan_check = False  # _check_orphaned is running
         self._seeds = seeds
         self._forget = forget  # close the channel to an address that is not a member's
         # Addresses discovery found (mDNS): tried like seeds, but a hint that fails the join
@@ -549,23 +550,49 @@ class Membership:
         self._last_heard[member.uuid] = time.monotonic()
         if (
             reply.status == HeartbeatStatus.UNKNOWN_MEMBER
+            and reply.list_version > 0  # active in a cluster without us (0: it is re-joining)
             and member.uuid == self.members.master_uuid
             and self.state is State.ACTIVE
+            and not self._orphan_check
         ):
-            log.warning(
-                "member %s: its master %s no longer counts it a member of cluster %r (it left for "
-                "another instance of the cluster, or restarted); joining again",
-                self.me.address,
-                member.address,
-                self._config.cluster,
-            )
-            self.state = State.JOINING  # one re-join, whatever the next heartbeats say
-            self._on_orphaned()
+            self._orphan_check = True
+            self._spawn(self._check_orphaned(member))
             return
         if (
             reply.status == HeartbeatStatus.UNKNOWN_MEMBER and reply.list_version > self.members.version
         ) or reply.status == HeartbeatStatus.OK:
             self.saw_version(reply.list_version, member.address)
+
+    async def _check_orphaned(self, master: Member) -> None:
+        """Our master no longer counts us a member: re-join, unless we are only behind.
+
+        It may have left for another instance of the cluster (a merge that left
+        us behind), or been replaced while we missed a list: if another member
+        has a newer list that still names us, adopt it; else join again
+        (keeping our data, see ``on_orphaned``).
+        """
+        try:
+            others = [m for m in self.members.members if m.uuid not in (self.me.uuid, master.uuid)]
+            for other in others:
+                try:
+                    members = await self._peer(other.address).get_members(timeout=self._timing.rpc_timeout)
+                except PeerGridError:
+                    continue
+                if self.me.uuid in members and self.adopt_from_peer(members):
+                    return
+            if self.state is not State.ACTIVE or self.members.master_uuid != master.uuid:
+                return
+            log.warning(
+                "member %s: its master %s no longer counts it a member of cluster %r (it left for "
+                "another instance of the cluster, or restarted); joining again",
+                self.me.address,
+                master.address,
+                self._config.cluster,
+            )
+            self.state = State.JOINING  # one re-join, whatever the next heartbeats say
+            self._on_orphaned()
+        finally:
+            self._orphan_check = False
 
     def _detect_failures(self) -> None:
         now = time.monotonic()
