@@ -1,9 +1,12 @@
 """Calls to peers: one channel per peer address, reused; errors translated once.
 
 Every failure of a call surfaces as a ``PeerGridError``: an unreachable or
-silent peer as ``PeerUnavailableError`` (retryable), a peer of another cluster
-as ``ClusterNameMismatchError``, anything else the peer reports as
-``RemoteError``; each raised ``from`` the grpc error.
+silent peer as ``PeerUnavailableError`` (retryable; ``TLSError`` when the TLS
+handshake failed), a peer of another cluster as ``ClusterNameMismatchError``,
+anything else the peer reports as ``RemoteError``; each raised ``from`` the
+grpc error. A call that grpc cancels because its channel was closed (the peer
+left the list meanwhile) is a ``PeerUnavailableError`` too, not a
+``CancelledError`` that would pass for the caller's own cancellation.
 """
 
 from __future__ import annotations
@@ -55,6 +58,16 @@ def _translate(address: str, exc: grpc.RpcError) -> NoReturn:
     if code == grpc.StatusCode.PERMISSION_DENIED:
         raise ClusterNameMismatchError(f"peer {address} refused: {details}") from exc
     raise RemoteError(f"peer {address} answered {code.name}: {details}") from exc
+
+
+def _closed_under(address: str) -> NoReturn:
+    """A call raised CancelledError: re-raise it if our task is being cancelled; else grpc
+    cancelled the call because its channel was closed (the peer left the list meanwhile).
+    (``PeerClient._call`` does the same inline.)"""
+    task = asyncio.current_task()
+    if task is None or task.cancelling():
+        raise asyncio.CancelledError
+    raise PeerUnavailableError(f"the call to peer {address} ended: its channel was closed", address=address)
 
 
 class PeerClient:
@@ -193,6 +206,8 @@ class PeerClient:
             await self._replication.Install(messages(), timeout=timeout or self._timeout)
         except grpc.RpcError as exc:
             _translate(self.address, exc)
+        except asyncio.CancelledError:
+            _closed_under(self.address)
 
     async def release(
         self, list_version: int, partitions: Sequence[int], timeout: float | None = None
