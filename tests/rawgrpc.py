@@ -60,8 +60,10 @@ def _methods() -> dict[str, Method]:
     return found
 
 
-#: How many messages `RawPeer.call` reads from a server stream before cancelling it.
+#: How many messages `RawPeer.call` reads from a server stream before cancelling it. An event
+#: subscription sends a heartbeat at once, then one per heartbeat interval: read that one.
 STREAM_READS = 4
+_READS = {"Events.Subscribe": 1}
 
 #: Every servicer method, by ``Service.Method``.
 METHODS = _methods()
@@ -121,7 +123,7 @@ class RawPeer:
         answer = stub(request, timeout=timeout)
         if method.server_streaming:
             try:
-                return list(itertools.islice(answer, STREAM_READS))
+                return list(itertools.islice(answer, _READS.get(method.name, STREAM_READS)))
             finally:
                 answer.cancel()
         return answer
