@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -53,15 +54,17 @@ class MemberProcess:
 
     def _pump(self) -> None:
         assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._lines.put(line)
+        with self.proc.stdout:
+            for line in self.proc.stdout:
+                self._lines.put(line)
         self._lines.put("")
 
     def _pump_log(self) -> None:
         assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.log_lines.append(line.rstrip("\n"))
-            sys.stderr.write(line)  # still shown with the test's output
+        with self.proc.stderr:
+            for line in self.proc.stderr:
+                self.log_lines.append(line.rstrip("\n"))
+                sys.stderr.write(line)  # still shown with the test's output
 
     def logged(self, text: str) -> bool:
         """True once the process logged a line containing ``text``."""
@@ -88,6 +91,7 @@ class MemberProcess:
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
+        self._close_stdin()
 
     def stop(self) -> None:
         """SIGTERM and wait for the graceful leave (kill after 20s)."""
@@ -97,3 +101,10 @@ class MemberProcess:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 self.kill()
+        self._close_stdin()
+
+    def _close_stdin(self) -> None:
+        # The pump threads close stdout and stderr when they reach the end.
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()

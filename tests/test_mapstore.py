@@ -53,7 +53,7 @@ def test_read_through_loads_a_miss_once_and_keeps_it(tmp_path: Path) -> None:
     seed.store_all({f"user:{i}": {"name": f"n{i}"} for i in range(50)})
     seed.close()
     # Each member opens its own store on the same database, as separate processes would.
-    with cluster(3, maps=maps(store=SQLiteStore(path, "users"))) as grids:
+    with SQLiteStore(path, "users") as store, cluster(3, maps=maps(store=store)) as grids:
         m = grids[0].get_map("users")
         assert m.get("user:7") == {"name": "n7"}
         assert grids[2].get_map("users").get_all([f"user:{i}" for i in range(50)]) == {
@@ -188,7 +188,7 @@ def test_read_and_write_through_postgresql(postgres_dsn: str, pg_table: str) -> 
     seed = pg_store(postgres_dsn, pg_table)
     seed.store_all({"pg:1": {"a": 1}})
     seed.close()
-    with cluster(2, maps=maps(store=pg_store(postgres_dsn, pg_table))) as grids:
+    with pg_store(postgres_dsn, pg_table) as store, cluster(2, maps=maps(store=store)) as grids:
         m = grids[1].get_map("users")
         assert m.get("pg:1") == {"a": 1}
         m.put("pg:2", [1, 2, 3])

@@ -78,8 +78,9 @@ class Probe:
             pump.start()
 
     def _pump(self, stream: Any, sink: Callable[[str], None]) -> None:
-        for line in stream:
-            sink(line.rstrip("\n"))
+        with stream:
+            for line in stream:
+                sink(line.rstrip("\n"))
         with self._cond:  # wake waiters: an exited probe fails them at once
             self._cond.notify_all()
 

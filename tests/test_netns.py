@@ -58,6 +58,7 @@ def test_hosts_reach_each_other_and_leave_nothing_behind() -> None:
         reply = a.run([sys.executable, "-c", ECHO_CLIENT, b.ip], capture_output=True, text=True)
         assert reply.stdout.strip() == "HELLO", reply.stderr
         assert server.wait(5) == 0
+        server.stdout.close()
         # The root namespace gained no interface: the bridge lives in the hub.
         assert _root_links() == links_before
 

@@ -115,19 +115,30 @@ def pg_store(dsn: str, table: str, **kwargs: Any) -> Any:
 
 
 @pytest.fixture(params=["dict", "sqlite-memory", "sqlite-file", "postgres"])
-def backend(request: pytest.FixtureRequest, tmp_path: Any) -> Backend:
+def backend(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Backend]:
     kind = request.param
     if kind == "dict":
         one = DictStore()
-        return Backend(kind, lambda: one)
-    if kind == "sqlite-memory":
-        return Backend(kind, SQLiteStore)
-    if kind == "sqlite-file":
+        make: Callable[[], Any] = lambda: one  # noqa: E731
+    elif kind == "sqlite-memory":
+        make = SQLiteStore
+    elif kind == "sqlite-file":
         path = tmp_path / "stores.db"
-        return Backend(kind, lambda: SQLiteStore(path, "users"))
-    dsn = request.getfixturevalue("postgres_dsn")
-    table = request.getfixturevalue("pg_table")
-    return Backend(kind, lambda: pg_store(dsn, table))
+        make = lambda: SQLiteStore(path, "users")  # noqa: E731
+    else:
+        dsn = request.getfixturevalue("postgres_dsn")
+        table = request.getfixturevalue("pg_table")
+        make = lambda: pg_store(dsn, table)  # noqa: E731
+    opened: list[Any] = []
+
+    def open_store() -> Any:
+        opened.append(make())
+        return opened[-1]
+
+    yield Backend(kind, open_store)
+    for each in opened:  # close() is safe to call twice
+        if hasattr(each, "close"):
+            each.close()
 
 
 @pytest.fixture
