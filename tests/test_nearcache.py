@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
 import peergrid
 from peergrid import MapConfig, NearCacheConfig
+from peergrid.events.model import EventKind
+from peergrid.events.publisher import EventPublisher
 from peergrid.testing import cluster
 from tests.conftest import wait_for
 
@@ -166,3 +169,30 @@ def test_staleness_stays_within_the_bound_under_writers_and_a_kill() -> None:
         )
         assert not violations, violations[:5]
         assert stats.near_cache_hits > 0
+
+
+def test_a_heartbeat_never_counts_events_not_yet_sent() -> None:
+    """Events published while a batch is being written go out after it; the heartbeat
+    taken with that batch must not count them (a subscriber would see a false gap and
+    drop the owner's entries)."""
+
+    async def scenario() -> None:
+        publisher = EventPublisher(4, owned=lambda: [0, 1], table_version=lambda: 1)
+        stream = publisher.subscribe("m", values=False, entries=False, heartbeat_interval=0.0)
+        first = await anext(stream)
+        assert first.heartbeat
+        sent: dict[int, int] = {}
+        publisher.publish("m", 0, EventKind.ADDED, b"k1")
+        for step in range(6):
+            message = await anext(stream)
+            if message.heartbeat:
+                for p, seq in zip(message.owned, message.owned_seqs, strict=True):
+                    assert seq == sent.get(p, 0), f"heartbeat counts unsent events of partition {p}"
+            else:
+                sent.update(zip(message.partitions, message.seqs, strict=True))
+            # Another write lands while this message is on its way out.
+            publisher.publish("m", step % 2, EventKind.UPDATED, b"k%d" % step)
+        await stream.aclose()
+        assert sent, "no event was sent"
+
+    asyncio.run(scenario())

@@ -147,11 +147,17 @@ class EventPublisher:
                     await asyncio.wait_for(subscription.ready.wait(), wait)
                 subscription.ready.clear()
                 batch = subscription.take()
+                heartbeat = None
+                if loop.time() - last_heartbeat >= heartbeat_interval:
+                    # Taken together with the batch, before the yield: events published
+                    # while the batch is being written go to the next batch, and a
+                    # heartbeat counting them before they were sent would look like a gap.
+                    heartbeat = self.heartbeat(subscription)
+                    last_heartbeat = loop.time()
                 if batch is not None:
                     yield batch  # any batch also tells the subscriber we are alive
-                if loop.time() - last_heartbeat >= heartbeat_interval:
-                    yield self.heartbeat(subscription)
-                    last_heartbeat = loop.time()
+                if heartbeat is not None:
+                    yield heartbeat
         finally:
             subscriptions = self._subscriptions.get(name, [])
             with contextlib.suppress(ValueError):
