@@ -33,7 +33,7 @@ from peergrid.protocol import WRITES, Code, Op, Result, Status
 from peergrid.serialization import Key, decode_key, encode_key
 
 if TYPE_CHECKING:
-    from peergrid.nearcache import NearCache
+    from peergrid.nearcache import Flight, NearCache
     from peergrid.node import Node
 
 _NAMES = {
@@ -145,6 +145,31 @@ class MapCore:
         else:
             counters.puts += 1
         counters.put_latency.record(time.perf_counter() - started)
+
+    def begin_fetches(self, ops: list[Op]) -> list[Flight]:
+        """Fetches of ``ops``' keys start (near cache): their flights, for ``end_fetches``."""
+        near = self.near
+        return [near.begin(op.key) for op in ops] if near is not None else []
+
+    def end_fetches(
+        self,
+        ops: list[Op],
+        results: list[Result],
+        flights: list[Flight],
+        originals: dict[bytes, Any],
+        found: dict[Any, Any],
+    ) -> None:
+        """Fetches of a batch ended (``results`` is short if the batch failed): record what
+        was found in ``found`` by original key, and tell the near cache."""
+        near = self.near
+        for i, op in enumerate(ops):
+            result = results[i] if i < len(results) else None
+            hit = result is not None and result.found
+            value = self.decoded(result) if hit and result is not None else None
+            if hit:
+                found[originals[op.key]] = value
+            if near is not None:
+                near.end(op.key, op.partition, value, hit, flights[i], result is not None)
 
     def invalidate(self, key: bytes) -> None:
         """A write through this member: drop the near-cached key (read-your-writes)."""

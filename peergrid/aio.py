@@ -138,16 +138,16 @@ class AsyncMap:
         if local and (value is not None or core.store is None):
             core.got(started, value is not None)
             return default if value is None else core.loads(value)
-        if near is not None:
-            near.begin(encoded)
-        found, decoded = False, None
+        flight = near.begin(encoded) if near is not None else None
+        found, decoded, ok = False, None, False
         try:
             result = await self._run(Op(Code.GET, partition, self.name, encoded))
             found = result.found
             decoded = core.decoded(result)
+            ok = True
         finally:
-            if near is not None:
-                near.end(encoded, partition, decoded, found)
+            if near is not None and flight is not None:
+                near.end(encoded, partition, decoded, found, flight, ok)
         core.got(started, found)
         return decoded if found else default
 
@@ -168,23 +168,14 @@ class AsyncMap:
         self._node.ensure_open()
         core = self._core
         originals, ops, found = core.batch_ops(keys)
-        near = core.near
         if not ops:
             return found
-        if near is not None:
-            for op in ops:
-                near.begin(op.key)
+        flights = core.begin_fetches(ops)
         results: list[Result] = []
         try:
             results = await self._run_all(ops)
         finally:
-            for i, op in enumerate(ops):
-                result = results[i] if i < len(results) else None
-                value = core.decoded(result) if result is not None and result.found else None
-                if result is not None and result.found:
-                    found[originals[op.key]] = value
-                if near is not None:
-                    near.end(op.key, op.partition, value, result is not None and result.found)
+            core.end_fetches(ops, results, flights, originals, found)
         return found
 
     async def put(self, key: Key, value: Any, ttl: float | None = None, **unknown: Any) -> Any:

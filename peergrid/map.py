@@ -101,14 +101,19 @@ class DistributedMap:
             result = self._run(Op(Code.GET, partition, self.name, encoded))
             core.got(started, result.found)
             return core.decoded(result, default)
-        near.begin(encoded)
-        found, decoded = False, None
+        shared = near.shared(encoded)  # another thread is fetching this key: wait for its answer
+        if shared is not None and shared.wait(core.timeout + _MARGIN):
+            core.got(started, shared.found)
+            return shared.value if shared.found else default
+        flight = near.begin(encoded)
+        found, decoded, ok = False, None, False
         try:
             result = self._run(Op(Code.GET, partition, self.name, encoded))
             found = result.found
             decoded = core.decoded(result)
+            ok = True
         finally:
-            near.end(encoded, partition, decoded, found)
+            near.end(encoded, partition, decoded, found, flight, ok)
         core.got(started, found)
         return decoded if found else default
 
@@ -130,21 +135,12 @@ class DistributedMap:
         core = self._core
         started = time.perf_counter()
         originals, ops, found = core.batch_ops(keys)
-        near = core.near
-        for op in ops:
-            if near is not None:
-                near.begin(op.key)
+        flights = core.begin_fetches(ops)
         results: list[Result] = []
         try:
             results = self._run_all(ops) if ops else []
         finally:
-            for i, op in enumerate(ops):
-                result = results[i] if i < len(results) else None
-                value = core.decoded(result) if result is not None and result.found else None
-                if result is not None and result.found:
-                    found[originals[op.key]] = value
-                if near is not None:
-                    near.end(op.key, op.partition, value, result is not None and result.found)
+            core.end_fetches(ops, results, flights, originals, found)
         counters = core.counters
         counters.gets += len(originals)
         counters.hits += len(found)

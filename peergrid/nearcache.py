@@ -9,11 +9,16 @@ every message from the owner renews it for ``max_staleness`` seconds, so a
 silent owner (a dropped stream, a partition) cannot leave old values served
 for longer than that after a write was acknowledged.
 
-A fetch that races an invalidation of the same key is not cached: fetches in
-flight are counted per key, an invalidation meanwhile marks the key dirty,
-and the fetch's result is then returned but not kept. Values are shared
-between callers: treat what ``get`` returns from a near-cached map as
-read-only.
+A fetch that races an invalidation of the same key is not cached: each fetch
+(a ``Flight``) notes a tick when it begins, an invalidation of a key with
+fetches in flight records the tick it happened at, and a fetch that ends
+after an invalidation it did not see is returned but not kept. (Per fetch,
+not per key: on a hot key, fetches overlap without end, and a fetch begun
+after the last change is good to keep.) Concurrent misses of one key on this
+member share one fetch, unless the key changed after it began: a reader that
+began after this member's write of the key must not get an answer fetched
+before it. Values are shared between callers: treat what ``get`` returns
+from a near-cached map as read-only.
 """
 
 from __future__ import annotations
@@ -29,6 +34,27 @@ from peergrid.events.model import EventBatch, EventKind
 
 MISS = object()
 _FOREVER = float("inf")
+
+
+class Flight:
+    """A fetch of one key in flight, whose answer other readers on this member may share."""
+
+    __slots__ = ("_done", "found", "ok", "start", "value")
+
+    def __init__(self, start: int) -> None:
+        self.start = start  # the near cache's tick when the fetch began
+        self._done = threading.Event()
+        self.found = False
+        self.ok = False  # False: the fetch failed; a reader waiting for it fetches for itself
+        self.value: Any = None
+
+    def wait(self, timeout: float) -> bool:
+        """Block until the fetch ended; True when it answered (``found``, ``value``)."""
+        return self._done.wait(timeout) and self.ok
+
+    def land(self, value: Any, found: bool, ok: bool) -> None:
+        self.value, self.found, self.ok = value, found, ok
+        self._done.set()
 
 
 class NearCache:
@@ -50,8 +76,10 @@ class NearCache:
         #: owner uuid -> monotonic time until which its entries may be served
         self.leases: dict[str, float] = {}
         self._lock = threading.Lock()  # guards inserts against invalidations (not hits)
-        self._inflight: dict[bytes, int] = {}
-        self._dirty: set[bytes] = set()
+        self._inflight: dict[bytes, int] = {}  # key -> fetches in flight
+        self._flights: dict[bytes, Flight] = {}  # key -> the newest fetch, to share
+        self._tick = 0
+        self._changed: dict[bytes, int] = {}  # key with fetches in flight -> tick of its last change
         self.hits = 0
         self.misses = 0
         self.invalidations = 0
@@ -72,32 +100,59 @@ class NearCache:
         self.misses += 1
         return MISS
 
-    def begin(self, key: bytes) -> None:
-        """A fetch of ``key`` starts (call ``end`` once it finished, whatever happened)."""
+    def shared(self, key: bytes) -> Flight | None:
+        """A fetch of ``key`` in flight that a reader starting now may wait for instead of
+        fetching itself, or None (none in flight, or the key changed since it began)."""
+        flight = self._flights.get(key)
+        if flight is None or self._changed.get(key, 0) > flight.start:
+            return None
+        return flight
+
+    def begin(self, key: bytes) -> Flight:
+        """A fetch of ``key`` starts: pass what this returns to ``end``, whatever happens."""
         with self._lock:
             self._inflight[key] = self._inflight.get(key, 0) + 1
+            flight = Flight(self._tick)
+            current = self._flights.get(key)
+            if current is None or self._changed.get(key, 0) > current.start:
+                self._flights[key] = flight  # the one later readers share
+            return flight
 
-    def end(self, key: bytes, partition: int, value: Any, found: bool) -> None:
-        """A fetch of ``key`` finished; keep its value unless it may already be stale."""
+    def end(
+        self, key: bytes, partition: int, value: Any, found: bool, flight: Flight, ok: bool = True
+    ) -> None:
+        """A fetch of ``key`` finished (``ok``: it answered); keep its value unless the key
+        changed since it began, and hand the answer to readers waiting on it."""
         with self._lock:
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+            stale = self._changed.get(key, 0) > flight.start
             left = self._inflight.get(key, 1) - 1
             if left:
                 self._inflight[key] = left
             else:
                 self._inflight.pop(key, None)
-            if key in self._dirty:
-                if not left:
-                    self._dirty.discard(key)
-                return
-            owner = self._owner_of(partition)
-            now = time.monotonic()
-            if not found or owner is None or self.leases.get(owner, 0.0) <= now:
-                return
-            ttl = self.config.ttl
-            self.data[key] = (value, partition, owner, now + ttl if ttl else _FOREVER)
-            self.data.move_to_end(key)
-            while len(self.data) > self.config.max_entries:
-                self.data.popitem(last=False)
+                self._changed.pop(key, None)
+            if ok and found and not stale:
+                self._keep(key, partition, value)
+        flight.land(value, found, ok)
+
+    def _keep(self, key: bytes, partition: int, value: Any) -> None:
+        owner = self._owner_of(partition)
+        now = time.monotonic()
+        if owner is None or self.leases.get(owner, 0.0) <= now:
+            return
+        ttl = self.config.ttl
+        self.data[key] = (value, partition, owner, now + ttl if ttl else _FOREVER)
+        self.data.move_to_end(key)
+        while len(self.data) > self.config.max_entries:
+            self.data.popitem(last=False)
+
+    def _changing(self, keys: Iterable[bytes]) -> None:
+        """``keys`` changed: fetches of them in flight now must not be kept (lock held)."""
+        self._tick += 1
+        for key in keys:
+            self._changed[key] = self._tick
 
     def invalidate(self, key: bytes) -> None:
         """Drop ``key`` (a change elsewhere, or a write through this member)."""
@@ -108,7 +163,7 @@ class NearCache:
         self.data.pop(key, None)
         self.invalidations += 1
         if key in self._inflight:
-            self._dirty.add(key)
+            self._changing((key,))
 
     def drop_partitions(self, partitions: Iterable[int], owner: str | None = None) -> None:
         """Drop every entry of ``partitions`` (of ``owner``'s, if given)."""
@@ -118,7 +173,7 @@ class NearCache:
                 if entry[1] in wanted and (owner is None or entry[2] == owner):
                     self.data.pop(key, None)
             # Fetches in flight for these partitions must not be kept either.
-            self._dirty.update(self._inflight)
+            self._changing(self._inflight)
 
     def on_table(self) -> None:
         """The partition table changed: drop entries whose partition has another owner now."""
@@ -126,13 +181,13 @@ class NearCache:
             for key, entry in list(self.data.items()):
                 if self._owner_of(entry[1]) != entry[2]:
                     self.data.pop(key, None)
-            self._dirty.update(self._inflight)
+            self._changing(self._inflight)
 
     def clear(self) -> None:
         """Drop everything."""
         with self._lock:
             self.data.clear()
-            self._dirty.update(self._inflight)
+            self._changing(self._inflight)
 
     # ------------------------------------------------------------------ event receiver
     def on_alive(self, owner: str, now: float) -> None:
@@ -155,7 +210,7 @@ class NearCache:
                     for cached, held in list(self.data.items()):
                         if held[1] == partition:
                             self.data.pop(cached, None)
-                    self._dirty.update(self._inflight)
+                    self._changing(self._inflight)
                     continue
                 entry = self.data.get(key)
                 if (
@@ -167,7 +222,7 @@ class NearCache:
                     self.data[key] = (self._loads(values[i]), entry[1], owner, entry[3])
                     self.invalidations += 1
                     if key in self._inflight:
-                        self._dirty.add(key)
+                        self._changing((key,))
                 else:
                     self._drop_key(key)
 

@@ -10,6 +10,7 @@ import peergrid
 from peergrid import MapConfig, NearCacheConfig
 from peergrid.events.model import EventKind
 from peergrid.events.publisher import EventPublisher
+from peergrid.nearcache import MISS, NearCache
 from peergrid.testing import cluster
 from tests.conftest import wait_for
 
@@ -196,3 +197,51 @@ def test_a_heartbeat_never_counts_events_not_yet_sent() -> None:
         assert sent, "no event was sent"
 
     asyncio.run(scenario())
+
+
+def standalone_near_cache() -> NearCache:
+    near = NearCache("m", NearCacheConfig(max_entries=10), owner_of=lambda p: "owner", loads=bytes)
+    near.on_alive("owner", time.monotonic())
+    return near
+
+
+def test_concurrent_misses_of_a_key_share_one_fetch_until_it_changes() -> None:
+    near = standalone_near_cache()
+    first = near.begin(b"k")
+    waiter = near.shared(b"k")
+    assert waiter is first
+    near.end(b"k", 0, "v1", True, first)
+    assert waiter.wait(1.0)
+    assert (waiter.found, waiter.value) == (True, "v1")
+    assert near.lookup(b"k") == "v1"
+    near.invalidate(b"k")  # this member writes the key: before ...
+    flight = near.begin(b"k")
+    near.invalidate(b"k")  # ... and after the write; a reader from now on must not share
+    assert near.shared(b"k") is None
+    near.end(b"k", 0, "old", True, flight)
+    assert near.lookup(b"k") is MISS
+
+
+def test_a_failed_fetch_sends_its_waiters_to_fetch_for_themselves() -> None:
+    near = standalone_near_cache()
+    flight = near.begin(b"k")
+    waiter = near.shared(b"k")
+    assert waiter is not None
+    near.end(b"k", 0, None, False, flight, ok=False)
+    assert not waiter.wait(1.0)
+    assert near.lookup(b"k") is MISS
+    assert near.shared(b"k") is None
+
+
+def test_on_a_hot_key_a_fetch_begun_after_the_last_change_is_kept() -> None:
+    """Fetches of a hot key overlap without end; one that saw every change is kept, one
+    that began before a change is not, whichever ends first."""
+    near = standalone_near_cache()
+    old = near.begin(b"k")
+    near.invalidate(b"k")
+    new = near.begin(b"k")  # after the change, while the old fetch is still in flight
+    assert near.shared(b"k") is new
+    near.end(b"k", 0, "new", True, new)
+    assert near.lookup(b"k") == "new"
+    near.end(b"k", 0, "old", True, old)  # answered before the change: not kept
+    assert near.lookup(b"k") == "new"
