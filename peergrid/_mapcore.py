@@ -102,12 +102,21 @@ class MapCore:
     # ------------------------------------------------------------------ encoding
     def key(self, key: object) -> tuple[bytes, int]:
         """The encoded key and its partition."""
+        encoded = self.encode(key)
+        return encoded, partition_of(encoded, self._count)
+
+    def encode(self, key: object) -> bytes:
+        """The encoded key, within the size limit (a near-cache hit needs no partition)."""
         encoded = encode_key(key)
         if len(encoded) > self._max_key:
             raise LimitExceededError(
                 f"key of {len(encoded)} bytes exceeds limits.max_key_bytes={self._max_key}"
             )
-        return encoded, partition_of(encoded, self._count)
+        return encoded
+
+    def partition(self, encoded: bytes) -> int:
+        """The partition of an encoded key."""
+        return partition_of(encoded, self._count)
 
     def value(self, value: object) -> bytes:
         """The serialized value, within the size limit."""

@@ -82,13 +82,14 @@ class DistributedMap:
         if self._node.closed:
             self._node.ensure_open()
         started = time.perf_counter()
-        encoded, partition = core.key(key)
+        encoded = core.encode(key)
         near = core.near
         if near is not None:
             cached = near.lookup(encoded)
             if cached is not MISS:
                 core.got(started, True)
                 return cached
+        partition = core.partition(encoded)
         part = core.readable[partition]
         if part is not None:  # owner-local: a dict lookup on this thread
             store = part.maps.get(self.name)

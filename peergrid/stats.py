@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 
 _BUCKETS_PER_DOUBLING = 8
 _BUCKETS = 64 * _BUCKETS_PER_DOUBLING
+_log2 = math.log2  # bound once: every get and put records its latency
 
 
 class Histogram:
@@ -28,8 +29,10 @@ class Histogram:
     def record(self, seconds: float) -> None:
         """Count one duration."""
         ns = seconds * 1e9
-        bucket = int(math.log2(ns) * _BUCKETS_PER_DOUBLING) if ns > 1 else 0
-        self.counts[min(bucket, _BUCKETS - 1)] += 1
+        bucket = int(_log2(ns) * _BUCKETS_PER_DOUBLING) if ns > 1 else 0
+        if bucket >= _BUCKETS:
+            bucket = _BUCKETS - 1
+        self.counts[bucket] += 1
         self.total += 1
 
     def percentile(self, q: float) -> float:
