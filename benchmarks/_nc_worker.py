@@ -1,11 +1,12 @@
 """One worker of the near-cache benchmark, in its own process (see benchmarks/nearcache.py).
 
-    python -m benchmarks._nc_worker peergrid CLUSTER SEEDS KEYS SEED DURATION
-    python -m benchmarks._nc_worker redis HOST:PORT - KEYS SEED DURATION
+    python -m benchmarks._nc_worker peergrid CLUSTER SEEDS KEYS SEED DURATION THREADS
+    python -m benchmarks._nc_worker redis HOST:PORT - KEYS SEED DURATION THREADS
 
 Prints "ready <address>" once joined (or connected), waits for "go" on stdin,
-runs the zipf(0.99) 95%-read workload for DURATION seconds and prints one JSON
-line of counts.
+runs the zipf(0.99) 95%-read workload for DURATION seconds on THREADS threads
+(each its own stretch of the sequence, sharing the process's one member or
+redis-py client) and prints one JSON line of counts.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import itertools
 import json
 import random
 import sys
+import threading
 import time
 from typing import Any
 
@@ -34,10 +36,31 @@ def zipf_sequence(keys: int, seed: int, length: int = 200_000) -> list[tuple[int
 
 
 def run(
-    get: Any, put: Any, sequence: list[tuple[int, bool]], names: list[str], duration: float
+    get: Any, put: Any, sequence: list[tuple[int, bool]], names: list[str], duration: float, threads: int = 1
+) -> dict[str, int]:
+    """Run the sequence for ``duration`` seconds on ``threads`` threads; total counts."""
+    if threads == 1:
+        return _run_one(get, put, sequence, names, time.perf_counter() + duration)
+    deadline = time.perf_counter() + duration
+    step = len(sequence) // threads
+    results: list[dict[str, int]] = []
+
+    def one(start: int) -> None:
+        counts = _run_one(get, put, sequence[start:] + sequence[:start], names, deadline)
+        results.append(counts)  # list.append is atomic
+
+    workers = [threading.Thread(target=one, args=(i * step,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return {"reads": sum(r["reads"] for r in results), "writes": sum(r["writes"] for r in results)}
+
+
+def _run_one(
+    get: Any, put: Any, sequence: list[tuple[int, bool]], names: list[str], deadline: float
 ) -> dict[str, int]:
     reads = writes = 0
-    deadline = time.perf_counter() + duration
     for index, is_read in itertools.cycle(sequence):
         if is_read:
             get(names[index])
@@ -51,7 +74,7 @@ def run(
 
 
 def main() -> None:
-    kind, target, seeds, keys, seed, duration = sys.argv[1:7]
+    kind, target, seeds, keys, seed, duration, threads = sys.argv[1:8]
     names = [f"zipf:{i}" for i in range(int(keys))]
     sequence = zipf_sequence(int(keys), int(seed))
     if kind == "peergrid":
@@ -71,7 +94,7 @@ def main() -> None:
         import redis
 
         host, port = target.rsplit(":", 1)
-        client = redis.Redis(host=host, port=int(port))
+        client = redis.Redis(host=host, port=int(port), max_connections=int(threads))
         client.ping()
         print(f"ready {target}", flush=True)
         get, put = client.get, client.set
@@ -82,7 +105,7 @@ def main() -> None:
         grid.wait_until_safe(60)
         for start in range(0, len(names), 500):  # warm the near cache: steady state is what we measure
             m.get_all(names[start : start + 500])
-    counts = run(get, put, sequence, names, float(duration))
+    counts = run(get, put, sequence, names, float(duration), int(threads))
     if kind == "peergrid":
         stats = m.local_stats()
         counts |= {"near_hits": stats.near_cache_hits, "near_misses": stats.near_cache_misses}

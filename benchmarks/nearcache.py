@@ -12,6 +12,9 @@
    redis-py clients of one redis-server. Runs alternate; the ratio of
    aggregate ops/s is taken per pair of runs and the median printed, with the
    near cache's hit rate. Pinned to one CPU by default, like the other figures.
+   The comparison is made with one calling thread per process (a script) and
+   again with several (a threaded service: each thread its own stretch of the
+   sequence; redis-py gets a pool of as many connections).
 """
 
 from __future__ import annotations
@@ -38,9 +41,10 @@ class Settings:
     duration: float = 5.0
     pairs: int = 3
     hit_samples: int = 200_000
+    threads: tuple[int, ...] = (1, 16)  # calling threads per process, one comparison each
 
     def quick(self) -> Settings:
-        return Settings(keys=2_000, duration=1.5, pairs=1, hit_samples=20_000)
+        return Settings(keys=2_000, duration=1.5, pairs=1, hit_samples=20_000, threads=self.threads)
 
 
 @dataclass
@@ -125,9 +129,9 @@ def _measure(workers: list[_Worker], duration: float) -> list[dict[str, int]]:
     return [worker.result(duration + 60) for worker in workers]
 
 
-def peergrid_run(placement: Placement, settings: Settings, seed: int) -> Run:
+def peergrid_run(placement: Placement, settings: Settings, seed: int, threads: int) -> Run:
     cluster = f"nc-{uuid.uuid4().hex[:6]}"
-    args = [str(settings.keys), str(seed), str(settings.duration)]
+    args = [str(settings.keys), str(seed), str(settings.duration), str(threads)]
     first = _Worker(placement, ["peergrid", cluster, "", *args])
     try:
         with _workers(
@@ -141,7 +145,7 @@ def peergrid_run(placement: Placement, settings: Settings, seed: int) -> Run:
     return Run(ops, sum(r.get("near_hits", 0) for r in results) / max(reads, 1))
 
 
-def redis_run(placement: Placement, settings: Settings, seed: int) -> Run:
+def redis_run(placement: Placement, settings: Settings, seed: int, threads: int) -> Run:
     import redis
 
     port = free_port()
@@ -166,7 +170,7 @@ def redis_run(placement: Placement, settings: Settings, seed: int) -> Run:
         for i in range(settings.keys):  # the same keyspace the first peergrid member loads
             pipe.set(f"zipf:{i}", b"v" * 100)
         pipe.execute()
-        args = [str(settings.keys), str(seed), str(settings.duration)]
+        args = [str(settings.keys), str(seed), str(settings.duration), str(threads)]
         with _workers(
             placement, [["redis", f"127.0.0.1:{port}", "-", *args] for _ in range(WORKERS)]
         ) as workers:
@@ -177,42 +181,55 @@ def redis_run(placement: Placement, settings: Settings, seed: int) -> Run:
     return Run(sum(r["reads"] + r["writes"] for r in results) / settings.duration)
 
 
+@dataclass
+class Comparison:
+    threads: int
+    grid: list[Run]
+    redis: list[Run]
+
+    def lines(self, settings: Settings) -> list[str]:
+        ratios = [g.ops_per_s / r.ops_per_s for g, r in zip(self.grid, self.redis, strict=True)]
+        hit_rate = statistics.median(r.hit_rate or 0.0 for r in self.grid)
+        grid_ops = statistics.median(r.ops_per_s for r in self.grid)
+        redis_ops = statistics.median(r.ops_per_s for r in self.redis)
+        per_pair = ", ".join(f"{r:.2f}" for r in ratios)
+        ratio = statistics.median(ratios)
+        calling = f"{self.threads} calling thread{'s' if self.threads > 1 else ''} per process"
+        return [
+            f"  {calling}:",
+            (
+                f"    peergrid, {WORKERS} members with near cache: {grid_ops:,.0f} ops/s "
+                f"(near-cache hit rate {hit_rate:.1%} of reads; owner-local reads are the rest)"
+            ),
+            f"    redis-server, {WORKERS} redis-py clients:    {redis_ops:,.0f} ops/s",
+            f"    ratio peergrid/redis: {ratio:.2f}x (per pair: {per_pair})   (target >= 3x)",
+        ]
+
+
+def compare(placement: Placement, settings: Settings, threads: int) -> Comparison:
+    """Alternating pairs of runs, peergrid and redis, with ``threads`` calling threads each."""
+    result = Comparison(threads, [], [])
+    for pair in range(settings.pairs):
+        print(f"near cache: {threads} threads, pair {pair + 1}/{settings.pairs}", file=sys.stderr, flush=True)
+        order = [redis_run, peergrid_run] if pair % 2 == 0 else [peergrid_run, redis_run]
+        for run in order:
+            outcome = run(placement, settings, pair, threads)
+            (result.redis if run is redis_run else result.grid).append(outcome)
+    return result
+
+
 def measure(placement: Placement, settings: Settings) -> str:
     """Run everything and return the report section."""
     p50, p99 = hit_latency(settings.hit_samples)
-    ratios, grid_runs, redis_runs = [], [], []
-    for pair in range(settings.pairs):
-        print(f"near cache: pair {pair + 1}/{settings.pairs}", file=sys.stderr, flush=True)
-        redis_first = pair % 2 == 0
-        first = (
-            redis_run(placement, settings, pair) if redis_first else peergrid_run(placement, settings, pair)
-        )
-        second = (
-            peergrid_run(placement, settings, pair) if redis_first else redis_run(placement, settings, pair)
-        )
-        grid, red = (second, first) if redis_first else (first, second)
-        grid_runs.append(grid)
-        redis_runs.append(red)
-        ratios.append(grid.ops_per_s / red.ops_per_s)
-    hit_rate = statistics.median(r.hit_rate or 0.0 for r in grid_runs)
-    grid_ops = statistics.median(r.ops_per_s for r in grid_runs)
-    redis_ops = statistics.median(r.ops_per_s for r in redis_runs)
-    per_pair = ", ".join(f"{r:.2f}" for r in ratios)
+    comparisons = [compare(placement, settings, threads) for threads in settings.threads]
     header = (
         f"near cache (zipf 0.99, 95% reads, 100-byte values, {settings.keys:,} keys, "
         f"{WORKERS} processes, {settings.duration:g} s per run, after a warm-up read of every key)"
     )
-    lines = [
-        header,
-        f"  near-cache hit p50 {p50:.2f} µs, p99 {p99:.2f} µs   (target p50 <= 2 µs)",
-        (
-            f"  peergrid, {WORKERS} members with near cache: {grid_ops:,.0f} ops/s "
-            f"(near-cache hit rate {hit_rate:.1%} of reads; owner-local reads are the rest)"
-        ),
-        f"  redis-server, {WORKERS} redis-py clients:    {redis_ops:,.0f} ops/s",
-        f"  ratio peergrid/redis: {statistics.median(ratios):.2f}x (per pair: {per_pair})   (target >= 3x)",
-        f"  placement: {placement.describe()}",
-    ]
+    lines = [header, f"  near-cache hit p50 {p50:.2f} µs, p99 {p99:.2f} µs   (target p50 <= 2 µs)"]
+    for comparison in comparisons:
+        lines.extend(comparison.lines(settings))
+    lines.append(f"  placement: {placement.describe()}")
     return "\n".join(lines)
 
 
