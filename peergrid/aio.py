@@ -138,6 +138,10 @@ class AsyncMap:
         if local and (value is not None or core.store is None):
             core.got(started, value is not None)
             return default if value is None else core.loads(value)
+        shared = near.shared(encoded) if near is not None else None  # another caller is fetching it
+        if shared is not None and await shared.wait_async(core.timeout + _MARGIN):
+            core.got(started, shared.found)
+            return shared.value if shared.found else default
         flight = near.begin(encoded) if near is not None else None
         found, decoded, ok = False, None, False
         try:

@@ -23,6 +23,8 @@ from a near-cached map as read-only.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
 from collections import OrderedDict
@@ -39,11 +41,12 @@ _FOREVER = float("inf")
 class Flight:
     """A fetch of one key in flight, whose answer other readers on this member may share."""
 
-    __slots__ = ("_done", "found", "ok", "start", "value")
+    __slots__ = ("_done", "_waiters", "found", "ok", "start", "value")
 
     def __init__(self, start: int) -> None:
         self.start = start  # the near cache's tick when the fetch began
         self._done = threading.Event()
+        self._waiters: list[Callable[[], None]] = []
         self.found = False
         self.ok = False  # False: the fetch failed; a reader waiting for it fetches for itself
         self.value: Any = None
@@ -52,9 +55,32 @@ class Flight:
         """Block until the fetch ended; True when it answered (``found``, ``value``)."""
         return self._done.wait(timeout) and self.ok
 
+    async def wait_async(self, timeout: float) -> bool:
+        """``wait`` for asyncio callers: the fetch ends on another thread."""
+        loop = asyncio.get_running_loop()
+        landed = loop.create_future()
+
+        def settle() -> None:  # the caller's loop
+            if not landed.done():
+                landed.set_result(None)
+
+        def wake() -> None:  # any thread, possibly twice
+            with contextlib.suppress(RuntimeError):  # the caller's loop is closed
+                loop.call_soon_threadsafe(settle)
+
+        self._waiters.append(wake)
+        if self._done.is_set():  # landed before the append: nobody will call wake
+            wake()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await landed
+        return self._done.is_set() and self.ok
+
     def land(self, value: Any, found: bool, ok: bool) -> None:
         self.value, self.found, self.ok = value, found, ok
         self._done.set()
+        for wake in self._waiters:
+            wake()
 
 
 class NearCache:

@@ -245,3 +245,25 @@ def test_on_a_hot_key_a_fetch_begun_after_the_last_change_is_kept() -> None:
     assert near.lookup(b"k") == "new"
     near.end(b"k", 0, "old", True, old)  # answered before the change: not kept
     assert near.lookup(b"k") == "new"
+
+
+def test_asyncio_readers_share_a_fetch_that_ends_on_another_thread() -> None:
+    near = standalone_near_cache()
+    flight = near.begin(b"k")
+    waiter = near.shared(b"k")
+    assert waiter is flight
+
+    async def scenario() -> None:
+        ending = threading.Timer(0.05, near.end, args=(b"k", 0, "v", True, flight))
+        ending.start()
+        try:
+            assert await waiter.wait_async(5.0)
+        finally:
+            ending.join()
+        assert (waiter.found, waiter.value) == (True, "v")
+        assert await waiter.wait_async(5.0)  # landed already: at once
+        stuck = near.begin(b"other")
+        assert not await stuck.wait_async(0.05)  # never lands: the reader's deadline ends the wait
+        near.end(b"other", 0, None, False, stuck, ok=False)
+
+    asyncio.run(scenario())
