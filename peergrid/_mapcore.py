@@ -32,6 +32,8 @@ from peergrid.partition import partition_of
 from peergrid.protocol import WRITES, Code, Op, Result, Status
 from peergrid.serialization import Key, decode_key, encode_key
 
+_REFILLS = frozenset({Code.SET, Code.PUT})  # writes that always store op.value when acknowledged
+
 if TYPE_CHECKING:
     from peergrid.nearcache import Flight, NearCache
     from peergrid.node import Node
@@ -178,7 +180,25 @@ class MapCore:
             if hit:
                 found[originals[op.key]] = value
             if near is not None:
-                near.end(op.key, op.partition, value, hit, flights[i], result is not None)
+                version = result.version if result is not None else 0
+                near.end(op.key, op.partition, value, hit, flights[i], result is not None, version)
+
+    def write_begins(self, op: Op) -> None:
+        """A single-key write through this member starts (near cache: drop the key)."""
+        if self.near is not None:
+            self.near.write_begins(op.key)
+
+    def write_ends(self, op: Op, result: Result | None) -> None:
+        """It ended (``result``: acknowledged; None: failed or unknown). A ``set`` or ``put``
+        without TTL refills the near cache with the value written (read-your-writes, no
+        fetch); any other write leaves the key to be fetched again."""
+        near = self.near
+        if near is None:
+            return
+        if result is not None and op.code in _REFILLS and not op.ttl and result.version:
+            near.write_ends(op.key, op.partition, op.value, result.version)
+        else:
+            near.write_ends(op.key, op.partition, None, 0)
 
     def invalidate(self, key: bytes) -> None:
         """A write through this member: drop the near-cached key (read-your-writes)."""

@@ -114,11 +114,12 @@ class AsyncMap:
     async def _write(self, op: Op) -> Result:
         core = self._core
         started = time.perf_counter()
-        core.invalidate(op.key)
+        core.write_begins(op)
+        result = None
         try:
             result = await self._run(op)
         finally:
-            core.invalidate(op.key)
+            core.write_ends(op, result)
         core.wrote(started, op.code)
         return result
 
@@ -143,15 +144,15 @@ class AsyncMap:
             core.got(started, shared.found)
             return shared.value if shared.found else default
         flight = near.begin(encoded) if near is not None else None
-        found, decoded, ok = False, None, False
+        found, decoded, ok, version = False, None, False, 0
         try:
             result = await self._run(Op(Code.GET, partition, self.name, encoded))
-            found = result.found
+            found, version = result.found, result.version
             decoded = core.decoded(result)
             ok = True
         finally:
             if near is not None and flight is not None:
-                near.end(encoded, partition, decoded, found, flight, ok)
+                near.end(encoded, partition, decoded, found, flight, ok, version)
         core.got(started, found)
         return decoded if found else default
 

@@ -67,11 +67,12 @@ class DistributedMap:
     def _write(self, op: Op) -> Result:
         core = self._core
         started = time.perf_counter()
-        core.invalidate(op.key)
+        core.write_begins(op)
+        result = None
         try:
             result = self._run(op)
         finally:
-            core.invalidate(op.key)  # a fetch that raced the write must not be kept
+            core.write_ends(op, result)
         core.wrote(started, op.code)
         return result
 
@@ -107,14 +108,14 @@ class DistributedMap:
             core.got(started, shared.found)
             return shared.value if shared.found else default
         flight = near.begin(encoded)
-        found, decoded, ok = False, None, False
+        found, decoded, ok, version = False, None, False, 0
         try:
             result = self._run(Op(Code.GET, partition, self.name, encoded))
-            found = result.found
+            found, version = result.found, result.version
             decoded = core.decoded(result)
             ok = True
         finally:
-            near.end(encoded, partition, decoded, found, flight, ok)
+            near.end(encoded, partition, decoded, found, flight, ok, version)
         core.got(started, found)
         return decoded if found else default
 

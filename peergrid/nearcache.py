@@ -1,13 +1,18 @@
 """Near cache: other members' entries of one map, decoded, kept in this member.
 
-A hit is a dict lookup on the caller's thread: no RPC, no decode. Entries are
-dropped when their owner says they changed (an invalidation), when a gap in
-the owner's event sequence means an invalidation may have been missed, when
-their partition gets a new owner, and when this member writes the key itself
-(read-your-writes). An entry is served only while its owner's *lease* holds:
-every message from the owner renews it for ``max_staleness`` seconds, so a
-silent owner (a dropped stream, a partition) cannot leave old values served
-for longer than that after a write was acknowledged.
+A hit is a dict lookup on the caller's thread: no RPC, no decode. Entries
+take the new value when their owner says they changed (its event stream), and
+are dropped when a gap in that stream means an event may have been missed,
+when their partition gets a new owner, and while this member writes the key
+itself (read-your-writes). Every entry holds the partition version of its
+value (from the owner's answer or event), so a change older than the value
+held is ignored, whatever order answers and events arrive in. A ``set`` or
+``put`` through this member refills the entry with the written value once
+acknowledged, unless a newer change of the key was seen meanwhile. An entry
+is served only while its owner's *lease* holds: every message from the owner
+renews it for ``max_staleness`` seconds, so a silent owner (a dropped stream,
+a partition) cannot leave old values served for longer than that after a
+write was acknowledged.
 
 A fetch that races an invalidation of the same key is not cached: each fetch
 (a ``Flight``) notes a tick when it begins, an invalidation of a key with
@@ -36,6 +41,7 @@ from peergrid.events.model import EventBatch, EventKind
 
 MISS = object()
 _FOREVER = float("inf")
+_NEWEST = 1 << 63  # the version of a change whose version was not sent
 
 
 class Flight:
@@ -97,8 +103,9 @@ class NearCache:
         self.config = config
         self._owner_of = owner_of
         self._loads = loads
-        #: encoded key -> (decoded value, partition, owner uuid, deadline in monotonic seconds)
-        self.data: OrderedDict[bytes, tuple[Any, int, str, float]] = OrderedDict()
+        #: encoded key -> (decoded value, partition, owner uuid, deadline in monotonic seconds,
+        #: partition version of the value or 0 when not known)
+        self.data: OrderedDict[bytes, tuple[Any, int, str, float, int]] = OrderedDict()
         #: owner uuid -> monotonic time until which its entries may be served
         self.leases: dict[str, float] = {}
         self._lock = threading.Lock()  # guards inserts against invalidations (not hits)
@@ -106,6 +113,8 @@ class NearCache:
         self._flights: dict[bytes, Flight] = {}  # key -> the newest fetch, to share
         self._tick = 0
         self._changed: dict[bytes, int] = {}  # key with fetches in flight -> tick of its last change
+        self._writing: dict[bytes, int] = {}  # key -> this member's writes of it in flight
+        self._seen: dict[bytes, int] = {}  # key being written -> newest version an event brought
         self.hits = 0
         self.misses = 0
         self.invalidations = 0
@@ -145,10 +154,18 @@ class NearCache:
             return flight
 
     def end(
-        self, key: bytes, partition: int, value: Any, found: bool, flight: Flight, ok: bool = True
+        self,
+        key: bytes,
+        partition: int,
+        value: Any,
+        found: bool,
+        flight: Flight,
+        ok: bool = True,
+        version: int = 0,
     ) -> None:
-        """A fetch of ``key`` finished (``ok``: it answered); keep its value unless the key
-        changed since it began, and hand the answer to readers waiting on it."""
+        """A fetch of ``key`` finished (``ok``: it answered, at partition ``version``); keep
+        its value unless the key changed since it began, and hand the answer to readers
+        waiting on it."""
         with self._lock:
             if self._flights.get(key) is flight:
                 del self._flights[key]
@@ -160,16 +177,21 @@ class NearCache:
                 self._inflight.pop(key, None)
                 self._changed.pop(key, None)
             if ok and found and not stale:
-                self._keep(key, partition, value)
+                self._keep(key, partition, value, version)
         flight.land(value, found, ok)
 
-    def _keep(self, key: bytes, partition: int, value: Any) -> None:
+    def _keep(self, key: bytes, partition: int, value: Any, version: int) -> None:
+        """Hold ``value`` unless a newer one is held (lock held). Only other members'
+        partitions are held: only they send events (and leases)."""
         owner = self._owner_of(partition)
         now = time.monotonic()
         if owner is None or self.leases.get(owner, 0.0) <= now:
             return
+        held = self.data.get(key)
+        if held is not None and version and held[4] >= version:
+            return
         ttl = self.config.ttl
-        self.data[key] = (value, partition, owner, now + ttl if ttl else _FOREVER)
+        self.data[key] = (value, partition, owner, now + ttl if ttl else _FOREVER, version)
         self.data.move_to_end(key)
         while len(self.data) > self.config.max_entries:
             self.data.popitem(last=False)
@@ -184,6 +206,30 @@ class NearCache:
         """Drop ``key`` (a change elsewhere, or a write through this member)."""
         with self._lock:
             self._drop_key(key)
+
+    def write_begins(self, key: bytes) -> None:
+        """This member starts a write of ``key``: drop it, and note newer changes until it ends."""
+        with self._lock:
+            self._drop_key(key)
+            self._writing[key] = self._writing.get(key, 0) + 1
+
+    def write_ends(self, key: bytes, partition: int, encoded: bytes | None, version: int) -> None:
+        """This member's write of ``key`` ended: with ``encoded`` (the value written, applied
+        at partition ``version``), hold it unless a newer change was seen; else drop the key."""
+        with self._lock:
+            seen = self._seen.get(key, 0)
+            left = self._writing.get(key, 1) - 1
+            if left:
+                self._writing[key] = left
+            else:
+                self._writing.pop(key, None)
+                self._seen.pop(key, None)
+            if encoded is None or not version or seen > version:
+                self._drop_key(key)  # a fetch that raced the write must not be kept either
+                return
+            if key in self._inflight:
+                self._changing((key,))
+            self._keep(key, partition, self._loads(encoded), version)
 
     def _drop_key(self, key: bytes) -> None:
         self.data.pop(key, None)
@@ -228,6 +274,7 @@ class NearCache:
         key is not kept (its answer may predate this change).
         """
         values = batch.values
+        versions = batch.versions
         with self._lock:
             for i, (kind, partition, key) in enumerate(
                 zip(batch.kinds, batch.partitions, batch.keys, strict=True)
@@ -238,14 +285,21 @@ class NearCache:
                             self.data.pop(cached, None)
                     self._changing(self._inflight)
                     continue
+                version = versions[i] if versions is not None else 0
+                if key in self._writing:  # unknown versions count as newer than any write
+                    self._seen[key] = max(self._seen.get(key, 0), version or _NEWEST)
                 entry = self.data.get(key)
+                if entry is not None and version and entry[4] >= version and entry[2] == owner:
+                    if key in self._inflight:  # a change we hold already (our own write's event)
+                        self._changing((key,))
+                    continue
                 if (
                     entry is not None
                     and values is not None
                     and kind in (EventKind.ADDED, EventKind.UPDATED)
                     and entry[2] == owner
                 ):
-                    self.data[key] = (self._loads(values[i]), entry[1], owner, entry[3])
+                    self.data[key] = (self._loads(values[i]), entry[1], owner, entry[3], version)
                     self.invalidations += 1
                     if key in self._inflight:
                         self._changing((key,))

@@ -158,7 +158,7 @@ class Op:
 class Result:
     """The answer to one ``Op``."""
 
-    __slots__ = ("count", "found", "keys", "message", "status", "value", "values")
+    __slots__ = ("count", "found", "keys", "message", "status", "value", "values", "version")
 
     def __init__(
         self,
@@ -169,6 +169,7 @@ class Result:
         keys: list[bytes] | None = None,
         values: list[bytes] | None = None,
         message: str = "",
+        version: int = 0,
     ) -> None:
         self.status = status
         self.value = value
@@ -177,6 +178,7 @@ class Result:
         self.keys = keys
         self.values = values
         self.message = message
+        self.version = version  # the partition's version after a write, or at a read (0: unknown)
 
     def __repr__(self) -> str:
         return (

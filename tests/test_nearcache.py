@@ -8,7 +8,7 @@ import time
 
 import peergrid
 from peergrid import MapConfig, NearCacheConfig
-from peergrid.events.model import EventKind
+from peergrid.events.model import EventBatch, EventKind
 from peergrid.events.publisher import EventPublisher
 from peergrid.nearcache import MISS, NearCache
 from peergrid.testing import cluster
@@ -267,3 +267,66 @@ def test_asyncio_readers_share_a_fetch_that_ends_on_another_thread() -> None:
         near.end(b"other", 0, None, False, stuck, ok=False)
 
     asyncio.run(scenario())
+
+
+def event(kind: int, key: bytes, value: bytes, version: int) -> EventBatch:
+    return EventBatch(
+        kinds=[kind],
+        partitions=[0],
+        seqs=[1],
+        keys=[key],
+        values=[value],
+        old_values=[b""],
+        versions=[version],
+    )
+
+
+def test_an_own_write_refills_unless_a_newer_change_was_seen() -> None:
+    near = standalone_near_cache()
+    near.write_begins(b"k")
+    near.on_events("owner", event(EventKind.ADDED, b"k", b"mine", 5))  # our own write's event, early
+    near.write_ends(b"k", 0, b"mine", 5)
+    assert near.lookup(b"k") == b"mine"
+    near.write_begins(b"k")
+    near.on_events("owner", event(EventKind.UPDATED, b"k", b"theirs", 8))  # a later write elsewhere
+    near.write_ends(b"k", 0, b"mine again", 7)
+    assert near.lookup(b"k") is MISS
+    near.write_begins(b"k")
+    near.write_ends(b"k", 0, None, 0)  # failed or unknown outcome: nothing held
+    assert near.lookup(b"k") is MISS
+
+
+def test_changes_older_than_the_value_held_are_ignored() -> None:
+    near = standalone_near_cache()
+    near.write_begins(b"k")
+    near.write_ends(b"k", 0, b"v5", 5)
+    near.on_events("owner", event(EventKind.UPDATED, b"k", b"v4", 4))  # late: before our write
+    near.on_events("owner", event(EventKind.REMOVED, b"k", b"", 3))
+    assert near.lookup(b"k") == b"v5"
+    fetch = near.begin(b"k")
+    near.end(b"k", 0, b"v2", True, fetch, version=2)  # an answer read before our write
+    assert near.lookup(b"k") == b"v5"
+    near.on_events("owner", event(EventKind.UPDATED, b"k", b"v6", 6))
+    assert near.lookup(b"k") == b"v6"
+    near.on_events("owner", event(EventKind.REMOVED, b"k", b"", 7))
+    assert near.lookup(b"k") is MISS
+
+
+def test_a_set_through_a_member_is_read_back_from_its_near_cache_without_a_fetch() -> None:
+    with cluster(2, maps=NEAR) as grids:
+        writer = grids[1]
+        m = writer.get_map("near")
+        keys = remote_keys(writer, 10)
+        wait_for(lambda: len(writer._node.near_caches["near"].leases) == 1, 5, message="lease from the owner")
+        for k in keys:
+            m.set(k, {"v": k})
+        before = frames(writer)
+        for k in keys:
+            assert m.get(k) == {"v": k}
+        assert frames(writer) == before
+        m.delete(keys[0])
+        assert m.get(keys[0]) is None  # a delete is not refilled: fetched, found absent
+        grids[0].get_map("near").set(keys[1], "elsewhere")
+        wait_for(
+            lambda: m.get(keys[1]) == "elsewhere", 2, message="the owner's event updates the refilled entry"
+        )

@@ -43,6 +43,7 @@ class EventBatch:
     owned: list[int] = field(default_factory=list)
     owned_seqs: list[int] = field(default_factory=list)
     table_version: int = 0
+    versions: list[int] | None = None  # the partition version of each change (None: not sent)
 
 
 @dataclass(frozen=True)

@@ -28,16 +28,22 @@ class _Subscription:
         self.values = values
         self.entries = entries
         self.seqs = [0] * partition_count
-        self.batch = EventBatch(values=[] if values else None, old_values=[] if values else None)
+        self.batch = self._empty()
         self.ready = asyncio.Event()
 
-    def add(self, kind: int, p: int, key: bytes, value: bytes, old: bytes) -> None:
+    def _empty(self) -> EventBatch:
+        values = self.values
+        return EventBatch(values=[] if values else None, old_values=[] if values else None, versions=[])
+
+    def add(self, kind: int, p: int, key: bytes, value: bytes, old: bytes, version: int) -> None:
         self.seqs[p] += 1
         batch = self.batch
         batch.kinds.append(kind)
         batch.partitions.append(p)
         batch.seqs.append(self.seqs[p])
         batch.keys.append(key)
+        assert batch.versions is not None
+        batch.versions.append(version)
         if batch.values is not None and batch.old_values is not None:
             batch.values.append(value)
             batch.old_values.append(old)
@@ -47,7 +53,7 @@ class _Subscription:
         if not self.batch.kinds:
             return None
         batch = self.batch
-        self.batch = EventBatch(values=[] if self.values else None, old_values=[] if self.values else None)
+        self.batch = self._empty()
         return batch
 
 
@@ -94,10 +100,12 @@ class EventPublisher:
             self._local.pop(name, None)
 
     # ------------------------------------------------------------------ publishing
-    def publish(self, name: str, p: int, kind: int, key: bytes, value: bytes = b"", old: bytes = b"") -> None:
-        """Record one event of map ``name`` in partition ``p``."""
+    def publish(
+        self, name: str, p: int, kind: int, key: bytes, value: bytes = b"", old: bytes = b"", version: int = 0
+    ) -> None:
+        """Record one event of map ``name`` in partition ``p``, a change at partition ``version``."""
         for subscription in self._subscriptions.get(name, ()):
-            subscription.add(kind, p, key, value, old)
+            subscription.add(kind, p, key, value, old, version)
         if name in self._local:
             batch = self._local_batches.get(name)
             if batch is None:

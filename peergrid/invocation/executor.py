@@ -100,6 +100,7 @@ class Executor:
             return asyncio.ensure_future(self._stores.flush(part, op.map))
         if not write:
             result = storage_ops.execute(part, op, self._equal)[0]
+            result.version = part.version
             if not result.found and op.code in READ_THROUGH and self._stores.backed(op.map):
                 return self._stores.read(part, op, lambda: storage_ops.execute(part, op, self._equal)[0])
             return result
@@ -157,6 +158,7 @@ class Executor:
         if not effects:
             return result
         part.version += 1
+        result.version = part.version
         if behind:
             # Queued in the same versioned change: backups hold the pending write with the value.
             effects = (*effects, *self._stores.enqueue(part, name, effects, cleared_keys))

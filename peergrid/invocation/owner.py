@@ -114,7 +114,7 @@ class OwnerWrites:
             usage.entries += (len(store) if store is not None else 0) - size_before[0]
             usage.nbytes += (store.nbytes if store is not None else 0) - size_before[1]
         if self._publisher.interested(name):
-            self._publish(name, part.id, effects, old, cleared)
+            self._publish(name, part.id, part.version, effects, old, cleared)
         if config.bounded and config.eviction != "none":
             self._evict(name, config, op.key)
 
@@ -122,6 +122,7 @@ class OwnerWrites:
         self,
         name: str,
         p: int,
+        version: int,
         effects: Sequence[Effect],
         old: bytes | None,
         cleared: list[tuple[bytes, bytes]] | None,
@@ -130,13 +131,13 @@ class OwnerWrites:
         for effect in effects:
             if effect.kind == EffectKind.PUT:
                 kind = EventKind.UPDATED if old is not None else EventKind.ADDED
-                publish(name, p, kind, effect.key, effect.value, old or b"")
+                publish(name, p, kind, effect.key, effect.value, old or b"", version)
             elif effect.kind == EffectKind.DELETE:
-                publish(name, p, EventKind.REMOVED, effect.key, b"", old or b"")
+                publish(name, p, EventKind.REMOVED, effect.key, b"", old or b"", version)
             elif effect.kind == EffectKind.CLEAR:
                 for key, value in cleared or ():
-                    publish(name, p, EventKind.REMOVED, key, b"", value)
-                publish(name, p, EventKind.CLEARED, b"")
+                    publish(name, p, EventKind.REMOVED, key, b"", value, version)
+                publish(name, p, EventKind.CLEARED, b"", version=version)
 
     def _evict(self, name: str, config: MapConfig, spare: bytes) -> None:
         usage = self.usage(name)
@@ -231,7 +232,7 @@ class OwnerWrites:
             part.id, part.version, (Effect(EffectKind.DELETE, name, key),), Result()
         )
         if kind and self._publisher.interested(name):
-            self._publisher.publish(name, part.id, kind, key, b"", value)
+            self._publisher.publish(name, part.id, kind, key, b"", value, part.version)
 
     # ------------------------------------------------------------------ sweeps
     def sweep(self) -> int:

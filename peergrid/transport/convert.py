@@ -137,6 +137,8 @@ def events_to_pb(batch: EventBatch) -> events_pb2.EventBatch:
         msg.values.extend(batch.values)
     if batch.old_values is not None:
         msg.old_values.extend(batch.old_values)
+    if batch.versions is not None:
+        msg.versions.extend(batch.versions)
     return msg
 
 
@@ -150,6 +152,9 @@ def events_from_pb(msg: events_pb2.EventBatch) -> EventBatch:
     olds = list(msg.old_values) if len(msg.old_values) else None
     if (values is not None and len(values) != count) or (olds is not None and len(olds) != count):
         raise ValueError("event batch value columns disagree in length")
+    versions = list(msg.versions) if len(msg.versions) else None
+    if versions is not None and len(versions) != count:
+        raise ValueError("event batch version column disagrees in length")
     return EventBatch(
         kinds=list(msg.kinds),
         partitions=list(msg.partitions),
@@ -161,4 +166,5 @@ def events_from_pb(msg: events_pb2.EventBatch) -> EventBatch:
         owned=list(msg.owned),
         owned_seqs=list(msg.owned_seqs),
         table_version=msg.table_version,
+        versions=versions,
     )

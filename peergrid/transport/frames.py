@@ -127,6 +127,8 @@ def results_to_pb(frame_id: int, table_version: int, results: Sequence[Result]) 
         msg.counts.extend([r.count for r in results])
     if any(r.message for r in results):
         msg.messages.extend([r.message for r in results])
+    if any(r.version for r in results):
+        msg.versions.extend([r.version for r in results])
     if any(r.keys is not None for r in results):
         msg.key_counts.extend([len(r.keys or ()) for r in results])
         msg.value_counts.extend([len(r.values or ()) for r in results])
@@ -152,6 +154,9 @@ def results_from_pb(msg: map_pb2.FrameResult) -> tuple[int, int, list[Result]]:
     for result, message in zip(results, messages, strict=True):
         if message:
             result.message = message  # type: ignore[assignment]
+    if len(msg.versions):
+        for result, version in zip(results, _column(msg.versions, count, "versions", 0), strict=True):
+            result.version = version  # type: ignore[assignment]
     if len(msg.key_counts):
         _scans_from_pb(msg, results)
     return msg.id, msg.table_version, results
