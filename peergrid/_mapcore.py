@@ -28,6 +28,7 @@ from peergrid.errors import (
     StoreError,
 )
 from peergrid.invocation.invoker import Call, Group
+from peergrid.nearcache import MISS
 from peergrid.partition import partition_of
 from peergrid.protocol import WRITES, Code, Op, Result, Status
 from peergrid.serialization import Key, decode_key, encode_key
@@ -286,15 +287,21 @@ class MapCore:
         return self.loads(result.value) if result.found else default
 
     def batch_ops(self, keys: Iterable[object]) -> tuple[dict[bytes, Any], list[Op], dict[Any, Any]]:
-        """For get_all: local hits decoded now, ops for the rest."""
+        """For get_all: near-cache hits and owner-local values decoded now, ops for the rest."""
         found: dict[Any, Any] = {}
         ops: list[Op] = []
         originals: dict[bytes, Any] = {}
+        near = self.near
         for key in keys:
             encoded, partition = self.key(key)
             if encoded in originals:
                 continue
             originals[encoded] = key
+            if near is not None:
+                cached = near.lookup(encoded)
+                if cached is not MISS:
+                    found[key] = cached
+                    continue
             local, value = self.local_value(encoded, partition)
             if local and (value is not None or self.store is None):
                 if value is not None:

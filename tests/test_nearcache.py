@@ -330,3 +330,20 @@ def test_a_set_through_a_member_is_read_back_from_its_near_cache_without_a_fetch
         wait_for(
             lambda: m.get(keys[1]) == "elsewhere", 2, message="the owner's event updates the refilled entry"
         )
+
+
+def test_get_all_serves_near_cached_keys_without_a_fetch() -> None:
+    with cluster(2, maps=NEAR) as grids:
+        reader = grids[1]
+        m = reader.get_map("near")
+        keys = remote_keys(reader, 20)
+        grids[0].get_map("near").put_all({k: k.upper() for k in keys})
+        wait_for(lambda: len(reader._node.near_caches["near"].leases) == 1, 5, message="lease from the owner")
+        assert m.get_all(keys) == {k: k.upper() for k in keys}  # fetched, and kept
+        before = frames(reader)
+        hits = m.local_stats().near_cache_hits
+        assert m.get_all(keys) == {k: k.upper() for k in keys}
+        assert m.local_stats().near_cache_hits - hits == len(keys)
+        assert frames(reader) == before
+        grids[0].get_map("near").set(keys[0], "changed")
+        wait_for(lambda: m.get_all(keys[:1]) == {keys[0]: "changed"}, 2, message="the change reaches get_all")
