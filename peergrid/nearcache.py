@@ -89,6 +89,16 @@ class Flight:
             wake()
 
 
+def _release(counts: dict[bytes, int], key: bytes, ledger: dict[bytes, int]) -> None:
+    """One fewer of ``key`` in flight in ``counts``; at none, ``key`` leaves ``ledger`` too."""
+    left = counts.get(key, 1) - 1
+    if left:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
+        ledger.pop(key, None)
+
+
 class NearCache:
     """The near cache of one map on one member."""
 
@@ -170,12 +180,7 @@ class NearCache:
             if self._flights.get(key) is flight:
                 del self._flights[key]
             stale = self._changed.get(key, 0) > flight.start
-            left = self._inflight.get(key, 1) - 1
-            if left:
-                self._inflight[key] = left
-            else:
-                self._inflight.pop(key, None)
-                self._changed.pop(key, None)
+            _release(self._inflight, key, self._changed)
             if ok and found and not stale:
                 self._keep(key, partition, value, version)
         flight.land(value, found, ok)
@@ -218,12 +223,7 @@ class NearCache:
         at partition ``version``), hold it unless a newer change was seen; else drop the key."""
         with self._lock:
             seen = self._seen.get(key, 0)
-            left = self._writing.get(key, 1) - 1
-            if left:
-                self._writing[key] = left
-            else:
-                self._writing.pop(key, None)
-                self._seen.pop(key, None)
+            _release(self._writing, key, self._seen)
             if encoded is None or not version or seen > version:
                 self._drop_key(key)  # a fetch that raced the write must not be kept either
                 return
