@@ -229,6 +229,9 @@ class NearCache:
                 return
             if key in self._inflight:
                 self._changing((key,))
+            held = self.data.get(key)
+            if held is not None and held[4] < version:
+                del self.data[key]  # older than this write, whether or not the write is held
             self._keep(key, partition, self._loads(encoded), version)
 
     def _drop_key(self, key: bytes) -> None:

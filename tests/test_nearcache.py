@@ -347,3 +347,14 @@ def test_get_all_serves_near_cached_keys_without_a_fetch() -> None:
         assert frames(reader) == before
         grids[0].get_map("near").set(keys[0], "changed")
         wait_for(lambda: m.get_all(keys[:1]) == {keys[0]: "changed"}, 2, message="the change reaches get_all")
+
+
+def test_a_value_fetched_during_an_own_write_is_not_served_after_it_even_unrefilled() -> None:
+    near = standalone_near_cache()
+    near.write_begins(b"k")
+    fetch = near.begin(b"k")  # began after the write did: nothing marks it stale
+    near.end(b"k", 0, b"before", True, fetch, version=3)  # read before the write was applied
+    near.leases.clear()  # the owner's lease lapses: the write's value cannot be held
+    near.write_ends(b"k", 0, b"written", 5)
+    near.on_alive("owner", time.monotonic())
+    assert near.lookup(b"k") is MISS
