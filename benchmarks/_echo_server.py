@@ -4,7 +4,9 @@ is compared with. Bytes in, bytes out, generic handlers, no .proto.
     python -m benchmarks._echo_server --port PORT --stack sync|aio --keys N --value-size B
 
 `Get` (unary) and `Stream` (bidi, one response per request) answer a key with its value
-from a dict of N keys, so request and response sizes match a peergrid get.
+from a dict of N keys, so request and response sizes match a peergrid get. `Many` (bidi,
+aio only) answers a request of newline-separated keys with their values concatenated: the
+least a member could do for its share of a get_all.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from benchmarks._workload import Settings, Workload
 SERVICE = "peergrid.bench.Echo"
 GET = f"/{SERVICE}/Get"
 STREAM = f"/{SERVICE}/Stream"
+MANY = f"/{SERVICE}/Many"
+SEPARATOR = b"\n"
 SYNC_WORKERS = 8
 
 
@@ -39,12 +43,17 @@ def _handlers(table: dict[bytes, bytes], stack: str) -> grpc.GenericRpcHandler:
         async for request in requests:
             yield table.get(request, b"")
 
+    async def many(requests: AsyncIterator[bytes], context: object) -> AsyncIterator[bytes]:
+        async for request in requests:
+            yield b"".join([table.get(key, b"") for key in request.split(SEPARATOR)])
+
     if stack == "sync":
         methods = {"Get": grpc.unary_unary_rpc_method_handler(get)}
     else:
         methods = {
             "Get": grpc.unary_unary_rpc_method_handler(get_async),
             "Stream": grpc.stream_stream_rpc_method_handler(stream),
+            "Many": grpc.stream_stream_rpc_method_handler(many),
         }
     return grpc.method_handlers_generic_handler(SERVICE, methods)
 

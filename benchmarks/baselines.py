@@ -3,7 +3,9 @@
 - redis-server through redis-py with the hiredis parser: GET, SET, MGET of 100, 64 threads
   doing GET over a connection pool, and used_memory per key;
 - a bare gRPC unary round trip to a trivial servicer (sync stub and server; grpc.aio client
-  and server), and an aio bidi stream with one message each way;
+  and server), an aio bidi stream with one message each way, and the floor under a get_all
+  of 100 keys spread over three members (two aio streams to two servers in parallel, a third
+  of the keys each, the last third from a local dict);
 - a plain dict get, with and without msgpack-decoding the value (the owner-local reference).
 """
 
@@ -130,7 +132,10 @@ def grpc_paths(stack: contextlib.ExitStack, procs: Processes, workload: Workload
     channel = grpc.insecure_channel(start_echo(procs, "sync", workload))
     stack.callback(channel.close)
     grpc.channel_ready_future(channel).result(timeout=READY_TIMEOUT_S)
-    aio = stack.enter_context(contextlib.closing(AioEcho(start_echo(procs, "aio", workload))))
+    aio_address = start_echo(procs, "aio", workload)
+    aio = stack.enter_context(contextlib.closing(AioEcho(aio_address)))
+    peers = (aio_address, start_echo(procs, "aio", workload))
+    fanout = stack.enter_context(contextlib.closing(AioFanout(peers, workload)))
     return [
         Path(
             "grpc.sync.unary",
@@ -142,6 +147,12 @@ def grpc_paths(stack: contextlib.ExitStack, procs: Processes, workload: Workload
             "grpc.aio.stream",
             "gRPC aio bidi stream, one message each way",
             partial(aio.stream, keys),
+        ),
+        Path(
+            "grpc.aio.fanout",
+            f"bare gRPC get_all floor: 2 aio streams in parallel + dict, {workload.settings.batch} keys",
+            partial(fanout.get_many, workload.batches()),
+            unit=f"batch of {workload.settings.batch}",
         ),
     ]
 
@@ -183,6 +194,45 @@ class AioEcho:
 
     def close(self) -> None:
         self.loop.run_until_complete(self.channel.close())
+        self.loop.close()
+
+
+class AioFanout:
+    """The least a get_all over three members could cost with grpcio: a batch's keys split in
+    thirds, one third looked up in a local dict (decoded, as an owner-local read is) and
+    one sent to each of two servers on a bidi stream, both in flight at once; the servers
+    answer with the values concatenated (no per-key framing, nothing decoded)."""
+
+    def __init__(self, addresses: Sequence[str], workload: Workload) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.channels = [self.loop.run_until_complete(AioEcho._open(a)) for a in addresses]
+        self.table = {k: msgpack.packb(v) for k, v in workload.items()}
+
+    def get_many(self, batches: Sequence[list[str]]) -> Sample:
+        return self.loop.run_until_complete(self._get_many(batches))
+
+    async def _get_many(self, batches: Sequence[list[str]]) -> Sample:
+        calls = [channel.stream_stream(_echo_server.MANY)() for channel in self.channels]
+        table, unpackb = self.table, msgpack.unpackb
+
+        async def ask(call: grpc.aio.StreamStreamCall, keys: list[str]) -> object:
+            await call.write(_echo_server.SEPARATOR.join([key.encode() for key in keys]))
+            return await call.read()
+
+        async def get_all(keys: list[str]) -> object:
+            local = {key: unpackb(table[key]) for key in keys[0::3]}
+            answers = await asyncio.gather(ask(calls[0], keys[1::3]), ask(calls[1], keys[2::3]))
+            return local, answers
+
+        try:
+            return await time_calls_async(get_all, batches, keys_per_op=len(batches[0]))
+        finally:
+            for call in calls:
+                call.cancel()
+
+    def close(self) -> None:
+        for channel in self.channels:
+            self.loop.run_until_complete(channel.close())
         self.loop.close()
 
 

@@ -249,11 +249,31 @@ def _path_row(results: Results, outcome: Outcome) -> list[str]:
     ]
 
 
+# What grpcio itself allows here, beside the targets it bounds: a target above its floor
+# cannot be met by any design that talks gRPC between members.
+FLOORS = [
+    (
+        "bare gRPC get_all floor keys/s / redis-py MGET keys/s (the best any gRPC design reaches)",
+        "grpc.aio.fanout",
+        "redis.get_many",
+        keys_per_s,
+    ),
+    ("peergrid get_all(100) keys/s / that floor", "pg.get_many", "grpc.aio.fanout", keys_per_s),
+]
+
+
 def _targets(results: Results) -> list[str]:
     if results.grid_unavailable:
         return []
     rows = [t.row(results) for t in TARGETS]
-    return ["peergrid targets", *table(["goal", "measured", "target", "status"], rows)]
+    floors = [[label, times(ratio(results, a, b, metric))] for label, a, b, metric in FLOORS]
+    return [
+        "peergrid targets",
+        *table(["goal", "measured", "target", "status"], rows),
+        "",
+        "gRPC's floor on this machine",
+        *table(["figure", "measured"], floors),
+    ]
 
 
 def _backups(results: Results) -> list[str]:
