@@ -1,7 +1,7 @@
 """One worker of the near-cache benchmark, in its own process (see benchmarks/nearcache.py).
 
-    python -m benchmarks._nc_worker peergrid CLUSTER SEEDS KEYS SEED DURATION THREADS
-    python -m benchmarks._nc_worker redis HOST:PORT - KEYS SEED DURATION THREADS
+    python -m benchmarks._nc_worker peergrid CLUSTER SEEDS KEYS SEED DURATION THREADS BACKUP_COUNT
+    python -m benchmarks._nc_worker redis HOST:PORT - KEYS SEED DURATION THREADS -
 
 Prints "ready <address>" once joined (or connected), waits for "go" on stdin,
 runs the zipf(0.99) 95%-read workload for DURATION seconds on THREADS threads
@@ -74,7 +74,7 @@ def _run_one(
 
 
 def main() -> None:
-    kind, target, seeds, keys, seed, duration, threads = sys.argv[1:8]
+    kind, target, seeds, keys, seed, duration, threads, backup_count = sys.argv[1:9]
     names = [f"zipf:{i}" for i in range(int(keys))]
     sequence = zipf_sequence(int(keys), int(seed))
     if kind == "peergrid":
@@ -82,7 +82,10 @@ def main() -> None:
 
         config = peergrid.MapConfig(near_cache=peergrid.NearCacheConfig(max_entries=int(keys)))
         grid = peergrid.Grid(
-            cluster=target, members=[s for s in seeds.split(",") if s], backup_count=1, maps={"zipf": config}
+            cluster=target,
+            members=[s for s in seeds.split(",") if s],
+            backup_count=int(backup_count),
+            maps={"zipf": config},
         )
         m = grid.get_map("zipf")
         if not seeds.strip(","):  # the first member loads the keyspace, before the others join

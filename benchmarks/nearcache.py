@@ -14,7 +14,10 @@
    near cache's hit rate. Pinned to one CPU by default, like the other figures.
    The comparison is made with one calling thread per process (a script) and
    again with several (a threaded service: each thread its own stretch of the
-   sequence; redis-py gets a pool of as many connections).
+   sequence; redis-py gets a pool of as many connections); and for peergrid with
+   backup_count=1 (its default: every write also copied to a second member) and
+   backup_count=0 (one copy, as the single redis-server holds), each against the
+   same pair's redis run.
 """
 
 from __future__ import annotations
@@ -42,9 +45,17 @@ class Settings:
     pairs: int = 3
     hit_samples: int = 200_000
     threads: tuple[int, ...] = (1, 16)  # calling threads per process, one comparison each
+    backup_counts: tuple[int, ...] = (1, 0)  # peergrid's runs in each pair
 
     def quick(self) -> Settings:
-        return Settings(keys=2_000, duration=1.5, pairs=1, hit_samples=20_000, threads=self.threads)
+        return Settings(
+            keys=2_000,
+            duration=1.5,
+            pairs=1,
+            hit_samples=20_000,
+            threads=self.threads,
+            backup_counts=self.backup_counts,
+        )
 
 
 @dataclass
@@ -129,9 +140,9 @@ def _measure(workers: list[_Worker], duration: float) -> list[dict[str, int]]:
     return [worker.result(duration + 60) for worker in workers]
 
 
-def peergrid_run(placement: Placement, settings: Settings, seed: int, threads: int) -> Run:
+def peergrid_run(placement: Placement, settings: Settings, seed: int, threads: int, backup_count: int) -> Run:
     cluster = f"nc-{uuid.uuid4().hex[:6]}"
-    args = [str(settings.keys), str(seed), str(settings.duration), str(threads)]
+    args = [str(settings.keys), str(seed), str(settings.duration), str(threads), str(backup_count)]
     first = _Worker(placement, ["peergrid", cluster, "", *args])
     try:
         with _workers(
@@ -170,7 +181,7 @@ def redis_run(placement: Placement, settings: Settings, seed: int, threads: int)
         for i in range(settings.keys):  # the same keyspace the first peergrid member loads
             pipe.set(f"zipf:{i}", b"v" * 100)
         pipe.execute()
-        args = [str(settings.keys), str(seed), str(settings.duration), str(threads)]
+        args = [str(settings.keys), str(seed), str(settings.duration), str(threads), "-"]
         with _workers(
             placement, [["redis", f"127.0.0.1:{port}", "-", *args] for _ in range(WORKERS)]
         ) as workers:
@@ -184,37 +195,51 @@ def redis_run(placement: Placement, settings: Settings, seed: int, threads: int)
 @dataclass
 class Comparison:
     threads: int
-    grid: list[Run]
+    grid: dict[int, list[Run]]  # by backup_count
     redis: list[Run]
 
-    def lines(self, settings: Settings) -> list[str]:
-        ratios = [g.ops_per_s / r.ops_per_s for g, r in zip(self.grid, self.redis, strict=True)]
-        hit_rate = statistics.median(r.hit_rate or 0.0 for r in self.grid)
-        grid_ops = statistics.median(r.ops_per_s for r in self.grid)
+    def lines(self) -> list[str]:
         redis_ops = statistics.median(r.ops_per_s for r in self.redis)
-        per_pair = ", ".join(f"{r:.2f}" for r in ratios)
-        ratio = statistics.median(ratios)
         calling = f"{self.threads} calling thread{'s' if self.threads > 1 else ''} per process"
-        return [
-            f"  {calling}:",
-            (
-                f"    peergrid, {WORKERS} members with near cache: {grid_ops:,.0f} ops/s "
-                f"(near-cache hit rate {hit_rate:.1%} of reads; owner-local reads are the rest)"
-            ),
-            f"    redis-server, {WORKERS} redis-py clients:    {redis_ops:,.0f} ops/s",
-            f"    ratio peergrid/redis: {ratio:.2f}x (per pair: {per_pair})   (target >= 3x)",
-        ]
+        lines = [f"  {calling}:", f"    redis-server, {WORKERS} redis-py clients: {redis_ops:,.0f} ops/s"]
+        for backup_count, runs in self.grid.items():
+            ratios = [g.ops_per_s / r.ops_per_s for g, r in zip(runs, self.redis, strict=True)]
+            hit_rate = statistics.median(r.hit_rate or 0.0 for r in runs)
+            grid_ops = statistics.median(r.ops_per_s for r in runs)
+            per_pair = ", ".join(f"{r:.2f}" for r in ratios)
+            copies = BACKUPS.get(backup_count, f"backup_count={backup_count}")
+            lines += [
+                (
+                    f"    peergrid, {WORKERS} members, {copies}: {grid_ops:,.0f} ops/s "
+                    f"(near-cache hits {hit_rate:.1%} of reads, owner-local reads the rest)"
+                ),
+                (
+                    f"      ratio peergrid/redis: {statistics.median(ratios):.2f}x "
+                    f"(per pair: {per_pair})   (target >= 3x)"
+                ),
+            ]
+        return lines
+
+
+BACKUPS = {
+    0: "backup_count=0 (one copy, as redis)",
+    1: "backup_count=1 (default, two copies)",
+}
 
 
 def compare(placement: Placement, settings: Settings, threads: int) -> Comparison:
-    """Alternating pairs of runs, peergrid and redis, with ``threads`` calling threads each."""
-    result = Comparison(threads, [], [])
+    """Alternating pairs of runs, redis and peergrid at each backup count, with ``threads``
+    calling threads each."""
+    result = Comparison(threads, {count: [] for count in settings.backup_counts}, [])
     for pair in range(settings.pairs):
         print(f"near cache: {threads} threads, pair {pair + 1}/{settings.pairs}", file=sys.stderr, flush=True)
-        order = [redis_run, peergrid_run] if pair % 2 == 0 else [peergrid_run, redis_run]
-        for run in order:
-            outcome = run(placement, settings, pair, threads)
-            (result.redis if run is redis_run else result.grid).append(outcome)
+        runs: list[int | None] = [None, *settings.backup_counts]  # None: the redis run
+        for backup_count in runs if pair % 2 == 0 else runs[::-1]:
+            if backup_count is None:
+                result.redis.append(redis_run(placement, settings, pair, threads))
+            else:
+                run = peergrid_run(placement, settings, pair, threads, backup_count)
+                result.grid[backup_count].append(run)
     return result
 
 
@@ -228,7 +253,7 @@ def measure(placement: Placement, settings: Settings) -> str:
     )
     lines = [header, f"  near-cache hit p50 {p50:.2f} µs, p99 {p99:.2f} µs   (target p50 <= 2 µs)"]
     for comparison in comparisons:
-        lines.extend(comparison.lines(settings))
+        lines.extend(comparison.lines())
     lines.append(f"  placement: {placement.describe()}")
     return "\n".join(lines)
 
