@@ -174,15 +174,22 @@ class MapCore:
         """Fetches of a batch ended (``results`` is short if the batch failed): record what
         was found in ``found`` by original key, and tell the near cache."""
         near = self.near
+        error: Exception | None = None
         for i, op in enumerate(ops):
             result = results[i] if i < len(results) else None
+            ok = result is not None
             hit = result is not None and result.found
-            value = self.decoded(result) if hit and result is not None else None
-            if hit:
-                found[originals[op.key]] = value
+            value = None
+            if hit and result is not None:
+                try:
+                    value = found[originals[op.key]] = self.decoded(result)
+                except Exception as exc:  # noqa: BLE001 - re-raised once every other fetch landed
+                    error, ok, hit = error or exc, False, False
             if near is not None:
                 version = result.version if result is not None else 0
-                near.end(op.key, op.partition, value, hit, flights[i], result is not None, version)
+                near.end(op.key, op.partition, value, hit, flights[i], ok, version)
+        if error is not None:
+            raise error
 
     def write_begins(self, op: Op) -> None:
         """A single-key write through this member starts (near cache: drop the key)."""

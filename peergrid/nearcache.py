@@ -148,10 +148,11 @@ class NearCache:
     def shared(self, key: bytes) -> Flight | None:
         """A fetch of ``key`` in flight that a reader starting now may wait for instead of
         fetching itself, or None (none in flight, or the key changed since it began)."""
-        flight = self._flights.get(key)
-        if flight is None or self._changed.get(key, 0) > flight.start:
-            return None
-        return flight
+        with self._lock:  # end() may pop the flight and its key's change in between
+            flight = self._flights.get(key)
+            if flight is None or self._changed.get(key, 0) > flight.start:
+                return None
+            return flight
 
     def begin(self, key: bytes) -> Flight:
         """A fetch of ``key`` starts: pass what this returns to ``end``, whatever happens."""
@@ -234,6 +235,12 @@ class NearCache:
                 del self.data[key]  # older than this write, whether or not the write is held
             self._keep(key, partition, self._loads(encoded), version)
 
+    def _unsure_writes(self) -> None:
+        """Changes this member did not see key by key (a clear, a gap, a new owner) may be
+        newer than its writes in flight: none of them may refill its key (lock held)."""
+        for key in self._writing:
+            self._seen[key] = _NEWEST
+
     def _drop_key(self, key: bytes) -> None:
         self.data.pop(key, None)
         self.invalidations += 1
@@ -247,8 +254,9 @@ class NearCache:
             for key, entry in list(self.data.items()):
                 if entry[1] in wanted and (owner is None or entry[2] == owner):
                     self.data.pop(key, None)
-            # Fetches in flight for these partitions must not be kept either.
+            # Fetches and own writes in flight for these partitions must not be kept either.
             self._changing(self._inflight)
+            self._unsure_writes()
 
     def on_table(self) -> None:
         """The partition table changed: drop entries whose partition has another owner now."""
@@ -257,12 +265,14 @@ class NearCache:
                 if self._owner_of(entry[1]) != entry[2]:
                     self.data.pop(key, None)
             self._changing(self._inflight)
+            self._unsure_writes()
 
     def clear(self) -> None:
         """Drop everything."""
         with self._lock:
             self.data.clear()
             self._changing(self._inflight)
+            self._unsure_writes()
 
     # ------------------------------------------------------------------ event receiver
     def on_alive(self, owner: str, now: float) -> None:
@@ -287,6 +297,7 @@ class NearCache:
                         if held[1] == partition:
                             self.data.pop(cached, None)
                     self._changing(self._inflight)
+                    self._unsure_writes()  # a clear sends no event per key
                     continue
                 version = versions[i] if versions is not None else 0
                 if key in self._writing:  # unknown versions count as newer than any write

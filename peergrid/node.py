@@ -120,7 +120,11 @@ class Node:
         self.executor.compute = self.compute
         self.invoker = Invoker(self, config.timing.retry_initial, config.timing.retry_max)
         self.subscriptions = Subscriptions(
-            self.uuid, self.replica_peer, self.spawn, config.timing.heartbeat_interval
+            self.uuid,
+            self.replica_peer,
+            self.spawn,
+            config.timing.heartbeat_interval,
+            owned_by=lambda owner: self.manager.table.owned_by(owner),  # noqa: PLW0108 - the table is replaced
         )
         self.dispatcher = Dispatcher(f"peergrid-events-{self.uuid[:8]}")
         self.near_caches: dict[str, NearCache] = {}

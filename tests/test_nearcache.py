@@ -8,9 +8,12 @@ import time
 
 import peergrid
 from peergrid import MapConfig, NearCacheConfig
+from peergrid.errors import PeerGridError
 from peergrid.events.model import EventBatch, EventKind
 from peergrid.events.publisher import EventPublisher
+from peergrid.events.subscriptions import Subscriptions
 from peergrid.nearcache import MISS, NearCache
+from peergrid.protocol import Member, MemberList
 from peergrid.testing import cluster
 from tests.conftest import wait_for
 
@@ -358,3 +361,136 @@ def test_a_value_fetched_during_an_own_write_is_not_served_after_it_even_unrefil
     near.write_ends(b"k", 0, b"written", 5)
     near.on_alive("owner", time.monotonic())
     assert near.lookup(b"k") is MISS
+
+
+def test_a_clear_or_a_gap_during_an_own_write_stops_its_refill() -> None:
+    """A clear sends no event per key, and a gap may hide a change of the key: either may be
+    newer than this member's write, so its acknowledgement must not refill the key."""
+    near = standalone_near_cache()
+    near.write_begins(b"k")
+    near.on_events("owner", event(EventKind.ADDED, b"k", b"mine", 5))
+    cleared = EventBatch(
+        kinds=[EventKind.CLEARED], partitions=[0], seqs=[2], keys=[b""], values=[b""], old_values=[b""]
+    )
+    cleared.versions = [6]
+    near.on_events("owner", cleared)  # another member's clear() of the map, applied after our set
+    near.on_alive("owner", time.monotonic())
+    near.write_ends(b"k", 0, b"mine", 5)
+    assert near.lookup(b"k") is MISS
+    near.write_begins(b"k")
+    near.on_gap("owner", [0])
+    near.on_alive("owner", time.monotonic())
+    near.write_ends(b"k", 0, b"mine", 7)
+    assert near.lookup(b"k") is MISS
+
+
+def test_a_reader_never_shares_a_fetch_that_ends_stale_while_it_looks() -> None:
+    """shared() reads the flight and the key's last change under the lock: a fetch that ends
+    in between (and takes the key's change record with it) is not handed to a reader that
+    began after this member's write."""
+    near = standalone_near_cache()
+    fetch = near.begin(b"k")  # reads the owner before the delete below
+    near.write_begins(b"k")
+    near.write_ends(b"k", 0, None, 0)  # this member deleted k
+    ended = []
+
+    class EndsOnLookup(dict[bytes, object]):
+        def get(self, key: bytes, default: object = None) -> object:
+            found = super().get(key, default)
+            if not ended:  # the fetching thread runs end() right after this read
+                ended.append(True)
+                near._flights = dict(self)  # type: ignore[assignment]
+                threading.Thread(target=near.end, args=(b"k", 0, b"OLD", True, fetch, True, 3)).start()
+                time.sleep(0.05)  # the other thread blocks on the lock if shared() holds it
+            return found
+
+    near._flights = EndsOnLookup(near._flights)  # type: ignore[assignment]
+    assert near.shared(b"k") is None
+    assert fetch.wait(5.0)  # it did end, and was not kept
+    assert near.lookup(b"k") is MISS
+
+
+def test_an_undecodable_value_in_get_all_still_lands_every_fetch() -> None:
+    """One value this member cannot decode fails get_all, but every fetch of the batch ends:
+    readers waiting on a healthy key's fetch get its answer, and nothing stays in flight."""
+    with cluster(2, maps=NEAR) as grids:
+        reader = grids[1]
+        m = reader.get_map("near")
+        good, bad = remote_keys(reader, 2)
+        wait_for(lambda: len(reader._node.near_caches["near"].leases) == 1, 5, message="lease from the owner")
+        grids[0].get_map("near").put_all({good: "fine", bad: "garbled"})
+        near = reader._node.near_caches["near"]
+        core = m._core
+        loads = core.loads
+
+        def picky(data: bytes) -> object:
+            value = loads(data)
+            if value == "garbled":
+                raise peergrid.SerializationError("cannot decode this value")
+            return value
+
+        core.loads = picky  # type: ignore[method-assign]
+        try:
+            with __import__("pytest").raises(peergrid.SerializationError):
+                m.get_all([bad, good])
+        finally:
+            core.loads = loads  # type: ignore[method-assign]
+        assert not near._inflight
+        assert not near._flights
+        assert m.get(good) == "fine"
+
+
+def test_a_broken_stream_drops_entries_of_partitions_its_owner_gained_since_its_heartbeat() -> None:
+    """Owner A's last heartbeat listed partition 0; A then gained partition 1 and this member
+    cached a key of it. A's stream breaks (A's change of the key is lost with it) and the
+    next stream counts afresh: the entry must go with the break, not be served on."""
+
+    async def scenario() -> None:
+        table = {0: "A", 1: "B"}  # partition -> owner, as this member sees it
+        near = NearCache("m", NearCacheConfig(max_entries=10), owner_of=table.get, loads=bytes)
+        broken = asyncio.Event()
+        streams = []
+
+        class Source:
+            def subscribe(self, name: str, values: bool, entries: bool, interval: float) -> object:
+                streams.append(name)
+                first = len(streams) == 1
+
+                async def stream():  # type: ignore[no-untyped-def]
+                    if first:
+                        yield EventBatch(heartbeat=True, owned=[0], owned_seqs=[0])
+                        await broken.wait()
+                        raise PeerGridError("the stream broke")
+                    yield EventBatch(heartbeat=True, owned=[0, 1], owned_seqs=[0, 0])
+                    await asyncio.sleep(3600)
+
+                return stream()
+
+        def owned_by(owner: str) -> list[int]:
+            return [p for p, o in table.items() if o == owner]
+
+        loop = asyncio.get_running_loop()
+        subs = Subscriptions("C", lambda owner: Source(), loop.create_task, 0.01, owned_by=owned_by)
+        subs.add("m", near, values=True, entries=False, heartbeat=1.0)
+        subs.on_members(MemberList(1, "A", (Member("A", "a:1"), Member("C", "c:1"))))
+        try:
+            await wait_async(lambda: "A" in near.leases)
+            table[1] = "A"  # this member adopts a table where A owns partition 1 too
+            near.on_table()
+            fetch = near.begin(b"k1")
+            near.end(b"k1", 1, b"old", True, fetch, version=5)
+            assert near.lookup(b"k1") == b"old"
+            broken.set()
+            await wait_async(lambda: len(streams) == 2 and "A" in near.leases)
+            assert near.lookup(b"k1") is MISS
+        finally:
+            await subs.stop()
+
+    asyncio.run(scenario())
+
+
+async def wait_async(condition: object, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)

@@ -66,9 +66,11 @@ class Subscriptions:
         source: Callable[[str], Source | None],
         spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[Any]],
         retry_interval: float,
+        owned_by: Callable[[str], Iterable[int]] = lambda owner: (),
     ) -> None:
         self._me = me
         self._source = source
+        self._owned_by = owned_by  # the partitions a member owns in this member's table
         self._spawn = spawn
         self._retry = retry_interval
         self._interests: dict[str, _Interest] = {}
@@ -164,13 +166,13 @@ class Subscriptions:
                         self._deliver(owner, name, state, batch)
                 except PeerGridError as exc:
                     log.debug("event stream from %s for %r ended: %s", owner[:8], name, exc)
-                self._gap(owner, name, state.owned)
+                self._broken(owner, name, state)
                 state = _StreamState()
                 self._established.pop((owner, name), None)
                 await asyncio.sleep(self._retry)
         finally:
             # However the stream ends, what it vouched for is no longer vouched for.
-            self._gap(owner, name, state.owned)
+            self._broken(owner, name, state)
             if self._streams.get((owner, name)) is asyncio.current_task():
                 del self._streams[(owner, name)]
 
@@ -201,6 +203,13 @@ class Subscriptions:
                 receiver.on_events(owner, batch)
         for receiver in list(interest.receivers):
             receiver.on_alive(owner, now)
+
+    def _broken(self, owner: str, name: str, state: _StreamState) -> None:
+        """A stream ended: events of any partition the owner had may be lost with it. Its
+        last heartbeat is not enough: a partition it gained since (by this member's table)
+        may hold entries fetched from it, and the next stream starts counting afresh."""
+        if state.owned or state.seqs:
+            self._gap(owner, name, sorted(state.owned | set(state.seqs) | set(self._owned_by(owner))))
 
     def _gap(self, owner: str, name: str, partitions: Iterable[int]) -> None:
         partitions = list(partitions)
