@@ -186,8 +186,8 @@ class MapCore:
                 except Exception as exc:  # noqa: BLE001 - re-raised once every other fetch landed
                     error, ok, hit = error or exc, False, False
             if near is not None:
-                version = result.version if result is not None else 0
-                near.end(op.key, op.partition, value, hit, flights[i], ok, version)
+                version, ttl = (result.version, result.ttl) if result is not None else (0, 0.0)
+                near.end(op.key, op.partition, value, hit, flights[i], ok, version, ttl)
         if error is not None:
             raise error
 
@@ -204,7 +204,7 @@ class MapCore:
         if near is None:
             return
         if result is not None and op.code in _REFILLS and not op.ttl and result.version:
-            near.write_ends(op.key, op.partition, op.value, result.version)
+            near.write_ends(op.key, op.partition, op.value, result.version, result.ttl)
         else:
             near.write_ends(op.key, op.partition, None, 0)
 

@@ -144,15 +144,15 @@ class AsyncMap:
             core.got(started, shared.found)
             return shared.value if shared.found else default
         flight = near.begin(encoded) if near is not None else None
-        found, decoded, ok, version = False, None, False, 0
+        found, decoded, ok, version, ttl = False, None, False, 0, 0.0
         try:
             result = await self._run(Op(Code.GET, partition, self.name, encoded))
-            found, version = result.found, result.version
+            found, version, ttl = result.found, result.version, result.ttl
             decoded = core.decoded(result)
             ok = True
         finally:
             if near is not None and flight is not None:
-                near.end(encoded, partition, decoded, found, flight, ok, version)
+                near.end(encoded, partition, decoded, found, flight, ok, version, ttl)
         core.got(started, found)
         return decoded if found else default
 

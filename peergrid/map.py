@@ -108,14 +108,14 @@ class DistributedMap:
             core.got(started, shared.found)
             return shared.value if shared.found else default
         flight = near.begin(encoded)
-        found, decoded, ok, version = False, None, False, 0
+        found, decoded, ok, version, ttl = False, None, False, 0, 0.0
         try:
             result = self._run(Op(Code.GET, partition, self.name, encoded))
-            found, version = result.found, result.version
+            found, version, ttl = result.found, result.version, result.ttl
             decoded = core.decoded(result)
             ok = True
         finally:
-            near.end(encoded, partition, decoded, found, flight, ok, version)
+            near.end(encoded, partition, decoded, found, flight, ok, version, ttl)
         core.got(started, found)
         return decoded if found else default
 

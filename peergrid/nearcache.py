@@ -173,22 +173,25 @@ class NearCache:
         flight: Flight,
         ok: bool = True,
         version: int = 0,
+        ttl: float = 0.0,
     ) -> None:
-        """A fetch of ``key`` finished (``ok``: it answered, at partition ``version``); keep
-        its value unless the key changed since it began, and hand the answer to readers
-        waiting on it."""
+        """A fetch of ``key`` finished (``ok``: it answered, at partition ``version``, with
+        ``ttl`` seconds left before the value expires on its owner, 0 for never); keep its
+        value unless the key changed since it began, and hand the answer to readers waiting
+        on it."""
         with self._lock:
             if self._flights.get(key) is flight:
                 del self._flights[key]
             stale = self._changed.get(key, 0) > flight.start
             _release(self._inflight, key, self._changed)
             if ok and found and not stale:
-                self._keep(key, partition, value, version)
+                self._keep(key, partition, value, version, ttl)
         flight.land(value, found, ok)
 
-    def _keep(self, key: bytes, partition: int, value: Any, version: int) -> None:
-        """Hold ``value`` unless a newer one is held (lock held). Only other members'
-        partitions are held: only they send events (and leases)."""
+    def _keep(self, key: bytes, partition: int, value: Any, version: int, ttl: float = 0.0) -> None:
+        """Hold ``value`` unless a newer one is held (lock held), at most until it expires on
+        its owner (``ttl`` seconds from now, 0 for never). Only other members' partitions
+        are held: only they send events (and leases)."""
         owner = self._owner_of(partition)
         now = time.monotonic()
         if owner is None or self.leases.get(owner, 0.0) <= now:
@@ -196,11 +199,17 @@ class NearCache:
         held = self.data.get(key)
         if held is not None and version and held[4] >= version:
             return
-        ttl = self.config.ttl
-        self.data[key] = (value, partition, owner, now + ttl if ttl else _FOREVER, version)
+        self.data[key] = (value, partition, owner, self._deadline(now, ttl), version)
         self.data.move_to_end(key)
         while len(self.data) > self.config.max_entries:
             self.data.popitem(last=False)
+
+    def _deadline(self, now: float, ttl: float) -> float:
+        """Until when a value may be held: the near cache's own ``ttl``, and the value's
+        time left on its owner (an entry that expired there is never served here)."""
+        own = self.config.ttl
+        deadline = now + own if own else _FOREVER
+        return min(deadline, now + ttl) if ttl else deadline
 
     def _changing(self, keys: Iterable[bytes]) -> None:
         """``keys`` changed: fetches of them in flight now must not be kept (lock held)."""
@@ -219,9 +228,12 @@ class NearCache:
             self._drop_key(key)
             self._writing[key] = self._writing.get(key, 0) + 1
 
-    def write_ends(self, key: bytes, partition: int, encoded: bytes | None, version: int) -> None:
+    def write_ends(
+        self, key: bytes, partition: int, encoded: bytes | None, version: int, ttl: float = 0.0
+    ) -> None:
         """This member's write of ``key`` ended: with ``encoded`` (the value written, applied
-        at partition ``version``), hold it unless a newer change was seen; else drop the key."""
+        at partition ``version``, ``ttl`` seconds left on the owner, 0 for never), hold it
+        unless a newer change was seen; else drop the key."""
         with self._lock:
             seen = self._seen.get(key, 0)
             _release(self._writing, key, self._seen)
@@ -233,7 +245,7 @@ class NearCache:
             held = self.data.get(key)
             if held is not None and held[4] < version:
                 del self.data[key]  # older than this write, whether or not the write is held
-            self._keep(key, partition, self._loads(encoded), version)
+            self._keep(key, partition, self._loads(encoded), version, ttl)
 
     def _unsure_writes(self) -> None:
         """Changes this member did not see key by key (a clear, a gap, a new owner) may be
@@ -288,6 +300,8 @@ class NearCache:
         """
         values = batch.values
         versions = batch.versions
+        ttls = batch.ttls
+        now = time.monotonic()
         with self._lock:
             for i, (kind, partition, key) in enumerate(
                 zip(batch.kinds, batch.partitions, batch.keys, strict=True)
@@ -313,7 +327,9 @@ class NearCache:
                     and kind in (EventKind.ADDED, EventKind.UPDATED)
                     and entry[2] == owner
                 ):
-                    self.data[key] = (self._loads(values[i]), entry[1], owner, entry[3], version)
+                    ttl = ttls[i] if ttls is not None else 0.0
+                    deadline = min(entry[3], now + ttl) if ttl else entry[3]
+                    self.data[key] = (self._loads(values[i]), entry[1], owner, deadline, version)
                     self.invalidations += 1
                     if key in self._inflight:
                         self._changing((key,))

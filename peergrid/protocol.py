@@ -158,7 +158,7 @@ class Op:
 class Result:
     """The answer to one ``Op``."""
 
-    __slots__ = ("count", "found", "keys", "message", "status", "value", "values", "version")
+    __slots__ = ("count", "found", "keys", "message", "status", "ttl", "value", "values", "version")
 
     def __init__(
         self,
@@ -179,6 +179,7 @@ class Result:
         self.values = values
         self.message = message
         self.version = version  # the partition's version after a write, or at a read (0: unknown)
+        self.ttl = 0.0  # seconds the value read or written has left before it expires (0: never)
 
     def __repr__(self) -> str:
         return (

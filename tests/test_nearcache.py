@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 
@@ -494,3 +495,41 @@ async def wait_async(condition: object, timeout: float = 5.0) -> None:
     while not condition():  # type: ignore[operator]
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.005)
+
+
+def test_an_entry_is_never_served_from_a_near_cache_after_it_expired_on_its_owner() -> None:
+    """The owner's answers and events say how long a value has left (TTL, max-idle); the near
+    cache does not serve it past that, however long the owner's expiry sweep takes."""
+    timing = dataclasses.replace(peergrid.Timing.fast(), expiry_sweep_interval=60.0)
+    maps = {
+        "near": NEAR["near"],
+        "idle": MapConfig(max_idle=1.0, near_cache=NearCacheConfig(max_entries=100, max_staleness=1.0)),
+    }
+    with cluster(2, maps=maps, timing=timing) as grids:
+        owner, reader = grids
+        for name in maps:
+            wait_for(lambda n=name: len(reader._node.near_caches[n].leases) == 1, 5, message="a lease")
+        fetched, updated, idle = remote_keys(reader, 3)
+        m, near = reader.get_map("near"), reader._node.near_caches["near"]
+
+        def held(key: str, value: str, name: str = "near") -> bool:
+            reads = reader.get_map(name)
+            return reads.get(key) == value and reads._core.encode(key) in reader._node.near_caches[name].data
+
+        owner.get_map("near").set(fetched, "v", ttl=1.0)
+        wait_for(lambda: held(fetched, "v"), 5, message="the value fetched and held")
+        owner.get_map("near").set(updated, "old")
+        wait_for(lambda: held(updated, "old"), 5, message="the value fetched and held")
+        owner.get_map("near").set(updated, "new", ttl=1.0)  # the event updates the entry in place
+        wait_for(lambda: near.lookup(m._core.encode(updated)) == "new", 5, message="the update")
+        wait_for(lambda: m.get(fetched) is None and m.get(updated) is None, 5, message="expiry")
+        assert owner.get_map("near").get(fetched) is None
+        # Unread on its owner for max_idle, an entry expires there (near-cache hits are not
+        # reads the owner sees): the near cache stops serving it by then too.
+        owner.get_map("idle").set(idle, "v")
+        wait_for(lambda: held(idle, "v", "idle"), 5, message="the value fetched and held")
+        encoded = reader.get_map("idle")._core.encode(idle)
+        near_idle = reader._node.near_caches["idle"]
+        wait_for(lambda: near_idle.lookup(encoded) is MISS, 5, message="the near cache to stop serving it")
+        assert reader.get_map("idle").get(idle) is None
+        assert owner.get_map("idle").get(idle) is None

@@ -44,6 +44,7 @@ class EventBatch:
     owned_seqs: list[int] = field(default_factory=list)
     table_version: int = 0
     versions: list[int] | None = None  # the partition version of each change (None: not sent)
+    ttls: list[float] | None = None  # seconds each new value has left (0: no expiry; None: not sent)
 
 
 @dataclass(frozen=True)

@@ -33,9 +33,14 @@ class _Subscription:
 
     def _empty(self) -> EventBatch:
         values = self.values
-        return EventBatch(values=[] if values else None, old_values=[] if values else None, versions=[])
+        return EventBatch(
+            values=[] if values else None,
+            old_values=[] if values else None,
+            versions=[],
+            ttls=[] if values else None,
+        )
 
-    def add(self, kind: int, p: int, key: bytes, value: bytes, old: bytes, version: int) -> None:
+    def add(self, kind: int, p: int, key: bytes, value: bytes, old: bytes, version: int, ttl: float) -> None:
         self.seqs[p] += 1
         batch = self.batch
         batch.kinds.append(kind)
@@ -44,9 +49,10 @@ class _Subscription:
         batch.keys.append(key)
         assert batch.versions is not None
         batch.versions.append(version)
-        if batch.values is not None and batch.old_values is not None:
+        if batch.values is not None and batch.old_values is not None and batch.ttls is not None:
             batch.values.append(value)
             batch.old_values.append(old)
+            batch.ttls.append(ttl)
         self.ready.set()
 
     def take(self) -> EventBatch | None:
@@ -101,11 +107,20 @@ class EventPublisher:
 
     # ------------------------------------------------------------------ publishing
     def publish(
-        self, name: str, p: int, kind: int, key: bytes, value: bytes = b"", old: bytes = b"", version: int = 0
+        self,
+        name: str,
+        p: int,
+        kind: int,
+        key: bytes,
+        value: bytes = b"",
+        old: bytes = b"",
+        version: int = 0,
+        ttl: float = 0.0,
     ) -> None:
-        """Record one event of map ``name`` in partition ``p``, a change at partition ``version``."""
+        """Record one event of map ``name`` in partition ``p``, a change at partition ``version``
+        (``ttl``: seconds the new value has left, 0 for none)."""
         for subscription in self._subscriptions.get(name, ()):
-            subscription.add(kind, p, key, value, old, version)
+            subscription.add(kind, p, key, value, old, version, ttl)
         if name in self._local:
             batch = self._local_batches.get(name)
             if batch is None:

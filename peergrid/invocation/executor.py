@@ -27,6 +27,14 @@ if TYPE_CHECKING:
 
 MAX_MAP_NAME = 255
 READ_THROUGH = frozenset({Code.GET, Code.CONTAINS})
+_REFILLS = frozenset({Code.SET, Code.PUT})  # writes whose value a near cache may hold after the ack
+
+
+def _time_left(part: Partition, op: Op, result: Result) -> None:
+    """Tell a reader (a near cache) how long the value of ``op``'s key has left here."""
+    store = part.maps.get(op.map)
+    if store is not None and (store.expiry or store.access is not None):
+        result.ttl = store.time_left(op.key)
 
 
 class Executor:
@@ -101,6 +109,8 @@ class Executor:
         if not write:
             result = storage_ops.execute(part, op, self._equal)[0]
             result.version = part.version
+            if result.found and op.code == Code.GET:
+                _time_left(part, op, result)
             if not result.found and op.code in READ_THROUGH and self._stores.backed(op.map):
                 return self._stores.read(part, op, lambda: storage_ops.execute(part, op, self._equal)[0])
             return result
@@ -159,6 +169,8 @@ class Executor:
             return result
         part.version += 1
         result.version = part.version
+        if op.code in _REFILLS:
+            _time_left(part, op, result)
         if behind:
             # Queued in the same versioned change: backups hold the pending write with the value.
             effects = (*effects, *self._stores.enqueue(part, name, effects, cleared_keys))

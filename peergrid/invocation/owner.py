@@ -114,24 +114,27 @@ class OwnerWrites:
             usage.entries += (len(store) if store is not None else 0) - size_before[0]
             usage.nbytes += (store.nbytes if store is not None else 0) - size_before[1]
         if self._publisher.interested(name):
-            self._publish(name, part.id, part.version, effects, old, cleared)
+            self._publish(name, part, effects, old, cleared)
         if config.bounded and config.eviction != "none":
             self._evict(name, config, op.key)
 
     def _publish(
         self,
         name: str,
-        p: int,
-        version: int,
+        part: Partition,
         effects: Sequence[Effect],
         old: bytes | None,
         cleared: list[tuple[bytes, bytes]] | None,
     ) -> None:
         publish = self._publisher.publish
+        p, version = part.id, part.version
+        store = part.maps.get(name)
+        timed = store is not None and (bool(store.expiry) or store.access is not None)
         for effect in effects:
             if effect.kind == EffectKind.PUT:
                 kind = EventKind.UPDATED if old is not None else EventKind.ADDED
-                publish(name, p, kind, effect.key, effect.value, old or b"", version)
+                ttl = store.time_left(effect.key) if timed and store is not None else 0.0
+                publish(name, p, kind, effect.key, effect.value, old or b"", version, ttl)
             elif effect.kind == EffectKind.DELETE:
                 publish(name, p, EventKind.REMOVED, effect.key, b"", old or b"", version)
             elif effect.kind == EffectKind.CLEAR:

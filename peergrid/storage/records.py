@@ -136,6 +136,22 @@ class RecordStore:
             return None
         return value
 
+    def time_left(self, key: bytes) -> float:
+        """Seconds until ``key`` expires by its TTL or, unread, by max-idle; 0.0 when it never
+        does (an expired key gets a tiny positive time: it must not be served any longer)."""
+        now = time.time()
+        left = float("inf")
+        if self.expiry:
+            deadline = self.expiry.get(key)
+            if deadline:
+                left = deadline - now
+        idle = self.policy.max_idle if self.policy is not None else None
+        if idle is not None and self.access is not None:
+            left = min(left, self.access.last.get(key, now) + idle - now)
+        if left == float("inf"):
+            return 0.0
+        return max(left, 1e-9)
+
     # ------------------------------------------------------------------ writes
     def put(self, key: bytes, value: bytes, expire_at: float = 0.0) -> None:
         """Store ``value`` under ``key``, replacing any previous value and expiry."""

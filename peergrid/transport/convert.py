@@ -139,6 +139,8 @@ def events_to_pb(batch: EventBatch) -> events_pb2.EventBatch:
         msg.old_values.extend(batch.old_values)
     if batch.versions is not None:
         msg.versions.extend(batch.versions)
+    if batch.ttls is not None and any(batch.ttls):
+        msg.ttls.extend(batch.ttls)
     return msg
 
 
@@ -155,6 +157,9 @@ def events_from_pb(msg: events_pb2.EventBatch) -> EventBatch:
     versions = list(msg.versions) if len(msg.versions) else None
     if versions is not None and len(versions) != count:
         raise ValueError("event batch version column disagrees in length")
+    ttls = list(msg.ttls) if len(msg.ttls) else None
+    if ttls is not None and (len(ttls) != count or not all(t >= 0 for t in ttls)):
+        raise ValueError("event batch ttl column disagrees in length or holds a negative time")
     return EventBatch(
         kinds=list(msg.kinds),
         partitions=list(msg.partitions),
@@ -167,4 +172,5 @@ def events_from_pb(msg: events_pb2.EventBatch) -> EventBatch:
         owned_seqs=list(msg.owned_seqs),
         table_version=msg.table_version,
         versions=versions,
+        ttls=ttls,
     )

@@ -129,6 +129,8 @@ def results_to_pb(frame_id: int, table_version: int, results: Sequence[Result]) 
         msg.messages.extend([r.message for r in results])
     if any(r.version for r in results):
         msg.versions.extend([r.version for r in results])
+    if any(r.ttl for r in results):
+        msg.ttls.extend([r.ttl for r in results])
     if any(r.keys is not None for r in results):
         msg.key_counts.extend([len(r.keys or ()) for r in results])
         msg.value_counts.extend([len(r.values or ()) for r in results])
@@ -157,6 +159,9 @@ def results_from_pb(msg: map_pb2.FrameResult) -> tuple[int, int, list[Result]]:
     if len(msg.versions):
         for result, version in zip(results, _column(msg.versions, count, "versions", 0), strict=True):
             result.version = version  # type: ignore[assignment]
+    if len(msg.ttls):
+        for result, ttl in zip(results, _column(msg.ttls, count, "ttls", 0.0), strict=True):
+            result.ttl = ttl  # type: ignore[assignment]
     if len(msg.key_counts):
         _scans_from_pb(msg, results)
     return msg.id, msg.table_version, results

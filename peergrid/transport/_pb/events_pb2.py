@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#peergrid/transport/_pb/events.proto\x12\x0bpeergrid.v1\"\x81\x01\n\x10SubscribeRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x12\n\nsubscriber\x18\x02 \x01(\t\x12\x0b\n\x03map\x18\x03 \x01(\t\x12\x0e\n\x06values\x18\x04 \x01(\x08\x12\x0f\n\x07\x65ntries\x18\x05 \x01(\x08\x12\x1a\n\x12heartbeat_interval\x18\x06 \x01(\x01\"\xce\x01\n\nEventBatch\x12\r\n\x05kinds\x18\x01 \x03(\r\x12\x12\n\npartitions\x18\x02 \x03(\r\x12\x0c\n\x04seqs\x18\x03 \x03(\x04\x12\x0c\n\x04keys\x18\x04 \x03(\x0c\x12\x0e\n\x06values\x18\x05 \x03(\x0c\x12\x12\n\nold_values\x18\x06 \x03(\x0c\x12\x11\n\theartbeat\x18\x07 \x01(\x08\x12\r\n\x05owned\x18\x08 \x03(\r\x12\x12\n\nowned_seqs\x18\t \x03(\x04\x12\x15\n\rtable_version\x18\n \x01(\x04\x12\x10\n\x08versions\x18\x0b \x03(\x04\"/\n\x0fMapStatsRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x0b\n\x03map\x18\x02 \x01(\t\"\x8c\x01\n\x10MapStatsResponse\x12\x0e\n\x06member\x18\x01 \x01(\t\x12\x39\n\x06values\x18\x02 \x03(\x0b\x32).peergrid.v1.MapStatsResponse.ValuesEntry\x1a-\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x32\x98\x01\n\x06\x45vents\x12\x45\n\tSubscribe\x12\x1d.peergrid.v1.SubscribeRequest\x1a\x17.peergrid.v1.EventBatch0\x01\x12G\n\x08MapStats\x12\x1c.peergrid.v1.MapStatsRequest\x1a\x1d.peergrid.v1.MapStatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#peergrid/transport/_pb/events.proto\x12\x0bpeergrid.v1\"\x81\x01\n\x10SubscribeRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x12\n\nsubscriber\x18\x02 \x01(\t\x12\x0b\n\x03map\x18\x03 \x01(\t\x12\x0e\n\x06values\x18\x04 \x01(\x08\x12\x0f\n\x07\x65ntries\x18\x05 \x01(\x08\x12\x1a\n\x12heartbeat_interval\x18\x06 \x01(\x01\"\xdc\x01\n\nEventBatch\x12\r\n\x05kinds\x18\x01 \x03(\r\x12\x12\n\npartitions\x18\x02 \x03(\r\x12\x0c\n\x04seqs\x18\x03 \x03(\x04\x12\x0c\n\x04keys\x18\x04 \x03(\x0c\x12\x0e\n\x06values\x18\x05 \x03(\x0c\x12\x12\n\nold_values\x18\x06 \x03(\x0c\x12\x11\n\theartbeat\x18\x07 \x01(\x08\x12\r\n\x05owned\x18\x08 \x03(\r\x12\x12\n\nowned_seqs\x18\t \x03(\x04\x12\x15\n\rtable_version\x18\n \x01(\x04\x12\x10\n\x08versions\x18\x0b \x03(\x04\x12\x0c\n\x04ttls\x18\x0c \x03(\x01\"/\n\x0fMapStatsRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x0b\n\x03map\x18\x02 \x01(\t\"\x8c\x01\n\x10MapStatsResponse\x12\x0e\n\x06member\x18\x01 \x01(\t\x12\x39\n\x06values\x18\x02 \x03(\x0b\x32).peergrid.v1.MapStatsResponse.ValuesEntry\x1a-\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x32\x98\x01\n\x06\x45vents\x12\x45\n\tSubscribe\x12\x1d.peergrid.v1.SubscribeRequest\x1a\x17.peergrid.v1.EventBatch0\x01\x12G\n\x08MapStats\x12\x1c.peergrid.v1.MapStatsRequest\x1a\x1d.peergrid.v1.MapStatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,13 +36,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBSCRIBEREQUEST']._serialized_start=53
   _globals['_SUBSCRIBEREQUEST']._serialized_end=182
   _globals['_EVENTBATCH']._serialized_start=185
-  _globals['_EVENTBATCH']._serialized_end=391
-  _globals['_MAPSTATSREQUEST']._serialized_start=393
-  _globals['_MAPSTATSREQUEST']._serialized_end=440
-  _globals['_MAPSTATSRESPONSE']._serialized_start=443
-  _globals['_MAPSTATSRESPONSE']._serialized_end=583
-  _globals['_MAPSTATSRESPONSE_VALUESENTRY']._serialized_start=538
-  _globals['_MAPSTATSRESPONSE_VALUESENTRY']._serialized_end=583
-  _globals['_EVENTS']._serialized_start=586
-  _globals['_EVENTS']._serialized_end=738
+  _globals['_EVENTBATCH']._serialized_end=405
+  _globals['_MAPSTATSREQUEST']._serialized_start=407
+  _globals['_MAPSTATSREQUEST']._serialized_end=454
+  _globals['_MAPSTATSRESPONSE']._serialized_start=457
+  _globals['_MAPSTATSRESPONSE']._serialized_end=597
+  _globals['_MAPSTATSRESPONSE_VALUESENTRY']._serialized_start=552
+  _globals['_MAPSTATSRESPONSE_VALUESENTRY']._serialized_end=597
+  _globals['_EVENTS']._serialized_start=600
+  _globals['_EVENTS']._serialized_end=752
 # @@protoc_insertion_point(module_scope)

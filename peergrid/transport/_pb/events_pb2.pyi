@@ -23,7 +23,7 @@ class SubscribeRequest(_message.Message):
     def __init__(self, cluster: _Optional[str] = ..., subscriber: _Optional[str] = ..., map: _Optional[str] = ..., values: _Optional[bool] = ..., entries: _Optional[bool] = ..., heartbeat_interval: _Optional[float] = ...) -> None: ...
 
 class EventBatch(_message.Message):
-    __slots__ = ("kinds", "partitions", "seqs", "keys", "values", "old_values", "heartbeat", "owned", "owned_seqs", "table_version", "versions")
+    __slots__ = ("kinds", "partitions", "seqs", "keys", "values", "old_values", "heartbeat", "owned", "owned_seqs", "table_version", "versions", "ttls")
     KINDS_FIELD_NUMBER: _ClassVar[int]
     PARTITIONS_FIELD_NUMBER: _ClassVar[int]
     SEQS_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +35,7 @@ class EventBatch(_message.Message):
     OWNED_SEQS_FIELD_NUMBER: _ClassVar[int]
     TABLE_VERSION_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    TTLS_FIELD_NUMBER: _ClassVar[int]
     kinds: _containers.RepeatedScalarFieldContainer[int]
     partitions: _containers.RepeatedScalarFieldContainer[int]
     seqs: _containers.RepeatedScalarFieldContainer[int]
@@ -46,7 +47,8 @@ class EventBatch(_message.Message):
     owned_seqs: _containers.RepeatedScalarFieldContainer[int]
     table_version: int
     versions: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, kinds: _Optional[_Iterable[int]] = ..., partitions: _Optional[_Iterable[int]] = ..., seqs: _Optional[_Iterable[int]] = ..., keys: _Optional[_Iterable[bytes]] = ..., values: _Optional[_Iterable[bytes]] = ..., old_values: _Optional[_Iterable[bytes]] = ..., heartbeat: _Optional[bool] = ..., owned: _Optional[_Iterable[int]] = ..., owned_seqs: _Optional[_Iterable[int]] = ..., table_version: _Optional[int] = ..., versions: _Optional[_Iterable[int]] = ...) -> None: ...
+    ttls: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, kinds: _Optional[_Iterable[int]] = ..., partitions: _Optional[_Iterable[int]] = ..., seqs: _Optional[_Iterable[int]] = ..., keys: _Optional[_Iterable[bytes]] = ..., values: _Optional[_Iterable[bytes]] = ..., old_values: _Optional[_Iterable[bytes]] = ..., heartbeat: _Optional[bool] = ..., owned: _Optional[_Iterable[int]] = ..., owned_seqs: _Optional[_Iterable[int]] = ..., table_version: _Optional[int] = ..., versions: _Optional[_Iterable[int]] = ..., ttls: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class MapStatsRequest(_message.Message):
     __slots__ = ("cluster", "map")

@@ -63,7 +63,7 @@ class Frame(_message.Message):
     def __init__(self, id: _Optional[int] = ..., cluster: _Optional[str] = ..., table_version: _Optional[int] = ..., sender: _Optional[str] = ..., maps: _Optional[_Iterable[str]] = ..., codes: _Optional[_Iterable[int]] = ..., partitions: _Optional[_Iterable[int]] = ..., map_index: _Optional[_Iterable[int]] = ..., keys: _Optional[_Iterable[bytes]] = ..., values: _Optional[_Iterable[bytes]] = ..., expects: _Optional[_Iterable[bytes]] = ..., ttls: _Optional[_Iterable[float]] = ..., versions: _Optional[_Iterable[int]] = ..., effect_counts: _Optional[_Iterable[int]] = ..., effect_kinds: _Optional[_Iterable[int]] = ..., effect_maps: _Optional[_Iterable[int]] = ..., effect_keys: _Optional[_Iterable[bytes]] = ..., effect_values: _Optional[_Iterable[bytes]] = ..., effect_expiry: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class FrameResult(_message.Message):
-    __slots__ = ("id", "table_version", "statuses", "found", "values", "counts", "messages", "key_counts", "value_counts", "scan_keys", "scan_values", "versions")
+    __slots__ = ("id", "table_version", "statuses", "found", "values", "counts", "messages", "key_counts", "value_counts", "scan_keys", "scan_values", "versions", "ttls")
     ID_FIELD_NUMBER: _ClassVar[int]
     TABLE_VERSION_FIELD_NUMBER: _ClassVar[int]
     STATUSES_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +76,7 @@ class FrameResult(_message.Message):
     SCAN_KEYS_FIELD_NUMBER: _ClassVar[int]
     SCAN_VALUES_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    TTLS_FIELD_NUMBER: _ClassVar[int]
     id: int
     table_version: int
     statuses: _containers.RepeatedScalarFieldContainer[int]
@@ -88,4 +89,5 @@ class FrameResult(_message.Message):
     scan_keys: _containers.RepeatedScalarFieldContainer[bytes]
     scan_values: _containers.RepeatedScalarFieldContainer[bytes]
     versions: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, id: _Optional[int] = ..., table_version: _Optional[int] = ..., statuses: _Optional[_Iterable[int]] = ..., found: _Optional[_Iterable[bool]] = ..., values: _Optional[_Iterable[bytes]] = ..., counts: _Optional[_Iterable[int]] = ..., messages: _Optional[_Iterable[str]] = ..., key_counts: _Optional[_Iterable[int]] = ..., value_counts: _Optional[_Iterable[int]] = ..., scan_keys: _Optional[_Iterable[bytes]] = ..., scan_values: _Optional[_Iterable[bytes]] = ..., versions: _Optional[_Iterable[int]] = ...) -> None: ...
+    ttls: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, id: _Optional[int] = ..., table_version: _Optional[int] = ..., statuses: _Optional[_Iterable[int]] = ..., found: _Optional[_Iterable[bool]] = ..., values: _Optional[_Iterable[bytes]] = ..., counts: _Optional[_Iterable[int]] = ..., messages: _Optional[_Iterable[str]] = ..., key_counts: _Optional[_Iterable[int]] = ..., value_counts: _Optional[_Iterable[int]] = ..., scan_keys: _Optional[_Iterable[bytes]] = ..., scan_values: _Optional[_Iterable[bytes]] = ..., versions: _Optional[_Iterable[int]] = ..., ttls: _Optional[_Iterable[float]] = ...) -> None: ...
