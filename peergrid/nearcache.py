@@ -327,9 +327,14 @@ class NearCache:
                     and kind in (EventKind.ADDED, EventKind.UPDATED)
                     and entry[2] == owner
                 ):
+                    try:
+                        value = self._loads(values[i])
+                    except Exception:  # noqa: BLE001 - a value this member cannot decode is dropped
+                        self._drop_key(key)  # (the stream of events must go on)
+                        continue
                     ttl = ttls[i] if ttls is not None else 0.0
                     deadline = min(entry[3], now + ttl) if ttl else entry[3]
-                    self.data[key] = (self._loads(values[i]), entry[1], owner, deadline, version)
+                    self.data[key] = (value, entry[1], owner, deadline, version)
                     self.invalidations += 1
                     if key in self._inflight:
                         self._changing((key,))

@@ -533,3 +533,27 @@ def test_an_entry_is_never_served_from_a_near_cache_after_it_expired_on_its_owne
         wait_for(lambda: near_idle.lookup(encoded) is MISS, 5, message="the near cache to stop serving it")
         assert reader.get_map("idle").get(idle) is None
         assert owner.get_map("idle").get(idle) is None
+
+
+def test_an_event_value_that_cannot_be_decoded_drops_the_entry_and_events_go_on() -> None:
+    def loads(data: bytes) -> bytes:
+        if data == b"garbled":
+            raise ValueError("cannot decode")
+        return data
+
+    near = NearCache("m", NearCacheConfig(max_entries=10), owner_of=lambda p: "owner", loads=loads)
+    near.on_alive("owner", time.monotonic())
+    for key in (b"a", b"b"):
+        near.end(key, 0, b"v1", True, near.begin(key), version=1)
+    batch = EventBatch(
+        kinds=[EventKind.UPDATED, EventKind.UPDATED],
+        partitions=[0, 0],
+        seqs=[1, 2],
+        keys=[b"a", b"b"],
+        values=[b"garbled", b"v2"],
+        old_values=[b"v1", b"v1"],
+        versions=[2, 3],
+    )
+    near.on_events("owner", batch)
+    assert near.lookup(b"a") is MISS
+    assert near.lookup(b"b") == b"v2"
