@@ -166,3 +166,35 @@ def test_a_failing_callback_does_not_stop_the_others(caplog) -> None:
         m.set("b", 2)
         wait_for(lambda: len(seen.events) == 2, 5)
         assert any("listener bug" in r.getMessage() or r.exc_info for r in caplog.records)
+
+
+def test_an_event_that_cannot_be_decoded_is_logged_and_later_events_still_arrive(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from peergrid.events.listeners import ListenerHub
+    from peergrid.events.model import EventBatch, EventKind
+
+    def loads(data: bytes) -> object:
+        if data == b"garbled":
+            raise ValueError("cannot decode")
+        return data
+
+    got: list[object] = []
+    hub = ListenerHub("m", "me", loads, DispatchNow())
+    hub.add({EventKind.ADDED: got.append}, key=None, include_value=True, local=False, on_gap=None, loop=None)
+    batch = EventBatch(
+        kinds=[EventKind.ADDED, EventKind.ADDED],
+        partitions=[0, 0],
+        seqs=[1, 2],
+        keys=[b"sa", b"sb"],
+        values=[b"garbled", b"fine"],
+        old_values=[b"", b""],
+    )
+    hub.on_events("owner", batch)
+    assert [event.key for event in got] == ["b"]  # type: ignore[attr-defined]
+    assert "cannot be decoded" in caplog.text
+
+
+class DispatchNow:
+    def submit(self, callback: object, *args: object) -> None:
+        callback(*args)  # type: ignore[operator]

@@ -156,7 +156,11 @@ class ListenerHub:
                 if callback is None or (listener.key is not None and listener.key != key):
                     continue
                 if event is None or (not listener.include_value and event.value is not None):
-                    event = self._event(kind, partition, key, values, olds, i, listener.include_value)
+                    try:
+                        event = self._event(kind, partition, key, values, olds, i, listener.include_value)
+                    except Exception as exc:  # noqa: BLE001 - the owner's other events must still flow
+                        log.warning("map %r: an event of key %r cannot be decoded: %s", self.name, key, exc)
+                        break
                 self._deliver(listener, callback, event)
 
     def _event(
