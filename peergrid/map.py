@@ -473,16 +473,13 @@ async def add_listener(
         node.publisher.add_local(name, hub.on_local)
     if not listener.local:
         if not any(not other.local for other in hub.listeners.values() if other is not listener):
+            # Always with values: a later listener that wants them must not restart the streams
+            # (events in flight then are lost to every listener, and reported as a gap).
             node.subscriptions.add(
-                name,
-                hub,
-                values=listener.include_value,
-                entries=True,
-                heartbeat=node.config.timing.heartbeat_interval,
+                name, hub, values=True, entries=True, heartbeat=node.config.timing.heartbeat_interval
             )
-        else:
-            node.subscriptions.require(name, values=listener.include_value)
         if not await node.subscriptions.ready(name, node.config.timing.rpc_timeout * 2):
+            await remove_listener(node, name, listener.id)
             raise OperationTimeoutError(
                 f"{name}.add_entry_listener: could not subscribe to every member's events in time"
             )

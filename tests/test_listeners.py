@@ -9,6 +9,8 @@ import pytest
 
 import peergrid
 from peergrid import MapConfig, Timing
+from peergrid.aio import AsyncMap
+from peergrid.stores import DictStore
 from peergrid.testing import cluster
 from tests.conftest import wait_for
 
@@ -198,3 +200,101 @@ def test_an_event_that_cannot_be_decoded_is_logged_and_later_events_still_arrive
 class DispatchNow:
     def submit(self, callback: object, *args: object) -> None:
         callback(*args)  # type: ignore[operator]
+
+
+def test_listeners_with_and_without_values_each_get_what_they_asked_for() -> None:
+    with cluster(2) as grids:
+        bare, full = Recorder(), Recorder()
+        grids[0].get_map("iv").add_entry_listener(**bare.callbacks(), include_value=False)
+        grids[0].get_map("iv").add_entry_listener(**full.callbacks(), include_value=True)
+        m = grids[1].get_map("iv")
+        keys = [f"k{i}" for i in range(6)]  # on both members
+        for key in keys:
+            m.put(key, "v1")
+            m.put(key, "v2")
+            m.delete(key)
+        wait_for(lambda: len(full.events) >= 18 and len(bare.events) >= 18, 10, message="every event")
+        assert all(e.value is None and e.old_value is None for e in bare.events)
+        for key in keys:
+            assert [(e.kind, e.value, e.old_value) for e in full.events if e.key == key] == [
+                ("added", "v1", None),
+                ("updated", "v2", "v1"),
+                ("removed", None, "v2"),
+            ]
+
+
+def test_adding_a_listener_loses_no_event_of_the_others() -> None:
+    """A second listener (wanting values the first did not) does not restart the event
+    streams: the first one's events keep flowing, with no gap."""
+    with cluster(2) as grids:
+        first, second = Recorder(), Recorder()
+        m0 = grids[0].get_map("rg")
+        m0.add_entry_listener(**first.callbacks(), include_value=False, on_gap=first.gap)
+        writer = grids[1].get_map("rg")
+        stop = threading.Event()
+        written = []
+
+        def write() -> None:
+            i = 0
+            while not stop.is_set():
+                writer.put(f"k{i % 50}", i)
+                written.append(i)
+                i += 1
+
+        thread = threading.Thread(target=write)
+        thread.start()
+        try:
+            wait_for(lambda: len(first.events) > 50, 10, message="events flowing")
+            m0.add_entry_listener(**second.callbacks(), include_value=True)
+            wait_for(lambda: len(second.events) > 50, 10, message="the second listener's events")
+        finally:
+            stop.set()
+            thread.join()
+        wait_for(lambda: len(first.events) == len(written), 10, message="every write's event")
+        assert not first.gaps
+
+
+def test_write_behind_maps_send_one_event_per_change() -> None:
+    """A write-behind map's queue entries travel with each write; they are not the map's events."""
+    config = {"wb": MapConfig(store=DictStore(), write_behind=peergrid.WriteBehindConfig(delay=60))}
+    with cluster(2, maps=config) as grids:
+        seen = Recorder()
+        grids[0].get_map("wb").add_entry_listener(**seen.callbacks())
+        m = grids[1].get_map("wb")
+        m.put("a", 1)
+        m.put("a", 2)
+        m.delete("a")
+        m.put("b", 3)
+        wait_for(lambda: len(seen.events) >= 4, 10, message="the events")
+        m.put("end", 0)
+        wait_for(lambda: seen.kinds("end") == ["added"], 10, message="a last event")
+        assert [(e.kind, e.key, e.value) for e in seen.events] == [
+            ("added", "a", 1),
+            ("updated", "a", 2),
+            ("removed", "a", None),
+            ("added", "b", 3),
+            ("added", "end", 0),
+        ]
+
+
+def test_a_listener_dropped_with_its_closed_loop_leaves_no_duplicate_delivery() -> None:
+    with cluster(2) as grids:
+        m0 = grids[0].get_map("cl")
+        events: list[object] = []
+
+        async def register() -> None:
+            await AsyncMap(grids[0]._node, "cl").add_entry_listener(on_added=events.append)
+
+        asyncio.run(register())  # its loop is closed when run() returns
+        writer = grids[1].get_map("cl")
+        writer.put("first", 1)  # the hub finds the loop closed and drops the listener
+        wait_for(lambda: not grids[0]._node.hubs["cl"].listeners, 10, message="the listener dropped")
+        seen = Recorder()
+        m0.add_entry_listener(**seen.callbacks())
+        keys = [f"k{i}" for i in range(6)]
+        for key in keys:
+            writer.put(key, 1)
+        wait_for(lambda: len(seen.events) >= len(keys), 10, message="the events")
+        writer.put("end", 0)
+        wait_for(lambda: seen.kinds("end") == ["added"], 10, message="a last event")
+        assert sorted(e.key for e in seen.events) == sorted([*keys, "end"])

@@ -150,18 +150,21 @@ class ListenerHub:
         ):
             if kind == EventKind.CLEARED:
                 continue  # listeners get one REMOVED event per entry instead
-            event: EntryEvent | None = None
+            events: dict[bool, EntryEvent | None] = {}  # by include_value, decoded once each
             for listener in listeners:
                 callback = listener.callbacks.get(kind)
                 if callback is None or (listener.key is not None and listener.key != key):
                     continue
-                if event is None or (not listener.include_value and event.value is not None):
+                with_values = listener.include_value
+                if with_values not in events:
                     try:
-                        event = self._event(kind, partition, key, values, olds, i, listener.include_value)
+                        events[with_values] = self._event(kind, partition, key, values, olds, i, with_values)
                     except Exception as exc:  # noqa: BLE001 - the owner's other events must still flow
                         log.warning("map %r: an event of key %r cannot be decoded: %s", self.name, key, exc)
-                        break
-                self._deliver(listener, callback, event)
+                        events[with_values] = None
+                event = events[with_values]
+                if event is not None:
+                    self._deliver(listener, callback, event)
 
     def _event(
         self,

@@ -95,7 +95,9 @@ class EventPublisher:
 
     def add_local(self, name: str, sink: LocalSink) -> None:
         """Deliver events of ``name`` on partitions this member owns to ``sink`` (loop thread)."""
-        self._local.setdefault(name, []).append(sink)
+        sinks = self._local.setdefault(name, [])
+        if sink not in sinks:
+            sinks.append(sink)
 
     def remove_local(self, name: str, sink: LocalSink) -> None:
         """Stop delivering to ``sink``."""

@@ -83,7 +83,8 @@ class Subscriptions:
     def add(self, name: str, receiver: Receiver, values: bool, entries: bool, heartbeat: float) -> None:
         """Send ``name``'s events from every other member to ``receiver``."""
         interest = self._interests.setdefault(name, _Interest(heartbeat=heartbeat))
-        interest.receivers.append(receiver)
+        if receiver not in interest.receivers:
+            interest.receivers.append(receiver)
         changed = (values and not interest.values) or (entries and not interest.entries)
         changed = changed or heartbeat < interest.heartbeat
         interest.values |= values
@@ -92,14 +93,6 @@ class Subscriptions:
         if changed:
             self._restart(name)
         self._ensure_streams()
-
-    def require(self, name: str, values: bool) -> None:
-        """Ask for values too, from now on (restarts ``name``'s streams if they lacked them)."""
-        interest = self._interests.get(name)
-        if interest is not None and values and not interest.values:
-            interest.values = True
-            self._restart(name)
-            self._ensure_streams()
 
     async def ready(self, name: str, timeout: float) -> bool:
         """Wait until every other member's stream of ``name`` is established; False on timeout."""
