@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
@@ -10,6 +11,7 @@ import peergrid
 from peergrid import MapConfig
 from peergrid.partition import partition_of
 from peergrid.serialization import encode_key
+from peergrid.stores import DictStore
 from peergrid.testing import cluster
 from tests.conftest import wait_for
 
@@ -195,3 +197,64 @@ def test_a_sparse_map_still_evicts_down_to_its_bound() -> None:
             m.set(f"k{i}", i)
             assert m.size() == 1
         assert m.get("k19") == 19
+
+
+def test_a_full_map_answers_conditional_writes_that_change_nothing() -> None:
+    maps = {"n": MapConfig(max_entries=1, eviction="none"), "b": MapConfig(max_bytes=40, eviction="none")}
+    with cluster(1, maps=maps) as grids:
+        full = grids[0].get_map("n")
+        full.set("a", 1)
+        assert full.replace("absent", 2) is None
+        assert full.replace_if_same("absent", 1, 2) is False
+        assert full.put_if_absent("a", 9) == 1
+        with pytest.raises(peergrid.CapacityError):
+            full.put_if_absent("other", 9)  # this one would write
+        by_bytes = grids[0].get_map("b")
+        by_bytes.set("k", "x" * 20)
+        assert by_bytes.put_if_absent("k", "y" * 30) == "x" * 20
+        assert by_bytes.replace_if_same("k", "nope", "y" * 30) is False
+        assert by_bytes.get("k") == "x" * 20
+
+
+def test_expired_entries_do_not_hold_a_full_map_or_drift_its_count() -> None:
+    """Deleting an entry that expired but was not swept yet, or writing to a map full of
+    such entries, neither leaves the bound's count wrong nor refuses a write that fits."""
+    timing = dataclasses.replace(peergrid.Timing.fast(), expiry_sweep_interval=60.0)
+    with cluster(1, timing=timing, maps={"m": MapConfig(max_entries=2, eviction="none")}) as grids:
+        m = grids[0].get_map("m")
+        m.set("a", 1, ttl=0.2)
+        m.set("b", 2)
+        wait_for(lambda: m.get("a") is None, 5, message="a to expire")
+        assert m.delete("a") is False
+        m.set("c", 3)  # fits: "a" expired
+        with pytest.raises(peergrid.CapacityError):
+            m.set("d", 4)
+        assert sorted(m.keys()) == ["b", "c"]
+        m.delete("b")
+        m.set("d", 4)
+        assert m.local_stats().expirations == 1
+
+
+def test_an_entry_loaded_from_the_store_counts_once_toward_the_bound() -> None:
+    store = DictStore({"x": 1})
+    with cluster(1, maps={"m": MapConfig(store=store, max_entries=3, eviction="none")}) as grids:
+        m = grids[0].get_map("m")
+        assert m.get("x") == 1  # loaded from the store as the member's first write to the map
+        m.set("a", 1)
+        m.set("b", 2)  # three entries: at the bound, not past it
+        with pytest.raises(peergrid.CapacityError):
+            m.set("c", 3)
+        assert m.local_stats().owned_entries == 3
+
+
+def test_an_access_recorded_for_a_deleted_key_is_never_expired_again() -> None:
+    from peergrid.storage.records import RecordStore, StorePolicy
+
+    store = RecordStore(StorePolicy(max_idle=0.01, track_access=True))
+    store.put(b"k", b"v")
+    store.delete(b"k")
+    assert store.access is not None
+    store.access.last[b"k"] = time.time() - 1  # what a read racing the delete leaves behind
+    assert store.expired(time.time()) == []
+    store.delete(b"k")
+    assert b"k" not in store.access.last

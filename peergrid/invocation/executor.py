@@ -20,6 +20,7 @@ from peergrid.protocol import COMPUTE, KEYED, KNOWN, WRITES, Code, Op, Result, S
 from peergrid.replication import PartitionManager
 from peergrid.storage import Partition
 from peergrid.storage import ops as storage_ops
+from peergrid.storage.records import RecordStore
 from peergrid.storage.registry import MapRegistry
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 MAX_MAP_NAME = 255
 READ_THROUGH = frozenset({Code.GET, Code.CONTAINS})
 _REFILLS = frozenset({Code.SET, Code.PUT})  # writes whose value a near cache may hold after the ack
+_CONDITIONAL = frozenset({Code.PUT_IF_ABSENT, Code.REPLACE, Code.REPLACE_IF_SAME})
 
 
 def _time_left(part: Partition, op: Op, result: Result) -> None:
@@ -160,7 +162,7 @@ class Executor:
         size_before = (0, 0)
         if config.bounded:
             self._owner.usage(name)  # recount first if the table moved, so this write's delta counts once
-            refused = self._owner.refuse(part, op, config)
+            refused = self._owner.refuse(part, op, config) if self._writes(store, op) else None
             if refused is not None:
                 return refused
             size_before = (len(store), store.nbytes) if store is not None else (0, 0)
@@ -178,6 +180,19 @@ class Executor:
         if config.bounded or self._publisher.interested(name):
             self._owner.written(part, op, config, effects, old, cleared, size_before)
         return outcome
+
+    def _writes(self, store: RecordStore | None, op: Op) -> bool:
+        """Whether a conditional write would change anything (one that would not is never
+        refused for capacity: it answers as it would on a map with room)."""
+        code = op.code
+        if code not in _CONDITIONAL:
+            return True
+        current = store.peek(op.key) if store is not None else None
+        if code == Code.PUT_IF_ABSENT:
+            return current is None
+        if code == Code.REPLACE:
+            return current is not None
+        return current is not None and self._equal(current, op.expect)  # REPLACE_IF_SAME
 
     def _recover(self, p: int, caller_version: int) -> Result:
         if caller_version > self._table_version() or self._manager.table.owner(p) != self._manager.uuid:

@@ -31,6 +31,7 @@ from peergrid.storage.registry import MapRegistry, Usage
 if TYPE_CHECKING:
     from peergrid.replication import PartitionManager
 
+_EXPIRE_SCAN_INTERVAL = 0.05  # a full map refusing writes frees its expired entries this often at most
 _SIZED = frozenset({Code.PUT, Code.SET, Code.PUT_IF_ABSENT, Code.REPLACE, Code.REPLACE_IF_SAME})
 _POOL_SIZE = 16  # eviction candidates kept between evictions (as Redis' eviction pool)
 
@@ -51,26 +52,33 @@ class OwnerWrites:
         self._counters = counters
         self.usage_dirty = True  # recount owned usage before the next bounded write
         self._pools: dict[str, dict[bytes, int]] = {}  # map -> eviction candidates: key -> partition
+        self._scanned: dict[str, float] = {}  # map -> when a full map was last scanned for expired entries
 
     # ------------------------------------------------------------------ before a write
     def refuse(self, part: Partition, op: Op, config: MapConfig) -> Result | None:
         """CAPACITY when ``op`` would take a map with ``eviction="none"`` past its bound."""
         if config.eviction != "none" or op.code not in _SIZED:
             return None
-        usage = self.usage(op.map)
-        store = part.maps.get(op.map)
-        old = store.values.get(op.key) if store is not None else None
-        entries = usage.entries + (0 if old is not None else 1)
-        nbytes = usage.nbytes + len(op.value) + (-len(old) if old is not None else len(op.key))
-        if (config.max_entries is not None and entries > config.max_entries) or (
-            config.max_bytes is not None and nbytes > config.max_bytes
+        if not self._fits(part, op, config) and (
+            not self._expire_owned(op.map) or not self._fits(part, op, config)
         ):
+            # Full, even once the expired entries the sweep has not freed yet are.
             return Result(
                 Status.CAPACITY,
                 message=f"map {op.map!r} is full on its owner (max_entries={config.max_entries}, "
                 f"max_bytes={config.max_bytes}, eviction='none')",
             )
         return None
+
+    def _fits(self, part: Partition, op: Op, config: MapConfig) -> bool:
+        usage = self.usage(op.map)
+        store = part.maps.get(op.map)
+        old = store.values.get(op.key) if store is not None else None
+        entries = usage.entries + (0 if old is not None else 1)
+        nbytes = usage.nbytes + len(op.value) + (-len(old) if old is not None else len(op.key))
+        return (config.max_entries is None or entries <= config.max_entries) and (
+            config.max_bytes is None or nbytes <= config.max_bytes
+        )
 
     def usage(self, name: str) -> Usage:
         """Owned entries and bytes of a bounded map (recounted after table changes)."""
@@ -131,6 +139,8 @@ class OwnerWrites:
         store = part.maps.get(name)
         timed = store is not None and (bool(store.expiry) or store.access is not None)
         for effect in effects:
+            if effect.map != name:
+                continue  # a write-behind map's queue entries travel with the write: not events
             if effect.kind == EffectKind.PUT:
                 kind = EventKind.UPDATED if old is not None else EventKind.ADDED
                 ttl = store.time_left(effect.key) if timed and store is not None else 0.0
@@ -151,8 +161,8 @@ class OwnerWrites:
             if victim is None:
                 return
             part, key = victim
-            self.delete(part, name, key, EventKind.EVICTED, usage)
-            self._counters(name).evictions += 1
+            if self.delete(part, name, key, EventKind.EVICTED, usage):
+                self._counters(name).evictions += 1
 
     def _pick(
         self, name: str, owned: Sequence[int], lfu: bool, spare: bytes
@@ -207,6 +217,8 @@ class OwnerWrites:
         self, part: Partition, name: str, key: bytes, value: bytes, expire_at: float, config: MapConfig
     ) -> None:
         """Hold a value loaded from the map's store as owner: versioned and replicated, not stored again."""
+        # Recount first if the table moved, so the loaded entry counts once.
+        usage = self.usage(name) if config.bounded else None
         store = part.store(name)
         size_before = (len(store), store.nbytes)
         store.put(key, value, expire_at)
@@ -214,19 +226,19 @@ class OwnerWrites:
         self._manager.replicator.replicate(
             part.id, part.version, (Effect(EffectKind.PUT, name, key, value, expire_at),), Result()
         )
-        if config.bounded:
-            usage = self.usage(name)
+        if usage is not None:
             usage.entries += len(store) - size_before[0]
             usage.nbytes += store.nbytes - size_before[1]
             if config.eviction != "none":
                 self._evict(name, config, key)
 
-    def delete(self, part: Partition, name: str, key: bytes, kind: int, usage: Usage | None = None) -> None:
-        """Remove an entry as owner (eviction, expiry): versioned, replicated, published."""
+    def delete(self, part: Partition, name: str, key: bytes, kind: int, usage: Usage | None = None) -> bool:
+        """Remove an entry as owner (eviction, expiry): versioned, replicated, published.
+        False when there was none."""
         store = part.maps.get(name)
         value = store.delete(key) if store is not None else None
         if value is None:
-            return
+            return False
         if usage is not None:
             usage.entries -= 1
             usage.nbytes -= len(key) + len(value)
@@ -236,6 +248,7 @@ class OwnerWrites:
         )
         if kind and self._publisher.interested(name):
             self._publisher.publish(name, part.id, kind, key, b"", value, part.version)
+        return True
 
     # ------------------------------------------------------------------ sweeps
     def sweep(self) -> int:
@@ -255,17 +268,30 @@ class OwnerWrites:
         return swept
 
     def _sweep_owned(self, part: Partition, now: float) -> int:
+        return sum(self._expire(part, name, now) for name in list(part.maps))
+
+    def _expire(self, part: Partition, name: str, now: float) -> int:
+        """Free map ``name``'s expired entries in ``part`` (owned); how many."""
+        store = part.maps.get(name)
+        if store is None or (not store.expiry and (store.policy is None or store.policy.max_idle is None)):
+            return 0
+        config = self._registry.config(name)
+        usage = self.usage(name) if config.bounded else None
         swept = 0
-        for name, store in list(part.maps.items()):
-            if not store.expiry and (store.policy is None or store.policy.max_idle is None):
-                continue
-            config = self._registry.config(name)
-            usage = self.usage(name) if config.bounded else None
-            for key in store.expired(now):
-                self.delete(part, name, key, EventKind.EXPIRED, usage)
+        for key in store.expired(now):
+            if self.delete(part, name, key, EventKind.EXPIRED, usage):
                 self._counters(name).expirations += 1
                 swept += 1
         return swept
+
+    def _expire_owned(self, name: str) -> int:
+        """Free map ``name``'s expired entries in every partition this member serves (a scan
+        of the map: at most every ``_EXPIRE_SCAN_INTERVAL`` seconds per map)."""
+        now = time.time()
+        if now - self._scanned.get(name, 0.0) < _EXPIRE_SCAN_INTERVAL:
+            return 0
+        self._scanned[name] = now
+        return sum(self._expire(part, name, now) for part in self._manager.readable if part is not None)
 
     def touches(self) -> None:
         """Send backups the access times of entries read since last time (their idle clocks)."""

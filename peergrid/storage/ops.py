@@ -77,8 +77,7 @@ def replace_if_same(part: Partition, op: Op, eq: ValuesEqual) -> Outcome:
 def delete(part: Partition, op: Op, _eq: ValuesEqual) -> Outcome:
     store = part.maps.get(op.map)
     if store is None or store.get(op.key) is None:
-        if store is not None:
-            store.delete(op.key)  # an expired leftover: drop it quietly
+        # An expired leftover is the sweep's to free: it counts, replicates and tells listeners.
         return Result(found=False), _NONE
     store.delete(op.key)
     return Result(found=True), (Effect(EffectKind.DELETE, op.map, op.key),)

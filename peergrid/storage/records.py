@@ -60,6 +60,10 @@ class _Access:
             self.keys.append(key)
 
     def remove(self, key: bytes) -> None:
+        # Metadata first: a read on another thread may record an access of a key just deleted.
+        self.last.pop(key, None)
+        self.freq.pop(key, None)
+        self.touched.discard(key)
         slot = self.slots.pop(key, None)
         if slot is None:
             return
@@ -67,9 +71,6 @@ class _Access:
         if slot < len(self.keys):
             self.keys[slot] = last
             self.slots[last] = slot
-        self.last.pop(key, None)
-        self.freq.pop(key, None)
-        self.touched.discard(key)
 
 
 class RecordStore:
@@ -176,8 +177,8 @@ class RecordStore:
             self.nbytes -= len(key) + len(old)
             if self.expiry:
                 self.expiry.pop(key, None)
-            if self.access is not None:
-                self.access.remove(key)
+        if self.access is not None:
+            self.access.remove(key)  # also a record a racing read left behind
         return old
 
     def touch(self, key: bytes, when: float) -> None:
@@ -230,7 +231,9 @@ class RecordStore:
         expired = [key for key, deadline in self.expiry.items() if deadline <= now]
         if self.policy is not None and self.policy.max_idle is not None and self.access is not None:
             idle = self.policy.max_idle
-            expired.extend(key for key, seen in self.access.last.items() if now - seen > idle)
+            stored = self.values  # a racing read may leave an access record of a deleted key
+            last = self.access.last
+            expired.extend(key for key, seen in last.items() if now - seen > idle and key in stored)
         return list(dict.fromkeys(expired))
 
     def sweep(self, now: float) -> list[tuple[bytes, bytes]]:
