@@ -122,6 +122,7 @@ class EffectKind:
     DELETE = 2
     CLEAR = 3
     TOUCH = 4  # an owner's read, for backups' idle clocks; expire_at carries the access time
+    ACCESS = 5  # in a partition copy, after its PUT: the entry's last access (expire_at), kept as is
 
 
 class Op:

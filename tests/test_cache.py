@@ -258,3 +258,20 @@ def test_an_access_recorded_for_a_deleted_key_is_never_expired_again() -> None:
     assert store.expired(time.time()) == []
     store.delete(b"k")
     assert b"k" not in store.access.last
+
+
+def test_a_partition_copy_keeps_its_entries_idle_clocks() -> None:
+    """Entries that move to a joining member expire by max_idle from their last access,
+    not from when they moved (early is allowed, late is not)."""
+    idle = 3.0
+    with cluster(1, maps={"idle": MapConfig(max_idle=idle)}) as grids:
+        m = grids[0].get_map("idle")
+        started = time.monotonic()
+        m.put_all({f"k{i}": i for i in range(200)})
+        time.sleep(1.2)  # the entries age (no condition to wait for: time itself is the point)
+        newcomer = grids.add()
+        assert grids.wait_until_safe(30)
+        assert newcomer.get_map("idle").local_stats().owned_entries > 0 or m.size() == 0
+        left = started + idle + 0.5 - time.monotonic()
+        assert left > 0, "the join took too long to tell"
+        wait_for(lambda: m.size() == 0, left, message="every entry to expire by max_idle")

@@ -52,12 +52,20 @@ class Partition:
                 store = self.maps.get(effect.map)
                 if store is not None:
                     store.touch(effect.key, effect.expire_at)
+            elif effect.kind == EffectKind.ACCESS:
+                store = self.maps.get(effect.map)
+                if store is not None:
+                    store.set_access(effect.key, effect.expire_at)
 
     def snapshot(self) -> Iterator[Effect]:
-        """Every live entry as a PUT effect, to rebuild this partition elsewhere."""
+        """Every live entry as a PUT effect, to rebuild this partition elsewhere; where access
+        is tracked, each followed by its last access (a copy must not restart idle clocks)."""
         for name, store in list(self.maps.items()):
+            last = store.access.last if store.access is not None else None
             for key, value, expire_at in store.items():
                 yield Effect(EffectKind.PUT, name, key, value, expire_at)
+                if last is not None and key in last:
+                    yield Effect(EffectKind.ACCESS, name, key, b"", last[key])
 
     def entry_count(self) -> int:
         """Live entries over every map."""

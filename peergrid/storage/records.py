@@ -187,6 +187,11 @@ class RecordStore:
         if access is not None and key in self.values and when > access.last.get(key, 0.0):
             access.last[key] = when
 
+    def set_access(self, key: bytes, when: float) -> None:
+        """Set the last access of ``key`` to ``when`` (a copied entry keeps its idle clock)."""
+        if self.access is not None and key in self.values:
+            self.access.last[key] = when
+
     def take_touched(self) -> list[tuple[bytes, float]]:
         """Keys read since the last call, with their last access (for backups' idle clocks)."""
         access = self.access
