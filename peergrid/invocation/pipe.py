@@ -203,9 +203,12 @@ class Pipe:
             self._queue.popleft().handle(_unreachable(False, why))
 
     def close(self) -> None:
-        """Stop the pipe (loop thread): everything pending fails as unreachable."""
+        """Stop the pipe (loop thread): everything pending fails as unreachable, now.
+
+        Not left to the sender task: a task cancelled before its first step never
+        runs its handlers, and what it held would wait forever.
+        """
         self._closed = True
         if self._task is not None:
             self._task.cancel()
-        else:
-            self._broken("the peer left the cluster")
+        self._broken("the peer left the cluster")
