@@ -35,7 +35,7 @@ _CONDITIONAL = frozenset({Code.PUT_IF_ABSENT, Code.REPLACE, Code.REPLACE_IF_SAME
 def _time_left(part: Partition, op: Op, result: Result) -> None:
     """Tell a reader (a near cache) how long the value of ``op``'s key has left here."""
     store = part.maps.get(op.map)
-    if store is not None and (store.expiry or store.access is not None):
+    if store is not None and store.may_expire:
         result.ttl = store.time_left(op.key)
 
 

@@ -137,7 +137,7 @@ class OwnerWrites:
         publish = self._publisher.publish
         p, version = part.id, part.version
         store = part.maps.get(name)
-        timed = store is not None and (bool(store.expiry) or store.access is not None)
+        timed = store is not None and store.may_expire
         for effect in effects:
             if effect.map != name:
                 continue  # a write-behind map's queue entries travel with the write: not events
@@ -273,7 +273,7 @@ class OwnerWrites:
     def _expire(self, part: Partition, name: str, now: float) -> int:
         """Free map ``name``'s expired entries in ``part`` (owned); how many."""
         store = part.maps.get(name)
-        if store is None or (not store.expiry and (store.policy is None or store.policy.max_idle is None)):
+        if store is None or not store.may_expire:
             return 0
         config = self._registry.config(name)
         usage = self.usage(name) if config.bounded else None

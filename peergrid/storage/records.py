@@ -137,6 +137,11 @@ class RecordStore:
             return None
         return value
 
+    @property
+    def may_expire(self) -> bool:
+        """Entries here can expire: some has a TTL, or the map has max-idle."""
+        return bool(self.expiry) or (self.policy is not None and self.policy.max_idle is not None)
+
     def time_left(self, key: bytes) -> float:
         """Seconds until ``key`` expires by its TTL or, unread, by max-idle; 0.0 when it never
         does (an expired key gets a tiny positive time: it must not be served any longer)."""
