@@ -95,6 +95,7 @@ class MapCore:
         self.store = self.config.store  # a map with a store loads misses on its owner
         self.counters = node.counters_of(name)
         self.readable = node.manager.readable
+        self.membership = node.membership  # its lease_until says whether owner-local reads may be served
         self.loads = node.serializer.loads
         self.dumps = node.serializer.dumps
         self._count = node.config.partition_count
@@ -223,9 +224,10 @@ class MapCore:
         return [Op(code, p, self.name) for p in range(self._count)]
 
     def local_value(self, encoded: bytes, partition: int) -> tuple[bool, bytes | None]:
-        """``(True, value-or-None)`` when this member serves the partition, else ``(False, None)``."""
+        """``(True, value-or-None)`` when this member serves the partition (and holds its owner
+        lease), else ``(False, None)``."""
         part = self.readable[partition]
-        if part is None:
+        if part is None or self.membership.lease_until <= time.monotonic():
             return False, None
         store = part.maps.get(self.name)
         return True, (store.get(encoded) if store is not None else None)

@@ -70,7 +70,8 @@ def _serve_commands(grid: Grid, stop: threading.Event) -> None:
     """Run JSON commands from stdin through this member, one answer line each.
 
     A line is ``{"op": "put", "map": "m", "key": "k", "value": 1}`` (ops: put,
-    set, get, delete, get_all with "keys", size, safe with "timeout"); the
+    set, get, delete, get_all with "keys", size, safe with "timeout", members,
+    owner with "key": the address of the key's owner); the
     answer is ``{"ok": true, "result": ...}`` or ``{"ok": false, "error":
     "TypeName", "message": "..."}``. End of input stops the member.
     """
@@ -94,6 +95,9 @@ def _run_command(grid: Grid, command: dict[str, Any]) -> Any:
         return grid.wait_until_safe(float(command.get("timeout", 10)))
     if op == "members":
         return [m.address for m in grid.members()]
+    if op == "owner":
+        owner = grid.owner_of(command["key"])
+        return owner.address if owner is not None else None
     m = grid.get_map(command.get("map", "default"))
     if op in ("put", "set"):
         return getattr(m, op)(command["key"], command["value"])

@@ -13,11 +13,15 @@ import difflib
 import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from peergrid.errors import ConfigError
 
 DiscoveryKind = Literal["static", "mdns"]
+
+CLOCK_DRIFT = 0.01
+"""The most two members' monotonic clocks may differ in rate (1%): owner leases are shortened by
+it, so a lease runs out on its holder before any other member may act as if it had."""
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,13 @@ class Timing:
     heartbeat_interval: float = 1.0
     """How often each member sends a heartbeat to every other member."""
     failure_timeout: float = 5.0
-    """A member not heard from for this long is declared dead."""
+    """A member not heard from for this long is declared dead. Time this member's own loop
+    did not run (a pause, an overloaded process) does not count."""
+    owner_lease: float | None = None
+    """How long a member may serve its partitions after its last confirmation that it is still
+    a member (the master's answer to its heartbeat; for the master, its own timely heartbeat;
+    with ``min_cluster_size``, also answers from that many members). None: derived from
+    ``failure_timeout`` (see ``lease``). Must run out before any member can be declared dead."""
     join_timeout: float = 5.0
     """How long to keep trying the seeds before starting a new cluster alone."""
     join_retry_interval: float = 0.25
@@ -58,6 +68,10 @@ class Timing:
     member is computing, with ``@grid.cached``); the pause doubles up to ``lock_retry_max``."""
     lock_retry_max: float = 0.25
     """Longest pause between two tries of a contended lock or ``@cached`` key."""
+    merge_horizon: float = 600.0
+    """How long after losing a member that did not leave (a split, from where this member
+    stands) its writes are journaled for a merge: a split healed later than this merges as if
+    nothing had been journaled (see ``peergrid.storage.journal``)."""
     discovery_interval: float = 1.0
     """How often the master looks for other instances of its cluster to merge with (peers
     found by mDNS, static seeds that are not members)."""
@@ -68,6 +82,14 @@ class Timing:
     """How long one mDNS lookup of a discovered service waits for its records."""
     mdns_close_timeout: float = 5.0
     """Upper bound on stopping mDNS (goodbye packets, zeroconf's threads)."""
+
+    @property
+    def lease(self) -> float:
+        """The owner lease in seconds: ``owner_lease``, or 3/4 of the time between the last
+        heartbeat a member could have been heard by and its removal, shortened by the drift bound."""
+        if self.owner_lease is not None:
+            return self.owner_lease
+        return (self.failure_timeout - self.heartbeat_interval) * 0.75 / (1 + 2 * CLOCK_DRIFT)
 
     @classmethod
     def fast(cls) -> Timing:
@@ -92,13 +114,28 @@ class Timing:
         """Raise ``ConfigError`` when a timing is out of range."""
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if value is None and f.name == "owner_lease":
+                continue
             if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"timing.{f.name} must be a positive number of seconds, got {value!r}")
-        if self.failure_timeout <= self.heartbeat_interval:
+        if self.failure_timeout < 3 * self.heartbeat_interval:
             raise ConfigError(
-                f"timing.failure_timeout ({self.failure_timeout}s) must be longer than "
-                f"timing.heartbeat_interval ({self.heartbeat_interval}s), or every member "
-                "would be declared dead between two heartbeats"
+                f"timing.failure_timeout ({self.failure_timeout}s) must be at least 3 times "
+                f"timing.heartbeat_interval ({self.heartbeat_interval}s): a member is declared dead "
+                "only after missing several heartbeats, and owner leases renewed by heartbeats "
+                "must run out before that"
+            )
+        if self.lease <= self.heartbeat_interval:
+            raise ConfigError(
+                f"timing.owner_lease ({self.lease:.3g}s) must be longer than timing.heartbeat_interval "
+                f"({self.heartbeat_interval}s), or leases would run out between two renewals"
+            )
+        longest = (self.failure_timeout - self.heartbeat_interval) / (1 + 2 * CLOCK_DRIFT)
+        if self.lease > longest:
+            raise ConfigError(
+                f"timing.owner_lease ({self.lease}s) must be at most {longest:.3g}s with "
+                f"failure_timeout={self.failure_timeout}s and heartbeat_interval={self.heartbeat_interval}s: "
+                "a member must stop serving before the others may declare it dead and take over"
             )
         if self.retry_max < self.retry_initial:
             raise ConfigError("timing.retry_max must be at least timing.retry_initial")
@@ -124,6 +161,8 @@ class Limits:
     """Request frames in flight to one peer; later operations gather into the next frame."""
     store_threads: int = 4
     """Threads that call map stores (their calls block: they never run on the member's loop)."""
+    max_journal_entries: int = 10_000
+    """Most journaled changes (for merges after a split) kept per partition; the oldest go first."""
     max_transfer_bytes: int = 1 << 30
     """Largest partition copy one transfer (migration, backup rebuild) may carry; a longer one is
     aborted, so a peer cannot fill this member's memory with a transfer that never ends."""
@@ -199,6 +238,7 @@ class TLSConfig:
 
 
 EvictionPolicy = Literal["lru", "lfu", "none"]
+MergePolicy = Literal["latest_update", "put_if_absent", "pass_through", "discard"]
 
 
 @dataclass(frozen=True)
@@ -283,6 +323,12 @@ class MapConfig:
     writes go to it before they are acknowledged (write-through) or later (``write_behind``)."""
     write_behind: WriteBehindConfig | None = None
     """Write to ``store`` behind the map's back, in batches (see ``WriteBehindConfig``)."""
+    merge_policy: MergePolicy = "latest_update"
+    """What a healed split keeps of the merging side's changes, key by key: ``"latest_update"``
+    (the later change wins, deletes included), ``"put_if_absent"`` (only keys the surviving side
+    lacks), ``"pass_through"`` (the merging side's change always wins) or ``"discard"`` (the
+    surviving side's data only). Partitions the surviving side lost entirely come back whole
+    whatever the policy. See docs/operations.md, "Splits and merges"."""
 
     @classmethod
     def from_options(cls, name: str, base: MapConfig | None, **options: Any) -> MapConfig:
@@ -310,6 +356,11 @@ class MapConfig:
             _check_int(f"{where}.max_bytes", self.max_bytes, 1, 10**15)
         if self.eviction not in ("lru", "lfu", "none"):
             raise ConfigError(f"{where}.eviction must be 'lru', 'lfu' or 'none', got {self.eviction!r}")
+        if self.merge_policy not in get_args(MergePolicy):
+            raise ConfigError(
+                f"{where}.merge_policy must be one of {', '.join(map(repr, get_args(MergePolicy)))}, "
+                f"got {self.merge_policy!r}"
+            )
         if self.store is not None:
             missing = [
                 m

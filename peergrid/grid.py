@@ -198,22 +198,23 @@ def map_config(node: Node, name: str, options: dict[str, Any]) -> MapConfig:
     return config
 
 
-async def cluster_safe(node: Node, timeout: float) -> bool:
-    """Poll every member's safe state until all are safe at one list version."""
+async def cluster_safe(node: Node, timeout: float, merging: bool = False) -> bool:
+    """Poll every member's safe state until all are safe at one list version (``merging``: the
+    merge asks, and another instance of the cluster answering does not count)."""
     deadline = time.monotonic() + timeout
     interval = node.config.timing.safe_poll_interval
     while True:
-        if await _all_safe(node):
+        if await _all_safe(node, merging):
             return True
         if time.monotonic() + interval > deadline:
             return False
         await asyncio.sleep(interval)
 
 
-async def _all_safe(node: Node) -> bool:
+async def _all_safe(node: Node, merging: bool) -> bool:
     from peergrid.errors import PeerGridError
 
-    safe, version, _ = node.safe_state()
+    safe, version, _ = node.safe_state(merging)
     if not safe:
         return False
     members = node.membership.members

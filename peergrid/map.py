@@ -92,7 +92,9 @@ class DistributedMap:
                 return cached
         partition = core.partition(encoded)
         part = core.readable[partition]
-        if part is not None:  # owner-local: a dict lookup on this thread
+        if part is not None and core.membership.lease_until > time.monotonic():
+            # Owner-local: a dict lookup on this thread (while the owner lease holds: a member
+            # that may have been declared dead meanwhile asks its loop, which waits to hear).
             store = part.maps.get(self.name)
             value = store.get(encoded) if store is not None else None
             if value is not None or core.store is None:

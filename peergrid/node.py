@@ -34,9 +34,9 @@ from peergrid.events.subscriptions import Subscriptions
 from peergrid.invocation.compute import ComputeOps
 from peergrid.invocation.executor import Executor
 from peergrid.invocation.invoker import Invoker
+from peergrid.invocation.merging import merge_back
 from peergrid.invocation.owner import OwnerWrites
 from peergrid.invocation.pipe import Pipe
-from peergrid.invocation.rewrite import rewrite
 from peergrid.invocation.stores import StoreOps
 from peergrid.nearcache import NearCache
 from peergrid.processors import ProcessorRegistry
@@ -44,6 +44,7 @@ from peergrid.protocol import Chunk, Copy, HeartbeatReply, JoinReply, Member, Me
 from peergrid.replication import PartitionManager
 from peergrid.serialization import serializer_named
 from peergrid.stats import LocalMapStats, MapCounters
+from peergrid.storage import Partition, journal
 from peergrid.storage.registry import MapRegistry
 from peergrid.transport import PeerClient, Peers, Server
 
@@ -80,6 +81,7 @@ class Node:
         self._merge_seeds: list[str] = []  # while merging: the surviving instance's members
         self._rewriting = False  # a merge's data is being re-written into the surviving instance
         self.registry = MapRegistry(config.maps)
+        self.journal = journal.Window(config.timing.merge_horizon)  # writes journaled for a merge
         self.counters: dict[str, MapCounters] = {}
         self.manager = PartitionManager(
             config, self, self._partition_lost, self.registry.policy, self._served_changed
@@ -98,12 +100,14 @@ class Node:
             config,
             self.manager,
             self._table_version,
-            self._has_quorum,
+            self.has_quorum,
+            self._has_lease,
             self._values_equal,
             self.registry,
             self.publisher,
             self.owner,
             self.stores,
+            self.journal,
         )
         self.processors = ProcessorRegistry()
         self.compute = ComputeOps(
@@ -201,17 +205,20 @@ class Node:
     async def _settled(self) -> bool:
         from peergrid.grid import cluster_safe  # grid builds on node
 
-        return await cluster_safe(self, 0)
+        return await cluster_safe(self, 0, merging=True)
 
     def _orphaned(self) -> None:
         self.spawn(self._merge_into(None))
 
     async def _merge_into(self, into: MemberList | None) -> None:
         """Leave this instance of the cluster for ``into``'s (None: wherever the seeds and
-        discovery lead), then re-write the data this member owned there, put-if-absent."""
+        discovery lead), then bring back the partitions this member served here
+        (``invocation/merging.py``: whole where the other instance lost them, else the changes
+        made while split, by each map's merge policy)."""
         if self._rewriting:
             return  # already on its way (told to merge, and orphaned by its master leaving)
-        entries = self.manager.owned_entries()
+        copies = self.manager.owned_copies()
+        origin = self.membership.members.origin
         self._rewriting = True  # not safe until the data is back
         try:
             self._merge_seeds = [m.address for m in into.members] if into is not None else []
@@ -227,28 +234,44 @@ class Node:
                 )
                 self.membership.form()
             limits, timing = self.config.limits, self.config.timing
-            done = await rewrite(
+            done = await merge_back(
+                copies,
+                self.membership.members.origin == origin,
+                self._restore,
                 self.invoker,
-                entries,
-                self.config.partition_count,
-                limits.max_batch_ops,
+                (limits.max_batch_ops, limits.max_message_bytes // 4),
                 timing.operation_timeout,
+                timing.retry_max,
             )
         finally:
             self._rewriting = False
         log.log(
             logging.WARNING if done.failed else logging.INFO,
-            "member %s joined cluster %r again (%d members): of the %d entries it owned, %d written, "
-            "%d kept the value the cluster had, %d had expired, %d failed",
+            "member %s joined cluster %r again (%d members): of the %d partitions it served, %d "
+            "came back whole (the cluster had lost them); of the %d changes it brought (made while "
+            "split, or every entry when the instances formed apart), %d written, %d kept the value "
+            "the cluster had (merge policy); %d failed",
             self.address,
             self.cluster,
             len(self.membership.members.members),
-            len(entries),
-            done.written,
-            done.kept,
-            done.expired,
+            len(copies),
+            done.restored,
+            done.changes,
+            done.won,
+            done.changes - done.won,
             done.failed,
         )
+
+    async def _restore(self, copy: Partition) -> str:
+        """Offer a merged copy to its owner here (``PartitionManager.restore``)."""
+        owner = self.manager.table.owner(copy.id)
+        if owner == self.uuid:
+            return self.manager.restore(copy)
+        peer = self.replica_peer(owner) if owner is not None else None
+        if peer is None:
+            return "moved"
+        chunks = self.manager.chunks(copy, restore=True)
+        return await peer.install(chunks, timeout=self.config.timing.rpc_timeout * 10)
 
     async def _every(self, interval: float, job: Callable[[], Any]) -> None:
         while True:
@@ -265,6 +288,7 @@ class Node:
                 log.exception("background job failed")
 
     async def _sweep(self) -> None:
+        self.manager.prune_journals(self.journal.oldest(), self.config.limits.max_journal_entries)
         self.owner.sweep()
         self.owner.touches()
         await self.stores.flush_due()
@@ -399,10 +423,14 @@ class Node:
     def _table_version(self) -> int:
         return self.membership.members.version
 
-    def _has_quorum(self) -> bool:
+    def has_quorum(self) -> bool:
+        """True unless ``min_cluster_size`` is set and this member sees fewer members."""
         if self.membership.state is State.JOINING:
             return True  # (re)joining: nothing is served here, so a write is moved and retried once joined
         return len(self.membership.members.members) >= self.config.min_cluster_size
+
+    def _has_lease(self) -> bool:
+        return self.membership.holds_lease()
 
     def _values_equal(self, a: bytes, b: bytes) -> bool:
         if a == b:
@@ -416,6 +444,11 @@ class Node:
         if old.version == 0 and new.members == (self.membership.me,):
             self.manager.form()
         gone = set(old.uuids) - set(new.uuids)
+        if any(not m.leaving for m in old.members if m.uuid in gone) and self.journal.open():
+            # A member went without leaving: from where we stand, maybe a split. Journal writes
+            # for a merge, those applied but not yet acknowledged too (they may be, on our side).
+            log.info("member %s journals its writes for a merge after a split", self.address)
+            self.manager.journal_pending(self.journal.clock)
         for uuid in gone:
             for pipe in self._drop_pipes(uuid):
                 pipe.close()
@@ -525,12 +558,18 @@ class Node:
         if self._merger is not None:
             await self._merger.handle_merge(into)
 
-    def safe_state(self) -> tuple[bool, int, str]:
+    def safe_state(self, merging: bool = False) -> tuple[bool, int, str]:
+        """Whether this member has nothing left to do, at which list version, and if not, why.
+        Another instance of the cluster answering makes it unsafe, unless ``merging`` (the
+        merge asks whether this instance is settled enough to merge with it)."""
         version = self.membership.members.version
         if self.membership.state is not State.ACTIVE:
             return False, version, f"member is {self.membership.state.value}"
         if self._merge_seeds or self._rewriting:
             return False, version, "merging into another instance of the cluster"
+        other = self._merger.another_instance() if self._merger is not None and not merging else None
+        if other is not None:
+            return False, version, f"another instance of the cluster answers at {other}: not merged yet"
         safe, detail = self.manager.safe_state()
         return safe, version, detail
 
@@ -542,7 +581,7 @@ class Node:
         results: list[Result | None] = []
         waiting: list[tuple[int, asyncio.Future[Result]]] = []
         for op in ops:
-            outcome = self.executor.execute(op, table_version)
+            outcome = self.executor.execute(op, table_version, sender)
             if isinstance(outcome, Result):
                 results.append(outcome)
             else:
@@ -577,8 +616,8 @@ class Node:
     def fetch(self, members: MemberList, partition: int) -> AsyncIterator[Chunk]:
         return self.manager.handle_fetch(members, partition)
 
-    async def install(self, chunks: AsyncIterator[Chunk]) -> None:
-        await self.manager.handle_install(chunks)
+    async def install(self, chunks: AsyncIterator[Chunk]) -> str:
+        return await self.manager.handle_install(chunks)
 
     def release(self, list_version: int, partitions: list[int]) -> None:
         self.manager.handle_release(list_version, partitions)

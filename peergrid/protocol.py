@@ -29,6 +29,7 @@ class Code:
     ENTRIES = 11
     KEYS = 12
     RECOVER = 13  # serve a lost partition again, empty
+    MERGE = 14  # a merging member's entries of one partition (``effects``), by the map's merge policy
     FLUSH = 30  # store a write-behind map's queued writes in this partition now
     BACKUP = 20  # owner -> backup: apply ``effects`` to reach ``version``
     TOUCH = 21  # owner -> backup: entries' last access times (idle expiry), unversioned
@@ -75,6 +76,7 @@ KNOWN = KEYED | {
     Code.RECOVER,
     Code.TOUCH,
     Code.FLUSH,
+    Code.MERGE,
 }
 
 
@@ -106,6 +108,7 @@ class Effect(NamedTuple):
     key: bytes = b""
     value: bytes = b""
     expire_at: float = 0.0  # wall-clock seconds; 0 = never
+    stamp: int = 0  # a change made while the cluster may be split: its merge stamp (journal.py)
 
 
 class Copy(NamedTuple):
@@ -123,6 +126,7 @@ class EffectKind:
     CLEAR = 3
     TOUCH = 4  # an owner's read, for backups' idle clocks; expire_at carries the access time
     ACCESS = 5  # in a partition copy, after its PUT: the entry's last access (expire_at), kept as is
+    JOURNAL = 6  # in a partition copy: a journaled change of ``key`` (``stamp``; value b"d": a delete)
 
 
 class Op:
@@ -215,6 +219,9 @@ class MemberList:
     version: int
     master_uuid: str
     members: tuple[Member, ...]
+    origin: str = ""
+    """Random per formation of a cluster instance and kept by every later version: two lists of
+    one origin descend from one formation (the two sides of a split), else they formed apart."""
 
     def find(self, uuid: str) -> Member | None:
         """The member with this uuid, or None."""
@@ -353,3 +360,4 @@ class Chunk:
     last: bool
     list_version: int = 0
     sender: str = ""
+    restore: bool = False  # a merging member's copy, for an owner that lost the partition

@@ -87,12 +87,13 @@ def test_losing_every_copy_is_reported_never_served_empty() -> None:
         assert m.size() == len(kept) + 1
 
 
-def test_quorum_refuses_writes_on_the_minority_side() -> None:
+def test_quorum_refuses_reads_and_writes_on_the_minority_side() -> None:
     with cluster(3, min_cluster_size=2) as grids:
         survivor, a, b = grids
         m = survivor.get_map("q")
         m.put("before", 1)
         replicas_before = {k: replicas_of(survivor, k) for k in KEYS[:50]}
+        kept = [k for k in KEYS[:50] if survivor.uuid in replicas_before.get(k, ())]
         grids.kill(a)
         grids.kill(b)
         wait_for(lambda: len(survivor.members()) == 1, 10, message="the dead members removed")
@@ -101,9 +102,11 @@ def test_quorum_refuses_writes_on_the_minority_side() -> None:
         assert info.value.retryable
         with pytest.raises(peergrid.QuorumError):
             m.delete("before")
-        # Reads still answer for partitions that kept a copy here.
-        kept = [k for k in KEYS[:50] if survivor.uuid in replicas_before.get(k, ())]
-        assert m.get_all(kept) == {}
+        # Reads too, even of partitions that kept a copy here: the majority may have written since.
+        with pytest.raises(peergrid.QuorumError):
+            m.get_all(kept)
+        with pytest.raises(peergrid.QuorumError):
+            m.get("before")
 
 
 def test_quorum_restored_when_a_member_joins() -> None:

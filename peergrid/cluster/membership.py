@@ -11,6 +11,19 @@ the oldest member that still hears from nobody older takes over.
 A member that finds itself missing from a newer list was declared dead (it
 was paused, or cut off): it drops its data and joins again as a new member.
 
+Judgement never rests on a stale clock: time this member's loop did not run
+(a pause, an overloaded process) is not counted as silence of the others, so a
+member resuming from SIGSTOP does not declare everyone dead at its first tick.
+
+Owner leases: a member serves its partitions only while ``lease_until`` (a
+monotonic deadline) lies ahead. A non-master renews it from the master's
+answers to its heartbeats (``send time + lease``); the master from its own
+timely ticks, but after a stall only once a heartbeat sent since was answered
+(or it is alone). With ``min_cluster_size`` the lease also needs answers from
+that many members (less one). Leases are shorter than ``failure_timeout`` by
+the drift bound, so a member that others may declare dead has stopped serving
+before they do (``Timing.lease``).
+
 Peers are not trusted blindly: the master calls a joiner back at the address
 it announced (and checks the uuid that answers) before admitting it, so an
 address nobody serves on never enters the member list; a list published by a
@@ -23,6 +36,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid as uuid_module
 from collections.abc import Callable, Coroutine, Iterable
 from enum import Enum
 from typing import Any, Protocol
@@ -110,6 +124,12 @@ class Membership:
         self.state = State.JOINING
         self.members = MemberList(0, "", ())
         self._last_heard: dict[str, float] = {}
+        #: Monotonic deadline of this member's owner lease (read from any thread).
+        self.lease_until = 0.0
+        # uuid -> send time of the latest heartbeat that member answered OK (counted us a member).
+        self._acked: dict[str, float] = {}
+        self._confirmed = 0.0  # send time of the latest heartbeat any member answered OK
+        self._resumed = 0.0  # when this member last noticed its loop had stalled
         self._pulling = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
@@ -232,6 +252,7 @@ class Membership:
             if address in tried:
                 continue
             tried.add(address)
+            sent = time.monotonic()
             try:
                 reply = await self._peer(address).join(
                     self.me,
@@ -260,6 +281,9 @@ class Membership:
                     self._joiners.clear()
                     self.state = State.ACTIVE
                     self.adopt(reply.members)
+                    # The master admitted us: as good as its answer to a heartbeat sent then.
+                    self._acked[reply.members.master_uuid] = sent
+                    self._renew(time.monotonic())
                     log.info(
                         "member %s joined cluster %r (%d members)",
                         self.me.address,
@@ -304,10 +328,11 @@ class Membership:
         return all(self.me.uuid < uuid for uuid in [*self._seen_joining.values(), *joiners] if uuid)
 
     def form(self) -> None:
-        """Start a new cluster with this member alone as its master."""
+        """Start a new cluster with this member alone as its master (a new origin)."""
         self._joiners.clear()
         self.state = State.ACTIVE
-        self.adopt(MemberList(1, self.me.uuid, (self.me,)))
+        self.adopt(MemberList(1, self.me.uuid, (self.me,), origin=uuid_module.uuid4().hex))
+        self._renew(time.monotonic())
 
     async def handle_join(
         self, member: Member, partition_count: int, serializer: str, probe: bool = False
@@ -437,14 +462,22 @@ class Membership:
         for uuid in list(self._last_heard):
             if uuid not in members:
                 del self._last_heard[uuid]
+        for uuid in list(self._acked):
+            if uuid not in members:
+                del self._acked[uuid]
         self._on_change(old, members)
+        self._renew(now)
         return True
 
     def _removed(self, members: MemberList) -> None:
+        self.lease_until = 0.0  # serve nothing more: others own our partitions now
         if self.state is State.LEAVING:
             # Our own final leave: nothing to do but stop.
             self.members = members
             return
+        if self.state is not State.ACTIVE:
+            return  # already re-joining
+        self.state = State.JOINING
         log.warning(
             "member %s was dropped from cluster %r (list version %d): it was not heard from in time; "
             "rejoining as a new member",
@@ -530,15 +563,62 @@ class Membership:
         return HeartbeatReply(HeartbeatStatus.OK, self.members.version)
 
     async def _tick_forever(self) -> None:
+        interval = self._timing.heartbeat_interval
+        last = time.monotonic()
         while self.state in (State.ACTIVE, State.LEAVING, State.JOINING):
+            now = time.monotonic()
+            stalled = now - last - interval
+            last = now
+            if stalled > max(interval, self._timing.failure_timeout / 4):
+                self._stalled(stalled, now)
             if self.state is not State.JOINING:
                 for member in self.members.members:
                     if member.uuid != self.me.uuid:
                         self._spawn(self._beat(member))
-                self._detect_failures()
-            await asyncio.sleep(self._timing.heartbeat_interval)
+                self._detect_failures(now)
+                self._renew(now)
+            await asyncio.sleep(interval)
+
+    def _stalled(self, stalled: float, now: float) -> None:
+        """The loop did not run for ``stalled`` seconds (a pause, an overloaded process).
+
+        Silence of the others during that time is not theirs: their clocks move
+        on by as much, so no member is judged on time this member missed. The
+        master's lease is not renewed until a heartbeat sent from now on is
+        answered: it may have been declared dead meanwhile.
+        """
+        log.warning(
+            "member %s: its loop did not run for %.2fs (a pause, or an overloaded process); "
+            "not judging other members on the time it missed",
+            self.me.address,
+            stalled,
+        )
+        self._resumed = now
+        for uuid, heard in self._last_heard.items():
+            self._last_heard[uuid] = min(now, heard + stalled)
+
+    def _renew(self, now: float) -> None:
+        """Extend the owner lease as far as this member's confirmations allow (never shorten it)."""
+        if self.state is not State.ACTIVE and self.state is not State.LEAVING:
+            return
+        lease = self._timing.lease
+        if self.is_master:
+            alone = len(self.members.members) == 1
+            until = now + lease if alone or self._confirmed >= self._resumed else 0.0
+        else:
+            until = self._acked.get(self.members.master_uuid, 0.0) + lease
+        need = self._config.min_cluster_size - 1
+        if need > 0:
+            acks = sorted((t for u, t in self._acked.items() if u != self.me.uuid), reverse=True)
+            until = min(until, acks[need - 1] + lease if len(acks) >= need else 0.0)
+        self.lease_until = max(self.lease_until, until)
+
+    def holds_lease(self) -> bool:
+        """True while this member may serve its partitions (see the module docstring)."""
+        return self.lease_until > time.monotonic()
 
     async def _beat(self, member: Member) -> None:
+        sent = time.monotonic()
         try:
             reply = await self._peer(member.address).heartbeat(
                 self.me.uuid, self.members.version, timeout=self._timing.heartbeat_interval * 2
@@ -548,31 +628,56 @@ class Membership:
         if reply.uuid and reply.uuid != member.uuid:
             return  # another process serves that address now: the member is gone
         self._last_heard[member.uuid] = time.monotonic()
+        if reply.status == HeartbeatStatus.OK and member.uuid in self.members:
+            if sent > self._acked.get(member.uuid, 0.0):
+                self._acked[member.uuid] = sent
+            self._confirmed = max(self._confirmed, sent)
+            self._renew(time.monotonic())
         if (
             reply.status == HeartbeatStatus.UNKNOWN_MEMBER
             and reply.list_version > 0  # active in a cluster without us (0: it is re-joining)
-            and member.uuid == self.members.master_uuid
             and self.state is State.ACTIVE
             and not self._orphan_check
+            and (member.uuid == self.members.master_uuid or reply.list_version > self.members.version)
         ):
             self._orphan_check = True
             self._spawn(self._check_orphaned(member))
             return
-        if (
-            reply.status == HeartbeatStatus.UNKNOWN_MEMBER and reply.list_version > self.members.version
-        ) or reply.status == HeartbeatStatus.OK:
+        if reply.status == HeartbeatStatus.OK:
             self.saw_version(reply.list_version, member.address)
 
-    async def _check_orphaned(self, master: Member) -> None:
-        """Our master no longer counts us a member: re-join, unless we are only behind.
+    async def _check_orphaned(self, peer: Member) -> None:
+        """A member does not count us a member: we were removed, or left behind, or are behind.
 
-        It may have left for another instance of the cluster (a merge that left
-        us behind), or been replaced while we missed a list: if another member
-        has a newer list that still names us, adopt it; else join again
-        (keeping our data, see ``on_orphaned``).
+        If its list is a newer version of ours (its master is one of ours) that
+        does not name us, we were declared dead while we could not answer (a
+        pause, a cut): our copies may be stale and our lease has run out, so we
+        drop them and join again as a new member. If another member has a newer
+        list that still names us, we were only behind: adopt it. If our master
+        no longer counts us and its list is of another instance of the cluster
+        (it merged away and we missed the word), join again keeping our data,
+        to merge it (see ``on_orphaned``).
         """
         try:
-            others = [m for m in self.members.members if m.uuid not in (self.me.uuid, master.uuid)]
+            try:
+                theirs = await self._peer(peer.address).get_members(timeout=self._timing.rpc_timeout)
+            except PeerGridError:
+                return
+            if self.state is not State.ACTIVE:
+                return
+            if (
+                theirs.version > self.members.version
+                and self.me.uuid not in theirs
+                and theirs.origin == self.members.origin
+                and self._plausible(theirs)
+            ):
+                self._removed(theirs)
+                return
+            if self.me.uuid in theirs and self.adopt_from_peer(theirs):
+                return
+            if peer.uuid != self.members.master_uuid:
+                return
+            others = [m for m in self.members.members if m.uuid not in (self.me.uuid, peer.uuid)]
             for other in others:
                 try:
                     members = await self._peer(other.address).get_members(timeout=self._timing.rpc_timeout)
@@ -580,22 +685,22 @@ class Membership:
                     continue
                 if self.me.uuid in members and self.adopt_from_peer(members):
                     return
-            if self.state is not State.ACTIVE or self.members.master_uuid != master.uuid:
+            if self.state is not State.ACTIVE or self.members.master_uuid != peer.uuid:
                 return
             log.warning(
                 "member %s: its master %s no longer counts it a member of cluster %r (it left for "
                 "another instance of the cluster, or restarted); joining again",
                 self.me.address,
-                master.address,
+                peer.address,
                 self._config.cluster,
             )
             self.state = State.JOINING  # one re-join, whatever the next heartbeats say
+            self.lease_until = 0.0
             self._on_orphaned()
         finally:
             self._orphan_check = False
 
-    def _detect_failures(self) -> None:
-        now = time.monotonic()
+    def _detect_failures(self, now: float) -> None:
         silent = {
             m.uuid
             for m in self.members.members
@@ -689,6 +794,8 @@ class Membership:
         self.members = MemberList(0, "", ())
         self._last_heard.clear()
         self._joiners.clear()
+        self._acked.clear()
+        self.lease_until = 0.0
 
     async def stop(self) -> None:
         """Stop heartbeats and background calls."""

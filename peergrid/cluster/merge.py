@@ -15,17 +15,21 @@ master tells the merging one, which may not know of it); each member checks
 the rule itself against the list the other instance gives it, asks the other
 master whether it would be admitted (a join "probe": same partition count and
 serializer, reachable at its address), then leaves its cluster, joins the
-other, and re-writes the entries it owned there with put-if-absent semantics
-(the survivor's values win). An instance that would not admit us is logged
+other, and brings back the partitions it served (``invocation/merging.py``:
+whole where the other instance lost them, else the changes made while split,
+by each map's merge policy). An instance that would not admit us is logged
 once and never merged into. The transport refuses a peer of another cluster
-name before any of this, and a peer that fails TLS is never asked: only
-instances of the same cluster ever merge.
+name before any of this, and a peer that fails TLS is not merged with (asked
+again with back-off: it may be restarted with the right certificate). Only
+instances of the same cluster ever merge. While another instance answers, the
+master reports itself not safe (``another_instance``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, Protocol
 
@@ -39,6 +43,8 @@ from peergrid.errors import (
 from peergrid.protocol import JoinReply, JoinStatus, Member, MemberList
 
 log = logging.getLogger("peergrid.cluster")
+
+_MAX_BACKOFF = 60.0  # seconds: the longest a refused candidate waits to be asked again
 
 
 def should_merge(ours: MemberList, theirs: MemberList) -> bool:
@@ -57,7 +63,7 @@ def should_merge(ours: MemberList, theirs: MemberList) -> bool:
 class MergePeer(Protocol):
     """The calls merging makes (``peergrid.transport.PeerClient`` provides them)."""
 
-    async def get_members(self, timeout: float | None = None) -> MemberList: ...
+    async def get_members(self, timeout: float | None = None, diagnose: bool = False) -> MemberList: ...
     async def merge(self, into: MemberList, timeout: float | None = None) -> None: ...
     async def join(
         self,
@@ -104,7 +110,12 @@ class Merger:
         self._candidates = candidates  # addresses that may be members of another instance
         self._merge_into = merge_into  # leave this instance, join ``into``'s, re-write our data
         self._settled = settled  # no migration in this instance: each partition served by its owner
-        self._refused: set[str] = set()  # candidates that failed the checks (logged once)
+        # Candidates that failed the checks (another cluster name, a TLS failure): address ->
+        # (refusals in a row, when to ask again). Asked again with back-off, never ignored for good:
+        # a member restarted with the right configuration must be found again.
+        self._refused: dict[str, tuple[int, float]] = {}
+        # Another instance of this cluster answered here lately: address -> when (safe_state).
+        self.others_seen: dict[str, float] = {}
         self._incompatible: set[str] = set()  # masters of instances that refused to admit us
         self._merging = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -116,16 +127,26 @@ class Merger:
             return
         known = {member.address for member in cluster.members.members}
         candidates = [a for a in dict.fromkeys(self._candidates()) if a not in known]
-        self._refused &= set(candidates)  # one that went away is logged again if it comes back
+        for address in set(self._refused) - set(candidates):
+            del self._refused[address]  # one that went away is logged again if it comes back
+        for address in set(self.others_seen) - set(candidates):
+            del self.others_seen[address]
+        now = time.monotonic()
         for address in candidates:
-            if address in self._refused:
+            refused = self._refused.get(address)
+            if refused is not None and now < refused[1]:
                 continue
             theirs = await self._members_at(address)
             if theirs is None or not cluster.is_master or self._merging:
-                continue
-            if theirs.master_uuid in self._incompatible:
+                self.others_seen.pop(address, None)
                 continue
             ours = cluster.members
+            if should_merge(ours, theirs) or should_merge(theirs, ours):
+                self.others_seen[address] = time.monotonic()
+            else:
+                self.others_seen.pop(address, None)
+            if theirs.master_uuid in self._incompatible:
+                continue
             if should_merge(ours, theirs):
                 await self.merge(theirs)
                 return
@@ -152,13 +173,27 @@ class Merger:
     async def _members_at(self, address: str) -> MemberList | None:
         """The member list of the member at ``address``; None when it cannot be asked."""
         try:
-            return await self._peer(address).get_members(timeout=self._timing.rpc_timeout)
+            members = await self._peer(address).get_members(timeout=self._timing.rpc_timeout, diagnose=True)
         except (ClusterNameMismatchError, TLSError) as exc:
-            self._refused.add(address)
-            log.warning("member %s: ignoring %s: %s", self._cluster.address, address, exc)
+            count = self._refused.get(address, (0, 0.0))[0] + 1
+            if count == 1:
+                log.warning(
+                    "member %s: ignoring %s (asked again later): %s", self._cluster.address, address, exc
+                )
+            backoff = min(self._timing.discovery_interval * 2**count, _MAX_BACKOFF)
+            self._refused[address] = (count, time.monotonic() + backoff)
         except PeerGridError as exc:
             log.debug("asking %s for its member list failed: %s", address, exc)
+        else:
+            self._refused.pop(address, None)
+            return members
         return None
+
+    def another_instance(self) -> str | None:
+        """An address where another instance of this cluster answered lately (it should merge
+        with this one, or this one with it), or None."""
+        recent = time.monotonic() - 3 * self._timing.discovery_interval - self._timing.rpc_timeout
+        return next((address for address, seen in self.others_seen.items() if seen >= recent), None)
 
     async def handle_merge(self, into: MemberList) -> None:
         """A peer says the instance of ``into`` should absorb ours: check it, then merge.

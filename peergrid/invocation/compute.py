@@ -34,7 +34,7 @@ import msgpack
 
 from peergrid.errors import PeerGridError
 from peergrid.processors import Entry, ProcessorRegistry, check_ttl
-from peergrid.protocol import COMPUTE_WRITES, Code, MemberList, Op, Result, Status
+from peergrid.protocol import Code, MemberList, Op, Result, Status
 from peergrid.serialization import Serializer, decode_key
 from peergrid.storage import Partition
 from peergrid.storage.registry import MapRegistry
@@ -143,7 +143,7 @@ class ComputeOps:
 
     def execute(self, op: Op, caller_version: int) -> Result | asyncio.Future[Result]:
         """Run one checked compute op (``Code.EXECUTE``, ``LOCK``, ``UNLOCK``, ``LOCK_STATE``)."""
-        part = self._executor.admit(op, caller_version, op.code in COMPUTE_WRITES)
+        part = self._executor.admit(op, caller_version)
         if isinstance(part, Result):
             return part
         if op.code == Code.EXECUTE:

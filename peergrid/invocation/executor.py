@@ -9,6 +9,7 @@ partition; a bad op gets INVALID and changes nothing.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -16,9 +17,9 @@ from peergrid.config import GridConfig
 from peergrid.events.publisher import EventPublisher
 from peergrid.invocation.owner import OwnerWrites
 from peergrid.invocation.stores import StoreOps
-from peergrid.protocol import COMPUTE, KEYED, KNOWN, WRITES, Code, Op, Result, Status
+from peergrid.protocol import COMPUTE, KEYED, KNOWN, WRITES, Code, Effect, EffectKind, Op, Result, Status
 from peergrid.replication import PartitionManager
-from peergrid.storage import Partition
+from peergrid.storage import Partition, journal
 from peergrid.storage import ops as storage_ops
 from peergrid.storage.records import RecordStore
 from peergrid.storage.registry import MapRegistry
@@ -30,6 +31,8 @@ MAX_MAP_NAME = 255
 READ_THROUGH = frozenset({Code.GET, Code.CONTAINS})
 _REFILLS = frozenset({Code.SET, Code.PUT})  # writes whose value a near cache may hold after the ack
 _CONDITIONAL = frozenset({Code.PUT_IF_ABSENT, Code.REPLACE, Code.REPLACE_IF_SAME})
+_JOURNALED = frozenset({EffectKind.PUT, EffectKind.DELETE, EffectKind.CLEAR})
+_MERGED = _JOURNALED
 
 
 def _time_left(part: Partition, op: Op, result: Result) -> None:
@@ -48,12 +51,15 @@ class Executor:
         manager: PartitionManager,
         table_version: Callable[[], int],
         has_quorum: Callable[[], bool],
+        has_lease: Callable[[], bool],
         values_equal: storage_ops.ValuesEqual,
         registry: MapRegistry,
         publisher: EventPublisher,
         owner: OwnerWrites,
         stores: StoreOps,
+        window: journal.Window,
     ) -> None:
+        self._window = window
         self._stores = stores
         self._registry = registry
         self._publisher = publisher
@@ -63,6 +69,7 @@ class Executor:
         self._manager = manager
         self._table_version = table_version
         self._has_quorum = has_quorum
+        self._has_lease = has_lease
         self._equal = values_equal
         self.compute: ComputeOps | None = None  # entry processors and locks (set by the node)
 
@@ -76,6 +83,8 @@ class Executor:
             return None
         if op.code == Code.FLUSH:
             return None if op.map else "flush names a map"
+        if op.code == Code.MERGE and any(e.map != op.map or e.kind not in _MERGED for e in op.effects):
+            return "a merge carries puts, deletes and clears of its own map only"
         if not op.map or len(op.map) > MAX_MAP_NAME:
             return f"map names must have 1 to {MAX_MAP_NAME} characters"
         if op.code in KEYED and not op.key:
@@ -88,26 +97,31 @@ class Executor:
             return f"ttl must be a finite number of seconds >= 0, got {op.ttl}"
         return None
 
-    def execute(self, op: Op, caller_version: int) -> Result | asyncio.Future[Result]:
-        """Run one op; a future when it waits for backups."""
+    def execute(self, op: Op, caller_version: int, sender: str = "") -> Result | asyncio.Future[Result]:
+        """Run one op (``sender``: the uuid of the member that sent it, if a peer did); a future
+        when it waits for backups."""
         problem = self.check(op)
         if problem is not None:
             return Result(Status.INVALID, message=problem)
         if op.code in COMPUTE and self.compute is not None:
             return self.compute.execute(op, caller_version)
         if op.code == Code.BACKUP:
-            return Result(self._manager.apply_backup(op.partition, op.version, op.effects, caller_version))
+            return Result(
+                self._manager.apply_backup(op.partition, op.version, op.effects, caller_version, sender)
+            )
         if op.code == Code.RECOVER:
             return self._recover(op.partition, caller_version)
         if op.code == Code.TOUCH:
             self._manager.apply_touch(op.partition, op.effects)
             return Result()
         write = op.code in WRITES
-        part = self.admit(op, caller_version, write)
+        part = self.admit(op, caller_version)
         if isinstance(part, Result):
             return part
         if op.code == Code.FLUSH:
             return asyncio.ensure_future(self._stores.flush(part, op.map))
+        if op.code == Code.MERGE:
+            return self._merge(part, op)
         if not write:
             result = storage_ops.execute(part, op, self._equal)[0]
             result.version = part.version
@@ -121,10 +135,12 @@ class Executor:
             return self._stores.write(part, op, config, lambda: self._write(part, op))
         return self._write(part, op)
 
-    def admit(self, op: Op, caller_version: int, write: bool) -> Partition | Result:
-        """The partition to run a checked ``op`` on, or the result refusing it (quorum, not served here)."""
-        if write and not self._has_quorum():
-            # Checked first: on the minority side of a split, no write is accepted, whatever the partition.
+    def admit(self, op: Op, caller_version: int) -> Partition | Result:
+        """The partition to run a checked ``op`` on, or the result refusing it (quorum, lease,
+        not served here). Reads and writes alike: a read served without them could miss the
+        latest acknowledged write."""
+        if not self._has_quorum():
+            # Checked first: on the minority side of a split, nothing is served, whatever the partition.
             return Result(
                 Status.QUORUM,
                 message=f"this member sees fewer than min_cluster_size={self._config.min_cluster_size} "
@@ -133,6 +149,13 @@ class Executor:
         part = self._manager.readable[op.partition]
         if part is None or caller_version > self._table_version():
             return self._not_serving(op.partition, caller_version)
+        if not self._has_lease():
+            # Others may have declared this member dead (it was paused, or cut off) and serve the
+            # partition now: it must not answer until it hears it is still a member.
+            return Result(
+                Status.RETRY,
+                message="this member's owner lease ran out: it has not been confirmed a member lately",
+            )
         return part
 
     def apply_write(self, part: Partition, op: Op) -> Result | asyncio.Future[Result]:
@@ -141,7 +164,12 @@ class Executor:
         backups, events and eviction as for any write."""
         return self._write(part, op)
 
-    def _write(self, part: Partition, op: Op) -> Result | asyncio.Future[Result]:
+    def _write(self, part: Partition, op: Op, stamp: int = 0) -> Result | asyncio.Future[Result]:
+        """Run a map write on ``part``: bounds, version, journal, backups, events, eviction.
+
+        ``stamp``: the journal stamp of a merged change (see ``_merge``); other writes are
+        stamped by this member's clock while it journals (``peergrid.storage.journal``).
+        """
         name = op.map
         config = self._registry.config(name)
         store = part.maps.get(name)
@@ -169,6 +197,8 @@ class Executor:
         result, effects = storage_ops.execute(part, op, self._equal)
         if not effects:
             return result
+        if stamp or self._window.active():
+            effects = self._journal(part, effects, stamp)
         part.version += 1
         result.version = part.version
         if op.code in _REFILLS:
@@ -180,6 +210,73 @@ class Executor:
         if config.bounded or self._publisher.interested(name):
             self._owner.written(part, op, config, effects, old, cleared, size_before)
         return outcome
+
+    def _journal(self, part: Partition, effects: tuple[Effect, ...], stamp: int) -> tuple[Effect, ...]:
+        """Stamp a write's changes and journal them (the backups journal them as they apply)."""
+        stamped = []
+        for effect in effects:
+            if effect.kind in _JOURNALED:
+                mine = stamp or self._window.clock.now()
+                key = effect.key if effect.kind != EffectKind.CLEAR else journal.WHOLE_MAP
+                rec = part.journaled(effect.map, key)
+                if rec is not None and journal.stamp_in(rec) >= mine:
+                    mine = journal.stamp_in(rec) + 1  # a key's stamps only grow
+                effect = effect._replace(stamp=mine)  # noqa: PLW2901 - the stamped copy replaces it
+                part.note(effect)
+            stamped.append(effect)
+        return tuple(stamped)
+
+    def _merge(self, part: Partition, op: Op) -> Result | asyncio.Future[Result]:
+        """Apply a merging member's changes of one map in one partition, by the map's policy.
+
+        Each change that wins becomes an ordinary write here (versioned, replicated, published,
+        journaled with the change's own stamp). ``op.version`` is the merging side's version of
+        the partition: ours is raised to it first, so lock tokens granted here from now on exceed
+        every token granted on either side (the backups answer the jump with GAP and are sent
+        the whole partition). ``count`` says how many changes won.
+        """
+        policy = self._registry.config(op.map).merge_policy
+        part.version = max(part.version, op.version)
+        pending: list[asyncio.Future[Result]] = []
+        won = 0
+        for change in op.effects:
+            if change.stamp:
+                self._window.clock.observe(change.stamp)
+            for write in self._merged_writes(part, op, change, policy):
+                won += 1
+                outcome = self._write(part, write, change.stamp)
+                if isinstance(outcome, asyncio.Future):
+                    pending.append(outcome)
+                elif outcome.status != Status.OK:
+                    return outcome
+        result = Result(count=won)
+        if not pending:
+            return result
+        return _first_failure(pending, result)
+
+    def _merged_writes(self, part: Partition, op: Op, change: Effect, policy: str) -> list[Op]:
+        """The writes that apply ``change`` here, if it wins (none if it does not)."""
+        store = part.maps.get(op.map)
+        if change.kind == EffectKind.CLEAR:
+            if store is None or not journal.applies(policy, change.stamp, None, True):
+                return []
+            # Keys not changed here after the clear go (a later change here wins).
+            return [
+                Op(Code.DELETE, part.id, op.map, key)
+                for key, _, _ in list(store.items())
+                if (rec := part.journaled(op.map, key)) is None or journal.stamp_in(rec) < change.stamp
+            ]
+        present = store is not None and store.peek(change.key) is not None
+        if not journal.applies(policy, change.stamp, part.journaled(op.map, change.key), present):
+            return []
+        if change.kind == EffectKind.DELETE:
+            return [Op(Code.DELETE, part.id, op.map, change.key)] if present else []
+        ttl = 0.0
+        if change.expire_at:
+            ttl = change.expire_at - time.time()
+            if ttl <= 0:
+                return []  # expired meanwhile
+        return [Op(Code.SET, part.id, op.map, change.key, change.value, ttl=ttl)]
 
     def _writes(self, store: RecordStore | None, op: Op) -> bool:
         """Whether a conditional write would change anything (one that would not is never
@@ -213,3 +310,24 @@ class Executor:
         if self._manager.table.owner(p) == self._manager.uuid:
             return Result(Status.RETRY, message=f"partition {p} is migrating to this member")
         return Result(Status.MOVED, message=f"this member does not own partition {p}")
+
+
+def _first_failure(pending: list[asyncio.Future[Result]], result: Result) -> asyncio.Future[Result]:
+    """A future of ``result`` once every write of a merge ended, or of the first that failed."""
+    done: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+    left = len(pending)
+
+    def one(future: asyncio.Future[Result]) -> None:
+        nonlocal left
+        left -= 1
+        outcome = future.result() if not future.cancelled() else Result(Status.ERROR, message="cancelled")
+        if done.done():
+            return
+        if outcome.status != Status.OK:
+            done.set_result(outcome)
+        elif left == 0:
+            done.set_result(result)
+
+    for future in pending:
+        future.add_done_callback(one)
+    return done

@@ -7,10 +7,14 @@ acknowledged. The fast path is callbacks only; a backup that answers anything
 but OK moves that write to a slow path (a task) that repairs the backup (a
 whole-partition transfer on a gap) or waits for the table to change.
 
-A write stops waiting for a backup that the table no longer names (it died,
-or left): the new backup is rebuilt from the owner's copy, which holds the
-write. A write whose owner is reset (it was dropped from the cluster) ends
-INDETERMINATE.
+An acknowledgement means a copy exists: a write is answered OK only once
+every sync backup the current table names holds it. When a backup leaves the
+table (it died, or was cut off), the write waits for its replacement, which
+the owner rebuilds from its own copy (that holds the write); with fewer
+members than ``backup_count`` needs, for those there are. A write whose owner
+loses the partition, or quorum (``min_cluster_size``), before that ends
+INDETERMINATE, as does one whose owner is reset (it was dropped from the
+cluster): never OK on the strength of a backup that went away.
 """
 
 from __future__ import annotations
@@ -41,18 +45,27 @@ class Cluster(Protocol):
     loop: asyncio.AbstractEventLoop
 
     def pipe_to(self, uuid: str) -> _Pipe | None: ...
+    def has_quorum(self) -> bool: ...
 
 
 class _Waiter:
-    """One write waiting for its sync backups."""
+    """One write waiting for its sync backups: ``uuids`` are those that must still hold it."""
 
-    __slots__ = ("future", "partition", "result", "uuids")
+    __slots__ = ("effects", "future", "partition", "result", "uuids", "version")
 
     def __init__(
-        self, future: asyncio.Future[Result], partition: int, result: Result, uuids: set[str]
+        self,
+        future: asyncio.Future[Result],
+        partition: int,
+        version: int,
+        effects: Sequence[Effect],
+        result: Result,
+        uuids: set[str],
     ) -> None:
         self.future = future
         self.partition = partition
+        self.version = version
+        self.effects = effects
         self.result = result
         self.uuids = uuids
 
@@ -108,7 +121,7 @@ class Replicator:
 
     # ------------------------------------------------------------------ state
     def on_table(self, table: PartitionTable) -> None:
-        """Forget backups the table no longer names; release writes waiting for them."""
+        """Forget backups the table no longer names; re-judge the writes waiting for them."""
         self._table = table
         for p, uuids in list(self._synced.items()):
             replicas = table.replicas[p]
@@ -120,9 +133,31 @@ class Replicator:
             if uuid not in table.replicas[p][1:] or table.replicas[p][0] != self._cluster.uuid:
                 del self._applied[(p, uuid)]
         for waiter in list(self._waiters):
-            backups = set(table.replicas[waiter.partition][1 : 1 + self._sync_count])
-            for uuid in waiter.uuids - backups:
-                self.ack(waiter, uuid)
+            self._rejudge(waiter)
+
+    def _rejudge(self, waiter: _Waiter) -> None:
+        """The table moved under a waiting write: what must now hold it, or INDETERMINATE."""
+        p = waiter.partition
+        replicas = self._table.replicas[p]
+        backups = set(replicas[1 : 1 + self._sync_count])
+        owner = bool(replicas) and replicas[0] == self._cluster.uuid
+        if not owner or not self._cluster.has_quorum():
+            if waiter.uuids - backups:
+                # A backup it waits for is gone and no longer ours to replace.
+                why = "lost quorum" if owner else "no longer owns the partition"
+                self._finish(
+                    waiter,
+                    Result(
+                        Status.INDETERMINATE,
+                        message=f"the owner {why} before every backup acknowledged the write",
+                    ),
+                )
+            return
+        # Still the owner: every sync backup of the new table must hold the write. New ones are
+        # rebuilt from this copy (which holds it) and count once synced past its version.
+        waiter.uuids = {u for u in backups if self._applied.get((p, u), -1) < waiter.version}
+        if not waiter.uuids:
+            self._finish(waiter, waiter.result)
 
     def is_synced(self, p: int, uuid: str) -> bool:
         """True when backup ``uuid`` is known to hold our version of ``p``."""
@@ -138,6 +173,8 @@ class Replicator:
         if replicas and replicas[0] == self._cluster.uuid and uuid in replicas[1:]:
             self._synced.setdefault(p, set()).add(uuid)
             self.applied(p, uuid, version)
+            for waiter in [w for w in self._waiters if w.partition == p and w.version <= version]:
+                self.ack(waiter, uuid)
 
     def applied(self, p: int, uuid: str, version: int) -> None:
         """Backup ``uuid`` acknowledged holding ``p`` up to ``version``."""
@@ -184,12 +221,16 @@ class Replicator:
         if not sync:
             return result
         future: asyncio.Future[Result] = self._cluster.loop.create_future()
-        waiter = _Waiter(future, p, result, set(sync))
+        waiter = _Waiter(future, p, version, effects, result, set(sync))
         self._waiters.add(waiter)
         self._pending[p] = self._pending.get(p, 0) + 1
         for uuid in sync:
             self._send(_Send(self, op, uuid, waiter))
         return future
+
+    def pending(self) -> list[tuple[int, Sequence[Effect]]]:
+        """``(partition, effects)`` of every write waiting for its backups."""
+        return [(waiter.partition, waiter.effects) for waiter in self._waiters]
 
     def lag(self) -> int:
         """Writes awaiting backup acknowledgements, in the worst partition."""
@@ -211,7 +252,7 @@ class Replicator:
             pipe.submit(send)
 
     def ack(self, waiter: _Waiter, uuid: str) -> None:
-        """Backup ``uuid`` holds the write (or no longer needs to)."""
+        """Backup ``uuid`` holds the write."""
         waiter.uuids.discard(uuid)
         if not waiter.uuids:
             self._finish(waiter, waiter.result)
@@ -235,6 +276,11 @@ class Replicator:
         task.add_done_callback(self._tasks.discard)
 
     async def _repair(self, send: _Send, result: Result) -> None:
+        """Get a write to a backup that did not take it; ack only once it holds it.
+
+        Gives up when the write no longer waits or ``uuid`` is no longer its
+        backup: the table change that made it so re-judged the write already.
+        """
         p, uuid, waiter = send.op.partition, send.uuid, send.waiter
         assert waiter is not None
         delay = self._config.timing.retry_initial
@@ -242,7 +288,7 @@ class Replicator:
             if result.status == Status.GAP:
                 synced = await self._manager.sync_backup(p, uuid)
                 if synced >= send.op.version:
-                    break
+                    return  # mark_synced acked it
                 if synced < 0:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, self._config.timing.retry_max)
@@ -250,12 +296,12 @@ class Replicator:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._config.timing.retry_max)
             if not (waiter in self._waiters and self._still_backup(p, uuid)):
-                break
+                return
             result = await self._resend(send)
             if result.status == Status.OK:
                 self.applied(p, uuid, send.op.version)
-                break
-        self.ack(waiter, uuid)
+                self.ack(waiter, uuid)
+                return
 
     def _still_backup(self, p: int, uuid: str) -> bool:
         replicas = self._table.replicas[p]

@@ -31,9 +31,9 @@ from typing import Any, Protocol
 from peergrid.config import GridConfig
 from peergrid.errors import LimitExceededError, PeerGridError, RemoteError
 from peergrid.partition import PartitionTable, build_table
-from peergrid.protocol import Chunk, Copy, Effect, MemberList, Status
+from peergrid.protocol import Chunk, Copy, Effect, EffectKind, MemberList, Status
 from peergrid.replication.backups import Replicator
-from peergrid.storage import Partition
+from peergrid.storage import Partition, journal
 from peergrid.storage.partition import Policies
 
 log = logging.getLogger("peergrid.replication")
@@ -41,6 +41,7 @@ log = logging.getLogger("peergrid.replication")
 CHUNK_BYTES = 1 << 20  # entries per transfer message, by size
 PARALLEL_TRANSFERS = 4
 _ENTRY_OVERHEAD = 32  # bytes counted per entry and per chunk of a transfer, beyond keys and values
+_JOURNALED = frozenset({EffectKind.PUT, EffectKind.DELETE, EffectKind.CLEAR})
 
 
 class ReplicaPeer(Protocol):
@@ -52,7 +53,7 @@ class ReplicaPeer(Protocol):
     def fetch(
         self, members: MemberList, partition: int, timeout: float | None = None
     ) -> AsyncGenerator[Chunk, None]: ...
-    async def install(self, chunks: AsyncIterator[Chunk], timeout: float | None = None) -> None: ...
+    async def install(self, chunks: AsyncIterator[Chunk], timeout: float | None = None) -> str: ...
     async def release(
         self, list_version: int, partitions: list[int], timeout: float | None = None
     ) -> None: ...
@@ -68,6 +69,7 @@ class Cluster(Protocol):
     def replica_peer(self, uuid: str) -> ReplicaPeer | None: ...
     def pipe_to(self, uuid: str) -> Any: ...
     def adopt_members(self, members: MemberList) -> None: ...
+    def has_quorum(self) -> bool: ...
 
 
 class PartitionManager:
@@ -134,6 +136,23 @@ class PartitionManager:
         self.replicator.on_table(table)
         self._on_served()
         self._start_sync()
+
+    def journal_pending(self, clock: journal.HybridClock) -> None:
+        """Journal the writes still waiting for their backups (journaling just began: they may
+        yet be acknowledged, on this side of a split only)."""
+        for p, effects in self.replicator.pending():
+            part = self.parts[p]
+            if part is None:
+                continue
+            for effect in effects:
+                if effect.kind in _JOURNALED and not effect.stamp:
+                    part.note(effect._replace(stamp=clock.now()))
+
+    def prune_journals(self, oldest: int, most: int) -> None:
+        """Drop journal records older than the merge horizon, and beyond ``most`` per partition."""
+        for part in self.parts:
+            if part is not None and part.journal is not None:
+                part.prune_journal(oldest, most)
 
     def reset(self) -> None:
         """Drop every copy (this member was removed and will join again)."""
@@ -379,7 +398,11 @@ class PartitionManager:
             self.replicator.mark_synced(p, uuid, version)
             return version
 
-    async def _chunks(self, part: Partition, version: int) -> AsyncIterator[Chunk]:
+    def chunks(self, part: Partition, restore: bool = False) -> AsyncIterator[Chunk]:
+        """``part`` as a transfer (``restore``: offered to an owner that lost it)."""
+        return self._chunks(part, part.version, restore)
+
+    async def _chunks(self, part: Partition, version: int, restore: bool = False) -> AsyncIterator[Chunk]:
         entries = []
         size = 0
         list_version = self._cluster.current_members().version
@@ -387,10 +410,10 @@ class PartitionManager:
             entries.append(effect)
             size += len(effect.key) + len(effect.value) + 32
             if size >= CHUNK_BYTES:
-                yield Chunk(part.id, version, tuple(entries), False, list_version, self._me)
+                yield Chunk(part.id, version, tuple(entries), False, list_version, self._me, restore)
                 entries, size = [], 0
                 await asyncio.sleep(0)  # let the member serve while a big partition streams
-        yield Chunk(part.id, version, tuple(entries), True, list_version, self._me)
+        yield Chunk(part.id, version, tuple(entries), True, list_version, self._me, restore)
 
     # ------------------------------------------------------------------ release
     async def _release_leftovers(self, version: int) -> None:
@@ -444,25 +467,64 @@ class PartitionManager:
         async for chunk in self._chunks(part, part.version):
             yield chunk
 
-    async def handle_install(self, chunks: AsyncIterator[Chunk]) -> None:
-        """An owner sends us its whole copy of a partition (see ``_staged`` for what is refused)."""
-        staging = await self._staged(chunks)
+    async def handle_install(self, chunks: AsyncIterator[Chunk]) -> str:
+        """An owner sends us its whole copy of a partition (see ``_staged`` for what is refused),
+        or a merging member a copy to restore (``Chunk.restore``: see ``restore``)."""
+        restoring: list[bool] = []
+
+        async def noted() -> AsyncIterator[Chunk]:
+            async for chunk in chunks:
+                restoring.append(chunk.restore)
+                yield chunk
+
+        staging = await self._staged(noted())
+        if restoring[0]:
+            return self.restore(staging)
         if self.readable[staging.id] is not None:
-            return  # we serve this partition ourselves: never swap it under readers
+            return ""  # we serve this partition ourselves: never swap it under readers
         current = self.parts[staging.id]
         if current is None or current.version <= staging.version:
             self.parts[staging.id] = staging
+        return ""
+
+    def restore(self, copy: Partition) -> str:
+        """A merging member's copy of a partition this member owns: serve it if ours was lost.
+
+        Every copy of the partition was on the other side of a split that healed: the copy
+        comes back whole (readers never see part of it). Answers ``"restored"``; ``"served"``
+        when this member serves the partition with data of its own (the merging member sends
+        its changes instead); ``"retry"`` while it is still taking the partition over;
+        ``"moved"`` when another member owns it now.
+        """
+        p = copy.id
+        if self.table.owner(p) != self._me:
+            return "moved"
+        if p in self.lost:
+            self.lost.discard(p)
+            self.parts[p] = copy
+            self._serve(p)
+            self._start_sync()  # build its backups
+            log.warning("partition %d lost every copy here; a merging member brought it back", p)
+            return "restored"
+        return "retry" if self.readable[p] is None else "served"
 
     # ------------------------------------------------------------------ backups' side
-    def apply_backup(self, p: int, version: int, effects: Iterable[Effect], caller_version: int) -> int:
+    def apply_backup(
+        self, p: int, version: int, effects: Iterable[Effect], caller_version: int, sender: str = ""
+    ) -> int:
         """Apply an owner's write on this backup copy; return the op status.
 
         Writes apply strictly in version order; a gap asks the owner for the
         whole partition. A copy may receive writes whatever our table says
         (the version order keeps it consistent); only a member that holds no
         copy and, by a table at least as new as the owner's, is no replica
-        answers MOVED.
+        answers MOVED. So does a copy whose newer table names another owner
+        than ``sender``: a write of a stale owner (paused, or cut off, and
+        replaced meanwhile) would otherwise take the version number of the new
+        owner's next write, which the copy would then skip.
         """
+        if sender and caller_version < self.table.version and self.table.owner(p) != sender:
+            return Status.MOVED
         part = self.parts[p]
         if part is None:
             if self.table.replica_index(p, self._me) is None and self.table.version >= caller_version:
@@ -550,14 +612,9 @@ class PartitionManager:
             return False, f"{len(leftovers)} copies held of partitions this member is no replica of"
         return True, ""
 
-    def owned_entries(self) -> list[Effect]:
-        """Every live entry of the partitions this member owns and serves, as PUT effects."""
-        return [
-            effect
-            for p in self.table.owned_by(self._me)
-            if (part := self.readable[p]) is not None
-            for effect in part.snapshot()
-        ]
+    def owned_copies(self) -> list[Partition]:
+        """The partitions this member owns and serves (a merge brings them to the other instance)."""
+        return [part for p in self.table.owned_by(self._me) if (part := self.readable[p]) is not None]
 
     def holds_nothing(self) -> bool:
         """True when this member holds no copy (a leaving member may stop)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 
 from peergrid.protocol import Effect, EffectKind
+from peergrid.storage import journal
 from peergrid.storage.records import RecordStore, StorePolicy
 
 Policies = Callable[[str], StorePolicy | None]
@@ -22,13 +23,16 @@ def _no_policy(_name: str) -> None:
 class Partition:
     """The maps' entries of one partition, and the version they are at."""
 
-    __slots__ = ("id", "maps", "policies", "version")
+    __slots__ = ("id", "journal", "maps", "policies", "version")
 
     def __init__(self, partition_id: int, version: int = 0, policies: Policies = _no_policy) -> None:
         self.id = partition_id
         self.version = version
         self.maps: dict[str, RecordStore] = {}
         self.policies = policies
+        #: (map, key) -> journal record of changes made while the cluster may be split, oldest
+        #: first; None when there are none (see ``peergrid.storage.journal``).
+        self.journal: dict[tuple[str, bytes], int] | None = None
 
     def store(self, name: str) -> RecordStore:
         """The record store of map ``name``, created empty on first use."""
@@ -40,6 +44,8 @@ class Partition:
     def apply(self, effects: Iterable[Effect]) -> None:
         """Apply effects shipped by the owner (on a backup, or when installing)."""
         for effect in effects:
+            if effect.stamp:
+                self.note(effect)
             if effect.kind == EffectKind.PUT:
                 self.store(effect.map).put(effect.key, effect.value, effect.expire_at)
             elif effect.kind == EffectKind.DELETE:
@@ -59,13 +65,54 @@ class Partition:
 
     def snapshot(self) -> Iterator[Effect]:
         """Every live entry as a PUT effect, to rebuild this partition elsewhere; where access
-        is tracked, each followed by its last access (a copy must not restart idle clocks)."""
+        is tracked, each followed by its last access (a copy must not restart idle clocks); then
+        the journal, oldest first."""
         for name, store in list(self.maps.items()):
             last = store.access.last if store.access is not None else None
             for key, value, expire_at in store.items():
                 yield Effect(EffectKind.PUT, name, key, value, expire_at)
                 if last is not None and key in last:
                     yield Effect(EffectKind.ACCESS, name, key, b"", last[key])
+        for (name, key), rec in list((self.journal or {}).items()):
+            yield journal_effect(name, key, rec)
+
+    # ------------------------------------------------------------------ journal
+    def note(self, effect: Effect) -> None:
+        """Journal a stamped change (a PUT, DELETE or CLEAR effect), or a JOURNAL entry copied."""
+        if effect.kind == EffectKind.JOURNAL:
+            rec = journal.record(effect.stamp, effect.value == b"d")
+        elif effect.kind == EffectKind.CLEAR:
+            rec = journal.record(effect.stamp, True)
+        else:
+            rec = journal.record(effect.stamp, effect.kind == EffectKind.DELETE)
+        key = (effect.map, effect.key if effect.kind != EffectKind.CLEAR else journal.WHOLE_MAP)
+        if self.journal is None:
+            self.journal = {}
+        self.journal.pop(key, None)  # re-inserted: the oldest change stays first
+        self.journal[key] = rec
+
+    def journaled(self, name: str, key: bytes) -> int | None:
+        """The journal record of ``key`` in map ``name`` (or of a clear of the map), or None."""
+        if self.journal is None:
+            return None
+        rec = self.journal.get((name, key))
+        cleared = self.journal.get((name, journal.WHOLE_MAP))
+        if cleared is not None and (rec is None or journal.stamp_in(cleared) > journal.stamp_in(rec)):
+            return cleared
+        return rec
+
+    def prune_journal(self, oldest: int, most: int) -> None:
+        """Drop journal records stamped before ``oldest``, and the oldest beyond ``most``."""
+        entries = self.journal
+        if entries is None:
+            return
+        while entries:
+            first = next(iter(entries))
+            if len(entries) <= most and journal.stamp_in(entries[first]) >= oldest:
+                break
+            del entries[first]
+        if not entries:
+            self.journal = None
 
     def entry_count(self) -> int:
         """Live entries over every map."""
@@ -80,3 +127,10 @@ class Partition:
         return [
             (name, key, value) for name, store in list(self.maps.items()) for key, value in store.sweep(now)
         ]
+
+
+def journal_effect(name: str, key: bytes, rec: int) -> Effect:
+    """A journal record as it travels (in a transfer, or a merge)."""
+    return Effect(
+        EffectKind.JOURNAL, name, key, b"d" if journal.is_delete(rec) else b"", 0.0, journal.stamp_in(rec)
+    )

@@ -1,10 +1,15 @@
 """Calls to peers: one channel per peer address, reused; errors translated once.
 
 Every failure of a call surfaces as a ``PeerGridError``: an unreachable or
-silent peer as ``PeerUnavailableError`` (retryable; ``TLSError`` when the TLS
-handshake failed), a peer of another cluster as ``ClusterNameMismatchError``,
+silent peer as ``PeerUnavailableError`` (retryable), a peer of another cluster
+as ``ClusterNameMismatchError``,
 anything else the peer reports as ``RemoteError``; each raised ``from`` the
-grpc error. A call that grpc cancels because its channel was closed (the peer
+grpc error. Errors are classified by grpc status code only, never by the words
+of their details (a connection dropped by a network cut reads "tcp handshaker
+shutdown", and is no TLS failure). Whether an unreachable peer failed in the
+TLS layer is asked only where it changes what a member does (joining,
+merging), and answered by a TLS handshake of our own (``tls_failure``), by the
+type of the ``ssl`` error it raises. A call that grpc cancels because its channel was closed (the peer
 left the list meanwhile) is a ``PeerUnavailableError`` too, not a
 ``CancelledError`` that would pass for the caller's own cancellation.
 """
@@ -12,12 +17,16 @@ left the list meanwhile) is a ``PeerUnavailableError`` too, not a
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import ssl
+import tempfile
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Sequence
 from typing import Any, NoReturn, TypeVar
 
 import grpc
 
-from peergrid.config import GridConfig
+from peergrid.config import GridConfig, TLSConfig, parse_address
 from peergrid.errors import ClusterNameMismatchError, PeerUnavailableError, RemoteError, TLSError
 from peergrid.events.model import EventBatch
 from peergrid.protocol import Chunk, Copy, HeartbeatReply, JoinReply, Member, MemberList, Op, Result
@@ -39,21 +48,13 @@ _UNAVAILABLE = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
 )
 
-
-# Words grpc uses in the details of a connection that failed in the TLS layer.
-_TLS_FAILURES = ("handshake", "certificate", "verification check")
+_PROBE_TIMEOUT = 2.0  # seconds a TLS handshake of ``tls_failure`` may take
 
 
 def _translate(address: str, exc: grpc.RpcError) -> NoReturn:
     code = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else None
     details = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
     if code in _UNAVAILABLE or code is None:
-        if any(word in str(details).lower() for word in _TLS_FAILURES):
-            raise TLSError(
-                f"peer {address} failed the TLS handshake ({details}): members must all use TLS "
-                "with certificates of one CA that name the address dialled (or tls.server_name)",
-                address=address,
-            ) from exc
         raise PeerUnavailableError(f"peer {address} is unreachable ({details})", address=address) from exc
     if code == grpc.StatusCode.PERMISSION_DENIED:
         raise ClusterNameMismatchError(f"peer {address} refused: {details}") from exc
@@ -73,8 +74,16 @@ def _closed_under(address: str) -> NoReturn:
 class PeerClient:
     """Typed calls to one peer."""
 
-    def __init__(self, address: str, channel: grpc.aio.Channel, cluster: str, timeout: float) -> None:
+    def __init__(
+        self,
+        address: str,
+        channel: grpc.aio.Channel,
+        cluster: str,
+        timeout: float,
+        tls: TLSConfig | None = None,
+    ) -> None:
         self.address = address
+        self._tls = tls
         self._channel = channel
         self._cluster = cluster
         self._timeout = timeout
@@ -120,7 +129,11 @@ class PeerClient:
             serializer=serializer,
             probe=probe,
         )
-        reply = await self._call(self._membership.Join, request, timeout)
+        try:
+            reply = await self._call(self._membership.Join, request, timeout)
+        except PeerUnavailableError as exc:
+            await self._raise_tls_failure(exc)
+            raise
         return self._decoded(convert.join_reply_from_pb, reply)
 
     async def heartbeat(self, uuid: str, list_version: int, timeout: float | None = None) -> HeartbeatReply:
@@ -134,10 +147,28 @@ class PeerClient:
         )
         await self._call(self._membership.Publish, request, timeout)
 
-    async def get_members(self, timeout: float | None = None) -> MemberList:
+    async def get_members(self, timeout: float | None = None, diagnose: bool = False) -> MemberList:
+        """The peer's member list; with ``diagnose``, ``TLSError`` when it failed in the TLS layer."""
         request = membership_pb2.GetMembersRequest(cluster=self._cluster)
-        reply = await self._call(self._membership.GetMembers, request, timeout)
+        try:
+            reply = await self._call(self._membership.GetMembers, request, timeout)
+        except PeerUnavailableError as exc:
+            if diagnose:
+                await self._raise_tls_failure(exc)
+            raise
         return self._decoded(convert.members_from_pb, reply)
+
+    async def _raise_tls_failure(self, exc: PeerUnavailableError) -> None:
+        """Raise ``TLSError`` from ``exc`` when the peer fails a TLS handshake of our own."""
+        if self._tls is None:
+            return
+        why = await tls_failure(self.address, self._tls)
+        if why is not None:
+            raise TLSError(
+                f"peer {self.address} failed the TLS handshake ({why}): members must all use TLS "
+                "with certificates of one CA that name the address dialled (or tls.server_name)",
+                address=self.address,
+            ) from exc
 
     async def leave(self, uuid: str, final: bool, timeout: float | None = None) -> None:
         request = membership_pb2.LeaveRequest(cluster=self._cluster, uuid=uuid, final=final)
@@ -194,8 +225,9 @@ class PeerClient:
         finally:
             call.cancel()
 
-    async def install(self, chunks: AsyncIterable[Chunk], timeout: float | None = None) -> None:
-        """Stream a partition to the peer, which installs it once the last chunk arrives."""
+    async def install(self, chunks: AsyncIterable[Chunk], timeout: float | None = None) -> str:
+        """Stream a partition to the peer, which installs it once the last chunk arrives; what
+        became of a restore (``Chunk.restore``), else ""."""
         cluster = self._cluster
 
         async def messages() -> AsyncIterator[Any]:
@@ -203,11 +235,12 @@ class PeerClient:
                 yield convert.chunk_to_pb(chunk, cluster)
 
         try:
-            await self._replication.Install(messages(), timeout=timeout or self._timeout)
+            ack = await self._replication.Install(messages(), timeout=timeout or self._timeout)
         except grpc.RpcError as exc:
             _translate(self.address, exc)
         except asyncio.CancelledError:
             _closed_under(self.address)
+        return str(ack.reason)
 
     async def release(
         self, list_version: int, partitions: Sequence[int], timeout: float | None = None
@@ -345,7 +378,7 @@ class Peers:
                 channel = grpc.aio.secure_channel(address, self._credentials, options=self._options)
             self._channels[address] = channel
             client = self._clients[address] = PeerClient(
-                address, channel, self._config.cluster, self._config.timing.rpc_timeout
+                address, channel, self._config.cluster, self._config.timing.rpc_timeout, self._config.tls
             )
         return client
 
@@ -363,3 +396,50 @@ class Peers:
         self._channels.clear()
         for channel in channels:
             await channel.close(grace=None)
+
+
+def _client_context(tls: TLSConfig) -> ssl.SSLContext:
+    """An ``ssl`` client context with our certificate, trusting the cluster CA (``ssl`` loads
+    certificates only from files: they are written to a private temporary folder for it)."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=tls.ca_certificate.decode("ascii"))
+    with tempfile.TemporaryDirectory() as folder:
+        paths = (os.path.join(folder, "cert.pem"), os.path.join(folder, "key.pem"))
+        for path, data in zip(paths, (tls.certificate, tls.private_key), strict=True):
+            with open(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as file:
+                file.write(data)
+        context.load_cert_chain(*paths)
+    return context
+
+
+async def tls_failure(address: str, tls: TLSConfig) -> str | None:
+    """Why ``address`` fails a mutual TLS handshake with ``tls``, or None when it does not.
+
+    The answer comes from the type of the error Python's ``ssl`` raises in a
+    handshake of our own (with our certificate), then a read of the server's
+    first bytes (a TLS 1.3 server refuses a client certificate after the
+    client's handshake is done). A peer that cannot be reached, or answers,
+    is no TLS failure: None.
+    """
+    host, port = parse_address(address)
+    context = _client_context(tls)
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=context, server_hostname=tls.server_name or host),
+            _PROBE_TIMEOUT,
+        )
+    except ssl.SSLError as exc:
+        return exc.reason or type(exc).__name__
+    except (OSError, TimeoutError):
+        return None
+    try:
+        writer.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")  # the HTTP/2 preface, so the server speaks
+        await asyncio.wait_for(reader.read(1), _PROBE_TIMEOUT)
+    except ssl.SSLError as exc:
+        return exc.reason or type(exc).__name__
+    except (OSError, TimeoutError):
+        return None
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
+            await asyncio.wait_for(writer.wait_closed(), _PROBE_TIMEOUT)
+    return None

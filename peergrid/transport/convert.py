@@ -45,6 +45,7 @@ def members_to_pb(members: MemberList, cluster: str) -> common_pb2.MemberList:
         master_uuid=members.master_uuid,
         members=[member_to_pb(m) for m in members.members],
         cluster=cluster,
+        origin=members.origin,
     )
 
 
@@ -54,6 +55,7 @@ def members_from_pb(msg: common_pb2.MemberList) -> MemberList:
         version=msg.version,
         master_uuid=msg.master_uuid,
         members=tuple(_member(m) for m in msg.members),
+        origin=msg.origin,
     )
     problem = member_list_problem(members)
     if problem is not None:
@@ -92,11 +94,12 @@ def effect_to_pb(effect: Effect) -> map_pb2.Effect:
         key=effect.key,
         value=effect.value,
         expire_at=effect.expire_at,
+        stamp=effect.stamp,
     )
 
 
 def effect_from_pb(msg: map_pb2.Effect) -> Effect:
-    return Effect(msg.kind, msg.map, msg.key, msg.value, msg.expire_at)
+    return Effect(msg.kind, msg.map, msg.key, msg.value, msg.expire_at, msg.stamp)
 
 
 def chunk_to_pb(chunk: Chunk, cluster: str) -> replication_pb2.PartitionChunk:
@@ -108,6 +111,7 @@ def chunk_to_pb(chunk: Chunk, cluster: str) -> replication_pb2.PartitionChunk:
         last=chunk.last,
         list_version=chunk.list_version,
         sender=chunk.sender,
+        restore=chunk.restore,
     )
 
 
@@ -119,6 +123,7 @@ def chunk_from_pb(msg: replication_pb2.PartitionChunk) -> Chunk:
         last=msg.last,
         list_version=msg.list_version,
         sender=msg.sender,
+        restore=msg.restore,
     )
 
 

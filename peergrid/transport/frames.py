@@ -54,6 +54,8 @@ def _effects_to_pb(msg: map_pb2.Frame, ops: Sequence[Op], maps: dict[str, int]) 
     msg.effect_keys.extend([e.key for e in effects])
     msg.effect_values.extend([e.value for e in effects])
     msg.effect_expiry.extend([e.expire_at for e in effects])
+    if any(e.stamp for e in effects):
+        msg.effect_stamps.extend([e.stamp for e in effects])
 
 
 def _column(column: Sequence[object], count: int, name: str, default: object) -> Sequence[object]:
@@ -98,10 +100,11 @@ def _effects_from_pb(msg: map_pb2.Frame, count: int, maps: list[str]) -> Sequenc
     columns = (msg.effect_kinds, msg.effect_maps, msg.effect_keys, msg.effect_values, msg.effect_expiry)
     if any(len(column) != total for column in columns):
         raise ValueError("frame effect columns disagree in length")
+    stamps = _column(msg.effect_stamps, total, "effect_stamps", 0)
     try:
         flat = [
-            Effect(kind, maps[m], key, value, expiry)
-            for kind, m, key, value, expiry in zip(*columns, strict=True)
+            Effect(kind, maps[m], key, value, expiry, stamp)
+            for kind, m, key, value, expiry, stamp in zip(*columns, stamps, strict=True)
         ]
     except IndexError:
         raise ValueError("frame effect names a map index out of range") from None

@@ -66,7 +66,7 @@ class Handlers(Protocol):
         self, members: MemberList, partitions: list[int]
     ) -> tuple[int, dict[int, Copy | None]]: ...
     def fetch(self, members: MemberList, partition: int) -> AsyncIterator[Chunk]: ...
-    async def install(self, chunks: AsyncIterator[Chunk]) -> None: ...
+    async def install(self, chunks: AsyncIterator[Chunk]) -> str: ...
     def release(self, list_version: int, partitions: list[int]) -> None: ...
     def subscribe(
         self, name: str, values: bool, entries: bool, heartbeat_interval: float
@@ -379,8 +379,8 @@ class _Replication(_Base, replication_pb2_grpc.ReplicationServicer):  # type: ig
                     raise ClusterNameMismatchError(self.mismatch(msg.cluster))
                 yield convert.chunk_from_pb(msg)
 
-        await self.handlers.install(chunks())
-        return common_pb2.Ack(ok=True)
+        outcome = await self.handlers.install(chunks())
+        return common_pb2.Ack(ok=True, reason=outcome)
 
     @_guarded
     async def Release(self, request: Any, context: Any) -> common_pb2.Ack:

@@ -19,16 +19,18 @@ class MemberInfo(_message.Message):
     def __init__(self, uuid: _Optional[str] = ..., address: _Optional[str] = ..., weight: _Optional[float] = ..., leaving: _Optional[bool] = ...) -> None: ...
 
 class MemberList(_message.Message):
-    __slots__ = ("version", "master_uuid", "members", "cluster")
+    __slots__ = ("version", "master_uuid", "members", "cluster", "origin")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     MASTER_UUID_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
     version: int
     master_uuid: str
     members: _containers.RepeatedCompositeFieldContainer[MemberInfo]
     cluster: str
-    def __init__(self, version: _Optional[int] = ..., master_uuid: _Optional[str] = ..., members: _Optional[_Iterable[_Union[MemberInfo, _Mapping]]] = ..., cluster: _Optional[str] = ...) -> None: ...
+    origin: str
+    def __init__(self, version: _Optional[int] = ..., master_uuid: _Optional[str] = ..., members: _Optional[_Iterable[_Union[MemberInfo, _Mapping]]] = ..., cluster: _Optional[str] = ..., origin: _Optional[str] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("ok", "reason")

@@ -7,21 +7,23 @@ from typing import ClassVar as _ClassVar, Optional as _Optional
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Effect(_message.Message):
-    __slots__ = ("kind", "map", "key", "value", "expire_at")
+    __slots__ = ("kind", "map", "key", "value", "expire_at", "stamp")
     KIND_FIELD_NUMBER: _ClassVar[int]
     MAP_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     EXPIRE_AT_FIELD_NUMBER: _ClassVar[int]
+    STAMP_FIELD_NUMBER: _ClassVar[int]
     kind: int
     map: str
     key: bytes
     value: bytes
     expire_at: float
-    def __init__(self, kind: _Optional[int] = ..., map: _Optional[str] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., expire_at: _Optional[float] = ...) -> None: ...
+    stamp: int
+    def __init__(self, kind: _Optional[int] = ..., map: _Optional[str] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., expire_at: _Optional[float] = ..., stamp: _Optional[int] = ...) -> None: ...
 
 class Frame(_message.Message):
-    __slots__ = ("id", "cluster", "table_version", "sender", "maps", "codes", "partitions", "map_index", "keys", "values", "expects", "ttls", "versions", "effect_counts", "effect_kinds", "effect_maps", "effect_keys", "effect_values", "effect_expiry")
+    __slots__ = ("id", "cluster", "table_version", "sender", "maps", "codes", "partitions", "map_index", "keys", "values", "expects", "ttls", "versions", "effect_counts", "effect_kinds", "effect_maps", "effect_keys", "effect_values", "effect_expiry", "effect_stamps")
     ID_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     TABLE_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +43,7 @@ class Frame(_message.Message):
     EFFECT_KEYS_FIELD_NUMBER: _ClassVar[int]
     EFFECT_VALUES_FIELD_NUMBER: _ClassVar[int]
     EFFECT_EXPIRY_FIELD_NUMBER: _ClassVar[int]
+    EFFECT_STAMPS_FIELD_NUMBER: _ClassVar[int]
     id: int
     cluster: str
     table_version: int
@@ -60,7 +63,8 @@ class Frame(_message.Message):
     effect_keys: _containers.RepeatedScalarFieldContainer[bytes]
     effect_values: _containers.RepeatedScalarFieldContainer[bytes]
     effect_expiry: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, id: _Optional[int] = ..., cluster: _Optional[str] = ..., table_version: _Optional[int] = ..., sender: _Optional[str] = ..., maps: _Optional[_Iterable[str]] = ..., codes: _Optional[_Iterable[int]] = ..., partitions: _Optional[_Iterable[int]] = ..., map_index: _Optional[_Iterable[int]] = ..., keys: _Optional[_Iterable[bytes]] = ..., values: _Optional[_Iterable[bytes]] = ..., expects: _Optional[_Iterable[bytes]] = ..., ttls: _Optional[_Iterable[float]] = ..., versions: _Optional[_Iterable[int]] = ..., effect_counts: _Optional[_Iterable[int]] = ..., effect_kinds: _Optional[_Iterable[int]] = ..., effect_maps: _Optional[_Iterable[int]] = ..., effect_keys: _Optional[_Iterable[bytes]] = ..., effect_values: _Optional[_Iterable[bytes]] = ..., effect_expiry: _Optional[_Iterable[float]] = ...) -> None: ...
+    effect_stamps: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, id: _Optional[int] = ..., cluster: _Optional[str] = ..., table_version: _Optional[int] = ..., sender: _Optional[str] = ..., maps: _Optional[_Iterable[str]] = ..., codes: _Optional[_Iterable[int]] = ..., partitions: _Optional[_Iterable[int]] = ..., map_index: _Optional[_Iterable[int]] = ..., keys: _Optional[_Iterable[bytes]] = ..., values: _Optional[_Iterable[bytes]] = ..., expects: _Optional[_Iterable[bytes]] = ..., ttls: _Optional[_Iterable[float]] = ..., versions: _Optional[_Iterable[int]] = ..., effect_counts: _Optional[_Iterable[int]] = ..., effect_kinds: _Optional[_Iterable[int]] = ..., effect_maps: _Optional[_Iterable[int]] = ..., effect_keys: _Optional[_Iterable[bytes]] = ..., effect_values: _Optional[_Iterable[bytes]] = ..., effect_expiry: _Optional[_Iterable[float]] = ..., effect_stamps: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class FrameResult(_message.Message):
     __slots__ = ("id", "table_version", "statuses", "found", "values", "counts", "messages", "key_counts", "value_counts", "scan_keys", "scan_values", "versions", "ttls")

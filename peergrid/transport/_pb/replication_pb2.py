@@ -26,7 +26,7 @@ from peergrid.transport._pb import common_pb2 as peergrid_dot_transport_dot___pb
 from peergrid.transport._pb import map_pb2 as peergrid_dot_transport_dot___pb_dot_map__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(peergrid/transport/_pb/replication.proto\x12\x0bpeergrid.v1\x1a#peergrid/transport/_pb/common.proto\x1a peergrid/transport/_pb/map.proto\"`\n\x0fVersionsRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12(\n\x07members\x18\x02 \x01(\x0b\x32\x17.peergrid.v1.MemberList\x12\x12\n\npartitions\x18\x03 \x03(\r\"[\n\x10PartitionVersion\x12\x11\n\tpartition\x18\x01 \x01(\r\x12\x0f\n\x07present\x18\x02 \x01(\x08\x12\x0f\n\x07version\x18\x03 \x01(\x04\x12\x12\n\nreplicated\x18\x04 \x01(\x08\"Y\n\x10VersionsResponse\x12\x14\n\x0clist_version\x18\x01 \x01(\x04\x12/\n\x08versions\x18\x02 \x03(\x0b\x32\x1d.peergrid.v1.PartitionVersion\"\\\n\x0c\x46\x65tchRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12(\n\x07members\x18\x02 \x01(\x0b\x32\x17.peergrid.v1.MemberList\x12\x11\n\tpartition\x18\x03 \x01(\r\"\x9f\x01\n\x0ePartitionChunk\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\r\x12\x0f\n\x07version\x18\x03 \x01(\x04\x12$\n\x07\x65ntries\x18\x04 \x03(\x0b\x32\x13.peergrid.v1.Effect\x12\x0c\n\x04last\x18\x05 \x01(\x08\x12\x14\n\x0clist_version\x18\x06 \x01(\x04\x12\x0e\n\x06sender\x18\x07 \x01(\t\"K\n\x0eReleaseRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x14\n\x0clist_version\x18\x02 \x01(\x04\x12\x12\n\npartitions\x18\x03 \x03(\r2\x8f\x02\n\x0bReplication\x12G\n\x08Versions\x12\x1c.peergrid.v1.VersionsRequest\x1a\x1d.peergrid.v1.VersionsResponse\x12\x41\n\x05\x46\x65tch\x12\x19.peergrid.v1.FetchRequest\x1a\x1b.peergrid.v1.PartitionChunk0\x01\x12:\n\x07Install\x12\x1b.peergrid.v1.PartitionChunk\x1a\x10.peergrid.v1.Ack(\x01\x12\x38\n\x07Release\x12\x1b.peergrid.v1.ReleaseRequest\x1a\x10.peergrid.v1.Ackb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(peergrid/transport/_pb/replication.proto\x12\x0bpeergrid.v1\x1a#peergrid/transport/_pb/common.proto\x1a peergrid/transport/_pb/map.proto\"`\n\x0fVersionsRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12(\n\x07members\x18\x02 \x01(\x0b\x32\x17.peergrid.v1.MemberList\x12\x12\n\npartitions\x18\x03 \x03(\r\"[\n\x10PartitionVersion\x12\x11\n\tpartition\x18\x01 \x01(\r\x12\x0f\n\x07present\x18\x02 \x01(\x08\x12\x0f\n\x07version\x18\x03 \x01(\x04\x12\x12\n\nreplicated\x18\x04 \x01(\x08\"Y\n\x10VersionsResponse\x12\x14\n\x0clist_version\x18\x01 \x01(\x04\x12/\n\x08versions\x18\x02 \x03(\x0b\x32\x1d.peergrid.v1.PartitionVersion\"\\\n\x0c\x46\x65tchRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12(\n\x07members\x18\x02 \x01(\x0b\x32\x17.peergrid.v1.MemberList\x12\x11\n\tpartition\x18\x03 \x01(\r\"\xb0\x01\n\x0ePartitionChunk\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\r\x12\x0f\n\x07version\x18\x03 \x01(\x04\x12$\n\x07\x65ntries\x18\x04 \x03(\x0b\x32\x13.peergrid.v1.Effect\x12\x0c\n\x04last\x18\x05 \x01(\x08\x12\x14\n\x0clist_version\x18\x06 \x01(\x04\x12\x0e\n\x06sender\x18\x07 \x01(\t\x12\x0f\n\x07restore\x18\x08 \x01(\x08\"K\n\x0eReleaseRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x14\n\x0clist_version\x18\x02 \x01(\x04\x12\x12\n\npartitions\x18\x03 \x03(\r2\x8f\x02\n\x0bReplication\x12G\n\x08Versions\x12\x1c.peergrid.v1.VersionsRequest\x1a\x1d.peergrid.v1.VersionsResponse\x12\x41\n\x05\x46\x65tch\x12\x19.peergrid.v1.FetchRequest\x1a\x1b.peergrid.v1.PartitionChunk0\x01\x12:\n\x07Install\x12\x1b.peergrid.v1.PartitionChunk\x1a\x10.peergrid.v1.Ack(\x01\x12\x38\n\x07Release\x12\x1b.peergrid.v1.ReleaseRequest\x1a\x10.peergrid.v1.Ackb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,9 +42,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FETCHREQUEST']._serialized_start=410
   _globals['_FETCHREQUEST']._serialized_end=502
   _globals['_PARTITIONCHUNK']._serialized_start=505
-  _globals['_PARTITIONCHUNK']._serialized_end=664
-  _globals['_RELEASEREQUEST']._serialized_start=666
-  _globals['_RELEASEREQUEST']._serialized_end=741
-  _globals['_REPLICATION']._serialized_start=744
-  _globals['_REPLICATION']._serialized_end=1015
+  _globals['_PARTITIONCHUNK']._serialized_end=681
+  _globals['_RELEASEREQUEST']._serialized_start=683
+  _globals['_RELEASEREQUEST']._serialized_end=758
+  _globals['_REPLICATION']._serialized_start=761
+  _globals['_REPLICATION']._serialized_end=1032
 # @@protoc_insertion_point(module_scope)

@@ -49,7 +49,7 @@ class FetchRequest(_message.Message):
     def __init__(self, cluster: _Optional[str] = ..., members: _Optional[_Union[_common_pb2.MemberList, _Mapping]] = ..., partition: _Optional[int] = ...) -> None: ...
 
 class PartitionChunk(_message.Message):
-    __slots__ = ("cluster", "partition", "version", "entries", "last", "list_version", "sender")
+    __slots__ = ("cluster", "partition", "version", "entries", "last", "list_version", "sender", "restore")
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     PARTITION_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +57,7 @@ class PartitionChunk(_message.Message):
     LAST_FIELD_NUMBER: _ClassVar[int]
     LIST_VERSION_FIELD_NUMBER: _ClassVar[int]
     SENDER_FIELD_NUMBER: _ClassVar[int]
+    RESTORE_FIELD_NUMBER: _ClassVar[int]
     cluster: str
     partition: int
     version: int
@@ -64,7 +65,8 @@ class PartitionChunk(_message.Message):
     last: bool
     list_version: int
     sender: str
-    def __init__(self, cluster: _Optional[str] = ..., partition: _Optional[int] = ..., version: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[_map_pb2.Effect, _Mapping]]] = ..., last: _Optional[bool] = ..., list_version: _Optional[int] = ..., sender: _Optional[str] = ...) -> None: ...
+    restore: bool
+    def __init__(self, cluster: _Optional[str] = ..., partition: _Optional[int] = ..., version: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[_map_pb2.Effect, _Mapping]]] = ..., last: _Optional[bool] = ..., list_version: _Optional[int] = ..., sender: _Optional[str] = ..., restore: _Optional[bool] = ...) -> None: ...
 
 class ReleaseRequest(_message.Message):
     __slots__ = ("cluster", "list_version", "partitions")

@@ -1,0 +1,220 @@
+"""Pauses and cut-offs, one bug each: a member that stops (SIGSTOP) or cannot be heard must not
+serve, acknowledge or bring back anything the others changed meanwhile.
+
+The Jepsen-style runs in tests/jepsen/ judge whole histories; these are the small, deterministic
+reproductions of what they found, each failing on the code before its fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from peergrid import Timing
+from peergrid.config import GridConfig
+from peergrid.errors import PeerUnavailableError, TLSError
+from peergrid.partition.table import PartitionTable
+from peergrid.protocol import Effect, EffectKind, Result, Status
+from peergrid.replication.backups import Replicator
+from peergrid.transport.client import _translate
+from tests.processes import MemberProcess
+
+FAILURE_TIMEOUT = Timing.fast().failure_timeout
+
+
+def wait_until(condition, timeout: float, message: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def three() -> Iterator[list[MemberProcess]]:
+    """Three ``peergrid member --fast`` processes, the first one the master."""
+    name = f"faults-{uuid.uuid4().hex[:8]}"
+    first = MemberProcess(name, [])
+    procs = [first]
+    try:
+        procs += [MemberProcess(name, [first.address]) for _ in range(2)]
+        wait_until(lambda: len(first.command(op="members")) == 3, 30, "three members")
+        assert first.command(op="safe", timeout=30)
+        yield procs
+    finally:
+        for proc in procs:
+            if proc.proc.poll() is None:
+                os.kill(proc.proc.pid, signal.SIGCONT)
+            proc.kill()
+
+
+def pause(proc: MemberProcess, seconds: float) -> None:
+    os.kill(proc.proc.pid, signal.SIGSTOP)
+    time.sleep(seconds)
+
+
+def resume(proc: MemberProcess) -> None:
+    os.kill(proc.proc.pid, signal.SIGCONT)
+
+
+@pytest.mark.timeout(180)
+def test_a_paused_master_brings_no_deleted_key_back(three: list[MemberProcess]) -> None:
+    # The master stops for three failure timeouts; the others take over, and the keys are deleted
+    # through them. On resume it must neither judge everyone dead (its clock missed the pause) nor
+    # merge its stale copies back (it was removed: it re-joins as a new member, empty).
+    master, other, _third = three
+    keys = [f"k{i}" for i in range(60)]
+    for key in keys:
+        other.command(op="set", map="m", key=key, value=key)
+    os.kill(master.proc.pid, signal.SIGSTOP)
+    try:
+        wait_until(lambda: len(other.command(op="members")) == 2, 30, "the paused master removed")
+        for key in keys:
+            assert other.command(op="delete", map="m", key=key) is True
+        time.sleep(FAILURE_TIMEOUT)  # stay paused past the takeover, as a long GC pause would
+    finally:
+        resume(master)
+    wait_until(lambda: len(other.command(op="members")) == 3, 30, "the resumed member back")
+    assert other.command(op="safe", timeout=30)
+    for proc in three:
+        assert proc.command(op="get_all", map="m", keys=keys) == {}, f"keys came back via {proc.address}"
+    assert master.logged("did not run for")  # it noticed its own stall
+    assert not any(p.logged("taking over") for p in (master,))
+
+
+@pytest.mark.timeout(180)
+def test_a_paused_owner_serves_no_stale_value_on_resume(three: list[MemberProcess]) -> None:
+    # A key owned by the member that pauses; it is changed through another member while the owner
+    # is away. Read through the resumed owner at once, it must answer the new value (or fail),
+    # never its own stale copy: its owner lease ran out during the pause.
+    master, other, paused = three
+    key = next(f"p{i}" for i in range(10_000) if master.command(op="owner", key=f"p{i}") == paused.address)
+    other.command(op="set", map="m", key=key, value="old")
+    os.kill(paused.proc.pid, signal.SIGSTOP)
+    try:
+        wait_until(lambda: len(master.command(op="members")) == 2, 30, "the paused member removed")
+        other.command(op="set", map="m", key=key, value="new")
+    finally:
+        resume(paused)
+    assert paused.command(op="get", map="m", key=key) == "new"
+    wait_until(lambda: len(master.command(op="members")) == 3, 30, "the resumed member back")
+    assert paused.command(op="get", map="m", key=key) == "new"
+
+
+# -- an acknowledgement means a copy exists -------------------------------------------------------
+
+
+class _Cluster:
+    """What the replicator needs of a member, with pipes that hold what is sent."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.uuid = "a"
+        self.loop = loop
+        self.quorum = True
+        self.sent: list[tuple[str, object]] = []
+
+    def pipe_to(self, uuid: str) -> object:
+        cluster = self
+
+        class _Pipe:
+            def submit(self, item: object) -> None:
+                cluster.sent.append((uuid, item))
+
+        return _Pipe()
+
+    def has_quorum(self) -> bool:
+        return self.quorum
+
+
+class _Manager:
+    def sync_backup(self, p: int, uuid: str) -> None:
+        raise AssertionError("no repair expected")
+
+
+def _replicator(loop: asyncio.AbstractEventLoop) -> tuple[Replicator, _Cluster]:
+    cluster = _Cluster(loop)
+    replicator = Replicator(GridConfig(backup_count=1), cluster, _Manager())  # type: ignore[arg-type]
+    replicator.on_table(PartitionTable(1, (("a", "b"),)))
+    return replicator, cluster
+
+
+def _write(replicator: Replicator, version: int) -> asyncio.Future[Result]:
+    effect = Effect(EffectKind.PUT, "m", b"k", b"v")
+    outcome = replicator.replicate(0, version, (effect,), Result())
+    assert isinstance(outcome, asyncio.Future)
+    return outcome
+
+
+def test_a_backup_that_leaves_the_table_is_not_an_acknowledgement() -> None:
+    # The backup of a write is cut off and removed: the write is acknowledged only once the new
+    # table's backup holds it (rebuilt from the owner's copy), never on the departure itself.
+    async def scenario() -> None:
+        replicator, _ = _replicator(asyncio.get_running_loop())
+        pending = _write(replicator, 1)
+        replicator.on_table(PartitionTable(2, (("a", "c"),)))  # "b" removed, "c" the new backup
+        await asyncio.sleep(0)
+        assert not pending.done(), "acknowledged with no other copy"
+        replicator.mark_synced(0, "c", 1)  # the owner's copy, holding the write, reached "c"
+        assert (await pending).status == Status.OK
+
+    asyncio.run(scenario())
+
+
+def test_a_write_whose_backup_left_ends_indeterminate_without_quorum() -> None:
+    async def scenario() -> None:
+        replicator, cluster = _replicator(asyncio.get_running_loop())
+        pending = _write(replicator, 1)
+        cluster.quorum = False  # the owner is on the minority side now
+        replicator.on_table(PartitionTable(2, (("a",),)))
+        assert (await pending).status == Status.INDETERMINATE
+
+    asyncio.run(scenario())
+
+
+def test_a_write_alone_in_the_cluster_is_acknowledged_with_the_one_copy_there_is() -> None:
+    async def scenario() -> None:
+        replicator, _ = _replicator(asyncio.get_running_loop())
+        pending = _write(replicator, 1)
+        replicator.on_table(PartitionTable(2, (("a",),)))  # no member left to hold a backup
+        assert (await pending).status == Status.OK
+
+    asyncio.run(scenario())
+
+
+def test_a_backup_refuses_the_writes_of_a_replaced_owner() -> None:
+    # A paused owner resumes and ships a write to a copy whose newer table names another owner:
+    # applied, it would take the version number of the new owner's next write.
+    from peergrid.replication.manager import PartitionManager
+
+    class Node:
+        uuid = "c"
+        loop = None
+
+    config = GridConfig(partition_count=1)
+    manager = PartitionManager(config, Node(), lambda p: None, lambda n: None, lambda: None)  # type: ignore[arg-type]
+    manager.form()
+    manager.table = PartitionTable(5, (("b", "c"),))
+    ops = (Effect(EffectKind.PUT, "m", b"k", b"zombie"),)
+    assert manager.apply_backup(0, 1, ops, caller_version=3, sender="a") == Status.MOVED
+    assert manager.apply_backup(0, 1, ops, caller_version=5, sender="b") == Status.OK
+
+
+# -- transport errors are classified by code, not by words ----------------------------------------
+
+
+def test_a_dropped_connection_is_not_a_tls_failure() -> None:
+    # During a network cut grpc reports "tcp handshaker shutdown": no TLS is configured, and the
+    # peer must be tried again once the network heals (it was once ignored for good).
+    error = grpc.aio.AioRpcError(
+        grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "tcp handshaker shutdown"
+    )
+    with pytest.raises(PeerUnavailableError) as info:
+        _translate("10.0.0.9:5701", error)
+    assert not isinstance(info.value, TLSError)
