@@ -86,7 +86,9 @@ class Node:
         self.manager = PartitionManager(
             config, self, self._partition_lost, self.registry.policy, self._served_changed
         )
-        self.publisher = EventPublisher(config.partition_count, self._serving, self._table_version)
+        self.publisher = EventPublisher(
+            config.partition_count, self._serving, self._table_version, self._has_lease
+        )
         self.owner = OwnerWrites(self.registry, self.manager, self.publisher, self.counters_of)
         self.stores = StoreOps(
             self.registry,
@@ -416,9 +418,10 @@ class Node:
         """The adopted member list."""
         return self.membership.members
 
-    def adopt_members(self, members: MemberList) -> None:
-        """Adopt a newer list a peer sent along with a request (if it can be this cluster's)."""
-        self.membership.adopt_from_peer(members)
+    async def adopt_members(self, members: MemberList) -> None:
+        """Adopt a newer list a peer sent along with a request, once confirmed
+        (``ClusterError`` when it cannot be)."""
+        await self.membership.adopt_from_peer(members)
 
     def _table_version(self) -> int:
         return self.membership.members.version
@@ -462,7 +465,10 @@ class Node:
         self.compute.members_changed()  # locks of members that left are released
 
     def _removed(self) -> None:
-        self.spawn(self._rejoin())
+        # Declared dead while it could not answer (paused, cut off): it served nothing since its
+        # lease ran out, and joins again as a new member, bringing what it served (partitions
+        # the others lost while it was away come back; nothing else: it journaled nothing).
+        self.spawn(self._merge_into(None))
 
     async def _rejoin(self) -> None:
         self.manager.reset()

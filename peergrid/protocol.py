@@ -348,6 +348,8 @@ class HeartbeatReply:
     list_version: int
     uuid: str = ""
     """The answering member's uuid."""
+    leaving: bool = False
+    """The answering member is leaving: it asked the master to hand its partitions over."""
 
 
 @dataclass(frozen=True)

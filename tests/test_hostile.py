@@ -8,6 +8,7 @@ are exactly what they were, and that the member still serves.
 from __future__ import annotations
 
 import itertools
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -277,6 +278,38 @@ def test_a_member_list_from_an_unknown_master_is_not_adopted(pair: TestCluster) 
         # A list carried by a replication request is not adopted either (the answer is harmless).
         versions = replication_pb2.VersionsRequest(cluster=name, members=forged, partitions=[0])
         peer.call("Replication.Versions", versions)
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize("to", [0, 1])
+def test_a_member_list_in_the_masters_name_is_not_adopted(pair: TestCluster, to: int) -> None:
+    # A newer list naming a real member master, dropping the other one: what a peer (or a member
+    # with a certificate) would send to remove a member. Not confirmed by the members that may
+    # vouch for it (the master, a majority), it is adopted nowhere.
+    name = cluster_name(pair)
+    current = pair[0]._node.membership.members
+    for master, kept in ((pair[0], pair[0]), (pair[1], pair[1])):
+        forged = common_pb2.MemberList(
+            version=current.version + 10,
+            master_uuid=master.uuid,
+            members=[common_pb2.MemberInfo(uuid=kept.uuid, address=kept.address, weight=1.0)],
+            cluster=name,
+            origin=current.origin,
+        )
+        with RawPeer(pair[to].address) as peer:
+            peer.call("Membership.Publish", membership_pb2.PublishRequest(cluster=name, members=forged))
+            versions = replication_pb2.VersionsRequest(cluster=name, members=forged, partitions=[0])
+            assert status_of(lambda v=versions: peer.call("Replication.Versions", v)) is not None
+        time.sleep(0.3)  # the publication is confirmed in the background: give it time to go wrong
+
+
+@pytest.mark.usefixtures("unchanged")
+def test_a_leave_in_another_members_name_is_refused(pair: TestCluster) -> None:
+    name = cluster_name(pair)
+    with RawPeer(pair[0].address) as peer:
+        for final in (False, True):
+            leave = membership_pb2.LeaveRequest(cluster=name, uuid=pair[1].uuid, final=final)
+            assert status_of(lambda r=leave: peer.call("Membership.Leave", r)) is not None
 
 
 @pytest.mark.usefixtures("unchanged")

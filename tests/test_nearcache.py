@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import threading
 import time
@@ -12,7 +13,7 @@ from peergrid import MapConfig, NearCacheConfig
 from peergrid.errors import PeerGridError
 from peergrid.events.model import EventBatch, EventKind
 from peergrid.events.publisher import EventPublisher
-from peergrid.events.subscriptions import Subscriptions
+from peergrid.events.subscriptions import Subscriptions, _StreamState
 from peergrid.nearcache import MISS, NearCache
 from peergrid.protocol import Member, MemberList
 from peergrid.testing import cluster
@@ -201,6 +202,57 @@ def test_a_heartbeat_never_counts_events_not_yet_sent() -> None:
         assert sent, "no event was sent"
 
     asyncio.run(scenario())
+
+
+def test_an_owner_without_its_lease_vouches_for_nothing() -> None:
+    """An owner that lost its owner lease (paused, cut off, without quorum) sends no heartbeat,
+    so near caches elsewhere stop serving its entries after max_staleness: the events it may
+    still send (or a stream that stays open) renew nothing."""
+
+    async def scenario() -> None:
+        leased = [False]
+        publisher = EventPublisher(4, owned=lambda: [0], table_version=lambda: 1, leased=lambda: leased[0])
+        stream = publisher.subscribe("m", values=False, entries=False, heartbeat_interval=0.01)
+        first = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0.1)
+        assert not first.done(), "a heartbeat without the lease"
+        leased[0] = True
+        assert (await asyncio.wait_for(first, 5)).heartbeat
+        leased[0] = False
+        publisher.publish("m", 0, EventKind.ADDED, b"k1")
+        assert not (await asyncio.wait_for(anext(stream), 5)).heartbeat  # the event still goes out
+        later = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0.1)
+        assert not later.done(), "a heartbeat without the lease"
+        later.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await later
+        await stream.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_only_heartbeats_renew_an_owners_near_cache_lease() -> None:
+    renewed: list[str] = []
+
+    class Receiver:
+        def on_alive(self, owner: str, now: float) -> None:
+            renewed.append(owner)
+
+        def on_events(self, owner: str, batch: EventBatch) -> None:
+            pass
+
+        def on_gap(self, owner: str, partitions: object) -> None:
+            pass
+
+    subscriptions = Subscriptions("me", lambda uuid: None, lambda coro: None, 1.0)  # type: ignore[arg-type,return-value]
+    subscriptions.add("m", Receiver(), values=False, entries=False, heartbeat=1.0)
+    state = _StreamState()
+    events = EventBatch(kinds=[EventKind.ADDED], partitions=[0], seqs=[1], keys=[b"k"])
+    subscriptions._deliver("owner", "m", state, events)
+    assert renewed == []
+    subscriptions._deliver("owner", "m", state, EventBatch(heartbeat=True, owned=[0], owned_seqs=[1]))
+    assert renewed == ["owner"]
 
 
 def standalone_near_cache() -> NearCache:

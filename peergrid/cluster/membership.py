@@ -128,7 +128,7 @@ class Membership:
         self.lease_until = 0.0
         # uuid -> send time of the latest heartbeat that member answered OK (counted us a member).
         self._acked: dict[str, float] = {}
-        self._confirmed = 0.0  # send time of the latest heartbeat any member answered OK
+        self._confirmed_at = 0.0  # send time of the latest heartbeat any member answered OK
         self._resumed = 0.0  # when this member last noticed its loop had stalled
         self._pulling = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -488,17 +488,97 @@ class Membership:
         self._on_removed()
 
     def handle_publish(self, members: MemberList) -> None:
-        """The master published a list; ``ClusterError`` when it cannot be our cluster's."""
+        """A peer published a list; ``ClusterError`` when it cannot be our cluster's. It is
+        adopted once confirmed (``_confirmed``): whoever sent it is not taken at its word."""
         if not self._plausible(members):
             raise ClusterError(
                 f"ignored member list version {members.version}: its master {members.master_uuid!r} "
                 "is not a member of this cluster"
             )
-        self.adopt(members)
+        if members.version > self.members.version:
+            self._spawn(self._confirm_and_adopt(members))
 
-    def adopt_from_peer(self, members: MemberList) -> bool:
-        """Adopt a newer list that a peer sent, if it can be this cluster's; True if adopted."""
-        return self._plausible(members) and self.adopt(members)
+    async def adopt_from_peer(self, members: MemberList) -> None:
+        """Adopt a newer list a peer sent along with a request, once confirmed; ``ClusterError``
+        when it cannot be (the request must not be answered on the strength of our older list:
+        a new owner's version query makes us stop serving its partitions)."""
+        if (
+            members.version > self.members.version
+            and self._plausible(members)  # another instance's list: answered, never adopted
+            and not await self._adopt_confirmed(members)
+        ):
+            raise ClusterError(
+                f"member list version {members.version} (master {members.master_uuid}) could not be "
+                "confirmed by the members that may vouch for it"
+            )
+
+    async def _confirm_and_adopt(self, claimed: MemberList) -> None:
+        await self._adopt_confirmed(claimed)
+
+    async def _adopt_confirmed(self, claimed: MemberList) -> bool:
+        """Adopt ``claimed`` (or a newer list) as the members that may vouch for it give it;
+        True when this member's list is now at least as new."""
+        if claimed.version <= self.members.version:
+            return True
+        confirmed = await self._confirmed(claimed)
+        if confirmed is not None:
+            self.adopt(confirmed)  # (not while joining or stopped: adopt() checks)
+        return self.members.version >= claimed.version
+
+    async def _confirmed(self, claimed: MemberList) -> MemberList | None:
+        """``claimed``, a list newer than ours, as a member that may vouch for it gives it (or a
+        newer one still); None when none does. A list is never taken from whoever sends it:
+
+        - our master makes every list: asked first (unless it is silent to us);
+        - the claimed list's master, if every member older than it in our list is silent to us
+          (it took over, as failure detection lets the oldest member that hears from nobody
+          older do);
+        - a list without us is confirmed by a majority of the other members of our list (we
+          were declared dead while paused, or cut off: even as master, we learn it so).
+
+        So a peer, even one holding a certificate of the cluster, cannot publish a list in the
+        master's name, nor remove a member the others still count.
+        """
+        if not self._plausible(claimed) or claimed.origin != self.members.origin:
+            return None
+        master = self.members.master_uuid
+        if master != self.me.uuid and not self._silent(master):
+            theirs = await self._members_of(master)
+            if theirs is not None and theirs.version >= claimed.version:
+                return theirs
+        taker = claimed.master_uuid
+        older = self.members.uuids[: self.members.uuids.index(taker)] if taker in self.members else ()
+        # (A member older than the taker is not taken over while it runs: only a majority can
+        # tell it that it was declared dead, below.)
+        if taker != master and self.me.uuid not in older and all(self._silent(u) for u in older):
+            theirs = await self._members_of(taker)
+            if theirs is not None and theirs.version >= claimed.version:
+                return theirs
+        if self.me.uuid in claimed:
+            return None
+        others = [m.uuid for m in self.members.members if m.uuid != self.me.uuid]
+        lists = await asyncio.gather(*(self._members_of(uuid) for uuid in others))
+        agree = [m for m in lists if m is not None and m.version >= claimed.version and self.me.uuid not in m]
+        if len(agree) * 2 > len(others):
+            return max(agree, key=lambda m: m.version)
+        return None
+
+    def _silent(self, uuid: str) -> bool:
+        """Not heard from for two heartbeats."""
+        heard = self._last_heard.get(uuid)
+        return heard is None or time.monotonic() - heard > 2 * self._timing.heartbeat_interval
+
+    async def _members_of(self, uuid: str) -> MemberList | None:
+        """The list member ``uuid`` has, asked at the address our list has for it."""
+        address = self.address_of(uuid)
+        if address is None:
+            return None
+        try:
+            theirs = await self._peer(address).get_members(timeout=self._timing.rpc_timeout)
+        except PeerGridError as exc:
+            log.debug("asking %s for its member list failed: %s", address, exc)
+            return None
+        return theirs if theirs.origin == self.members.origin and self._plausible(theirs) else None
 
     def _plausible(self, members: MemberList) -> bool:
         """False for a newer list this cluster cannot have made (logged).
@@ -532,17 +612,25 @@ class Membership:
             await self._peer(address).publish(members, timeout=self._timing.rpc_timeout)
 
     def saw_version(self, version: int, address: str | None) -> None:
-        """Some peer has list ``version``; pull it if it is newer than ours."""
+        """Some peer has list ``version``; get it (confirmed) if it is newer than ours."""
         if version > self.members.version and not self._pulling and self.state is State.ACTIVE:
-            master = self.master()
-            source = address or (master.address if master is not None else None)
+            master = self.members.master_uuid
+            source = self.address_of(master) if master != self.me.uuid and not self._silent(master) else None
+            source = source or address
             if source:
                 self._pulling = True
                 self._spawn(self._pull(source))
 
     async def _pull(self, address: str) -> None:
         try:
-            self.adopt_from_peer(await self._peer(address).get_members(timeout=self._timing.rpc_timeout))
+            theirs = await self._peer(address).get_members(timeout=self._timing.rpc_timeout)
+            master = self.master()
+            if master is not None and master.address == address and master.uuid != self.me.uuid:
+                # From our master itself, at the address our list has for it: no one to ask.
+                if theirs.origin == self.members.origin and self._plausible(theirs):
+                    self.adopt(theirs)
+            else:
+                await self._adopt_confirmed(theirs)
         except PeerGridError as exc:
             log.debug("pulling the member list from %s failed: %s", address, exc)
         finally:
@@ -560,7 +648,7 @@ class Membership:
             return HeartbeatReply(HeartbeatStatus.UNKNOWN_MEMBER, self.members.version)
         self._last_heard[uuid] = time.monotonic()
         self.saw_version(list_version, self.address_of(uuid))
-        return HeartbeatReply(HeartbeatStatus.OK, self.members.version)
+        return HeartbeatReply(HeartbeatStatus.OK, self.members.version, leaving=self.state is State.LEAVING)
 
     async def _tick_forever(self) -> None:
         interval = self._timing.heartbeat_interval
@@ -604,7 +692,7 @@ class Membership:
         lease = self._timing.lease
         if self.is_master:
             alone = len(self.members.members) == 1
-            until = now + lease if alone or self._confirmed >= self._resumed else 0.0
+            until = now + lease if alone or self._confirmed_at >= self._resumed else 0.0
         else:
             until = self._acked.get(self.members.master_uuid, 0.0) + lease
         need = self._config.min_cluster_size - 1
@@ -631,7 +719,7 @@ class Membership:
         if reply.status == HeartbeatStatus.OK and member.uuid in self.members:
             if sent > self._acked.get(member.uuid, 0.0):
                 self._acked[member.uuid] = sent
-            self._confirmed = max(self._confirmed, sent)
+            self._confirmed_at = max(self._confirmed_at, sent)
             self._renew(time.monotonic())
         if (
             reply.status == HeartbeatStatus.UNKNOWN_MEMBER
@@ -649,14 +737,12 @@ class Membership:
     async def _check_orphaned(self, peer: Member) -> None:
         """A member does not count us a member: we were removed, or left behind, or are behind.
 
-        If its list is a newer version of ours (its master is one of ours) that
-        does not name us, we were declared dead while we could not answer (a
-        pause, a cut): our copies may be stale and our lease has run out, so we
-        drop them and join again as a new member. If another member has a newer
-        list that still names us, we were only behind: adopt it. If our master
-        no longer counts us and its list is of another instance of the cluster
-        (it merged away and we missed the word), join again keeping our data,
-        to merge it (see ``on_orphaned``).
+        If its list is a newer version of ours that does not name us, and the members that may
+        vouch for it do (``_confirmed``), we were declared dead while we could not answer (a
+        pause, a cut): our lease has run out, and we join again as a new member, bringing what
+        we served (see ``on_removed``). If a newer list still names us, we were only behind:
+        adopt it. If our master no longer counts us and its list is of another instance of the
+        cluster (it merged away and we missed the word), join again the same way.
         """
         try:
             try:
@@ -665,25 +751,17 @@ class Membership:
                 return
             if self.state is not State.ACTIVE:
                 return
-            if (
-                theirs.version > self.members.version
-                and self.me.uuid not in theirs
-                and theirs.origin == self.members.origin
-                and self._plausible(theirs)
-            ):
-                self._removed(theirs)
-                return
-            if self.me.uuid in theirs and self.adopt_from_peer(theirs):
-                return
+            if theirs.version > self.members.version and theirs.origin == self.members.origin:
+                confirmed = await self._confirmed(theirs)
+                if confirmed is not None and self.state is State.ACTIVE:
+                    self.adopt(confirmed)  # drops us (``_removed``) if it does not name us
+                    return
             if peer.uuid != self.members.master_uuid:
                 return
             others = [m for m in self.members.members if m.uuid not in (self.me.uuid, peer.uuid)]
             for other in others:
-                try:
-                    members = await self._peer(other.address).get_members(timeout=self._timing.rpc_timeout)
-                except PeerGridError:
-                    continue
-                if self.me.uuid in members and self.adopt_from_peer(members):
+                members = await self._members_of(other.uuid)
+                if members is not None and self.me.uuid in members and await self._adopt_confirmed(members):
                     return
             if self.state is not State.ACTIVE or self.members.master_uuid != peer.uuid:
                 return
@@ -734,17 +812,36 @@ class Membership:
 
     # ------------------------------------------------------------------ leaving
     async def handle_leave(self, uuid: str, final: bool) -> None:
-        """A member asks to leave; the master marks it leaving, or removes it."""
+        """A member asks to leave; the master marks it leaving, or removes it.
+
+        Only the member itself may ask: the master calls it back at the address in its list
+        and it must answer that it is leaving (``ClusterError`` if not), so a peer cannot make
+        another member leave in its name.
+        """
         if not self.is_master:
             raise ClusterError("this member is not the master; ask the master to leave")
         member = self.members.find(uuid)
         if member is None:
             return
+        if not await self._says_leaving(member):
+            raise ClusterError(
+                f"refused to remove member {uuid}: at {member.address} it does not say it is leaving "
+                "(only a member itself may ask to leave)"
+            )
         if final:
             self.adopt(self.members.without(frozenset({uuid})))
         elif not member.leaving:
             self.adopt(self.members.with_member(Member(member.uuid, member.address, member.weight, True)))
         self.publish()
+
+    async def _says_leaving(self, member: Member) -> bool:
+        try:
+            reply = await self._peer(member.address).heartbeat(
+                self.me.uuid, self.members.version, timeout=self._timing.rpc_timeout
+            )
+        except PeerGridError:
+            return False
+        return reply.uuid == member.uuid and reply.leaving
 
     async def request_leave(self, final: bool) -> None:
         """Ask the master to mark this member leaving (``final=False``) or remove it."""

@@ -71,10 +71,12 @@ class EventPublisher:
         partition_count: int,
         owned: Callable[[], Sequence[int]],
         table_version: Callable[[], int],
+        leased: Callable[[], bool] = lambda: True,
     ) -> None:
         self._count = partition_count
         self._owned = owned
         self._table_version = table_version
+        self._leased = leased  # heartbeats vouch for this member's entries only while it holds its lease
         self._subscriptions: dict[str, list[_Subscription]] = {}
         self._local: dict[str, list[LocalSink]] = {}
         self._local_batches: dict[str, EventBatch] = {}
@@ -164,6 +166,10 @@ class EventPublisher:
         self._subscriptions.setdefault(name, []).append(subscription)
         loop = asyncio.get_running_loop()
         try:
+            # The first heartbeat vouches for our entries too. The lease is a deadline that
+            # heartbeats renew, not an event: look again at the heartbeat interval.
+            while not self._leased():  # noqa: ASYNC110
+                await asyncio.sleep(heartbeat_interval)
             yield self.heartbeat(subscription)
             last_heartbeat = loop.time()
             while True:
@@ -177,7 +183,8 @@ class EventPublisher:
                     # Taken together with the batch, before the yield: events published
                     # while the batch is being written go to the next batch, and a
                     # heartbeat counting them before they were sent would look like a gap.
-                    heartbeat = self.heartbeat(subscription)
+                    # None without the owner lease: near caches must stop serving our entries.
+                    heartbeat = self.heartbeat(subscription) if self._leased() else None
                     last_heartbeat = loop.time()
                 if batch is not None:
                     yield batch  # any batch also tells the subscriber we are alive

@@ -6,8 +6,11 @@ its partitions). Per stream it checks each partition's sequence numbers: a
 number that does not follow the last one, a heartbeat whose last number
 differs from ours, or a stream that breaks, means events were missed, and the
 receivers hear of the gap (a near cache drops what may be stale; listeners
-report it). Any message from an owner renews its lease (near caches serve its
-entries only while the lease holds).
+report it). An owner's heartbeats renew its lease (near caches serve its
+entries only while the lease holds); an owner sends them only while it holds
+its own owner lease (and, with ``min_cluster_size``, sees a quorum), so a near
+cache stops serving the entries of an owner that may have been replaced
+within ``max_staleness``, whatever else it hears from it.
 """
 
 from __future__ import annotations
@@ -184,6 +187,8 @@ class Subscriptions:
             if gapped:
                 self._gap(owner, name, gapped)
             self._established.setdefault((owner, name), asyncio.Event()).set()
+            for receiver in list(interest.receivers):
+                receiver.on_alive(owner, now)
         else:
             gapped = []
             for p, seq in zip(batch.partitions, batch.seqs, strict=True):
@@ -194,8 +199,6 @@ class Subscriptions:
                 self._gap(owner, name, dict.fromkeys(gapped))
             for receiver in list(interest.receivers):
                 receiver.on_events(owner, batch)
-        for receiver in list(interest.receivers):
-            receiver.on_alive(owner, now)
 
     def _broken(self, owner: str, name: str, state: _StreamState) -> None:
         """A stream ended: events of any partition the owner had may be lost with it. Its

@@ -68,7 +68,7 @@ class Cluster(Protocol):
     def current_members(self) -> MemberList: ...
     def replica_peer(self, uuid: str) -> ReplicaPeer | None: ...
     def pipe_to(self, uuid: str) -> Any: ...
-    def adopt_members(self, members: MemberList) -> None: ...
+    async def adopt_members(self, members: MemberList) -> None: ...
     def has_quorum(self) -> bool: ...
 
 
@@ -445,8 +445,9 @@ class PartitionManager:
     async def handle_versions(
         self, members: MemberList, partitions: list[int]
     ) -> tuple[int, dict[int, Copy | None]]:
-        """A new owner asks for our copies; adopting its list first makes us stop serving them."""
-        self._cluster.adopt_members(members)
+        """A new owner asks for our copies; adopting its list first makes us stop serving them
+        (``ClusterError`` when its list cannot be confirmed: then we answer nothing)."""
+        await self._cluster.adopt_members(members)
         found: dict[int, Copy | None] = {}
         for p in partitions:
             if 0 <= p < len(self.parts):
@@ -460,7 +461,7 @@ class PartitionManager:
 
     async def handle_fetch(self, members: MemberList, p: int) -> AsyncIterator[Chunk]:
         """Stream our copy of ``p`` to its new owner."""
-        self._cluster.adopt_members(members)
+        await self._cluster.adopt_members(members)
         part = self.parts[p] if 0 <= p < len(self.parts) else None
         if part is None:
             raise PeerGridError(f"this member holds no copy of partition {p}")

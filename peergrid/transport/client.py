@@ -139,7 +139,9 @@ class PeerClient:
     async def heartbeat(self, uuid: str, list_version: int, timeout: float | None = None) -> HeartbeatReply:
         request = membership_pb2.HeartbeatRequest(cluster=self._cluster, uuid=uuid, list_version=list_version)
         reply = await self._call(self._membership.Heartbeat, request, timeout)
-        return HeartbeatReply(status=reply.status, list_version=reply.list_version, uuid=reply.uuid)
+        return HeartbeatReply(
+            status=reply.status, list_version=reply.list_version, uuid=reply.uuid, leaving=reply.leaving
+        )
 
     async def publish(self, members: MemberList, timeout: float | None = None) -> None:
         request = membership_pb2.PublishRequest(

@@ -201,6 +201,7 @@ class _Membership(_Base, membership_pb2_grpc.MembershipServicer):  # type: ignor
             list_version=reply.list_version,
             cluster=self.handlers.cluster,
             uuid=self.handlers.uuid,
+            leaving=reply.leaving,
         )
 
     @_guarded

@@ -1,0 +1,102 @@
+"""The journal of changes made while the cluster may be split, and the merge decisions on it."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from peergrid.invocation.merging import changes
+from peergrid.protocol import Effect, EffectKind
+from peergrid.storage import Partition, journal
+
+
+def test_a_hybrid_clock_never_repeats_nor_goes_back() -> None:
+    clock = journal.HybridClock()
+    stamps = [clock.now() for _ in range(1000)]
+    assert stamps == sorted(set(stamps))
+    far = stamps[-1] + (10_000 << 16)  # a member whose wall clock is 10 s ahead
+    clock.observe(far)
+    assert clock.now() > far
+
+
+@given(stamp=st.integers(1, 2**62), deleted=st.booleans())
+def test_a_journal_record_keeps_its_stamp_and_kind(stamp: int, deleted: bool) -> None:
+    rec = journal.record(stamp, deleted)
+    assert journal.stamp_in(rec) == stamp
+    assert journal.is_delete(rec) is deleted
+
+
+def test_latest_update_keeps_the_later_change_and_fills_only_absent_keys() -> None:
+    mine = journal.record(100, False)
+    assert journal.applies("latest_update", 101, mine, present=True)
+    assert not journal.applies("latest_update", 100, mine, present=True)
+    assert not journal.applies("latest_update", 99, mine, present=False)  # a later delete here
+    assert journal.applies("latest_update", 5, None, present=True)  # unchanged here since the split
+    # An entry the merging side did not journal (instances that formed apart): only where absent.
+    assert journal.applies("latest_update", 0, None, present=False)
+    assert not journal.applies("latest_update", 0, None, present=True)
+    assert not journal.applies("latest_update", 0, journal.record(7, True), present=False)
+
+
+def test_the_other_policies() -> None:
+    mine = journal.record(100, False)
+    assert journal.applies("pass_through", 1, mine, present=True)
+    assert not journal.applies("discard", 999, None, present=False)
+    assert journal.applies("put_if_absent", 1, mine, present=False)
+    assert not journal.applies("put_if_absent", 999, None, present=True)
+
+
+def _partition() -> Partition:
+    part = Partition(3, 7)
+    part.apply(
+        [
+            Effect(EffectKind.PUT, "m", b"kept", b"1"),  # written before the split: not journaled
+            Effect(EffectKind.PUT, "m", b"new", b"2", 0.0, 10),
+            Effect(EffectKind.PUT, "m", b"gone", b"3", 0.0, 11),
+            Effect(EffectKind.DELETE, "m", b"gone", b"", 0.0, 12),
+            Effect(EffectKind.PUT, "other", b"x", b"4", 0.0, 13),
+        ]
+    )
+    return part
+
+
+def test_a_partition_journals_stamped_changes_and_carries_them_in_a_copy() -> None:
+    part = _partition()
+    assert part.journaled("m", b"kept") is None
+    assert part.journaled("m", b"new") == journal.record(10, False)
+    assert part.journaled("m", b"gone") == journal.record(12, True)
+    copy = Partition(3, 7)
+    copy.apply(part.snapshot())  # a migration or a backup rebuild
+    assert copy.journal == part.journal
+    assert copy.maps["m"].values == part.maps["m"].values
+
+
+def test_a_clear_is_journaled_for_the_whole_map() -> None:
+    part = _partition()
+    part.apply([Effect(EffectKind.CLEAR, "m", b"", b"", 0.0, 20)])
+    assert part.journaled("m", b"new") == journal.record(20, True)
+    assert part.journaled("m", b"never-written") == journal.record(20, True)
+    assert part.journaled("other", b"x") == journal.record(13, False)
+
+
+def test_the_journal_is_bounded_in_time_and_size() -> None:
+    part = _partition()
+    part.prune_journal(oldest=12, most=100)  # older than the horizon: gone
+    assert set(part.journal or {}) == {("m", b"gone"), ("other", b"x")}
+    part.prune_journal(oldest=0, most=1)  # the oldest first
+    assert set(part.journal or {}) == {("other", b"x")}
+    part.prune_journal(oldest=14, most=100)
+    assert part.journal is None
+
+
+def test_a_merge_sends_the_journal_and_between_instances_everything() -> None:
+    part = _partition()
+    split = sorted((c.kind, c.map, c.key, c.stamp) for c in changes(part, same_origin=True))
+    assert split == [
+        (EffectKind.PUT, "m", b"new", 10),
+        (EffectKind.PUT, "other", b"x", 13),
+        (EffectKind.DELETE, "m", b"gone", 12),
+    ]
+    apart = {(c.map, c.key, c.stamp) for c in changes(part, same_origin=False)}
+    assert ("m", b"kept", 0) in apart  # unstamped: written only where absent
+    assert len(apart) == 4
