@@ -40,7 +40,7 @@ from peergrid.invocation.pipe import Pipe
 from peergrid.invocation.stores import StoreOps
 from peergrid.nearcache import NearCache
 from peergrid.processors import ProcessorRegistry
-from peergrid.protocol import Chunk, Copy, HeartbeatReply, JoinReply, Member, MemberList, Op, Result
+from peergrid.protocol import Chunk, Copy, HeartbeatReply, JoinReply, Member, MemberList, Op, Result, Status
 from peergrid.replication import PartitionManager
 from peergrid.serialization import serializer_named
 from peergrid.stats import LocalMapStats, MapCounters
@@ -82,6 +82,9 @@ class Node:
         self._rewriting = False  # a merge's data is being re-written into the surviving instance
         self.registry = MapRegistry(config.maps)
         self.journal = journal.Window(config.timing.merge_horizon)  # writes journaled for a merge
+        # Whose increments this member applies, in counters' journals: new at every (re-)join, so
+        # what it added on one side of a split and, re-joined, on the other, are never confused.
+        self.contributor = uuid_module.uuid4().hex
         self.counters: dict[str, MapCounters] = {}
         self.manager = PartitionManager(
             config, self, self._partition_lost, self.registry.policy, self._served_changed
@@ -122,6 +125,7 @@ class Node:
             self.owner,
             self.current_members,
             config.limits.max_value_bytes,
+            lambda: self.contributor,
         )
         self.executor.compute = self.compute
         self.invoker = Invoker(self, config.timing.retry_initial, config.timing.retry_max)
@@ -471,6 +475,7 @@ class Node:
         self.spawn(self._merge_into(None))
 
     async def _rejoin(self) -> None:
+        self.contributor = uuid_module.uuid4().hex
         self.manager.reset()
         for pipe in self._drop_pipes():
             pipe.close()
@@ -582,6 +587,12 @@ class Node:
     def frame(
         self, sender: str, table_version: int, ops: list[Op]
     ) -> list[Result] | asyncio.Future[list[Result]]:
+        if sender not in self.membership.members:
+            # Not a member here: removed (it learns so soon), not admitted yet (it retries), or a
+            # member of another instance of the cluster that shares a uuid with ours after a
+            # merge. Nothing it sends is applied: its backups least of all.
+            message = f"the sender {sender} is not a member of this member's cluster (yet)"
+            return [Result(Status.RETRY, message=message) for _ in ops]
         if table_version > self.membership.members.version:
             self.membership.saw_version(table_version, self.membership.address_of(sender))
         results: list[Result | None] = []
@@ -605,7 +616,9 @@ class Node:
 
         def one(index: int, future: asyncio.Future[Result]) -> None:
             nonlocal remaining
-            results[index] = future.result() if not future.cancelled() else Result(6, message="cancelled")
+            results[index] = (
+                future.result() if not future.cancelled() else Result(Status.ERROR, message="cancelled")
+            )
             remaining -= 1
             if remaining == 0 and not done.done():
                 done.set_result(results)  # type: ignore[arg-type]

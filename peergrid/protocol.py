@@ -127,6 +127,7 @@ class EffectKind:
     TOUCH = 4  # an owner's read, for backups' idle clocks; expire_at carries the access time
     ACCESS = 5  # in a partition copy, after its PUT: the entry's last access (expire_at), kept as is
     JOURNAL = 6  # in a partition copy: a journaled change of ``key`` (``stamp``; value b"d": a delete)
+    DELTA = 7  # an increment of ``key`` by the signed int in ``value``, journaled at ``stamp``
 
 
 class Op:

@@ -100,3 +100,40 @@ def test_a_merge_sends_the_journal_and_between_instances_everything() -> None:
     apart = {(c.map, c.key, c.stamp) for c in changes(part, same_origin=False)}
     assert ("m", b"kept", 0) in apart  # unstamped: written only where absent
     assert len(apart) == 4
+
+
+def _increment(part: Partition, key: bytes, who: str, total: int, stamp: int) -> None:
+    part.apply(
+        [
+            Effect(EffectKind.PUT, "m", key, b"?"),
+            Effect(EffectKind.DELTA, "m", key, journal.encode_delta(who, total), 0.0, stamp),
+        ]
+    )
+
+
+def test_a_counter_only_incremented_journals_what_each_member_added() -> None:
+    part = Partition(0)
+    _increment(part, b"hits", "a", 2, 10)
+    _increment(part, b"hits", "a", 5, 11)
+    _increment(part, b"hits", "b", 1, 12)
+    _increment(part, b"hits", "a", 4, 9)  # an older count, resent: counts only grow
+    assert part.contributions("m", b"hits") == {"a": 5, "b": 1}
+    assert part.journaled("m", b"hits") == journal.record(9, False)
+    copy = Partition(0)
+    copy.apply(part.snapshot())  # a migration keeps the counts
+    assert copy.contributions("m", b"hits") == {"a": 5, "b": 1}
+    merged = sorted(
+        journal.decode_delta(c.value) for c in changes(part, same_origin=True) if c.key == b"hits"
+    )
+    assert merged == [("a", 5), ("b", 1)]
+    # Once set (or deleted, or its map cleared), it merges as any other change.
+    part.apply([Effect(EffectKind.PUT, "m", b"hits", b"7", 0.0, 13)])
+    assert part.contributions("m", b"hits") is None
+    _increment(part, b"hits", "a", 6, 14)
+    assert part.contributions("m", b"hits") is None
+
+
+def test_an_unstamped_increment_journals_nothing() -> None:
+    part = Partition(0)
+    part.apply([Effect(EffectKind.DELTA, "m", b"k", journal.encode_delta("a", 1))])
+    assert part.journal is None and part.deltas is None

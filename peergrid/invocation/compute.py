@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import msgpack
 
 from peergrid.errors import PeerGridError
-from peergrid.processors import Entry, ProcessorRegistry, check_ttl
+from peergrid.processors import INCREMENT, Entry, ProcessorRegistry, check_ttl
 from peergrid.protocol import Code, MemberList, Op, Result, Status
 from peergrid.serialization import Serializer, decode_key
 from peergrid.storage import Partition
@@ -127,8 +127,10 @@ class ComputeOps:
         owner: OwnerWrites,
         members: Callable[[], MemberList],
         max_value_bytes: int,
+        contributor: Callable[[], str],
     ) -> None:
         self._executor = executor
+        self._contributor = contributor  # whose increments this member's are, in a counter's journal
         self._stores = stores
         self._processors = processors
         self._loads = serializer.loads
@@ -160,13 +162,25 @@ class ComputeOps:
         return self._unlock(part, op, request)
 
     # ------------------------------------------------------------------ entry processors
-    def _process(self, part: Partition, op: Op) -> Result | asyncio.Future[Result]:
+    def add(
+        self, part: Partition, name: str, key: bytes, amount: int, contributor: str
+    ) -> Result | asyncio.Future[Result]:
+        """Increment the counter at ``key`` of map ``name`` by ``amount`` here, as ``increment``
+        does, counted as ``contributor``'s (a merge adds the other side's increments this way)."""
+        op = Op(Code.EXECUTE, part.id, name, key, self._dumps([amount, None]), _INCREMENT)
+        return self._process(part, op, contributor)
+
+    def _process(
+        self, part: Partition, op: Op, contributor: str | None = None
+    ) -> Result | asyncio.Future[Result]:
         config = self._stores.backed(op.map)
         if config is None:
             write, answer = self._run_processor(part, op)
             if write is None:
                 return answer
-            return _then(self._executor.apply_write(part, write), answer)
+            amount = _increment_of(op, write, self._loads)
+            delta = (contributor or self._contributor(), amount) if amount is not None else None
+            return _then(self._executor.apply_write(part, write, delta), answer)
         # A map with a store: the processor runs in the key's write order, on the stored value.
         answers: list[Result] = []
 
@@ -362,3 +376,18 @@ def _then(outcome: Result | asyncio.Future[Result], answer: Result) -> Result | 
 
     outcome.add_done_callback(finish)
     return done
+
+
+def _increment_of(op: Op, write: Op, loads: Callable[[bytes], Any]) -> int | None:
+    """The delta of an ``increment`` whose write is ``write`` (a SET), else None: journaled as an
+    increment, a merge after a split adds it to the other side's count."""
+    if op.expect != _INCREMENT or write.code != Code.SET:
+        return None
+    try:
+        delta = loads(op.value)[0]
+    except (PeerGridError, LookupError, TypeError):
+        return None
+    return delta if isinstance(delta, int) and not isinstance(delta, bool) else None
+
+
+_INCREMENT = INCREMENT.encode()

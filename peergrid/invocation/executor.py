@@ -32,7 +32,7 @@ READ_THROUGH = frozenset({Code.GET, Code.CONTAINS})
 _REFILLS = frozenset({Code.SET, Code.PUT})  # writes whose value a near cache may hold after the ack
 _CONDITIONAL = frozenset({Code.PUT_IF_ABSENT, Code.REPLACE, Code.REPLACE_IF_SAME})
 _JOURNALED = frozenset({EffectKind.PUT, EffectKind.DELETE, EffectKind.CLEAR})
-_MERGED = _JOURNALED
+_MERGED = _JOURNALED | {EffectKind.DELTA}
 
 
 def _time_left(part: Partition, op: Op, result: Result) -> None:
@@ -158,13 +158,18 @@ class Executor:
             )
         return part
 
-    def apply_write(self, part: Partition, op: Op) -> Result | asyncio.Future[Result]:
+    def apply_write(
+        self, part: Partition, op: Op, delta: tuple[str, int] | None = None
+    ) -> Result | asyncio.Future[Result]:
         """Run a map write (SET, DELETE, ...) that another owner-side module computed, on ``part``
         (served here, admitted, in the key's store order if the map has a store): bounds, version,
-        backups, events and eviction as for any write."""
-        return self._write(part, op)
+        backups, events and eviction as for any write. ``delta``: the SET is an increment of a
+        counter, ``(contributor, amount)`` (journaled as such, so a merge adds it)."""
+        return self._write(part, op, delta=delta)
 
-    def _write(self, part: Partition, op: Op, stamp: int = 0) -> Result | asyncio.Future[Result]:
+    def _write(
+        self, part: Partition, op: Op, stamp: int = 0, delta: tuple[str, int] | None = None
+    ) -> Result | asyncio.Future[Result]:
         """Run a map write on ``part``: bounds, version, journal, backups, events, eviction.
 
         ``stamp``: the journal stamp of a merged change (see ``_merge``); other writes are
@@ -198,7 +203,11 @@ class Executor:
         if not effects:
             return result
         if stamp or self._window.active():
-            effects = self._journal(part, effects, stamp)
+            effects = self._journal(part, effects, stamp, delta)
+        elif delta is not None:
+            # Unstamped, it journals nothing; should journaling begin before the backups acked
+            # it, the owner journals it as the increment it is (``journal_pending``).
+            effects = (*effects, Effect(EffectKind.DELTA, op.map, op.key, journal.encode_delta(*delta)))
         part.version += 1
         result.version = part.version
         if op.code in _REFILLS:
@@ -211,8 +220,11 @@ class Executor:
             self._owner.written(part, op, config, effects, old, cleared, size_before)
         return outcome
 
-    def _journal(self, part: Partition, effects: tuple[Effect, ...], stamp: int) -> tuple[Effect, ...]:
-        """Stamp a write's changes and journal them (the backups journal them as they apply)."""
+    def _journal(
+        self, part: Partition, effects: tuple[Effect, ...], stamp: int, delta: tuple[str, int] | None
+    ) -> tuple[Effect, ...]:
+        """Stamp a write's changes and journal them (the backups journal them as they apply). An
+        increment journals as such: a DELTA effect after its unstamped SET."""
         stamped = []
         for effect in effects:
             if effect.kind in _JOURNALED:
@@ -221,7 +233,16 @@ class Executor:
                 rec = part.journaled(effect.map, key)
                 if rec is not None and journal.stamp_in(rec) >= mine:
                     mine = journal.stamp_in(rec) + 1  # a key's stamps only grow
-                effect = effect._replace(stamp=mine)  # noqa: PLW2901 - the stamped copy replaces it
+                if delta is not None and effect.kind == EffectKind.PUT:
+                    stamped.append(effect)
+                    who, amount = delta
+                    total = (part.contributions(effect.map, effect.key) or {}).get(who, 0) + amount
+                    value = journal.encode_delta(who, total)
+                    effect = Effect(  # noqa: PLW2901 - the journal's record of it follows it
+                        EffectKind.DELTA, effect.map, effect.key, value, 0.0, mine
+                    )
+                else:
+                    effect = effect._replace(stamp=mine)  # noqa: PLW2901 - the stamped copy replaces it
                 part.note(effect)
             stamped.append(effect)
         return tuple(stamped)
@@ -242,6 +263,13 @@ class Executor:
         for change in op.effects:
             if change.stamp:
                 self._window.clock.observe(change.stamp)
+            if change.kind == EffectKind.DELTA:
+                added = self._merge_increment(part, op, change, policy)
+                if added is not None:
+                    won += 1
+                    if isinstance(added, asyncio.Future):
+                        pending.append(added)
+                continue
             for write in self._merged_writes(part, op, change, policy):
                 won += 1
                 outcome = self._write(part, write, change.stamp)
@@ -253,6 +281,34 @@ class Executor:
         if not pending:
             return result
         return _first_failure(pending, result)
+
+    def _merge_increment(
+        self, part: Partition, op: Op, change: Effect, policy: str
+    ) -> Result | asyncio.Future[Result] | None:
+        """A counter the merging side only incremented (``change``: one contributor's count of
+        it): add what this side does not count yet, if it did not set or delete the key
+        meanwhile (then every increment of both sides counts once), by the map's policy; None
+        when nothing is added (or the value here is no int counter)."""
+        if policy == "discard" or self.compute is None:
+            return None
+        store = part.maps.get(op.map)
+        present = store is not None and store.peek(change.key) is not None
+        counts = part.contributions(op.map, change.key)
+        if policy == "put_if_absent" and present:
+            return None
+        if policy == "latest_update" and counts is None and part.journaled(op.map, change.key) is not None:
+            return None  # set or deleted here while split: that write stands
+        try:
+            who, total = journal.decode_delta(change.value)
+        except ValueError:
+            return None
+        missing = total - (counts or {}).get(who, 0)
+        if missing <= 0:
+            return None
+        added = self.compute.add(part, op.map, change.key, missing, who)
+        if isinstance(added, Result) and added.status != Status.OK:
+            return None  # not an int counter here: left as it is
+        return added
 
     def _merged_writes(self, part: Partition, op: Op, change: Effect, policy: str) -> list[Op]:
         """The writes that apply ``change`` here, if it wins (none if it does not)."""

@@ -95,12 +95,16 @@ async def _restore(copy: Partition, restore: Restore, deadline: float, retry_max
 
 def changes(copy: Partition, same_origin: bool) -> Iterator[Effect]:
     """What the survivor's owner must judge of ``copy``: its journal, as changes with their
-    stamps (a put with the value it has now), and between instances that formed apart, every
-    other entry, unstamped."""
+    stamps (a put with the value it has now; a counter only incremented, as what each member
+    added to it), and between instances that formed apart, every other entry, unstamped."""
     journaled = copy.journal or {}
     for (name, key), rec in journaled.items():
         stamp = journal.stamp_in(rec)
-        if key == journal.WHOLE_MAP:
+        counts = copy.contributions(name, key)
+        if counts is not None:  # a counter only incremented: each member's count, to add up
+            for who, count in counts.items():
+                yield Effect(EffectKind.DELTA, name, key, journal.encode_delta(who, count), 0.0, stamp)
+        elif key == journal.WHOLE_MAP:
             yield Effect(EffectKind.CLEAR, name, b"", b"", 0.0, stamp)
         elif journal.is_delete(rec):
             yield Effect(EffectKind.DELETE, name, key, b"", 0.0, stamp)
@@ -134,17 +138,26 @@ async def _send_changes(
         for name, effects in by_map.items()
         for part in _batches(effects, *batch)
     ]
-    if not ops:
-        return
-    for op, result in zip(ops, await _run(invoker, ops, deadline), strict=True):
-        outcome.changes += len(op.effects)
-        if result.status == Status.OK:
-            outcome.won += result.count
-        else:
-            outcome.failed += 1
-            log.warning(
-                "merging %d changes of partition %d failed: %s", len(op.effects), op.partition, result
-            )
+    outcome.changes += sum(len(op.effects) for op in ops)
+    delay = 0.01
+    while ops:
+        # A MERGE op applies idempotently (a change that won already loses to itself; counts
+        # only grow), so one whose outcome is unknown (the table moved under it) goes again.
+        failed = []
+        for op, result in zip(ops, await _run(invoker, ops, deadline), strict=True):
+            if result.status == Status.OK:
+                outcome.won += result.count
+            else:
+                failed.append((op, result))
+        if failed and time.monotonic() + delay > deadline:
+            outcome.failed += len(failed)
+            op, result = failed[0]
+            log.warning("merging changes of partition %d failed: %s", op.partition, result)
+            return
+        ops = [op for op, _ in failed]
+        if ops:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.25)
 
 
 def _batches(effects: list[Effect], most: int, max_bytes: int) -> Iterator[tuple[Effect, ...]]:

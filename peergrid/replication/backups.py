@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from peergrid.config import GridConfig
@@ -228,9 +228,18 @@ class Replicator:
             self._send(_Send(self, op, uuid, waiter))
         return future
 
-    def pending(self) -> list[tuple[int, Sequence[Effect]]]:
-        """``(partition, effects)`` of every write waiting for its backups."""
-        return [(waiter.partition, waiter.effects) for waiter in self._waiters]
+    def settle_pending(self, keep: Callable[[int, Sequence[Effect]], bool]) -> None:
+        """Ask ``keep(partition, effects)`` of every write waiting for its backups; one it
+        does not keep ends INDETERMINATE now (it may be applied here, or beyond a split)."""
+        for waiter in list(self._waiters):
+            if not keep(waiter.partition, waiter.effects):
+                self._finish(
+                    waiter,
+                    Result(
+                        Status.INDETERMINATE,
+                        message="the cluster may be split: the write may be applied on either side",
+                    ),
+                )
 
     def lag(self) -> int:
         """Writes awaiting backup acknowledgements, in the worst partition."""

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from peergrid.config import GridConfig
@@ -138,15 +138,22 @@ class PartitionManager:
         self._start_sync()
 
     def journal_pending(self, clock: journal.HybridClock) -> None:
-        """Journal the writes still waiting for their backups (journaling just began: they may
-        yet be acknowledged, on this side of a split only)."""
-        for p, effects in self.replicator.pending():
+        """Journaling just began (maybe a split): journal the writes still waiting for their
+        backups, which may yet be acknowledged on this side only. An increment among them ends
+        INDETERMINATE, unjournaled, instead: a backup beyond the split may have applied it
+        already, and a merge adding it again would count it twice."""
+
+        def journaled(p: int, effects: Sequence[Effect]) -> bool:
             part = self.parts[p]
-            if part is None:
-                continue
-            for effect in effects:
-                if effect.kind in _JOURNALED and not effect.stamp:
-                    part.note(effect._replace(stamp=clock.now()))
+            if any(e.kind == EffectKind.DELTA for e in effects):
+                return False
+            if part is not None:
+                for effect in effects:
+                    if not effect.stamp and effect.kind in _JOURNALED:
+                        part.note(effect._replace(stamp=clock.now()))
+            return True
+
+        self.replicator.settle_pending(journaled)
 
     def prune_journals(self, oldest: int, most: int) -> None:
         """Drop journal records older than the merge horizon, and beyond ``most`` per partition."""
@@ -472,13 +479,20 @@ class PartitionManager:
         """An owner sends us its whole copy of a partition (see ``_staged`` for what is refused),
         or a merging member a copy to restore (``Chunk.restore``: see ``restore``)."""
         restoring: list[bool] = []
+        senders: set[str] = set()
 
         async def noted() -> AsyncIterator[Chunk]:
             async for chunk in chunks:
                 restoring.append(chunk.restore)
+                senders.add(chunk.sender)
                 yield chunk
 
         staging = await self._staged(noted())
+        strangers = senders - set(self._cluster.current_members().uuids)
+        if strangers:
+            # Only a member of this instance may give us a copy (one of another instance that
+            # shares a uuid with ours, after a merge, holds a different history).
+            raise PeerGridError(f"a partition copy from {', '.join(sorted(strangers))}, not a member here")
         if restoring[0]:
             return self.restore(staging)
         if self.readable[staging.id] is not None:

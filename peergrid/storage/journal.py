@@ -25,6 +25,15 @@ lasts longer than the horizon merges as if nothing had been journaled: the
 larger side's values win, and writes of the smaller side are lost. The
 horizon is what the guarantee is bounded by.
 
+Counters merge exactly: for a key changed only by increments since the
+journal began, the journal keeps how much each member (as owner) added
+(``Partition.deltas``, a grow-only count per contributor, as a G-counter
+does). Merged into a side where the key too was only incremented (or not
+changed), each contributor's count beyond what that side already counts is
+added, so every increment of both sides counts once, however often the
+journals travel. A counter set or deleted on one side is merged as any other
+change.
+
 Stamps: 48 bits of wall-clock milliseconds, then 16 bits of counter. A key's
 stamps only grow (a new stamp exceeds the key's last one), and stamps of
 different members compare by wall clock: the latest update wins, as far as the
@@ -58,6 +67,22 @@ class HybridClock:
     def observe(self, stamp: int) -> None:
         """A stamp made elsewhere: later stamps here exceed it."""
         self._last = max(self._last, stamp)
+
+
+def encode_delta(contributor: str, count: int) -> bytes:
+    """A ``DELTA`` effect's value: the member whose increments it counts, and the count (the
+    increment itself when unstamped; stamped, that member's total since the journal began)."""
+    return f"{contributor}:{count}".encode("ascii")
+
+
+def decode_delta(data: bytes) -> tuple[str, int]:
+    """``(contributor, count)`` of a ``DELTA`` effect; ``ValueError`` when malformed."""
+    if len(data) > 120:
+        raise ValueError("a DELTA effect is a member uuid and a count")
+    contributor, _, count = data.decode("ascii").rpartition(":")
+    if not contributor:
+        raise ValueError("a DELTA effect names its contributor")
+    return contributor, int(count)
 
 
 def stamp_of(wall_seconds: float) -> int:

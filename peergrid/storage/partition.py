@@ -23,7 +23,7 @@ def _no_policy(_name: str) -> None:
 class Partition:
     """The maps' entries of one partition, and the version they are at."""
 
-    __slots__ = ("id", "journal", "maps", "policies", "version")
+    __slots__ = ("deltas", "id", "journal", "maps", "policies", "version")
 
     def __init__(self, partition_id: int, version: int = 0, policies: Policies = _no_policy) -> None:
         self.id = partition_id
@@ -33,6 +33,9 @@ class Partition:
         #: (map, key) -> journal record of changes made while the cluster may be split, oldest
         #: first; None when there are none (see ``peergrid.storage.journal``).
         self.journal: dict[tuple[str, bytes], int] | None = None
+        #: (map, key) -> member uuid -> what that member added to a key the journal saw only
+        #: incremented (a grow-only count per contributor).
+        self.deltas: dict[tuple[str, bytes], dict[str, int]] | None = None
 
     def store(self, name: str) -> RecordStore:
         """The record store of map ``name``, created empty on first use."""
@@ -73,23 +76,57 @@ class Partition:
                 yield Effect(EffectKind.PUT, name, key, value, expire_at)
                 if last is not None and key in last:
                     yield Effect(EffectKind.ACCESS, name, key, b"", last[key])
+        deltas = self.deltas or {}
         for (name, key), rec in list((self.journal or {}).items()):
-            yield journal_effect(name, key, rec)
+            counts = deltas.get((name, key))
+            if counts is None:
+                yield journal_effect(name, key, rec)
+            for who, count in list((counts or {}).items()):
+                stamp = journal.stamp_in(rec)
+                yield Effect(EffectKind.DELTA, name, key, journal.encode_delta(who, count), 0.0, stamp)
 
     # ------------------------------------------------------------------ journal
     def note(self, effect: Effect) -> None:
-        """Journal a stamped change (a PUT, DELETE or CLEAR effect), or a JOURNAL entry copied."""
+        """Journal a stamped change (a PUT, DELETE, CLEAR or DELTA effect), or a JOURNAL entry copied."""
+        key = (effect.map, effect.key if effect.kind != EffectKind.CLEAR else journal.WHOLE_MAP)
+        if effect.kind == EffectKind.DELTA:
+            self._note_delta(key, effect)
+            return
+        if self.deltas is not None:
+            if effect.kind == EffectKind.CLEAR:
+                for held in [k for k in self.deltas if k[0] == effect.map]:
+                    del self.deltas[held]
+            else:
+                self.deltas.pop(key, None)  # no longer changed by increments only
         if effect.kind == EffectKind.JOURNAL:
             rec = journal.record(effect.stamp, effect.value == b"d")
         elif effect.kind == EffectKind.CLEAR:
             rec = journal.record(effect.stamp, True)
         else:
             rec = journal.record(effect.stamp, effect.kind == EffectKind.DELETE)
-        key = (effect.map, effect.key if effect.kind != EffectKind.CLEAR else journal.WHOLE_MAP)
         if self.journal is None:
             self.journal = {}
         self.journal.pop(key, None)  # re-inserted: the oldest change stays first
         self.journal[key] = rec
+
+    def _note_delta(self, key: tuple[str, bytes], effect: Effect) -> None:
+        try:
+            who, count = journal.decode_delta(effect.value)
+        except ValueError:
+            return  # (a malformed increment from a peer journals nothing)
+        if self.journal is None:
+            self.journal = {}
+        if self.deltas is None:
+            self.deltas = {}
+        if key not in self.journal or key in self.deltas:  # only incremented since the journal began
+            counts = self.deltas.setdefault(key, {})
+            counts[who] = max(counts.get(who, 0), count)
+        self.journal.pop(key, None)
+        self.journal[key] = journal.record(effect.stamp, False)
+
+    def contributions(self, name: str, key: bytes) -> dict[str, int] | None:
+        """What each member added to ``key`` if the journal saw it changed by increments only."""
+        return self.deltas.get((name, key)) if self.deltas is not None else None
 
     def journaled(self, name: str, key: bytes) -> int | None:
         """The journal record of ``key`` in map ``name`` (or of a clear of the map), or None."""
@@ -111,8 +148,11 @@ class Partition:
             if len(entries) <= most and journal.stamp_in(entries[first]) >= oldest:
                 break
             del entries[first]
+            if self.deltas is not None:
+                self.deltas.pop(first, None)
         if not entries:
             self.journal = None
+            self.deltas = None
 
     def entry_count(self) -> int:
         """Live entries over every map."""
