@@ -472,3 +472,11 @@ def test_fencing_tokens_must_grow_in_grant_order() -> None:
     verdict = checkers.locks(h.ops())
     assert any("granted twice" in a for a in verdict.anomalies)
     assert any("token 3" in a and "not above token 7" in a for a in verdict.anomalies)
+
+
+def test_a_cas_on_an_absent_key_never_applies() -> None:
+    h = History().op("a/0", "cas", "r0", [None, "x"], start=1, end=2, result=False)
+    h.op("b/0", "get", "r0", None, start=3, end=4)
+    assert linearizable(h).valid
+    applied = History().op("a/0", "cas", "r0", [None, "x"], start=1, end=2, result=True)
+    assert not linearizable(applied).valid

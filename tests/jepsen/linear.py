@@ -63,7 +63,7 @@ def step(state: Any, op: Operation, result_known: bool) -> Any:
         return op.value
     if f == "cas":
         old, new = op.value
-        applies = state == old
+        applies = state is not None and state == old  # an absent key equals nothing
         if result_known and bool(op.result) != applies:
             return INVALID
         return new if applies else state
