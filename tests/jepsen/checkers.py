@@ -242,6 +242,14 @@ def _prefix_sums(values: Sequence[int]) -> list[int]:
 
 
 # ---------------------------------------------------------------------- locks
+def _reentrant(first: Operation, second: Operation, unsure: Sequence[Operation]) -> bool:
+    """True when ``second`` may be a reentrant grant of ``first``'s hold: one holder, which
+    had an ``info`` acquire (maybe granted, never released) before ``first``."""
+    return first.process == second.process and any(
+        op.process == first.process and op.invoke < first.invoke for op in unsure
+    )
+
+
 @dataclass(frozen=True)
 class Hold:
     """An interval in which a grant was surely held (monotonic ns)."""
@@ -253,7 +261,9 @@ class Hold:
 
 
 def holds(ops: Sequence[Operation], faults: Sequence[Fault] = (), *, holder_grace_ns: int = 0) -> list[Hold]:
-    """For every ``ok`` acquire, the interval in which the lock was surely held by it.
+    """For every ``ok`` acquire, the interval in which the lock was surely held by it (none
+    when that interval is empty: a holder paused during its acquire may learn of a grant that
+    had already ended).
 
     It starts when the acquire returned, and ends at the first of: the holder's release was
     invoked; the lease ran out (counted from the acquire's invocation, the earliest moment the
@@ -283,7 +293,8 @@ def holds(ops: Sequence[Operation], faults: Sequence[Fault] = (), *, holder_grac
                 if op.host in fault.hosts and fault.end >= op.invoke:
                     ends.append((max(fault.start, op.invoke) + grace, f"{fault.kind} on {op.host}"))
             end, why = min(ends, default=(INF, "never released"))
-            result.append(Hold(op, op.complete, end, why))
+            if end > op.complete:  # else it may have ended before the holder even heard of it
+                result.append(Hold(op, op.complete, end, why))
     return result
 
 
@@ -299,10 +310,14 @@ def locks(
     ``tolerance_ns``: an overlap shorter than this is not reported (the lease is timed on the
     owner, the same clock, but checked when the next request comes). A grant surely followed
     another (it was invoked after the other returned) must carry a greater token; no two
-    grants may carry the same token.
+    grants may carry the same token, unless both went to one holder that may still have held
+    the lock through an earlier acquire of unknown outcome (``info``): a reentrant grant
+    keeps its token.
     """
     verdict = Verdict("locks")
     lock_ops = [op for op in ops if op.f in ("acquire", "release")]
+    if not lock_ops:
+        return verdict
     all_holds = holds(lock_ops, faults, holder_grace_ns=holder_grace_ns)
     per_key: dict[str, list[Hold]] = {}
     for hold in all_holds:
@@ -319,11 +334,13 @@ def locks(
                 )
             if latest is None or hold.end > latest.end:
                 latest = hold
-        grants = sorted((h.grant for h in key_holds), key=lambda g: g.end)
+    for key, key_grants in by_key(op for op in lock_ops if op.f == "acquire" and op.type == "ok"):
+        grants = sorted(key_grants, key=lambda g: g.end)
+        unsure = [op for op in lock_ops if op.key == key and op.f == "acquire" and op.type == "info"]
         seen: dict[Any, Operation] = {}
         for grant in grants:
             other = seen.setdefault(grant.result, grant)
-            if other is not grant:
+            if other is not grant and not _reentrant(other, grant, unsure):
                 verdict.anomalies.append(
                     f"{key}: token {grant.result} granted twice: {other.brief()}, {grant.brief()}"
                 )
@@ -333,9 +350,9 @@ def locks(
             best.append(max(best[-1], (grant.result, grant), key=lambda pair: pair[0]))
         for grant in grants:
             top, before = best[bisect.bisect_left(ends, grant.invoke)]
-            if before is not None and grant.result <= top:
+            if before is not None and grant.result < top:  # equal ones: "granted twice"
                 verdict.anomalies.append(
-                    f"{key}: token {grant.result} of {grant.brief()} not above token {top} granted "
+                    f"{key}: token {grant.result} of {grant.brief()} below token {top} granted "
                     f"before it ({before.brief()})"
                 )
     return verdict

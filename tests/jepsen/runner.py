@@ -82,7 +82,7 @@ class RunSettings:
     lock_lease: float = 2.0
     warmup: float = 3.0
     """Seconds of workload before the first fault."""
-    faults: int = 2
+    faults: int = 3
     """Fault cycles (apply, hold, heal, wait for one cluster); rolling-restart does one."""
     gap: tuple[float, float] = (1.0, 2.0)
     """Seconds between the end of one fault cycle and the next fault."""
@@ -437,15 +437,20 @@ class Cluster:
         return list(self._pool.map(ask, range(len(self.hosts))))
 
     def wait_one_cluster(self, timeout: float) -> float | None:
-        """Wait until every worker's member list is the list of all workers' addresses;
-        the seconds it took, or None after ``timeout``."""
+        """Wait until every worker reports the same member list (addresses and uuids), one
+        member on each host's address; the seconds it took, or None after ``timeout``."""
         started = time.monotonic()
         want = sorted(self.addresses)
         views: list[list[str] | None] = []
         while time.monotonic() - started < timeout:
             self.check_alive()
             views = self.views()
-            if all(v == want for v in views):
+            first = views[0]
+            if (
+                first is not None
+                and all(v == first for v in views)
+                and sorted(m.split("/", 1)[0] for m in first) == want
+            ):
                 took = time.monotonic() - started
                 self.log("one-cluster", seconds=took)
                 return took

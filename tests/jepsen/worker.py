@@ -9,7 +9,7 @@ command, SIGTERM, or the ``deadline``), appending every operation to its history
 line each (echoing the command's ``id``):
 
 - ``{"cmd": "start"}``: start the client threads
-- ``{"cmd": "members"}``: ``{"members": [addresses, sorted]}``
+- ``{"cmd": "members"}``: ``{"members": ["address/uuid", ...sorted]}``
 - ``{"cmd": "holding"}``: ``{"holding": [lock keys a client thread holds now]}``
 - ``{"cmd": "stop_clients"}``: stop the client threads, wait for them; ``{"stopped": n}``
 - ``{"cmd": "final_reads", "keys": [...]}``: read each key (recorded as final reads);
@@ -56,16 +56,18 @@ DEFINITE_FAILURES: tuple[type[BaseException], ...] = (
 def classify(f: str, exc: BaseException) -> str:
     """``fail`` or ``info`` for an operation that raised ``exc``.
 
-    A read that raised changed nothing: ``fail``. A write (``release`` included) fails only on
-    an error that says it was refused before anything was applied; a lock not granted, or an
-    unlock of a lock not held (``LockError``), changed nothing. Timeouts, indeterminate
+    A read that raised changed nothing: ``fail``. A write fails only on an error that says it
+    was refused before anything was applied; a lock not granted, or an unlock of a lock not
+    held (``LockError``), changed nothing; any other error of a lock call is ``info``. Timeouts, indeterminate
     writes, a grid closed under a call, unknown errors: ``info`` (it may have been applied).
     """
     if f == "get":
         return "fail"
+    if f in ("acquire", "release"):
+        # Lock calls resend an attempt of unknown outcome (peergrid.locks: `_settled`), so a
+        # refusal of the resend (QuorumError...) says nothing about the first attempt.
+        return "fail" if isinstance(exc, errors.LockError) else "info"
     if isinstance(exc, DEFINITE_FAILURES):
-        return "fail"
-    if f in ("acquire", "release") and isinstance(exc, errors.LockError):
         return "fail"
     return "info"
 
@@ -347,7 +349,7 @@ def _commands(
             if cmd == "start":
                 clients.start()
             elif cmd == "members":
-                answer["members"] = sorted(m.address for m in grid.members())
+                answer["members"] = sorted(f"{m.address}/{m.uuid}" for m in grid.members())
             elif cmd == "holding":
                 answer["holding"] = sorted(set(clients.holding.values()))
             elif cmd == "stop_clients":
