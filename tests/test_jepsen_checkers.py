@@ -418,6 +418,7 @@ def test_counters_outside_bounds_or_going_down_fail() -> None:
     verdict = checkers.counters(down.ops())
     assert len(verdict.anomalies) == 1
     assert "below 3" in verdict.anomalies[0]
+    assert checkers.counters(down.ops(), exclude_reads_in=[(6 * MS, 7 * MS)]).valid
     counted_twice = History()
     _counter(counted_twice, "a/0", 1, 2, 2)
     assert not checkers.counters(counted_twice.ops()).valid

@@ -179,13 +179,16 @@ def linearizable(
 
 
 # ---------------------------------------------------------------------- counters
-def counters(ops: Sequence[Operation], prefix: str = "c") -> Verdict:
+def counters(
+    ops: Sequence[Operation], prefix: str = "c", *, exclude_reads_in: Sequence[tuple[int, int]] = ()
+) -> Verdict:
     """Counter values stay within what the increments allow.
 
     A final read must lie in [acked, acked + info] increments. A read during the run (a ``get``
     or an ``incr``'s returned count) must lie in [increments acked before it was invoked,
     increments ok or info invoked before it completed], and must not be below a read that
-    completed before it was invoked (counters never go down).
+    completed before it was invoked (counters never go down). Reads invoked inside
+    ``exclude_reads_in`` are not checked (the increments still count).
     """
     verdict = Verdict("counters")
     for key, key_ops in by_key(op for op in ops if op.key.startswith(prefix)):
@@ -199,7 +202,7 @@ def counters(ops: Sequence[Operation], prefix: str = "c") -> Verdict:
         inv_prefix = _prefix_sums([v for _, v in invocations])
         reads: list[tuple[Operation, int]] = []
         for op in key_ops:
-            if op.type != "ok":
+            if op.type != "ok" or (not op.final and in_windows(op.invoke, exclude_reads_in)):
                 continue
             if op.f == "get":
                 reads.append((op, op.value or 0))

@@ -10,6 +10,8 @@ line each (echoing the command's ``id``):
 
 - ``{"cmd": "start"}``: start the client threads
 - ``{"cmd": "members"}``: ``{"members": ["address/uuid", ...sorted]}``
+- ``{"cmd": "freeze"}``: from now on the clients only read registers (their final values
+  then show what the faults did to the last writes)
 - ``{"cmd": "holding"}``: ``{"holding": [lock keys a client thread holds now]}``
 - ``{"cmd": "stop_clients"}``: stop the client threads, wait for them; ``{"stopped": n}``
 - ``{"cmd": "final_reads", "keys": [...]}``: read each key (recorded as final reads);
@@ -158,6 +160,7 @@ class Clients:
         self.rec = recorder
         self.stop = threading.Event()
         self.holding: dict[int, str] = {}
+        self.frozen = threading.Event()  # set: registers are only read from now on
         self._started = False
         self._threads = [
             threading.Thread(target=self._run, args=(t,), name=f"client-{t}", daemon=True)
@@ -224,7 +227,7 @@ class Clients:
         value: str,
     ) -> None:
         rec = self.rec
-        if not mine or rng.random() >= self.s.write_ratio:
+        if not mine or self.frozen.is_set() or rng.random() >= self.s.write_ratio:
             key = f"r{rng.randrange(self.s.registers)}"
             rec.call(process, "get", key, None, lambda: m.get(key))
             return
@@ -350,6 +353,8 @@ def _commands(
                 clients.start()
             elif cmd == "members":
                 answer["members"] = sorted(f"{m.address}/{m.uuid}" for m in grid.members())
+            elif cmd == "freeze":
+                clients.frozen.set()
             elif cmd == "holding":
                 answer["holding"] = sorted(set(clients.holding.values()))
             elif cmd == "stop_clients":
