@@ -539,6 +539,8 @@ def run(scenario: str, seed: int, settings: RunSettings | None = None) -> RunRes
         cluster = Cluster(hosts, s, run_dir, seed)
         try:
             _drive(cluster, scenario, rng, s, result, windows)
+        except TimeoutError as exc:  # a worker that stopped answering: the harness's problem
+            raise HarnessError(f"{exc} (a hung worker: see its log in {run_dir})") from exc
         finally:
             with contextlib.suppress(Exception):
                 heal_network(hosts)
