@@ -108,6 +108,8 @@ class Workers(Protocol):
     def terminate(self, index: int) -> None: ...
     def restart(self, index: int) -> None: ...
     def lock_holders(self) -> list[int]: ...
+    def settled(self) -> float | None: ...
+    def safe(self) -> bool: ...
 
 
 class Nemesis:
@@ -197,9 +199,9 @@ class Nemesis:
         return self._partition("split-2-3", self.rng.sample(range(len(self.w.names)), 2))
 
     def rolling_restart(self) -> list[Fault]:
-        """Gracefully stop and restart every worker, one after another, in a random order.
-
-        A graceful leave releases the leaver's locks at once: the windows have no grace."""
+        """Gracefully stop and restart every worker, one after another, in a random order;
+        before the next, wait (bounded) for one cluster and for it to be safe, as an operator
+        would. A graceful leave releases the leaver's locks at once: the windows have no grace."""
         faults = []
         order = list(range(len(self.w.names)))
         self.rng.shuffle(order)
@@ -207,6 +209,8 @@ class Nemesis:
             start = time.monotonic_ns()
             self.w.terminate(i)
             self.w.restart(i)
+            self.w.settled()
+            self.w.safe()
             faults.append(
                 Fault("rolling-restart", frozenset({self.w.names[i]}), start, time.monotonic_ns(), grace_ns=0)
             )

@@ -423,6 +423,17 @@ class Cluster:
         """Wait for one cluster (as after a heal); the seconds it took, or None."""
         return self.wait_one_cluster(self.s.failure_timeout + self.s.heal_extra)
 
+    def safe(self, timeout: float = 20.0) -> bool:
+        """Wait (bounded) until a worker says the cluster is safe (no migration, backups in
+        sync); whether it did. Logged either way."""
+        i = self.live()[0]
+        try:
+            safe = bool(self._worker(i).command("safe", timeout + 5, seconds=timeout)["safe"])
+        except TimeoutError:
+            safe = False
+        self.log("safe" if safe else "not-safe", asked=self.names[i])
+        return safe
+
     def lock_holders(self) -> list[int]:
         def ask(i: int) -> bool:
             try:

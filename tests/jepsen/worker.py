@@ -10,6 +10,7 @@ line each (echoing the command's ``id``):
 
 - ``{"cmd": "start"}``: start the client threads
 - ``{"cmd": "members"}``: ``{"members": ["address/uuid", ...sorted]}``
+- ``{"cmd": "safe", "seconds": 10}``: ``{"safe": grid.wait_until_safe(seconds)}``
 - ``{"cmd": "freeze"}``: from now on the clients only read registers (their final values
   then show what the faults did to the last writes)
 - ``{"cmd": "holding"}``: ``{"holding": [lock keys a client thread holds now]}``
@@ -353,6 +354,8 @@ def _commands(
                 clients.start()
             elif cmd == "members":
                 answer["members"] = sorted(f"{m.address}/{m.uuid}" for m in grid.members())
+            elif cmd == "safe":
+                answer["safe"] = grid.wait_until_safe(float(command.get("seconds", 10.0)))
             elif cmd == "freeze":
                 clients.frozen.set()
             elif cmd == "holding":
