@@ -378,10 +378,27 @@ def test_a_deleted_key_must_stay_deleted() -> None:
     )
     verdict = checkers.resurrection(h.ops())
     assert len(verdict.anomalies) == 1
-    assert "deleted by" in verdict.anomalies[0]
-    # Not when a write may have come after the delete.
+    assert "acked delete(s) came after it" in verdict.anomalies[0]
+    # A write that may have come after the delete does not explain an older value...
     h.op("b/0", "set", "r0", "z", start=3.5, kind="info")
-    assert checkers.resurrection(h.ops()).valid
+    assert not checkers.resurrection(h.ops()).valid
+    # ...but it may explain its own.
+    later = (
+        History()
+        .op("a/0", "set", "r0", "x", start=1, end=2)
+        .op("a/0", "delete", "r0", start=3, end=4, result=True)
+        .op("b/0", "set", "r0", "z", start=3.5, kind="info")
+        .op("f/0", "get", "r0", "z", start=10, end=11, final=True)
+    )
+    assert checkers.resurrection(later.ops()).valid
+    # A delete concurrent with the write may have come first.
+    concurrent = (
+        History()
+        .op("a/0", "set", "r0", "x", start=1, end=5)
+        .op("b/0", "delete", "r0", start=2, end=3, result=False)
+        .op("f/0", "get", "r0", "x", start=10, end=11, final=True)
+    )
+    assert checkers.resurrection(concurrent.ops()).valid
 
 
 # ---------------------------------------------------------------------- counters

@@ -11,7 +11,8 @@ a run with an unknown verdict does not pass.
 - `counters`: final counter values within [acked, acked + indeterminate] increments, and every
   read during the run within the bounds of its time, never below an earlier read.
 - `locks`: no two holders of a lock at once, fencing tokens increasing in grant order.
-- `resurrection`: a key whose last acknowledged write is a delete reads as absent at the end.
+- `resurrection`: no final read returns a value written before an acknowledged delete (so a
+  key whose last acknowledged write is a delete reads as absent at the end).
 """
 
 from __future__ import annotations
@@ -70,6 +71,14 @@ def _written(op: Operation) -> Any:
 
 
 # ---------------------------------------------------------------------- lost writes
+def _distinct(finals: Sequence[Operation]) -> list[tuple[Operation, str]]:
+    """One final read per distinct value, with the processes that read it."""
+    groups: dict[str, list[Operation]] = {}
+    for read in finals:
+        groups.setdefault(repr(read.value), []).append(read)
+    return [(reads[0], ", ".join(r.process for r in reads)) for reads in groups.values()]
+
+
 def lost_writes(ops: Sequence[Operation], prefix: str = "r") -> Verdict:
     """Every acknowledged value write of a register must survive to the final reads.
 
@@ -88,7 +97,7 @@ def lost_writes(ops: Sequence[Operation], prefix: str = "r") -> Verdict:
         verdict.checked += len(acked)
         producers: dict[Any, Operation] = {_written(op): op for op in key_ops if _writes_value(op)}
         deletes = [op for op in key_ops if op.f == "delete" and op.type in ("ok", "info")]
-        for read in finals:
+        for read, readers in _distinct(finals):
             if read.value is None:
                 # Produced by the initial state or a delete: the latest possible one counts.
                 produced_at = max((d.end for d in deletes), default=-INF)
@@ -96,14 +105,14 @@ def lost_writes(ops: Sequence[Operation], prefix: str = "r") -> Verdict:
                 produced_at = producers[read.value].end
             else:
                 verdict.anomalies.append(
-                    f"{key}: final read {read.value!r} (by {read.process}) was stored by no ok or info write"
+                    f"{key}: final read {read.value!r} (by {readers}) was stored by no ok or info write"
                 )
                 continue
             lost = [y for y in acked if y.invoke > produced_at]
             if lost:
                 newest = max(lost, key=lambda y: y.invoke)
                 verdict.anomalies.append(
-                    f"{key}: final read {read.value!r} (by {read.process}) lost {len(lost)} acked "
+                    f"{key}: final read {read.value!r} (by {readers}) lost {len(lost)} acked "
                     f"write(s), the last {newest.brief()}"
                 )
     return verdict
@@ -111,10 +120,14 @@ def lost_writes(ops: Sequence[Operation], prefix: str = "r") -> Verdict:
 
 # ---------------------------------------------------------------------- resurrection
 def resurrection(ops: Sequence[Operation], prefix: str = "r") -> Verdict:
-    """A key whose acknowledged delete may be its last write must read absent at the end.
+    """An acknowledged delete must not be undone: no final read may return a value whose
+    write surely came before an acknowledged delete of the key.
 
-    The delete D is last when no value write (ok or info) could have come after it: none
-    completed after D was invoked, and no info one is pending.
+    Values are unique, so a final value ``v`` was stored by one write X; a delete invoked after
+    X completed surely followed it, so ``v`` came back from the dead. (In particular a key
+    whose last acknowledged write is a delete reads as absent, unless an ok or info write that
+    may have come after the delete stored what is read.) A final value no write stored is
+    `lost_writes`'s to report.
     """
     verdict = Verdict("resurrection")
     for key, key_ops in by_key(_register_ops(ops, prefix)):
@@ -122,16 +135,19 @@ def resurrection(ops: Sequence[Operation], prefix: str = "r") -> Verdict:
         deletes = [op for op in key_ops if op.f == "delete" and op.type == "ok" and not op.final]
         if not finals or not deletes:
             continue
-        last = max(deletes, key=lambda d: d.invoke)
-        later = [op for op in key_ops if _writes_value(op) and op.end > last.invoke]
-        if later:
-            continue
         verdict.checked += 1
-        for read in finals:
-            if read.value is not None:
+        producers: dict[Any, Operation] = {_written(op): op for op in key_ops if _writes_value(op)}
+        for read, readers in _distinct(finals):
+            writer = producers.get(read.value) if read.value is not None else None
+            if writer is None:
+                continue
+            after = [d for d in deletes if d.invoke > writer.end]
+            if after:
+                last = max(after, key=lambda d: d.invoke)
                 verdict.anomalies.append(
-                    f"{key}: deleted by {last.brief()}, yet the final read by {read.process} "
-                    f"returned {read.value!r}"
+                    f"{key}: the final read by {readers} returned {read.value!r}, stored by "
+                    f"{writer.brief()}, yet {len(after)} acked delete(s) came after it, the last "
+                    f"{last.brief()}"
                 )
     return verdict
 
