@@ -89,7 +89,7 @@ class RunSettings:
     post: float = 3.0
     """Seconds of workload after the last heal (registers only read: see ``_drive``)."""
     settle: float = 1.0
-    """Seconds after one cluster formed again that still count as the fault's window."""
+    """Seconds after the cluster is one and safe again that still count as the fault's window."""
     heal_extra: float = 10.0
     """One cluster must form within failure_timeout + this after a heal."""
     timing: dict[str, float] = field(default_factory=default_timing)
@@ -590,6 +590,9 @@ def _drive(
         cluster.log("healed", scenario=scenario)
         took = cluster.settled()
         result.heal_seconds.append(took)
+        # The window lasts until the cluster is safe again (merges and migrations done), and
+        # `settle` more: one member list is not yet one copy of the data.
+        cluster.safe()
         end = time.monotonic_ns() + int(s.settle * 1e9)
         windows.append((min(f.start for f in faults), end))
     # No register write after the last heal: the final reads then show what the faults did
