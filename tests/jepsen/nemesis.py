@@ -146,13 +146,16 @@ class Nemesis:
         return self.rng.randrange(len(self.w.names))
 
     def kill(self) -> list[Fault]:
-        """SIGKILL one worker, wait, restart it on the same address."""
+        """SIGKILL one worker, wait, restart it on the same address.
+
+        A killed holder holds nothing: its locks may go at once (its peers see its connections
+        reset), so the window has no grace."""
         i = self._target()
         start = time.monotonic_ns()
         self.w.kill(i)
         self._hold(1.5, 3.0)
         self.w.restart(i)
-        return [Fault("kill", frozenset({self.w.names[i]}), start, time.monotonic_ns())]
+        return [Fault("kill", frozenset({self.w.names[i]}), start, time.monotonic_ns(), grace_ns=0)]
 
     def pause(self, target: int | None = None, kind: str = "pause") -> list[Fault]:
         """SIGSTOP one worker for 1.5-3x the failure timeout, then SIGCONT."""
