@@ -41,6 +41,8 @@ class Fault:
     grace_ns: int | None = None
     """How long after ``start`` a lock held on an affected host may legally be released by the
     cluster (the member declared dead or leaving); None: the checker's default."""
+    target: str = ""
+    """What the nemesis did it to (the paused or killed host, the isolated side), for reports."""
 
 
 @dataclass(frozen=True)

@@ -155,7 +155,8 @@ class Nemesis:
         self.w.kill(i)
         self._hold(1.5, 3.0)
         self.w.restart(i)
-        return [Fault("kill", frozenset({self.w.names[i]}), start, time.monotonic_ns(), grace_ns=0)]
+        name = self.w.names[i]
+        return [Fault("kill", frozenset({name}), start, time.monotonic_ns(), grace_ns=0, target=name)]
 
     def pause(self, target: int | None = None, kind: str = "pause") -> list[Fault]:
         """SIGSTOP one worker for 1.5-3x the failure timeout, then SIGCONT."""
@@ -166,7 +167,8 @@ class Nemesis:
             self._hold(1.5, 3.0)
         finally:
             self.w.resume(i)
-        return [Fault(kind, frozenset({self.w.names[i]}), start, time.monotonic_ns())]
+        name = self.w.names[i]
+        return [Fault(kind, frozenset({name}), start, time.monotonic_ns(), target=name)]
 
     def pause_lock_holder(self) -> list[Fault]:
         """Pause a worker whose client holds a lock now (waits up to 3 s for one; else any)."""
@@ -191,7 +193,8 @@ class Nemesis:
             self._hold(2.0, 4.0)
         finally:
             heal_network(hosts)
-        return [Fault(kind, frozenset(self.w.names), start, time.monotonic_ns())]
+        target = ",".join(self.w.names[i] for i in side)
+        return [Fault(kind, frozenset(self.w.names), start, time.monotonic_ns(), target=target)]
 
     def cut_one(self) -> list[Fault]:
         """One host cannot talk to any other, both ways."""
@@ -214,7 +217,7 @@ class Nemesis:
             self.w.restart(i)
             self.w.settled()
             self.w.safe()
-            faults.append(
-                Fault("rolling-restart", frozenset({self.w.names[i]}), start, time.monotonic_ns(), grace_ns=0)
-            )
+            name = self.w.names[i]
+            end = time.monotonic_ns()
+            faults.append(Fault("rolling-restart", frozenset({name}), start, end, grace_ns=0, target=name))
         return faults

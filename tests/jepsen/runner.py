@@ -587,6 +587,8 @@ def _drive(
         cluster.log("fault", scenario=scenario)
         faults = nemesis.run(scenario)
         result.faults += faults
+        for fault in faults:
+            cluster.log("window", kind=fault.kind, target=fault.target, start=fault.start, end=fault.end)
         cluster.log("healed", scenario=scenario)
         took = cluster.settled()
         result.heal_seconds.append(took)
