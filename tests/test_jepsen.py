@@ -91,7 +91,7 @@ def one_run(scenario: str, seed: int, settings: RunSettings) -> RunResult:
 
 
 @pytest.mark.skipif(
-    not os.environ.get("PEERGRID_JEPSEN"), reason="opt-in: PEERGRID_JEPSEN=1 (about 6 minutes)"
+    not os.environ.get("PEERGRID_JEPSEN"), reason="opt-in: PEERGRID_JEPSEN=1 (about 7 minutes)"
 )
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("setting", list(SETTINGS))
