@@ -37,3 +37,76 @@ def member_lists(min_size: int, max_size: int) -> st.SearchStrategy[list[str]]:
     return st.lists(
         st.uuids(version=4).map(lambda u: u.hex), min_size=min_size, max_size=max_size, unique=True
     )
+
+
+@st.composite
+def register_histories(draw: st.DrawFn, max_processes: int = 4, max_ops: int = 8) -> list[dict[str, object]]:
+    """History records of one register key ``r0`` that are linearizable by construction.
+
+    Each process runs operations one after another with random gaps; each operation takes effect
+    at a random point inside its interval (an ``info`` one at a random later point, or never,
+    and it is its process's last); results are computed by applying the operations in the
+    order of those points. Ends with a final read after everything completed.
+    """
+    fs = st.sampled_from(["get", "get", "set", "put", "cas", "delete"])
+    serial = iter(range(1_000_000))
+    planned: list[tuple[float, dict[str, object], dict[str, object] | None]] = []
+    writes: list[str] = []
+    end_of_time = 0
+    for p in range(draw(st.integers(1, max_processes))):
+        now = draw(st.integers(0, 50))
+        for _ in range(draw(st.integers(0, max_ops))):
+            f = draw(fs)
+            start = now + draw(st.integers(1, 30))
+            done = start + draw(st.integers(1, 60))
+            info = f != "get" and draw(st.integers(0, 9)) == 0
+            value: object = None
+            if f in ("set", "put"):
+                value = f"v{next(serial)}"
+                writes.append(str(value))
+            elif f == "cas":
+                old = draw(st.sampled_from([*writes[-3:], "nope"]))
+                value = [old, f"v{next(serial)}"]
+            call = {"process": f"p{p}", "type": "invoke", "f": f, "key": "r0", "value": value, "time": start}
+            if info:
+                never = draw(st.booleans())
+                point = float("inf") if never else start + draw(st.floats(0.01, 200.0))
+                planned.append((point, call, None))
+                break
+            point = start + draw(st.floats(0.01, 0.99)) * (done - start)
+            planned.append(
+                (point, call, {"process": f"p{p}", "type": "ok", "f": f, "key": "r0", "time": done})
+            )
+            now = done
+            end_of_time = max(end_of_time, done)
+        end_of_time = max(end_of_time, now)
+    records: list[dict[str, object]] = []
+    state: object = None
+    for point, call, done in sorted(planned, key=lambda item: item[0]):
+        f, value = call["f"], call["value"]
+        result: object = None
+        if point != float("inf"):
+            if f == "get":
+                result = state
+            elif f == "set":
+                state = value
+            elif f == "put":
+                result, state = state, value
+            elif f == "cas":
+                old, new = value  # type: ignore[misc]
+                result = state == old
+                state = new if result else state
+            elif f == "delete":
+                result, state = state is not None, None
+        records.append(call)
+        if done is not None:
+            done["value" if f == "get" else "result"] = result
+            records.append(done)
+    final = end_of_time + 1000
+    records.append(
+        {"process": "final", "type": "invoke", "f": "get", "key": "r0", "time": final, "final": True}
+    )
+    records.append(
+        {"process": "final", "type": "ok", "f": "get", "key": "r0", "time": final + 1, "value": state}
+    )
+    return records
