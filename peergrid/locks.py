@@ -33,7 +33,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from peergrid._flows import Flow
-from peergrid.errors import ArgumentError, IndeterminateWriteError, LockError
+from peergrid.errors import ArgumentError, IndeterminateWriteError, LockError, PeerGridError
 from peergrid.invocation.compute import LockRequest
 from peergrid.protocol import Code, Op, Result
 from peergrid.serialization import Key
@@ -228,6 +228,15 @@ class LockCalls:
                     raise
                 yield float(self._timing.lock_retry_initial)
                 continue
+            except PeerGridError as exc:
+                if unsure_since is None:
+                    raise
+                # The resend was refused (quorum lost, the partition lost...): that says nothing
+                # of the earlier attempt, which may have been applied.
+                raise IndeterminateWriteError(
+                    f"{self._core.name}: a lock call's outcome is unknown (an attempt was sent, then "
+                    f"its resend failed: {exc}); the lock may or may not have changed"
+                ) from exc
             return result, unsure_since is not None
 
     def state(self, key: Key) -> Op:

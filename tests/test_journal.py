@@ -136,4 +136,5 @@ def test_a_counter_only_incremented_journals_what_each_member_added() -> None:
 def test_an_unstamped_increment_journals_nothing() -> None:
     part = Partition(0)
     part.apply([Effect(EffectKind.DELTA, "m", b"k", journal.encode_delta("a", 1))])
-    assert part.journal is None and part.deltas is None
+    assert part.journal is None
+    assert part.deltas is None
