@@ -9,7 +9,11 @@ rest, an operation goes out alone at once.
 Items are objects with an ``op`` and a ``handle(result)`` method; ``handle``
 runs on the loop thread exactly once. When the stream breaks, items already
 sent get ``Status.UNREACHABLE`` with ``found=True`` (they may have been
-applied) and queued ones with ``found=False`` (they were not).
+applied) and queued ones with ``found=False`` (they were not). An item with a
+``deadline`` (monotonic) that passed while it waited in the queue (the peer
+could not be reached: a cut, a pause) is never sent: its caller has given up,
+and an operation applied after that (a lock granted to a holder that gave up)
+would take effect behind everyone's back. It gets ``Status.TIMEOUT``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import asyncio
 import collections
 import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
@@ -144,6 +149,16 @@ class Pipe:
 
     async def _send_frame(self, stream: Stream) -> None:
         items = [self._queue.popleft() for _ in range(min(len(self._queue), self._max_ops))]
+        now = time.monotonic()
+        expired = [item for item in items if getattr(item, "deadline", now) < now]
+        if expired:
+            items = [item for item in items if getattr(item, "deadline", now) >= now]
+            for item in expired:
+                item.handle(
+                    Result(Status.TIMEOUT, message=f"peer {self.address} could not be reached in time")
+                )
+            if not items:
+                return
         frame_id = next(self._ids)
         timer = self._loop.call_later(self._frame_timeout, self._frame_timed_out, frame_id)
         self._inflight[frame_id] = (items, timer)
