@@ -55,6 +55,7 @@ class _Interest:
 class _StreamState:
     seqs: dict[int, int] = field(default_factory=dict)
     owned: set[int] = field(default_factory=set)
+    heard: bool = False  # a message arrived: receivers renewed the owner's lease on its word
 
 
 class Subscriptions:
@@ -174,6 +175,7 @@ class Subscriptions:
         if interest is None:
             return
         now = time.monotonic()
+        state.heard = True
         if batch.heartbeat:
             gapped = [
                 p for p, seq in zip(batch.owned, batch.owned_seqs, strict=True) if state.seqs.get(p, 0) != seq
@@ -200,8 +202,10 @@ class Subscriptions:
     def _broken(self, owner: str, name: str, state: _StreamState) -> None:
         """A stream ended: events of any partition the owner had may be lost with it. Its
         last heartbeat is not enough: a partition it gained since (by this member's table)
-        may hold entries fetched from it, and the next stream starts counting afresh."""
-        if state.owned or state.seqs:
+        may hold entries fetched from it, and the next stream starts counting afresh. (So even
+        a stream whose heartbeats listed no partition, one that ended before the owner's first
+        migration landed, leaves a gap: receivers served entries on its word meanwhile.)"""
+        if state.heard or state.owned or state.seqs:
             self._gap(owner, name, sorted(state.owned | set(state.seqs) | set(self._owned_by(owner))))
 
     def _gap(self, owner: str, name: str, partitions: Iterable[int]) -> None:
