@@ -628,7 +628,7 @@ class Node:
         return self.publisher.subscribe(name, values, entries, heartbeat_interval)
 
     def map_stats(self, name: str) -> dict[str, float]:
-        return self.local_stats(name).as_dict()
+        return self.local_stats(name).as_dict()  # creates nothing for a map it does not know
 
     # ------------------------------------------------------------------ maps
     def counters_of(self, name: str) -> MapCounters:
@@ -688,7 +688,9 @@ class Node:
             elif index is not None:
                 backup += store.count()
                 backup_bytes += store.nbytes
-        counters = self.counters_of(name)
+        # Not counters_of: statistics of a map nobody used here are zeros, and asking for them
+        # (a peer may ask about any name) must not create counters for it.
+        counters = self.counters.get(name) or MapCounters()
         near_cache = self.near_caches.get(name)
         return LocalMapStats(
             owned_entries=owned,

@@ -20,7 +20,7 @@ from peergrid.protocol import Code, Effect, Op
 from peergrid.serialization import encode_key
 from peergrid.testing import TestCluster, cluster
 from peergrid.transport import frames
-from peergrid.transport._pb import common_pb2, map_pb2, membership_pb2, replication_pb2
+from peergrid.transport._pb import common_pb2, events_pb2, map_pb2, membership_pb2, replication_pb2
 from tests.rawgrpc import RawPeer, data_of, members_of
 
 LIMITS = Limits(
@@ -297,3 +297,67 @@ def test_a_malformed_member_list_is_refused(pair: TestCluster, problem: str) -> 
     with RawPeer(pair[1].address) as peer:
         publish = membership_pb2.PublishRequest(cluster=name, members=lists[problem])
         assert status_of(lambda: peer.call("Membership.Publish", publish)) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+# -- names and uuids -----------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize("length", [0, 256, 100_000])
+def test_map_stats_of_a_name_no_map_can_have_are_refused(pair: TestCluster, length: int) -> None:
+    request = events_pb2.MapStatsRequest(cluster=cluster_name(pair), map="x" * length)
+    with RawPeer(pair[0].address) as peer:
+        assert status_of(lambda: peer.call("Events.MapStats", request)) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.usefixtures("unchanged")
+def test_map_stats_of_maps_nobody_used_are_zeros_and_create_nothing(pair: TestCluster) -> None:
+    node = pair[0]._node
+    known = set(node.counters)
+    with RawPeer(pair[0].address) as peer:
+        answers = [
+            peer.call("Events.MapStats", events_pb2.MapStatsRequest(cluster=cluster_name(pair), map=f"n{i}"))
+            for i in range(50)
+        ]
+    assert all(
+        value == 0 for answer in answers for name, value in answer.values.items() if name != "backup_lag"
+    )
+    assert set(node.counters) == known
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize("uuid_", ["", "a.b", "a" * 64, "a" * 100_000])
+def test_heartbeats_and_leaves_naming_no_possible_member_are_refused(pair: TestCluster, uuid_: str) -> None:
+    name = cluster_name(pair)
+    with RawPeer(pair[0].address) as peer:
+        heartbeat = membership_pb2.HeartbeatRequest(cluster=name, uuid=uuid_, list_version=1)
+        leave = membership_pb2.LeaveRequest(cluster=name, uuid=uuid_, final=True)
+        assert status_of(lambda: peer.call("Membership.Heartbeat", heartbeat)) == (
+            grpc.StatusCode.INVALID_ARGUMENT
+        )
+        assert status_of(lambda: peer.call("Membership.Leave", leave)) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize("problem", ["long map", "malformed sender"])
+def test_frames_naming_no_possible_map_or_member_are_refused_whole(pair: TestCluster, problem: str) -> None:
+    ops = puts(2, "x" * 256) if problem == "long map" else puts(2)
+    request = frame(pair, ops)
+    if problem == "malformed sender":
+        request.sender = "not a uuid"
+    with RawPeer(pair[0].address) as peer:
+        answer = peer.call("MapService.Execute", request)
+        [streamed] = peer.call("MapService.Stream", request)
+    for result in (answer, streamed):
+        assert list(result.statuses) == [5, 5]  # Status.INVALID
+        assert "malformed frame" in result.messages[0]
+
+
+@pytest.mark.usefixtures("unchanged")
+def test_an_install_naming_no_possible_map_installs_nothing(pair: TestCluster) -> None:
+    p = backup_partition(pair)
+    last = chunk(pair, p, True, 10)
+    last.entries[0].map = "x" * 256
+    with RawPeer(pair[1].address) as peer:
+        code = status_of(lambda: peer.call("Replication.Install", iter([last])))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT

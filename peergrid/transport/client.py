@@ -219,7 +219,7 @@ class PeerClient:
         call = self._replication.Fetch(request, timeout=timeout or self._timeout)
         try:
             async for msg in call:
-                yield convert.chunk_from_pb(msg)
+                yield self._decoded(convert.chunk_from_pb, msg)
         except grpc.RpcError as exc:
             _translate(self.address, exc)
         finally:
