@@ -21,7 +21,8 @@ from peergrid.serialization import encode_key
 from peergrid.testing import TestCluster, cluster
 from peergrid.transport import frames
 from peergrid.transport._pb import common_pb2, events_pb2, map_pb2, membership_pb2, replication_pb2
-from tests.rawgrpc import RawPeer, data_of, members_of
+from tests.conftest import wait_for
+from tests.rawgrpc import METHODS, RawPeer, data_of, members_of
 
 LIMITS = Limits(
     max_key_bytes=1024,
@@ -29,6 +30,8 @@ LIMITS = Limits(
     max_batch_ops=10,
     max_message_bytes=256 * 1024,
     max_transfer_bytes=64 * 1024,
+    max_subscriptions=4,
+    max_subscriptions_per_peer=2,
 )
 
 
@@ -361,3 +364,70 @@ def test_an_install_naming_no_possible_map_installs_nothing(pair: TestCluster) -
     with RawPeer(pair[1].address) as peer:
         code = status_of(lambda: peer.call("Replication.Install", iter([last])))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+# -- event subscriptions ---------------------------------------------------------------------
+
+
+def subscription(grids: TestCluster, **fields: object) -> events_pb2.SubscribeRequest:
+    request = {"cluster": cluster_name(grids), "map": "m", "heartbeat_interval": 1.0, **fields}
+    return events_pb2.SubscribeRequest(**request)  # type: ignore[arg-type]
+
+
+def open_subscription(peer: RawPeer, request: events_pb2.SubscribeRequest) -> grpc.Call:
+    """A subscription held open (its first heartbeat read); raises ``grpc.RpcError`` if refused."""
+    method = METHODS["Events.Subscribe"]
+    stub = peer.channel.unary_stream(
+        method.path,
+        request_serializer=events_pb2.SubscribeRequest.SerializeToString,
+        response_deserializer=events_pb2.EventBatch.FromString,
+    )
+    call = stub(request, timeout=60)
+    assert next(call).heartbeat
+    return call
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"map": ""},
+        {"map": "x" * 256},
+        {"subscriber": "a.b"},
+        {"heartbeat_interval": 0.0},  # the field left out
+        {"heartbeat_interval": 0.01},  # below limits.min_heartbeat_interval
+        {"heartbeat_interval": float("nan")},
+        {"heartbeat_interval": 61.0},
+    ],
+    ids=lambda fields: "-".join(f"{k}={str(v)[:8]}" for k, v in fields.items()),
+)
+def test_malformed_subscriptions_are_refused(pair: TestCluster, fields: dict) -> None:
+    with RawPeer(pair[0].address) as peer, pytest.raises(grpc.RpcError) as refused:
+        open_subscription(peer, subscription(pair, **fields))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "malformed subscription" in refused.value.details()
+
+
+@pytest.mark.usefixtures("unchanged")
+def test_subscriptions_over_the_caps_are_refused_and_closing_one_frees_its_place(pair: TestCluster) -> None:
+    publisher = pair[0]._node.publisher
+    calls = []
+
+    def refusal(**fields: object) -> str:
+        with pytest.raises(grpc.RpcError) as refused:
+            open_subscription(peer, subscription(pair, **fields))
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        return str(refused.value.details())
+
+    with RawPeer(pair[0].address) as peer:
+        calls += [open_subscription(peer, subscription(pair)) for _ in range(2)]  # by address
+        assert "limits.max_subscriptions_per_peer=2" in refusal()
+        calls += [open_subscription(peer, subscription(pair, subscriber=s)) for s in ("a" * 32, "b" * 32)]
+        assert "limits.max_subscriptions=4" in refusal(subscriber="c" * 32)
+        calls.pop(0).cancel()
+        wait_for(lambda: publisher.subscriptions() == 3, message="a cancelled subscription released")
+        calls.append(open_subscription(peer, subscription(pair)))
+        for call in calls:
+            call.cancel()
+        wait_for(lambda: publisher.subscriptions() == 0, message="every subscription released")
+    assert not publisher.interested("m")

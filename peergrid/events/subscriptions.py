@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from peergrid.errors import PeerGridError
+from peergrid.errors import PeerGridError, RemoteError
 from peergrid.events.model import EventBatch
 from peergrid.protocol import MemberList
 
@@ -68,8 +68,10 @@ class Subscriptions:
         spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[Any]],
         retry_interval: float,
         owned_by: Callable[[str], Iterable[int]] = lambda owner: (),
+        min_heartbeat: float = 0.0,
     ) -> None:
         self._me = me
+        self._min_heartbeat = min_heartbeat  # owners refuse to heartbeat more often
         self._source = source
         self._owned_by = owned_by  # the partitions a member owns in this member's table
         self._spawn = spawn
@@ -82,7 +84,9 @@ class Subscriptions:
 
     # ------------------------------------------------------------------ interest
     def add(self, name: str, receiver: Receiver, values: bool, entries: bool, heartbeat: float) -> None:
-        """Send ``name``'s events from every other member to ``receiver``."""
+        """Send ``name``'s events from every other member to ``receiver``, with heartbeats every
+        ``heartbeat`` seconds (or ``min_heartbeat``, if more)."""
+        heartbeat = max(heartbeat, self._min_heartbeat)
         interest = self._interests.setdefault(name, _Interest(heartbeat=heartbeat))
         if receiver not in interest.receivers:
             interest.receivers.append(receiver)
@@ -129,6 +133,8 @@ class Subscriptions:
         for owner, name in list(self._streams):
             if owner not in members:
                 self._streams.pop((owner, name)).cancel()
+        for key in [key for key in self._established if key[0] not in members]:
+            del self._established[key]
         self._ensure_streams()
 
     def _restart(self, name: str) -> None:
@@ -148,6 +154,7 @@ class Subscriptions:
     # ------------------------------------------------------------------ streams
     async def _run(self, owner: str, name: str) -> None:
         state = _StreamState()
+        refused = ""  # the owner's last refusal, logged once
         try:
             while name in self._interests:
                 source = self._source(owner)
@@ -158,6 +165,12 @@ class Subscriptions:
                     stream = source.subscribe(name, interest.values, interest.entries, interest.heartbeat)
                     async for batch in stream:
                         self._deliver(owner, name, state, batch)
+                except RemoteError as exc:
+                    # The owner refused the subscription (over its caps) or dropped it (this
+                    # member fell behind): worth an operator's eye, once per reason.
+                    if str(exc) != refused:
+                        refused = str(exc)
+                        log.warning("event stream from %s for %r ended: %s", owner[:8], name, exc)
                 except PeerGridError as exc:
                     log.debug("event stream from %s for %r ended: %s", owner[:8], name, exc)
                 self._broken(owner, name, state)

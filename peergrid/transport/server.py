@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
@@ -83,8 +83,8 @@ class Handlers(Protocol):
     async def install(self, chunks: AsyncIterator[Chunk]) -> str: ...
     def release(self, list_version: int, partitions: list[int]) -> None: ...
     def subscribe(
-        self, name: str, values: bool, entries: bool, heartbeat_interval: float
-    ) -> AsyncIterator[EventBatch]: ...
+        self, name: str, values: bool, entries: bool, heartbeat_interval: float, peer: str
+    ) -> AsyncGenerator[EventBatch, None]: ...
     def map_stats(self, name: str) -> dict[str, float]: ...
 
 
@@ -441,23 +441,74 @@ class _Replication(_Base, replication_pb2_grpc.ReplicationServicer):  # type: ig
 
 class _Events(_Base, events_pb2_grpc.EventsServicer):  # type: ignore[misc]
     async def Subscribe(self, request: Any, context: Any) -> AsyncIterator[events_pb2.EventBatch]:
-        if isinstance(request, Malformed):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {request.reason}")
-        if request.cluster != self.handlers.cluster:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, self.mismatch(request.cluster))
-        if not request.map or len(request.map) > 255:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a subscription names one map")
-        interval = request.heartbeat_interval if 0.01 <= request.heartbeat_interval <= 60 else 1.0
-        batches = self.handlers.subscribe(request.map, request.values, request.entries, interval)
+        """Events of one map, until the subscriber goes away or falls behind.
+
+        Refused with INVALID_ARGUMENT (a malformed request, a heartbeat interval
+        out of range) or RESOURCE_EXHAUSTED (over the subscription caps); a
+        subscriber that falls behind gets RESOURCE_EXHAUSTED, or its stream is
+        cancelled if a write to it is stuck; one that leaves the cluster gets
+        FAILED_PRECONDITION (``peergrid.events.publisher``).
+        """
+        refusal = self._subscription_refusal(request)
+        if refusal is not None:
+            del request  # see _guarded
+            await context.abort(*refusal)
+            return
+        # Members name themselves; anyone else counts by address (caps per peer).
+        peer = request.subscriber or _host(context.peer())
+        try:
+            batches = self.handlers.subscribe(
+                request.map, request.values, request.entries, request.heartbeat_interval, peer
+            )
+        except LimitExceededError as exc:
+            log.info("refused an event subscription from %s: %s", context.peer(), exc)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+            return
+        ended: tuple[grpc.StatusCode, str] | None = None
         try:
             async for batch in batches:
-                yield convert.events_to_pb(batch)
+                message = convert.events_to_pb(batch)
+                del batch  # not kept alive while the message is written: it may be large
+                yield message
+        except PeerGridError as exc:  # dropped: it fell behind, or left the cluster
+            ended = _status(exc)
         finally:
-            await batches.aclose()  # type: ignore[attr-defined]
+            await batches.aclose()
+        if ended is not None:
+            await context.abort(*ended)
+
+    def _subscription_refusal(self, request: Any) -> tuple[grpc.StatusCode, str] | None:
+        """The status refusing a subscription request, or None to serve it."""
+        if isinstance(request, Malformed):
+            return grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {request.reason}"
+        if request.cluster != self.handlers.cluster:
+            return grpc.StatusCode.PERMISSION_DENIED, self.mismatch(request.cluster)
+        problem = map_name_problem(request.map)
+        if problem is None and request.subscriber:
+            problem = uuid_problem(request.subscriber, "subscriber uuid")
+        floor = self.limits.min_heartbeat_interval
+        if problem is None and not floor <= request.heartbeat_interval <= _MAX_HEARTBEAT:
+            problem = (
+                f"heartbeat_interval {request.heartbeat_interval:g}s is out of range: this member sends "
+                f"heartbeats every {floor:g} to {_MAX_HEARTBEAT:g} seconds (limits.min_heartbeat_interval)"
+            )
+        if problem is not None:
+            return grpc.StatusCode.INVALID_ARGUMENT, f"malformed subscription: {problem}"
+        return None
 
     @_guarded
     async def MapStats(self, request: Any, context: Any) -> events_pb2.MapStatsResponse:
         return events_pb2.MapStatsResponse(values=self.handlers.map_stats(self.check_map(request.map)))
+
+
+_MAX_HEARTBEAT = 60.0  # seconds: the longest heartbeat interval a subscription may ask for
+
+
+def _host(peer: str) -> str:
+    """The host of a grpc peer string (``ipv4:10.0.0.5:41234``, ``ipv6:[::1]:41234``)."""
+    _, _, address = peer.partition(":")
+    host, colon, port = address.rpartition(":")
+    return host if colon and port.isdigit() else address or peer
 
 
 def server_credentials(config: GridConfig) -> grpc.ServerCredentials | None:
