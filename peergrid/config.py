@@ -147,7 +147,8 @@ class Timing:
 
 @dataclass(frozen=True)
 class Limits:
-    """Sizes enforced before anything is sent, and again by the receiving member."""
+    """Sizes and counts a member enforces: sizes before anything is sent, and again by the
+    receiving member; what a peer may hold on a member (event subscriptions, their buffers)."""
 
     max_key_bytes: int = 64 * 1024
     """Largest serialized key."""
@@ -166,13 +167,55 @@ class Limits:
     max_transfer_bytes: int = 1 << 30
     """Largest partition copy one transfer (migration, backup rebuild) may carry; a longer one is
     aborted, so a peer cannot fill this member's memory with a transfer that never ends."""
+    max_subscription_buffer_bytes: int = 16 * 1024 * 1024
+    """Most bytes of events this member holds for one event subscriber (a peer's near cache or
+    entry listeners) that has not taken them yet, the batch being written to it included: keys,
+    values and old values, plus 64 bytes an event. At most half of ``max_message_bytes`` counts
+    (a batch must fit one message). A subscriber that falls further behind is dropped, never
+    buffered for: its stream ends, it reports a gap (a near cache drops what may be stale,
+    listeners' ``on_gap`` is called) and subscribes again. An event larger than this always
+    reaches subscribers as such a gap."""
+    max_subscription_buffer_events: int = 100_000
+    """Most events this member holds for one event subscriber (see
+    ``max_subscription_buffer_bytes``)."""
+    max_subscriptions: int = 256
+    """Most event subscriptions this member serves at once; more are refused (RESOURCE_EXHAUSTED).
+    A member subscribes once to each other member per map with a near cache or a remote entry
+    listener."""
+    max_subscriptions_per_peer: int = 64
+    """Most event subscriptions one peer may hold on this member at once; more are refused
+    (RESOURCE_EXHAUSTED). A member names itself in its subscriptions; a caller that names no
+    member is counted by its network address."""
+    min_heartbeat_interval: float = 0.1
+    """Shortest heartbeat interval (seconds) an event subscription may ask for; a shorter one is
+    refused (INVALID_ARGUMENT). This member's own near caches and listeners never ask for less,
+    so a near cache's ``max_staleness`` below 3 times this serves fewer hits."""
+
+    @property
+    def subscription_buffer_bytes(self) -> int:
+        """The bytes of events held for one subscriber at most: ``max_subscription_buffer_bytes``,
+        but no more than half of ``max_message_bytes`` (a batch must fit one message)."""
+        return min(self.max_subscription_buffer_bytes, self.max_message_bytes // 2)
 
     def validate(self) -> None:
         """Raise ``ConfigError`` when a limit is out of range."""
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.name == "min_heartbeat_interval":
+                _check_positive("limits.min_heartbeat_interval", value, allow_none=False)
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"limits.{f.name} must be a positive integer, got {value!r}")
+        if self.min_heartbeat_interval > 60:
+            raise ConfigError(
+                "limits.min_heartbeat_interval must be at most 60 seconds, "
+                f"got {self.min_heartbeat_interval!r}"
+            )
+        if self.max_subscriptions_per_peer > self.max_subscriptions:
+            raise ConfigError(
+                f"limits.max_subscriptions_per_peer ({self.max_subscriptions_per_peer}) must be at most "
+                f"limits.max_subscriptions ({self.max_subscriptions})"
+            )
         if self.max_value_bytes + self.max_key_bytes + 1024 > self.max_message_bytes:
             raise ConfigError(
                 "limits.max_message_bytes must leave room for one key and one value "

@@ -18,7 +18,7 @@ import threading
 import time
 import uuid as uuid_module
 import weakref
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterable
 from typing import Any, ClassVar
 
 from peergrid._loop import runtime
@@ -90,7 +90,7 @@ class Node:
             config, self, self._partition_lost, self.registry.policy, self._served_changed
         )
         self.publisher = EventPublisher(
-            config.partition_count, self._serving, self._table_version, self._has_lease
+            config.partition_count, self._serving, self._table_version, config.limits, self._has_lease
         )
         self.owner = OwnerWrites(self.registry, self.manager, self.publisher, self.counters_of)
         self.stores = StoreOps(
@@ -135,6 +135,7 @@ class Node:
             self.spawn,
             config.timing.heartbeat_interval,
             owned_by=lambda owner: self.manager.table.owned_by(owner),  # noqa: PLW0108 - the table is replaced
+            min_heartbeat=config.limits.min_heartbeat_interval,
         )
         self.dispatcher = Dispatcher(f"peergrid-events-{self.uuid[:8]}")
         self.near_caches: dict[str, NearCache] = {}
@@ -158,7 +159,7 @@ class Node:
 
     async def _start(self) -> None:
         host, port = parse_address(self.config.bind, what="bind")
-        self._peers = Peers(self.config)
+        self._peers = Peers(self.config, self.uuid)
         bound = await self._server.start(host, port)
         self.address = f"{host}:{bound}"
         if self.config.tls is None and not is_loopback(host):
@@ -459,6 +460,7 @@ class Node:
         for uuid in gone:
             for pipe in self._drop_pipes(uuid):
                 pipe.close()
+            self.publisher.drop_peer(uuid)  # its event streams here, should it still hold any
             member = old.find(uuid)
             if member is not None and self._peers is not None:
                 self.spawn(self._peers.drop(member.address))
@@ -642,12 +644,12 @@ class Node:
         self.manager.handle_release(list_version, partitions)
 
     def subscribe(
-        self, name: str, values: bool, entries: bool, heartbeat_interval: float
-    ) -> AsyncIterator[EventBatch]:
-        return self.publisher.subscribe(name, values, entries, heartbeat_interval)
+        self, name: str, values: bool, entries: bool, heartbeat_interval: float, peer: str
+    ) -> AsyncGenerator[EventBatch, None]:
+        return self.publisher.subscribe(name, values, entries, heartbeat_interval, peer)
 
     def map_stats(self, name: str) -> dict[str, float]:
-        return self.local_stats(name).as_dict()
+        return self.local_stats(name).as_dict()  # creates nothing for a map it does not know
 
     # ------------------------------------------------------------------ maps
     def counters_of(self, name: str) -> MapCounters:
@@ -707,7 +709,9 @@ class Node:
             elif index is not None:
                 backup += store.count()
                 backup_bytes += store.nbytes
-        counters = self.counters_of(name)
+        # Not counters_of: statistics of a map nobody used here are zeros, and asking for them
+        # (a peer may ask about any name) must not create counters for it.
+        counters = self.counters.get(name) or MapCounters()
         near_cache = self.near_caches.get(name)
         return LocalMapStats(
             owned_entries=owned,

@@ -265,7 +265,24 @@ class MemberList:
 MAX_MEMBERS = 10_000
 MAX_WEIGHT = 100.0
 _UUID = re.compile(r"[0-9A-Za-z_-]{1,63}")
+#: Longest map name (characters) a request may carry, as the map façades allow.
+MAX_NAME = 255
 _PORT = re.compile(r"[0-9]{1,5}")
+
+
+def uuid_problem(uuid: str, what: str = "member uuid") -> str | None:
+    """Why ``uuid`` (as a peer sent it) cannot name a member, or None."""
+    if not isinstance(uuid, str) or not _UUID.fullmatch(uuid):
+        return f"{what} {str(uuid)[:80]!r} is not 1-63 letters, digits, '-' or '_'"
+    return None
+
+
+def map_name_problem(name: str, *, allow_empty: bool = False) -> str | None:
+    """Why ``name`` (as a peer sent it) cannot name a map, or None (``allow_empty``: for
+    requests that may name no map)."""
+    if len(name) > MAX_NAME or not (name or allow_empty):
+        return f"map names have 1 to {MAX_NAME} characters, got one of {len(name)}"
+    return None
 
 
 def member_problem(member: Member) -> str | None:
@@ -275,8 +292,9 @@ def member_problem(member: Member) -> str | None:
     digits, ``-`` or ``_``. The address must be ``host:port``; the weight a
     finite number in (0, 100], as ``GridConfig.weight``.
     """
-    if not isinstance(member.uuid, str) or not _UUID.fullmatch(member.uuid):
-        return f"member uuid {member.uuid!r} is not 1-63 letters, digits, '-' or '_'"
+    problem = uuid_problem(member.uuid)
+    if problem is not None:
+        return problem
     host, _, port = member.address.rpartition(":")
     if (
         len(member.address) > 300
@@ -284,7 +302,7 @@ def member_problem(member: Member) -> str | None:
         or not _PORT.fullmatch(port)
         or not 0 < int(port) < 65536
     ):
-        return f"member address {member.address!r} is not host:port"
+        return f"member address {member.address[:310]!r} is not host:port"
     if not math.isfinite(member.weight) or not 0 < member.weight <= MAX_WEIGHT:
         return f"member weight {member.weight!r} is not a number in (0, {MAX_WEIGHT:g}]"
     return None

@@ -21,8 +21,9 @@ from peergrid.protocol import Code, Effect, Op
 from peergrid.serialization import encode_key
 from peergrid.testing import TestCluster, cluster
 from peergrid.transport import frames
-from peergrid.transport._pb import common_pb2, map_pb2, membership_pb2, replication_pb2
-from tests.rawgrpc import RawPeer, data_of, members_of
+from peergrid.transport._pb import common_pb2, events_pb2, map_pb2, membership_pb2, replication_pb2
+from tests.conftest import wait_for
+from tests.rawgrpc import METHODS, RawPeer, data_of, members_of
 
 LIMITS = Limits(
     max_key_bytes=1024,
@@ -30,6 +31,8 @@ LIMITS = Limits(
     max_batch_ops=10,
     max_message_bytes=256 * 1024,
     max_transfer_bytes=64 * 1024,
+    max_subscriptions=4,
+    max_subscriptions_per_peer=2,
 )
 
 
@@ -330,3 +333,134 @@ def test_a_malformed_member_list_is_refused(pair: TestCluster, problem: str) -> 
     with RawPeer(pair[1].address) as peer:
         publish = membership_pb2.PublishRequest(cluster=name, members=lists[problem])
         assert status_of(lambda: peer.call("Membership.Publish", publish)) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+# -- names and uuids -----------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize("length", [0, 256, 100_000])
+def test_map_stats_of_a_name_no_map_can_have_are_refused(pair: TestCluster, length: int) -> None:
+    request = events_pb2.MapStatsRequest(cluster=cluster_name(pair), map="x" * length)
+    with RawPeer(pair[0].address) as peer:
+        assert status_of(lambda: peer.call("Events.MapStats", request)) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.usefixtures("unchanged")
+def test_map_stats_of_maps_nobody_used_are_zeros_and_create_nothing(pair: TestCluster) -> None:
+    node = pair[0]._node
+    known = set(node.counters)
+    with RawPeer(pair[0].address) as peer:
+        answers = [
+            peer.call("Events.MapStats", events_pb2.MapStatsRequest(cluster=cluster_name(pair), map=f"n{i}"))
+            for i in range(50)
+        ]
+    assert all(
+        value == 0 for answer in answers for name, value in answer.values.items() if name != "backup_lag"
+    )
+    assert set(node.counters) == known
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize("uuid_", ["", "a.b", "a" * 64, "a" * 100_000])
+def test_heartbeats_and_leaves_naming_no_possible_member_are_refused(pair: TestCluster, uuid_: str) -> None:
+    name = cluster_name(pair)
+    with RawPeer(pair[0].address) as peer:
+        heartbeat = membership_pb2.HeartbeatRequest(cluster=name, uuid=uuid_, list_version=1)
+        leave = membership_pb2.LeaveRequest(cluster=name, uuid=uuid_, final=True)
+        assert status_of(lambda: peer.call("Membership.Heartbeat", heartbeat)) == (
+            grpc.StatusCode.INVALID_ARGUMENT
+        )
+        assert status_of(lambda: peer.call("Membership.Leave", leave)) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize("problem", ["long map", "malformed sender"])
+def test_frames_naming_no_possible_map_or_member_are_refused_whole(pair: TestCluster, problem: str) -> None:
+    ops = puts(2, "x" * 256) if problem == "long map" else puts(2)
+    request = frame(pair, ops)
+    if problem == "malformed sender":
+        request.sender = "not a uuid"
+    with RawPeer(pair[0].address) as peer:
+        answer = peer.call("MapService.Execute", request)
+        [streamed] = peer.call("MapService.Stream", request)
+    for result in (answer, streamed):
+        assert list(result.statuses) == [5, 5]  # Status.INVALID
+        assert "malformed frame" in result.messages[0]
+
+
+@pytest.mark.usefixtures("unchanged")
+def test_an_install_naming_no_possible_map_installs_nothing(pair: TestCluster) -> None:
+    p = backup_partition(pair)
+    last = chunk(pair, p, True, 10)
+    last.entries[0].map = "x" * 256
+    with RawPeer(pair[1].address) as peer:
+        code = status_of(lambda: peer.call("Replication.Install", iter([last])))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+# -- event subscriptions ---------------------------------------------------------------------
+
+
+def subscription(grids: TestCluster, **fields: object) -> events_pb2.SubscribeRequest:
+    request = {"cluster": cluster_name(grids), "map": "m", "heartbeat_interval": 1.0, **fields}
+    return events_pb2.SubscribeRequest(**request)  # type: ignore[arg-type]
+
+
+def open_subscription(peer: RawPeer, request: events_pb2.SubscribeRequest) -> grpc.Call:
+    """A subscription held open (its first heartbeat read); raises ``grpc.RpcError`` if refused."""
+    method = METHODS["Events.Subscribe"]
+    stub = peer.channel.unary_stream(
+        method.path,
+        request_serializer=events_pb2.SubscribeRequest.SerializeToString,
+        response_deserializer=events_pb2.EventBatch.FromString,
+    )
+    call = stub(request, timeout=60)
+    assert next(call).heartbeat
+    return call
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"map": ""},
+        {"map": "x" * 256},
+        {"subscriber": "a.b"},
+        {"heartbeat_interval": 0.0},  # the field left out
+        {"heartbeat_interval": 0.01},  # below limits.min_heartbeat_interval
+        {"heartbeat_interval": float("nan")},
+        {"heartbeat_interval": 61.0},
+    ],
+    ids=lambda fields: "-".join(f"{k}={str(v)[:8]}" for k, v in fields.items()),
+)
+def test_malformed_subscriptions_are_refused(pair: TestCluster, fields: dict) -> None:
+    with RawPeer(pair[0].address) as peer, pytest.raises(grpc.RpcError) as refused:
+        open_subscription(peer, subscription(pair, **fields))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "malformed subscription" in refused.value.details()
+
+
+@pytest.mark.usefixtures("unchanged")
+def test_subscriptions_over_the_caps_are_refused_and_closing_one_frees_its_place(pair: TestCluster) -> None:
+    publisher = pair[0]._node.publisher
+    calls = []
+
+    def refusal(**fields: object) -> str:
+        with pytest.raises(grpc.RpcError) as refused:
+            open_subscription(peer, subscription(pair, **fields))
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        return str(refused.value.details())
+
+    with RawPeer(pair[0].address) as peer:
+        calls += [open_subscription(peer, subscription(pair)) for _ in range(2)]  # by address
+        assert "limits.max_subscriptions_per_peer=2" in refusal()
+        calls += [open_subscription(peer, subscription(pair, subscriber=s)) for s in ("a" * 32, "b" * 32)]
+        assert "limits.max_subscriptions=4" in refusal(subscriber="c" * 32)
+        calls.pop(0).cancel()
+        wait_for(lambda: publisher.subscriptions() == 3, message="a cancelled subscription released")
+        calls.append(open_subscription(peer, subscription(pair)))
+        for call in calls:
+            call.cancel()
+        wait_for(lambda: publisher.subscriptions() == 0, message="every subscription released")
+    assert not publisher.interested("m")

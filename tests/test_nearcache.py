@@ -542,6 +542,58 @@ def test_a_broken_stream_drops_entries_of_partitions_its_owner_gained_since_its_
     asyncio.run(scenario())
 
 
+def test_a_broken_stream_whose_heartbeats_listed_no_partition_still_leaves_a_gap() -> None:
+    """Owner A's stream was up before A owned anything (a member that just joined): its
+    heartbeat listed no partition, yet renewed A's lease. A gains partition 0, this member
+    caches a key of it; the stream breaks before its next heartbeat. The entry must go."""
+
+    async def scenario() -> None:
+        table: dict[int, str] = {0: "B"}
+        near = NearCache("m", NearCacheConfig(max_entries=10), owner_of=table.get, loads=bytes)
+        broken = asyncio.Event()
+        streams = []
+
+        class Source:
+            def subscribe(self, name: str, values: bool, entries: bool, interval: float) -> object:
+                streams.append(name)
+                first = len(streams) == 1
+
+                async def stream():  # type: ignore[no-untyped-def]
+                    if first:
+                        yield EventBatch(heartbeat=True, owned=[], owned_seqs=[])
+                        await broken.wait()
+                        raise PeerGridError("the stream broke")
+                    yield EventBatch(heartbeat=True, owned=[0], owned_seqs=[0])
+                    await asyncio.sleep(3600)
+
+                return stream()
+
+        loop = asyncio.get_running_loop()
+        subs = Subscriptions(
+            "C",
+            lambda owner: Source(),
+            loop.create_task,
+            0.01,
+            owned_by=lambda owner: [p for p, o in table.items() if o == owner],
+        )
+        subs.add("m", near, values=True, entries=False, heartbeat=1.0)
+        subs.on_members(MemberList(1, "A", (Member("A", "a:1"), Member("C", "c:1"))))
+        try:
+            await wait_async(lambda: "A" in near.leases)
+            table[0] = "A"  # A's first partition lands
+            near.on_table()
+            fetch = near.begin(b"k0")
+            near.end(b"k0", 0, b"old", True, fetch, version=5)
+            assert near.lookup(b"k0") == b"old"
+            broken.set()  # A's change of k0 is lost with the stream
+            await wait_async(lambda: len(streams) == 2 and "A" in near.leases)
+            assert near.lookup(b"k0") is MISS
+        finally:
+            await subs.stop()
+
+    asyncio.run(scenario())
+
+
 async def wait_async(condition: object, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():  # type: ignore[operator]

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from peergrid.errors import PeerGridError
+from peergrid.errors import PeerGridError, RemoteError
 from peergrid.events.model import EventBatch
 from peergrid.protocol import MemberList
 
@@ -58,6 +58,7 @@ class _Interest:
 class _StreamState:
     seqs: dict[int, int] = field(default_factory=dict)
     owned: set[int] = field(default_factory=set)
+    heard: bool = False  # a message arrived: receivers renewed the owner's lease on its word
 
 
 class Subscriptions:
@@ -70,8 +71,10 @@ class Subscriptions:
         spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[Any]],
         retry_interval: float,
         owned_by: Callable[[str], Iterable[int]] = lambda owner: (),
+        min_heartbeat: float = 0.0,
     ) -> None:
         self._me = me
+        self._min_heartbeat = min_heartbeat  # owners refuse to heartbeat more often
         self._source = source
         self._owned_by = owned_by  # the partitions a member owns in this member's table
         self._spawn = spawn
@@ -84,7 +87,9 @@ class Subscriptions:
 
     # ------------------------------------------------------------------ interest
     def add(self, name: str, receiver: Receiver, values: bool, entries: bool, heartbeat: float) -> None:
-        """Send ``name``'s events from every other member to ``receiver``."""
+        """Send ``name``'s events from every other member to ``receiver``, with heartbeats every
+        ``heartbeat`` seconds (or ``min_heartbeat``, if more)."""
+        heartbeat = max(heartbeat, self._min_heartbeat)
         interest = self._interests.setdefault(name, _Interest(heartbeat=heartbeat))
         if receiver not in interest.receivers:
             interest.receivers.append(receiver)
@@ -131,6 +136,8 @@ class Subscriptions:
         for owner, name in list(self._streams):
             if owner not in members:
                 self._streams.pop((owner, name)).cancel()
+        for key in [key for key in self._established if key[0] not in members]:
+            del self._established[key]
         self._ensure_streams()
 
     def _restart(self, name: str) -> None:
@@ -150,6 +157,7 @@ class Subscriptions:
     # ------------------------------------------------------------------ streams
     async def _run(self, owner: str, name: str) -> None:
         state = _StreamState()
+        refused = ""  # the owner's last refusal, logged once
         try:
             while name in self._interests:
                 source = self._source(owner)
@@ -160,6 +168,12 @@ class Subscriptions:
                     stream = source.subscribe(name, interest.values, interest.entries, interest.heartbeat)
                     async for batch in stream:
                         self._deliver(owner, name, state, batch)
+                except RemoteError as exc:
+                    # The owner refused the subscription (over its caps) or dropped it (this
+                    # member fell behind): worth an operator's eye, once per reason.
+                    if str(exc) != refused:
+                        refused = str(exc)
+                        log.warning("event stream from %s for %r ended: %s", owner[:8], name, exc)
                 except PeerGridError as exc:
                     log.debug("event stream from %s for %r ended: %s", owner[:8], name, exc)
                 self._broken(owner, name, state)
@@ -177,6 +191,7 @@ class Subscriptions:
         if interest is None:
             return
         now = time.monotonic()
+        state.heard = True
         if batch.heartbeat:
             gapped = [
                 p for p, seq in zip(batch.owned, batch.owned_seqs, strict=True) if state.seqs.get(p, 0) != seq
@@ -203,8 +218,10 @@ class Subscriptions:
     def _broken(self, owner: str, name: str, state: _StreamState) -> None:
         """A stream ended: events of any partition the owner had may be lost with it. Its
         last heartbeat is not enough: a partition it gained since (by this member's table)
-        may hold entries fetched from it, and the next stream starts counting afresh."""
-        if state.owned or state.seqs:
+        may hold entries fetched from it, and the next stream starts counting afresh. (So even
+        a stream whose heartbeats listed no partition, one that ended before the owner's first
+        migration landed, leaves a gap: receivers served entries on its word meanwhile.)"""
+        if state.heard or state.owned or state.seqs:
             self._gap(owner, name, sorted(state.owned | set(state.seqs) | set(self._owned_by(owner))))
 
     def _gap(self, owner: str, name: str, partitions: Iterable[int]) -> None:

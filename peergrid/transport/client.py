@@ -81,8 +81,10 @@ class PeerClient:
         cluster: str,
         timeout: float,
         tls: TLSConfig | None = None,
+        me: str = "",
     ) -> None:
         self.address = address
+        self._me = me  # this member's uuid: it names itself as subscriber
         self._tls = tls
         self._channel = channel
         self._cluster = cluster
@@ -221,7 +223,7 @@ class PeerClient:
         call = self._replication.Fetch(request, timeout=timeout or self._timeout)
         try:
             async for msg in call:
-                yield convert.chunk_from_pb(msg)
+                yield self._decoded(convert.chunk_from_pb, msg)
         except grpc.RpcError as exc:
             _translate(self.address, exc)
         finally:
@@ -258,6 +260,7 @@ class PeerClient:
         """Events of map ``name`` on this peer's partitions, until the stream ends."""
         request = events_pb2.SubscribeRequest(
             cluster=self._cluster,
+            subscriber=self._me,
             map=name,
             values=values,
             entries=entries,
@@ -351,8 +354,9 @@ class Peers:
     that made them).
     """
 
-    def __init__(self, config: GridConfig) -> None:
+    def __init__(self, config: GridConfig, me: str = "") -> None:
         self._config = config
+        self._me = me
         self._clients: dict[str, PeerClient] = {}
         self._channels: dict[str, grpc.aio.Channel] = {}
         reconnect_ms = max(50, int(config.timing.heartbeat_interval * 1000))
@@ -380,7 +384,12 @@ class Peers:
                 channel = grpc.aio.secure_channel(address, self._credentials, options=self._options)
             self._channels[address] = channel
             client = self._clients[address] = PeerClient(
-                address, channel, self._config.cluster, self._config.timing.rpc_timeout, self._config.tls
+                address,
+                channel,
+                self._config.cluster,
+                self._config.timing.rpc_timeout,
+                self._config.tls,
+                self._me,
             )
         return client
 

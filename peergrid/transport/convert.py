@@ -1,8 +1,9 @@
 """Protobuf messages <-> domain objects, at the transport border only.
 
 Messages from peers are untrusted: a member or member list that could not be
-one (a NaN weight, a duplicate uuid, a master not in the list) raises
-``ValueError`` here, before any domain code sees it.
+one (a NaN weight, a duplicate uuid, a master not in the list), or a map name
+longer than any map's, raises ``ValueError`` here, before any domain code
+sees it.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from peergrid.protocol import (
     JoinReply,
     Member,
     MemberList,
+    map_name_problem,
     member_list_problem,
     member_problem,
+    uuid_problem,
 )
 from peergrid.transport._pb import common_pb2, events_pb2, map_pb2, membership_pb2, replication_pb2
 
@@ -116,6 +119,13 @@ def chunk_to_pb(chunk: Chunk, cluster: str) -> replication_pb2.PartitionChunk:
 
 
 def chunk_from_pb(msg: replication_pb2.PartitionChunk) -> Chunk:
+    """A chunk of a partition copy as a peer sent it; ``ValueError`` when it names a member or a
+    map that could not be one."""
+    problem = uuid_problem(msg.sender, "chunk sender") if msg.sender else None
+    for effect in msg.entries:
+        problem = problem or map_name_problem(effect.map, allow_empty=True)
+    if problem is not None:
+        raise ValueError(problem)
     return Chunk(
         partition=msg.partition,
         version=msg.version,

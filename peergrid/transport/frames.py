@@ -5,14 +5,14 @@ A frame stores each field of its ops as one repeated column (see
 work, where a sub-message per op costs microseconds each in Python. Optional
 columns are sent only when some op in the frame uses them. Frames from the
 network are untrusted: ``ops_from_pb`` raises ``ValueError`` when the columns
-disagree, and the caller refuses the whole frame.
+disagree or a map name is too long, and the caller refuses the whole frame.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from peergrid.protocol import Effect, Op, Result
+from peergrid.protocol import Effect, Op, Result, map_name_problem
 from peergrid.transport._pb import map_pb2
 
 
@@ -70,6 +70,11 @@ def ops_from_pb(msg: map_pb2.Frame) -> list[Op]:
     """The ops of a frame; ``ValueError`` when its columns disagree."""
     count = len(msg.codes)
     maps = list(msg.maps)
+    for name in maps:
+        # Empty: the ops that name no map (backups). The executor checks each op's own name.
+        problem = map_name_problem(name, allow_empty=True)
+        if problem is not None:
+            raise ValueError(problem)
     partitions = _column(msg.partitions, count, "partitions", 0)
     index = _column(msg.map_index, count, "map_index", 0)
     keys = _column(msg.keys, count, "keys", b"")

@@ -8,7 +8,9 @@ Requests are untrusted until checked: a malformed one gets INVALID_ARGUMENT,
 one over a limit RESOURCE_EXHAUSTED (a frame with more than
 ``limits.max_batch_ops`` operations; on the frame stream every op of such a
 frame is answered INVALID instead, so the stream survives), and neither
-changes anything.
+changes anything. Every map name a request carries is checked as the maps
+check theirs (at most 255 characters), every member uuid as members check
+theirs, before anything is looked up by it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
@@ -27,7 +29,19 @@ from google.protobuf.message import DecodeError, Message
 from peergrid.config import GridConfig, Limits
 from peergrid.errors import ClusterNameMismatchError, LimitExceededError, PeerGridError
 from peergrid.events.model import EventBatch
-from peergrid.protocol import Chunk, Copy, HeartbeatReply, JoinReply, Member, MemberList, Op, Result, Status
+from peergrid.protocol import (
+    Chunk,
+    Copy,
+    HeartbeatReply,
+    JoinReply,
+    Member,
+    MemberList,
+    Op,
+    Result,
+    Status,
+    map_name_problem,
+    uuid_problem,
+)
 from peergrid.transport import convert, frames
 from peergrid.transport._pb import (
     common_pb2,
@@ -69,8 +83,8 @@ class Handlers(Protocol):
     async def install(self, chunks: AsyncIterator[Chunk]) -> str: ...
     def release(self, list_version: int, partitions: list[int]) -> None: ...
     def subscribe(
-        self, name: str, values: bool, entries: bool, heartbeat_interval: float
-    ) -> AsyncIterator[EventBatch]: ...
+        self, name: str, values: bool, entries: bool, heartbeat_interval: float, peer: str
+    ) -> AsyncGenerator[EventBatch, None]: ...
     def map_stats(self, name: str) -> dict[str, float]: ...
 
 
@@ -100,8 +114,21 @@ class Malformed:
         raise DecodeError(self.reason)
 
 
-def _parser(cls: type[Message]) -> Callable[[bytes], Message | Malformed]:
+#: Methods whose requests carry a few names and numbers only, and the most bytes such a request
+#: can take with every name at its longest (255 characters of up to 4 bytes each). A longer one
+#: is refused unparsed: parsing tens of MB only to refuse a name costs the loop ~0.1 s.
+_SMALL_REQUESTS = frozenset(
+    {"Join", "Heartbeat", "GetMembers", "Leave", "SafeState", "Subscribe", "MapStats"}
+)
+_SMALL_REQUEST_BYTES = 8 * 1024
+
+
+def _parser(cls: type[Message], max_bytes: int | None = None) -> Callable[[bytes], Message | Malformed]:
     def parse(data: bytes) -> Message | Malformed:
+        if max_bytes is not None and len(data) > max_bytes:
+            return Malformed(
+                f"a {cls.DESCRIPTOR.name} of {len(data)} bytes; a valid one has at most {max_bytes}"
+            )
         try:
             return cls.FromString(data)
         except DecodeError as exc:
@@ -123,7 +150,10 @@ def _register(server: grpc.aio.Server, service: ServiceDescriptor, servicer: obj
         kind = kinds[(method.client_streaming, method.server_streaming)]
         handlers[method.name] = kind(
             getattr(servicer, method.name),
-            request_deserializer=_parser(message_factory.GetMessageClass(method.input_type)),
+            request_deserializer=_parser(
+                message_factory.GetMessageClass(method.input_type),
+                _SMALL_REQUEST_BYTES if method.name in _SMALL_REQUESTS else None,
+            ),
             response_serializer=message_factory.GetMessageClass(method.output_type).SerializeToString,
         )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
@@ -158,7 +188,10 @@ def _guarded(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]
             status = _status(exc)
             if status is None:
                 raise
-            await context.abort(*status)
+        # Aborted outside the except block, the request dropped: grpc keeps the abort's
+        # traceback for a while, and through it the refused request (it may be large).
+        del request
+        await context.abort(*status)
         raise AssertionError("unreachable")  # pragma: no cover
 
     return wrapper
@@ -178,6 +211,22 @@ class _Base:
             )
         return list(partitions)
 
+    @staticmethod
+    def check_uuid(uuid: str, what: str, *, optional: bool = False) -> str:
+        """A member uuid a request carries; ``ValueError`` when it could not be one."""
+        problem = None if optional and not uuid else uuid_problem(uuid, what)
+        if problem is not None:
+            raise ValueError(problem)
+        return uuid
+
+    @staticmethod
+    def check_map(name: str) -> str:
+        """A map name a request carries; ``ValueError`` when it could not be one."""
+        problem = map_name_problem(name)
+        if problem is not None:
+            raise ValueError(problem)
+        return name
+
     def mismatch(self, cluster: str) -> str:
         return (
             f"this member belongs to cluster {self.handlers.cluster!r}; "
@@ -195,7 +244,7 @@ class _Membership(_Base, membership_pb2_grpc.MembershipServicer):  # type: ignor
 
     @_guarded
     async def Heartbeat(self, request: Any, context: Any) -> membership_pb2.HeartbeatResponse:
-        reply = self.handlers.heartbeat(request.uuid, request.list_version)
+        reply = self.handlers.heartbeat(self.check_uuid(request.uuid, "heartbeat uuid"), request.list_version)
         return membership_pb2.HeartbeatResponse(
             status=reply.status,  # type: ignore[arg-type]
             list_version=reply.list_version,
@@ -215,7 +264,7 @@ class _Membership(_Base, membership_pb2_grpc.MembershipServicer):  # type: ignor
 
     @_guarded
     async def Leave(self, request: Any, context: Any) -> common_pb2.Ack:
-        await self.handlers.leave(request.uuid, request.final)
+        await self.handlers.leave(self.check_uuid(request.uuid, "leaving uuid"), request.final)
         return common_pb2.Ack(ok=True)
 
     @_guarded
@@ -254,6 +303,7 @@ class _Maps(_Base, map_pb2_grpc.MapServiceServicer):  # type: ignore[misc]
         problem = self._oversized(frame)
         if problem is None:
             try:
+                self.check_uuid(frame.sender, "frame sender", optional=True)
                 ops = frames.ops_from_pb(frame)
             except ValueError as exc:
                 problem = f"malformed frame: {exc}"
@@ -323,6 +373,7 @@ class _Maps(_Base, map_pb2_grpc.MapServiceServicer):  # type: ignore[misc]
                 task.cancel()
         if refusal is not None:
             log.warning("refused a frame stream from %s: %s", context.peer(), refusal[1])
+            frame = None  # see _guarded
             await context.abort(*refusal)
 
 
@@ -391,23 +442,74 @@ class _Replication(_Base, replication_pb2_grpc.ReplicationServicer):  # type: ig
 
 class _Events(_Base, events_pb2_grpc.EventsServicer):  # type: ignore[misc]
     async def Subscribe(self, request: Any, context: Any) -> AsyncIterator[events_pb2.EventBatch]:
-        if isinstance(request, Malformed):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {request.reason}")
-        if request.cluster != self.handlers.cluster:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, self.mismatch(request.cluster))
-        if not request.map or len(request.map) > 255:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a subscription names one map")
-        interval = request.heartbeat_interval if 0.01 <= request.heartbeat_interval <= 60 else 1.0
-        batches = self.handlers.subscribe(request.map, request.values, request.entries, interval)
+        """Events of one map, until the subscriber goes away or falls behind.
+
+        Refused with INVALID_ARGUMENT (a malformed request, a heartbeat interval
+        out of range) or RESOURCE_EXHAUSTED (over the subscription caps); a
+        subscriber that falls behind gets RESOURCE_EXHAUSTED, or its stream is
+        cancelled if a write to it is stuck; one that leaves the cluster gets
+        FAILED_PRECONDITION (``peergrid.events.publisher``).
+        """
+        refusal = self._subscription_refusal(request)
+        if refusal is not None:
+            del request  # see _guarded
+            await context.abort(*refusal)
+            return
+        # Members name themselves; anyone else counts by address (caps per peer).
+        peer = request.subscriber or _host(context.peer())
+        try:
+            batches = self.handlers.subscribe(
+                request.map, request.values, request.entries, request.heartbeat_interval, peer
+            )
+        except LimitExceededError as exc:
+            log.info("refused an event subscription from %s: %s", context.peer(), exc)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+            return
+        ended: tuple[grpc.StatusCode, str] | None = None
         try:
             async for batch in batches:
-                yield convert.events_to_pb(batch)
+                message = convert.events_to_pb(batch)
+                del batch  # not kept alive while the message is written: it may be large
+                yield message
+        except PeerGridError as exc:  # dropped: it fell behind, or left the cluster
+            ended = _status(exc)
         finally:
-            await batches.aclose()  # type: ignore[attr-defined]
+            await batches.aclose()
+        if ended is not None:
+            await context.abort(*ended)
+
+    def _subscription_refusal(self, request: Any) -> tuple[grpc.StatusCode, str] | None:
+        """The status refusing a subscription request, or None to serve it."""
+        if isinstance(request, Malformed):
+            return grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {request.reason}"
+        if request.cluster != self.handlers.cluster:
+            return grpc.StatusCode.PERMISSION_DENIED, self.mismatch(request.cluster)
+        problem = map_name_problem(request.map)
+        if problem is None and request.subscriber:
+            problem = uuid_problem(request.subscriber, "subscriber uuid")
+        floor = self.limits.min_heartbeat_interval
+        if problem is None and not floor <= request.heartbeat_interval <= _MAX_HEARTBEAT:
+            problem = (
+                f"heartbeat_interval {request.heartbeat_interval:g}s is out of range: this member sends "
+                f"heartbeats every {floor:g} to {_MAX_HEARTBEAT:g} seconds (limits.min_heartbeat_interval)"
+            )
+        if problem is not None:
+            return grpc.StatusCode.INVALID_ARGUMENT, f"malformed subscription: {problem}"
+        return None
 
     @_guarded
     async def MapStats(self, request: Any, context: Any) -> events_pb2.MapStatsResponse:
-        return events_pb2.MapStatsResponse(values=self.handlers.map_stats(request.map))
+        return events_pb2.MapStatsResponse(values=self.handlers.map_stats(self.check_map(request.map)))
+
+
+_MAX_HEARTBEAT = 60.0  # seconds: the longest heartbeat interval a subscription may ask for
+
+
+def _host(peer: str) -> str:
+    """The host of a grpc peer string (``ipv4:10.0.0.5:41234``, ``ipv6:[::1]:41234``)."""
+    _, _, address = peer.partition(":")
+    host, colon, port = address.rpartition(":")
+    return host if colon and port.isdigit() else address or peer
 
 
 def server_credentials(config: GridConfig) -> grpc.ServerCredentials | None:
