@@ -30,7 +30,7 @@ from peergrid.errors import (
 from peergrid.invocation.invoker import Call, Group
 from peergrid.nearcache import MISS
 from peergrid.partition import partition_of
-from peergrid.protocol import WRITES, Code, Op, Result, Status
+from peergrid.protocol import MAX_NAME, WRITES, Code, Op, Result, Status
 from peergrid.serialization import Key, decode_key, encode_key
 
 _REFILLS = frozenset({Code.SET, Code.PUT})  # writes that always store op.value when acknowledged
@@ -58,14 +58,13 @@ _NAMES = {
     Code.UNLOCK: "unlock",
     Code.LOCK_STATE: "is_locked",
 }
-MAX_MAP_NAME = 255
 RESERVED_MAP_PREFIX = "__peergrid."  # internal maps (locks); no user map may start so
 
 
 def check_map_name(name: object) -> str:
     """A valid map name, or ``ArgumentError``."""
-    if not isinstance(name, str) or not name or len(name) > MAX_MAP_NAME:
-        raise ArgumentError(f"map names are non-empty str of at most {MAX_MAP_NAME} characters, got {name!r}")
+    if not isinstance(name, str) or not name or len(name) > MAX_NAME:
+        raise ArgumentError(f"map names are non-empty str of at most {MAX_NAME} characters, got {name!r}")
     if name.startswith(RESERVED_MAP_PREFIX):
         raise ArgumentError(
             f"map names starting with {RESERVED_MAP_PREFIX!r} are peergrid's own, got {name!r}"

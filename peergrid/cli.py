@@ -71,7 +71,9 @@ def _serve_commands(grid: Grid, stop: threading.Event) -> None:
 
     A line is ``{"op": "put", "map": "m", "key": "k", "value": 1}`` (ops: put,
     set, get, delete, get_all with "keys", size, safe with "timeout", members,
-    owner with "key": the address of the key's owner); the
+    owner with "key": the address of the key's owner). ``"near_cache": S`` gives
+    the map a near cache with ``max_staleness=S`` (configure a map the same way
+    in every command that names it); the
     answer is ``{"ok": true, "result": ...}`` or ``{"ok": false, "error":
     "TypeName", "message": "..."}``. End of input stops the member.
     """
@@ -98,7 +100,12 @@ def _run_command(grid: Grid, command: dict[str, Any]) -> Any:
     if op == "owner":
         owner = grid.owner_of(command["key"])
         return owner.address if owner is not None else None
-    m = grid.get_map(command.get("map", "default"))
+    options: dict[str, Any] = {}
+    if "near_cache" in command:
+        from peergrid.config import NearCacheConfig
+
+        options["near_cache"] = NearCacheConfig(max_staleness=float(command["near_cache"]))
+    m = grid.get_map(command.get("map", "default"), **options)
     if op in ("put", "set"):
         return getattr(m, op)(command["key"], command["value"])
     if op in ("get", "delete"):

@@ -17,7 +17,7 @@ import pytest
 
 from peergrid import Limits
 from peergrid.partition import partition_of
-from peergrid.protocol import Code, Effect, Op
+from peergrid.protocol import Code, Effect, Op, Status
 from peergrid.serialization import encode_key
 from peergrid.testing import TestCluster, cluster
 from peergrid.transport import frames
@@ -70,8 +70,19 @@ def puts(count: int, name: str = "m") -> list[Op]:
 
 
 def frame(grids: TestCluster, ops: list[Op], frame_id: int = 1) -> map_pb2.Frame:
+    """A frame in a member's name (without TLS a peer can claim any uuid; a frame from a uuid that
+    is no member is refused whole, which would hide what these tests look at)."""
     version = grids[0]._node.membership.members.version
-    return frames.ops_to_pb(frame_id, cluster_name(grids), version, uuid.uuid4().hex, ops)
+    return frames.ops_to_pb(frame_id, cluster_name(grids), version, grids[1].uuid, ops)
+
+
+def test_a_frame_from_no_member_is_refused_whole(pair: TestCluster, name: str) -> None:
+    version = pair[0]._node.membership.members.version
+    stranger = frames.ops_to_pb(1, cluster_name(pair), version, uuid.uuid4().hex, puts(3, name))
+    with RawPeer(pair[0].address) as peer:
+        answer = peer.call("MapService.Execute", stranger)
+    assert set(answer.statuses) == {Status.RETRY}
+    assert pair[1].get_map(name).size() == 0
 
 
 def status_of(call) -> grpc.StatusCode:

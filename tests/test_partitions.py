@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from peergrid import Timing
 from tests.netns import NetnsHost, bridge_network, netns_available
 from tests.processes import MemberProcess
 
@@ -196,5 +197,54 @@ def test_without_quorum_both_sides_keep_what_they_acknowledged(hosts: list[Netns
         for proc in procs:
             seen = proc.command(op="get_all", map="m", keys=list(acked))
             assert seen == want, f"via {proc.address}: {len(set(seen.items()) ^ set(want.items()))} differ"
+    finally:
+        stop(procs)
+
+
+def test_near_caches_on_the_minority_stop_serving_within_max_staleness(hosts: list[NetnsHost]) -> None:
+    # 2|3 with quorum 3. A member of the minority near-caches entries its fellow owns; the
+    # majority takes those partitions over and writes new values. The minority's owner kept
+    # heartbeating its side, and each heartbeat renewed the near cache's lease: stale values
+    # were served until the end (159 s stale). An owner without its lease vouches for nothing.
+    staleness = 1.0
+    procs = start(hosts, "--min-cluster-size", "3")
+    try:
+        owner, reader = procs[3], procs[4]
+        keys = [
+            k for k in (f"n{i}" for i in range(400)) if procs[0].command(op="owner", key=k) == owner.address
+        ]
+        keys = keys[:40]
+        assert keys, "the minority owns no key: the test proves nothing"
+        for key in keys:
+            procs[0].command(op="set", map="near", key=key, value="old", near_cache=staleness)
+        for key in keys:  # fill the reader's near cache
+            assert reader.command(op="get", map="near", key=key, near_cache=staleness) == "old"
+        cut(hosts[3:], hosts[:3])
+        cut_at = time.monotonic()
+        wait_members(procs[0], 3)
+        # (Keys whose backup was on the minority too are lost to the majority: not written.)
+        keys = [
+            key
+            for key in keys
+            if lost_or(procs[0], op="set", map="near", key=key, value="new", near_cache=staleness) is None
+        ]
+        assert keys, "every key was lost to the majority: the test proves nothing"
+        # Past max_staleness after the cut (and the owner's lease), nothing old may be served.
+        while time.monotonic() < cut_at + Timing.fast().lease + staleness + 0.5:
+            time.sleep(0.05)
+        stale = []
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            for key in keys:
+                try:
+                    if (
+                        reader.command(op="get", map="near", key=key, near_cache=staleness, timeout=15)
+                        == "old"
+                    ):
+                        stale.append(key)
+                except RuntimeError:
+                    pass  # refused (no quorum) or timed out: not served stale
+        assert not stale, f"served stale from the minority's near cache: {sorted(set(stale))}"
+        heal(hosts[3:])
     finally:
         stop(procs)

@@ -201,7 +201,7 @@ def test_a_pickle_payload_sent_to_a_member_is_never_loaded(pair: TestCluster, tm
     honest_owner = a if a.owner_of("honest").uuid == a.uuid else b
 
     def frame(*ops: Op) -> map_pb2.Frame:
-        return frames.ops_to_pb(1, name, version, "attacker", list(ops))
+        return frames.ops_to_pb(1, name, version, backup.uuid, list(ops))  # a member's name
 
     with RawPeer(owner.address) as peer:
         # As a value: stored as bytes, as every value is; the owner never decodes it.
@@ -228,6 +228,7 @@ def test_a_pickle_payload_sent_to_a_member_is_never_loaded(pair: TestCluster, tm
             version=10**9,
             entries=[map_pb2.Effect(kind=1, map="m", key=key, value=payload)],
             last=True,
+            sender=owner.uuid,  # in a member's name: a copy from no member is refused
         )
         peer.call("Replication.Install", iter([chunk]))
 

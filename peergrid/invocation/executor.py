@@ -17,7 +17,19 @@ from peergrid.config import GridConfig
 from peergrid.events.publisher import EventPublisher
 from peergrid.invocation.owner import OwnerWrites
 from peergrid.invocation.stores import StoreOps
-from peergrid.protocol import COMPUTE, KEYED, KNOWN, WRITES, Code, Effect, EffectKind, Op, Result, Status
+from peergrid.protocol import (
+    COMPUTE,
+    KEYED,
+    KNOWN,
+    MAX_NAME,
+    WRITES,
+    Code,
+    Effect,
+    EffectKind,
+    Op,
+    Result,
+    Status,
+)
 from peergrid.replication import PartitionManager
 from peergrid.storage import Partition, journal
 from peergrid.storage import ops as storage_ops
@@ -27,7 +39,6 @@ from peergrid.storage.registry import MapRegistry
 if TYPE_CHECKING:
     from peergrid.invocation.compute import ComputeOps
 
-MAX_MAP_NAME = 255
 READ_THROUGH = frozenset({Code.GET, Code.CONTAINS})
 _REFILLS = frozenset({Code.SET, Code.PUT})  # writes whose value a near cache may hold after the ack
 _CONDITIONAL = frozenset({Code.PUT_IF_ABSENT, Code.REPLACE, Code.REPLACE_IF_SAME})
@@ -85,8 +96,8 @@ class Executor:
             return None if op.map else "flush names a map"
         if op.code == Code.MERGE and any(e.map != op.map or e.kind not in _MERGED for e in op.effects):
             return "a merge carries puts, deletes and clears of its own map only"
-        if not op.map or len(op.map) > MAX_MAP_NAME:
-            return f"map names must have 1 to {MAX_MAP_NAME} characters"
+        if not op.map or len(op.map) > MAX_NAME:
+            return f"map names must have 1 to {MAX_NAME} characters"
         if op.code in KEYED and not op.key:
             return "the operation needs a key"
         if len(op.key) > self._limits.max_key_bytes:
