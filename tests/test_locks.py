@@ -25,7 +25,7 @@ from peergrid import Timing
 from peergrid.invocation.compute import LOCKS_PREFIX, LockRecord, LockRequest
 from peergrid.locks import LockCalls, _Book, check_lease, check_timeout, task_holder, thread_holder
 from peergrid.partition import partition_of
-from peergrid.protocol import Op
+from peergrid.protocol import Member, MemberList, Op
 from peergrid.serialization import encode_key
 from peergrid.testing import TestCluster, cluster
 from tests.conftest import wait_for
@@ -505,3 +505,23 @@ def test_a_refused_resend_after_an_unknown_outcome_is_indeterminate() -> None:
         assert isinstance(next(flow), Op)  # the resend
         with pytest.raises(peergrid.IndeterminateWriteError, match="outcome is unknown"):
             flow.throw(peergrid.QuorumError("refused"))
+
+
+def test_a_lock_is_not_free_because_a_list_of_another_instance_had_the_same_version() -> None:
+    # A member that merged into another instance of the cluster meets list version numbers it had
+    # in its own instance: holders counted present must come from the list in force, not from a
+    # list remembered by its version (every lock looked free, and was granted again and again).
+    with cluster(1) as grids:
+        node = grids[0]._node
+        m = grids[0].get_map("locks")
+        assert m.try_lock("k", timeout=0) is not None
+        real = node.membership.members
+        stranger = Member("f" * 32, "127.0.0.1:1")
+        node.membership.members = MemberList(real.version, stranger.uuid, (stranger,))
+        assert node.compute._present_members() == {stranger.uuid}  # the other instance's list
+        node.membership.members = real  # the list in force now: same version, other members
+        result: list[int | None] = []
+        other = threading.Thread(target=lambda: result.append(m.try_lock("k", timeout=0)))
+        other.start()
+        other.join()
+        assert result == [None], "granted to a second holder"

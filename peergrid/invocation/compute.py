@@ -140,7 +140,9 @@ class ComputeOps:
         self._owner = owner
         self._members = members
         self._max_value = max_value_bytes
-        self._present: tuple[int, frozenset[str]] = (-1, frozenset())  # (list version, member uuids)
+        # (the member list, its uuids): keyed by the list itself, not its version: a member that
+        # re-joined another instance of the cluster can meet the same version number again.
+        self._present: tuple[MemberList | None, frozenset[str]] = (None, frozenset())
         self._sweep_scheduled = False
 
     def execute(self, op: Op, caller_version: int) -> Result | asyncio.Future[Result]:
@@ -306,8 +308,8 @@ class ComputeOps:
 
     def _present_members(self) -> frozenset[str]:
         members = self._members()
-        if self._present[0] != members.version:
-            self._present = (members.version, frozenset(members.uuids))
+        if self._present[0] is not members:
+            self._present = (members, frozenset(members.uuids))
         return self._present[1]
 
     # ------------------------------------------------------------------ departed holders
