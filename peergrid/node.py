@@ -34,7 +34,7 @@ from peergrid.events.subscriptions import Subscriptions
 from peergrid.invocation.compute import ComputeOps
 from peergrid.invocation.executor import Executor
 from peergrid.invocation.invoker import Invoker
-from peergrid.invocation.merging import merge_back
+from peergrid.invocation.merging import Merged, merge_back
 from peergrid.invocation.owner import OwnerWrites
 from peergrid.invocation.pipe import Pipe
 from peergrid.invocation.stores import StoreOps
@@ -80,6 +80,7 @@ class Node:
         self._merger: Merger | None = None
         self._merge_seeds: list[str] = []  # while merging: the surviving instance's members
         self._rewriting = False  # a merge's data is being re-written into the surviving instance
+        self._merge_again = False  # told to merge again while merging: one more round
         self.registry = MapRegistry(config.maps)
         self.journal = journal.Window(config.timing.merge_horizon)  # writes journaled for a merge
         # Whose increments this member applies, in counters' journals: new at every (re-)join, so
@@ -221,37 +222,75 @@ class Node:
         """Leave this instance of the cluster for ``into``'s (None: wherever the seeds and
         discovery lead), then bring back the partitions this member served here
         (``invocation/merging.py``: whole where the other instance lost them, else the changes
-        made while split, by each map's merge policy)."""
+        made while split, by each map's merge policy).
+
+        Told again while at it (the instance it joined merged on into a third, or dropped it),
+        it finishes nothing in the instance that went away: it joins again and brings what it
+        has not yet merged, with what it served meanwhile."""
         if self._rewriting:
-            return  # already on its way (told to merge, and orphaned by its master leaving)
-        copies = self.manager.owned_copies()
-        origin = self.membership.members.origin
+            self._merge_again = True  # already on its way: once more when this round ends
+            return
+        # Each batch of copies with the lineage of the instance they were served in.
+        batches = [(self.manager.owned_copies(), self.membership.members.origin)]
         self._rewriting = True  # not safe until the data is back
         try:
-            self._merge_seeds = [m.address for m in into.members] if into is not None else []
-            try:
-                await self._rejoin()
-            finally:
-                self._merge_seeds = []
-            if self.membership.state is State.JOINING:
-                log.error(
-                    "member %s could not join the other instance of cluster %r; serving its data alone",
-                    self.address,
-                    self.cluster,
-                )
-                self.membership.form()
-            limits, timing = self.config.limits, self.config.timing
-            done = await merge_back(
+            while batches:
+                self._merge_again = False
+                batches = await self._merge_round(into, batches)
+                into = None
+        finally:
+            self._rewriting = False
+            self._merge_again = False
+
+    async def _merge_round(
+        self, into: MemberList | None, batches: list[tuple[list[Partition], str]]
+    ) -> list[tuple[list[Partition], str]]:
+        """Join ``into``'s instance and merge ``batches`` into it; what is left to merge in the
+        next instance if this one went away meanwhile (``_merge_again``)."""
+        self._merge_seeds = [m.address for m in into.members] if into is not None else []
+        try:
+            await self._rejoin()
+        finally:
+            self._merge_seeds = []
+        if self.membership.state is State.JOINING:
+            log.error(
+                "member %s could not join the other instance of cluster %r; serving its data alone",
+                self.address,
+                self.cluster,
+            )
+            self.membership.form()
+        joined = self.membership.members.origin
+        limits, timing = self.config.limits, self.config.timing
+        done, left = Merged(), []
+        for copies, origin in batches:
+            outcome = await merge_back(
                 copies,
-                self.membership.members.origin == origin,
+                joined == origin,
                 self._restore,
                 self.invoker,
                 (limits.max_batch_ops, limits.max_message_bytes // 4),
                 timing.operation_timeout,
                 timing.retry_max,
+                lambda: self._merge_again,
             )
-        finally:
-            self._rewriting = False
+            done.restored += outcome.restored
+            done.changes += outcome.changes
+            done.won += outcome.won
+            done.failed += outcome.failed
+            if outcome.left:
+                left.append((outcome.left, origin))
+        if self._merge_again:
+            # The instance went away under us: what we served in it goes on too.
+            served = self.manager.owned_copies()
+            log.warning(
+                "member %s: the instance of cluster %r it merged into went away meanwhile; "
+                "joining again with %d partitions still to merge and %d served meanwhile",
+                self.address,
+                self.cluster,
+                sum(len(copies) for copies, _ in left),
+                len(served),
+            )
+            return [*left, (served, joined)]  # never empty: the loop joins again
         log.log(
             logging.WARNING if done.failed else logging.INFO,
             "member %s joined cluster %r again (%d members): of the %d partitions it served, %d "
@@ -261,13 +300,14 @@ class Node:
             self.address,
             self.cluster,
             len(self.membership.members.members),
-            len(copies),
+            sum(len(copies) for copies, _ in batches),
             done.restored,
             done.changes,
             done.won,
             done.changes - done.won,
             done.failed,
         )
+        return []
 
     async def _restore(self, copy: Partition) -> str:
         """Offer a merged copy to its owner here (``PartitionManager.restore``)."""

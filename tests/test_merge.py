@@ -9,8 +9,10 @@ larger, re-writing its data there with put-if-absent semantics.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
+import threading
 import uuid
 from collections.abc import Iterator
 
@@ -20,6 +22,7 @@ import peergrid
 from peergrid import Timing
 from peergrid.cluster.merge import should_merge
 from peergrid.protocol import Member, MemberList
+from peergrid.storage import Partition
 from tests.conftest import wait_for
 
 SETTLE = 30.0
@@ -182,6 +185,46 @@ def test_a_member_its_master_left_behind_joins_again_with_its_data(instances: In
     wait_for(lambda: one_cluster([other, m, n]), SETTLE, message="n back, in the other's cluster")
     assert other.wait_until_safe(SETTLE)
     assert n.get_map("x").get_all([f"k{i}" for i in range(200)]) == {f"k{i}": i for i in range(200)}
+
+
+@pytest.mark.timeout(90)
+def test_a_member_whose_merge_target_merges_on_brings_its_data_to_the_next(instances: Instances) -> None:
+    # n is merging into {m, m2} (its copies half sent) when that instance itself merges into
+    # another. n is told to join again while still merging: it must not stay behind, and what
+    # it had not yet merged goes to the instance it ends up in (found in the CI run of three
+    # mDNS members that each started alone: one stayed JOINING for good).
+    x_at = free_address()
+    n = instances.start([x_at])  # alone: its seed is not up yet
+    m = instances.start([])
+    m2 = instances.start([m.address])
+    n.get_map("n").put_all({f"k{i}": i for i in range(200)})
+    assert m.wait_until_safe(SETTLE)
+    assert n.wait_until_safe(SETTLE)
+
+    node = n._node
+    entered, gate = threading.Event(), threading.Event()
+    restore = node._restore
+
+    async def held(copy: Partition) -> str:
+        entered.set()
+        await asyncio.to_thread(gate.wait, SETTLE)
+        return await restore(copy)
+
+    node._restore = held  # type: ignore[method-assign]
+    merging = asyncio.run_coroutine_threadsafe(node._merge_into(m._node.membership.members), node.loop)
+    try:
+        assert entered.wait(SETTLE), "n never started bringing its data"
+        wait_for(lambda: one_cluster([m, m2, n]), SETTLE, message="n in m's instance")
+        other = instances.start([], bind=x_at)
+        m._node.run(m._node._merge_into(other._node.membership.members), timeout=30)
+        wait_for(lambda: node._merge_again, SETTLE, message="n told to join again while merging")
+    finally:
+        gate.set()
+    merging.result(timeout=60)
+    everyone = [other, m, m2, n]
+    wait_for(lambda: one_cluster(everyone), SETTLE, message="n in the other's cluster too")
+    assert other.wait_until_safe(SETTLE)
+    assert other.get_map("n").get_all([f"k{i}" for i in range(200)]) == {f"k{i}": i for i in range(200)}
 
 
 def _list(master: str, *uuids: str) -> MemberList:

@@ -758,7 +758,13 @@ class Membership:
                     return
             if peer.uuid != self.members.master_uuid:
                 return
-            others = [m for m in self.members.members if m.uuid not in (self.me.uuid, peer.uuid)]
+            # Our master in another instance's list: it merged away (telling us was lost) and
+            # the instance it led has no master; we follow it, as do the others. Otherwise a
+            # member that still counts us speaks for the instance: we are not orphaned.
+            moved = bool(theirs.origin) and theirs.origin != self.members.origin
+            others = (
+                [] if moved else [m for m in self.members.members if m.uuid not in (self.me.uuid, peer.uuid)]
+            )
             for other in others:
                 members = await self._members_of(other.uuid)
                 if members is not None and self.me.uuid in members and await self._adopt_confirmed(members):

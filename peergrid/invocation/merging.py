@@ -25,7 +25,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from peergrid.errors import PeerGridError
 from peergrid.invocation.invoker import Call, Group, Invoker
@@ -50,6 +50,9 @@ class Merged:
     """Of those, changes the survivor's owners applied (by each map's merge policy)."""
     failed: int = 0
     """Partitions or batches that could not be merged before the deadline."""
+    left: list[Partition] = field(default_factory=list)
+    """Copies not merged because the instance this member joined went away mid-merge (it
+    merged on into another): they go to the next instance it joins, whole."""
 
 
 async def merge_back(
@@ -60,26 +63,37 @@ async def merge_back(
     batch: tuple[int, int],
     timeout: float,
     retry_max: float,
+    abandoned: Callable[[], bool] = lambda: False,
 ) -> Merged:
     """Bring ``copies`` (partitions this member served in the merged instance) into the one it
     joined; ``same_origin``: both instances descend from one formation (a healed split).
-    ``batch``: the most changes, and bytes, one MERGE op carries."""
+    ``batch``: the most changes, and bytes, one MERGE op carries. Once ``abandoned()`` (this
+    member must join yet another instance), the copies not yet merged are handed back in
+    ``Merged.left``, the one in progress too (a MERGE op applies idempotently)."""
     outcome = Merged()
-    for copy in copies:
+    for index, copy in enumerate(copies):
         deadline = time.monotonic() + timeout
-        how = await _restore(copy, restore, deadline, retry_max)
+        how = await _restore(copy, restore, deadline, retry_max, abandoned)
+        if how == "served" and not abandoned():
+            await _send_changes(copy, same_origin, invoker, batch, deadline, outcome, abandoned)
+        if abandoned():
+            outcome.left = list(copies[index:])
+            return outcome
         if how == "restored":
             outcome.restored += 1
         elif how == "served":
-            await _send_changes(copy, same_origin, invoker, batch, deadline, outcome)
+            pass
         else:
             outcome.failed += 1
             log.warning("partition %d could not be merged: its owner kept answering %r", copy.id, how)
     return outcome
 
 
-async def _restore(copy: Partition, restore: Restore, deadline: float, retry_max: float) -> str:
-    """Offer ``copy`` to its owner until it is restored or served there, or the deadline."""
+async def _restore(
+    copy: Partition, restore: Restore, deadline: float, retry_max: float, abandoned: Callable[[], bool]
+) -> str:
+    """Offer ``copy`` to its owner until it is restored or served there, the deadline, or
+    ``abandoned()``."""
     delay = 0.01
     how = "retry"
     while True:
@@ -87,7 +101,7 @@ async def _restore(copy: Partition, restore: Restore, deadline: float, retry_max
             how = await restore(copy)
         except PeerGridError as exc:
             how = f"retry ({exc})"
-        if how in ("restored", "served") or time.monotonic() + delay > deadline:
+        if how in ("restored", "served") or time.monotonic() + delay > deadline or abandoned():
             return how
         await asyncio.sleep(delay)  # the owner is still taking the partition over, or it moved
         delay = min(delay * 2, retry_max)
@@ -129,6 +143,7 @@ async def _send_changes(
     batch: tuple[int, int],
     deadline: float,
     outcome: Merged,
+    abandoned: Callable[[], bool],
 ) -> None:
     by_map: dict[str, list[Effect]] = {}
     for change in changes(copy, same_origin):
@@ -155,6 +170,9 @@ async def _send_changes(
             log.warning("merging changes of partition %d failed: %s", op.partition, result)
             return
         ops = [op for op, _ in failed]
+        if ops and abandoned():
+            outcome.changes -= sum(len(op.effects) for op in ops)  # they go again, with the copy
+            return
         if ops:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.25)
