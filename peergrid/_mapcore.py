@@ -1,44 +1,55 @@
-"""What the sync and async maps share: argument checks, encoding, results.
+"""Every map operation, written once: what the sync and the async map both drive.
 
-A map call is: check and encode the arguments (here), run the op (locally for
-an owner-local read, else through the invoker; the sync and async maps differ
-only there), then decode the result or raise the error it carries (here).
+An operation checks and encodes its arguments, answers from the near cache or
+this member's own partitions when it can (returning the value at once), else
+returns ``Remote(flow)``: a generator that yields its remote steps (see
+``peergrid._flows``) and does the accounting, near-cache bookkeeping and
+error mapping around them. ``DistributedMap`` and ``AsyncMap`` differ only in
+how they run a step: on the calling thread, or awaited in the calling task.
+So both APIs check, count and cache alike, by construction.
 """
 
 from __future__ import annotations
 
-import math
+import asyncio
 import random
 import time
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypedDict
 
-from peergrid.config import MapConfig
+from peergrid._flows import Flow, OnMember, Remote, flow
+from peergrid.config import MapConfig, check_ttl, reject_unknown
 from peergrid.errors import (
     ArgumentError,
     CapacityError,
     GridClosedError,
     IndeterminateWriteError,
     LimitExceededError,
+    LockError,
     OperationTimeoutError,
     PartitionLostError,
+    PeerGridError,
     ProcessorError,
     QuorumError,
     RemoteError,
     StoreError,
 )
+from peergrid.events.model import EventKind
 from peergrid.invocation.invoker import Call, Group
+from peergrid.locks import LockCalls, check_timeout
 from peergrid.nearcache import MISS
 from peergrid.partition import partition_of
+from peergrid.processors import INCREMENT, check_name
 from peergrid.protocol import MAX_NAME, WRITES, Code, Op, Result, Status
 from peergrid.serialization import Key, decode_key, encode_key
-
-_REFILLS = frozenset({Code.SET, Code.PUT})  # writes that always store op.value when acknowledged
+from peergrid.stats import LocalMapStats, MapStats, aggregate
 
 if TYPE_CHECKING:
     from peergrid.nearcache import Flight, NearCache
     from peergrid.node import Node
 
+MARGIN = 1.0  # a caller waits this much past an operation's deadline for the loop's own verdict
+_REFILLS = frozenset({Code.SET, Code.PUT})  # writes that always store op.value when acknowledged
 _NAMES = {
     Code.GET: "get",
     Code.CONTAINS: "contains_key",
@@ -52,6 +63,7 @@ _NAMES = {
     Code.CLEAR: "clear",
     Code.ENTRIES: "items",
     Code.KEYS: "keys",
+    Code.FLUSH: "flush",
     Code.RECOVER: "recover_lost_partitions",
     Code.EXECUTE: "execute_on_key",
     Code.LOCK: "lock",
@@ -59,6 +71,23 @@ _NAMES = {
     Code.LOCK_STATE: "is_locked",
 }
 RESERVED_MAP_PREFIX = "__peergrid."  # internal maps (locks); no user map may start so
+
+
+class ListenerOptions(TypedDict, total=False):
+    """The options of ``add_entry_listener`` (see ``DistributedMap.add_entry_listener``)."""
+
+    on_added: Callable[..., Any] | None
+    on_updated: Callable[..., Any] | None
+    on_removed: Callable[..., Any] | None
+    on_expired: Callable[..., Any] | None
+    on_evicted: Callable[..., Any] | None
+    key: Key | None
+    include_value: bool
+    local: bool
+    on_gap: Callable[[list[int]], Any] | None
+
+
+LISTENER_ARGS = tuple(ListenerOptions.__annotations__)
 
 
 def check_map_name(name: object) -> str:
@@ -72,168 +101,32 @@ def check_map_name(name: object) -> str:
     return name
 
 
-def check_ttl(ttl: object) -> float:
-    """TTL seconds as the wire carries it (0 = none), or ``ArgumentError``."""
-    if ttl is None:
-        return 0.0
-    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not math.isfinite(ttl) or ttl <= 0:
-        raise ArgumentError(f"ttl must be a positive number of seconds (or None for no expiry), got {ttl!r}")
-    return float(ttl)
+def map_config(node: Node, name: str, options: dict[str, Any]) -> MapConfig:
+    """Build map ``name``'s configuration from ``options`` and register it on the member."""
+    check_map_name(name)
+    base = node.registry.configured(name) or node.config.maps.get(name)
+    config = MapConfig.from_options(name, base, **options)
+
+    async def configure() -> None:
+        node.configure_map(name, config)
+
+    node.run(configure(), timeout=10)
+    return config
 
 
-class MapCore:
-    """Encoding and decoding for one map on one member."""
+class Caller:
+    """Calls of one named caller (a map, or the grid) on one member: deadlines and errors."""
 
-    def __init__(self, node: Node, name: str, config: MapConfig | None = None) -> None:
+    def __init__(self, node: Node, name: str, timeout: float | None = None, strict: bool = False) -> None:
         self.node = node
-        self.name = check_map_name(name)
-        self.config = config or MapConfig()
-        self.default_ttl = check_ttl(self.config.ttl)
-        self._jitter = self.config.ttl_jitter
-        self.near: NearCache | None = node.near_caches.get(name)
-        self.store = self.config.store  # a map with a store loads misses on its owner
-        self.counters = node.counters_of(name)
-        self.readable = node.manager.readable
-        self.membership = node.membership  # its lease_until says whether owner-local reads may be served
-        self.loads = node.serializer.loads
-        self.dumps = node.serializer.dumps
-        self._count = node.config.partition_count
-        self._max_key = node.config.limits.max_key_bytes
-        self._max_value = node.config.limits.max_value_bytes
-        self.timeout = node.config.timing.operation_timeout
+        self.name = name
+        self.timeout = node.config.timing.operation_timeout if timeout is None else timeout
+        # How long a caller waits for an answer: the deadline, and (unless strict) a margin
+        # for the loop's own verdict (a timeout or an unknown outcome, said precisely).
+        self.wait = self.timeout if strict else self.timeout + MARGIN
 
-    # ------------------------------------------------------------------ encoding
-    def key(self, key: object) -> tuple[bytes, int]:
-        """The encoded key and its partition."""
-        encoded = self.encode(key)
-        return encoded, partition_of(encoded, self._count)
-
-    def encode(self, key: object) -> bytes:
-        """The encoded key, within the size limit (a near-cache hit needs no partition)."""
-        encoded = encode_key(key)
-        if len(encoded) > self._max_key:
-            raise LimitExceededError(
-                f"key of {len(encoded)} bytes exceeds limits.max_key_bytes={self._max_key}"
-            )
-        return encoded
-
-    def partition(self, encoded: bytes) -> int:
-        """The partition of an encoded key."""
-        return partition_of(encoded, self._count)
-
-    def value(self, value: object) -> bytes:
-        """The serialized value, within the size limit."""
-        data = self.dumps(value)
-        if len(data) > self._max_value:
-            raise LimitExceededError(
-                f"value of {len(data)} bytes exceeds limits.max_value_bytes={self._max_value}"
-            )
-        return data
-
-    def ttl(self, ttl: object) -> float:
-        """The TTL to send: the call's, else the map's default (spread by its jitter)."""
-        if ttl is not None:
-            return check_ttl(ttl)
-        if self._jitter and self.default_ttl:
-            return self.default_ttl * (1 + random.uniform(-self._jitter, self._jitter))  # noqa: S311
-        return self.default_ttl
-
-    # ------------------------------------------------------------------ accounting
-    def got(self, started: float, found: bool) -> None:
-        """Count a get that began at ``started`` (perf_counter)."""
-        counters = self.counters
-        counters.gets += 1
-        if found:
-            counters.hits += 1
-        else:
-            counters.misses += 1
-        counters.get_latency.record(time.perf_counter() - started)
-
-    def wrote(self, started: float, code: int) -> None:
-        """Count a write that began at ``started``."""
-        counters = self.counters
-        if code == Code.DELETE:
-            counters.removes += 1
-        else:
-            counters.puts += 1
-        counters.put_latency.record(time.perf_counter() - started)
-
-    def begin_fetches(self, ops: list[Op]) -> list[Flight]:
-        """Fetches of ``ops``' keys start (near cache): their flights, for ``end_fetches``."""
-        near = self.near
-        return [near.begin(op.key) for op in ops] if near is not None else []
-
-    def end_fetches(
-        self,
-        ops: list[Op],
-        results: list[Result],
-        flights: list[Flight],
-        originals: dict[bytes, Any],
-        found: dict[Any, Any],
-    ) -> None:
-        """Fetches of a batch ended (``results`` is short if the batch failed): record what
-        was found in ``found`` by original key, and tell the near cache."""
-        near = self.near
-        error: Exception | None = None
-        for i, op in enumerate(ops):
-            result = results[i] if i < len(results) else None
-            ok = result is not None
-            hit = result is not None and result.found
-            value = None
-            if hit and result is not None:
-                try:
-                    value = found[originals[op.key]] = self.decoded(result)
-                except Exception as exc:  # noqa: BLE001 - re-raised once every other fetch landed
-                    error, ok, hit = error or exc, False, False
-            if near is not None:
-                version, ttl = (result.version, result.ttl) if result is not None else (0, 0.0)
-                near.end(op.key, op.partition, value, hit, flights[i], ok, version, ttl)
-        if error is not None:
-            raise error
-
-    def write_begins(self, op: Op) -> None:
-        """A single-key write through this member starts (near cache: drop the key)."""
-        if self.near is not None:
-            self.near.write_begins(op.key)
-
-    def write_ends(self, op: Op, result: Result | None) -> None:
-        """It ended (``result``: acknowledged; None: failed or unknown). A ``set`` or ``put``
-        without TTL refills the near cache with the value written (read-your-writes, no
-        fetch); any other write leaves the key to be fetched again."""
-        near = self.near
-        if near is None:
-            return
-        if result is not None and op.code in _REFILLS and not op.ttl and result.version:
-            near.write_ends(op.key, op.partition, op.value, result.version, result.ttl)
-        else:
-            near.write_ends(op.key, op.partition, None, 0)
-
-    def invalidate(self, key: bytes) -> None:
-        """A write through this member: drop the near-cached key (read-your-writes)."""
-        if self.near is not None:
-            self.near.invalidate(key)
-
-    def keyed(self, code: int, key: object, value: bytes = b"", expect: bytes = b"", ttl: float = 0.0) -> Op:
-        """An op on one key."""
-        encoded, partition = self.key(key)
-        return Op(code, partition, self.name, encoded, value, expect, ttl)
-
-    def per_partition(self, code: int) -> list[Op]:
-        """One op per partition (size, clear, keys, items)."""
-        return [Op(code, p, self.name) for p in range(self._count)]
-
-    def local_value(self, encoded: bytes, partition: int) -> tuple[bool, bytes | None]:
-        """``(True, value-or-None)`` when this member serves the partition (and holds its owner
-        lease), else ``(False, None)``."""
-        part = self.readable[partition]
-        if part is None or self.membership.lease_until <= time.monotonic():
-            return False, None
-        store = part.maps.get(self.name)
-        return True, (store.get(encoded) if store is not None else None)
-
-    # ------------------------------------------------------------------ calls
     def call(self, op: Op, on_done: Any = None, group: Group | None = None) -> Call:
-        """A call for ``op`` with this map's deadline (not started)."""
+        """A call for ``op`` with this caller's deadline (not started)."""
         self.node.ensure_open()
         return Call(self.node.invoker, op, time.monotonic() + self.timeout, group, on_done)
 
@@ -289,13 +182,193 @@ class MapCore:
         """Results of finished calls, raising the first error."""
         return [self.check(call.result, call.op) for call in calls]
 
-    # ------------------------------------------------------------------ decoding
+    def on_member(self, coro: Any) -> OnMember:
+        """The step running ``coro`` on the member's loop, within this caller's wait."""
+        return OnMember(coro, self.wait)
+
+
+@flow
+def recover_lost_partitions(caller: Caller) -> Flow[list[Op], list[int]]:
+    """Serve every lost partition again, empty; the partitions that serve again."""
+    results = yield [Op(Code.RECOVER, p, "") for p in range(caller.node.config.partition_count)]
+    return [p for p, result in enumerate(results) if result.found]
+
+
+class MapCore(Caller):
+    """One map on one member: each operation, for both APIs (see the module docstring)."""
+
+    def __init__(
+        self,
+        node: Node,
+        name: str,
+        config: MapConfig | None = None,
+        timeout: float | None = None,
+        strict: bool = False,
+    ) -> None:
+        super().__init__(node, check_map_name(name), timeout, strict)
+        self.config = config or MapConfig()
+        self.default_ttl = check_ttl(self.config.ttl)
+        self._jitter = self.config.ttl_jitter
+        self.near: NearCache | None = node.near_caches.get(name)
+        self.store = self.config.store  # a map with a store loads misses on its owner
+        self.counters = node.counters_of(name)
+        self.readable = node.manager.readable
+        self.membership = node.membership  # its lease_until says whether owner-local reads may be served
+        self.loads = node.serializer.loads
+        self.dumps = node.serializer.dumps
+        self._count = node.config.partition_count
+        self._max_key = node.config.limits.max_key_bytes
+        self._max_value = node.config.limits.max_value_bytes
+        self.locks = LockCalls(self.name, node.uuid, node.config.timing, self.timeout, self.key)
+
+    # ------------------------------------------------------------------ encoding
+    def key(self, key: object) -> tuple[bytes, int]:
+        """The encoded key and its partition."""
+        encoded = self.encode(key)
+        return encoded, partition_of(encoded, self._count)
+
+    def encode(self, key: object) -> bytes:
+        """The encoded key, within the size limit (a near-cache hit needs no partition)."""
+        encoded = encode_key(key)
+        if len(encoded) > self._max_key:
+            raise LimitExceededError(
+                f"key of {len(encoded)} bytes exceeds limits.max_key_bytes={self._max_key}"
+            )
+        return encoded
+
+    def value(self, value: object) -> bytes:
+        """The serialized value, within the size limit."""
+        data = self.dumps(value)
+        if len(data) > self._max_value:
+            raise LimitExceededError(
+                f"value of {len(data)} bytes exceeds limits.max_value_bytes={self._max_value}"
+            )
+        return data
+
+    def ttl(self, ttl: object) -> float:
+        """The TTL to send: the call's, else the map's default (spread by its jitter)."""
+        if ttl is not None:
+            return check_ttl(ttl)
+        if self._jitter and self.default_ttl:
+            return self.default_ttl * (1 + random.uniform(-self._jitter, self._jitter))  # noqa: S311
+        return self.default_ttl
+
+    def keyed(self, code: int, key: object, value: bytes = b"", expect: bytes = b"", ttl: float = 0.0) -> Op:
+        """An op on one key."""
+        encoded, partition = self.key(key)
+        return Op(code, partition, self.name, encoded, value, expect, ttl)
+
+    def per_partition(self, code: int) -> list[Op]:
+        """One op per partition (size, clear, keys, items, flush)."""
+        return [Op(code, p, self.name) for p in range(self._count)]
+
     def decoded(self, result: Result, default: Any = None) -> Any:
         """The value a result carries, or ``default``."""
         return self.loads(result.value) if result.found else default
 
-    def batch_ops(self, keys: Iterable[object]) -> tuple[dict[bytes, Any], list[Op], dict[Any, Any]]:
-        """For get_all: near-cache hits and owner-local values decoded now, ops for the rest."""
+    # ------------------------------------------------------------------ accounting
+    def got(self, started: float, found: bool) -> None:
+        """Count a get that began at ``started`` (perf_counter)."""
+        counters = self.counters
+        counters.gets += 1
+        if found:
+            counters.hits += 1
+        else:
+            counters.misses += 1
+        counters.get_latency.record(time.perf_counter() - started)
+
+    def _got_many(self, started: float, asked: int, found: int) -> None:
+        counters = self.counters
+        counters.gets += asked
+        counters.hits += found
+        counters.misses += asked - found
+        counters.get_latency.record(time.perf_counter() - started)
+
+    def _wrote(self, started: float, code: int, count: int = 1) -> None:
+        counters = self.counters
+        if code == Code.DELETE:
+            counters.removes += count
+        else:
+            counters.puts += count
+        counters.put_latency.record(time.perf_counter() - started)
+
+    # ------------------------------------------------------------------ reads
+    def _local(self, encoded: bytes, partition: int) -> tuple[bool, bytes | None]:
+        """``(True, value-or-None)`` when this member answers for the key itself: it serves
+        the partition, holds its owner lease, and a miss needs no load from the map's store;
+        else ``(False, None)``."""
+        part = self.readable[partition]
+        if part is None or self.membership.lease_until <= time.monotonic():
+            return False, None
+        store = part.maps.get(self.name)
+        value = store.get(encoded) if store is not None else None
+        return (value is not None or self.store is None), value
+
+    def get(self, key: Key, default: Any = None) -> Any:
+        """``get``: the value, or ``Remote`` when the owner must be asked."""
+        if self.node.closed:
+            self.node.ensure_open()
+        started = time.perf_counter()
+        encoded = self.encode(key)
+        near = self.near
+        if near is not None:
+            cached = near.lookup(encoded)
+            if cached is not MISS:
+                self.got(started, True)
+                return cached
+        partition = partition_of(encoded, self._count)
+        part = self.readable[partition]
+        if part is not None and self.membership.lease_until > time.monotonic():
+            # Owner-local: a dict lookup on this thread (while the owner lease holds: a member
+            # that may have been declared dead meanwhile asks its loop, which waits to hear).
+            store = part.maps.get(self.name)
+            value = store.get(encoded) if store is not None else None
+            if value is not None or self.store is None:
+                self.got(started, value is not None)
+                return default if value is None else self.loads(value)
+            # A miss on a map with a store: this member, as owner, loads it (on its loop).
+        return Remote(self._fetch(encoded, partition, default, started))
+
+    def _fetch(self, encoded: bytes, partition: int, default: Any, started: float) -> Flow[Any, Any]:
+        op = Op(Code.GET, partition, self.name, encoded)
+        near = self.near
+        if near is None:
+            result = yield op
+            self.got(started, result.found)
+            return self.decoded(result, default)
+        shared = near.shared(encoded)  # another caller is fetching this key: wait for its answer
+        if shared is not None and (yield shared):
+            self.got(started, shared.found)
+            return shared.value if shared.found else default
+        flight = near.begin(encoded)
+        found, decoded, ok, version, ttl = False, None, False, 0, 0.0
+        try:
+            result = yield op
+            found, version, ttl = result.found, result.version, result.ttl
+            decoded = self.decoded(result)
+            ok = True
+        finally:
+            near.end(encoded, partition, decoded, found, flight, ok, version, ttl)
+        self.got(started, found)
+        return decoded if found else default
+
+    def contains_key(self, key: Key) -> bool | Remote[bool]:
+        """``contains_key``."""
+        self.node.ensure_open()
+        encoded, partition = self.key(key)
+        if self.near is not None and self.near.lookup(encoded) is not MISS:
+            return True
+        local, value = self._local(encoded, partition)
+        if local:
+            return value is not None
+        return Remote(_found(Op(Code.CONTAINS, partition, self.name, encoded)))
+
+    def get_all(self, keys: Iterable[Key]) -> dict[Key, Any] | Remote[dict[Key, Any]]:
+        """``get_all``: near-cache hits and owner-local values now, the rest from their owners."""
+        self.node.ensure_open()
+        if isinstance(keys, str | bytes) or not isinstance(keys, Iterable):
+            raise ArgumentError(f"get_all takes an iterable of keys, not {type(keys).__qualname__}")
+        started = time.perf_counter()
         found: dict[Any, Any] = {}
         ops: list[Op] = []
         originals: dict[bytes, Any] = {}
@@ -310,32 +383,383 @@ class MapCore:
                 if cached is not MISS:
                     found[key] = cached
                     continue
-            local, value = self.local_value(encoded, partition)
-            if local and (value is not None or self.store is None):
-                if value is not None:
-                    found[key] = self.loads(value)
-            else:
+            local, value = self._local(encoded, partition)
+            if not local:
                 ops.append(Op(Code.GET, partition, self.name, encoded))
-        return originals, ops, found
+            elif value is not None:
+                found[key] = self.loads(value)
+        if not ops:
+            self._got_many(started, len(originals), len(found))
+            return found
+        return Remote(self._fetch_all(ops, originals, found, started))
 
-    def put_ops(self, mapping: Mapping[Any, Any], ttl: object) -> list[Op]:
-        """SET ops for put_all, every key and value checked before any is sent."""
+    def _fetch_all(
+        self, ops: list[Op], originals: dict[bytes, Any], found: dict[Any, Any], started: float
+    ) -> Flow[Any, dict[Key, Any]]:
+        near = self.near
+        flights = [near.begin(op.key) for op in ops] if near is not None else []
+        results: list[Result] = []
+        try:
+            results = yield ops
+        finally:
+            self._fetched(ops, results, flights, originals, found)
+        self._got_many(started, len(originals), len(found))
+        return found
+
+    def _fetched(
+        self,
+        ops: list[Op],
+        results: list[Result],
+        flights: list[Flight],
+        originals: dict[bytes, Any],
+        found: dict[Any, Any],
+    ) -> None:
+        """Fetches of a batch ended (``results`` is empty if the batch failed): record what
+        was found in ``found`` by original key, and tell the near cache."""
+        near = self.near
+        error: Exception | None = None
+        for i, op in enumerate(ops):
+            result = results[i] if i < len(results) else None
+            ok = result is not None
+            hit = result is not None and result.found
+            value = None
+            if hit and result is not None:
+                try:
+                    value = found[originals[op.key]] = self.decoded(result)
+                except Exception as exc:  # noqa: BLE001 - re-raised once every other fetch landed
+                    error, ok, hit = error or exc, False, False
+            if near is not None:
+                version, ttl = (result.version, result.ttl) if result is not None else (0, 0.0)
+                near.end(op.key, op.partition, value, hit, flights[i], ok, version, ttl)
+        if error is not None:
+            raise error
+
+    @flow
+    def size(self) -> Flow[list[Op], int]:
+        """``size``: live entries over every member."""
+        return sum(result.count for result in (yield self.per_partition(Code.SIZE)))
+
+    @flow
+    def keys(self) -> Flow[list[Op], list[Key]]:
+        """``keys``: every live key."""
+        results = yield self.per_partition(Code.KEYS)
+        return [decode_key(key) for result in results for key in (result.keys or ())]
+
+    @flow
+    def items(self) -> Flow[list[Op], list[tuple[Key, Any]]]:
+        """``items``: every live ``(key, value)`` pair."""
+        results = yield self.per_partition(Code.ENTRIES)
+        return [
+            (decode_key(key), self.loads(value))
+            for result in results
+            for key, value in zip(result.keys or (), result.values or (), strict=True)
+        ]
+
+    @flow
+    def values(self) -> Flow[list[Op], list[Any]]:
+        """``values``: every live value."""
+        return [value for _, value in (yield from self.items().flow)]
+
+    # ------------------------------------------------------------------ writes
+    def _write(self, op: Op) -> Flow[Op, Result]:
+        """A single-key write through this member. The near cache drops the key while it runs;
+        an acknowledged ``set`` or ``put`` without TTL refills it with the value written
+        (read-your-writes, no fetch); any other write leaves the key to be fetched again."""
+        started = time.perf_counter()
+        near = self.near
+        if near is not None:
+            near.write_begins(op.key)
+        result: Result | None = None
+        try:
+            result = yield op
+        finally:
+            if near is not None:
+                if result is not None and op.code in _REFILLS and not op.ttl and result.version:
+                    near.write_ends(op.key, op.partition, op.value, result.version, result.ttl)
+                else:
+                    near.write_ends(op.key, op.partition, None, 0)
+        self._wrote(started, op.code)
+        assert result is not None
+        return result
+
+    def _invalidating(self, ops: list[Op]) -> Flow[list[Op], list[Result]]:
+        """Run ``ops``, keeping their keys out of the near cache before and after."""
+        near = self.near
+        if near is not None:
+            for op in ops:
+                near.invalidate(op.key)
+        try:
+            results: list[Result] = (yield ops) if ops else []
+            return results
+        finally:
+            if near is not None:
+                for op in ops:
+                    near.invalidate(op.key)
+
+    def _stores(self, code: int, key: Key, value: Any, ttl: object, unknown: Mapping[str, Any]) -> Op:
+        """The op of a write storing ``value`` (put, set, put_if_absent, replace), checked."""
+        reject_unknown(_NAMES[code], unknown, ("key", "value", "ttl"))
+        return self.keyed(code, key, self.value(value), ttl=self.ttl(ttl))
+
+    @flow
+    def put(self, key: Key, value: Any, ttl: object, unknown: Mapping[str, Any]) -> Flow[Op, Any]:
+        """``put``: the previous value or None."""
+        return self.decoded((yield from self._write(self._stores(Code.PUT, key, value, ttl, unknown))))
+
+    @flow
+    def set(self, key: Key, value: Any, ttl: object, unknown: Mapping[str, Any]) -> Flow[Op, None]:
+        """``set``."""
+        yield from self._write(self._stores(Code.SET, key, value, ttl, unknown))
+
+    @flow
+    def put_if_absent(self, key: Key, value: Any, ttl: object, unknown: Mapping[str, Any]) -> Flow[Op, Any]:
+        """``put_if_absent``: the existing value or None."""
+        return self.decoded(
+            (yield from self._write(self._stores(Code.PUT_IF_ABSENT, key, value, ttl, unknown)))
+        )
+
+    @flow
+    def replace(self, key: Key, value: Any, ttl: object, unknown: Mapping[str, Any]) -> Flow[Op, Any]:
+        """``replace``: the previous value or None."""
+        return self.decoded((yield from self._write(self._stores(Code.REPLACE, key, value, ttl, unknown))))
+
+    @flow
+    def replace_if_same(
+        self, key: Key, old: Any, new: Any, ttl: object, unknown: Mapping[str, Any]
+    ) -> Flow[Op, bool]:
+        """``replace_if_same``: True if it replaced."""
+        reject_unknown("replace_if_same", unknown, ("key", "old", "new", "ttl"))
+        op = self.keyed(Code.REPLACE_IF_SAME, key, self.value(new), self.value(old), self.ttl(ttl))
+        return (yield from self._write(op)).found
+
+    @flow
+    def delete(self, key: Key) -> Flow[Op, bool]:
+        """``delete``: True if the key had a live value."""
+        return (yield from self._write(self.keyed(Code.DELETE, key))).found
+
+    @flow
+    def put_all(
+        self, mapping: Mapping[Key, Any], ttl: object, unknown: Mapping[str, Any]
+    ) -> Flow[list[Op], None]:
+        """``put_all``: every key and value checked before any is sent."""
+        reject_unknown("put_all", unknown, ("mapping", "ttl"))
+        self.node.ensure_open()
         if not isinstance(mapping, Mapping):
             raise ArgumentError(f"put_all takes a mapping, not {type(mapping).__qualname__}")
         self.ttl(ttl)  # checked once, before anything is encoded
         # The ttl per entry: a map default with jitter spreads each entry's expiry.
-        return [
+        ops = [
             self.keyed(Code.SET, key, self.value(value), ttl=self.ttl(ttl)) for key, value in mapping.items()
         ]
+        started = time.perf_counter()
+        yield from self._invalidating(ops)
+        self._wrote(started, Code.SET, len(ops))
 
-    def entries(self, results: Iterable[Result]) -> list[tuple[Key, Any]]:
-        """Decoded ``(key, value)`` pairs of ENTRIES results."""
-        pairs: list[tuple[Key, Any]] = []
-        for result in results:
-            for key, value in zip(result.keys or (), result.values or (), strict=True):
-                pairs.append((decode_key(key), self.loads(value)))
-        return pairs
+    @flow
+    def flush(self) -> Flow[list[Op], None]:
+        """``flush``: every write still queued for the map's store, stored."""
+        yield self.per_partition(Code.FLUSH)
 
-    def keys_of(self, results: Iterable[Result]) -> list[Key]:
-        """Decoded keys of KEYS results."""
-        return [decode_key(key) for result in results for key in (result.keys or ())]
+    @flow
+    def clear(self) -> Flow[list[Op], None]:
+        """``clear``: every entry removed, on every member."""
+        near = self.near
+        if near is not None:
+            near.clear()
+        try:
+            yield self.per_partition(Code.CLEAR)
+        finally:
+            if near is not None:
+                near.clear()
+
+    # ------------------------------------------------------------------ entry processors
+    @flow
+    def execute_on_key(self, key: Key, processor: str, args: tuple[Any, ...]) -> Flow[list[Op], Any]:
+        """``execute_on_key``: the processor's result."""
+        op = self.keyed(Code.EXECUTE, key, self.value(list(args)), check_name(processor).encode())
+        results = yield from self._invalidating([op])
+        return self.loads(results[0].value)
+
+    @flow
+    def execute_on_keys(
+        self, keys: Iterable[Key], processor: str, args: tuple[Any, ...]
+    ) -> Flow[list[Op], dict[Key, Any]]:
+        """``execute_on_keys``: ``{key: result}``, one op per distinct key."""
+        name = check_name(processor).encode()
+        value = self.value(list(args))  # serialized once for every key
+        ops: list[Op] = []
+        originals: dict[bytes, Key] = {}
+        for key in keys:
+            encoded, partition = self.key(key)
+            if encoded not in originals:
+                originals[encoded] = key
+                ops.append(Op(Code.EXECUTE, partition, self.name, encoded, value, name))
+        results = yield from self._invalidating(ops)
+        return {originals[op.key]: self.loads(r.value) for op, r in zip(ops, results, strict=True)}
+
+    def increment(self, key: Key, delta: int, ttl: object) -> Remote[int]:
+        """``increment``: the new count."""
+        if isinstance(delta, bool) or not isinstance(delta, int):
+            raise ArgumentError(f"increment takes an int delta, got {delta!r}")
+        seconds = check_ttl(ttl) if ttl is not None else None
+        return self.execute_on_key(key, INCREMENT, (delta, seconds))
+
+    # ------------------------------------------------------------------ locks
+    @flow
+    def lock(self, key: Key, holder: int, timeout: float | None, lease: object) -> Flow[Op, int]:
+        """``lock``: the fencing token, or ``LockError`` once ``timeout`` passed."""
+        token = yield from self.locks.acquire(key, holder, timeout, lease)
+        if token is None:
+            raise LockError(f"{self.name}.lock({key!r}) was not acquired within {timeout}s")
+        return token
+
+    def try_lock(self, key: Key, holder: int, timeout: object, lease: object) -> Remote[int | None]:
+        """``try_lock``: the fencing token, or None once ``timeout`` passed."""
+        return Remote(self.locks.acquire(key, holder, check_timeout(timeout, allow_none=False), lease))
+
+    def unlock(self, key: Key, holder: int) -> Remote[None]:
+        """``unlock``: ``LockError`` when ``holder`` holds none."""
+        return Remote(self.locks.release(key, holder))
+
+    def is_locked(self, key: Key) -> Remote[bool]:
+        """``is_locked``."""
+        return Remote(_found(self.locks.state(key)))
+
+    # ------------------------------------------------------------------ listeners, stats
+    @flow
+    def add_entry_listener(
+        self, loop: asyncio.AbstractEventLoop | None, options: dict[str, Any]
+    ) -> Flow[OnMember, str]:
+        """``add_entry_listener`` (callbacks run on ``loop``; None: a peergrid thread)."""
+        unknown = {name: value for name, value in options.items() if name not in LISTENER_ARGS}
+        reject_unknown("add_entry_listener", unknown, LISTENER_ARGS)
+        registration = _registration(**options)
+        timeout = self.wait + self.node.config.timing.rpc_timeout
+        listener_id: str = yield OnMember(
+            add_listener(self.node, self.name, self.loads, registration, loop), timeout
+        )
+        return listener_id
+
+    @flow
+    def remove_entry_listener(self, listener_id: str) -> Flow[OnMember, bool]:
+        """``remove_entry_listener``: True if it was registered."""
+        removed: bool = yield self.on_member(remove_listener(self.node, self.name, listener_id))
+        return removed
+
+    @flow
+    def local_stats(self) -> Flow[OnMember, LocalMapStats]:
+        """``local_stats``."""
+        stats: LocalMapStats = yield self.on_member(_local_stats(self.node, self.name))
+        return stats
+
+    @flow
+    def stats(self) -> Flow[OnMember, MapStats]:
+        """``stats``: every member's, and their sum."""
+        stats: MapStats = yield self.on_member(cluster_stats(self.node, self.name))
+        return stats
+
+
+def _found(op: Op) -> Flow[Op, bool]:
+    return (yield op).found  # type: ignore[no-any-return]
+
+
+def _registration(
+    on_added: Callable[..., Any] | None = None,
+    on_updated: Callable[..., Any] | None = None,
+    on_removed: Callable[..., Any] | None = None,
+    on_expired: Callable[..., Any] | None = None,
+    on_evicted: Callable[..., Any] | None = None,
+    key: Key | None = None,
+    include_value: bool = True,
+    local: bool = False,
+    on_gap: Callable[[list[int]], Any] | None = None,
+) -> dict[str, Any]:
+    callbacks = {
+        kind: fn
+        for kind, fn in (
+            (EventKind.ADDED, on_added),
+            (EventKind.UPDATED, on_updated),
+            (EventKind.REMOVED, on_removed),
+            (EventKind.EXPIRED, on_expired),
+            (EventKind.EVICTED, on_evicted),
+        )
+        if fn is not None
+    }
+    if not callbacks:
+        raise ArgumentError(
+            "add_entry_listener needs at least one of on_added, on_updated, on_removed, "
+            "on_expired, on_evicted"
+        )
+    for fn in (*callbacks.values(), on_gap):
+        if fn is not None and not callable(fn):
+            raise ArgumentError(f"listener callbacks must be callable, got {fn!r}")
+    return {
+        "callbacks": callbacks,
+        "key": encode_key(key) if key is not None else None,
+        "include_value": bool(include_value),
+        "local": bool(local),
+        "on_gap": on_gap,
+    }
+
+
+async def add_listener(
+    node: Node,
+    name: str,
+    loads: Callable[[bytes], Any],
+    registration: dict[str, Any],
+    loop: asyncio.AbstractEventLoop | None,
+) -> str:
+    """Register a listener on the member's loop; wait until the event streams are up."""
+    hub = node.hub(name, loads)
+    fresh = not hub.listeners
+    listener = hub.add(loop=loop, **registration)
+    if fresh:
+        node.publisher.add_local(name, hub.on_local)
+    if not listener.local:
+        if not any(not other.local for other in hub.listeners.values() if other is not listener):
+            # Always with values: a later listener that wants them must not restart the streams
+            # (events in flight then are lost to every listener, and reported as a gap).
+            node.subscriptions.add(
+                name, hub, values=True, entries=True, heartbeat=node.config.timing.heartbeat_interval
+            )
+        if not await node.subscriptions.ready(name, node.config.timing.rpc_timeout * 2):
+            await remove_listener(node, name, listener.id)
+            raise OperationTimeoutError(
+                f"{name}.add_entry_listener: could not subscribe to every member's events in time"
+            )
+    return listener.id
+
+
+async def remove_listener(node: Node, name: str, listener_id: str) -> bool:
+    """Unregister a listener on the member's loop."""
+    hub = node.hubs.get(name)
+    if hub is None or hub.listeners.pop(listener_id, None) is None:
+        return False
+    if not hub.listeners:
+        node.publisher.remove_local(name, hub.on_local)
+        node.subscriptions.remove(name, hub)
+        del node.hubs[name]
+    elif not hub.wants_remote:
+        node.subscriptions.remove(name, hub)
+    return True
+
+
+async def _local_stats(node: Node, name: str) -> LocalMapStats:
+    return node.local_stats(name)
+
+
+async def cluster_stats(node: Node, name: str) -> MapStats:
+    """Every member's statistics of ``name`` (members that do not answer are left out)."""
+    members = node.membership.members.members
+    others = [m for m in members if m.uuid != node.uuid]
+
+    async def ask(address: str) -> dict[str, float] | None:
+        try:
+            return await node.replica_client(address).map_stats(name)
+        except PeerGridError:
+            return None
+
+    answers = await asyncio.gather(*(ask(m.address) for m in others))
+    per_member = {node.address: node.local_stats(name).as_dict()}
+    per_member.update({m.address: a for m, a in zip(others, answers, strict=True) if a is not None})
+    return aggregate(per_member)

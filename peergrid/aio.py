@@ -9,38 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import time
 import weakref
-from collections.abc import Callable, Coroutine, Generator, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from peergrid._flows import drive_async
-from peergrid._mapcore import MapCore
-from peergrid.config import GridConfig, MapConfig, reject_unknown
+from peergrid._flows import OnMember, Remote, drive_async
+from peergrid._mapcore import Caller, ListenerOptions, MapCore, map_config, recover_lost_partitions
+from peergrid.config import GridConfig, MapConfig
 from peergrid.errors import ArgumentError, ConfigError
-from peergrid.grid import cluster_safe, map_config
 from peergrid.invocation.invoker import Group
-from peergrid.locks import AsyncLockHandle, LockCalls, check_lease, check_timeout, task_holder
-from peergrid.map import (
-    _LISTENER_ARGS,
-    _listener_registration,
-    _local_stats,
-    add_listener,
-    cluster_stats,
-    recover_ops,
-    recovered,
-    remove_listener,
-)
-from peergrid.nearcache import MISS
+from peergrid.locks import AsyncLockHandle, check_lease, check_timeout, task_holder
+from peergrid.nearcache import Flight
 from peergrid.node import Node
-from peergrid.processors import INCREMENT, increment_args, processor_op, processor_ops
-from peergrid.protocol import Code, Member, Op, Result
+from peergrid.protocol import Member, Op, Result
 from peergrid.serialization import Key
 from peergrid.stats import LocalMapStats, MapStats
 
-_MARGIN = 1.0
+if TYPE_CHECKING:
+    from typing import Unpack
+
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -75,26 +63,38 @@ class _Handover:
             self._target.call_soon_threadsafe(_resolve, batch)
 
 
-class AsyncMap:
-    """A distributed map for asyncio code; see ``DistributedMap`` for the semantics."""
+class AsyncDriver:
+    """Runs operations' steps in the calling task; completions cross from the member's loop in
+    batches (``_Handover``)."""
 
-    def __init__(self, node: Node, name: str, config: MapConfig | None = None) -> None:
-        self._core = MapCore(node, name, config)
-        self._node = node
-        self.name = self._core.name
+    def __init__(self, caller: Caller) -> None:
+        self._caller = caller
+        self._node = caller.node
         self._handovers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Handover] = (
             weakref.WeakKeyDictionary()
         )
 
-    def __repr__(self) -> str:
-        return f"AsyncMap({self.name!r})"
+    async def do(self, outcome: Remote[T]) -> T:
+        """The value of an operation that needs steps: its flow, run in this task."""
+        return await drive_async(outcome.flow, self._step)
 
-    async def _run(self, op: Op) -> Result:
-        results = await self._run_all([op])
-        return results[0]
+    async def _step(self, step: Any) -> Any:
+        kind = step.__class__
+        if kind is Op:
+            return (await self._calls([step]))[0]
+        if kind is list:
+            return await self._calls(step)
+        if kind is Flight:  # another caller's fetch of the key: True once it ended
+            return await step.wait_async(self._caller.wait)
+        if kind is OnMember:
+            self._node.ensure_open()
+            future = asyncio.run_coroutine_threadsafe(step.coro, self._node.loop)
+            async with asyncio.timeout(step.timeout):
+                return await asyncio.wrap_future(future)
+        raise TypeError(f"not a step: {step!r}")
 
-    async def _run_all(self, ops: list[Op]) -> list[Result]:
-        core = self._core
+    async def _calls(self, ops: list[Op]) -> list[Result]:
+        caller = self._caller
         self._node.ensure_open()
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
@@ -102,220 +102,118 @@ class AsyncMap:
         if handover is None:
             handover = self._handovers[loop] = _Handover(loop, self._node.loop)
         group = Group(len(ops), lambda: handover.add(done))
-        calls = [core.call(op, group=group) for op in ops]
+        calls = [caller.call(op, group=group) for op in ops]
         self._node.invoker.start_many(calls)
         try:
-            async with asyncio.timeout(core.timeout + _MARGIN):
+            async with asyncio.timeout(caller.wait):
                 await done
         except TimeoutError:
-            raise core.timed_out(ops[0]) from None
-        return core.check_all(calls)
+            raise caller.timed_out(ops[0]) from None
+        return caller.check_all(calls)
 
-    async def _write(self, op: Op) -> Result:
-        core = self._core
-        started = time.perf_counter()
-        core.write_begins(op)
-        result = None
-        try:
-            result = await self._run(op)
-        finally:
-            core.write_ends(op, result)
-        core.wrote(started, op.code)
-        return result
+
+class AsyncMap:
+    """A distributed map for asyncio code; see ``DistributedMap`` for the semantics.
+
+    Every operation is the sync map's (``peergrid._mapcore``), its remote steps
+    awaited in the calling task. Owner-local reads and near-cache hits return
+    without any hop.
+    """
+
+    def __init__(self, node: Node, name: str, config: MapConfig | None = None, **core: Any) -> None:
+        self._core = MapCore(node, name, config, **core)
+        self._do = AsyncDriver(self._core).do
+        self.name = self._core.name
+
+    def __repr__(self) -> str:
+        return f"AsyncMap({self.name!r})"
 
     async def get(self, key: Key, default: Any = None) -> Any:
         """The value of ``key``, or ``default``."""
-        core = self._core
-        self._node.ensure_open()
-        started = time.perf_counter()
-        encoded, partition = core.key(key)
-        near = core.near
-        if near is not None:
-            cached = near.lookup(encoded)
-            if cached is not MISS:
-                core.got(started, True)
-                return cached
-        local, value = core.local_value(encoded, partition)
-        if local and (value is not None or core.store is None):
-            core.got(started, value is not None)
-            return default if value is None else core.loads(value)
-        shared = near.shared(encoded) if near is not None else None  # another caller is fetching it
-        if shared is not None and await shared.wait_async(core.timeout + _MARGIN):
-            core.got(started, shared.found)
-            return shared.value if shared.found else default
-        flight = near.begin(encoded) if near is not None else None
-        found, decoded, ok, version, ttl = False, None, False, 0, 0.0
-        try:
-            result = await self._run(Op(Code.GET, partition, self.name, encoded))
-            found, version, ttl = result.found, result.version, result.ttl
-            decoded = core.decoded(result)
-            ok = True
-        finally:
-            if near is not None and flight is not None:
-                near.end(encoded, partition, decoded, found, flight, ok, version, ttl)
-        core.got(started, found)
-        return decoded if found else default
+        outcome = self._core.get(key, default)
+        return outcome if outcome.__class__ is not Remote else await self._do(outcome)
 
     async def contains_key(self, key: Key) -> bool:
         """True when ``key`` has a live value."""
-        core = self._core
-        self._node.ensure_open()
-        encoded, partition = core.key(key)
-        if core.near is not None and core.near.lookup(encoded) is not MISS:
-            return True
-        local, value = core.local_value(encoded, partition)
-        if local and (value is not None or core.store is None):
-            return value is not None
-        return (await self._run(Op(Code.CONTAINS, partition, self.name, encoded))).found
+        outcome = self._core.contains_key(key)
+        return await self._do(outcome) if isinstance(outcome, Remote) else outcome
 
     async def get_all(self, keys: Iterable[Key]) -> dict[Key, Any]:
         """The live values of ``keys``: one RPC per owning member."""
-        self._node.ensure_open()
-        core = self._core
-        originals, ops, found = core.batch_ops(keys)
-        if not ops:
-            return found
-        flights = core.begin_fetches(ops)
-        results: list[Result] = []
-        try:
-            results = await self._run_all(ops)
-        finally:
-            core.end_fetches(ops, results, flights, originals, found)
-        return found
+        outcome = self._core.get_all(keys)
+        return await self._do(outcome) if isinstance(outcome, Remote) else outcome
 
     async def put(self, key: Key, value: Any, ttl: float | None = None, **unknown: Any) -> Any:
         """Store ``value``; return the previous value or None."""
-        reject_unknown("put", unknown, ("key", "value", "ttl"))
-        core = self._core
-        return core.decoded(
-            await self._write(core.keyed(Code.PUT, key, core.value(value), ttl=core.ttl(ttl)))
-        )
+        return await self._do(self._core.put(key, value, ttl, unknown))
 
     async def set(self, key: Key, value: Any, ttl: float | None = None, **unknown: Any) -> None:
         """Store ``value`` without returning the previous one."""
-        reject_unknown("set", unknown, ("key", "value", "ttl"))
-        core = self._core
-        await self._write(core.keyed(Code.SET, key, core.value(value), ttl=core.ttl(ttl)))
+        await self._do(self._core.set(key, value, ttl, unknown))
 
     async def put_if_absent(self, key: Key, value: Any, ttl: float | None = None, **unknown: Any) -> Any:
         """Store only if absent; return the existing value or None."""
-        reject_unknown("put_if_absent", unknown, ("key", "value", "ttl"))
-        core = self._core
-        op = core.keyed(Code.PUT_IF_ABSENT, key, core.value(value), ttl=core.ttl(ttl))
-        return core.decoded(await self._write(op))
+        return await self._do(self._core.put_if_absent(key, value, ttl, unknown))
 
     async def replace(self, key: Key, value: Any, ttl: float | None = None, **unknown: Any) -> Any:
         """Store only if present; return the previous value or None."""
-        reject_unknown("replace", unknown, ("key", "value", "ttl"))
-        core = self._core
-        op = core.keyed(Code.REPLACE, key, core.value(value), ttl=core.ttl(ttl))
-        return core.decoded(await self._write(op))
+        return await self._do(self._core.replace(key, value, ttl, unknown))
 
     async def replace_if_same(
         self, key: Key, old: Any, new: Any, ttl: float | None = None, **unknown: Any
     ) -> bool:
         """Store ``new`` only if the live value equals ``old``."""
-        reject_unknown("replace_if_same", unknown, ("key", "old", "new", "ttl"))
-        core = self._core
-        op = core.keyed(Code.REPLACE_IF_SAME, key, core.value(new), core.value(old), core.ttl(ttl))
-        return (await self._write(op)).found
+        return await self._do(self._core.replace_if_same(key, old, new, ttl, unknown))
 
     async def delete(self, key: Key) -> bool:
         """Remove ``key``; True if it had a live value."""
-        return (await self._write(self._core.keyed(Code.DELETE, key))).found
+        return await self._do(self._core.delete(key))
 
     async def put_all(self, mapping: Mapping[Key, Any], ttl: float | None = None, **unknown: Any) -> None:
         """Store every entry: one RPC per owning member, in parallel."""
-        reject_unknown("put_all", unknown, ("mapping", "ttl"))
-        self._node.ensure_open()
-        core = self._core
-        ops = core.put_ops(mapping, ttl)
-        if not ops:
-            return
-        for op in ops:
-            core.invalidate(op.key)
-        try:
-            await self._run_all(ops)
-        finally:
-            for op in ops:
-                core.invalidate(op.key)
-        core.counters.puts += len(ops)
+        await self._do(self._core.put_all(mapping, ttl, unknown))
 
     async def size(self) -> int:
         """Live entries in the whole map."""
-        return sum(r.count for r in await self._run_all(self._core.per_partition(Code.SIZE)))
+        return await self._do(self._core.size())
 
     async def flush(self) -> None:
         """Store every write still queued for this map's store (write-behind), on every owner."""
-        await self._run_all(self._core.per_partition(Code.FLUSH))
+        await self._do(self._core.flush())
 
     async def clear(self) -> None:
         """Remove every entry."""
-        near = self._core.near
-        if near is not None:
-            near.clear()
-        try:
-            await self._run_all(self._core.per_partition(Code.CLEAR))
-        finally:
-            if near is not None:
-                near.clear()
+        await self._do(self._core.clear())
 
     async def keys(self) -> list[Key]:
         """Every live key."""
-        return self._core.keys_of(await self._run_all(self._core.per_partition(Code.KEYS)))
+        return await self._do(self._core.keys())
 
     async def items(self) -> list[tuple[Key, Any]]:
         """Every live ``(key, value)`` pair."""
-        return self._core.entries(await self._run_all(self._core.per_partition(Code.ENTRIES)))
+        return await self._do(self._core.items())
 
     async def values(self) -> list[Any]:
         """Every live value."""
-        return [value for _, value in await self.items()]
+        return await self._do(self._core.values())
 
-    async def add_entry_listener(
-        self,
-        on_added: Callable[..., Any] | None = None,
-        on_updated: Callable[..., Any] | None = None,
-        on_removed: Callable[..., Any] | None = None,
-        on_expired: Callable[..., Any] | None = None,
-        on_evicted: Callable[..., Any] | None = None,
-        key: Key | None = None,
-        include_value: bool = True,
-        local: bool = False,
-        on_gap: Callable[[list[int]], Any] | None = None,
-        **unknown: Any,
-    ) -> str:
+    async def add_entry_listener(self, **options: Unpack[ListenerOptions]) -> str:
         """Like ``DistributedMap.add_entry_listener``; callbacks (plain or ``async def``) run on this loop."""
-        reject_unknown("add_entry_listener", unknown, _LISTENER_ARGS)
-        registration = _listener_registration(
-            on_added, on_updated, on_removed, on_expired, on_evicted, key, include_value, local, on_gap
-        )
-        loop = asyncio.get_running_loop()
-        return await self._on_member(
-            add_listener(self._node, self.name, self._core.loads, registration, loop)
-        )
+        return await self._do(self._core.add_entry_listener(asyncio.get_running_loop(), dict(options)))
 
     async def remove_entry_listener(self, listener_id: str) -> bool:
         """Stop a listener; True if it was registered."""
-        return await self._on_member(remove_listener(self._node, self.name, listener_id))
+        return await self._do(self._core.remove_entry_listener(listener_id))
 
     async def local_stats(self) -> LocalMapStats:
         """What this member holds of this map, and what it counted."""
-        return await self._on_member(_local_stats(self._node, self.name))
+        return await self._do(self._core.local_stats())
 
     async def stats(self) -> MapStats:
         """This map's statistics on every member, and their sum."""
-        return await self._on_member(cluster_stats(self._node, self.name))
-
-    async def _on_member(self, coro: Coroutine[Any, Any, T]) -> T:
-        self._node.ensure_open()
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._node.loop))
+        return await self._do(self._core.stats())
 
     # ------------------------------------------------------------------ compute: locks, entry processors
-    @functools.cached_property
-    def _locks(self) -> LockCalls:
-        return LockCalls(self._core)
-
     def lock(self, key: Key, lease: float | None = None, timeout: float | None = None) -> AsyncLockHandle:
         """``key``'s lock for the current task: ``async with m.lock(key) as token:``.
 
@@ -324,54 +222,35 @@ class AsyncMap:
         every other task and thread anywhere. See ``DistributedMap.lock``.
         """
         check_lease(lease)
-        return AsyncLockHandle(self, key, lease, check_timeout(timeout, allow_none=True))
-
-    async def _acquire(self, key: Key, timeout: float | None, lease: float | None) -> int | None:
-        return await drive_async(self._locks.acquire(key, task_holder(), timeout, lease), self._run)
+        wait = check_timeout(timeout, allow_none=True)
+        return AsyncLockHandle(
+            self.name, key, lambda: self._do(self._core.lock(key, task_holder(), wait, lease)), self.unlock
+        )
 
     async def try_lock(self, key: Key, timeout: float = 0.0, lease: float | None = None) -> int | None:
         """The lock for the current task if free within ``timeout`` seconds: its token, or None."""
-        return await self._acquire(key, check_timeout(timeout, allow_none=False), lease)
+        return await self._do(self._core.try_lock(key, task_holder(), timeout, lease))
 
     async def unlock(self, key: Key) -> None:
         """Release one hold by the current task; ``LockError`` (saying why) when it holds none."""
-        await drive_async(self._locks.release(key, task_holder()), self._run)
+        await self._do(self._core.unlock(key, task_holder()))
 
     async def is_locked(self, key: Key) -> bool:
         """True when some holder (anywhere) holds ``key``'s lock."""
-        return (await self._run(self._locks.state(key))).found
+        return await self._do(self._core.is_locked(key))
 
     async def execute_on_key(self, key: Key, processor: str, *args: Any) -> Any:
         """Run entry processor ``processor`` atomically on ``key``'s owner; see
         ``DistributedMap.execute_on_key``."""
-        core = self._core
-        op = processor_op(core, key, processor, args)
-        core.invalidate(op.key)
-        try:
-            result = await self._run(op)
-        finally:
-            core.invalidate(op.key)
-        return core.loads(result.value)
+        return await self._do(self._core.execute_on_key(key, processor, args))
 
     async def execute_on_keys(self, keys: Iterable[Key], processor: str, *args: Any) -> dict[Key, Any]:
         """Run ``processor`` on each key's owner in parallel; ``{key: result}``."""
-        core = self._core
-        ops, originals = processor_ops(core, keys, processor, args)
-        if not ops:
-            return {}
-        for op in ops:
-            core.invalidate(op.key)
-        try:
-            results = await self._run_all(ops)
-        finally:
-            for op in ops:
-                core.invalidate(op.key)
-        return {originals[op.key]: core.loads(r.value) for op, r in zip(ops, results, strict=True)}
+        return await self._do(self._core.execute_on_keys(keys, processor, args))
 
     async def increment(self, key: Key, delta: int = 1, ttl: float | None = None) -> int:
         """Add ``delta`` to the int counter at ``key``; see ``DistributedMap.increment``."""
-        delta, seconds = increment_args(delta, ttl)
-        return await self.execute_on_key(key, INCREMENT, delta, seconds)  # type: ignore[no-any-return]
+        return await self._do(self._core.increment(key, delta, ttl))
 
 
 class AsyncGrid:
@@ -448,7 +327,7 @@ class AsyncGrid:
             raise ArgumentError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
         node = self.node
         node.ensure_open()
-        future = asyncio.run_coroutine_threadsafe(cluster_safe(node, timeout), node.loop)
+        future = asyncio.run_coroutine_threadsafe(node.cluster_safe(timeout), node.loop)
         return await asyncio.wrap_future(future)
 
     def add_partition_lost_listener(self, listener: Callable[[int], None]) -> None:
@@ -457,8 +336,8 @@ class AsyncGrid:
 
     async def recover_lost_partitions(self) -> list[int]:
         """Serve every lost partition again, empty (see ``Grid.recover_lost_partitions``)."""
-        node = self.node
-        return recovered(await AsyncMap(node, "-")._run_all(recover_ops(node)))
+        caller = Caller(self.node, "grid")
+        return await AsyncDriver(caller).do(recover_lost_partitions(caller))
 
     async def shutdown(self) -> None:
         """Hand partitions over, leave and stop (safe to call twice)."""
@@ -494,4 +373,9 @@ class AsyncGrid:
         """
         from peergrid.cached import cached_async
 
-        return cached_async(self.node, map_name, ttl, timeout, claim_ttl)
+        node = self.node
+
+        def open_map() -> AsyncMap:
+            return AsyncMap(node, map_name, node.registry.configured(map_name), timeout=timeout, strict=True)
+
+        return cached_async(node, open_map, map_name, ttl, timeout, claim_ttl)

@@ -55,12 +55,9 @@ import msgpack
 from peergrid._flows import drive, drive_async
 from peergrid._mapcore import check_map_name
 from peergrid.errors import ArgumentError, LimitExceededError, OperationTimeoutError, SerializationError
-from peergrid.map import DistributedMap
 from peergrid.processors import RELEASE_CLAIM
-from peergrid.protocol import Op, Result
 
 if TYPE_CHECKING:
-    from peergrid.aio import AsyncMap
     from peergrid.node import Node
 
 log = logging.getLogger("peergrid.cached")
@@ -85,20 +82,6 @@ class CacheInfo:
     not answer in time."""
     uncacheable: int
     """Calls whose arguments (or result) the serializer cannot carry: run, never stored."""
-
-
-class _StrictMap(DistributedMap):
-    """The cache's map: each call waits exactly its deadline (no grace past it)."""
-
-    def __init__(self, node: Node, name: str, timeout: float) -> None:
-        super().__init__(node, name, node.registry.configured(name))
-        self._core.timeout = timeout
-
-    def _run(self, op: Op) -> Result:
-        core = self._core
-        call = core.call(op)
-        self._node.invoker.start(call)
-        return core.check(call.wait(core.timeout), op)
 
 
 class CachedCalls:
@@ -261,16 +244,22 @@ def check_options(map_name: str, ttl: object, timeout: object, claim_ttl: object
 
 
 def cached_sync(
-    node: Node, map_name: str, ttl: float | None, timeout: float, claim_ttl: float
+    node: Node,
+    open_map: Callable[[], Any],
+    map_name: str,
+    ttl: float | None,
+    timeout: float,
+    claim_ttl: float,
 ) -> Callable[[F], F]:
-    """The decorator behind ``Grid.cached``."""
+    """The decorator behind ``Grid.cached``; ``open_map()`` gives the cache's map, each call of
+    which waits exactly ``timeout`` (no grace past it)."""
     check_options(map_name, ttl, timeout, claim_ttl)
 
     def decorate(fn: F) -> F:
         if inspect.iscoroutinefunction(fn):
             raise ArgumentError(f"{fn.__qualname__} is async: decorate it with AsyncGrid.cached")
         calls = CachedCalls(fn, node, map_name, ttl, timeout, claim_ttl)
-        cache: list[_StrictMap] = []  # made on first use
+        cache: list[Any] = []  # made on first use
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -279,7 +268,7 @@ def cached_sync(
                 calls.uncached()
                 return fn(*args, **kwargs)
             if not cache:
-                cache.append(_StrictMap(node, map_name, timeout))
+                cache.append(open_map())
             handle = cache[0]
 
             def run(step: Step) -> Any:
@@ -296,16 +285,22 @@ def cached_sync(
 
 
 def cached_async(
-    node: Node, map_name: str, ttl: float | None, timeout: float, claim_ttl: float
+    node: Node,
+    open_map: Callable[[], Any],
+    map_name: str,
+    ttl: float | None,
+    timeout: float,
+    claim_ttl: float,
 ) -> Callable[[F], F]:
-    """The decorator behind ``AsyncGrid.cached`` (for ``async def`` functions)."""
+    """The decorator behind ``AsyncGrid.cached`` (for ``async def`` functions); ``open_map`` as
+    for ``cached_sync``, giving an ``AsyncMap``."""
     check_options(map_name, ttl, timeout, claim_ttl)
 
     def decorate(fn: F) -> F:
         if not inspect.iscoroutinefunction(fn):
             raise ArgumentError(f"{fn.__qualname__} is not async: decorate it with Grid.cached")
         calls = CachedCalls(fn, node, map_name, ttl, timeout, claim_ttl)
-        cache: list[AsyncMap] = []  # made on first use
+        cache: list[Any] = []  # made on first use
 
         @functools.wraps(fn)
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -314,7 +309,7 @@ def cached_async(
                 calls.uncached()
                 return await fn(*args, **kwargs)
             if not cache:
-                cache.append(_strict_async_map(node, map_name, timeout))
+                cache.append(open_map())
             handle = cache[0]
 
             async def run(step: Step) -> Any:
@@ -337,14 +332,6 @@ def cached_async(
 def _expose(wrapper: Any, calls: CachedCalls) -> None:
     wrapper.cache_info = calls.info
     wrapper.cache_key = lambda *args, **kwargs: calls.key(args, kwargs)
-
-
-def _strict_async_map(node: Node, name: str, timeout: float) -> AsyncMap:
-    from peergrid.aio import AsyncMap  # peergrid.aio imports this module
-
-    handle = AsyncMap(node, name, node.registry.configured(name))
-    handle._core.timeout = timeout  # each call's deadline; the caller bounds its wait to it too
-    return handle
 
 
 def _is_value(found: Any) -> bool:

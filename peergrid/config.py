@@ -11,11 +11,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import ipaddress
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from peergrid.errors import ConfigError
+from peergrid.errors import ArgumentError, ConfigError
 
 DiscoveryKind = Literal["static", "mdns"]
 
@@ -573,9 +574,16 @@ def _unknown(key: str, names: Sequence[str] | set[str], where: str) -> str:
     return f"{where}() got an unknown option {key!r}{suggestion} (known: {', '.join(sorted(names))})"
 
 
+def check_ttl(ttl: object) -> float:
+    """TTL seconds as the wire carries them (None: 0.0, no expiry), or ``ArgumentError``."""
+    if ttl is None:
+        return 0.0
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < math.inf:
+        raise ArgumentError(f"ttl must be a positive number of seconds (or None for no expiry), got {ttl!r}")
+    return float(ttl)
+
+
 def reject_unknown(where: str, unknown: Mapping[str, object], known: Sequence[str]) -> None:
     """Raise ``ArgumentError`` naming the first unknown keyword argument of a call."""
-    from peergrid.errors import ArgumentError
-
     for key in unknown:
         raise ArgumentError(_unknown(key, known, where))

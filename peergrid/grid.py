@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
-from peergrid._mapcore import check_map_name
-from peergrid.config import GridConfig, MapConfig
+from peergrid._mapcore import Caller, map_config, recover_lost_partitions
+from peergrid.config import GridConfig
 from peergrid.errors import ArgumentError, ConfigError
-from peergrid.map import DistributedMap, recover_ops, recovered, run_ops
+from peergrid.map import DistributedMap, SyncDriver
 from peergrid.node import Node
 from peergrid.partition import partition_of
 from peergrid.protocol import Member
@@ -106,7 +104,7 @@ class Grid:
         """
         if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout < 0:
             raise ArgumentError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
-        return bool(self._node.run(cluster_safe(self._node, timeout), timeout=timeout + 5))
+        return bool(self._node.run(self._node.cluster_safe(timeout), timeout=timeout + 5))
 
     def is_safe(self) -> bool:
         """True when, right now, every member reports nothing left to move."""
@@ -124,7 +122,8 @@ class Grid:
         to be empty. Call this once the loss is acknowledged (the data is gone,
         or will be reloaded); returns the partitions that serve again.
         """
-        return recovered(run_ops(self._node, recover_ops(self._node)))
+        caller = Caller(self._node, "grid")
+        return SyncDriver(caller).do(recover_lost_partitions(caller))
 
     def serve_metrics(self, port: int = 0, host: str = "127.0.0.1") -> int:
         """Serve this member's Prometheus metrics over HTTP; return the bound port.
@@ -182,49 +181,11 @@ class Grid:
         """
         from peergrid.cached import cached_sync
 
-        return cached_sync(self._node, map_name, ttl, timeout, claim_ttl)
+        node = self._node
 
+        def open_map() -> DistributedMap:
+            return DistributedMap(
+                node, map_name, node.registry.configured(map_name), timeout=timeout, strict=True
+            )
 
-def map_config(node: Node, name: str, options: dict[str, Any]) -> MapConfig:
-    """Build map ``name``'s configuration from ``options`` and register it on the member."""
-    check_map_name(name)
-    base = node.registry.configured(name) or node.config.maps.get(name)
-    config = MapConfig.from_options(name, base, **options)
-
-    async def configure() -> None:
-        node.configure_map(name, config)
-
-    node.run(configure(), timeout=10)
-    return config
-
-
-async def cluster_safe(node: Node, timeout: float, merging: bool = False) -> bool:
-    """Poll every member's safe state until all are safe at one list version (``merging``: the
-    merge asks, and another instance of the cluster answering does not count)."""
-    deadline = time.monotonic() + timeout
-    interval = node.config.timing.safe_poll_interval
-    while True:
-        if await _all_safe(node, merging):
-            return True
-        if time.monotonic() + interval > deadline:
-            return False
-        await asyncio.sleep(interval)
-
-
-async def _all_safe(node: Node, merging: bool) -> bool:
-    from peergrid.errors import PeerGridError
-
-    safe, version, _ = node.safe_state(merging)
-    if not safe:
-        return False
-    members = node.membership.members
-    others = [m for m in members.members if m.uuid != node.uuid]
-
-    async def ask(address: str) -> tuple[bool, int, str]:
-        try:
-            return await node.replica_client(address).safe_state()
-        except PeerGridError as exc:
-            return False, 0, str(exc)
-
-    states = await asyncio.gather(*(ask(m.address) for m in others))
-    return all(ok and v == version for ok, v, _ in states) and node.membership.members.version == version
+        return cached_sync(node, open_map, map_name, ttl, timeout, claim_ttl)

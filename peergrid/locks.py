@@ -28,20 +28,15 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Generator
+from collections.abc import Awaitable, Callable, Generator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from peergrid._flows import Flow
+from peergrid.config import Timing
 from peergrid.errors import ArgumentError, IndeterminateWriteError, LockError, PeerGridError
-from peergrid.invocation.compute import LockRequest
-from peergrid.protocol import Code, Op, Result
+from peergrid.protocol import Code, LockRequest, Op, Result
 from peergrid.serialization import Key
-
-if TYPE_CHECKING:
-    from peergrid._mapcore import MapCore
-    from peergrid.aio import AsyncMap
-    from peergrid.map import DistributedMap
 
 log = logging.getLogger("peergrid.locks")
 
@@ -163,18 +158,27 @@ _BOOK = _Book()
 class LockCalls:
     """Lock operations of one map on one member, as flows (see ``peergrid._flows``)."""
 
-    def __init__(self, core: MapCore) -> None:
-        self._core = core
-        self._member = core.node.uuid
-        self._timing = core.node.config.timing
+    def __init__(
+        self,
+        name: str,
+        member: str,
+        timing: Timing,
+        timeout: float,
+        key: Callable[[Key], tuple[bytes, int]],
+    ) -> None:
+        self._name = name
+        self._member = member
+        self._timing = timing
+        self._timeout = timeout  # how long an attempt of unknown outcome is sent again
+        self._key = key  # the encoded key and its partition
 
     def _where(self, encoded: bytes, holder: int) -> tuple[str, str, bytes, int]:
-        return (self._member, self._core.name, encoded, holder)
+        return (self._member, self._name, encoded, holder)
 
     def _op(self, code: int, key: Key, holder: int, lease: float = 0.0) -> Op:
-        encoded, partition = self._core.key(key)
+        encoded, partition = self._key(key)
         request = LockRequest(self._member, holder, _nonce())
-        return Op(code, partition, self._core.name, encoded, request.encode(), ttl=lease)
+        return Op(code, partition, self._name, encoded, request.encode(), ttl=lease)
 
     def _pauses(self) -> Generator[float, None, None]:
         pause = self._timing.lock_retry_initial
@@ -208,7 +212,7 @@ class LockCalls:
             # After an attempt of unknown outcome, "not held" means that attempt released it.
             _BOOK.released(where)
             return
-        raise LockError(f"{self._core.name}.unlock({key!r}): {_BOOK.lost(where, result.count)}")
+        raise LockError(f"{self._name}.unlock({key!r}): {_BOOK.lost(where, result.count)}")
 
     def _settled(self, op: Op) -> Generator[Op | float, Any, tuple[Result, bool]]:
         """Run ``op`` until its outcome is known; also whether an earlier attempt's was not.
@@ -224,7 +228,7 @@ class LockCalls:
             except IndeterminateWriteError:
                 now = time.monotonic()
                 unsure_since = unsure_since if unsure_since is not None else now
-                if now - unsure_since > self._core.timeout:
+                if now - unsure_since > self._timeout:
                     raise
                 yield float(self._timing.lock_retry_initial)
                 continue
@@ -234,15 +238,15 @@ class LockCalls:
                 # The resend was refused (quorum lost, the partition lost...): that says nothing
                 # of the earlier attempt, which may have been applied.
                 raise IndeterminateWriteError(
-                    f"{self._core.name}: a lock call's outcome is unknown (an attempt was sent, then "
+                    f"{self._name}: a lock call's outcome is unknown (an attempt was sent, then "
                     f"its resend failed: {exc}); the lock may or may not have changed"
                 ) from exc
             return result, unsure_since is not None
 
     def state(self, key: Key) -> Op:
         """The op asking whether ``key``'s lock is held."""
-        encoded, partition = self._core.key(key)
-        return Op(Code.LOCK_STATE, partition, self._core.name, encoded)
+        encoded, partition = self._key(key)
+        return Op(Code.LOCK_STATE, partition, self._name, encoded)
 
 
 # ---------------------------------------------------------------------- handles
@@ -253,19 +257,20 @@ class LockHandle:
     ``unlock()`` (from the same thread). ``token`` is the grant's fencing token.
     """
 
-    __slots__ = ("_key", "_map", "_released", "token")
+    __slots__ = ("_key", "_name", "_released", "_unlock", "token")
 
-    def __init__(self, owner: DistributedMap, key: Key, token: int) -> None:
-        self._map = owner
+    def __init__(self, name: str, key: Key, token: int, unlock: Callable[[Key], None]) -> None:
+        self._name = name
         self._key = key
         self.token = token
+        self._unlock = unlock
         self._released = False
 
     def unlock(self) -> None:
         """Release this hold (once); ``LockError`` when it was lost meanwhile."""
         if not self._released:
             self._released = True
-            self._map.unlock(self._key)
+            self._unlock(self._key)
 
     def __enter__(self) -> int:
         return self.token
@@ -276,28 +281,31 @@ class LockHandle:
         _exit(self.unlock, kind)
 
     def __repr__(self) -> str:
-        return f"LockHandle({self._map.name}[{self._key!r}], token={self.token})"
+        return f"LockHandle({self._name}[{self._key!r}], token={self.token})"
 
 
 class AsyncLockHandle:
     """``async with m.lock(key) as token:`` (acquires on entry, releases on exit), or
     ``token = await m.lock(key)`` (then ``await m.unlock(key)`` from the same task)."""
 
-    __slots__ = ("_key", "_lease", "_map", "_timeout", "token")
+    __slots__ = ("_acquire_in_task", "_key", "_name", "_unlock", "token")
 
-    def __init__(self, owner: AsyncMap, key: Key, lease: float | None, timeout: float | None) -> None:
-        self._map = owner
+    def __init__(
+        self,
+        name: str,
+        key: Key,
+        acquire: Callable[[], Awaitable[int]],
+        unlock: Callable[[Key], Awaitable[None]],
+    ) -> None:
+        self._name = name
         self._key = key
-        self._lease = lease
-        self._timeout = timeout
+        self._acquire_in_task = acquire  # called in the task that awaits: the holder
+        self._unlock = unlock
         self.token: int | None = None
 
     async def _acquire(self) -> int:
-        token = await self._map._acquire(self._key, self._timeout, self._lease)
-        if token is None:
-            raise LockError(f"{self._map.name}.lock({self._key!r}) was not acquired within {self._timeout}s")
-        self.token = token
-        return token
+        self.token = await self._acquire_in_task()
+        return self.token
 
     def __await__(self) -> Generator[Any, None, int]:
         return self._acquire().__await__()
@@ -309,13 +317,11 @@ class AsyncLockHandle:
         self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
     ) -> None:
         try:
-            await self._map.unlock(self._key)
+            await self._unlock(self._key)
         except LockError:
             if kind is None:
                 raise
-            log.warning(
-                "lock %s[%r] was lost before the block ended", self._map.name, self._key, exc_info=True
-            )
+            log.warning("lock %s[%r] was lost before the block ended", self._name, self._key, exc_info=True)
 
 
 def _exit(unlock: Any, kind: type[BaseException] | None) -> None:

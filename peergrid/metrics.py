@@ -9,13 +9,25 @@ scrape; nothing is computed on the grid's hot paths for them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
 from peergrid.errors import ConfigError
+from peergrid.stats import LocalMapStats
 
-if TYPE_CHECKING:
-    from peergrid.node import Node
+
+class Snapshot(NamedTuple):
+    """What one scrape reads of a member."""
+
+    member: str
+    """Its address."""
+    members: int
+    """Members it sees."""
+    owned: int
+    """Partitions it owns."""
+    maps: dict[str, LocalMapStats]
+    """Each map's statistics on it."""
+
 
 _COUNTERS = {
     "gets": "Gets by this member's callers",
@@ -33,17 +45,16 @@ _COUNTERS = {
 class _Collector:
     """Reads the member's statistics when Prometheus scrapes."""
 
-    def __init__(self, node: Node) -> None:
-        self._node = node
+    def __init__(self, read: Callable[[], Snapshot | None]) -> None:
+        self._read = read
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        node = self._node
-        if node.closed:
+        snapshot = self._read()
+        if snapshot is None:  # the member stopped
             return
-        member = node.address
-        stats = node.run(_all_stats(node), timeout=10)
+        member, stats = snapshot.member, snapshot.maps
         entries = GaugeMetricFamily(
             "peergrid_map_entries", "Live entries held", labels=["member", "map", "copy"]
         )
@@ -79,24 +90,17 @@ class _Collector:
             for counter, family in counters.items():
                 family.add_metric([member, name], getattr(s, counter))
         members = GaugeMetricFamily("peergrid_cluster_members", "Members this member sees", labels=["member"])
-        members.add_metric([member], len(node.membership.members.members))
+        members.add_metric([member], snapshot.members)
         owned = GaugeMetricFamily(
             "peergrid_partitions_owned", "Partitions this member owns", labels=["member"]
         )
-        owned.add_metric([member], len(node.manager.table.owned_by(node.uuid)))
+        owned.add_metric([member], snapshot.owned)
         yield from (entries, nbytes, latency, lag, near, members, owned, *counters.values())
 
 
-async def _all_stats(node: Node) -> dict[str, Any]:
-    names = set(node.counters) | set(node.near_caches)
-    for part in node.manager.parts:
-        if part is not None:
-            names.update(part.maps)
-    return {name: node.local_stats(name) for name in sorted(names)}
-
-
-def serve(node: Node, port: int, host: str) -> tuple[Any, int]:
-    """Start an HTTP server for the member's metrics; return (server, bound port)."""
+def serve(read: Callable[[], Snapshot | None], port: int, host: str) -> tuple[Any, int]:
+    """Start an HTTP server for a member's metrics (each scrape calls ``read``); return
+    (server, bound port)."""
     try:
         from prometheus_client import CollectorRegistry, start_http_server
     except ImportError as exc:
@@ -104,6 +108,6 @@ def serve(node: Node, port: int, host: str) -> tuple[Any, int]:
             "Prometheus metrics need the metrics extra: pip install 'peergrid[metrics]'"
         ) from exc
     registry = CollectorRegistry()
-    registry.register(_Collector(node))
+    registry.register(_Collector(read))
     server, _thread = start_http_server(port, addr=host, registry=registry)
     return server, int(server.server_port)

@@ -21,6 +21,7 @@ import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterable
 from typing import Any, ClassVar
 
+from peergrid import metrics
 from peergrid._loop import runtime
 from peergrid.cluster.discovery import Discovery
 from peergrid.cluster.membership import Membership, State
@@ -31,7 +32,7 @@ from peergrid.events.listeners import Dispatcher, ListenerHub
 from peergrid.events.model import EventBatch
 from peergrid.events.publisher import EventPublisher
 from peergrid.events.subscriptions import Subscriptions
-from peergrid.invocation.compute import ComputeOps
+from peergrid.invocation.compute import ComputeOps, WritePath
 from peergrid.invocation.executor import Executor
 from peergrid.invocation.invoker import Invoker
 from peergrid.invocation.merging import Merged, merge_back
@@ -102,7 +103,23 @@ class Node:
             self.counters_of,
             config.limits.store_threads,
         )
-        self.executor = Executor(
+        self.processors = ProcessorRegistry()
+
+        def compute_ops(writes: WritePath) -> ComputeOps:
+            return ComputeOps(
+                writes,
+                self.stores,
+                self.processors,
+                self.serializer,
+                self.registry,
+                self.manager,
+                self.owner,
+                self.current_members,
+                config.limits.max_value_bytes,
+                lambda: self.contributor,
+            )
+
+        self.executor: Executor = Executor(
             config,
             self.manager,
             self._table_version,
@@ -114,21 +131,9 @@ class Node:
             self.owner,
             self.stores,
             self.journal,
+            compute_ops,
         )
-        self.processors = ProcessorRegistry()
-        self.compute = ComputeOps(
-            self.executor,
-            self.stores,
-            self.processors,
-            self.serializer,
-            self.registry,
-            self.manager,
-            self.owner,
-            self.current_members,
-            config.limits.max_value_bytes,
-            lambda: self.contributor,
-        )
-        self.executor.compute = self.compute
+        self.compute: ComputeOps = self.executor.compute  # type: ignore[assignment]  # made by compute_ops
         self.invoker = Invoker(self, config.timing.retry_initial, config.timing.retry_max)
         self.subscriptions = Subscriptions(
             self.uuid,
@@ -211,9 +216,34 @@ class Node:
         return [*self.discovery.addresses(), *self.config.members]
 
     async def _settled(self) -> bool:
-        from peergrid.grid import cluster_safe  # grid builds on node
+        return await self.cluster_safe(0, merging=True)
 
-        return await cluster_safe(self, 0, merging=True)
+    async def cluster_safe(self, timeout: float, merging: bool = False) -> bool:
+        """Poll every member's safe state until all are safe at one list version (``merging``:
+        the merge asks, and another instance of the cluster answering does not count)."""
+        deadline = time.monotonic() + timeout
+        interval = self.config.timing.safe_poll_interval
+        while True:
+            if await self._all_safe(merging):
+                return True
+            if time.monotonic() + interval > deadline:
+                return False
+            await asyncio.sleep(interval)
+
+    async def _all_safe(self, merging: bool) -> bool:
+        safe, version, _ = self.safe_state(merging)
+        if not safe:
+            return False
+        others = [m for m in self.membership.members.members if m.uuid != self.uuid]
+
+        async def ask(address: str) -> tuple[bool, int, str]:
+            try:
+                return await self.replica_client(address).safe_state()
+            except PeerGridError as exc:
+                return False, 0, str(exc)
+
+        states = await asyncio.gather(*(ask(m.address) for m in others))
+        return all(ok and v == version for ok, v, _ in states) and self.membership.members.version == version
 
     def _orphaned(self) -> None:
         self.spawn(self._merge_into(None))
@@ -429,12 +459,26 @@ class Node:
 
     def serve_metrics(self, port: int, host: str) -> int:
         """Start this member's Prometheus endpoint (see ``peergrid.metrics``)."""
-        from peergrid.metrics import serve
-
         self.ensure_open()
-        server, bound = serve(self, port, host)
+        server, bound = metrics.serve(self._metrics_snapshot, port, host)
         self._metrics_servers.append(server)
         return bound
+
+    def _metrics_snapshot(self) -> metrics.Snapshot | None:
+        """What a scrape reads (on the scraper's thread: the maps' figures come from the loop)."""
+        if self.closed:
+            return None
+
+        async def all_stats() -> dict[str, LocalMapStats]:
+            names = set(self.counters) | set(self.near_caches)
+            for part in self.manager.parts:
+                if part is not None:
+                    names.update(part.maps)
+            return {name: self.local_stats(name) for name in sorted(names)}
+
+        maps = self.run(all_stats(), timeout=10)
+        owned = len(self.manager.table.owned_by(self.uuid))
+        return metrics.Snapshot(self.address, len(self.membership.members.members), owned, maps)
 
     def ensure_open(self) -> None:
         """Raise ``GridClosedError`` after shutdown."""

@@ -29,20 +29,16 @@ I/O, no locks, no calls to the grid).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from peergrid.errors import ArgumentError
-from peergrid.protocol import Code, Op
+from peergrid.protocol import MAX_NAME
 from peergrid.serialization import Key
-
-if TYPE_CHECKING:
-    from peergrid._mapcore import MapCore
 
 Processor = Callable[..., Any]
 F = TypeVar("F", bound=Processor)
 
-MAX_NAME = 255
 RESERVED_PREFIX = "peergrid."  # built-in processors; users' names may not start with it
 INCREMENT = "peergrid.increment"
 RELEASE_CLAIM = "peergrid.cached.release"  # @cached: drop a computing marker if it is still ours
@@ -199,40 +195,3 @@ def _release_claim(entry: Entry, marker: list[Any]) -> bool:
 
 _process_wide[INCREMENT] = _increment
 _process_wide[RELEASE_CLAIM] = _release_claim
-
-
-# ---------------------------------------------------------------------- the caller's side
-def processor_op(core: MapCore, key: Key, processor: str, args: tuple[Any, ...]) -> Op:
-    """The EXECUTE op running ``processor(entry, *args)`` on ``key``'s owner."""
-    name = check_name(processor)
-    return core.keyed(Code.EXECUTE, key, core.value(list(args)), name.encode())
-
-
-def processor_ops(
-    core: MapCore, keys: Iterable[Key], processor: str, args: tuple[Any, ...]
-) -> tuple[list[Op], dict[bytes, Key]]:
-    """EXECUTE ops for every distinct key, and the caller's key of each encoded one."""
-    name = check_name(processor).encode()
-    value = core.value(list(args))  # serialized once for every key
-    ops: list[Op] = []
-    originals: dict[bytes, Key] = {}
-    for key in keys:
-        encoded, partition = core.key(key)
-        if encoded not in originals:
-            originals[encoded] = key
-            ops.append(Op(Code.EXECUTE, partition, core.name, encoded, value, name))
-    return ops, originals
-
-
-def check_ttl(ttl: object) -> float:
-    """A positive, finite number of seconds, or ``ArgumentError``."""
-    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < float("inf"):
-        raise ArgumentError(f"ttl must be a positive number of seconds (or None), got {ttl!r}")
-    return float(ttl)
-
-
-def increment_args(delta: object, ttl: object) -> tuple[int, float | None]:
-    """Checked arguments of ``increment``."""
-    if isinstance(delta, bool) or not isinstance(delta, int):
-        raise ArgumentError(f"increment takes an int delta, got {delta!r}")
-    return delta, (check_ttl(ttl) if ttl is not None else None)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, replace
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+import msgpack
 
 
 class Code:
@@ -382,3 +384,34 @@ class Chunk:
     list_version: int = 0
     sender: str = ""
     restore: bool = False  # a merging member's copy, for an owner that lost the partition
+
+
+class LockRequest(NamedTuple):
+    """Who asks, in a LOCK or UNLOCK op's value."""
+
+    member: str  # the holder's member uuid
+    holder: int  # the thread's or task's serial on that member
+    nonce: int  # one per lock()/unlock() call: its retries are recognised
+
+    def encode(self) -> bytes:
+        """The op value."""
+        return msgpack.packb(list(self), use_bin_type=True)  # type: ignore[no-any-return]
+
+    @classmethod
+    def decode(cls, data: bytes) -> LockRequest:
+        """Parse an op value from a peer; ``ValueError`` when malformed."""
+        member, holder, nonce = unpack_fields(data, 3)
+        if not isinstance(member, str) or not isinstance(holder, int) or not isinstance(nonce, int):
+            raise ValueError("a lock request is [member uuid, holder id, nonce]")  # noqa: TRY004 - wire data
+        return cls(member, holder, nonce)
+
+
+def unpack_fields(data: bytes, size: int) -> list[Any]:
+    """A msgpack list of ``size`` fields from a peer; ``ValueError`` when malformed."""
+    try:
+        fields = msgpack.unpackb(data, raw=False)
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise ValueError(f"not msgpack: {exc}") from exc
+    if not isinstance(fields, list) or len(fields) != size:
+        raise ValueError(f"expected a list of {size} fields")
+    return fields

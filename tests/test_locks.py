@@ -23,7 +23,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 import peergrid
 from peergrid import Timing
 from peergrid.invocation.compute import LOCKS_PREFIX, LockRecord, LockRequest
-from peergrid.locks import LockCalls, _Book, check_lease, check_timeout, task_holder, thread_holder
+from peergrid.locks import _Book, check_lease, check_timeout, task_holder, thread_holder
 from peergrid.partition import partition_of
 from peergrid.protocol import Member, MemberList, Op
 from peergrid.serialization import encode_key
@@ -498,7 +498,7 @@ def test_a_refused_resend_after_an_unknown_outcome_is_indeterminate() -> None:
     # The first LOCK attempt's outcome is unknown (its owner failed mid-call); the resend is
     # refused (the member lost quorum). The lock may have been granted: not a definite failure.
     with cluster(1) as grids:
-        calls = LockCalls(grids[0].get_map("locks")._core)
+        calls = grids[0].get_map("locks")._core.locks
         flow = calls.acquire("k", holder=1, timeout=1.0, lease=None)
         assert isinstance(next(flow), Op)
         assert isinstance(flow.throw(peergrid.IndeterminateWriteError("owner died")), float)  # a pause

@@ -28,19 +28,19 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import msgpack
 
+from peergrid.config import check_ttl
 from peergrid.errors import PeerGridError
-from peergrid.processors import INCREMENT, Entry, ProcessorRegistry, check_ttl
-from peergrid.protocol import Code, MemberList, Op, Result, Status
+from peergrid.processors import INCREMENT, Entry, ProcessorRegistry
+from peergrid.protocol import Code, LockRequest, MemberList, Op, Result, Status, unpack_fields
 from peergrid.serialization import Serializer, decode_key
 from peergrid.storage import Partition
 from peergrid.storage.registry import MapRegistry
 
 if TYPE_CHECKING:
-    from peergrid.invocation.executor import Executor
     from peergrid.invocation.owner import OwnerWrites
     from peergrid.invocation.stores import StoreOps
     from peergrid.replication import PartitionManager
@@ -55,26 +55,6 @@ LOCKS_PREFIX = "__peergrid.locks."
 def lock_map(name: str) -> str:
     """The internal map holding the locks of map ``name``."""
     return LOCKS_PREFIX + name
-
-
-class LockRequest(NamedTuple):
-    """Who asks, in a LOCK or UNLOCK op's value."""
-
-    member: str  # the holder's member uuid
-    holder: int  # the thread's or task's serial on that member
-    nonce: int  # one per lock()/unlock() call: its retries are recognised
-
-    def encode(self) -> bytes:
-        """The op value."""
-        return msgpack.packb(list(self), use_bin_type=True)  # type: ignore[no-any-return]
-
-    @classmethod
-    def decode(cls, data: bytes) -> LockRequest:
-        """Parse an op value from a peer; ``ValueError`` when malformed."""
-        member, holder, nonce = _unpack(data, 3)
-        if not isinstance(member, str) or not isinstance(holder, int) or not isinstance(nonce, int):
-            raise ValueError("a lock request is [member uuid, holder id, nonce]")  # noqa: TRY004 - wire data
-        return cls(member, holder, nonce)
 
 
 class LockRecord(NamedTuple):
@@ -93,7 +73,7 @@ class LockRecord(NamedTuple):
     @classmethod
     def decode(cls, data: bytes) -> LockRecord:
         """Parse a stored record; ``ValueError`` when malformed."""
-        member, holder, holds, token, nonce = _unpack(data, 5)
+        member, holder, holds, token, nonce = unpack_fields(data, 5)
         if not isinstance(member, str) or not all(isinstance(n, int) for n in (holder, holds, token, nonce)):
             raise ValueError("a lock record is [member uuid, holder id, holds, token, nonce]")
         return cls(member, holder, holds, token, nonce)
@@ -103,14 +83,18 @@ class LockRecord(NamedTuple):
         return self.member == request.member and self.holder == request.holder
 
 
-def _unpack(data: bytes, size: int) -> list[Any]:
-    try:
-        fields = msgpack.unpackb(data, raw=False)
-    except (ValueError, msgpack.UnpackException) as exc:
-        raise ValueError(f"not msgpack: {exc}") from exc
-    if not isinstance(fields, list) or len(fields) != size:
-        raise ValueError(f"expected a list of {size} fields")
-    return fields
+class WritePath(Protocol):
+    """The owner's write path (``Executor``) as compute ops use it."""
+
+    def admit(self, op: Op, caller_version: int) -> Partition | Result:
+        """The partition to run ``op`` on, or the result refusing it."""
+        ...
+
+    def apply_write(
+        self, part: Partition, op: Op, delta: tuple[str, int] | None = None
+    ) -> Result | asyncio.Future[Result]:
+        """Run a computed map write on ``part`` like any write."""
+        ...
 
 
 class ComputeOps:
@@ -118,7 +102,7 @@ class ComputeOps:
 
     def __init__(
         self,
-        executor: Executor,
+        executor: WritePath,
         stores: StoreOps,
         processors: ProcessorRegistry,
         serializer: Serializer,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from peergrid.config import GridConfig
 from peergrid.events.publisher import EventPublisher
@@ -36,8 +36,18 @@ from peergrid.storage import ops as storage_ops
 from peergrid.storage.records import RecordStore
 from peergrid.storage.registry import MapRegistry
 
-if TYPE_CHECKING:
-    from peergrid.invocation.compute import ComputeOps
+
+class Compute(Protocol):
+    """Entry processors and locks, as the executor hands them their ops."""
+
+    def execute(self, op: Op, caller_version: int) -> Result | asyncio.Future[Result]:
+        """Run one checked compute op."""
+
+    def add(
+        self, part: Partition, name: str, key: bytes, amount: int, contributor: str
+    ) -> Result | asyncio.Future[Result]:
+        """Add ``amount`` to the counter at ``key``, counted as ``contributor``'s."""
+
 
 READ_THROUGH = frozenset({Code.GET, Code.CONTAINS})
 _REFILLS = frozenset({Code.SET, Code.PUT})  # writes whose value a near cache may hold after the ack
@@ -69,6 +79,7 @@ class Executor:
         owner: OwnerWrites,
         stores: StoreOps,
         window: journal.Window,
+        compute: Callable[[Executor], Compute],
     ) -> None:
         self._window = window
         self._stores = stores
@@ -82,7 +93,7 @@ class Executor:
         self._has_quorum = has_quorum
         self._has_lease = has_lease
         self._equal = values_equal
-        self.compute: ComputeOps | None = None  # entry processors and locks (set by the node)
+        self.compute = compute(self)  # entry processors and locks, on this write path
 
     def check(self, op: Op) -> str | None:
         """Why ``op`` is malformed or over a limit, or None."""
@@ -114,7 +125,7 @@ class Executor:
         problem = self.check(op)
         if problem is not None:
             return Result(Status.INVALID, message=problem)
-        if op.code in COMPUTE and self.compute is not None:
+        if op.code in COMPUTE:
             return self.compute.execute(op, caller_version)
         if op.code == Code.BACKUP:
             return Result(
@@ -300,7 +311,7 @@ class Executor:
         it): add what this side does not count yet, if it did not set or delete the key
         meanwhile (then every increment of both sides counts once), by the map's policy; None
         when nothing is added (or the value here is no int counter)."""
-        if policy == "discard" or self.compute is None:
+        if policy == "discard":
             return None
         store = part.maps.get(op.map)
         present = store is not None and store.peek(change.key) is not None

@@ -22,14 +22,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from peergrid.config import GridConfig
 from peergrid.partition import PartitionTable
 from peergrid.protocol import Code, Effect, Op, Result, Status
 
-if TYPE_CHECKING:
-    from peergrid.replication.manager import PartitionManager
+Repair = Callable[[int, str], "asyncio.Task[int]"]
+"""Send partition ``p`` whole to backup ``uuid``; the task's result is the version it holds then."""
 
 log = logging.getLogger("peergrid.replication")
 
@@ -107,11 +107,11 @@ class _Once:
 class Replicator:
     """Ships writes to backups and tracks which backups are in sync. Loop thread only."""
 
-    def __init__(self, config: GridConfig, cluster: Cluster, manager: PartitionManager) -> None:
+    def __init__(self, config: GridConfig, cluster: Cluster, repair: Repair) -> None:
         self._config = config
         self._sync_count = config.backup_count
         self._cluster = cluster
-        self._manager = manager
+        self._sync_backup = repair
         self._table = PartitionTable(0, ())
         self._synced: dict[int, set[str]] = {}  # p -> backups known to hold the owner's version
         self._applied: dict[tuple[int, str], int] = {}  # (p, backup) -> highest version it acknowledged
@@ -278,7 +278,7 @@ class Replicator:
         self.mark_unsure(send.op.partition, send.uuid)
         if send.waiter is None:
             if result.status == Status.GAP:
-                self._manager.sync_backup(send.op.partition, send.uuid)
+                self._sync_backup(send.op.partition, send.uuid)
             return
         task = self._cluster.loop.create_task(self._repair(send, result))
         self._tasks.add(task)
@@ -295,7 +295,7 @@ class Replicator:
         delay = self._config.timing.retry_initial
         while waiter in self._waiters and self._still_backup(p, uuid):
             if result.status == Status.GAP:
-                synced = await self._manager.sync_backup(p, uuid)
+                synced = await self._sync_backup(p, uuid)
                 if synced >= send.op.version:
                     return  # mark_synced acked it
                 if synced < 0:

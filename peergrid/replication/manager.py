@@ -98,7 +98,7 @@ class PartitionManager:
         #: Application threads read it without a lock: replacing a list slot is atomic.
         self.readable: list[Partition | None] = [None] * count
         self.lost: set[int] = set()
-        self.replicator = Replicator(config, cluster, self)
+        self.replicator = Replicator(config, cluster, repair=self.sync_backup)
         self._holders: dict[int, set[str]] = {}  # p -> non-replica members seen holding a copy
         self._sync_job: asyncio.Task[None] | None = None
         self._backup_jobs: dict[tuple[int, str], asyncio.Task[int]] = {}
