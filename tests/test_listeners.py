@@ -39,11 +39,11 @@ class Recorder:
         return dict.fromkeys(("on_added", "on_updated", "on_removed", "on_expired", "on_evicted"), self)
 
 
-def test_every_kind_of_event_from_every_member() -> None:
+def test_every_kind_of_event_from_every_member(api) -> None:
     with cluster(3, maps={"ev": MapConfig(max_entries=1000, eviction="lru")}) as grids:
         seen = Recorder()
-        listener = grids[0].get_map("ev").add_entry_listener(**seen.callbacks(), on_gap=seen.gap)
-        m = grids[2].get_map("ev")
+        listener = api.map(grids[0], "ev").add_entry_listener(**seen.callbacks(), on_gap=seen.gap)
+        m = api.map(grids[2], "ev")
         keys = [f"k{i}" for i in range(30)]  # spread over every member's partitions
         for key in keys:
             m.put(key, 1)
@@ -59,20 +59,20 @@ def test_every_kind_of_event_from_every_member() -> None:
         assert removed.old_value == 2
         assert seen.kinds("ttl") == ["added", "expired"]
         assert not seen.gaps
-        assert grids[0].get_map("ev").remove_entry_listener(listener)
-        assert not grids[0].get_map("ev").remove_entry_listener(listener)
+        assert api.map(grids[0], "ev").remove_entry_listener(listener)
+        assert not api.map(grids[0], "ev").remove_entry_listener(listener)
         m.put("after", 1)
         m.delete("after")
         assert seen.kinds("after") == []
 
 
-def test_evicted_events_and_key_filters_and_no_values() -> None:
+def test_evicted_events_and_key_filters_and_no_values(api) -> None:
     with cluster(2, maps={"small": MapConfig(max_entries=10)}) as grids:
         evicted = Recorder()
         only_k1 = Recorder()
-        grids[1].get_map("small").add_entry_listener(on_evicted=evicted, include_value=False)
-        grids[1].get_map("small").add_entry_listener(on_added=only_k1, on_updated=only_k1, key="k1")
-        m = grids[0].get_map("small")
+        api.map(grids[1], "small").add_entry_listener(on_evicted=evicted, include_value=False)
+        api.map(grids[1], "small").add_entry_listener(on_added=only_k1, on_updated=only_k1, key="k1")
+        m = api.map(grids[0], "small")
         for i in range(60):
             m.set(f"k{i}", i)
         m.set("k1", "again")
@@ -82,11 +82,11 @@ def test_evicted_events_and_key_filters_and_no_values() -> None:
         assert all(e.key == "k1" for e in only_k1.events)
 
 
-def test_local_listeners_hear_only_of_entries_this_member_owns() -> None:
+def test_local_listeners_hear_only_of_entries_this_member_owns(api) -> None:
     with cluster(2) as grids:
         local = Recorder()
-        grids[0].get_map("loc").add_entry_listener(on_added=local, local=True)
-        m = grids[1].get_map("loc")
+        api.map(grids[0], "loc").add_entry_listener(on_added=local, local=True)
+        m = api.map(grids[1], "loc")
         keys = [f"k{i}" for i in range(40)]
         for key in keys:
             m.set(key, 1)
@@ -95,13 +95,13 @@ def test_local_listeners_hear_only_of_entries_this_member_owns() -> None:
         assert sorted(e.key for e in local.events) == sorted(mine)
 
 
-def test_a_listener_keeps_receiving_after_the_owner_dies_and_reports_the_gap() -> None:
+def test_a_listener_keeps_receiving_after_the_owner_dies_and_reports_the_gap(api) -> None:
     with cluster(3) as grids:
         seen = Recorder()
-        grids[0].get_map("f").add_entry_listener(on_added=seen, on_updated=seen, on_gap=seen.gap)
+        api.map(grids[0], "f").add_entry_listener(on_added=seen, on_updated=seen, on_gap=seen.gap)
         victim = grids[1]
         keys = [f"k{i}" for i in range(60) if grids[0].owner_of(f"k{i}").uuid == victim.uuid][:5]
-        m = grids[2].get_map("f")
+        m = api.map(grids[2], "f")
         for key in keys:
             m.set(key, 1)
         wait_for(lambda: len(seen.events) == len(keys), 5)
@@ -143,9 +143,9 @@ def test_async_callbacks_run_on_the_registering_loop() -> None:
     asyncio.run(main())
 
 
-def test_listener_arguments_are_checked() -> None:
+def test_listener_arguments_are_checked(api) -> None:
     with cluster(1) as grids:
-        m = grids[0].get_map("x")
+        m = api.map(grids[0], "x")
         with pytest.raises(peergrid.ArgumentError, match="at least one"):
             m.add_entry_listener()
         with pytest.raises(peergrid.ArgumentError, match="callable"):
@@ -154,14 +154,14 @@ def test_listener_arguments_are_checked() -> None:
             m.add_entry_listener(on_add=print)
 
 
-def test_a_failing_callback_does_not_stop_the_others(caplog) -> None:
+def test_a_failing_callback_does_not_stop_the_others(api, caplog) -> None:
     with cluster(1) as grids:
         seen = Recorder()
 
         def boom(event: peergrid.EntryEvent) -> None:
             raise RuntimeError("listener bug")
 
-        m = grids[0].get_map("boom")
+        m = api.map(grids[0], "boom")
         m.add_entry_listener(on_added=boom)
         m.add_entry_listener(on_added=seen)
         m.set("a", 1)
@@ -202,12 +202,12 @@ class DispatchNow:
         callback(*args)  # type: ignore[operator]
 
 
-def test_listeners_with_and_without_values_each_get_what_they_asked_for() -> None:
+def test_listeners_with_and_without_values_each_get_what_they_asked_for(api) -> None:
     with cluster(2) as grids:
         bare, full = Recorder(), Recorder()
-        grids[0].get_map("iv").add_entry_listener(**bare.callbacks(), include_value=False)
-        grids[0].get_map("iv").add_entry_listener(**full.callbacks(), include_value=True)
-        m = grids[1].get_map("iv")
+        api.map(grids[0], "iv").add_entry_listener(**bare.callbacks(), include_value=False)
+        api.map(grids[0], "iv").add_entry_listener(**full.callbacks(), include_value=True)
+        m = api.map(grids[1], "iv")
         keys = [f"k{i}" for i in range(6)]  # on both members
         for key in keys:
             m.put(key, "v1")
@@ -223,14 +223,14 @@ def test_listeners_with_and_without_values_each_get_what_they_asked_for() -> Non
             ]
 
 
-def test_adding_a_listener_loses_no_event_of_the_others() -> None:
+def test_adding_a_listener_loses_no_event_of_the_others(api) -> None:
     """A second listener (wanting values the first did not) does not restart the event
     streams: the first one's events keep flowing, with no gap."""
     with cluster(2) as grids:
         first, second = Recorder(), Recorder()
-        m0 = grids[0].get_map("rg")
+        m0 = api.map(grids[0], "rg")
         m0.add_entry_listener(**first.callbacks(), include_value=False, on_gap=first.gap)
-        writer = grids[1].get_map("rg")
+        writer = api.map(grids[1], "rg")
         stop = threading.Event()
         written = []
 
@@ -254,13 +254,13 @@ def test_adding_a_listener_loses_no_event_of_the_others() -> None:
         assert not first.gaps
 
 
-def test_write_behind_maps_send_one_event_per_change() -> None:
+def test_write_behind_maps_send_one_event_per_change(api) -> None:
     """A write-behind map's queue entries travel with each write; they are not the map's events."""
     config = {"wb": MapConfig(store=DictStore(), write_behind=peergrid.WriteBehindConfig(delay=60))}
     with cluster(2, maps=config) as grids:
         seen = Recorder()
-        grids[0].get_map("wb").add_entry_listener(**seen.callbacks())
-        m = grids[1].get_map("wb")
+        api.map(grids[0], "wb").add_entry_listener(**seen.callbacks())
+        m = api.map(grids[1], "wb")
         m.put("a", 1)
         m.put("a", 2)
         m.delete("a")
@@ -277,16 +277,16 @@ def test_write_behind_maps_send_one_event_per_change() -> None:
         ]
 
 
-def test_a_listener_dropped_with_its_closed_loop_leaves_no_duplicate_delivery() -> None:
+def test_a_listener_dropped_with_its_closed_loop_leaves_no_duplicate_delivery(api) -> None:
     with cluster(2) as grids:
-        m0 = grids[0].get_map("cl")
+        m0 = api.map(grids[0], "cl")
         events: list[object] = []
 
         async def register() -> None:
             await AsyncMap(grids[0]._node, "cl").add_entry_listener(on_added=events.append)
 
         asyncio.run(register())  # its loop is closed when run() returns
-        writer = grids[1].get_map("cl")
+        writer = api.map(grids[1], "cl")
         writer.put("first", 1)  # the hub finds the loop closed and drops the listener
         wait_for(lambda: not grids[0]._node.hubs["cl"].listeners, 10, message="the listener dropped")
         seen = Recorder()

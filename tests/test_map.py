@@ -9,8 +9,8 @@ from peergrid.testing import cluster
 from tests.conftest import wait_for
 
 
-def test_every_operation_through_every_member(grids3, name) -> None:
-    ma, mb, mc = (g.get_map(name) for g in grids3)
+def test_every_operation_through_every_member(api, grids3, name) -> None:
+    ma, mb, mc = (api.map(g, name) for g in grids3)
     assert ma.put("k", {"n": 1}) is None
     assert mb.put("k", {"n": 2}) == {"n": 1}
     assert mc.get("k") == {"n": 2}
@@ -57,10 +57,10 @@ def test_mapping_protocol(grids3, name) -> None:
     assert len(m) == 0
 
 
-def test_keys_of_every_type_and_equal_values(grids3, name) -> None:
-    m = grids3[1].get_map(name)
+def test_keys_of_every_type_and_equal_values(api, grids3, name) -> None:
+    m = api.map(grids3[1], name)
     m.put_all({"1": "str", b"1": "bytes", 1: "int", -5: "neg"})
-    other = grids3[0].get_map(name)
+    other = api.map(grids3[0], name)
     assert other.get_all(["1", b"1", 1, -5, 99]) == {"1": "str", b"1": "bytes", 1: "int", -5: "neg"}
     # replace_if_same compares values, not their encodings.
     m.put("d", {"a": 1, "b": 2})
@@ -68,23 +68,23 @@ def test_keys_of_every_type_and_equal_values(grids3, name) -> None:
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 4, 5])
-def test_entries_spread_over_every_member_and_read_from_each(size: int) -> None:
+def test_entries_spread_over_every_member_and_read_from_each(api, size: int) -> None:
     with cluster(size) as grids:
-        grids[0].get_map("spread").put_all({f"k{i}": i for i in range(600)})
+        api.map(grids[0], "spread").put_all({f"k{i}": i for i in range(600)})
         for grid in grids:
-            m = grid.get_map("spread")
+            m = api.map(grid, "spread")
             assert m.get_all([f"k{i}" for i in range(600)]) == {f"k{i}": i for i in range(600)}
             assert m.get(f"k{size}") == size
-        stats = [g.get_map("spread").local_stats() for g in grids]
+        stats = [api.map(g, "spread").local_stats() for g in grids]
         assert sum(s.owned_entries for s in stats) == 600
         assert sum(s.backup_entries for s in stats) == 600 * min(1, size - 1)
         if size > 1:
             assert all(s.owned_entries > 0 for s in stats)
 
 
-def test_owner_local_reads_need_no_rpc(grids3, name) -> None:
+def test_owner_local_reads_need_no_rpc(api, grids3, name) -> None:
     a = grids3[0]
-    m = a.get_map(name)
+    m = api.map(a, name)
     mine = next(f"k{i}" for i in range(1000) if a.owner_of(f"k{i}").uuid == a.uuid)
     m.put(mine, "here")
     frames = sum(p.frames_sent for p in a._node._pipes.values())
@@ -93,9 +93,9 @@ def test_owner_local_reads_need_no_rpc(grids3, name) -> None:
     assert sum(p.frames_sent for p in a._node._pipes.values()) == frames
 
 
-def test_get_all_and_put_all_send_one_frame_per_owning_member(grids3, name) -> None:
+def test_get_all_and_put_all_send_one_frame_per_owning_member(api, grids3, name) -> None:
     a = grids3[0]
-    m = a.get_map(name)
+    m = api.map(a, name)
     keys = [f"k{i}" for i in range(300)]
     m.put_all(dict.fromkeys(keys, 1))
     before = {uuid: p.frames_sent for uuid, p in a._node._pipes.items()}
@@ -106,26 +106,26 @@ def test_get_all_and_put_all_send_one_frame_per_owning_member(grids3, name) -> N
     assert all(sent[uuid] == 1 for uuid in owners)
 
 
-def test_ttl_expires_everywhere_and_is_swept(grids3, name) -> None:
+def test_ttl_expires_everywhere_and_is_swept(api, grids3, name) -> None:
     a, b, c = grids3
-    m = a.get_map(name)
+    m = api.map(a, name)
     m.put("short", "v", ttl=0.3)
     m.set("long", "v", ttl=60)
     m.put("forever", "v")
-    assert c.get_map(name).get("short") == "v"
-    wait_for(lambda: all(g.get_map(name).get("short") is None for g in grids3), 5, message="expiry")
-    assert b.get_map(name).get_all(["short", "long", "forever"]) == {"long": "v", "forever": "v"}
-    assert c.get_map(name).size() == 2
+    assert api.map(c, name).get("short") == "v"
+    wait_for(lambda: all(api.map(g, name).get("short") is None for g in grids3), 5, message="expiry")
+    assert api.map(b, name).get_all(["short", "long", "forever"]) == {"long": "v", "forever": "v"}
+    assert api.map(c, name).size() == 2
 
     def swept() -> bool:
-        stats = [g.get_map(name).local_stats() for g in grids3]
+        stats = [api.map(g, name).local_stats() for g in grids3]
         return sum(s.owned_entries for s in stats) == 2 and sum(s.owned_bytes for s in stats) > 0
 
     wait_for(swept, 5, message="sweep")
 
 
-def test_map_default_ttl_and_ttl_validation(grids3, name) -> None:
-    m = grids3[0].get_map(name, ttl=0.2)
+def test_map_default_ttl_and_ttl_validation(api, grids3, name) -> None:
+    m = api.map(grids3[0], name, ttl=0.2)
     m.put("a", 1)
     m.put("b", 1, ttl=60)
     wait_for(lambda: m.get("a") is None, 5, message="default ttl")
@@ -135,8 +135,8 @@ def test_map_default_ttl_and_ttl_validation(grids3, name) -> None:
             m.put("a", 1, ttl=bad)
 
 
-def test_empty_batches(grids3, name) -> None:
-    m = grids3[1].get_map(name)
+def test_empty_batches(api, grids3, name) -> None:
+    m = api.map(grids3[1], name)
     assert m.get_all([]) == {}
     m.put_all({})
     assert m.size() == 0

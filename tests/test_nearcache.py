@@ -35,12 +35,12 @@ def frames(grid: peergrid.Grid) -> int:
     return sum(pipe.frames_sent for pipe in grid._node._pipes.values())
 
 
-def test_hits_cost_no_rpc_and_count() -> None:
+def test_hits_cost_no_rpc_and_count(api) -> None:
     with cluster(2, maps=NEAR) as grids:
         reader = grids[1]
-        m = reader.get_map("near")
+        m = api.map(reader, "near")
         keys = remote_keys(reader, 20)
-        grids[0].get_map("near").put_all({k: {"v": k} for k in keys})
+        api.map(grids[0], "near").put_all({k: {"v": k} for k in keys})
         wait_for(lambda: len(reader._node.near_caches["near"].leases) == 1, 5, message="lease from the owner")
         for k in keys:
             assert m.get(k) == {"v": k}  # misses: fetched and kept
@@ -55,25 +55,25 @@ def test_hits_cost_no_rpc_and_count() -> None:
         assert stats.near_cache_entries == 20
 
 
-def test_a_write_elsewhere_invalidates() -> None:
+def test_a_write_elsewhere_invalidates(api) -> None:
     with cluster(3, maps=NEAR) as grids:
         reader, writer = grids[1], grids[2]
         key = remote_keys(reader, 1)[0]
-        writer.get_map("near").put(key, "old")
+        api.map(writer, "near").put(key, "old")
         wait_for(
-            lambda: reader.get_map("near").get(key) == "old" and len(reader._node.near_caches["near"]), 5
+            lambda: api.map(reader, "near").get(key) == "old" and len(reader._node.near_caches["near"]), 5
         )
-        writer.get_map("near").put(key, "new")
+        api.map(writer, "near").put(key, "new")
         wait_for(
-            lambda: reader.get_map("near").get(key) == "new", 2, message="invalidated within max_staleness"
+            lambda: api.map(reader, "near").get(key) == "new", 2, message="invalidated within max_staleness"
         )
-        writer.get_map("near").delete(key)
-        wait_for(lambda: reader.get_map("near").get(key) is None, 2, message="delete invalidated")
+        api.map(writer, "near").delete(key)
+        wait_for(lambda: api.map(reader, "near").get(key) is None, 2, message="delete invalidated")
 
 
-def test_writes_through_the_same_member_are_read_back_at_once() -> None:
+def test_writes_through_the_same_member_are_read_back_at_once(api) -> None:
     with cluster(2, maps=NEAR) as grids:
-        m = grids[1].get_map("near")
+        m = api.map(grids[1], "near")
         keys = remote_keys(grids[1], 50)
         m.put_all(dict.fromkeys(keys, 0))
         for i in range(1, 6):
@@ -85,15 +85,15 @@ def test_writes_through_the_same_member_are_read_back_at_once() -> None:
         assert all(m.get(k) is None for k in keys)
 
 
-def test_a_dead_owner_stops_its_entries_being_served() -> None:
+def test_a_dead_owner_stops_its_entries_being_served(api) -> None:
     with cluster(3, maps=NEAR) as grids:
         reader, owner = grids[0], grids[1]
         keys = [k for k in remote_keys(reader, 200) if reader.owner_of(k).uuid == owner.uuid][:10]
-        reader.get_map("near").put_all(dict.fromkeys(keys, "v1"))
+        api.map(reader, "near").put_all(dict.fromkeys(keys, "v1"))
         near = reader._node.near_caches["near"]
         wait_for(lambda: owner.uuid in near.leases, 5, message="a lease from the owner")
         wait_for(
-            lambda: all(reader.get_map("near").get(k) == "v1" for k in keys) and len(near) >= len(keys), 5
+            lambda: all(api.map(reader, "near").get(k) == "v1" for k in keys) and len(near) >= len(keys), 5
         )
         grids.kill(owner)
         # The stream from the dead owner broke: its partitions' entries are dropped (a gap).
@@ -101,11 +101,11 @@ def test_a_dead_owner_stops_its_entries_being_served() -> None:
             lambda: len(reader._node.near_caches["near"]) == 0, 5, message="entries of the dead owner dropped"
         )
         assert grids.wait_until_safe(30)
-        grids[2].get_map("near").put_all(dict.fromkeys(keys, "v2"))
-        assert all(reader.get_map("near").get(k) == "v2" for k in keys)
+        api.map(grids[2], "near").put_all(dict.fromkeys(keys, "v2"))
+        assert all(api.map(reader, "near").get(k) == "v2" for k in keys)
 
 
-def test_staleness_stays_within_the_bound_under_writers_and_a_kill() -> None:
+def test_staleness_stays_within_the_bound_under_writers_and_a_kill(api) -> None:
     """A write acknowledged on A is never followed, after the bound, by an old value on B."""
     staleness = 0.5
     config = {"near": MapConfig(near_cache=NearCacheConfig(max_entries=10_000, max_staleness=staleness))}
@@ -119,7 +119,7 @@ def test_staleness_stays_within_the_bound_under_writers_and_a_kill() -> None:
         worst = [0.0]
 
         def write() -> None:
-            m = writer_grid.get_map("near")
+            m = api.map(writer_grid, "near")
             i = 0
             while not stop.is_set():
                 key = keys[i % len(keys)]
@@ -133,7 +133,7 @@ def test_staleness_stays_within_the_bound_under_writers_and_a_kill() -> None:
                 i += 1
 
         def read() -> None:
-            m = reader_grid.get_map("near")
+            m = api.map(reader_grid, "near")
             while not stop.is_set():
                 for key in keys:
                     with lock:
@@ -168,7 +168,7 @@ def test_staleness_stays_within_the_bound_under_writers_and_a_kill() -> None:
             stop.set()
             for t in threads:
                 t.join(30)
-        stats = reader_grid.get_map("near").local_stats()
+        stats = api.map(reader_grid, "near").local_stats()
         print(
             f"worst staleness seen: {worst[0] * 1000:.0f} ms (bound {staleness * 1000:.0f} ms); "
             f"near-cache hits {stats.near_cache_hits}, misses {stats.near_cache_misses}"
@@ -368,10 +368,10 @@ def test_changes_older_than_the_value_held_are_ignored() -> None:
     assert near.lookup(b"k") is MISS
 
 
-def test_a_set_through_a_member_is_read_back_from_its_near_cache_without_a_fetch() -> None:
+def test_a_set_through_a_member_is_read_back_from_its_near_cache_without_a_fetch(api) -> None:
     with cluster(2, maps=NEAR) as grids:
         writer = grids[1]
-        m = writer.get_map("near")
+        m = api.map(writer, "near")
         keys = remote_keys(writer, 10)
         wait_for(lambda: len(writer._node.near_caches["near"].leases) == 1, 5, message="lease from the owner")
         for k in keys:
@@ -382,18 +382,18 @@ def test_a_set_through_a_member_is_read_back_from_its_near_cache_without_a_fetch
         assert frames(writer) == before
         m.delete(keys[0])
         assert m.get(keys[0]) is None  # a delete is not refilled: fetched, found absent
-        grids[0].get_map("near").set(keys[1], "elsewhere")
+        api.map(grids[0], "near").set(keys[1], "elsewhere")
         wait_for(
             lambda: m.get(keys[1]) == "elsewhere", 2, message="the owner's event updates the refilled entry"
         )
 
 
-def test_get_all_serves_near_cached_keys_without_a_fetch() -> None:
+def test_get_all_serves_near_cached_keys_without_a_fetch(api) -> None:
     with cluster(2, maps=NEAR) as grids:
         reader = grids[1]
-        m = reader.get_map("near")
+        m = api.map(reader, "near")
         keys = remote_keys(reader, 20)
-        grids[0].get_map("near").put_all({k: k.upper() for k in keys})
+        api.map(grids[0], "near").put_all({k: k.upper() for k in keys})
         wait_for(lambda: len(reader._node.near_caches["near"].leases) == 1, 5, message="lease from the owner")
         assert m.get_all(keys) == {k: k.upper() for k in keys}  # fetched, and kept
         before = frames(reader)
@@ -401,7 +401,7 @@ def test_get_all_serves_near_cached_keys_without_a_fetch() -> None:
         assert m.get_all(keys) == {k: k.upper() for k in keys}
         assert m.local_stats().near_cache_hits - hits == len(keys)
         assert frames(reader) == before
-        grids[0].get_map("near").set(keys[0], "changed")
+        api.map(grids[0], "near").set(keys[0], "changed")
         wait_for(lambda: m.get_all(keys[:1]) == {keys[0]: "changed"}, 2, message="the change reaches get_all")
 
 
@@ -463,15 +463,15 @@ def test_a_reader_never_shares_a_fetch_that_ends_stale_while_it_looks() -> None:
     assert near.lookup(b"k") is MISS
 
 
-def test_an_undecodable_value_in_get_all_still_lands_every_fetch() -> None:
+def test_an_undecodable_value_in_get_all_still_lands_every_fetch(api) -> None:
     """One value this member cannot decode fails get_all, but every fetch of the batch ends:
     readers waiting on a healthy key's fetch get its answer, and nothing stays in flight."""
     with cluster(2, maps=NEAR) as grids:
         reader = grids[1]
-        m = reader.get_map("near")
+        m = api.map(reader, "near")
         good, bad = remote_keys(reader, 2)
         wait_for(lambda: len(reader._node.near_caches["near"].leases) == 1, 5, message="lease from the owner")
-        grids[0].get_map("near").put_all({good: "fine", bad: "garbled"})
+        api.map(grids[0], "near").put_all({good: "fine", bad: "garbled"})
         near = reader._node.near_caches["near"]
         core = m._core
         loads = core.loads
@@ -601,7 +601,7 @@ async def wait_async(condition: object, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.005)
 
 
-def test_an_entry_is_never_served_from_a_near_cache_after_it_expired_on_its_owner() -> None:
+def test_an_entry_is_never_served_from_a_near_cache_after_it_expired_on_its_owner(api) -> None:
     """The owner's answers and events say how long a value has left (TTL, max-idle); the near
     cache does not serve it past that, however long the owner's expiry sweep takes."""
     timing = dataclasses.replace(peergrid.Timing.fast(), expiry_sweep_interval=60.0)
@@ -614,29 +614,29 @@ def test_an_entry_is_never_served_from_a_near_cache_after_it_expired_on_its_owne
         for name in maps:
             wait_for(lambda n=name: len(reader._node.near_caches[n].leases) == 1, 5, message="a lease")
         fetched, updated, idle = remote_keys(reader, 3)
-        m, near = reader.get_map("near"), reader._node.near_caches["near"]
+        m, near = api.map(reader, "near"), reader._node.near_caches["near"]
 
         def held(key: str, value: str, name: str = "near") -> bool:
-            reads = reader.get_map(name)
+            reads = api.map(reader, name)
             return reads.get(key) == value and reads._core.encode(key) in reader._node.near_caches[name].data
 
-        owner.get_map("near").set(fetched, "v", ttl=1.0)
+        api.map(owner, "near").set(fetched, "v", ttl=1.0)
         wait_for(lambda: held(fetched, "v"), 5, message="the value fetched and held")
-        owner.get_map("near").set(updated, "old")
+        api.map(owner, "near").set(updated, "old")
         wait_for(lambda: held(updated, "old"), 5, message="the value fetched and held")
-        owner.get_map("near").set(updated, "new", ttl=1.0)  # the event updates the entry in place
+        api.map(owner, "near").set(updated, "new", ttl=1.0)  # the event updates the entry in place
         wait_for(lambda: near.lookup(m._core.encode(updated)) == "new", 5, message="the update")
         wait_for(lambda: m.get(fetched) is None and m.get(updated) is None, 5, message="expiry")
-        assert owner.get_map("near").get(fetched) is None
+        assert api.map(owner, "near").get(fetched) is None
         # Unread on its owner for max_idle, an entry expires there (near-cache hits are not
         # reads the owner sees): the near cache stops serving it by then too.
-        owner.get_map("idle").set(idle, "v")
+        api.map(owner, "idle").set(idle, "v")
         wait_for(lambda: held(idle, "v", "idle"), 5, message="the value fetched and held")
-        encoded = reader.get_map("idle")._core.encode(idle)
+        encoded = api.map(reader, "idle")._core.encode(idle)
         near_idle = reader._node.near_caches["idle"]
         wait_for(lambda: near_idle.lookup(encoded) is MISS, 5, message="the near cache to stop serving it")
-        assert reader.get_map("idle").get(idle) is None
-        assert owner.get_map("idle").get(idle) is None
+        assert api.map(reader, "idle").get(idle) is None
+        assert api.map(owner, "idle").get(idle) is None
 
 
 def test_an_event_value_that_cannot_be_decoded_drops_the_entry_and_events_go_on() -> None:

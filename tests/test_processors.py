@@ -106,28 +106,30 @@ def test_registry_names() -> None:
 
 
 # ---------------------------------------------------------------------- on a cluster
-def test_a_processor_runs_on_the_owner_and_its_change_is_replicated(grids3: TestCluster, name: str) -> None:
+def test_a_processor_runs_on_the_owner_and_its_change_is_replicated(
+    api, grids3: TestCluster, name: str
+) -> None:
     grids = grids3
     a, b, c = grids
-    assert a.get_map(name).execute_on_key("u", "tests.add_tag", "x") is True
-    assert b.get_map(name).execute_on_key("u", "tests.add_tag", "x") is False
-    assert c.get_map(name).execute_on_key("u", "tests.add_tag", "y") is True
-    assert a.get_map(name).get("u") == ["x", "y"]
+    assert api.map(a, name).execute_on_key("u", "tests.add_tag", "x") is True
+    assert api.map(b, name).execute_on_key("u", "tests.add_tag", "x") is False
+    assert api.map(c, name).execute_on_key("u", "tests.add_tag", "y") is True
+    assert api.map(a, name).get("u") == ["x", "y"]
     assert grids.wait_until_safe()
     p = partition_of(encode_key("u"), 271)
     by_uuid = {g.uuid: g for g in grids}
     for uuid in a._node.manager.table.replicas[p]:
         assert by_uuid[uuid]._node.manager.parts[p].maps[name].get(encode_key("u")) is not None
-    assert c.get_map(name).execute_on_key("u", "tests.peek") == {
+    assert api.map(c, name).execute_on_key("u", "tests.peek") == {
         "key": "u",
         "value": ["x", "y"],
         "exists": True,
     }
 
 
-def test_a_processor_that_assigns_nothing_writes_nothing(grids3: TestCluster, name: str) -> None:
+def test_a_processor_that_assigns_nothing_writes_nothing(api, grids3: TestCluster, name: str) -> None:
     grids = grids3
-    m = grids[1].get_map(name)
+    m = api.map(grids[1], name)
     m.put("k", 1)
     before = version(grids, "k")
     assert m.execute_on_key("k", "tests.peek") == {"key": "k", "value": 1, "exists": True}
@@ -135,11 +137,11 @@ def test_a_processor_that_assigns_nothing_writes_nothing(grids3: TestCluster, na
     assert version(grids, "k") == before
 
 
-def test_delete_and_assigning_none_remove_the_entry(grids3: TestCluster, name: str) -> None:
+def test_delete_and_assigning_none_remove_the_entry(api, grids3: TestCluster, name: str) -> None:
     grids = grids3
-    m = grids[0].get_map(name)
+    m = api.map(grids[0], name)
     m.put(5, "five")
-    assert grids[2].get_map(name).execute_on_key(5, "tests.pop") == "five"
+    assert api.map(grids[2], name).execute_on_key(5, "tests.pop") == "five"
     assert m.get(5) is None
     assert not m.contains_key(5)
     assert m.execute_on_key(5, "tests.pop") is None
@@ -149,10 +151,10 @@ def test_delete_and_assigning_none_remove_the_entry(grids3: TestCluster, name: s
 
 
 def test_an_exception_leaves_the_entry_unchanged_and_names_processor_and_error(
-    grids3: TestCluster, name: str
+    api, grids3: TestCluster, name: str
 ) -> None:
     grids = grids3
-    m = grids[2].get_map(name)
+    m = api.map(grids[2], name)
     m.put("k", "before")
     before = version(grids, "k")
     with pytest.raises(peergrid.ProcessorError, match=r"'tests.explode' raised ValueError: boom") as info:
@@ -162,29 +164,29 @@ def test_an_exception_leaves_the_entry_unchanged_and_names_processor_and_error(
     assert version(grids, "k") == before
 
 
-def test_unknown_processor_and_unregistered_elsewhere(grids3: TestCluster, name: str) -> None:
+def test_unknown_processor_and_unregistered_elsewhere(api, grids3: TestCluster, name: str) -> None:
     grids = grids3
     a = grids[0]
     with pytest.raises(peergrid.ProcessorError, match="no entry processor 'nope'"):
-        a.get_map(name).execute_on_key("k", "nope")
+        api.map(a, name).execute_on_key("k", "nope")
     # Registered on one member only: it runs where that member owns the key, fails elsewhere.
     a.register_processor("only-on-a", lambda entry: "ran")
     mine = [k for k in (f"k{i}" for i in range(60)) if a.owner_of(k).uuid == a.uuid]
     theirs = [k for k in (f"k{i}" for i in range(60)) if a.owner_of(k).uuid != a.uuid]
-    assert a.get_map(name).execute_on_key(mine[0], "only-on-a") == "ran"
+    assert api.map(a, name).execute_on_key(mine[0], "only-on-a") == "ran"
     with pytest.raises(peergrid.ProcessorError, match="no entry processor 'only-on-a'"):
-        a.get_map(name).execute_on_key(theirs[0], "only-on-a")
+        api.map(a, name).execute_on_key(theirs[0], "only-on-a")
     with pytest.raises(peergrid.ArgumentError):
-        a.get_map(name).execute_on_key("k", "")
+        api.map(a, name).execute_on_key("k", "")
 
 
-def test_results_and_values_the_serializer_cannot_carry(grids3: TestCluster, name: str) -> None:
+def test_results_and_values_the_serializer_cannot_carry(api, grids3: TestCluster, name: str) -> None:
     grids = grids3
     a = grids[0]
     a.register_processor("returns-a-set", lambda entry: {1, 2})
     a.register_processor("stores-a-set", lambda entry: setattr(entry, "value", {1, 2}))
     keys = [k for k in (f"k{i}" for i in range(50)) if a.owner_of(k).uuid == a.uuid][:1]
-    m = a.get_map(name)
+    m = api.map(a, name)
     with pytest.raises(peergrid.ProcessorError, match="returns-a-set"):
         m.execute_on_key(keys[0], "returns-a-set")
     with pytest.raises(peergrid.ProcessorError, match="cannot be stored"):
@@ -194,9 +196,9 @@ def test_results_and_values_the_serializer_cannot_carry(grids3: TestCluster, nam
         m.execute_on_key("k", "tests.peek", object())  # arguments are checked by the caller
 
 
-def test_ttl_of_new_values_and_kept_expiry_of_existing_ones(grids3: TestCluster, name: str) -> None:
+def test_ttl_of_new_values_and_kept_expiry_of_existing_ones(api, grids3: TestCluster, name: str) -> None:
     grids = grids3
-    m = grids[1].get_map(name)
+    m = api.map(grids[1], name)
     m.execute_on_key("short", "tests.with_ttl", "v", 0.3)
     m.put("kept", ["v"], ttl=0.3)
     m.execute_on_key("kept", "tests.add_tag", "x")  # assigns without a ttl: the expiry stays
@@ -208,11 +210,11 @@ def test_ttl_of_new_values_and_kept_expiry_of_existing_ones(grids3: TestCluster,
     assert m.get("forever") == "w"
 
 
-def test_execute_on_keys_runs_on_every_owner_in_one_frame_each(grids3: TestCluster, name: str) -> None:
+def test_execute_on_keys_runs_on_every_owner_in_one_frame_each(api, grids3: TestCluster, name: str) -> None:
     grids = grids3
     a = grids[0]
     keys = [f"k{i}" for i in range(60)]
-    m = a.get_map(name)
+    m = api.map(a, name)
     frames_before = {pipe.address: pipe.frames_sent for pipe in a._node._pipes.values()}
     results = m.execute_on_keys([*keys, "k0"], "tests.add_tag", "t")
     assert results == dict.fromkeys(keys, True)
@@ -223,13 +225,13 @@ def test_execute_on_keys_runs_on_every_owner_in_one_frame_each(grids3: TestClust
 
 
 def test_increment_counts_from_zero_keeps_the_window_and_refuses_non_ints(
-    grids3: TestCluster, name: str
+    api, grids3: TestCluster, name: str
 ) -> None:
     grids = grids3
     a, b, _ = grids
-    m = a.get_map(name)
+    m = api.map(a, name)
     assert m.increment("c") == 1
-    assert b.get_map(name).increment("c", 10) == 11
+    assert api.map(b, name).increment("c", 10) == 11
     assert m.increment("c", -12) == -1
     assert m.increment("window", ttl=0.4) == 1
     assert m.increment("window", ttl=30) == 2  # an existing counter keeps its expiry
@@ -247,12 +249,12 @@ def test_increment_counts_from_zero_keeps_the_window_and_refuses_non_ints(
         m.increment("c", ttl=-1)
 
 
-def test_concurrent_increments_from_every_member_are_never_lost(grids3: TestCluster, name: str) -> None:
+def test_concurrent_increments_from_every_member_are_never_lost(api, grids3: TestCluster, name: str) -> None:
     grids = grids3
     keys = ["hot", "{t}:a", "{t}:b"]
 
     def work(grid: peergrid.Grid) -> None:
-        m = grid.get_map(name)
+        m = api.map(grid, name)
         for _ in range(100):
             for key in keys:
                 m.increment(key)
@@ -262,36 +264,36 @@ def test_concurrent_increments_from_every_member_are_never_lost(grids3: TestClus
         t.start()
     for t in threads:
         t.join()
-    assert grids[1].get_map(name).get_all(keys) == dict.fromkeys(keys, 900)
+    assert api.map(grids[1], name).get_all(keys) == dict.fromkeys(keys, 900)
 
 
-def test_changes_are_published_and_refresh_near_caches() -> None:
+def test_changes_are_published_and_refresh_near_caches(api) -> None:
     near = {"near": MapConfig(near_cache=NearCacheConfig(max_entries=100, max_staleness=1.0))}
     with cluster(2, maps=near) as grids:
         a, b = grids
         key = next(k for k in (f"k{i}" for i in range(100)) if a.owner_of(k).uuid == a.uuid)
         seen: list[peergrid.EntryEvent] = []
-        b.get_map("near").add_entry_listener(on_added=seen.append, on_updated=seen.append)
-        b.get_map("near").put(key, ["a"])
-        assert b.get_map("near").get(key) == ["a"]  # now near-cached on b
-        a.get_map("near").execute_on_key(key, "tests.add_tag", "b")
-        wait_for(lambda: b.get_map("near").get(key) == ["a", "b"], 3, message="b's near cache refreshed")
-        b.get_map("near").execute_on_key(key, "tests.add_tag", "c")
-        assert b.get_map("near").get(key) == ["a", "b", "c"]  # read-your-writes through the near cache
+        api.map(b, "near").add_entry_listener(on_added=seen.append, on_updated=seen.append)
+        api.map(b, "near").put(key, ["a"])
+        assert api.map(b, "near").get(key) == ["a"]  # now near-cached on b
+        api.map(a, "near").execute_on_key(key, "tests.add_tag", "b")
+        wait_for(lambda: api.map(b, "near").get(key) == ["a", "b"], 3, message="b's near cache refreshed")
+        api.map(b, "near").execute_on_key(key, "tests.add_tag", "c")
+        assert api.map(b, "near").get(key) == ["a", "b", "c"]  # read-your-writes through the near cache
         wait_for(lambda: [e.kind for e in seen] == ["added", "updated", "updated"], 3, message="events")
         assert seen[-1].value == ["a", "b", "c"]
         assert seen[-1].old_value == ["a", "b"]
 
 
-def test_bounded_maps_count_and_evict_what_processors_write() -> None:
+def test_bounded_maps_count_and_evict_what_processors_write(api) -> None:
     with cluster(1, maps={"small": MapConfig(max_entries=10)}) as grids:
-        m = grids[0].get_map("small")
+        m = api.map(grids[0], "small")
         for i in range(40):
             m.increment(f"c{i}")
         assert m.local_stats().owned_entries == 10
         assert m.local_stats().evictions == 30
     with cluster(1, maps={"full": MapConfig(max_entries=2, eviction="none")}) as grids:
-        m = grids[0].get_map("full")
+        m = api.map(grids[0], "full")
         m.increment("a")
         m.increment("b")
         with pytest.raises(peergrid.CapacityError):
@@ -299,17 +301,17 @@ def test_bounded_maps_count_and_evict_what_processors_write() -> None:
         assert m.increment("a") == 2  # replacing a value fits
 
 
-def test_the_change_survives_the_owner_dying() -> None:
+def test_the_change_survives_the_owner_dying(api) -> None:
     with cluster(3, backup_count=1) as grids:
         a = grids[0]
         keys = [f"k{i}" for i in range(40)]
         for key in keys:
-            a.get_map("m").increment(key, 7)
+            api.map(a, "m").increment(key, 7)
         owner = next(g for g in grids[1:] if any(a.owner_of(k).uuid == g.uuid for k in keys))
         grids.kill(owner)
         assert grids.wait_until_safe()
-        assert a.get_map("m").get_all(keys) == dict.fromkeys(keys, 7)
-        assert a.get_map("m").execute_on_keys(keys, "peergrid.increment", 1, None) == dict.fromkeys(keys, 8)
+        assert api.map(a, "m").get_all(keys) == dict.fromkeys(keys, 7)
+        assert api.map(a, "m").execute_on_keys(keys, "peergrid.increment", 1, None) == dict.fromkeys(keys, 8)
 
 
 def test_async_forms() -> None:
@@ -344,10 +346,10 @@ class SlowWrites(DictStore):
         super().store(key, value)
 
 
-def test_processors_on_a_write_through_map_load_store_and_keep_key_order() -> None:
+def test_processors_on_a_write_through_map_load_store_and_keep_key_order(api) -> None:
     store = SlowWrites({"loaded": 41, "tags": ["a"]})
     with cluster(3, maps={"db": MapConfig(store=store)}) as grids:
-        m = grids[0].get_map("db")
+        m = api.map(grids[0], "db")
         assert m.increment("loaded") == 42  # read through: the stored 41, not a missing 0
         assert store.load("loaded") == 42  # written through before the answer
         assert m.execute_on_key("tags", "tests.add_tag", "b") is True
@@ -366,8 +368,8 @@ def test_processors_on_a_write_through_map_load_store_and_keep_key_order() -> No
         # Writes of one key wait for each other's store call: none is computed from a stale value.
         def work(grid: peergrid.Grid) -> None:
             for _ in range(10):
-                grid.get_map("db").increment("hot")
-                grid.get_map("db").put("other", 1)
+                api.map(grid, "db").increment("hot")
+                api.map(grid, "db").put("other", 1)
 
         threads = [threading.Thread(target=work, args=(g,)) for g in grids for _ in range(2)]
         for t in threads:
@@ -378,11 +380,11 @@ def test_processors_on_a_write_through_map_load_store_and_keep_key_order() -> No
         assert store.load("hot") == 60
 
 
-def test_processors_on_a_write_behind_map_are_queued_and_flushed() -> None:
+def test_processors_on_a_write_behind_map_are_queued_and_flushed(api) -> None:
     store = DictStore({"n": 1})
     config = MapConfig(store=store, write_behind=peergrid.WriteBehindConfig(delay=60))
     with cluster(2, maps={"wb": config}) as grids:
-        m = grids[1].get_map("wb")
+        m = api.map(grids[1], "wb")
         assert m.increment("n", 5) == 6
         assert m.increment("new") == 1
         assert store.load("n") == 1  # not yet

@@ -19,9 +19,9 @@ def test_histogram_percentiles_within_resolution() -> None:
     assert Histogram().percentile(0.5) == 0.0
 
 
-def test_local_stats_count_what_this_member_did() -> None:
+def test_local_stats_count_what_this_member_did(api) -> None:
     with cluster(2) as grids:
-        m = grids[0].get_map("s")
+        m = api.map(grids[0], "s")
         for i in range(20):
             m.put(f"k{i}", i)
         for i in range(30):
@@ -35,17 +35,30 @@ def test_local_stats_count_what_this_member_did() -> None:
         assert 0 < stats.get_latency_p50 <= stats.get_latency_p99 < 1
         assert 0 < stats.put_latency_p50 <= stats.put_latency_p99 < 1
         assert stats.backup_lag == 0
-        other = grids[1].get_map("s").local_stats()
+        other = api.map(grids[1], "s").local_stats()
         assert other.gets == 0
         assert stats.owned_entries + other.owned_entries == 19
 
 
-def test_cluster_stats_add_up_every_member() -> None:
+def test_bulk_calls_are_counted_like_single_ones(api) -> None:
+    # The async map once counted no get of get_all, and no latency of put_all.
+    with cluster(2) as grids:
+        m = api.map(grids[0], "bulk")
+        m.put_all({f"k{i}": i for i in range(10)})
+        assert m.get_all([f"k{i}" for i in range(5, 15)]) == {f"k{i}": i for i in range(5, 10)}
+        stats = m.local_stats()
+        assert stats.puts == 10
+        assert stats.put_latency_p50 > 0
+        assert (stats.gets, stats.hits, stats.misses) == (10, 5, 5)
+        assert stats.get_latency_p50 > 0
+
+
+def test_cluster_stats_add_up_every_member(api) -> None:
     with cluster(3) as grids:
         for grid in grids:
-            grid.get_map("agg").put_all({f"{grid.uuid}:{i}": i for i in range(10)})
-            grid.get_map("agg").get("nope")
-        stats = grids[1].get_map("agg").stats()
+            api.map(grid, "agg").put_all({f"{grid.uuid}:{i}": i for i in range(10)})
+            api.map(grid, "agg").get("nope")
+        stats = api.map(grids[1], "agg").stats()
         assert set(stats.members) == {g.address for g in grids}
         assert stats.total.owned_entries == 30
         assert stats.total.backup_entries == 30
@@ -53,11 +66,11 @@ def test_cluster_stats_add_up_every_member() -> None:
         assert stats.total.misses == 3
 
 
-def test_prometheus_metrics_on_a_port_of_our_choosing() -> None:
+def test_prometheus_metrics_on_a_port_of_our_choosing(api) -> None:
     config = {"m": MapConfig(near_cache=NearCacheConfig())}
     with cluster(2, maps=config) as grids:
         port = grids[0].serve_metrics(0)
-        m = grids[0].get_map("m")
+        m = api.map(grids[0], "m")
         m.put_all({f"k{i}": i for i in range(10)})
         wait_for(lambda: all(m.get(f"k{i}") == i for i in range(10)), 5)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
