@@ -348,29 +348,14 @@ class AsyncGrid:
 
     # ------------------------------------------------------------------ compute
     def register_processor(self, name: str, fn: Callable[..., Any]) -> None:
-        """Register ``fn`` as entry processor ``name`` on this member.
-
-        ``fn(entry, *args)`` runs on the owner of the key it is called for, so
-        register it under the same name on every member (or use the
-        module-level ``@peergrid.entry_processor``, which registers it for
-        every member of the process). See ``peergrid.processors``.
-        """
+        """Register ``fn`` as entry processor ``name`` on this member (see ``Grid.register_processor``)."""
         self.node.processors.register(name, fn)
 
     def cached(
         self, map_name: str, ttl: float | None = None, *, timeout: float = 1.0, claim_ttl: float = 30.0
     ) -> Callable[[F], F]:
-        """Cache the decorated ``async def`` functions' results in map ``map_name``, keyed by their arguments.
-
-        ``ttl`` (seconds) bounds how long a result is served (None: the map's
-        default, or until evicted). Concurrent misses of one key, from any
-        member, run the function once (``claim_ttl`` bounds how long the others
-        wait for a claimer). Exceptions are not cached. Each grid call waits at
-        most ``timeout`` seconds: when the grid cannot answer in time the function
-        runs directly (a *bypass*, logged and counted). The wrapper's
-        ``cache_info()`` returns the counts, ``cache_key(*args, **kwargs)`` the
-        map key of a call (to delete it). See ``peergrid.cached``.
-        """
+        """Cache the decorated ``async def`` functions' results in map ``map_name``, keyed by
+        their arguments; the options as for ``Grid.cached``."""
         from peergrid.cached import cached_async
 
         node = self.node
