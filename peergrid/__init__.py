@@ -13,7 +13,6 @@ its neighbours' shares, and answers its peers over gRPC::
 """
 
 from peergrid.aio import AsyncGrid, AsyncMap
-from peergrid.cached import CacheInfo
 from peergrid.config import (
     GridConfig,
     Limits,
@@ -48,9 +47,10 @@ from peergrid.errors import (
 )
 from peergrid.events.model import EntryEvent
 from peergrid.grid import Grid
-from peergrid.locks import AsyncLockHandle, LockHandle
-from peergrid.map import DistributedMap
-from peergrid.processors import Entry, entry_processor
+from peergrid.maps.cached import CacheInfo
+from peergrid.maps.locks import AsyncLockHandle, LockHandle
+from peergrid.maps.sync import DistributedMap
+from peergrid.owner.processors import Entry, entry_processor
 from peergrid.protocol import Member
 from peergrid.stats import LocalMapStats, MapStats
 

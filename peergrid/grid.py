@@ -6,11 +6,11 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
-from peergrid._mapcore import Caller, map_config, recover_lost_partitions
 from peergrid.config import GridConfig
 from peergrid.errors import ArgumentError, ConfigError
-from peergrid.map import DistributedMap, SyncDriver
-from peergrid.node import Node
+from peergrid.maps.core import Caller, map_config, recover_lost_partitions
+from peergrid.maps.sync import DistributedMap, SyncDriver
+from peergrid.member.node import Node
 from peergrid.partition import partition_of
 from peergrid.protocol import Member
 from peergrid.serialization import Key, encode_key
@@ -161,7 +161,7 @@ class Grid:
         ``fn(entry, *args)`` runs on the owner of the key it is called for, so
         register it under the same name on every member (or use the
         module-level ``@peergrid.entry_processor``, which registers it for
-        every member of the process). See ``peergrid.processors``.
+        every member of the process). See ``peergrid.owner.processors``.
         """
         self._node.processors.register(name, fn)
 
@@ -177,9 +177,9 @@ class Grid:
         most ``timeout`` seconds: when the grid cannot answer in time the function
         runs directly (a *bypass*, logged and counted). The wrapper's
         ``cache_info()`` returns the counts, ``cache_key(*args, **kwargs)`` the
-        map key of a call (to delete it). See ``peergrid.cached``.
+        map key of a call (to delete it). See ``peergrid.maps.cached``.
         """
-        from peergrid.cached import cached_sync
+        from peergrid.maps.cached import cached_sync
 
         node = self._node
 

@@ -35,7 +35,7 @@ class Code:
     FLUSH = 30  # store a write-behind map's queued writes in this partition now
     BACKUP = 20  # owner -> backup: apply ``effects`` to reach ``version``
     TOUCH = 21  # owner -> backup: entries' last access times (idle expiry), unversioned
-    # Compute (peergrid/invocation/compute.py): 40-49.
+    # Compute (peergrid/owner/compute.py): 40-49.
     EXECUTE = 40  # run the entry processor named by ``expect`` on ``key``, args in ``value``
     LOCK = 41  # acquire ``key``'s lock for the holder in ``value``, lease ``ttl``
     UNLOCK = 42  # release it once (reentrant holds count)
@@ -268,6 +268,8 @@ MAX_MEMBERS = 10_000
 MAX_WEIGHT = 100.0
 _UUID = re.compile(r"[0-9A-Za-z_-]{1,63}")
 #: Longest map name (characters) a request may carry, as the map façades allow.
+REFILLS = frozenset({Code.SET, Code.PUT})
+"""Writes that always store ``op.value`` when acknowledged: a near cache may hold it after the ack."""
 MAX_NAME = 255
 _PORT = re.compile(r"[0-9]{1,5}")
 

@@ -167,3 +167,11 @@ def _local(values: dict[str, float]) -> LocalMapStats:
         value = values.get(f.name, 0.0)
         kwargs[f.name] = value if f.type in ("float", float) else int(value)
     return LocalMapStats(**kwargs)  # type: ignore[arg-type]
+
+
+def counters_in(table: dict[str, MapCounters], name: str) -> MapCounters:
+    """Map ``name``'s counters in ``table``, made on first use."""
+    counters = table.get(name)
+    if counters is None:
+        counters = table[name] = MapCounters()
+    return counters

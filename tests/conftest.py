@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import peergrid
-from peergrid._mapcore import map_config
 from peergrid.aio import AsyncMap
+from peergrid.maps.core import map_config
 from peergrid.testing import TestCluster, cluster
 
 settings.register_profile(
@@ -56,7 +56,7 @@ def wait_for(condition, timeout: float = 10.0, interval: float = 0.02, message: 
 @pytest.fixture(scope="session", autouse=True)
 def no_member_left_running() -> Iterator[None]:
     """Every member started by the tests is stopped by the end of the run."""
-    from peergrid.node import Node
+    from peergrid.member.node import Node
 
     yield
     running = [node.address for node in Node.instances if not node.closed]

@@ -250,9 +250,9 @@ def test_an_entry_loaded_from_the_store_counts_once_toward_the_bound() -> None:
 
 
 def test_an_access_recorded_for_a_deleted_key_is_never_expired_again() -> None:
-    from peergrid.storage.records import RecordStore, StorePolicy
+    from peergrid.storage.records import Records, StorePolicy
 
-    store = RecordStore(StorePolicy(max_idle=0.01, track_access=True))
+    store = Records(StorePolicy(max_idle=0.01, track_access=True))
     store.put(b"k", b"v")
     store.delete(b"k")
     assert store.access is not None

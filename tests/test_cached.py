@@ -166,7 +166,7 @@ def test_calls_the_serializer_cannot_carry_run_uncached_with_one_warning(
         pass
 
     f = grids3[0].cached(name)(lambda x: calls())
-    caplog.set_level(logging.WARNING, "peergrid.cached")
+    caplog.set_level(logging.WARNING, "peergrid.maps.cached")
     assert f(Thing()) == 1
     assert f(Thing()) == 2
     assert f.cache_key(Thing()) is None
@@ -189,7 +189,7 @@ def test_the_function_runs_directly_when_the_owner_is_unreachable(caplog: pytest
         f = caller.cached("cache", timeout=0.5)(lambda x: calls())
         arg = next(i for i in range(1000) if caller.owner_of(f.cache_key(i)).uuid == doomed.uuid)
         grids.kill(doomed)  # still in the member list: calls go to it and fail
-        caplog.set_level(logging.WARNING, "peergrid.cached")
+        caplog.set_level(logging.WARNING, "peergrid.maps.cached")
         started = time.monotonic()
         assert f(arg) == 1
         assert f(arg) == 2

@@ -200,7 +200,7 @@ def test_a_backup_refuses_the_writes_of_a_replaced_owner() -> None:
         loop = None
 
     config = GridConfig(partition_count=1)
-    manager = PartitionManager(config, Node(), lambda p: None, lambda n: None, lambda: None)  # type: ignore[arg-type]
+    manager = PartitionManager(config, Node(), lambda n: None, lambda: None)  # type: ignore[arg-type]
     manager.form()
     manager.table = PartitionTable(5, (("b", "c"),))
     ops = (Effect(EffectKind.PUT, "m", b"k", b"zombie"),)

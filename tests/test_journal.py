@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from peergrid.invocation.merging import changes
+from peergrid.member.merging import changes
 from peergrid.protocol import Effect, EffectKind
 from peergrid.storage import Partition, journal
 

@@ -101,7 +101,7 @@ def test_the_check_finds_a_cycle() -> None:
 
 def test_the_api_modules_take_no_private_name_of_another_module() -> None:
     known = modules()
-    for module in ("peergrid.map", "peergrid.aio", "peergrid.grid"):
+    for module in ("peergrid.maps.sync", "peergrid.maps.aio", "peergrid.aio", "peergrid.grid"):
         private = sorted(
             f"{target}.{name}"
             for target, name in imports(module, known[module], known)

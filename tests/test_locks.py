@@ -22,8 +22,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 import peergrid
 from peergrid import Timing
-from peergrid.invocation.compute import LOCKS_PREFIX, LockRecord, LockRequest
-from peergrid.locks import _Book, check_lease, check_timeout, task_holder, thread_holder
+from peergrid.maps.locks import _Book, check_lease, check_timeout, task_holder, thread_holder
+from peergrid.owner.compute import LOCKS_PREFIX, LockRecord, LockRequest
 from peergrid.partition import partition_of
 from peergrid.protocol import Member, MemberList, Op
 from peergrid.serialization import encode_key

@@ -87,10 +87,10 @@ def test_owner_local_reads_need_no_rpc(api, grids3, name) -> None:
     m = api.map(a, name)
     mine = next(f"k{i}" for i in range(1000) if a.owner_of(f"k{i}").uuid == a.uuid)
     m.put(mine, "here")
-    frames = sum(p.frames_sent for p in a._node._pipes.values())
+    frames = sum(p.frames_sent for p in a._node.pipes.open_calls().values())
     for _ in range(50):
         assert m.get(mine) == "here"
-    assert sum(p.frames_sent for p in a._node._pipes.values()) == frames
+    assert sum(p.frames_sent for p in a._node.pipes.open_calls().values()) == frames
 
 
 def test_get_all_and_put_all_send_one_frame_per_owning_member(api, grids3, name) -> None:
@@ -98,9 +98,9 @@ def test_get_all_and_put_all_send_one_frame_per_owning_member(api, grids3, name)
     m = api.map(a, name)
     keys = [f"k{i}" for i in range(300)]
     m.put_all(dict.fromkeys(keys, 1))
-    before = {uuid: p.frames_sent for uuid, p in a._node._pipes.items()}
+    before = {uuid: p.frames_sent for uuid, p in a._node.pipes.open_calls().items()}
     assert len(m.get_all(keys)) == 300
-    sent = {uuid: p.frames_sent - before.get(uuid, 0) for uuid, p in a._node._pipes.items()}
+    sent = {uuid: p.frames_sent - before.get(uuid, 0) for uuid, p in a._node.pipes.open_calls().items()}
     owners = {a.owner_of(k).uuid for k in keys} - {a.uuid}
     assert {uuid for uuid, count in sent.items() if count} == owners
     assert all(sent[uuid] == 1 for uuid in owners)

@@ -36,7 +36,7 @@ def test_an_older_member_list_is_ignored(grids3) -> None:
     stale = MemberList(current.version - 1, master.uuid, (master, Member(b.uuid, b.address)))
 
     async def publish() -> None:
-        await a._node.replica_client(b.address).publish(stale)
+        await a._node.peer(b.address).publish(stale)
 
     a._node.run(publish(), timeout=5)
     assert b._node.membership.members == current

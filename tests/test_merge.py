@@ -181,7 +181,7 @@ def test_a_member_its_master_left_behind_joins_again_with_its_data(instances: In
     m.get_map("x").put_all({f"k{i}": i for i in range(200)})
     assert m.wait_until_safe(SETTLE)
     into = other._node.membership.members
-    m._node.run(m._node._merge_into(into), timeout=30)
+    m._node.run(m._node.merging.into(into), timeout=30)
     wait_for(lambda: one_cluster([other, m, n]), SETTLE, message="n back, in the other's cluster")
     assert other.wait_until_safe(SETTLE)
     assert n.get_map("x").get_all([f"k{i}" for i in range(200)]) == {f"k{i}": i for i in range(200)}
@@ -203,21 +203,21 @@ def test_a_member_whose_merge_target_merges_on_brings_its_data_to_the_next(insta
 
     node = n._node
     entered, gate = threading.Event(), threading.Event()
-    restore = node._restore
+    restore = node.merging._restore
 
     async def held(copy: Partition) -> str:
         entered.set()
         await asyncio.to_thread(gate.wait, SETTLE)
         return await restore(copy)
 
-    node._restore = held  # type: ignore[method-assign]
-    merging = asyncio.run_coroutine_threadsafe(node._merge_into(m._node.membership.members), node.loop)
+    node.merging._restore = held  # type: ignore[method-assign]
+    merging = asyncio.run_coroutine_threadsafe(node.merging.into(m._node.membership.members), node.loop)
     try:
         assert entered.wait(SETTLE), "n never started bringing its data"
         wait_for(lambda: one_cluster([m, m2, n]), SETTLE, message="n in m's instance")
         other = instances.start([], bind=x_at)
-        m._node.run(m._node._merge_into(other._node.membership.members), timeout=30)
-        wait_for(lambda: node._merge_again, SETTLE, message="n told to join again while merging")
+        m._node.run(m._node.merging.into(other._node.membership.members), timeout=30)
+        wait_for(lambda: node.merging._again, SETTLE, message="n told to join again while merging")
     finally:
         gate.set()
     merging.result(timeout=60)

@@ -12,9 +12,9 @@ import peergrid
 from peergrid import MapConfig, NearCacheConfig
 from peergrid.errors import PeerGridError
 from peergrid.events.model import EventBatch, EventKind
+from peergrid.events.nearcache import MISS, NearCache
 from peergrid.events.publisher import EventPublisher
 from peergrid.events.subscriptions import Subscriptions, _StreamState
-from peergrid.nearcache import MISS, NearCache
 from peergrid.protocol import Member, MemberList
 from peergrid.testing import cluster
 from tests.conftest import wait_for
@@ -32,7 +32,7 @@ def remote_keys(grid: peergrid.Grid, count: int) -> list[str]:
 
 
 def frames(grid: peergrid.Grid) -> int:
-    return sum(pipe.frames_sent for pipe in grid._node._pipes.values())
+    return sum(pipe.frames_sent for pipe in grid._node.pipes.open_calls().values())
 
 
 def test_hits_cost_no_rpc_and_count(api) -> None:

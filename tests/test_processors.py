@@ -10,8 +10,8 @@ import pytest
 
 import peergrid
 from peergrid import MapConfig, NearCacheConfig, Timing
+from peergrid.owner.processors import Entry, ProcessorRegistry
 from peergrid.partition import partition_of
-from peergrid.processors import Entry, ProcessorRegistry
 from peergrid.serialization import encode_key
 from peergrid.stores import DictStore
 from peergrid.testing import TestCluster, cluster
@@ -215,10 +215,10 @@ def test_execute_on_keys_runs_on_every_owner_in_one_frame_each(api, grids3: Test
     a = grids[0]
     keys = [f"k{i}" for i in range(60)]
     m = api.map(a, name)
-    frames_before = {pipe.address: pipe.frames_sent for pipe in a._node._pipes.values()}
+    frames_before = {pipe.address: pipe.frames_sent for pipe in a._node.pipes.open_calls().values()}
     results = m.execute_on_keys([*keys, "k0"], "tests.add_tag", "t")
     assert results == dict.fromkeys(keys, True)
-    frames_after = {pipe.address: pipe.frames_sent for pipe in a._node._pipes.values()}
+    frames_after = {pipe.address: pipe.frames_sent for pipe in a._node.pipes.open_calls().values()}
     assert all(frames_after[addr] - frames_before.get(addr, 0) <= 2 for addr in frames_after)
     assert m.get_all(keys) == {k: ["t"] for k in keys}
     assert m.execute_on_keys([], "tests.add_tag", "t") == {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from peergrid.protocol import Code, Effect, EffectKind, Op
-from peergrid.storage import Partition, RecordStore
+from peergrid.storage import Partition, Records
 from peergrid.storage import ops as storage_ops
 
 
@@ -20,7 +20,7 @@ def run(
 
 
 def test_put_get_delete_and_byte_count() -> None:
-    store = RecordStore()
+    store = Records()
     store.put(b"k", b"vvv")
     assert store.get(b"k") == b"vvv"
     assert store.nbytes == 4
@@ -32,7 +32,7 @@ def test_put_get_delete_and_byte_count() -> None:
 
 
 def test_expired_entries_are_invisible_then_swept() -> None:
-    store = RecordStore()
+    store = Records()
     store.put(b"old", b"1", expire_at=time.time() - 1)
     store.put(b"new", b"2", expire_at=time.time() + 60)
     store.put(b"forever", b"3")
@@ -44,7 +44,7 @@ def test_expired_entries_are_invisible_then_swept() -> None:
 
 
 def test_a_put_without_ttl_clears_the_old_ttl() -> None:
-    store = RecordStore()
+    store = Records()
     store.put(b"k", b"1", expire_at=time.time() - 1)
     store.put(b"k", b"2")
     assert store.get(b"k") == b"2"

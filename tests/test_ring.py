@@ -7,7 +7,7 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from peergrid.partition import Node, assign, build_table
+from peergrid.partition import RingMember, assign, build_table
 from peergrid.partition.ring import RING_SIZE, load_caps
 from tests.strategies import member_lists
 
@@ -25,20 +25,20 @@ def test_owner_is_first_member_clockwise_with_an_obvious_hash() -> None:
     def obvious(label: str) -> int:
         return spots[label.split("#", maxsplit=1)[0]]
 
-    table = assign([Node("a"), Node("b"), Node("c")], 3, 2, vnodes=1, hash_fn=obvious)
+    table = assign([RingMember("a"), RingMember("b"), RingMember("c")], 3, 2, vnodes=1, hash_fn=obvious)
     # Partition p sits at p/3 of the ring: exactly on a, b and c's points.
     assert table == (("a", "b"), ("b", "c"), ("c", "a"))
 
 
 def test_backups_are_distinct_and_follow_the_owner() -> None:
-    table = assign([Node(f"m{i}") for i in range(5)], P, 3, vnodes=64)
+    table = assign([RingMember(f"m{i}") for i in range(5)], P, 3, vnodes=64)
     for replicas in table:
         assert len(replicas) == 3
         assert len(set(replicas)) == 3
 
 
 def test_fewer_members_than_replicas_gives_every_member_a_copy() -> None:
-    table = assign([Node("x"), Node("y")], P, 4, vnodes=64)
+    table = assign([RingMember("x"), RingMember("y")], P, 4, vnodes=64)
     assert all(sorted(replicas) == ["x", "y"] for replicas in table)
 
 
@@ -47,7 +47,7 @@ def test_no_members_no_owners() -> None:
 
 
 def test_caps_hold_every_partition_even_with_many_members() -> None:
-    nodes = [Node(f"m{i}") for i in range(400)]
+    nodes = [RingMember(f"m{i}") for i in range(400)]
     assert sum(load_caps(nodes, P, 1.25).values()) >= P
 
 
@@ -56,15 +56,15 @@ def test_caps_hold_every_partition_even_with_many_members() -> None:
 def test_table_is_the_same_for_the_same_members_in_any_order(uuids: list[str], seed) -> None:
     shuffled = list(uuids)
     seed.shuffle(shuffled)
-    first = assign([Node(u) for u in uuids], P, 2, vnodes=128)
-    second = assign([Node(u) for u in shuffled], P, 2, vnodes=128)
+    first = assign([RingMember(u) for u in uuids], P, 2, vnodes=128)
+    second = assign([RingMember(u) for u in shuffled], P, 2, vnodes=128)
     assert first == second
 
 
 @settings(max_examples=60, deadline=None)
 @given(uuids=member_lists(3, 10))
 def test_no_member_owns_more_than_125_percent_of_the_mean(uuids: list[str]) -> None:
-    counts = Counter(owners(assign([Node(u) for u in uuids], P, 1, vnodes=512)))
+    counts = Counter(owners(assign([RingMember(u) for u in uuids], P, 1, vnodes=512)))
     mean = P / len(uuids)
     assert max(counts.values()) <= 1.25 * mean
 
@@ -72,8 +72,8 @@ def test_no_member_owns_more_than_125_percent_of_the_mean(uuids: list[str]) -> N
 @settings(max_examples=60, deadline=None)
 @given(uuids=member_lists(4, 11))
 def test_a_join_moves_about_one_nth_of_the_owners(uuids: list[str]) -> None:
-    before = owners(assign([Node(u) for u in uuids[:-1]], P, 1, vnodes=512))
-    after = owners(assign([Node(u) for u in uuids], P, 1, vnodes=512))
+    before = owners(assign([RingMember(u) for u in uuids[:-1]], P, 1, vnodes=512))
+    after = owners(assign([RingMember(u) for u in uuids], P, 1, vnodes=512))
     moved = sum(1 for b, a in zip(before, after, strict=True) if b != a)
     n = len(uuids)
     # The ideal is P/n. Bounded loads add a cascade when the caps shrink (an
@@ -87,9 +87,9 @@ def test_a_join_moves_about_one_nth_of_the_owners(uuids: list[str]) -> None:
 @settings(max_examples=30, deadline=None)
 @given(uuids=member_lists(2, 8))
 def test_a_leave_hands_the_leavers_partitions_mostly_to_their_first_backup(uuids: list[str]) -> None:
-    before = assign([Node(u) for u in uuids], P, 2, vnodes=512)
+    before = assign([RingMember(u) for u in uuids], P, 2, vnodes=512)
     gone = uuids[0]
-    after = assign([Node(u) for u in uuids[1:]], P, 2, vnodes=512)
+    after = assign([RingMember(u) for u in uuids[1:]], P, 2, vnodes=512)
     orphaned = [p for p, replicas in enumerate(before) if replicas[0] == gone]
     promoted = sum(1 for p in orphaned if after[p][0] == before[p][1])
     # Promotion moves no data; bounded loads may route a few elsewhere.
@@ -97,7 +97,7 @@ def test_a_leave_hands_the_leavers_partitions_mostly_to_their_first_backup(uuids
 
 
 def test_weight_scales_the_share() -> None:
-    nodes = [Node("heavy", 2.0), Node("a"), Node("b"), Node("c")]
+    nodes = [RingMember("heavy", 2.0), RingMember("a"), RingMember("b"), RingMember("c")]
     counts = Counter(owners(assign(nodes, P, 1, vnodes=256)))
     assert counts["heavy"] > 1.5 * max(counts["a"], counts["b"], counts["c"]) * 0.8
 

@@ -73,7 +73,7 @@ def test_a_member_of_another_cluster_is_refused_on_every_call(pair: TestCluster)
         them = MemberList(1, other.uuid, tuple(other.members()))
 
         def client():  # type: ignore[no-untyped-def]
-            return node.replica_client(target)  # on the member's loop: grpc.aio channels belong to it
+            return node.peer(target)  # on the member's loop: grpc.aio channels belong to it
 
         async def fetch_all() -> None:
             async for _ in client().fetch(them, p):

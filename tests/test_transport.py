@@ -47,7 +47,7 @@ def test_a_call_whose_channel_is_closed_under_it_is_a_peer_unavailable_error(sil
         node = grids[0]._node
 
         async def call_then_drop() -> type[BaseException] | None:
-            client = node.replica_client(silent_peer)
+            client = node.peer(silent_peer)
             call = asyncio.ensure_future(client.heartbeat(node.uuid, 1, timeout=10))
             await asyncio.sleep(0.2)
             assert not call.done()

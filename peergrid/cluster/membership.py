@@ -701,6 +701,13 @@ class Membership:
             until = min(until, acks[need - 1] + lease if len(acks) >= need else 0.0)
         self.lease_until = max(self.lease_until, until)
 
+    def has_quorum(self) -> bool:
+        """True unless ``min_cluster_size`` is set and this member sees fewer members (while it
+        (re)joins, True: nothing is served here, so a write is moved and retried once joined)."""
+        if self.state is State.JOINING:
+            return True
+        return len(self.members.members) >= self._config.min_cluster_size
+
     def holds_lease(self) -> bool:
         """True while this member may serve its partitions (see the module docstring)."""
         return self.lease_until > time.monotonic()

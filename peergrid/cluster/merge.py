@@ -75,7 +75,7 @@ class MergePeer(Protocol):
     ) -> JoinReply: ...
 
 
-class Cluster(Protocol):
+class MergingMembership(Protocol):
     """What merging needs of membership."""
 
     @property
@@ -96,7 +96,7 @@ class Merger:
     def __init__(
         self,
         config: GridConfig,
-        cluster: Cluster,
+        cluster: MergingMembership,
         peer: Callable[[str], MergePeer],
         candidates: Callable[[], Iterable[str]],
         merge_into: Callable[[MemberList], Awaitable[None]],

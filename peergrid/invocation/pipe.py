@@ -22,6 +22,7 @@ import asyncio
 import collections
 import itertools
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
@@ -227,3 +228,81 @@ class Pipe:
         if self._task is not None:
             self._task.cancel()
         self._broken("the peer left the cluster")
+
+
+class Pipes:
+    """A member's pipes to its peers: one for calls and one for backup writes per peer, made on
+    first use (any thread), dropped when the peer leaves."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        address_of: Callable[[str], str | None],
+        open_stream: Callable[[str], Awaitable[Stream]],
+        frame_header: Callable[[], tuple[int, str]],
+        saw_version: Callable[[int, str], None],
+        limits: tuple[int, int, float],
+        closed: Callable[[], bool],
+    ) -> None:
+        self._loop = loop
+        self._address_of = address_of  # a member's address by uuid, None once it left
+        self._open_stream = open_stream
+        self._frame_header = frame_header
+        self._saw_version = saw_version
+        self._limits = limits  # max ops per frame, frames in flight, frame timeout
+        self._calls: dict[str, Pipe] = {}
+        self._backups: dict[str, Pipe] = {}
+        self._lock = threading.Lock()
+        self._closed = closed  # the member stopped: no new pipe
+
+    def calls(self, uuid: str) -> Pipe | None:
+        """The pipe for calls to member ``uuid``."""
+        return self._pipe(uuid, self._calls)
+
+    def open_calls(self) -> dict[str, Pipe]:
+        """The pipes for calls made so far, by member uuid (a copy)."""
+        with self._lock:
+            return dict(self._calls)
+
+    def backups(self, uuid: str) -> Pipe | None:
+        """The pipe for backup writes to member ``uuid``.
+
+        Not the callers' pipe: an owner answers a frame of writes only once its
+        backups acked them, so backup writes queued behind such frames (with
+        ``max_inflight_frames`` reached both ways) would wait on each other.
+        """
+        return self._pipe(uuid, self._backups)
+
+    def _pipe(self, uuid: str, pipes: dict[str, Pipe]) -> Pipe | None:
+        pipe = pipes.get(uuid)
+        if pipe is not None:
+            return pipe
+        address = self._address_of(uuid)
+        if address is None or self._closed():
+            return None
+        with self._lock:
+            pipe = pipes.get(uuid)
+            if pipe is None:
+                max_ops, max_inflight, timeout = self._limits
+                pipe = pipes[uuid] = Pipe(
+                    address,
+                    self._loop,
+                    lambda: self._open_stream(address),
+                    self._frame_header,
+                    max_ops,
+                    max_inflight,
+                    timeout,
+                    lambda version: self._saw_version(version, address),
+                )
+        return pipe
+
+    def drop(self, uuid: str | None = None) -> None:
+        """Close and forget the pipes to ``uuid`` (or to everyone)."""
+        with self._lock:
+            if uuid is None:
+                dropped = [*self._calls.values(), *self._backups.values()]
+                self._calls, self._backups = {}, {}
+            else:
+                dropped = [p for p in (self._calls.pop(uuid, None), self._backups.pop(uuid, None)) if p]
+        for pipe in dropped:
+            pipe.close()

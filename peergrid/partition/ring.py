@@ -35,14 +35,14 @@ def ring_hash(label: str) -> int:
 
 
 @dataclass(frozen=True)
-class Node:
+class RingMember:
     """A member as the ring sees it."""
 
     uuid: str
     weight: float = 1.0
 
 
-def build_ring(nodes: Sequence[Node], vnodes: int, hash_fn: Hash = ring_hash) -> list[tuple[int, str]]:
+def build_ring(nodes: Sequence[RingMember], vnodes: int, hash_fn: Hash = ring_hash) -> list[tuple[int, str]]:
     """Sorted ``(point, uuid)`` pairs: ``max(1, round(vnodes * weight))`` points per node."""
     points = [
         (hash_fn(f"{node.uuid}#{i}"), node.uuid)
@@ -53,7 +53,7 @@ def build_ring(nodes: Sequence[Node], vnodes: int, hash_fn: Hash = ring_hash) ->
     return points
 
 
-def load_caps(nodes: Sequence[Node], partition_count: int, load_factor: float) -> dict[str, int]:
+def load_caps(nodes: Sequence[RingMember], partition_count: int, load_factor: float) -> dict[str, int]:
     """The most partitions each node may own: ``load_factor`` times its weighted share.
 
     Caps are raised together, one at a time, until they can hold every partition.
@@ -74,7 +74,7 @@ def partition_point(partition: int, partition_count: int) -> int:
 
 
 def assign(
-    nodes: Sequence[Node],
+    nodes: Sequence[RingMember],
     partition_count: int,
     replica_count: int,
     vnodes: int,

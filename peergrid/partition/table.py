@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from peergrid.partition.ring import Node, assign
+from peergrid.partition.ring import RingMember, assign
 
 
 @dataclass(frozen=True)
@@ -54,5 +54,5 @@ def build_table(
     vnodes: int,
 ) -> PartitionTable:
     """The table for ``(uuid, weight, leaving)`` members; leaving members own nothing."""
-    nodes = [Node(uuid, weight) for uuid, weight, leaving in members if not leaving]
+    nodes = [RingMember(uuid, weight) for uuid, weight, leaving in members if not leaving]
     return PartitionTable(version, assign(nodes, partition_count, replica_count, vnodes))

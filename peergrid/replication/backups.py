@@ -38,7 +38,7 @@ class _Pipe(Protocol):
     def submit(self, item: object) -> None: ...
 
 
-class Cluster(Protocol):
+class ReplicatorMember(Protocol):
     """What the replicator needs of the member."""
 
     uuid: str
@@ -107,7 +107,7 @@ class _Once:
 class Replicator:
     """Ships writes to backups and tracks which backups are in sync. Loop thread only."""
 
-    def __init__(self, config: GridConfig, cluster: Cluster, repair: Repair) -> None:
+    def __init__(self, config: GridConfig, cluster: ReplicatorMember, repair: Repair) -> None:
         self._config = config
         self._sync_count = config.backup_count
         self._cluster = cluster

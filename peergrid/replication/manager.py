@@ -59,7 +59,7 @@ class ReplicaPeer(Protocol):
     ) -> None: ...
 
 
-class Cluster(Protocol):
+class ManagerMember(Protocol):
     """What replication needs of the member."""
 
     uuid: str
@@ -79,8 +79,7 @@ class PartitionManager:
     def __init__(
         self,
         config: GridConfig,
-        cluster: Cluster,
-        on_lost: Callable[[int], None],
+        cluster: ManagerMember,
         policies: Policies,
         on_served: Callable[[], None],
     ) -> None:
@@ -90,7 +89,7 @@ class PartitionManager:
         self._timing = config.timing
         self._cluster = cluster
         self._me = self.uuid = cluster.uuid
-        self._on_lost = on_lost
+        self.lost_listeners: list[Callable[[int], None]] = []  # told of a partition that lost every copy
         count = config.partition_count
         self.table = PartitionTable(0, tuple(() for _ in range(count)))
         self.parts: list[Partition | None] = [None] * count
@@ -316,7 +315,11 @@ class PartitionManager:
         if p not in self.lost:
             self.lost.add(p)
             log.error("partition %d lost every copy: its entries cannot be served", p)
-            self._on_lost(p)
+            for listener in list(self.lost_listeners):
+                try:
+                    listener(p)
+                except Exception:
+                    log.exception("partition-lost listener failed")
 
     def recover(self, p: int) -> bool:
         """Serve lost partition ``p`` again, empty, if we own it; True if it was lost."""

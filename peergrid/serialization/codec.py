@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import pickle
 import threading
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import msgpack
 
-from peergrid.errors import ConfigError, SerializationError
+from peergrid.errors import ConfigError, PeerGridError, SerializationError
 
 _SUPPORTED = "None, bool, int (64-bit), float, str, bytes, list, tuple, dict"
 
@@ -109,3 +110,19 @@ def serializer_named(name: str) -> Serializer:
     if name == "pickle":
         return PickleSerializer()
     raise ConfigError(f"unknown serializer {name!r}: use 'msgpack' or 'pickle'")
+
+
+def values_equal(serializer: Serializer) -> Callable[[bytes, bytes], bool]:
+    """Whether two encoded values decode equal (``replace_if_same`` compares values, not their
+    encodings: a dict's keys may come in another order); undecodable ones are not equal."""
+    loads = serializer.loads
+
+    def equal(a: bytes, b: bytes) -> bool:
+        if a == b:
+            return True
+        try:
+            return bool(loads(a) == loads(b))
+        except PeerGridError:
+            return False
+
+    return equal

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from peergrid.protocol import Effect, EffectKind
 from peergrid.storage import journal
-from peergrid.storage.records import RecordStore, StorePolicy
+from peergrid.storage.records import Records, StorePolicy
 
 Policies = Callable[[str], StorePolicy | None]
 
@@ -28,7 +28,7 @@ class Partition:
     def __init__(self, partition_id: int, version: int = 0, policies: Policies = _no_policy) -> None:
         self.id = partition_id
         self.version = version
-        self.maps: dict[str, RecordStore] = {}
+        self.maps: dict[str, Records] = {}
         self.policies = policies
         #: (map, key) -> journal record of changes made while the cluster may be split, oldest
         #: first; None when there are none (see ``peergrid.storage.journal``).
@@ -37,11 +37,11 @@ class Partition:
         #: incremented (a grow-only count per contributor).
         self.deltas: dict[tuple[str, bytes], dict[str, int]] | None = None
 
-    def store(self, name: str) -> RecordStore:
+    def store(self, name: str) -> Records:
         """The record store of map ``name``, created empty on first use."""
         store = self.maps.get(name)
         if store is None:
-            store = self.maps[name] = RecordStore(self.policies(name))
+            store = self.maps[name] = Records(self.policies(name))
         return store
 
     def apply(self, effects: Iterable[Effect]) -> None:

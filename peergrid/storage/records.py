@@ -73,7 +73,7 @@ class _Access:
             self.slots[last] = slot
 
 
-class RecordStore:
+class Records:
     """Encoded key -> encoded value, with optional expiry, idle expiry and access tracking."""
 
     __slots__ = ("access", "expiry", "nbytes", "policy", "values")

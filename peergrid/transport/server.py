@@ -26,7 +26,7 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 
-from peergrid.config import GridConfig, Limits
+from peergrid.config import GridConfig, Limits, is_loopback
 from peergrid.errors import ClusterNameMismatchError, LimitExceededError, PeerGridError
 from peergrid.events.model import EventBatch
 from peergrid.protocol import (
@@ -560,6 +560,14 @@ class Server:
             raise OSError(f"cannot bind {target}: the address is in use or not local")
         await server.start()
         self._server = server
+        if credentials is None and not is_loopback(host):
+            log.warning(
+                "member %s:%d serves without TLS on a non-loopback address: anyone who can reach "
+                "this port can read and write every map, and join or disrupt the cluster; configure "
+                "tls=peergrid.TLSConfig(...) (docs/operations.md, 'Security'), or bind 127.0.0.1",
+                host,
+                self.port,
+            )
         return self.port
 
     async def stop(self, grace: float | None) -> None:

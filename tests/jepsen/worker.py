@@ -67,7 +67,7 @@ def classify(f: str, exc: BaseException) -> str:
     if f == "get":
         return "fail"
     if f in ("acquire", "release"):
-        # Lock calls resend an attempt of unknown outcome (peergrid.locks: `_settled`), so a
+        # Lock calls resend an attempt of unknown outcome (peergrid.maps.locks: `_settled`), so a
         # refusal of the resend (QuorumError...) says nothing about the first attempt.
         return "fail" if isinstance(exc, errors.LockError) else "info"
     if isinstance(exc, DEFINITE_FAILURES):

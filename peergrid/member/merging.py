@@ -27,10 +27,14 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from peergrid.cluster.membership import Membership, State
+from peergrid.config import GridConfig
 from peergrid.errors import PeerGridError
 from peergrid.invocation.invoker import Call, Group, Invoker
-from peergrid.protocol import Code, Effect, EffectKind, Op, Result, Status
+from peergrid.protocol import Code, Effect, EffectKind, MemberList, Op, Result, Status
+from peergrid.replication import PartitionManager
 from peergrid.storage import Partition, journal
+from peergrid.transport import PeerClient
 
 log = logging.getLogger("peergrid.cluster")
 
@@ -53,6 +57,138 @@ class Merged:
     left: list[Partition] = field(default_factory=list)
     """Copies not merged because the instance this member joined went away mid-merge (it
     merged on into another): they go to the next instance it joins, whole."""
+
+
+Batches = list[tuple[list[Partition], str]]
+"""Copies to merge, each list with the origin of the instance it was served in."""
+
+
+class Merging:
+    """A member leaving its instance of the cluster for another and bringing its data there.
+
+    ``into(members)``: told to merge (its master merges the whole instance), or, with None,
+    orphaned (its master went to another instance) or declared dead (it was paused or cut
+    off): it joins again, through ``members`` or wherever the seeds and discovery lead, then
+    brings back the partitions it served (``merge_back``). Told again while at it (the
+    instance it joined merged on into a third), it finishes nothing in the instance that
+    went away: it joins again and brings what it has not yet merged, with what it served
+    meanwhile.
+    """
+
+    def __init__(
+        self,
+        config: GridConfig,
+        manager: PartitionManager,
+        invoker: Invoker,
+        membership: Callable[[], Membership],
+        replica_peer: Callable[[str], PeerClient | None],
+        rejoin: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._config = config
+        self._manager = manager
+        self._invoker = invoker
+        self._membership = membership
+        self._replica_peer = replica_peer
+        self._rejoin = rejoin  # leave everything behind and join again (through ``seeds``)
+        self.seeds: list[str] = []  # while joining the other instance: its members
+        self.busy = False  # its data is being re-written into the other instance: not safe
+        self._again = False  # told to merge again meanwhile: one more round
+
+    async def into(self, into: MemberList | None) -> None:
+        """Leave this instance for ``into``'s (None: wherever the seeds and discovery lead),
+        and bring this member's data."""
+        if self.busy:
+            self._again = True  # already on its way: once more when this round ends
+            return
+        membership = self._membership()
+        batches: Batches = [(self._manager.owned_copies(), membership.members.origin)]
+        self.busy = True
+        try:
+            while batches:
+                self._again = False
+                batches = await self._round(into, batches)
+                into = None
+        finally:
+            self.busy = False
+            self._again = False
+
+    async def _round(self, into: MemberList | None, batches: Batches) -> Batches:
+        """Join ``into``'s instance and merge ``batches`` into it; what is left to merge in the
+        next instance if this one went away meanwhile."""
+        self.seeds = [m.address for m in into.members] if into is not None else []
+        try:
+            await self._rejoin()
+        finally:
+            self.seeds = []
+        membership, cluster = self._membership(), self._config.cluster
+        address = membership.me.address
+        if membership.state is State.JOINING:
+            log.error(
+                "member %s could not join the other instance of cluster %r; serving its data alone",
+                address,
+                cluster,
+            )
+            membership.form()
+        joined = membership.members.origin
+        limits, timing = self._config.limits, self._config.timing
+        done, left = Merged(), []
+        for copies, origin in batches:
+            outcome = await merge_back(
+                copies,
+                joined == origin,
+                self._restore,
+                self._invoker,
+                (limits.max_batch_ops, limits.max_message_bytes // 4),
+                timing.operation_timeout,
+                timing.retry_max,
+                lambda: self._again,
+            )
+            done.restored += outcome.restored
+            done.changes += outcome.changes
+            done.won += outcome.won
+            done.failed += outcome.failed
+            if outcome.left:
+                left.append((outcome.left, origin))
+        if self._again:
+            # The instance went away under us: what we served in it goes on too.
+            served = self._manager.owned_copies()
+            log.warning(
+                "member %s: the instance of cluster %r it merged into went away meanwhile; "
+                "joining again with %d partitions still to merge and %d served meanwhile",
+                address,
+                cluster,
+                sum(len(copies) for copies, _ in left),
+                len(served),
+            )
+            return [*left, (served, joined)]  # never empty: the loop joins again
+        log.log(
+            logging.WARNING if done.failed else logging.INFO,
+            "member %s joined cluster %r again (%d members): of the %d partitions it served, %d "
+            "came back whole (the cluster had lost them); of the %d changes it brought (made while "
+            "split, or every entry when the instances formed apart), %d written, %d kept the value "
+            "the cluster had (merge policy); %d failed",
+            address,
+            cluster,
+            len(membership.members.members),
+            sum(len(copies) for copies, _ in batches),
+            done.restored,
+            done.changes,
+            done.won,
+            done.changes - done.won,
+            done.failed,
+        )
+        return []
+
+    async def _restore(self, copy: Partition) -> str:
+        """Offer a merged copy to its owner here (``PartitionManager.restore``)."""
+        owner = self._manager.table.owner(copy.id)
+        if owner == self._membership().me.uuid:
+            return self._manager.restore(copy)
+        peer = self._replica_peer(owner) if owner is not None else None
+        if peer is None:
+            return "moved"
+        chunks = self._manager.chunks(copy, restore=True)
+        return await peer.install(chunks, timeout=self._config.timing.rpc_timeout * 10)
 
 
 async def merge_back(

@@ -3,7 +3,7 @@
 An operation checks and encodes its arguments, answers from the near cache or
 this member's own partitions when it can (returning the value at once), else
 returns ``Remote(flow)``: a generator that yields its remote steps (see
-``peergrid._flows``) and does the accounting, near-cache bookkeeping and
+``peergrid.maps.flows``) and does the accounting, near-cache bookkeeping and
 error mapping around them. ``DistributedMap`` and ``AsyncMap`` differ only in
 how they run a step: on the calling thread, or awaited in the calling task.
 So both APIs check, count and cache alike, by construction.
@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from peergrid._flows import Flow, OnMember, Remote, flow
 from peergrid.config import MapConfig, check_ttl, reject_unknown
 from peergrid.errors import (
     ArgumentError,
@@ -35,21 +34,21 @@ from peergrid.errors import (
     StoreError,
 )
 from peergrid.events.model import EventKind
+from peergrid.events.nearcache import MISS
 from peergrid.invocation.invoker import Call, Group
-from peergrid.locks import LockCalls, check_timeout
-from peergrid.nearcache import MISS
+from peergrid.maps.flows import Flow, OnMember, Remote, flow
+from peergrid.maps.locks import LockCalls, check_timeout
+from peergrid.owner.processors import INCREMENT, check_name
 from peergrid.partition import partition_of
-from peergrid.processors import INCREMENT, check_name
-from peergrid.protocol import MAX_NAME, WRITES, Code, Op, Result, Status
+from peergrid.protocol import MAX_NAME, REFILLS, WRITES, Code, Op, Result, Status
 from peergrid.serialization import Key, decode_key, encode_key
 from peergrid.stats import LocalMapStats, MapStats, aggregate
 
 if TYPE_CHECKING:
-    from peergrid.nearcache import Flight, NearCache
-    from peergrid.node import Node
+    from peergrid.events.nearcache import Flight, NearCache
+    from peergrid.member.node import Node
 
 MARGIN = 1.0  # a caller waits this much past an operation's deadline for the loop's own verdict
-_REFILLS = frozenset({Code.SET, Code.PUT})  # writes that always store op.value when acknowledged
 _NAMES = {
     Code.GET: "get",
     Code.CONTAINS: "contains_key",
@@ -108,7 +107,7 @@ def map_config(node: Node, name: str, options: dict[str, Any]) -> MapConfig:
     config = MapConfig.from_options(name, base, **options)
 
     async def configure() -> None:
-        node.configure_map(name, config)
+        node.maps.configure(name, config)
 
     node.run(configure(), timeout=10)
     return config
@@ -209,9 +208,9 @@ class MapCore(Caller):
         self.config = config or MapConfig()
         self.default_ttl = check_ttl(self.config.ttl)
         self._jitter = self.config.ttl_jitter
-        self.near: NearCache | None = node.near_caches.get(name)
-        self.store = self.config.store  # a map with a store loads misses on its owner
-        self.counters = node.counters_of(name)
+        self.near: NearCache | None = node.maps.near_caches.get(name)
+        self.store = self.config.store  # the map's database (MapStore): misses load from it on the owner
+        self.counters = node.maps.counters_of(name)
         self.readable = node.manager.readable
         self.membership = node.membership  # its lease_until says whether owner-local reads may be served
         self.loads = node.serializer.loads
@@ -300,8 +299,8 @@ class MapCore(Caller):
         part = self.readable[partition]
         if part is None or self.membership.lease_until <= time.monotonic():
             return False, None
-        store = part.maps.get(self.name)
-        value = store.get(encoded) if store is not None else None
+        records = part.maps.get(self.name)
+        value = records.get(encoded) if records is not None else None
         return (value is not None or self.store is None), value
 
     def get(self, key: Key, default: Any = None) -> Any:
@@ -321,8 +320,8 @@ class MapCore(Caller):
         if part is not None and self.membership.lease_until > time.monotonic():
             # Owner-local: a dict lookup on this thread (while the owner lease holds: a member
             # that may have been declared dead meanwhile asks its loop, which waits to hear).
-            store = part.maps.get(self.name)
-            value = store.get(encoded) if store is not None else None
+            records = part.maps.get(self.name)
+            value = records.get(encoded) if records is not None else None
             if value is not None or self.store is None:
                 self.got(started, value is not None)
                 return default if value is None else self.loads(value)
@@ -474,7 +473,7 @@ class MapCore(Caller):
             result = yield op
         finally:
             if near is not None:
-                if result is not None and op.code in _REFILLS and not op.ttl and result.version:
+                if result is not None and op.code in REFILLS and not op.ttl and result.version:
                     near.write_ends(op.key, op.partition, op.value, result.version, result.ttl)
                 else:
                     near.write_ends(op.key, op.partition, None, 0)
@@ -636,14 +635,14 @@ class MapCore(Caller):
         registration = _registration(**options)
         timeout = self.wait + self.node.config.timing.rpc_timeout
         listener_id: str = yield OnMember(
-            add_listener(self.node, self.name, self.loads, registration, loop), timeout
+            self.node.maps.add_listener(self.name, self.loads, registration, loop), timeout
         )
         return listener_id
 
     @flow
     def remove_entry_listener(self, listener_id: str) -> Flow[OnMember, bool]:
         """``remove_entry_listener``: True if it was registered."""
-        removed: bool = yield self.on_member(remove_listener(self.node, self.name, listener_id))
+        removed: bool = yield self.on_member(self.node.maps.remove_listener(self.name, listener_id))
         return removed
 
     @flow
@@ -702,50 +701,8 @@ def _registration(
     }
 
 
-async def add_listener(
-    node: Node,
-    name: str,
-    loads: Callable[[bytes], Any],
-    registration: dict[str, Any],
-    loop: asyncio.AbstractEventLoop | None,
-) -> str:
-    """Register a listener on the member's loop; wait until the event streams are up."""
-    hub = node.hub(name, loads)
-    fresh = not hub.listeners
-    listener = hub.add(loop=loop, **registration)
-    if fresh:
-        node.publisher.add_local(name, hub.on_local)
-    if not listener.local:
-        if not any(not other.local for other in hub.listeners.values() if other is not listener):
-            # Always with values: a later listener that wants them must not restart the streams
-            # (events in flight then are lost to every listener, and reported as a gap).
-            node.subscriptions.add(
-                name, hub, values=True, entries=True, heartbeat=node.config.timing.heartbeat_interval
-            )
-        if not await node.subscriptions.ready(name, node.config.timing.rpc_timeout * 2):
-            await remove_listener(node, name, listener.id)
-            raise OperationTimeoutError(
-                f"{name}.add_entry_listener: could not subscribe to every member's events in time"
-            )
-    return listener.id
-
-
-async def remove_listener(node: Node, name: str, listener_id: str) -> bool:
-    """Unregister a listener on the member's loop."""
-    hub = node.hubs.get(name)
-    if hub is None or hub.listeners.pop(listener_id, None) is None:
-        return False
-    if not hub.listeners:
-        node.publisher.remove_local(name, hub.on_local)
-        node.subscriptions.remove(name, hub)
-        del node.hubs[name]
-    elif not hub.wants_remote:
-        node.subscriptions.remove(name, hub)
-    return True
-
-
 async def _local_stats(node: Node, name: str) -> LocalMapStats:
-    return node.local_stats(name)
+    return node.maps.local_stats(name)
 
 
 async def cluster_stats(node: Node, name: str) -> MapStats:
@@ -755,11 +712,11 @@ async def cluster_stats(node: Node, name: str) -> MapStats:
 
     async def ask(address: str) -> dict[str, float] | None:
         try:
-            return await node.replica_client(address).map_stats(name)
+            return await node.peer(address).map_stats(name)
         except PeerGridError:
             return None
 
     answers = await asyncio.gather(*(ask(m.address) for m in others))
-    per_member = {node.address: node.local_stats(name).as_dict()}
+    per_member = {node.address: node.maps.local_stats(name).as_dict()}
     per_member.update({m.address: a for m, a in zip(others, answers, strict=True) if a is not None})
     return aggregate(per_member)

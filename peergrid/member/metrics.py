@@ -111,3 +111,24 @@ def serve(read: Callable[[], Snapshot | None], port: int, host: str) -> tuple[An
     registry.register(_Collector(read))
     server, _thread = start_http_server(port, addr=host, registry=registry)
     return server, int(server.server_port)
+
+
+class Endpoints:
+    """A member's metrics servers (``Grid.serve_metrics``), stopped with it."""
+
+    def __init__(self, read: Callable[[], Snapshot | None]) -> None:
+        self._read = read
+        self._servers: list[Any] = []
+
+    def serve(self, port: int, host: str) -> int:
+        """Start one; return its bound port."""
+        server, bound = serve(self._read, port, host)
+        self._servers.append(server)
+        return bound
+
+    def stop(self) -> None:
+        """Stop them all."""
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()
+        self._servers.clear()

@@ -11,7 +11,7 @@ loaded from the store if memory misses it, and its write goes through the
 store (or the write-behind queue) first (``StoreOps.compute``).
 
 Locks live in the partition, in an internal map per user map
-(``__peergrid.locks.<map>``): encoded key -> a ``LockRecord``. So a lock is
+(``__peergrid.maps.locks.<map>``): encoded key -> a ``LockRecord``. So a lock is
 replicated with its partition's other writes, survives its owner's death on
 the backups and moves with the partition. A lease is the record's TTL. A lock
 whose holder's member is no longer in the member list is free (and the record
@@ -34,20 +34,20 @@ import msgpack
 
 from peergrid.config import check_ttl
 from peergrid.errors import PeerGridError
-from peergrid.processors import INCREMENT, Entry, ProcessorRegistry
+from peergrid.owner.processors import INCREMENT, Entry, ProcessorRegistry
 from peergrid.protocol import Code, LockRequest, MemberList, Op, Result, Status, unpack_fields
 from peergrid.serialization import Serializer, decode_key
 from peergrid.storage import Partition
 from peergrid.storage.registry import MapRegistry
 
 if TYPE_CHECKING:
-    from peergrid.invocation.owner import OwnerWrites
-    from peergrid.invocation.stores import StoreOps
+    from peergrid.owner.stores import StoreOps
+    from peergrid.owner.writes import OwnerWrites
     from peergrid.replication import PartitionManager
 
 log = logging.getLogger("peergrid.compute")
 
-LOCKS_PREFIX = "__peergrid.locks."
+LOCKS_PREFIX = "__peergrid.maps.locks."
 """Internal maps of lock records: ``LOCKS_PREFIX + map name``. User map names may not start with
 ``__peergrid.``."""
 

@@ -41,7 +41,7 @@ F = TypeVar("F", bound=Processor)
 
 RESERVED_PREFIX = "peergrid."  # built-in processors; users' names may not start with it
 INCREMENT = "peergrid.increment"
-RELEASE_CLAIM = "peergrid.cached.release"  # @cached: drop a computing marker if it is still ours
+RELEASE_CLAIM = "peergrid.maps.cached.release"  # @cached: drop a computing marker if it is still ours
 
 
 class Entry:
@@ -140,7 +140,7 @@ def entry_processor(name: str) -> Callable[[F], F]:
     """Register the decorated function as entry processor ``name`` for every member in this process.
 
     ``fn(entry, *args)`` receives an ``Entry`` and the caller's arguments; see
-    ``peergrid.processors``. Import the module on every member. Raises
+    ``peergrid.owner.processors``. Import the module on every member. Raises
     ``ArgumentError`` when another function already has the name.
     """
     check_name(name, registering=True)

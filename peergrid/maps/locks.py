@@ -2,7 +2,7 @@
 
 ``m.lock(key)``, ``m.try_lock(key, timeout=..., lease=...)``, ``m.unlock(key)``
 and ``m.is_locked(key)`` on ``DistributedMap`` and ``AsyncMap``; the owner's
-side is ``peergrid.invocation.compute``, the semantics are in ``docs/locks.md``.
+side is ``peergrid.owner.compute``, the semantics are in ``docs/locks.md``.
 
 A lock is held by a *holder*: a thread (sync API) or an asyncio task (async
 API) of one member. The same holder may take it again (reentrant: each lock
@@ -32,13 +32,13 @@ from collections.abc import Awaitable, Callable, Generator
 from types import TracebackType
 from typing import Any, NamedTuple
 
-from peergrid._flows import Flow
 from peergrid.config import Timing
 from peergrid.errors import ArgumentError, IndeterminateWriteError, LockError, PeerGridError
+from peergrid.maps.flows import Flow
 from peergrid.protocol import Code, LockRequest, Op, Result
 from peergrid.serialization import Key
 
-log = logging.getLogger("peergrid.locks")
+log = logging.getLogger("peergrid.maps.locks")
 
 # ---------------------------------------------------------------------- holders
 # A holder id is a serial drawn once per thread or task, never reused in this process
@@ -156,7 +156,7 @@ _BOOK = _Book()
 
 # ---------------------------------------------------------------------- the protocol
 class LockCalls:
-    """Lock operations of one map on one member, as flows (see ``peergrid._flows``)."""
+    """Lock operations of one map on one member, as flows (see ``peergrid.maps.flows``)."""
 
     def __init__(
         self,

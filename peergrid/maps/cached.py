@@ -52,15 +52,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgpack
 
-from peergrid._flows import drive, drive_async
-from peergrid._mapcore import check_map_name
 from peergrid.errors import ArgumentError, LimitExceededError, OperationTimeoutError, SerializationError
-from peergrid.processors import RELEASE_CLAIM
+from peergrid.maps.core import check_map_name
+from peergrid.maps.flows import drive, drive_async
+from peergrid.owner.processors import RELEASE_CLAIM
 
 if TYPE_CHECKING:
-    from peergrid.node import Node
+    from peergrid.member.node import Node
 
-log = logging.getLogger("peergrid.cached")
+log = logging.getLogger("peergrid.maps.cached")
 
 F = TypeVar("F", bound=Callable[..., Any])
 Step = tuple[Any, ...]  # ("call",) runs the function; (method, *args) calls the cache map

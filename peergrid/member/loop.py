@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
+
+from peergrid.errors import PeerGridError
 
 T = TypeVar("T")
 
@@ -106,3 +109,20 @@ def runtime() -> LoopThread:
             _runtime.start()
             _runtime.wait_started()
         return _runtime
+
+
+async def every(interval: float, job: Callable[[], Any]) -> None:
+    """Run ``job`` (a function, or one returning a coroutine) every ``interval`` seconds, for ever;
+    a failure is logged and the next round runs."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            outcome = job()
+            if asyncio.iscoroutine(outcome):
+                await outcome
+        except asyncio.CancelledError:
+            raise
+        except PeerGridError as exc:
+            logging.getLogger("peergrid").debug("background job failed: %s", exc)
+        except Exception:
+            logging.getLogger("peergrid").exception("background job failed")

@@ -1,6 +1,6 @@
 """DistributedMap: the sync API of a map partitioned over the cluster.
 
-Every operation is written once, in ``peergrid._mapcore``; this module only
+Every operation is written once, in ``peergrid.maps.core``; this module only
 runs its remote steps on the calling thread. Reads of keys whose partition
 this member owns are served from its own memory, on the caller's thread, with
 no RPC and no thread hop; so are hits in the map's near cache, if it has one.
@@ -13,12 +13,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from peergrid._flows import OnMember, Remote, drive
-from peergrid._mapcore import Caller, ListenerOptions, MapCore
 from peergrid.config import MapConfig
+from peergrid.events.nearcache import Flight
 from peergrid.invocation.invoker import Group
-from peergrid.locks import LockHandle, check_timeout, thread_holder
-from peergrid.nearcache import Flight
+from peergrid.maps.core import Caller, ListenerOptions, MapCore
+from peergrid.maps.flows import OnMember, Remote, drive
+from peergrid.maps.locks import LockHandle, check_timeout, thread_holder
 from peergrid.protocol import Op, Result
 from peergrid.serialization import Key
 from peergrid.stats import LocalMapStats, MapStats
@@ -26,7 +26,7 @@ from peergrid.stats import LocalMapStats, MapStats
 if TYPE_CHECKING:
     from typing import Unpack
 
-    from peergrid.node import Node
+    from peergrid.member.node import Node
 
 T = TypeVar("T")
 

@@ -15,13 +15,14 @@ from typing import Protocol
 
 from peergrid.config import GridConfig
 from peergrid.events.publisher import EventPublisher
-from peergrid.invocation.owner import OwnerWrites
-from peergrid.invocation.stores import StoreOps
+from peergrid.owner.stores import StoreOps
+from peergrid.owner.writes import OwnerWrites
 from peergrid.protocol import (
     COMPUTE,
     KEYED,
     KNOWN,
     MAX_NAME,
+    REFILLS,
     WRITES,
     Code,
     Effect,
@@ -33,7 +34,7 @@ from peergrid.protocol import (
 from peergrid.replication import PartitionManager
 from peergrid.storage import Partition, journal
 from peergrid.storage import ops as storage_ops
-from peergrid.storage.records import RecordStore
+from peergrid.storage.records import Records
 from peergrid.storage.registry import MapRegistry
 
 
@@ -50,7 +51,6 @@ class Compute(Protocol):
 
 
 READ_THROUGH = frozenset({Code.GET, Code.CONTAINS})
-_REFILLS = frozenset({Code.SET, Code.PUT})  # writes whose value a near cache may hold after the ack
 _CONDITIONAL = frozenset({Code.PUT_IF_ABSENT, Code.REPLACE, Code.REPLACE_IF_SAME})
 _JOURNALED = frozenset({EffectKind.PUT, EffectKind.DELETE, EffectKind.CLEAR})
 _MERGED = _JOURNALED | {EffectKind.DELTA}
@@ -232,7 +232,7 @@ class Executor:
             effects = (*effects, Effect(EffectKind.DELTA, op.map, op.key, journal.encode_delta(*delta)))
         part.version += 1
         result.version = part.version
-        if op.code in _REFILLS:
+        if op.code in REFILLS:
             _time_left(part, op, result)
         if behind:
             # Queued in the same versioned change: backups hold the pending write with the value.
@@ -356,7 +356,7 @@ class Executor:
                 return []  # expired meanwhile
         return [Op(Code.SET, part.id, op.map, change.key, change.value, ttl=ttl)]
 
-    def _writes(self, store: RecordStore | None, op: Op) -> bool:
+    def _writes(self, store: Records | None, op: Op) -> bool:
         """Whether a conditional write would change anything (one that would not is never
         refused for capacity: it answers as it would on a map with room)."""
         code = op.code

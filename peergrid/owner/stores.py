@@ -43,7 +43,7 @@ from peergrid.storage import Partition
 from peergrid.storage.registry import MapRegistry
 
 if TYPE_CHECKING:
-    from peergrid.invocation.owner import OwnerWrites
+    from peergrid.owner.writes import OwnerWrites
     from peergrid.replication import PartitionManager
 
 log = logging.getLogger("peergrid.stores")

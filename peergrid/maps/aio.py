@@ -1,0 +1,251 @@
+"""AsyncMap: the asyncio API of a map, driving the operations of ``peergrid.maps.core``.
+
+The member still runs on its own loop thread (so a busy application loop
+cannot delay its heartbeats); an awaited operation completes the caller's
+future from there. Owner-local reads return without any hop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import weakref
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from peergrid.config import MapConfig
+from peergrid.events.nearcache import Flight
+from peergrid.invocation.invoker import Group
+from peergrid.maps.core import Caller, ListenerOptions, MapCore
+from peergrid.maps.flows import OnMember, Remote, drive_async
+from peergrid.maps.locks import AsyncLockHandle, check_lease, check_timeout, task_holder
+from peergrid.protocol import Op, Result
+from peergrid.serialization import Key
+from peergrid.stats import LocalMapStats, MapStats
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from peergrid.member.node import Node
+
+T = TypeVar("T")
+
+
+def _resolve(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
+
+
+class _Handover:
+    """Completions bound for one application loop, handed over once per runtime-loop iteration.
+
+    Waking another thread's loop costs a system call and a thread switch; a
+    frame's results complete many calls at once, so they cross together.
+    """
+
+    def __init__(self, target: asyncio.AbstractEventLoop, runtime: asyncio.AbstractEventLoop) -> None:
+        self._target = target
+        self._runtime = runtime
+        self._pending: list[asyncio.Future[None]] = []
+
+    def add(self, future: asyncio.Future[None]) -> None:
+        """Complete ``future`` on its loop, soon (runtime thread)."""
+        if not self._pending:
+            self._runtime.call_soon(self._flush)
+        self._pending.append(future)
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        with contextlib.suppress(RuntimeError):  # the application's loop is closed: nobody waits
+            self._target.call_soon_threadsafe(_resolve, batch)
+
+
+class AsyncDriver:
+    """Runs operations' steps in the calling task; completions cross from the member's loop in
+    batches (``_Handover``)."""
+
+    def __init__(self, caller: Caller) -> None:
+        self._caller = caller
+        self._node = caller.node
+        self._handovers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Handover] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def do(self, outcome: Remote[T]) -> T:
+        """The value of an operation that needs steps: its flow, run in this task."""
+        return await drive_async(outcome.flow, self._step)
+
+    async def _step(self, step: Any) -> Any:
+        kind = step.__class__
+        if kind is Op:
+            return (await self._calls([step]))[0]
+        if kind is list:
+            return await self._calls(step)
+        if kind is Flight:  # another caller's fetch of the key: True once it ended
+            return await step.wait_async(self._caller.wait)
+        if kind is OnMember:
+            self._node.ensure_open()
+            future = asyncio.run_coroutine_threadsafe(step.coro, self._node.loop)
+            async with asyncio.timeout(step.timeout):
+                return await asyncio.wrap_future(future)
+        raise TypeError(f"not a step: {step!r}")
+
+    async def _calls(self, ops: list[Op]) -> list[Result]:
+        caller = self._caller
+        self._node.ensure_open()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        handover = self._handovers.get(loop)
+        if handover is None:
+            handover = self._handovers[loop] = _Handover(loop, self._node.loop)
+        group = Group(len(ops), lambda: handover.add(done))
+        calls = [caller.call(op, group=group) for op in ops]
+        self._node.invoker.start_many(calls)
+        try:
+            async with asyncio.timeout(caller.wait):
+                await done
+        except TimeoutError:
+            raise caller.timed_out(ops[0]) from None
+        return caller.check_all(calls)
+
+
+class AsyncMap:
+    """A distributed map for asyncio code; see ``DistributedMap`` for the semantics.
+
+    Every operation is the sync map's (``peergrid.maps.core``), its remote steps
+    awaited in the calling task. Owner-local reads and near-cache hits return
+    without any hop.
+    """
+
+    def __init__(self, node: Node, name: str, config: MapConfig | None = None, **core: Any) -> None:
+        self._core = MapCore(node, name, config, **core)
+        self._do = AsyncDriver(self._core).do
+        self.name = self._core.name
+
+    def __repr__(self) -> str:
+        return f"AsyncMap({self.name!r})"
+
+    async def get(self, key: Key, default: Any = None) -> Any:
+        """The value of ``key``, or ``default``."""
+        outcome = self._core.get(key, default)
+        return outcome if outcome.__class__ is not Remote else await self._do(outcome)
+
+    async def contains_key(self, key: Key) -> bool:
+        """True when ``key`` has a live value."""
+        outcome = self._core.contains_key(key)
+        return await self._do(outcome) if isinstance(outcome, Remote) else outcome
+
+    async def get_all(self, keys: Iterable[Key]) -> dict[Key, Any]:
+        """The live values of ``keys``: one RPC per owning member."""
+        outcome = self._core.get_all(keys)
+        return await self._do(outcome) if isinstance(outcome, Remote) else outcome
+
+    async def put(self, key: Key, value: Any, ttl: float | None = None, **unknown: Any) -> Any:
+        """Store ``value``; return the previous value or None."""
+        return await self._do(self._core.put(key, value, ttl, unknown))
+
+    async def set(self, key: Key, value: Any, ttl: float | None = None, **unknown: Any) -> None:
+        """Store ``value`` without returning the previous one."""
+        await self._do(self._core.set(key, value, ttl, unknown))
+
+    async def put_if_absent(self, key: Key, value: Any, ttl: float | None = None, **unknown: Any) -> Any:
+        """Store only if absent; return the existing value or None."""
+        return await self._do(self._core.put_if_absent(key, value, ttl, unknown))
+
+    async def replace(self, key: Key, value: Any, ttl: float | None = None, **unknown: Any) -> Any:
+        """Store only if present; return the previous value or None."""
+        return await self._do(self._core.replace(key, value, ttl, unknown))
+
+    async def replace_if_same(
+        self, key: Key, old: Any, new: Any, ttl: float | None = None, **unknown: Any
+    ) -> bool:
+        """Store ``new`` only if the live value equals ``old``."""
+        return await self._do(self._core.replace_if_same(key, old, new, ttl, unknown))
+
+    async def delete(self, key: Key) -> bool:
+        """Remove ``key``; True if it had a live value."""
+        return await self._do(self._core.delete(key))
+
+    async def put_all(self, mapping: Mapping[Key, Any], ttl: float | None = None, **unknown: Any) -> None:
+        """Store every entry: one RPC per owning member, in parallel."""
+        await self._do(self._core.put_all(mapping, ttl, unknown))
+
+    async def size(self) -> int:
+        """Live entries in the whole map."""
+        return await self._do(self._core.size())
+
+    async def flush(self) -> None:
+        """Store every write still queued for this map's store (write-behind), on every owner."""
+        await self._do(self._core.flush())
+
+    async def clear(self) -> None:
+        """Remove every entry."""
+        await self._do(self._core.clear())
+
+    async def keys(self) -> list[Key]:
+        """Every live key."""
+        return await self._do(self._core.keys())
+
+    async def items(self) -> list[tuple[Key, Any]]:
+        """Every live ``(key, value)`` pair."""
+        return await self._do(self._core.items())
+
+    async def values(self) -> list[Any]:
+        """Every live value."""
+        return await self._do(self._core.values())
+
+    async def add_entry_listener(self, **options: Unpack[ListenerOptions]) -> str:
+        """Like ``DistributedMap.add_entry_listener``; callbacks (plain or ``async def``) run on this loop."""
+        return await self._do(self._core.add_entry_listener(asyncio.get_running_loop(), dict(options)))
+
+    async def remove_entry_listener(self, listener_id: str) -> bool:
+        """Stop a listener; True if it was registered."""
+        return await self._do(self._core.remove_entry_listener(listener_id))
+
+    async def local_stats(self) -> LocalMapStats:
+        """What this member holds of this map, and what it counted."""
+        return await self._do(self._core.local_stats())
+
+    async def stats(self) -> MapStats:
+        """This map's statistics on every member, and their sum."""
+        return await self._do(self._core.stats())
+
+    # ------------------------------------------------------------------ compute: locks, entry processors
+    def lock(self, key: Key, lease: float | None = None, timeout: float | None = None) -> AsyncLockHandle:
+        """``key``'s lock for the current task: ``async with m.lock(key) as token:``.
+
+        Or ``token = await m.lock(key)``, then ``await m.unlock(key)`` from the
+        same task. The holder is the task: reentrant for it, exclusive against
+        every other task and thread anywhere. See ``DistributedMap.lock``.
+        """
+        check_lease(lease)
+        wait = check_timeout(timeout, allow_none=True)
+        return AsyncLockHandle(
+            self.name, key, lambda: self._do(self._core.lock(key, task_holder(), wait, lease)), self.unlock
+        )
+
+    async def try_lock(self, key: Key, timeout: float = 0.0, lease: float | None = None) -> int | None:
+        """The lock for the current task if free within ``timeout`` seconds: its token, or None."""
+        return await self._do(self._core.try_lock(key, task_holder(), timeout, lease))
+
+    async def unlock(self, key: Key) -> None:
+        """Release one hold by the current task; ``LockError`` (saying why) when it holds none."""
+        await self._do(self._core.unlock(key, task_holder()))
+
+    async def is_locked(self, key: Key) -> bool:
+        """True when some holder (anywhere) holds ``key``'s lock."""
+        return await self._do(self._core.is_locked(key))
+
+    async def execute_on_key(self, key: Key, processor: str, *args: Any) -> Any:
+        """Run entry processor ``processor`` atomically on ``key``'s owner; see
+        ``DistributedMap.execute_on_key``."""
+        return await self._do(self._core.execute_on_key(key, processor, args))
+
+    async def execute_on_keys(self, keys: Iterable[Key], processor: str, *args: Any) -> dict[Key, Any]:
+        """Run ``processor`` on each key's owner in parallel; ``{key: result}``."""
+        return await self._do(self._core.execute_on_keys(keys, processor, args))
+
+    async def increment(self, key: Key, delta: int = 1, ttl: float | None = None) -> int:
+        """Add ``delta`` to the int counter at ``key``; see ``DistributedMap.increment``."""
+        return await self._do(self._core.increment(key, delta, ttl))
