@@ -78,7 +78,7 @@ class AsyncGrid:
 
     def members(self) -> list[Member]:
         """The current member list, oldest first."""
-        return list(self.node.membership.members.members)
+        return self.node.members()
 
     def get_map(self, name: str, **options: Any) -> AsyncMap:
         """The distributed map ``name``; options as ``Grid.get_map`` (``peergrid.MapConfig``)."""

@@ -68,13 +68,12 @@ class Grid:
 
     def members(self) -> list[Member]:
         """The current member list, oldest first (each with ``.address`` and ``.uuid``)."""
-        return list(self._node.membership.members.members)
+        return self._node.members()
 
     def owner_of(self, key: Key) -> Member | None:
         """The member that currently owns ``key``'s partition (in every map)."""
         partition = partition_of(encode_key(key), self.config.partition_count)
-        owner = self._node.manager.table.owner(partition)
-        return self._node.membership.members.find(owner) if owner else None
+        return self._node.owner_of(partition)
 
     # ------------------------------------------------------------------ maps
     def get_map(self, name: str, **options: Any) -> DistributedMap:

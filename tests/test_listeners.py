@@ -288,7 +288,7 @@ def test_a_listener_dropped_with_its_closed_loop_leaves_no_duplicate_delivery(ap
         asyncio.run(register())  # its loop is closed when run() returns
         writer = api.map(grids[1], "cl")
         writer.put("first", 1)  # the hub finds the loop closed and drops the listener
-        wait_for(lambda: not grids[0]._node.hubs["cl"].listeners, 10, message="the listener dropped")
+        wait_for(lambda: not grids[0]._node.maps.hubs["cl"].listeners, 10, message="the listener dropped")
         seen = Recorder()
         m0.add_entry_listener(**seen.callbacks())
         keys = [f"k{i}" for i in range(6)]

@@ -41,7 +41,9 @@ def test_hits_cost_no_rpc_and_count(api) -> None:
         m = api.map(reader, "near")
         keys = remote_keys(reader, 20)
         api.map(grids[0], "near").put_all({k: {"v": k} for k in keys})
-        wait_for(lambda: len(reader._node.near_caches["near"].leases) == 1, 5, message="lease from the owner")
+        wait_for(
+            lambda: len(reader._node.maps.near_caches["near"].leases) == 1, 5, message="lease from the owner"
+        )
         for k in keys:
             assert m.get(k) == {"v": k}  # misses: fetched and kept
         before = frames(reader)
@@ -61,7 +63,8 @@ def test_a_write_elsewhere_invalidates(api) -> None:
         key = remote_keys(reader, 1)[0]
         api.map(writer, "near").put(key, "old")
         wait_for(
-            lambda: api.map(reader, "near").get(key) == "old" and len(reader._node.near_caches["near"]), 5
+            lambda: api.map(reader, "near").get(key) == "old" and len(reader._node.maps.near_caches["near"]),
+            5,
         )
         api.map(writer, "near").put(key, "new")
         wait_for(
@@ -90,7 +93,7 @@ def test_a_dead_owner_stops_its_entries_being_served(api) -> None:
         reader, owner = grids[0], grids[1]
         keys = [k for k in remote_keys(reader, 200) if reader.owner_of(k).uuid == owner.uuid][:10]
         api.map(reader, "near").put_all(dict.fromkeys(keys, "v1"))
-        near = reader._node.near_caches["near"]
+        near = reader._node.maps.near_caches["near"]
         wait_for(lambda: owner.uuid in near.leases, 5, message="a lease from the owner")
         wait_for(
             lambda: all(api.map(reader, "near").get(k) == "v1" for k in keys) and len(near) >= len(keys), 5
@@ -98,7 +101,9 @@ def test_a_dead_owner_stops_its_entries_being_served(api) -> None:
         grids.kill(owner)
         # The stream from the dead owner broke: its partitions' entries are dropped (a gap).
         wait_for(
-            lambda: len(reader._node.near_caches["near"]) == 0, 5, message="entries of the dead owner dropped"
+            lambda: len(reader._node.maps.near_caches["near"]) == 0,
+            5,
+            message="entries of the dead owner dropped",
         )
         assert grids.wait_until_safe(30)
         api.map(grids[2], "near").put_all(dict.fromkeys(keys, "v2"))
@@ -373,7 +378,9 @@ def test_a_set_through_a_member_is_read_back_from_its_near_cache_without_a_fetch
         writer = grids[1]
         m = api.map(writer, "near")
         keys = remote_keys(writer, 10)
-        wait_for(lambda: len(writer._node.near_caches["near"].leases) == 1, 5, message="lease from the owner")
+        wait_for(
+            lambda: len(writer._node.maps.near_caches["near"].leases) == 1, 5, message="lease from the owner"
+        )
         for k in keys:
             m.set(k, {"v": k})
         before = frames(writer)
@@ -394,7 +401,9 @@ def test_get_all_serves_near_cached_keys_without_a_fetch(api) -> None:
         m = api.map(reader, "near")
         keys = remote_keys(reader, 20)
         api.map(grids[0], "near").put_all({k: k.upper() for k in keys})
-        wait_for(lambda: len(reader._node.near_caches["near"].leases) == 1, 5, message="lease from the owner")
+        wait_for(
+            lambda: len(reader._node.maps.near_caches["near"].leases) == 1, 5, message="lease from the owner"
+        )
         assert m.get_all(keys) == {k: k.upper() for k in keys}  # fetched, and kept
         before = frames(reader)
         hits = m.local_stats().near_cache_hits
@@ -470,9 +479,11 @@ def test_an_undecodable_value_in_get_all_still_lands_every_fetch(api) -> None:
         reader = grids[1]
         m = api.map(reader, "near")
         good, bad = remote_keys(reader, 2)
-        wait_for(lambda: len(reader._node.near_caches["near"].leases) == 1, 5, message="lease from the owner")
+        wait_for(
+            lambda: len(reader._node.maps.near_caches["near"].leases) == 1, 5, message="lease from the owner"
+        )
         api.map(grids[0], "near").put_all({good: "fine", bad: "garbled"})
-        near = reader._node.near_caches["near"]
+        near = reader._node.maps.near_caches["near"]
         core = m._core
         loads = core.loads
 
@@ -612,13 +623,16 @@ def test_an_entry_is_never_served_from_a_near_cache_after_it_expired_on_its_owne
     with cluster(2, maps=maps, timing=timing) as grids:
         owner, reader = grids
         for name in maps:
-            wait_for(lambda n=name: len(reader._node.near_caches[n].leases) == 1, 5, message="a lease")
+            wait_for(lambda n=name: len(reader._node.maps.near_caches[n].leases) == 1, 5, message="a lease")
         fetched, updated, idle = remote_keys(reader, 3)
-        m, near = api.map(reader, "near"), reader._node.near_caches["near"]
+        m, near = api.map(reader, "near"), reader._node.maps.near_caches["near"]
 
         def held(key: str, value: str, name: str = "near") -> bool:
             reads = api.map(reader, name)
-            return reads.get(key) == value and reads._core.encode(key) in reader._node.near_caches[name].data
+            return (
+                reads.get(key) == value
+                and reads._core.encode(key) in reader._node.maps.near_caches[name].data
+            )
 
         api.map(owner, "near").set(fetched, "v", ttl=1.0)
         wait_for(lambda: held(fetched, "v"), 5, message="the value fetched and held")
@@ -633,7 +647,7 @@ def test_an_entry_is_never_served_from_a_near_cache_after_it_expired_on_its_owne
         api.map(owner, "idle").set(idle, "v")
         wait_for(lambda: held(idle, "v", "idle"), 5, message="the value fetched and held")
         encoded = api.map(reader, "idle")._core.encode(idle)
-        near_idle = reader._node.near_caches["idle"]
+        near_idle = reader._node.maps.near_caches["idle"]
         wait_for(lambda: near_idle.lookup(encoded) is MISS, 5, message="the near cache to stop serving it")
         assert api.map(reader, "idle").get(idle) is None
         assert api.map(owner, "idle").get(idle) is None

@@ -707,7 +707,7 @@ async def _local_stats(node: Node, name: str) -> LocalMapStats:
 
 async def cluster_stats(node: Node, name: str) -> MapStats:
     """Every member's statistics of ``name`` (members that do not answer are left out)."""
-    members = node.membership.members.members
+    members = node.members()
     others = [m for m in members if m.uuid != node.uuid]
 
     async def ask(address: str) -> dict[str, float] | None:

@@ -15,6 +15,7 @@ from peergrid.events.listeners import Dispatcher, ListenerHub
 from peergrid.events.nearcache import NearCache
 from peergrid.events.publisher import EventPublisher
 from peergrid.events.subscriptions import Subscriptions
+from peergrid.member.metrics import Snapshot
 from peergrid.owner.stores import StoreOps
 from peergrid.owner.writes import OwnerWrites
 from peergrid.replication import PartitionManager
@@ -173,6 +174,7 @@ class Maps:
             write_behind_pending=self._stores.pending(name),
         )
 
-    async def all_stats(self) -> dict[str, LocalMapStats]:
-        """Every map's statistics here (as a coroutine: run it on the loop)."""
-        return {name: self.local_stats(name) for name in self.names()}
+    async def snapshot(self, address: str, members: int) -> Snapshot:
+        """What a metrics scrape reads of this member (as a coroutine: run it on the loop)."""
+        owned = len(self._manager.table.owned_by(self._uuid))
+        return Snapshot(address, members, owned, {name: self.local_stats(name) for name in self.names()})

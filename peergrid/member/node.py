@@ -132,7 +132,6 @@ class Node:
             self.counters,
             config.timing,
         )
-        self.near_caches = self.maps.near_caches
         self.answers = Answers(
             self.cluster,
             self.uuid,
@@ -146,7 +145,6 @@ class Node:
             self.maps,
         )
         self._server = Server(config, self.answers)
-        self.hubs = self.maps.hubs
         self._metrics = metrics.Endpoints(self._metrics_snapshot)
 
     # ------------------------------------------------------------------ lifecycle
@@ -177,7 +175,7 @@ class Node:
             self.peer,
             self._members_changed,
             self._removed,
-            self._seeds,
+            lambda: self.merging.seeds or self.config.members,  # merging: the other instance's
             self._forget_peer,
             self._hints if self.discovery.enabled else None,
             self._removed,
@@ -199,9 +197,6 @@ class Node:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
-
-    def _seeds(self) -> Iterable[str]:
-        return self.merging.seeds or self.config.members
 
     def _hints(self) -> Iterable[str]:
         return [] if self.merging.seeds else self.discovery.addresses()
@@ -283,12 +278,8 @@ class Node:
         return self._metrics.serve(port, host)
 
     def _metrics_snapshot(self) -> metrics.Snapshot | None:
-        """What a scrape reads (on the scraper's thread: the maps' figures come from the loop)."""
-        if self.closed:
-            return None
-        maps = self.run(self.maps.all_stats(), timeout=10)
-        owned = len(self.manager.table.owned_by(self.uuid))
-        return metrics.Snapshot(self.address, len(self.membership.members.members), owned, maps)
+        """What a scrape reads (on the scraper's thread: the figures come from the loop)."""
+        return None if self.closed else self.run(self.maps.snapshot(self.address, len(self.members())), 10)
 
     def ensure_open(self) -> None:
         """Raise ``GridClosedError`` after shutdown."""
@@ -313,6 +304,15 @@ class Node:
     def current_members(self) -> MemberList:
         """The adopted member list."""
         return self.membership.members
+
+    def members(self) -> list[Member]:
+        """The members in force, oldest first."""
+        return list(self.membership.members.members)
+
+    def owner_of(self, partition: int) -> Member | None:
+        """The member that owns ``partition`` now, or None while nobody does."""
+        owner = self.manager.table.owner(partition)
+        return self.membership.members.find(owner) if owner else None
 
     async def adopt_members(self, members: MemberList) -> None:
         """Adopt a newer list a peer sent along with a request, once confirmed
