@@ -100,6 +100,7 @@ class PartitionManager:
         self.replicator = Replicator(config, cluster, repair=self.sync_backup)
         self._holders: dict[int, set[str]] = {}  # p -> non-replica members seen holding a copy
         self._sync_job: asyncio.Task[None] | None = None
+        self._leftover_job: asyncio.Task[None] | None = None  # asking owners about our leftover copies
         self._backup_jobs: dict[tuple[int, str], asyncio.Task[int]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._transfer_slots = asyncio.Semaphore(PARALLEL_TRANSFERS)
@@ -135,6 +136,7 @@ class PartitionManager:
         self.replicator.on_table(table)
         self._on_served()
         self._start_sync()
+        self._watch_leftovers()
 
     def journal_pending(self, clock: journal.HybridClock) -> None:
         """Journaling just began (maybe a split): journal the writes still waiting for their
@@ -446,7 +448,10 @@ class PartitionManager:
     def handle_release(self, list_version: int, partitions: Iterable[int]) -> None:
         """The owner says our copies of ``partitions`` are no longer needed."""
         if list_version > self.table.version:
-            return  # we may not know yet that we are a replica: keep it until we catch up
+            # We may not know yet that we are a replica: keep it until we catch up, then ask
+            # the owners ourselves (the release is not sent again).
+            self._watch_leftovers()
+            return
         for p in partitions:
             if 0 <= p < len(self.parts) and self.table.replica_index(p, self._me) is None:
                 self.parts[p] = None
@@ -574,6 +579,30 @@ class PartitionManager:
         self._start_sync()
         await self._check_leftovers(version)
 
+    def _leftovers(self) -> list[int]:
+        """Partitions we hold a copy of but are no replica of."""
+        return [
+            p
+            for p, part in enumerate(self.parts)
+            if part is not None and self.table.replica_index(p, self._me) is None
+        ]
+
+    def _watch_leftovers(self) -> None:
+        """While we hold leftovers, ask their owners soon and then less often (a release can be
+        lost, or come before we adopted its table): not only at the next anti-entropy pass,
+        which would keep the cluster unsafe for up to ``anti_entropy_interval``."""
+        if self._stopped or (self._leftover_job is not None and not self._leftover_job.done()):
+            return
+        self._leftover_job = asyncio.ensure_future(self._leftovers_until_released())
+
+    async def _leftovers_until_released(self) -> None:
+        delay = self._timing.rpc_timeout / 4
+        while self._leftovers() and not self._stopped:
+            await asyncio.sleep(delay)
+            with contextlib.suppress(PeerGridError):
+                await self._check_leftovers(self.table.version)
+            delay = min(delay * 2, self._timing.anti_entropy_interval)
+
     async def check_leftovers(self) -> None:
         """Drop copies of partitions we are no replica of, once their owner holds as much."""
         await self._check_leftovers(self.table.version)
@@ -621,11 +650,7 @@ class PartitionManager:
                 continue
             if not self.replicator.all_synced(p):
                 return False, f"partition {p} has a backup out of sync"
-        leftovers = [
-            p
-            for p, part in enumerate(self.parts)
-            if part is not None and self.table.replica_index(p, self._me) is None
-        ]
+        leftovers = self._leftovers()
         if leftovers:
             return False, f"{len(leftovers)} copies held of partitions this member is no replica of"
         return True, ""
@@ -642,7 +667,7 @@ class PartitionManager:
         """Cancel background work."""
         self._stopped = True
         jobs: list[asyncio.Task[Any]] = [
-            j for j in (self._sync_job, *self._backup_jobs.values()) if j is not None
+            j for j in (self._sync_job, self._leftover_job, *self._backup_jobs.values()) if j is not None
         ]
         for job in jobs:
             job.cancel()
