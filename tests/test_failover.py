@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 
 import pytest
@@ -268,3 +269,14 @@ def test_copies_whose_release_was_lost_are_dropped_without_waiting_for_anti_entr
         assert grids[2].get_map("m").get_all([f"k{i}" for i in range(500)]) == {
             f"k{i}": i for i in range(500)
         }
+
+
+def test_more_members_than_half_the_partitions_is_warned_of(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="peergrid.replication")
+    with cluster(3, partition_count=5):
+        pass
+    assert any("choose a larger partition_count" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with cluster(3, partition_count=7):
+        pass
+    assert not any("partition_count" in r.getMessage() for r in caplog.records)

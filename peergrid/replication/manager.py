@@ -101,6 +101,7 @@ class PartitionManager:
         self._holders: dict[int, set[str]] = {}  # p -> non-replica members seen holding a copy
         self._sync_job: asyncio.Task[None] | None = None
         self._leftover_job: asyncio.Task[None] | None = None  # asking owners about our leftover copies
+        self._warned_partitions = False  # more members than partition_count / 2, said once
         self._backup_jobs: dict[tuple[int, str], asyncio.Task[int]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._transfer_slots = asyncio.Semaphore(PARALLEL_TRANSFERS)
@@ -122,6 +123,15 @@ class PartitionManager:
             self._config.vnodes,
         )
         old, self.table = self.table, table
+        if len(members.members) * 2 > self._config.partition_count and not self._warned_partitions:
+            self._warned_partitions = True
+            log.warning(
+                "cluster has %d members for %d partitions: with fewer than two partitions a member, "
+                "load is uneven and some members may own nothing; choose a larger partition_count "
+                "for every member (docs/operations.md, 'Choosing partition_count')",
+                len(members.members),
+                self._config.partition_count,
+            )
         for p in range(table.partition_count):
             owner = table.owner(p)
             if owner == self._me:
