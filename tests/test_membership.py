@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import socket
+import uuid
 
 import pytest
 
@@ -80,6 +82,38 @@ def test_members_started_at_the_same_moment_form_one_cluster(layout: str) -> Non
     finally:
         for grid in grids:
             grid.shutdown()
+
+
+@pytest.mark.timeout(120)
+def test_members_sharing_three_seeds_form_one_cluster_without_a_merge(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Ten members started together, all with the same three seeds. Two that are no seeds never
+    # ask each other; when both had lower uuids than every seed, each found itself the lowest
+    # starting member and formed a cluster of its own (merged seconds later). The seeds now
+    # tell each asker the lowest starting member they know of. Three starts, as a split needs
+    # the two lowest uuids to be no seeds' (about half the starts).
+    caplog.set_level(logging.INFO, logger="peergrid")
+    for attempt in range(3):
+        caplog.clear()
+        seeds = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+        binds = [*seeds, *["127.0.0.1:0"] * 7]
+        cluster = f"shared-seeds-{attempt}-{uuid.uuid4().hex[:6]}"
+        with concurrent.futures.ThreadPoolExecutor(len(binds)) as pool:
+            futures = [
+                pool.submit(peergrid.Grid, cluster=cluster, bind=bind, members=seeds, timing=Timing.fast())
+                for bind in binds
+            ]
+            grids = [f.result(timeout=60) for f in futures]
+        try:
+            wait_for(lambda gs=grids: all(len(g.members()) == len(gs) for g in gs), 30, message="one cluster")
+            formed = [r.getMessage() for r in caplog.records if "forming the cluster" in r.getMessage()]
+            merged = [r.getMessage() for r in caplog.records if "runs as two instances" in r.getMessage()]
+            assert len(formed) == 1, formed
+            assert merged == []
+        finally:
+            for grid in grids:
+                grid._node.kill()
 
 
 def test_a_restarted_process_on_the_same_address_replaces_its_old_self() -> None:

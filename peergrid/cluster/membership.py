@@ -186,7 +186,10 @@ class Membership:
         while self.state is State.JOINING:
             static = list(self._seeds())
             hints = [h for h in (self._hints() if self._hints else ()) if h not in self._ignored_hints]
-            seeds = [s for s in dict.fromkeys([*static, *hints, *self._joiners]) if s != self.me.address]
+            starting = list(self._seen_joining)  # the lowest starting members seeds told us of
+            seeds = [
+                s for s in dict.fromkeys([*static, *hints, *self._joiners, *starting]) if s != self.me.address
+            ]
             if not seeds:
                 if self._hints is not None and time.monotonic() < alone_at:
                     await asyncio.sleep(timing.join_retry_interval)  # discovery may still find peers
@@ -296,7 +299,8 @@ class Membership:
                 if address in hinted:
                     hinted.add(reply.master_address)
             elif reply.status == JoinStatus.NOT_READY:
-                self._seen_joining[address] = reply.uuid
+                # The lowest starting member the seed knows of (asked directly next round).
+                self._seen_joining[reply.master_address or address] = reply.uuid
             elif reply.status == JoinStatus.UNREACHABLE:
                 if reply.reason != self._unreachable:
                     log.warning("member %s: %s", self.me.address, reply.reason)
@@ -314,18 +318,28 @@ class Membership:
             self._ignored_hints.add(address)
             log.warning("member %s: ignoring discovered peer %s: %s", self.me.address, address, why)
 
-    def _should_form(self) -> bool:
-        # Seeds that answer NOT_READY are starting too, and so are members that
-        # asked us to admit them. The lowest uuid among all of them forms the
-        # cluster; the others keep asking (the joiners' addresses are added to
-        # the seeds) and join it. Counting the joiners matters: members that see
-        # different seeds would otherwise each find themselves lowest and form
-        # two clusters.
+    def _starting(self) -> dict[str, str]:
+        """address -> uuid of the members we know are starting: seeds' answers of this round
+        (each the lowest its seed knows of) and members that asked us lately."""
         recent = time.monotonic() - self._timing.join_timeout
-        joiners = [uuid for uuid, seen in self._joiners.values() if seen >= recent]
+        known = {address: uuid for address, (uuid, seen) in self._joiners.items() if seen >= recent}
+        known.update(self._seen_joining)
+        return {address: uuid for address, uuid in known.items() if uuid and uuid != self.me.uuid}
+
+    def _lowest_starting(self) -> tuple[str, str]:
+        """``(uuid, address)`` of the lowest starting member we know of, us included."""
+        return min([(self.me.uuid, self.me.address), *((u, a) for a, u in self._starting().items())])
+
+    def _should_form(self) -> bool:
+        # Seeds that answer NOT_READY are starting too, and so are members that asked us to
+        # admit them. The lowest uuid among all of them forms the cluster; the others keep
+        # asking (the joiners' addresses are added to the seeds) and join it. A seed answers
+        # with the lowest starting member it knows of, so members that share a seed but not
+        # each other (two that are no seeds) learn of each other through it: otherwise each
+        # could find itself lowest and form a cluster of its own, to be merged seconds later.
         if not self._seen_joining:
             return False
-        return all(self.me.uuid < uuid for uuid in [*self._seen_joining.values(), *joiners] if uuid)
+        return all(self.me.uuid < uuid for uuid in self._starting().values())
 
     def form(self) -> None:
         """Start a new cluster with this member alone as its master (a new origin)."""
@@ -394,7 +408,10 @@ class Membership:
         """The answer to a joiner when this member cannot admit it, or None when it can."""
         cluster = self._config.cluster
         if self.state is not State.ACTIVE:
-            return JoinReply(JoinStatus.NOT_READY, cluster=cluster, uuid=self.me.uuid)
+            # Starting too: say who is the lowest starting member we know of (maybe us), so
+            # that every member hears of it through the seeds they share and defers to it.
+            uuid, address = self._lowest_starting()
+            return JoinReply(JoinStatus.NOT_READY, cluster=cluster, uuid=uuid, master_address=address)
         if not self.is_master:
             master = self.master()
             return JoinReply(
