@@ -475,3 +475,26 @@ def test_subscriptions_over_the_caps_are_refused_and_closing_one_frees_its_place
             call.cancel()
         wait_for(lambda: publisher.subscriptions() == 0, message="every subscription released")
     assert not publisher.interested("m")
+
+
+def test_a_frame_sent_to_a_members_earlier_self_is_refused(name: str) -> None:
+    # A frame held up by a cut (in TCP retransmission) reaches its member after that member was
+    # declared dead and joined again; its sender's call ended long before. Applied then, a LOCK
+    # granted a lock to a holder that had been answered otherwise, and that holder's next lock
+    # was a reentrant hold of it (found by the Jepsen split-2-3 run with quorum). A frame stamped
+    # with a member list older than the one its member (re)joined at is refused.
+    with cluster(2, backup_count=1) as grids:
+        a, b = grids
+        b._node.run(b._node.merging.into(None), timeout=30)  # as after being declared dead
+        wait_for(lambda: b._node.membership.joined_version > 1, 10, message="b joined again")
+        assert grids.wait_until_safe(20)
+        key = next(encode_key(f"k{i}") for i in range(1000) if b.owner_of(f"k{i}").uuid == b.uuid)
+        stale = Op(Code.PUT, partition_of(key, 271), name, key, b"\x01")
+        old = b._node.membership.joined_version - 1  # a list from before b's (re)join
+        with RawPeer(b.address) as peer:
+            answer = peer.call(
+                "MapService.Execute", frames.ops_to_pb(1, cluster_name(grids), old, a.uuid, [stale])
+            )
+        assert set(answer.statuses) == {Status.RETRY}
+        assert "before this member re-joined" in answer.messages[0]
+        assert b.get_map(name).size() == 0

@@ -133,6 +133,9 @@ class Membership:
         self._pulling = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
+        # The list version this member (re)joined at: a frame stamped with an older one was sent to
+        # its earlier self (before a rejoin: a cut held it in TCP), and is refused.
+        self.joined_version = 0
         self._seen_joining: dict[str, str] = {}  # address -> uuid of seeds that answered "joining too"
         # Members that asked *us* to admit them while we were joining: address -> (uuid, when).
         self._joiners: dict[str, tuple[str, float]] = {}
@@ -281,18 +284,7 @@ class Membership:
             self._answered = True
             if reply.status == JoinStatus.ACCEPTED and reply.members is not None:
                 if self.state is State.JOINING:
-                    self._joiners.clear()
-                    self.state = State.ACTIVE
-                    self.adopt(reply.members)
-                    # The master admitted us: as good as its answer to a heartbeat sent then.
-                    self._acked[reply.members.master_uuid] = sent
-                    self._renew(time.monotonic())
-                    log.info(
-                        "member %s joined cluster %r (%d members)",
-                        self.me.address,
-                        self._config.cluster,
-                        len(reply.members.members),
-                    )
+                    self._admitted(reply.members, sent)
                 return True
             if reply.status == JoinStatus.NOT_MASTER and reply.master_address:
                 queue.insert(0, reply.master_address)
@@ -311,6 +303,22 @@ class Membership:
                     continue
                 raise JoinError(f"the seed at {address} refused this member: {reply.reason}")
         return refusal
+
+    def _admitted(self, members: MemberList, sent: float) -> None:
+        """The master admitted us, in ``members``, answering a request sent at ``sent``."""
+        self._joiners.clear()
+        self.state = State.ACTIVE
+        self.adopt(members)
+        self.joined_version = self.members.version
+        # The master admitted us: as good as its answer to a heartbeat sent then.
+        self._acked[members.master_uuid] = sent
+        self._renew(time.monotonic())
+        log.info(
+            "member %s joined cluster %r (%d members)",
+            self.me.address,
+            self._config.cluster,
+            len(members.members),
+        )
 
     def _ignore_hint(self, address: str, why: str) -> None:
         """A discovered peer failed the join checks: log it once, and try it no more."""
@@ -346,6 +354,7 @@ class Membership:
         self._joiners.clear()
         self.state = State.ACTIVE
         self.adopt(MemberList(1, self.me.uuid, (self.me,), origin=uuid_module.uuid4().hex))
+        self.joined_version = 1
         self._renew(time.monotonic())
 
     async def handle_join(

@@ -100,6 +100,15 @@ class Answers:
             # merge. Nothing it sends is applied: its backups least of all.
             message = f"the sender {sender} is not a member of this member's cluster (yet)"
             return [Result(Status.RETRY, message=message) for _ in ops]
+        if table_version < membership.joined_version:
+            # Sent before this member (re)joined, to its earlier self: held up in the network (a
+            # cut keeps it in TCP retransmission) while its sender's call ended otherwise. Applied
+            # now, a lock would be granted to a holder long answered, behind everyone's back.
+            message = (
+                f"the frame was sent at member list version {table_version}, before this member "
+                f"re-joined at {membership.joined_version}"
+            )
+            return [Result(Status.RETRY, message=message) for _ in ops]
         if table_version > membership.members.version:
             membership.saw_version(table_version, membership.address_of(sender))
         results: list[Result | None] = []
