@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import os
 import threading
@@ -64,12 +65,27 @@ def no_member_left_running() -> Iterator[None]:
 
 
 class AsyncDriven:
-    """An ``AsyncMap`` used from sync test code: each coroutine method is awaited, as its own
-    task, on the test loop's thread; everything else is the async map's own."""
+    """An ``AsyncMap`` used from sync test code. Each calling thread gets one task on the test
+    loop that awaits its calls in turn: a thread is one lock holder in the sync API, and its
+    task is one in the async API (so ``lock`` then ``unlock`` from one thread work, and other
+    threads are other holders). ``lock`` gives a handle usable in a ``with`` block."""
+
+    _threads = threading.local()  # each thread's inbox (its task's queue), by loop
 
     def __init__(self, amap: AsyncMap, loop: asyncio.AbstractEventLoop) -> None:
         self._map = amap
         self._loop = loop
+
+    def _run(self, make: Any) -> Any:
+        """Await ``make()`` in this thread's task on the test loop; its result."""
+        inboxes = AsyncDriven._threads.__dict__.setdefault("inboxes", {})
+        inbox = inboxes.get(id(self._loop))
+        if inbox is None:
+            inbox = asyncio.run_coroutine_threadsafe(_inbox(), self._loop).result(10)
+            inboxes[id(self._loop)] = inbox
+        done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._loop.call_soon_threadsafe(inbox.put_nowait, (make, done))
+        return done.result(timeout=120)
 
     def __getattr__(self, attr: str) -> Any:
         value = getattr(self._map, attr)
@@ -77,12 +93,54 @@ class AsyncDriven:
             return value
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            return asyncio.run_coroutine_threadsafe(value(*args, **kwargs), self._loop).result(timeout=60)
+            return self._run(lambda: value(*args, **kwargs))
 
         return call
 
+    def lock(self, key: Any, lease: float | None = None, timeout: float | None = None) -> Any:
+        handle = self._map.lock(key, lease=lease, timeout=timeout)
+        return _HeldLock(self, key, handle, self._run(handle.__aenter__))
+
     def __repr__(self) -> str:
         return f"AsyncDriven({self._map!r})"
+
+
+class _HeldLock:
+    """An async lock handle, acquired, as a sync test uses it (``with``, ``token``, ``unlock()``):
+    its ``async with`` exit runs in the holder's task."""
+
+    def __init__(self, owner: AsyncDriven, key: Any, handle: Any, token: int) -> None:
+        self._owner, self._key, self._handle, self.token = owner, key, handle, token
+
+    def unlock(self) -> None:
+        self._owner.unlock(self._key)
+
+    def __enter__(self) -> int:
+        return self.token
+
+    def __exit__(self, kind: Any, value: Any, tb: Any) -> None:
+        self._owner._run(lambda: self._handle.__aexit__(kind, value, tb))
+
+
+async def _inbox() -> asyncio.Queue[Any]:
+    """A queue and the task that awaits what is put in it, one at a time."""
+    inbox: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def serve() -> None:
+        while True:
+            make, done = await inbox.get()
+            try:
+                result = await make()
+            except BaseException as exc:
+                done.set_exception(exc)
+            else:
+                done.set_result(result)
+
+    _SERVERS.add(asyncio.get_running_loop().create_task(serve()))
+    return inbox
+
+
+_SERVERS: set[Any] = set()
 
 
 class Api:

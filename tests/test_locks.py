@@ -106,14 +106,14 @@ def test_the_book_of_grants_forgets_ended_leases_of_holders_that_never_unlock() 
 
 
 # ---------------------------------------------------------------------- on a cluster
-def test_mutual_exclusion_across_members_and_tokens_increase(grids3: TestCluster, name: str) -> None:
+def test_mutual_exclusion_across_members_and_tokens_increase(api, grids3: TestCluster, name: str) -> None:
     inside = 0
     tokens: list[int] = []
     guard = threading.Lock()
 
     def work(grid: peergrid.Grid) -> None:
         nonlocal inside
-        m = grid.get_map(name)
+        m = api.map(grid, name)
         for _ in range(8):
             with m.lock("counter") as token:
                 with guard:
@@ -130,35 +130,35 @@ def test_mutual_exclusion_across_members_and_tokens_increase(grids3: TestCluster
         t.start()
     for t in threads:
         t.join()
-    assert grids3[0].get_map(name).get("n") == 72
+    assert api.map(grids3[0], name).get("n") == 72
     assert tokens == sorted(tokens)
     assert len(set(tokens)) == 72
-    assert not grids3[1].get_map(name).is_locked("counter")
+    assert not api.map(grids3[1], name).is_locked("counter")
 
 
-def test_reentrant_holds_share_a_token_and_each_needs_its_unlock(grids3: TestCluster, name: str) -> None:
+def test_reentrant_holds_share_a_token_and_each_needs_its_unlock(api, grids3: TestCluster, name: str) -> None:
     a, b, _ = grids3
-    m = a.get_map(name)
+    m = api.map(a, name)
     with m.lock("k") as first:
         assert m.try_lock("k") == first
         assert m.is_locked("k")
-        assert b.get_map(name).is_locked("k")
+        assert api.map(b, name).is_locked("k")
         m.unlock("k")
-        assert b.get_map(name).try_lock("k") is None  # still held once
+        assert api.map(b, name).try_lock("k") is None  # still held once
     assert not m.is_locked("k")
     with pytest.raises(peergrid.LockError, match="not held by this or any holder"):
         m.unlock("k")
-    second = b.get_map(name).try_lock("k")
+    second = api.map(b, name).try_lock("k")
     assert second is not None
     assert second > first
-    b.get_map(name).unlock("k")
+    api.map(b, name).unlock("k")
 
 
-def test_waiting_ends_at_the_timeout(grids3: TestCluster, name: str) -> None:
+def test_waiting_ends_at_the_timeout(api, grids3: TestCluster, name: str) -> None:
     a, b, _ = grids3
-    token = b.get_map(name).try_lock("k")
+    token = api.map(b, name).try_lock("k")
     assert token is not None
-    m = a.get_map(name)
+    m = api.map(a, name)
     started = time.monotonic()
     assert m.try_lock("k") is None
     assert time.monotonic() - started < 0.5
@@ -168,21 +168,21 @@ def test_waiting_ends_at_the_timeout(grids3: TestCluster, name: str) -> None:
     with pytest.raises(peergrid.LockError, match=r"not acquired within 0\.2s"):
         m.lock("k", timeout=0.2)
     # Another thread of the same member is another holder.
-    assert in_thread(lambda: b.get_map(name).try_lock("k")) is None
+    assert in_thread(lambda: api.map(b, name).try_lock("k")) is None
     with pytest.raises(peergrid.LockError, match=rf"held by another holder \(token {token}\)"):
-        in_thread(lambda: b.get_map(name).unlock("k"))
-    b.get_map(name).unlock("k")
+        in_thread(lambda: api.map(b, name).unlock("k"))
+    api.map(b, name).unlock("k")
     assert m.try_lock("k", timeout=2) is not None
     m.unlock("k")
 
 
-def test_a_waiter_gets_the_lock_soon_after_it_is_released(grids3: TestCluster, name: str) -> None:
+def test_a_waiter_gets_the_lock_soon_after_it_is_released(api, grids3: TestCluster, name: str) -> None:
     a, b, _ = grids3
     holder_has_it = threading.Event()
     release = threading.Event()
 
     def hold() -> None:
-        with b.get_map(name).lock("k"):
+        with api.map(b, name).lock("k"):
             holder_has_it.set()
             release.wait(10)
 
@@ -191,34 +191,34 @@ def test_a_waiter_gets_the_lock_soon_after_it_is_released(grids3: TestCluster, n
     holder_has_it.wait(10)
     threading.Timer(0.3, release.set).start()
     started = time.monotonic()
-    with a.get_map(name).lock("k", timeout=5):
+    with api.map(a, name).lock("k", timeout=5):
         waited = time.monotonic() - started
     t.join()
     assert 0.25 <= waited < 1.5
 
 
 def test_a_lease_ends_the_hold_and_the_late_holder_learns_it(
-    grids3: TestCluster, name: str, caplog: pytest.LogCaptureFixture
+    api, grids3: TestCluster, name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     a, b, _ = grids3
-    first = a.get_map(name).try_lock("k", lease=0.3)
+    first = api.map(a, name).try_lock("k", lease=0.3)
     assert first is not None
     started = time.monotonic()
-    second = b.get_map(name).try_lock("k", timeout=5)
+    second = api.map(b, name).try_lock("k", timeout=5)
     assert second is not None
     assert second > first
     assert 0.25 <= time.monotonic() - started < 2
     with pytest.raises(
         peergrid.LockError, match=rf"lease .* token {first} ended .* held by another .*{second}"
     ):
-        a.get_map(name).unlock("k")
-    b.get_map(name).unlock("k")
+        api.map(a, name).unlock("k")
+    api.map(b, name).unlock("k")
     # A with-block that outlives its lease raises at its end...
-    with pytest.raises(peergrid.LockError, match="lease"), a.get_map(name).lock("k", lease=0.1):
+    with pytest.raises(peergrid.LockError, match="lease"), api.map(a, name).lock("k", lease=0.1):
         time.sleep(0.3)
     # ...unless the block raised: that exception is the one seen, the lost lock is logged.
     with pytest.raises(ZeroDivisionError):
-        _fail_after_the_lease(a.get_map(name))
+        _fail_after_the_lease(api.map(a, name))
     assert "lost before the block ended" in caplog.text
 
 
@@ -228,27 +228,27 @@ def _fail_after_the_lease(m: peergrid.DistributedMap) -> None:
         _ = 1 / 0
 
 
-def test_a_reentrant_lock_may_extend_its_lease(grids3: TestCluster, name: str) -> None:
-    m = grids3[0].get_map(name)
+def test_a_reentrant_lock_may_extend_its_lease(api, grids3: TestCluster, name: str) -> None:
+    m = api.map(grids3[0], name)
     token = m.try_lock("k", lease=0.3)
     assert m.try_lock("k", lease=5) == token
     time.sleep(0.5)
-    assert grids3[1].get_map(name).try_lock("k") is None
+    assert api.map(grids3[1], name).try_lock("k") is None
     m.unlock("k")
     m.unlock("k")
 
 
-def test_the_lock_state_is_replicated_with_its_partition(grids3: TestCluster, name: str) -> None:
+def test_the_lock_state_is_replicated_with_its_partition(api, grids3: TestCluster, name: str) -> None:
     a = grids3[0]
-    a.get_map(name).lock("k")
+    api.map(a, name).lock("k")
     p = partition_of(encode_key("k"), 271)
     by_uuid = {g.uuid: g for g in grids3}
     assert grids3.wait_until_safe()
     for uuid in a._node.manager.table.replicas[p]:
         store = by_uuid[uuid]._node.manager.parts[p].maps[LOCKS_PREFIX + name]
         assert LockRecord.decode(store.get(encode_key("k"))).holds == 1
-    assert a.get_map(name).size() == 0  # the map itself holds no entry for its locks
-    a.get_map(name).unlock("k")
+    assert api.map(a, name).size() == 0  # the map itself holds no entry for its locks
+    api.map(a, name).unlock("k")
 
 
 def test_internal_map_names_are_refused(grids3: TestCluster) -> None:
@@ -256,39 +256,39 @@ def test_internal_map_names_are_refused(grids3: TestCluster) -> None:
         grids3[0].get_map(LOCKS_PREFIX + "x")
 
 
-def test_the_lock_survives_its_owner_dying_and_moving() -> None:
+def test_the_lock_survives_its_owner_dying_and_moving(api) -> None:
     with cluster(3, backup_count=1) as grids:
         holder, other, doomed = grids
         key = key_owned_by(grids, doomed)
-        token = holder.get_map("m").try_lock(key)
+        token = api.map(holder, "m").try_lock(key)
         assert token is not None
         grids.kill(doomed)
-        assert other.get_map("m").try_lock(key) is None
-        assert other.get_map("m").is_locked(key)
+        assert api.map(other, "m").try_lock(key) is None
+        assert api.map(other, "m").is_locked(key)
         assert grids.wait_until_safe()
         joined = grids.add()
         assert grids.wait_until_safe()
-        assert joined.get_map("m").try_lock(key) is None
-        holder.get_map("m").unlock(key)
-        later = joined.get_map("m").try_lock(key)
+        assert api.map(joined, "m").try_lock(key) is None
+        api.map(holder, "m").unlock(key)
+        later = api.map(joined, "m").try_lock(key)
         assert later is not None
         assert later > token
 
 
-def test_a_dead_holders_locks_are_released_and_dropped() -> None:
+def test_a_dead_holders_locks_are_released_and_dropped(api) -> None:
     with cluster(3, backup_count=1) as grids:
         a, b, doomed = grids
         keys = [key_owned_by(grids, g) for g in (a, b)]
-        tokens = [doomed.get_map("m").try_lock(k) for k in keys]
+        tokens = [api.map(doomed, "m").try_lock(k) for k in keys]
         assert None not in tokens
         grids.kill(doomed)
         for key, token in zip(keys, tokens, strict=True):
             started = time.monotonic()
-            later = a.get_map("m").try_lock(key, timeout=10)
+            later = api.map(a, "m").try_lock(key, timeout=10)
             assert later is not None
             assert later > token
             assert time.monotonic() - started < 5
-            a.get_map("m").unlock(key)
+            api.map(a, "m").unlock(key)
 
         def records() -> int:
             return sum(
@@ -301,13 +301,13 @@ def test_a_dead_holders_locks_are_released_and_dropped() -> None:
         wait_for(lambda: records() == 0, 5, message="the dead holder's records dropped by their owners")
 
 
-def test_a_member_leaving_releases_its_locks() -> None:
+def test_a_member_leaving_releases_its_locks(api) -> None:
     with cluster(3) as grids:
         a, _, leaver = grids
-        leaver.get_map("m").lock("k")
+        api.map(leaver, "m").lock("k")
         leaver.shutdown()
-        assert a.get_map("m").try_lock("k", timeout=5) is not None
-        a.get_map("m").unlock("k")
+        assert api.map(a, "m").try_lock("k", timeout=5) is not None
+        api.map(a, "m").unlock("k")
 
 
 def test_async_locks_exclude_other_tasks() -> None:
@@ -494,11 +494,11 @@ LockModel.TestCase.settings = settings(max_examples=6, stateful_step_count=30, d
 TestLockModel = LockModel.TestCase
 
 
-def test_a_refused_resend_after_an_unknown_outcome_is_indeterminate() -> None:
+def test_a_refused_resend_after_an_unknown_outcome_is_indeterminate(api) -> None:
     # The first LOCK attempt's outcome is unknown (its owner failed mid-call); the resend is
     # refused (the member lost quorum). The lock may have been granted: not a definite failure.
     with cluster(1) as grids:
-        calls = grids[0].get_map("locks")._core.locks
+        calls = api.map(grids[0], "locks")._core.locks
         flow = calls.acquire("k", holder=1, timeout=1.0, lease=None)
         assert isinstance(next(flow), Op)
         assert isinstance(flow.throw(peergrid.IndeterminateWriteError("owner died")), float)  # a pause
@@ -507,13 +507,13 @@ def test_a_refused_resend_after_an_unknown_outcome_is_indeterminate() -> None:
             flow.throw(peergrid.QuorumError("refused"))
 
 
-def test_a_lock_is_not_free_because_a_list_of_another_instance_had_the_same_version() -> None:
+def test_a_lock_is_not_free_because_a_list_of_another_instance_had_the_same_version(api) -> None:
     # A member that merged into another instance of the cluster meets list version numbers it had
     # in its own instance: holders counted present must come from the list in force, not from a
     # list remembered by its version (every lock looked free, and was granted again and again).
     with cluster(1) as grids:
         node = grids[0]._node
-        m = grids[0].get_map("locks")
+        m = api.map(grids[0], "locks")
         assert m.try_lock("k", timeout=0) is not None
         real = node.membership.members
         stranger = Member("f" * 32, "127.0.0.1:1")
