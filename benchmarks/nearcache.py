@@ -76,7 +76,7 @@ def hit_latency(samples: int) -> tuple[float, float]:
         grids[0].get_map("m").put(key, b"v" * 100)
         m = reader.get_map("m")
         deadline = time.monotonic() + 10
-        while len(reader._node.near_caches["m"]) == 0 and time.monotonic() < deadline:
+        while len(reader._node.maps.near_caches["m"]) == 0 and time.monotonic() < deadline:
             m.get(key)
         times = []
         clock = time.perf_counter_ns
