@@ -109,7 +109,9 @@ class Membership:
         forget: Callable[[str], None] | None = None,
         hints: Callable[[], Iterable[str]] | None = None,
         on_orphaned: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._clock = clock  # monotonic seconds (a simulation passes its virtual clock)
         self._config = config
         self._timing = config.timing
         self.me = me
@@ -193,7 +195,7 @@ class Membership:
         fails with ``JoinError`` rather than split the cluster in two.
         """
         timing = self._timing
-        started = time.monotonic()
+        started = self._clock()
         alone_at = started + timing.join_timeout
         give_up_at = alone_at + 2 * timing.failure_timeout + timing.rpc_timeout
         progress_seen = 0
@@ -206,12 +208,13 @@ class Membership:
         while self.state is State.JOINING:
             static = list(self._seeds())
             hints = [h for h in (self._hints() if self._hints else ()) if h not in self._ignored_hints]
-            starting = list(self._seen_joining)  # the lowest starting members seeds told us of
-            seeds = [
-                s for s in dict.fromkeys([*static, *hints, *self._joiners, *starting]) if s != self.me.address
-            ]
+            # Starting members we know of (the lowest each seed knows, and those that asked us):
+            # only a lower one may form the cluster, so only those are worth asking. (Asking
+            # every joiner that asked us would make a seed's round as long as the cluster.)
+            lower = [a for a, u in self._starting().items() if u < self.me.uuid]
+            seeds = [s for s in dict.fromkeys([*static, *hints, *lower]) if s != self.me.address]
             if not seeds:
-                if self._hints is not None and time.monotonic() < alone_at:
+                if self._hints is not None and self._clock() < alone_at:
                     await asyncio.sleep(timing.join_retry_interval)  # discovery may still find peers
                     continue
                 if self._hints is not None:
@@ -235,7 +238,7 @@ class Membership:
                     "member %s: every reachable seed is still starting; forming the cluster", self.me.address
                 )
                 break
-            now = time.monotonic()
+            now = self._clock()
             if refusal is not None and now >= alone_at:
                 raise refusal
             if not self._answered and now >= alone_at:
@@ -280,7 +283,7 @@ class Membership:
             if address in tried:
                 continue
             tried.add(address)
-            sent = time.monotonic()
+            sent = self._clock()
             try:
                 reply = await self._peer(address).join(
                     self.me,
@@ -335,7 +338,7 @@ class Membership:
         self.joined_version = self.members.version
         # The master admitted us: as good as its answer to a heartbeat sent then.
         self._acked[members.master_uuid] = sent
-        self._renew(time.monotonic())
+        self._renew(self._clock())
         log.info(
             "member %s joined cluster %r (%d members)",
             self.me.address,
@@ -352,7 +355,7 @@ class Membership:
     def _starting(self) -> dict[str, str]:
         """address -> uuid of the members we know are starting: seeds' answers of this round
         (each the lowest its seed knows of) and members that asked us lately."""
-        recent = time.monotonic() - self._timing.join_timeout
+        recent = self._clock() - self._timing.join_timeout
         known = {address: uuid for address, (uuid, seen) in self._joiners.items() if seen >= recent}
         known.update(self._seen_joining)
         return {address: uuid for address, uuid in known.items() if uuid and uuid != self.me.uuid}
@@ -378,7 +381,7 @@ class Membership:
         self.state = State.ACTIVE
         self.adopt(MemberList(1, self.me.uuid, (self.me,), origin=uuid_module.uuid4().hex))
         self.joined_version = 1
-        self._renew(time.monotonic())
+        self._renew(self._clock())
 
     async def handle_join(
         self, member: Member, partition_count: int, serializer: str, probe: bool = False
@@ -408,7 +411,7 @@ class Membership:
                 ),
             )
         if self.state is State.JOINING and not probe:
-            self._joiners[member.address] = (member.uuid, time.monotonic())
+            self._joiners[member.address] = (member.uuid, self._clock())
         redirect = self._redirect()
         if redirect is not None:
             return redirect
@@ -458,7 +461,7 @@ class Membership:
                 # A process restarted on the same address is a new member; the old one is gone.
                 addresses = {m.address for m in joiners}
                 kept = tuple(m for m in current.members if m.address not in addresses)
-                now = time.monotonic()
+                now = self._clock()
                 for joiner in joiners:
                     self._last_heard[joiner.uuid] = now
                 if joiners and self.adopt(current.successor(members=(*kept, *joiners))):
@@ -551,7 +554,7 @@ class Membership:
             self._removed(members)
             return False
         old, self.members = self.members, members
-        now = time.monotonic()
+        now = self._clock()
         if members.master_uuid == self.me.uuid and old.master_uuid != self.me.uuid:
             # Master from now on: every member heartbeats us, and is judged from now.
             self._last_heard = dict.fromkeys(members.uuids, now)
@@ -674,7 +677,7 @@ class Membership:
     def _silent(self, uuid: str) -> bool:
         """Not heard from for two heartbeats."""
         heard = self._last_heard.get(uuid)
-        return heard is None or time.monotonic() - heard > 2 * self._timing.heartbeat_interval
+        return heard is None or self._clock() - heard > 2 * self._timing.heartbeat_interval
 
     async def _members_of(self, uuid: str) -> MemberList | None:
         """The list member ``uuid`` has, asked at the address our list has for it."""
@@ -755,7 +758,7 @@ class Membership:
         member = self.members.find(uuid)
         if member is None:
             return HeartbeatReply(HeartbeatStatus.UNKNOWN_MEMBER, self.members.version)
-        now = time.monotonic()
+        now = self._clock()
         self._last_heard[uuid] = now
         if self.is_master:
             self._beat_from[uuid] = now
@@ -764,9 +767,9 @@ class Membership:
 
     async def _tick_forever(self) -> None:
         interval = self._timing.heartbeat_interval
-        last = time.monotonic()
+        last = self._clock()
         while self.state in (State.ACTIVE, State.LEAVING, State.JOINING):
-            now = time.monotonic()
+            now = self._clock()
             late = now - last - interval
             last = now
             if late > max(interval, self._timing.failure_timeout / 4):
@@ -864,26 +867,27 @@ class Membership:
 
     def holds_lease(self) -> bool:
         """True while this member may serve its partitions (see the module docstring)."""
-        return self.lease_until > time.monotonic()
+        return self.lease_until > self._clock()
 
-    async def _beat(self, member: Member) -> bool:
-        """Heartbeat ``member`` (or probe it); True when it answered as itself."""
-        sent = time.monotonic()
+    async def _beat(self, member: Member, timeout: float | None = None) -> bool:
+        """Heartbeat ``member`` (or probe it); True when it answered as itself, a member of our
+        cluster (one that does not count us a member is not heard from: it is not alive *here*)."""
+        sent = self._clock()
         try:
             reply = await self._peer(member.address).heartbeat(
-                self.me.uuid, self.members.version, timeout=self._timing.heartbeat_interval * 2
+                self.me.uuid, self.members.version, timeout=timeout or self._timing.heartbeat_interval * 2
             )
         except PeerGridError:
             return False
         if reply.uuid and reply.uuid != member.uuid:
             return False  # another process serves that address now: the member is gone
-        if member.uuid in self._last_heard:
-            self._last_heard[member.uuid] = time.monotonic()
+        if reply.status == HeartbeatStatus.OK and member.uuid in self._last_heard:
+            self._last_heard[member.uuid] = self._clock()
         if reply.status == HeartbeatStatus.OK and member.uuid in self.members:
             if sent > self._acked.get(member.uuid, 0.0):
                 self._acked[member.uuid] = sent
             self._confirmed_at = max(self._confirmed_at, sent)
-            self._renew(time.monotonic())
+            self._renew(self._clock())
         if (
             reply.status == HeartbeatStatus.UNKNOWN_MEMBER
             and reply.list_version > 0  # active in a cluster without us (0: it is re-joining)
@@ -893,10 +897,11 @@ class Membership:
         ):
             self._orphan_check = True
             self._spawn(self._check_orphaned(member))
-            return True
+            return False
         if reply.status == HeartbeatStatus.OK:
             self.saw_version(reply.list_version, member.address)
-        return True
+            return True
+        return False
 
     async def _heartbeat(self, member: Member) -> None:
         await self._beat(member)
@@ -907,7 +912,8 @@ class Membership:
             return
         self._probing.add(member.uuid)
         try:
-            await self._beat(member)
+            # One interval: a member that answers at all answers a heartbeat in milliseconds.
+            await self._beat(member, self._timing.heartbeat_interval)
         finally:
             self._probing.discard(member.uuid)
 
@@ -1008,15 +1014,40 @@ class Membership:
             if member is not None:
                 self._spawn(self._probe(member))
         gone = {u for u in (master, *older) if now - self._last_heard.get(u, now) > timeout}
-        if len(gone) == len(older) + 1:
+        if len(gone) == len(older) + 1 and not self._judging:
+            self._judging = True
+            self._spawn(self._take_over(gone, timeout))
+
+    async def _take_over(self, gone: set[str], timeout: float) -> None:
+        """Become master, without ``gone`` (the master and every older member, all silent) and
+        without the younger members that do not answer a probe now: this member did not hear
+        them every tick, and a member cut off from everyone must not keep members the others
+        have (two instances sharing a member could never merge)."""
+        try:
+            younger = [m for m in self.members.members if m.uuid not in gone and m.uuid != self.me.uuid]
+            answered = await asyncio.gather(
+                *(self._beat(m, self._timing.heartbeat_interval) for m in younger)
+            )
+            now = self._clock()
+            if (
+                self.state is not State.ACTIVE
+                or self.members.master_uuid not in gone
+                or any(now - self._last_heard.get(u, now) <= timeout for u in gone)
+            ):
+                return  # a newer list came, or the master spoke meanwhile
             log.warning(
                 "member %s: the master and every older member are silent; taking over",
                 self.me.address,
             )
-            for uuid in uuids:  # judged by us from now on: heard as of now
-                if uuid not in gone:
-                    self._last_heard[uuid] = now
-            self._remove(gone, self.me.uuid, timeout)
+            dead = set(gone)
+            for member, ok in zip(younger, answered, strict=True):
+                if ok:
+                    self._last_heard[member.uuid] = now  # judged by us from now on
+                else:
+                    dead.add(member.uuid)
+            self._remove(dead, self.me.uuid, timeout)
+        finally:
+            self._judging = False
 
     async def _judge(self, silent: list[Member], timeout: float) -> None:
         """Probe the members silent to the master; remove those that do not answer."""
@@ -1024,7 +1055,7 @@ class Membership:
             await asyncio.gather(*(self._probe(m) for m in silent))
             if not self.is_master or self.state is not State.ACTIVE:
                 return
-            now = time.monotonic()
+            now = self._clock()
             dead = set()
             for member in silent:
                 if member.uuid not in self.members:
@@ -1099,8 +1130,8 @@ class Membership:
     async def request_leave(self, final: bool) -> None:
         """Ask the master to mark this member leaving (``final=False``) or remove it."""
         self.state = State.LEAVING
-        deadline = time.monotonic() + self._timing.rpc_timeout * 3
-        while time.monotonic() < deadline:
+        deadline = self._clock() + self._timing.rpc_timeout * 3
+        while self._clock() < deadline:
             if self.is_master:
                 await self._leave_as_master(final)
                 return
