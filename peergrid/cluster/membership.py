@@ -660,7 +660,7 @@ class Membership:
             # We do not hear the members other than the master every tick: ask those we have
             # not heard lately before believing they are silent.
             quiet = [m for m in self.members.members if m.uuid in older and self._silent(m.uuid)]
-            await asyncio.gather(*(self._probe(m) for m in quiet))
+            await asyncio.gather(*(self._probe(m, 2 * self._timing.heartbeat_interval) for m in quiet))
         if taker != master and self.me.uuid not in older and all(self._silent(u) for u in older):
             theirs = await self._members_of(taker)
             if theirs is not None and theirs.version >= claimed.version:
@@ -881,7 +881,10 @@ class Membership:
             return False
         if reply.uuid and reply.uuid != member.uuid:
             return False  # another process serves that address now: the member is gone
-        if reply.status == HeartbeatStatus.OK and member.uuid in self._last_heard:
+        if member.uuid in self._last_heard and (reply.status == HeartbeatStatus.OK or not self.is_master):
+            # A master judges its members: one that does not count us a member is not alive in
+            # our cluster. A member judges only the master and older members, to take over:
+            # any answer says they run (if they no longer count us, _check_orphaned finds out).
             self._last_heard[member.uuid] = self._clock()
         if reply.status == HeartbeatStatus.OK and member.uuid in self.members:
             if sent > self._acked.get(member.uuid, 0.0):
@@ -906,14 +909,15 @@ class Membership:
     async def _heartbeat(self, member: Member) -> None:
         await self._beat(member)
 
-    async def _probe(self, member: Member) -> None:
+    async def _probe(self, member: Member, timeout: float | None = None) -> None:
         """One heartbeat to a member this one does not heartbeat every tick (it is judging it)."""
         if member.uuid in self._probing:
             return
         self._probing.add(member.uuid)
         try:
-            # One interval: a member that answers at all answers a heartbeat in milliseconds.
-            await self._beat(member, self._timing.heartbeat_interval)
+            # As long as any call: an answer, however late, is evidence the member is alive (on
+            # a loaded machine a live member may take longer than a heartbeat interval).
+            await self._beat(member, timeout or self._timing.rpc_timeout)
         finally:
             self._probing.discard(member.uuid)
 
@@ -1007,11 +1011,13 @@ class Membership:
             since = self._last_heard.get(master, now)
             for uuid in older:
                 self._last_heard[uuid] = max(self._last_heard.get(uuid, since), since)
-        for uuid in older:  # oldest first, up to the first one we hear
-            if now - self._last_heard.get(uuid, now) <= 2 * self._timing.heartbeat_interval:
+        probes = 0
+        for uuid in older:  # oldest first, up to the first one we hear, two a tick at most
+            if probes >= 2 or now - self._last_heard.get(uuid, now) <= 2 * self._timing.heartbeat_interval:
                 break
             member = self.members.find(uuid)
             if member is not None:
+                probes += 1
                 self._spawn(self._probe(member))
         gone = {u for u in (master, *older) if now - self._last_heard.get(u, now) > timeout}
         if len(gone) == len(older) + 1 and not self._judging:
@@ -1024,9 +1030,16 @@ class Membership:
         them every tick, and a member cut off from everyone must not keep members the others
         have (two instances sharing a member could never merge)."""
         try:
+            # The older members were probed a few at a time: ask each once more, and the master,
+            # before deciding (any answer, even "you are not a member", says it runs).
+            older = [m for m in self.members.members if m.uuid in gone]
+            if any(
+                await asyncio.gather(*(self._beat(m, 2 * self._timing.heartbeat_interval) for m in older))
+            ):
+                return
             younger = [m for m in self.members.members if m.uuid not in gone and m.uuid != self.me.uuid]
             answered = await asyncio.gather(
-                *(self._beat(m, self._timing.heartbeat_interval) for m in younger)
+                *(self._beat(m, 2 * self._timing.heartbeat_interval) for m in younger)
             )
             now = self._clock()
             if (
@@ -1052,7 +1065,8 @@ class Membership:
     async def _judge(self, silent: list[Member], timeout: float) -> None:
         """Probe the members silent to the master; remove those that do not answer."""
         try:
-            await asyncio.gather(*(self._probe(m) for m in silent))
+            # Two heartbeat intervals: the member has been silent for a failure timeout already.
+            await asyncio.gather(*(self._probe(m, 2 * self._timing.heartbeat_interval) for m in silent))
             if not self.is_master or self.state is not State.ACTIVE:
                 return
             now = self._clock()
