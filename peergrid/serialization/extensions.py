@@ -147,10 +147,11 @@ def _list_of(data: bytes, what: str) -> list[Any]:
     return items
 
 
-def _ints(data: bytes, what: str, count: int) -> list[Any]:
+def _fields(data: bytes, what: str, count: int) -> list[Any]:
+    # Field types are checked by the constructors (datetime(2024, 1.5, 1) is a TypeError).
     fields = _list_of(data, what)
-    if len(fields) != count or not all(type(f) is int for f in fields[: count - 1]):
-        raise SerializationError(f"malformed {what}: {fields!r}")
+    if len(fields) != count:
+        raise SerializationError(f"malformed {what}: {len(fields)} fields, not {count}")
     return fields
 
 
@@ -193,7 +194,7 @@ def _encode_datetime(v: datetime.datetime) -> bytes:
 
 
 def _decode_datetime(data: bytes) -> datetime.datetime:
-    y, mo, d, h, mi, s, us, fold, tz = _ints(data, "datetime", 9)
+    y, mo, d, h, mi, s, us, fold, tz = _fields(data, "datetime", 9)
     return datetime.datetime(y, mo, d, h, mi, s, us, tzinfo=_decode_tz(tz), fold=fold)
 
 
@@ -202,23 +203,19 @@ def _encode_time(v: datetime.time) -> bytes:
 
 
 def _decode_time(data: bytes) -> datetime.time:
-    h, mi, s, us, fold, tz = _ints(data, "time", 6)
+    h, mi, s, us, fold, tz = _fields(data, "time", 6)
     return datetime.time(h, mi, s, us, tzinfo=_decode_tz(tz), fold=fold)
 
 
 def _decode_date(data: bytes) -> datetime.date:
-    return datetime.date(*_exact_ints(data, "date", 3))
-
-
-def _exact_ints(data: bytes, what: str, count: int) -> list[int]:
-    fields = _list_of(data, what)
-    if len(fields) != count or not all(type(f) is int for f in fields):
-        raise SerializationError(f"malformed {what}: {fields!r}")
-    return fields
+    year, month, day = _fields(data, "date", 3)
+    return datetime.date(year, month, day)
 
 
 def _decode_timedelta(data: bytes) -> datetime.timedelta:
-    days, seconds, micros = _exact_ints(data, "timedelta", 3)
+    days, seconds, micros = _fields(data, "timedelta", 3)
+    if type(days) is not int or type(seconds) is not int or type(micros) is not int:
+        raise SerializationError(f"malformed timedelta: {[days, seconds, micros]!r}")  # floats pass
     return datetime.timedelta(days=days, seconds=seconds, microseconds=micros)
 
 
