@@ -245,8 +245,8 @@ def test_bad_keys_and_values_write_nothing(store) -> None:
             store.store(bad_key, 1)
         with pytest.raises(peergrid.KeyTypeError):
             store.load(bad_key)
-    with pytest.raises(peergrid.SerializationError, match="set"):
-        store.store("k", {1, 2})
+    with pytest.raises(peergrid.SerializationError, match="complex"):
+        store.store("k", complex(1, 2))
     with pytest.raises(peergrid.SerializationError):
         store.store_all({"a": 1, "b": object()})
     with pytest.raises(peergrid.SerializationError):
