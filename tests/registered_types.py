@@ -1,4 +1,4 @@
-"""Types the tests register with the default serializer, as a user would (codes 100-109).
+"""Types the tests register with the default serializer, as a user would (tests use codes 100-119).
 
 Importing this module registers them; registering is idempotent, so every test module and
 every in-process member sees the same registry.
