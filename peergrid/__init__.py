@@ -52,6 +52,7 @@ from peergrid.maps.locks import AsyncLockHandle, LockHandle
 from peergrid.maps.sync import DistributedMap
 from peergrid.owner.processors import Entry, entry_processor
 from peergrid.protocol import Member
+from peergrid.serialization import register_type
 from peergrid.stats import LocalMapStats, MapStats
 
 __version__ = "0.1.0"
@@ -99,4 +100,5 @@ __all__ = [
     "WriteBehindConfig",
     "__version__",
     "entry_processor",
+    "register_type",
 ]

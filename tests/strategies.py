@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
+
 from hypothesis import strategies as st
+
+from tests.registered_types import Color, Level, Money, Pair, Point
 
 #: Keys as users write them.
 keys = st.one_of(
@@ -110,3 +114,62 @@ def register_histories(draw: st.DrawFn, max_processes: int = 4, max_ops: int = 8
         {"process": "final", "type": "ok", "f": "get", "key": "r0", "time": final + 1, "value": state}
     )
     return records
+
+
+int64s = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+
+#: Time zones the default serializer keeps: fixed offsets (named or not, to the microsecond),
+#: UTC and zoneinfo zones.
+_offsets = st.timedeltas(
+    min_value=datetime.timedelta(hours=-23, minutes=-59), max_value=datetime.timedelta(hours=23, minutes=59)
+)
+time_zones = st.one_of(
+    st.none(),
+    st.just(datetime.UTC),
+    _offsets.map(datetime.timezone),
+    st.builds(datetime.timezone, _offsets, st.text(max_size=8)),
+    st.timezones(),
+)
+#: Datetimes and times, naive and aware, with fold 0 or 1.
+datetimes = st.builds(
+    lambda d, fold: d.replace(fold=fold), st.datetimes(timezones=time_zones), st.integers(0, 1)
+)
+times = st.builds(lambda t, fold: t.replace(fold=fold), st.times(timezones=time_zones), st.integers(0, 1))
+
+#: Scalars of the extension types (no NaN: it is not equal to itself).
+typed_scalars = st.one_of(
+    datetimes,
+    st.dates(),
+    times,
+    st.timedeltas(),
+    st.uuids(),
+    st.decimals(allow_nan=False),
+    st.sampled_from(Color),
+    st.sampled_from(Level),
+    st.builds(Money, int64s, st.text(max_size=3)),
+)
+#: Values that can be set members and dict keys, nested.
+hashable_values = st.recursive(
+    st.one_of(scalars, typed_scalars),
+    lambda children: (
+        st.lists(children, max_size=3).map(tuple)
+        | st.frozensets(children, max_size=3)
+        | st.builds(Pair, children, children)
+        | st.builds(Point, st.integers(-5, 5), st.integers(-5, 5), children)
+    ),
+    max_leaves=6,
+)
+#: Everything the default serializer carries, registered test types included, nested.
+typed_values = st.recursive(
+    st.one_of(scalars, typed_scalars),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.lists(children, max_size=4).map(tuple)
+        | st.dictionaries(st.one_of(st.text(max_size=8), hashable_values), children, max_size=4)
+        | st.sets(hashable_values, max_size=3)
+        | st.frozensets(hashable_values, max_size=3)
+        | st.builds(Pair, children, children)
+        | st.builds(Point, int64s, int64s, children)
+    ),
+    max_leaves=12,
+)

@@ -72,7 +72,7 @@ def test_async_errors_are_the_same_errors() -> None:
             with pytest.raises(peergrid.KeyTypeError):
                 await m.get(1.5)
             with pytest.raises(peergrid.SerializationError):
-                await m.put("k", {1, 2})
+                await m.put("k", complex(1, 2))
             with pytest.raises(peergrid.ArgumentError):
                 await m.put("k", 1, tll=2)
 

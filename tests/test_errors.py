@@ -24,8 +24,8 @@ def test_wrong_key_types(grids3, name) -> None:
 
 def test_unsupported_value_names_its_type_and_writes_nothing(grids3, name) -> None:
     m = grids3[0].get_map(name)
-    with pytest.raises(peergrid.SerializationError, match="set"):
-        m.put("k", {1, 2})
+    with pytest.raises(peergrid.SerializationError, match="complex"):
+        m.put("k", complex(1, 2))
     with pytest.raises(peergrid.SerializationError):
         m.put_all({"a": 1, "b": object()})
     assert m.size() == 0  # put_all checks every value before sending any

@@ -48,18 +48,13 @@ def test_values_round_trip(value: object) -> None:
     assert codec.loads(codec.dumps(value)) == value
 
 
-def test_tuples_come_back_as_lists() -> None:
-    codec = MsgpackSerializer()
-    assert codec.loads(codec.dumps((1, (2, 3)))) == [1, [2, 3]]
-
-
 @pytest.mark.parametrize(
     ("bad", "named"),
     [
-        ({1, 2}, "set"),
-        (datetime.date(2024, 1, 1), "date"),
+        (object(), "object"),
         ([1, {"x": object()}], "object"),
         (2**70, "64 bits"),
+        ((1, [2, object()]), "object"),
     ],
 )
 def test_unsupported_values_name_the_type(bad: object, named: str) -> None:
@@ -77,5 +72,5 @@ def test_decoding_garbage_raises_serialization_error() -> None:
 
 def test_pickle_carries_anything() -> None:
     codec = PickleSerializer()
-    value = {"when": datetime.date(2024, 1, 1), "tags": {1, 2}}
+    value = {"when": datetime.date(2024, 1, 1), "tags": {1, 2}, "opaque": complex(1, 2)}
     assert codec.loads(codec.dumps(value)) == value

@@ -6,6 +6,7 @@ from peergrid.serialization.codec import (
     Serializer,
     serializer_named,
 )
+from peergrid.serialization.extensions import register_type
 from peergrid.serialization.keys import Key, decode_key, encode_key
 
 __all__ = [
@@ -15,5 +16,6 @@ __all__ = [
     "Serializer",
     "decode_key",
     "encode_key",
+    "register_type",
     "serializer_named",
 ]

@@ -1,9 +1,12 @@
 """Value serializers.
 
-The default, msgpack, never executes code while decoding: it carries None,
-bool, int (64-bit), float, str, bytes, list (tuples become lists) and dict,
-nested. Pickle carries any Python object but runs code while loading, so it is
-an explicit opt-in that a Grid accepts only with mutual TLS on.
+The default, msgpack, never executes code while decoding (beyond the decoders of
+types the user registered): it carries None, bool, int (64-bit), float, str,
+bytes, list and dict as plain msgpack, and tuple, set, frozenset, datetime,
+date, time, timedelta, UUID, Decimal and registered types as msgpack extension
+types (``peergrid.serialization.extensions``), nested. Pickle carries any Python
+object but runs code while loading, so it is an explicit opt-in that a Grid
+accepts only with mutual TLS on.
 """
 
 from __future__ import annotations
@@ -16,8 +19,7 @@ from typing import Any, Protocol
 import msgpack
 
 from peergrid.errors import ConfigError, PeerGridError, SerializationError
-
-_SUPPORTED = "None, bool, int (64-bit), float, str, bytes, list, tuple, dict"
+from peergrid.serialization.extensions import CARRIED, decode_extension, new_packer
 
 
 class Serializer(Protocol):
@@ -34,18 +36,14 @@ class Serializer(Protocol):
         ...
 
 
-def _refuse(value: object) -> object:
-    # msgpack calls this only for objects it cannot pack itself.
-    if isinstance(value, int):
-        raise SerializationError(f"integer {value} does not fit in 64 bits: store it as a str")
-    raise SerializationError(
-        f"cannot serialize a value of type {type(value).__qualname__}: the default "
-        f"serializer carries {_SUPPORTED}"
-    )
-
-
 class MsgpackSerializer:
-    """The safe default: msgpack, with binary and text kept apart."""
+    """The safe default: msgpack, with binary and text kept apart, and extension types for
+    tuples, sets, dates and times, UUIDs, Decimals and registered types.
+
+    Each value reads back with the type it was stored with (an unregistered subclass of a
+    carried type, such as a namedtuple or an IntEnum, as its base type). Bytes written
+    before extension types existed decode as they always did.
+    """
 
     name = "msgpack"
 
@@ -57,31 +55,35 @@ class MsgpackSerializer:
         try:
             return self._local.packer
         except AttributeError:
-            self._local.packer = msgpack.Packer(use_bin_type=True, default=_refuse)
+            self._local.packer = new_packer()
             return self._local.packer
 
     def dumps(self, value: object) -> bytes:
-        """Encode a value; nothing is written anywhere if it fails."""
+        """Encode a value; raise ``SerializationError`` (naming the type) if it cannot be carried.
+        Nothing is written anywhere if it fails."""
         packer = self._packer()
         try:
             data: bytes = packer.pack(value)
         except SerializationError:
             packer.reset()
             raise
-        except (OverflowError, ValueError, TypeError) as exc:
+        except (OverflowError, ValueError, TypeError, RecursionError) as exc:
             # The packer keeps a buffer between calls: drop the half-packed value.
             packer.reset()
             raise SerializationError(
-                f"cannot serialize value: {exc} (the default serializer carries {_SUPPORTED})"
+                f"cannot serialize value: {exc} (the default serializer carries {CARRIED})"
             ) from exc
         return data
 
     def loads(self, data: bytes) -> Any:
-        """Decode; never runs code."""
+        """Decode; runs no code but registered types' decoders. Raises ``SerializationError``
+        for anything malformed or of an extension type not registered here."""
         try:
-            return msgpack.unpackb(data, raw=False, strict_map_key=False)
-        except (ValueError, msgpack.UnpackException) as exc:
-            raise SerializationError(f"stored value is not valid msgpack: {exc}") from exc
+            return msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=decode_extension)
+        except SerializationError:
+            raise
+        except Exception as exc:  # hostile bytes: whatever msgpack or a type raised
+            raise SerializationError(f"stored value cannot be decoded: {type(exc).__name__}: {exc}") from exc
 
 
 class PickleSerializer:

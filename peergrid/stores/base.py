@@ -7,7 +7,8 @@ blocking methods and a store must be safe to call from several threads at once.
 
 Keys are the user's keys (``str``, ``bytes`` or ``int``) and values the user's
 values (what the default serializer carries: None, bool, int, float, str,
-bytes, list and dict, nested), never peergrid's encoded bytes.
+bytes, list, dict, tuple, set, frozenset, datetime, date, time, timedelta,
+UUID, Decimal and registered types, nested), never peergrid's encoded bytes.
 
 ``None`` means "no value", as ``null`` does for Hazelcast's ``MapLoader``:
 ``load`` returns None for a key the store does not hold, so a key stored with

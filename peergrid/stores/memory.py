@@ -16,10 +16,10 @@ class DictStore:
 
     Values are stored as msgpack bytes, so a store holds a copy (changing a
     dict after storing it changes nothing stored), refuses the values the
-    default serializer cannot carry, and loads tuples back as lists, exactly
-    like the SQL stores. ``calls`` counts the calls per method name (a test
-    can check that concurrent misses caused one ``load``). Thread-safe; every
-    batch is applied atomically.
+    default serializer cannot carry, and loads values back with their types
+    (a tuple as a tuple), exactly like the SQL stores. ``calls`` counts the
+    calls per method name (a test can check that concurrent misses caused
+    one ``load``). Thread-safe; every batch is applied atomically.
     """
 
     def __init__(self, entries: Mapping[Key, Any] | None = None) -> None:
