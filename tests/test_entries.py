@@ -8,12 +8,17 @@ import asyncio
 import time
 
 import pytest
+from hypothesis import given
 
 import peergrid
 from peergrid import MapConfig, NearCacheConfig, Timing, WriteBehindConfig
+from peergrid.protocol import Code, Op, Status
+from peergrid.storage import Partition
+from peergrid.storage import ops as storage_ops
 from peergrid.stores import DictStore
 from peergrid.testing import cluster
 from tests.conftest import wait_for
+from tests.strategies import owner_ops
 from tests.test_listeners import Recorder
 
 
@@ -231,14 +236,18 @@ def test_destroy_through_the_async_grid() -> None:
     asyncio.run(main())
 
 
-def test_destroy_stores_writes_queued_behind_first() -> None:
+def test_evict_and_destroy_leave_writes_queued_behind_to_be_stored() -> None:
     store = DictStore()
     behind = MapConfig(store=store, write_behind=WriteBehindConfig(delay=3600))
     with cluster(2, maps={"wb": behind}) as grids:
         m = grids[0].get_map("wb")
         m.set("a", 1)
+        m.set("b", 2)
+        assert m.evict("b")  # memory only: its write stays queued for the store
+        assert sum(g.get_map("wb").local_stats().write_behind_pending for g in grids) == 2
         m.destroy()
         assert store.load("a") == 1
+        assert store.load("b") == 2
 
 
 def test_an_expire_or_persist_survives_the_owner_dying() -> None:
@@ -255,3 +264,20 @@ def test_an_expire_or_persist_survives_the_owner_dying() -> None:
         assert 290 < survivor.ttl(timed) <= 300
         assert survivor.ttl(kept) is None
         assert grids[1].get_map("ttl").get(kept) == 2
+
+
+@given(owner_ops)
+def test_a_backup_applying_the_effects_holds_the_owners_values_and_expiries(ops) -> None:
+    """Property: whatever the writes (TTL changes and removals included), a copy that applies
+    the effects the owner ships holds the same values with the same expiry deadlines."""
+    owner, backup = Partition(0), Partition(0)
+    for name, key, value, ttl in ops:
+        code = getattr(Code, name.upper())
+        expect = value if name.endswith("_if_same") else b""
+        op = Op(code, 0, "m", key, b"" if name == "remove_if_same" else value, expect, ttl)
+        result, effects = storage_ops.execute(owner, op, bytes.__eq__)
+        assert result.status == Status.OK
+        backup.apply(effects)
+    mine, theirs = owner.maps.get("m"), backup.maps.get("m")
+    assert (mine.values if mine else {}) == (theirs.values if theirs else {})
+    assert (mine.expiry if mine else {}) == (theirs.expiry if theirs else {})
