@@ -297,33 +297,50 @@ def test_a_backup_applying_the_effects_holds_the_owners_values_and_expiries(ops)
 def test_ttl_changes_are_journaled_for_a_merge_and_evictions_are_not(grids3, name) -> None:
     """While a split may be on, expire and persist are journaled as the writes they are (a merge
     carries the new expiry), on the owner and its backups; evictions, as the owner's own, are not."""
-    owner = grids3[0]
     m = grids3[1].get_map(name)
-    timed, kept, evicted = owned_by(owner, "jt"), owned_by(owner, "jp"), owned_by(owner, "je")
-    for key in (timed, kept, evicted):
+    count = grids3[0].config.partition_count
+    keys = {owned_by(grids3[0], prefix): prefix for prefix in ("jt", "jp", "je")}
+    timed, kept, evicted = keys
+    for key in keys:
         m.set(key, 1, ttl=100)
+
+    def records() -> dict[tuple[str, str], int | None]:
+        """Each key's journal record in each of its copies, by (member, key)."""
+        by_uuid = {g.uuid: g for g in grids3}
+        found = {}
+        for key in keys:
+            p = partition_of(encode_key(key), count)
+            for uuid in grids3[1]._node.manager.table.replicas[p]:
+                part = by_uuid[uuid]._node.manager.parts[p]
+                assert part is not None
+                found[uuid, key] = part.journaled(name, encode_key(key))
+        return found
+
     for grid in grids3:
         grid._node.journal.open()
     try:
-        before = time.time()
+        journaled = records()
+        started = time.time()
         assert m.expire(timed, 300)
         assert m.persist(kept)
         assert m.evict(evicted)
-        count = owner.config.partition_count
-        parts = {
-            key: owner._node.manager.readable[partition_of(encode_key(key), count)]
-            for key in (timed, kept, evicted)
-        }
-        for key, journaled in ((timed, True), (kept, True), (evicted, False)):
-            p = partition_of(encode_key(key), count)
-            copies = [g._node.manager.parts[p] for g in grids3 if g._node.manager.parts[p] is not None]
-            assert len(copies) == 2  # the owner's and its backup's
-            for copy in copies:
-                assert (copy.journaled(name, encode_key(key)) is not None) is journaled, key
-        # The copy a merge sends carries the new expiries.
-        snapshot = parts[timed].snapshot()  # type: ignore[union-attr]
-        puts = {e.key: e.expire_at for e in snapshot if e.kind == EffectKind.PUT and e.map == name}
-        assert before + 300 <= puts[encode_key(timed)] <= time.time() + 300
+        after = records()
+        assert len(after) == 2 * len(keys)  # the owner's and its backup's copy of each
+        for (uuid, key), rec in after.items():
+            if key == evicted:
+                assert rec == journaled[uuid, key]
+            else:
+                assert rec is not None
+                assert rec != journaled[uuid, key]
+        # The copy a merge sends carries the new expiry.
+        owner = grids3[1].owner_of(timed)
+        assert owner is not None
+        part = next(g for g in grids3 if g.uuid == owner.uuid)._node.manager.parts[
+            partition_of(encode_key(timed), count)
+        ]
+        assert part is not None
+        puts = {e.key: e.expire_at for e in part.snapshot() if e.kind == EffectKind.PUT and e.map == name}
+        assert started + 300 <= puts[encode_key(timed)] <= time.time() + 300
     finally:
         for grid in grids3:
             grid._node.journal.until = 0.0
