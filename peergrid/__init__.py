@@ -48,6 +48,7 @@ from peergrid.errors import (
 from peergrid.events.model import EntryEvent
 from peergrid.grid import Grid
 from peergrid.maps.cached import CacheInfo
+from peergrid.maps.entry import EntryView
 from peergrid.maps.locks import AsyncLockHandle, LockHandle
 from peergrid.maps.sync import DistributedMap
 from peergrid.owner.processors import Entry, entry_processor
@@ -70,6 +71,7 @@ __all__ = [
     "DistributedMap",
     "Entry",
     "EntryEvent",
+    "EntryView",
     "Grid",
     "GridClosedError",
     "GridConfig",

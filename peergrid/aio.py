@@ -85,7 +85,7 @@ class AsyncGrid:
         node = self.node
         node.ensure_open()
         existing = self._maps.get(name)
-        if existing is not None and not options:
+        if existing is not None and not options and not existing.destroyed:
             return existing
         handle = AsyncMap(node, name, map_config(node, name, options))
         self._maps[name] = handle

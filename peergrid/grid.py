@@ -88,7 +88,7 @@ class Grid:
         """
         self._node.ensure_open()
         existing = self._maps.get(name)
-        if existing is not None and not options:
+        if existing is not None and not options and not existing.destroyed:
             return existing
         config = map_config(self._node, name, options)
         handle = DistributedMap(self._node, name, config)

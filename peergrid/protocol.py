@@ -32,6 +32,17 @@ class Code:
     KEYS = 12
     RECOVER = 13  # serve a lost partition again, empty
     MERGE = 14  # a merging member's entries of one partition (``effects``), by the map's merge policy
+    # Entries (issue 15): TTL, removal, eviction, views of one entry. 15-19 and 22-29.
+    EXPIRE = 15  # give ``key``'s live entry a TTL of ``ttl`` seconds (> 0)
+    PERSIST = 16  # remove ``key``'s TTL; ``found`` if it had one
+    TTL = 17  # ``key``'s TTL left (Result.ttl; 0: none), ``found`` if it is live
+    ENTRY_VIEW = 18  # ``key``'s entry as an ``EntryRecord`` in the result's value
+    REMOVE = 19  # delete ``key``, answering its previous value
+    REMOVE_IF_SAME = 22  # delete ``key`` if its live value equals ``expect``
+    EVICT = 23  # drop ``key`` from memory only (never from the map's store)
+    EVICT_ALL = 24  # drop every entry of the map in the partition from memory only
+    CONTAINS_VALUE = 25  # ``found`` if some live entry of the partition has a value equal to ``value``
+    DESTROY = 26  # drop the map's entries in the partition, from memory only, telling no listener
     FLUSH = 30  # store a write-behind map's queued writes in this partition now
     BACKUP = 20  # owner -> backup: apply ``effects`` to reach ``version``
     TOUCH = 21  # owner -> backup: entries' last access times (idle expiry), unversioned
@@ -51,6 +62,13 @@ WRITES = frozenset(
         Code.REPLACE_IF_SAME,
         Code.DELETE,
         Code.CLEAR,
+        Code.EXPIRE,
+        Code.PERSIST,
+        Code.REMOVE,
+        Code.REMOVE_IF_SAME,
+        Code.EVICT,
+        Code.EVICT_ALL,
+        Code.DESTROY,
     }
 )
 KEYED = frozenset(
@@ -63,8 +81,18 @@ KEYED = frozenset(
         Code.REPLACE,
         Code.REPLACE_IF_SAME,
         Code.DELETE,
+        Code.EXPIRE,
+        Code.PERSIST,
+        Code.TTL,
+        Code.ENTRY_VIEW,
+        Code.REMOVE,
+        Code.REMOVE_IF_SAME,
+        Code.EVICT,
     }
 )
+MEMORY_ONLY = frozenset({Code.EXPIRE, Code.PERSIST, Code.EVICT, Code.EVICT_ALL, Code.DESTROY})
+"""Writes of memory only: the map's store (write-through or behind) is never written for them
+(an expire or persist of a key not in memory loads it first; evictions and destroy do not)."""
 COMPUTE = frozenset({Code.EXECUTE, Code.LOCK, Code.UNLOCK, Code.LOCK_STATE})
 COMPUTE_WRITES = frozenset({Code.EXECUTE, Code.LOCK, Code.UNLOCK})
 WRITES |= COMPUTE_WRITES  # for callers: an outcome unknown after sending is indeterminate
@@ -79,6 +107,9 @@ KNOWN = KEYED | {
     Code.TOUCH,
     Code.FLUSH,
     Code.MERGE,
+    Code.CONTAINS_VALUE,
+    Code.EVICT_ALL,
+    Code.DESTROY,
 }
 
 
@@ -388,6 +419,30 @@ class Chunk:
     list_version: int = 0
     sender: str = ""
     restore: bool = False  # a merging member's copy, for an owner that lost the partition
+
+
+class EntryRecord(NamedTuple):
+    """What an owner tracks of one entry, in an ENTRY_VIEW result's value."""
+
+    value: bytes
+    expire_at: float  # wall-clock seconds; 0 = never
+    last_access: float  # wall-clock seconds; 0 = not tracked for this map
+
+    def encode(self) -> bytes:
+        """The result value."""
+        return msgpack.packb(list(self), use_bin_type=True)  # type: ignore[no-any-return]
+
+    @classmethod
+    def decode(cls, data: bytes) -> EntryRecord:
+        """Parse a result value from a peer; ``ValueError`` when malformed."""
+        value, expire_at, last_access = unpack_fields(data, 3)
+        if (
+            not isinstance(value, bytes)
+            or not isinstance(expire_at, int | float)
+            or not isinstance(last_access, int | float)
+        ):
+            raise ValueError("an entry record is [value, expire_at, last_access]")  # noqa: TRY004 - wire data
+        return cls(value, float(expire_at), float(last_access))
 
 
 class LockRequest(NamedTuple):

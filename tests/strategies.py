@@ -32,6 +32,31 @@ values = st.recursive(
     max_leaves=10,
 )
 
+#: One-partition owner ops of one map on a few keys, as ``storage.ops`` runs them: the writes
+#: that change values and TTLs, with plain values (encoded bytes compare as values do).
+_OWNER_KEYS = st.sampled_from([b"sa", b"sb", b"sc"])
+_OWNER_VALUES = st.sampled_from([b"\x01", b"\x02"])
+_OWNER_TTLS = st.sampled_from([0.0, 100.0, 200.0])
+owner_ops = st.lists(
+    st.one_of(
+        st.tuples(
+            st.sampled_from(["set", "put", "put_if_absent", "replace"]),
+            _OWNER_KEYS,
+            _OWNER_VALUES,
+            _OWNER_TTLS,
+        ),
+        st.tuples(st.just("expire"), _OWNER_KEYS, st.just(b""), st.sampled_from([50.0, 300.0])),
+        st.tuples(
+            st.sampled_from(["persist", "remove", "evict", "delete"]), _OWNER_KEYS, st.just(b""), st.just(0.0)
+        ),
+        st.tuples(
+            st.sampled_from(["remove_if_same", "replace_if_same"]), _OWNER_KEYS, _OWNER_VALUES, st.just(0.0)
+        ),
+        st.tuples(st.sampled_from(["evict_all", "clear"]), st.just(b""), st.just(b""), st.just(0.0)),
+    ),
+    max_size=30,
+)
+
 #: Member uuids as members generate them (hex uuid4), distinct.
 member_uuids = st.lists(st.uuids(version=4).map(lambda u: u.hex), min_size=1, max_size=10, unique=True)
 

@@ -17,6 +17,8 @@ class EventKind:
     EXPIRED = 4
     EVICTED = 5
     CLEARED = 6  # every entry of the map in this partition is gone (near caches drop them)
+    TTL_CHANGED = 7  # expire/persist changed an entry's TTL, not its value (near caches drop it;
+    # entry listeners hear nothing)
 
 
 KIND_NAMES = {
@@ -26,6 +28,7 @@ KIND_NAMES = {
     EventKind.EXPIRED: "expired",
     EventKind.EVICTED: "evicted",
     EventKind.CLEARED: "cleared",
+    EventKind.TTL_CHANGED: "ttl_changed",
 }
 
 

@@ -17,6 +17,7 @@ from peergrid.config import MapConfig
 from peergrid.events.nearcache import Flight
 from peergrid.invocation.invoker import Group
 from peergrid.maps.core import Caller, ListenerOptions, MapCore
+from peergrid.maps.entry import EntryView
 from peergrid.maps.flows import OnMember, Remote, drive_async
 from peergrid.maps.locks import AsyncLockHandle, check_lease, check_timeout, task_holder
 from peergrid.protocol import Op, Result
@@ -249,3 +250,58 @@ class AsyncMap:
     async def increment(self, key: Key, delta: int = 1, ttl: float | None = None) -> int:
         """Add ``delta`` to the int counter at ``key``; see ``DistributedMap.increment``."""
         return await self._do(self._core.increment(key, delta, ttl))
+
+    # -- entries: TTL, removal, eviction, views of one entry (issue 15)
+    async def ttl(self, key: Key) -> float | None:
+        """Seconds left of ``key``'s TTL, None for no TTL; ``KeyError`` when it has no live
+        entry. See ``DistributedMap.ttl``."""
+        outcome = self._core.ttl_of(key)
+        return await self._do(outcome) if isinstance(outcome, Remote) else outcome
+
+    async def expire(self, key: Key, seconds: float) -> bool:
+        """Give ``key``'s entry a TTL of ``seconds`` (> 0); True if it had a live entry. See
+        ``DistributedMap.expire``."""
+        return await self._do(self._core.expire(key, seconds))
+
+    async def persist(self, key: Key) -> bool:
+        """Remove the TTL of ``key``'s entry; True if it had one."""
+        return await self._do(self._core.persist(key))
+
+    async def remove(self, key: Key) -> Any:
+        """Remove ``key``; return the value it had, or None."""
+        return await self._do(self._core.remove(key))
+
+    async def remove_if_same(self, key: Key, value: Any) -> bool:
+        """Remove ``key`` only if its live value equals ``value``; True if it did."""
+        return await self._do(self._core.remove_if_same(key, value))
+
+    async def evict(self, key: Key) -> bool:
+        """Drop ``key``'s entry from memory only (not from the map's store); True if there was
+        one. See ``DistributedMap.evict``."""
+        return await self._do(self._core.evict(key))
+
+    async def evict_all(self) -> None:
+        """Drop every entry from memory, on every member (not from the map's store)."""
+        await self._do(self._core.evict_all())
+
+    async def entry_view(self, key: Key) -> EntryView | None:
+        """A snapshot of ``key``'s live entry, or None. See ``DistributedMap.entry_view``."""
+        outcome = self._core.entry_view(key)
+        return await self._do(outcome) if isinstance(outcome, Remote) else outcome
+
+    async def contains_value(self, value: Any) -> bool:
+        """True if some live entry's value equals ``value``."""
+        return await self._do(self._core.contains_value(value))
+
+    async def is_empty(self) -> bool:
+        """True when the map has no live entry on any member."""
+        return await self._do(self._core.is_empty())
+
+    async def destroy(self) -> None:
+        """Drop the map everywhere; see ``DistributedMap.destroy``."""
+        await self._do(self._core.destroy())
+
+    @property
+    def destroyed(self) -> bool:
+        """True once ``destroy()`` ran through this handle."""
+        return self._core.destroyed

@@ -36,17 +36,30 @@ from peergrid.errors import (
 from peergrid.events.model import EventKind
 from peergrid.events.nearcache import MISS
 from peergrid.invocation.invoker import Call, Group
+from peergrid.maps.entry import EntryView
 from peergrid.maps.flows import Flow, OnMember, Remote, flow
 from peergrid.maps.locks import LockCalls, check_timeout
 from peergrid.owner.processors import INCREMENT, check_name
 from peergrid.partition import partition_of
-from peergrid.protocol import MAX_NAME, REFILLS, WRITES, Code, Op, Result, Status
+from peergrid.protocol import (
+    MAX_NAME,
+    MEMORY_ONLY,
+    REFILLS,
+    WRITES,
+    Code,
+    EntryRecord,
+    Op,
+    Result,
+    Status,
+)
 from peergrid.serialization import Key, decode_key, encode_key
 from peergrid.stats import LocalMapStats, MapStats, aggregate
+from peergrid.storage.ops import entry_record, time_left
 
 if TYPE_CHECKING:
     from peergrid.events.nearcache import Flight, NearCache
     from peergrid.member.node import Node
+    from peergrid.storage.records import Records
 
 MARGIN = 1.0  # a caller waits this much past an operation's deadline for the loop's own verdict
 _NAMES = {
@@ -68,7 +81,18 @@ _NAMES = {
     Code.LOCK: "lock",
     Code.UNLOCK: "unlock",
     Code.LOCK_STATE: "is_locked",
+    Code.EXPIRE: "expire",
+    Code.PERSIST: "persist",
+    Code.TTL: "ttl",
+    Code.ENTRY_VIEW: "entry_view",
+    Code.REMOVE: "remove",
+    Code.REMOVE_IF_SAME: "remove_if_same",
+    Code.EVICT: "evict",
+    Code.EVICT_ALL: "evict_all",
+    Code.CONTAINS_VALUE: "contains_value",
+    Code.DESTROY: "destroy",
 }
+_REMOVES = frozenset({Code.DELETE, Code.REMOVE, Code.REMOVE_IF_SAME})
 RESERVED_MAP_PREFIX = "__peergrid."  # internal maps (locks); no user map may start so
 
 
@@ -219,6 +243,7 @@ class MapCore(Caller):
         self._max_key = node.config.limits.max_key_bytes
         self._max_value = node.config.limits.max_value_bytes
         self.locks = LockCalls(self.name, node.uuid, node.config.timing, self.timeout, self.key)
+        self.destroyed = False  # ``destroy`` ran through this map: ``get_map`` makes a new one
 
     # ------------------------------------------------------------------ encoding
     def key(self, key: object) -> tuple[bytes, int]:
@@ -285,9 +310,9 @@ class MapCore(Caller):
 
     def _wrote(self, started: float, code: int, count: int = 1) -> None:
         counters = self.counters
-        if code == Code.DELETE:
+        if code in _REMOVES:
             counters.removes += count
-        else:
+        elif code not in MEMORY_ONLY:  # a TTL changed or an entry evicted: neither put nor removed
             counters.puts += count
         counters.put_latency.record(time.perf_counter() - started)
 
@@ -656,6 +681,136 @@ class MapCore(Caller):
         """``stats``: every member's, and their sum."""
         stats: MapStats = yield self.on_member(cluster_stats(self.node, self.name))
         return stats
+
+    # -- entries: TTL, removal, eviction, views of one entry (issue 15)
+    def _records(self, partition: int) -> tuple[bool, Records | None]:
+        """``(True, the map's records or None)`` when this member answers for ``partition``
+        itself (it serves it and holds its owner lease), else ``(False, None)``."""
+        part = self.readable[partition]
+        if part is None or self.membership.lease_until <= time.monotonic():
+            return False, None
+        return True, part.maps.get(self.name)
+
+    def ttl_of(self, key: Key) -> float | Remote[float | None] | None:
+        """``ttl``: seconds left, None for no TTL; ``KeyError`` when ``key`` has no live entry."""
+        self.node.ensure_open()
+        encoded, partition = self.key(key)
+        local, records = self._records(partition)
+        left = time_left(records, encoded) if records is not None else None
+        if local and (left is not None or self.store is None):  # (a miss may load from the store)
+            return _seconds_left(key, left)
+        return Remote(self._ttl_of(key, Op(Code.TTL, partition, self.name, encoded)))
+
+    def _ttl_of(self, key: Key, op: Op) -> Flow[Op, float | None]:
+        result = yield op
+        return _seconds_left(key, result.ttl if result.found else None)
+
+    @flow
+    def expire(self, key: Key, seconds: object) -> Flow[Op, bool]:
+        """``expire``: True if ``key`` had a live entry, which now expires in ``seconds``."""
+        if seconds is None:
+            raise ArgumentError("expire takes a number of seconds > 0, got None; persist(key) removes a TTL")
+        op = self.keyed(Code.EXPIRE, key, ttl=check_ttl(seconds))
+        return (yield from self._write(op)).found
+
+    @flow
+    def persist(self, key: Key) -> Flow[Op, bool]:
+        """``persist``: True if ``key``'s live entry had a TTL, now removed."""
+        return (yield from self._write(self.keyed(Code.PERSIST, key))).found
+
+    @flow
+    def remove(self, key: Key) -> Flow[Op, Any]:
+        """``remove``: the previous value, or None."""
+        return self.decoded((yield from self._write(self.keyed(Code.REMOVE, key))))
+
+    @flow
+    def remove_if_same(self, key: Key, value: Any) -> Flow[Op, bool]:
+        """``remove_if_same``: True if it removed."""
+        return (yield from self._write(self.keyed(Code.REMOVE_IF_SAME, key, expect=self.value(value)))).found
+
+    @flow
+    def evict(self, key: Key) -> Flow[Op, bool]:
+        """``evict``: True if ``key`` had a live entry in memory, now dropped (never from the store)."""
+        return (yield from self._write(self.keyed(Code.EVICT, key))).found
+
+    @flow
+    def evict_all(self) -> Flow[list[Op], None]:
+        """``evict_all``: every entry dropped from memory, on every member (never from the store)."""
+        yield from self._whole_map(Code.EVICT_ALL)
+
+    def _whole_map(self, code: int) -> Flow[list[Op], None]:
+        """One ``code`` op per partition, the near cache emptied before and after."""
+        near = self.near
+        if near is not None:
+            near.clear()
+        try:
+            yield self.per_partition(code)
+        finally:
+            if near is not None:
+                near.clear()
+
+    def entry_view(self, key: Key) -> EntryView | Remote[EntryView | None] | None:
+        """``entry_view``: the live entry's view, or None."""
+        self.node.ensure_open()
+        encoded, partition = self.key(key)
+        local, records = self._records(partition)
+        record = entry_record(records, encoded)
+        if local and (record is not None or self.store is None):  # (a miss may load from the store)
+            return self._view(key, record)
+        return Remote(self._entry_view(key, Op(Code.ENTRY_VIEW, partition, self.name, encoded)))
+
+    def _entry_view(self, key: Key, op: Op) -> Flow[Op, EntryView | None]:
+        result = yield op
+        if not result.found:
+            return None
+        try:
+            record = EntryRecord.decode(result.value)
+        except ValueError as exc:
+            raise RemoteError(
+                f"{self.name}.entry_view: the owner answered a malformed entry: {exc}"
+            ) from None
+        return self._view(key, record)
+
+    def _view(self, key: Key, record: EntryRecord | None) -> EntryView | None:
+        if record is None:
+            return None
+        expire_at = record.expire_at or None
+        return EntryView(
+            key=key,
+            value=self.loads(record.value),
+            ttl=max(expire_at - time.time(), 0.0) if expire_at else None,
+            expiration_time=expire_at,
+            last_access_time=record.last_access or None,
+        )
+
+    @flow
+    def contains_value(self, value: Any) -> Flow[list[Op], bool]:
+        """``contains_value``: True if some live entry's value equals ``value``."""
+        encoded = self.value(value)
+        ops = [Op(Code.CONTAINS_VALUE, p, self.name, value=encoded) for p in range(self._count)]
+        return any(result.found for result in (yield ops))
+
+    @flow
+    def is_empty(self) -> Flow[list[Op], bool]:
+        """``is_empty``: True when no member holds a live entry."""
+        return (yield from self.size().flow) == 0
+
+    @flow
+    def destroy(self) -> Flow[list[Op] | OnMember, None]:
+        """``destroy``: the map's entries dropped on every member, and this member's listeners,
+        near cache, statistics and ``get_map`` configuration of it forgotten."""
+        if self.config.write_behind is not None:
+            yield self.per_partition(Code.FLUSH)  # writes still queued for the store are stored
+        yield from self._whole_map(Code.DESTROY)
+        self.destroyed = True
+        yield self.on_member(self.node.maps.destroy(self.name, self.node.config.maps.get(self.name)))
+
+
+def _seconds_left(key: Key, left: float | None) -> float | None:
+    """What ``ttl`` answers for an entry with ``left`` seconds (0.0: no TTL; None: absent)."""
+    if left is None:
+        raise KeyError(key)
+    return left or None
 
 
 def _found(op: Op) -> Flow[Op, bool]:

@@ -17,6 +17,7 @@ from peergrid.config import MapConfig
 from peergrid.events.nearcache import Flight
 from peergrid.invocation.invoker import Group
 from peergrid.maps.core import Caller, ListenerOptions, MapCore
+from peergrid.maps.entry import EntryView
 from peergrid.maps.flows import OnMember, Remote, drive
 from peergrid.maps.locks import LockHandle, check_timeout, thread_holder
 from peergrid.protocol import Op, Result
@@ -282,6 +283,79 @@ class DistributedMap:
         Raises ``ProcessorError`` when the value is not an int.
         """
         return self._do(self._core.increment(key, delta, ttl))
+
+    # -- entries: TTL, removal, eviction, views of one entry (issue 15)
+    def ttl(self, key: Key) -> float | None:
+        """Seconds left before ``key``'s entry expires by its TTL, or None when it has no TTL.
+
+        Raises ``KeyError`` when ``key`` has no live entry (as ``m[key]`` does; redis' ``TTL``
+        answers -2 there). Max-idle expiry is not counted. Not an access (no idle clock or
+        eviction score changes).
+        """
+        outcome = self._core.ttl_of(key)
+        return self._do(outcome) if isinstance(outcome, Remote) else outcome
+
+    def expire(self, key: Key, seconds: float) -> bool:
+        """Give ``key``'s entry a TTL of ``seconds`` (> 0) from now, keeping its value.
+
+        Returns True if ``key`` had a live entry (it now has that TTL), False if not.
+        Replicated like a write (a backup promoted after a failover has the same
+        expiry). Raises ``ArgumentError`` unless ``seconds`` is a number > 0
+        (``persist`` removes a TTL, ``delete`` the entry).
+        """
+        return self._do(self._core.expire(key, seconds))
+
+    def persist(self, key: Key) -> bool:
+        """Remove the TTL of ``key``'s entry (it no longer expires); True if it had one."""
+        return self._do(self._core.persist(key))
+
+    def remove(self, key: Key) -> Any:
+        """Remove ``key``; return the value it had, or None (``delete`` returns a bool)."""
+        return self._do(self._core.remove(key))
+
+    def remove_if_same(self, key: Key, value: Any) -> bool:
+        """Remove ``key`` only if its live value equals ``value``; True if it did."""
+        return self._do(self._core.remove_if_same(key, value))
+
+    def evict(self, key: Key) -> bool:
+        """Drop ``key``'s entry from memory (on its owner and backups); True if there was one.
+
+        Unlike ``delete``, the map's store (``store=``) is not told: a later ``get``
+        loads the key from it again. Entry listeners hear ``on_evicted``.
+        """
+        return self._do(self._core.evict(key))
+
+    def evict_all(self) -> None:
+        """Drop every entry of the map from memory, on every member; the map's store keeps
+        them (``clear`` deletes them from it). Entry listeners hear ``on_evicted`` per entry."""
+        self._do(self._core.evict_all())
+
+    def entry_view(self, key: Key) -> EntryView | None:
+        """A snapshot of ``key``'s live entry (value, TTL left, expiration time, last access
+        where tracked), or None when it has none. Not an access; a miss loads from the map's
+        store, as ``get`` does."""
+        outcome = self._core.entry_view(key)
+        return self._do(outcome) if isinstance(outcome, Remote) else outcome
+
+    def contains_value(self, value: Any) -> bool:
+        """True if some live entry's value equals ``value`` (a scan of every partition)."""
+        return self._do(self._core.contains_value(value))
+
+    def is_empty(self) -> bool:
+        """True when the map has no live entry on any member."""
+        return self._do(self._core.is_empty())
+
+    def destroy(self) -> None:
+        """Drop the map: its entries on every member (from memory; its store keeps them, and
+        writes queued for it are stored first), and on this member its listeners, statistics
+        and the options ``get_map`` gave it. ``grid.get_map(name)`` then returns a new, empty
+        map; do not use this handle again. Listeners registered on other members stay."""
+        self._do(self._core.destroy())
+
+    @property
+    def destroyed(self) -> bool:
+        """True once ``destroy()`` ran through this handle."""
+        return self._core.destroyed
 
 
 class _Missing:

@@ -117,6 +117,24 @@ class Maps:
             self._subscriptions.remove(name, hub)
         return True
 
+    # ------------------------------------------------------------------ destroy
+    async def destroy(self, name: str, base: MapConfig | None) -> None:
+        """Forget map ``name`` on this member (after ``destroy`` dropped its entries everywhere):
+        its listeners here, its statistics, and the configuration ``get_map`` gave it (back to
+        ``base``, the grid configuration's, if any). Its near cache is emptied but stays
+        subscribed: other handles of the map on this member may still read through it."""
+        hub = self.hubs.pop(name, None)
+        if hub is not None:
+            hub.listeners.clear()
+            self._publisher.remove_local(name, hub.on_local)
+            self._subscriptions.remove(name, hub)
+        near_cache = self.near_caches.get(name)
+        if near_cache is not None:
+            near_cache.clear()
+        self.counters.pop(name, None)
+        self._registry.reset(name, base)
+        self._owner.usage_dirty = True
+
     # ------------------------------------------------------------------ statistics
     def counters_of(self, name: str) -> MapCounters:
         """This member's counters for map ``name`` (made on first use)."""

@@ -22,6 +22,7 @@ from peergrid.protocol import (
     KEYED,
     KNOWN,
     MAX_NAME,
+    MEMORY_ONLY,
     REFILLS,
     WRITES,
     Code,
@@ -50,10 +51,13 @@ class Compute(Protocol):
         """Add ``amount`` to the counter at ``key``, counted as ``contributor``'s."""
 
 
-READ_THROUGH = frozenset({Code.GET, Code.CONTAINS})
+READ_THROUGH = frozenset({Code.GET, Code.CONTAINS, Code.TTL, Code.ENTRY_VIEW})
+_UNSTORED = frozenset({Code.EVICT, Code.EVICT_ALL, Code.DESTROY})  # writes that never touch the store
 _CONDITIONAL = frozenset({Code.PUT_IF_ABSENT, Code.REPLACE, Code.REPLACE_IF_SAME})
 _JOURNALED = frozenset({EffectKind.PUT, EffectKind.DELETE, EffectKind.CLEAR})
 _MERGED = _JOURNALED | {EffectKind.DELTA}
+_WHOLE_MAP = frozenset({Code.CLEAR, Code.EVICT_ALL, Code.DESTROY})
+_UNJOURNALED = frozenset({Code.EVICT, Code.EVICT_ALL})  # evictions, as the owner's own: memory only
 
 
 def _time_left(part: Partition, op: Op, result: Result) -> None:
@@ -117,6 +121,8 @@ class Executor:
             return f"value exceeds limits.max_value_bytes={self._limits.max_value_bytes}"
         if not op.ttl >= 0 or op.ttl == float("inf"):
             return f"ttl must be a finite number of seconds >= 0, got {op.ttl}"
+        if op.code == Code.EXPIRE and not op.ttl > 0:
+            return "expire needs a ttl > 0 seconds"
         return None
 
     def execute(self, op: Op, caller_version: int, sender: str = "") -> Result | asyncio.Future[Result]:
@@ -153,7 +159,7 @@ class Executor:
                 return self._stores.read(part, op, lambda: storage_ops.execute(part, op, self._equal)[0])
             return result
         config = self._registry.config(op.map)
-        if config.store is not None:
+        if config.store is not None and op.code not in _UNSTORED:
             return self._stores.write(part, op, config, lambda: self._write(part, op))
         return self._write(part, op)
 
@@ -200,7 +206,7 @@ class Executor:
         name = op.map
         config = self._registry.config(name)
         store = part.maps.get(name)
-        behind = config.write_behind is not None
+        behind = config.write_behind is not None and op.code not in MEMORY_ONLY
         if behind and op.code == Code.CLEAR and store is not None:
             cleared_keys: list[bytes] = list(store.values)
         else:
@@ -209,8 +215,8 @@ class Executor:
         cleared: list[tuple[bytes, bytes]] | None = None
         if store is not None and self._publisher.interested(name):
             # Events carry the value an entry had before this write.
-            if op.code == Code.CLEAR:
-                if self._publisher.wants_entries(name):
+            if op.code in _WHOLE_MAP:
+                if op.code != Code.DESTROY and self._publisher.wants_entries(name):
                     cleared = [(key, value) for key, value, _ in store.items()]
             else:
                 old = store.peek(op.key)
@@ -224,7 +230,7 @@ class Executor:
         result, effects = storage_ops.execute(part, op, self._equal)
         if not effects:
             return result
-        if stamp or self._window.active():
+        if stamp or (self._window.active() and op.code not in _UNJOURNALED):
             effects = self._journal(part, effects, stamp, delta)
         elif delta is not None:
             # Unstamped, it journals nothing; should journaling begin before the backups acked

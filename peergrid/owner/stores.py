@@ -50,7 +50,18 @@ log = logging.getLogger("peergrid.stores")
 
 QUEUE_PREFIX = "__peergrid.wb."
 _STORE, _DELETE = "s", "d"
-_NEEDS_OLD = frozenset({Code.PUT, Code.PUT_IF_ABSENT, Code.REPLACE, Code.REPLACE_IF_SAME})
+_NEEDS_OLD = frozenset(
+    {
+        Code.PUT,
+        Code.PUT_IF_ABSENT,
+        Code.REPLACE,
+        Code.REPLACE_IF_SAME,
+        Code.REMOVE,
+        Code.REMOVE_IF_SAME,
+        Code.EXPIRE,  # (a TTL is set on the entry loaded; the store is not written)
+        Code.PERSIST,
+    }
+)
 Outcome = Result | asyncio.Future[Result]
 
 
@@ -266,7 +277,9 @@ class StoreOps:
                 keys = [decode_key(k) for k in (store.values if store is not None else ())]
                 if keys:
                     await self._call(config.store.delete_all, keys)
-            elif op.code == Code.DELETE:
+            elif op.code in (Code.DELETE, Code.REMOVE) or (
+                op.code == Code.REMOVE_IF_SAME and current is not None and self._equal(current, op.expect)
+            ):
                 await self._call(config.store.delete, decode_key(op.key))
             elif _stores(op, current, self._equal):
                 value = self._serializer.loads(op.value)

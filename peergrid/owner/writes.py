@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 _EXPIRE_SCAN_INTERVAL = 0.05  # a full map refusing writes frees its expired entries this often at most
 _SIZED = frozenset({Code.PUT, Code.SET, Code.PUT_IF_ABSENT, Code.REPLACE, Code.REPLACE_IF_SAME})
 _POOL_SIZE = 16  # eviction candidates kept between evictions (as Redis' eviction pool)
+_EVICTS = frozenset({Code.EVICT, Code.EVICT_ALL})
+_TTL_CHANGES = frozenset({Code.EXPIRE, Code.PERSIST})
 
 
 class OwnerWrites:
@@ -122,7 +124,7 @@ class OwnerWrites:
             usage.entries += (len(store) if store is not None else 0) - size_before[0]
             usage.nbytes += (store.nbytes if store is not None else 0) - size_before[1]
         if self._publisher.interested(name):
-            self._publish(name, part, effects, old, cleared)
+            self._publish(name, part, effects, old, cleared, op.code)
         if config.bounded and config.eviction != "none":
             self._evict(name, config, op.key)
 
@@ -133,8 +135,13 @@ class OwnerWrites:
         effects: Sequence[Effect],
         old: bytes | None,
         cleared: list[tuple[bytes, bytes]] | None,
+        code: int = Code.PUT,
     ) -> None:
         publish = self._publisher.publish
+        # What a change is to listeners: an evict is EVICTED, not REMOVED; a TTL changed by
+        # expire/persist changes no value (listeners hear nothing; near caches drop the entry).
+        gone = EventKind.EVICTED if code in _EVICTS else EventKind.REMOVED
+        silent = code == Code.DESTROY
         p, version = part.id, part.version
         store = part.maps.get(name)
         timed = store is not None and store.may_expire
@@ -143,13 +150,15 @@ class OwnerWrites:
                 continue  # a write-behind map's queue entries travel with the write: not events
             if effect.kind == EffectKind.PUT:
                 kind = EventKind.UPDATED if old is not None else EventKind.ADDED
+                if code in _TTL_CHANGES:
+                    kind = EventKind.TTL_CHANGED
                 ttl = store.time_left(effect.key) if timed and store is not None else 0.0
                 publish(name, p, kind, effect.key, effect.value, old or b"", version, ttl)
             elif effect.kind == EffectKind.DELETE:
-                publish(name, p, EventKind.REMOVED, effect.key, b"", old or b"", version)
+                publish(name, p, gone, effect.key, b"", old or b"", version)
             elif effect.kind == EffectKind.CLEAR:
-                for key, value in cleared or ():
-                    publish(name, p, EventKind.REMOVED, key, b"", value, version)
+                for key, value in () if silent else cleared or ():
+                    publish(name, p, gone, key, b"", value, version)
                 publish(name, p, EventKind.CLEARED, b"", version=version)
 
     def _evict(self, name: str, config: MapConfig, spare: bytes) -> None:

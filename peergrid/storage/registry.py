@@ -55,6 +55,16 @@ class MapRegistry:
         self._policies.pop(name, None)
         return True
 
+    def reset(self, name: str, config: MapConfig | None) -> None:
+        """Forget how ``name`` was configured here (a destroyed map): back to ``config`` (None:
+        unconfigured)."""
+        if config is None:
+            self._configs.pop(name, None)
+        else:
+            self._configs[name] = config
+        self._policies.pop(name, None)
+        self.usage.pop(name, None)
+
     def policy(self, name: str) -> StorePolicy | None:
         """What the map's record stores must track, or None for plain maps."""
         try:
