@@ -223,7 +223,9 @@ def fmt(value: float | None, spec: str = ".1f") -> str:
 
 def report(results: list[Figures], args: argparse.Namespace) -> None:
     where = f"taskset -c {args.cpus}" if args.cpus else "unpinned"
-    print(f"\n## Scale: N member processes, default timings, backup_count=1, {args.entries:,} entries, {where}\n")
+    print(
+        f"\n## Scale: N member processes, default timings, backup_count=1, {args.entries:,} entries, {where}"
+    )
     rows = [
         ("all joined (s)", lambda f: fmt(f.joined)),
         ("safe (s)", lambda f: fmt(f.safe)),
@@ -252,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__.split("\n\n")[0])
     parser.add_argument("--members", default="10,40", help="comma-separated cluster sizes (default 10,40)")
     parser.add_argument("--entries", type=int, default=100_000, help="entries to load (default 100,000)")
-    parser.add_argument("--idle", type=float, default=30.0, help="seconds of idle CPU measurement (default 30)")
+    parser.add_argument("--idle", type=float, default=30.0, help="seconds of idle CPU measured")
     parser.add_argument("--join-timeout", type=float, default=120.0, help="seconds to wait for all to join")
     parser.add_argument("--cpus", default=None, help="taskset CPU list for the members (default: unpinned)")
     parser.add_argument("-v", "--verbose", action="store_true", help="print each member's last log lines")
