@@ -4,9 +4,12 @@ The oldest member is the master: it alone creates new versions of the member
 list (a join, a leave, a death) and publishes them to everyone. Members adopt
 only a newer version than theirs, from anyone: publication, heartbeat replies
 and replication requests all carry versions, and a member that sees a newer
-one pulls it. Each member heartbeats every other; the master removes a member
-not heard from for ``failure_timeout``. When the master itself goes silent,
-the oldest member that still hears from nobody older takes over.
+one pulls it. Each member heartbeats the master (and with ``min_cluster_size``
+that many others), so a member's cost is constant in the cluster's size; the
+master judges every member (a silent one is probed before it is removed), the
+others judge only the master. When the master goes silent, members probe the
+older members, oldest first; the oldest member that hears from nobody older
+takes over (see ``_detect_failures``; docs/architecture.md says why not SWIM).
 
 A member that finds itself missing from a newer list was declared dead (it
 was paused, or cut off): it drops its data and joins again as a new member.
@@ -988,10 +991,16 @@ class Membership:
         """
         timeout = self._judge_timeout()
         if self.is_master:
+            # (A member the master's rotation reaches is heard, but its lease needs its own
+            # heartbeats: one whose heartbeats stay away is judged too.)
             silent = [
                 m
                 for m in self.members.members
-                if m.uuid != self.me.uuid and now - self._last_heard.get(m.uuid, now) > timeout
+                if m.uuid != self.me.uuid
+                and (
+                    now - self._last_heard.get(m.uuid, now) > timeout
+                    or now - self._beat_from.get(m.uuid, now) > 2 * timeout
+                )
             ]
             if silent and not self._judging:
                 self._judging = True
