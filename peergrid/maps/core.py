@@ -688,8 +688,8 @@ class MapCore(Caller):
         """``(True, the map's records or None)`` when this member answers for ``partition``
         itself (it serves it and holds its owner lease), else ``(False, None)``."""
         part = self.readable[partition]
-        if part is None or self.membership.lease_until <= time.monotonic():
-            return False, None
+        if part is None or part.unacked or self.membership.lease_until <= time.monotonic():
+            return False, None  # (a write waiting for its backups: the loop waits for it)
         return True, part.maps.get(self.name)
 
     def ttl_of(self, key: Key) -> float | Remote[float | None] | None:
