@@ -51,6 +51,8 @@ if TYPE_CHECKING:
     from peergrid.events.nearcache import Flight, NearCache
     from peergrid.member.node import Node
 
+_perf_counter = time.perf_counter  # bound once: the owner-local and near-cache reads use them
+_monotonic = time.monotonic
 MARGIN = 1.0  # a caller waits this much past an operation's deadline for the loop's own verdict
 SCAN_FIRST = 8  # partitions in a scan's first step (keys(), values(), items(), iteration)
 SCAN_ENTRIES = 4096  # entries a later step aims at, judged by the partitions read so far
@@ -377,17 +379,6 @@ class MapCore(Caller):
             counters.misses += 1
         counters.get_latency.record(time.perf_counter() - started)
 
-    def _got_local(self, started: float, found: bool) -> None:
-        """Count a get this member answered from its own partition (``got``, and one more)."""
-        counters = self.counters
-        counters.gets += 1
-        counters.owner_local_gets += 1
-        if found:
-            counters.hits += 1
-        else:
-            counters.misses += 1
-        counters.get_latency.record(time.perf_counter() - started)
-
     def _got_many(self, started: float, asked: int, found: int) -> None:
         counters = self.counters
         counters.gets += asked
@@ -419,17 +410,20 @@ class MapCore(Caller):
         """``get``: the value, or ``Remote`` when the owner must be asked."""
         if self.node.closed:
             self.node.ensure_open()
-        started = time.perf_counter()
+        started = _perf_counter()
         encoded = self.encode(key)
         near = self.near
         if near is not None:
             cached = near.lookup(encoded)
             if cached is not MISS:
-                self.got(started, True)
+                counters = self.counters  # got(started, True), inlined: the hot path
+                counters.gets += 1
+                counters.hits += 1
+                counters.get_latency.record(_perf_counter() - started)
                 return cached
         partition = partition_of(encoded, self._count)
         part = self.readable[partition]
-        if part is not None and self.membership.lease_until > time.monotonic():
+        if part is not None and self.membership.lease_until > _monotonic():
             # Owner-local: a dict lookup on this thread (while the owner lease holds: a member
             # that may have been declared dead meanwhile asks its loop, which waits to hear).
             records = part.maps.get(self.name)
@@ -437,8 +431,16 @@ class MapCore(Caller):
             if value is not None or self.store is None:
                 if near is not None:
                     near.misses -= 1  # no near-cache miss: a key of this member's is never cached
-                self._got_local(started, value is not None)
-                return default if value is None else self.loads(value)
+                counters = self.counters  # _got_local, inlined: the hot path
+                counters.gets += 1
+                counters.owner_local_gets += 1
+                if value is None:
+                    counters.misses += 1
+                    counters.get_latency.record(_perf_counter() - started)
+                    return default
+                counters.hits += 1
+                counters.get_latency.record(_perf_counter() - started)
+                return self.loads(value)
             # A miss on a map with a store: this member, as owner, loads it (on its loop).
         return Remote(self._fetch(encoded, partition, default, started))
 
