@@ -9,10 +9,13 @@ import re
 import subprocess
 import sys
 import textwrap
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import peergrid
 from peergrid import MapConfig, NearCacheConfig
@@ -20,6 +23,7 @@ from peergrid.aio import AsyncMap
 from peergrid.errors import ArgumentError
 from peergrid.testing import cluster
 from tests.conftest import wait_for
+from tests.strategies import keys, values
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -251,3 +255,54 @@ def test_the_typed_example_passes_mypy_strict_and_misuse_does_not(tmp_path: Path
     assert 'Unexpected keyword argument "ex"' in out, out
     assert {6, 7, 8, 9} <= lines, out  # each misuse is an error
     assert "DistributedMap[Any, Any]" in out, out
+
+
+mapping_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("set"), keys, values),
+        st.tuples(st.just("pop"), keys, values),
+        st.tuples(st.just("setdefault"), keys, values),
+        st.tuples(st.just("if_absent"), keys, values),
+        st.tuples(st.just("if_present"), keys, values),
+        st.tuples(st.just("delete"), keys, st.none()),
+        st.tuples(st.just("update"), st.dictionaries(keys, values, max_size=4), st.none()),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(ops=mapping_ops)
+def test_the_map_behaves_as_a_dict(grids3, ops) -> None:
+    """Every mapping method answers as a dict would, and leaves the same entries."""
+    m = grids3[1].get_map(f"prop-{uuid.uuid4().hex[:8]}")
+    model: dict[Any, Any] = {}
+    for op, key, value in ops:
+        if op == "set":
+            m[key] = value
+            model[key] = value
+        elif op == "pop":
+            assert m.pop(key, "absent") == model.pop(key, "absent")
+        elif op == "setdefault":
+            assert m.setdefault(key, value) == model.setdefault(key, value)
+        elif op == "if_absent":
+            assert m.set(key, value, if_absent=True) is (key not in model)
+            model.setdefault(key, value)
+        elif op == "if_present":
+            assert m.set(key, value, if_present=True) is (key in model)
+            if key in model:
+                model[key] = value
+        elif op == "delete":
+            assert m.delete(key) is (model.pop(key, _GONE) is not _GONE)
+        else:
+            m.update(key)
+            model.update(key)
+    assert m == model
+    assert len(m.keys()) == len(model)
+    while model:
+        key, value = m.popitem()
+        assert model.pop(key) == value
+    assert m == {}
+
+
+_GONE = object()

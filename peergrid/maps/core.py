@@ -746,8 +746,8 @@ class MapCore(Caller):
     @flow
     def setdefault(self, key: Key, default: Any) -> Flow[Op, Any]:
         """``setdefault``: the live value of ``key``, else ``default``, stored (put_if_absent)."""
-        existing = yield from self.put_if_absent(key, default, None).flow
-        return default if existing is None else existing
+        result = yield from self._write(self._stores(Code.PUT_IF_ABSENT, key, default, None))
+        return self.loads(result.value) if result.found else default  # found: a value, even None
 
     def update(self, other: Any, kwargs: Mapping[str, Any]) -> Remote[None]:
         """``update``: ``put_all`` of a mapping, or of an iterable of pairs, and of ``kwargs``."""
