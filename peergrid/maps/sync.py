@@ -104,6 +104,10 @@ class MapValues(ValuesView[V]):
     def __iter__(self) -> Iterator[V]:
         return self._mapping.scan("values")
 
+    def __contains__(self, value: object) -> bool:
+        # A scan of the values, not a get per key (as ValuesView's own would do).
+        return any(v is value or v == value for v in self)
+
     def __repr__(self) -> str:
         return f"MapValues({self._mapping!r})"
 
