@@ -127,7 +127,7 @@ def test_async_views_iterate_lazily_and_await_to_lists(grids3, name, test_loop) 
 
 def test_set_if_absent_or_if_present(api, grids3, name) -> None:
     m = api.map(grids3[0], name)
-    assert m.set("a", 1) is True
+    assert m.set("a", 1) is None  # DESIGN.md: set returns nothing
     assert m.set("a", 2, if_absent=True) is False
     assert m.get("a") == 1
     assert m.set("b", 2, if_absent=True) is True

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import weakref
 from collections.abc import AsyncIterator, Generator, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 from peergrid.config import MapConfig
 from peergrid.events.nearcache import Flight
@@ -187,6 +187,16 @@ class AsyncMap(Generic[K, V]):
         previous: V | None = await self._do(self._core.put(key, value, ttl))
         return previous
 
+    @overload
+    async def set(self, key: K, value: V, ttl: float | None = None) -> None: ...
+    @overload
+    async def set(self, key: K, value: V, ttl: float | None = None, *, if_absent: Literal[True]) -> bool: ...
+    @overload
+    async def set(self, key: K, value: V, ttl: float | None = None, *, if_present: Literal[True]) -> bool: ...
+    @overload
+    async def set(
+        self, key: K, value: V, ttl: float | None = None, *, if_absent: bool = False, if_present: bool = False
+    ) -> bool | None: ...
     @options_checked
     async def set(
         self,
@@ -196,10 +206,11 @@ class AsyncMap(Generic[K, V]):
         *,
         if_absent: bool = False,
         if_present: bool = False,
-    ) -> bool:
-        """Store ``value`` without returning the previous one; True if stored. ``if_absent`` /
-        ``if_present`` as ``DistributedMap.set`` (redis's NX / XX)."""
-        return await self._do(self._core.set(key, value, ttl, if_absent, if_present))
+    ) -> bool | None:
+        """Store ``value`` without returning the previous one. ``if_absent`` / ``if_present`` as
+        ``DistributedMap.set`` (redis's NX / XX): then True if it stored, else False."""
+        written: bool | None = await self._do(self._core.set(key, value, ttl, if_absent, if_present))
+        return written
 
     @options_checked
     async def put_if_absent(self, key: K, value: V, ttl: float | None = None) -> V | None:

@@ -663,9 +663,11 @@ class MapCore(Caller):
         return self.decoded((yield from self._write(self._stores(Code.PUT, key, value, ttl))))
 
     @flow
-    def set(self, key: Key, value: Any, ttl: object, if_absent: object, if_present: object) -> Flow[Op, bool]:
-        """``set``: True if written (always, unless ``if_absent`` or ``if_present`` is set and the
-        key had, or had no, live value: redis's NX and XX)."""
+    def set(
+        self, key: Key, value: Any, ttl: object, if_absent: object, if_present: object
+    ) -> Flow[Op, bool | None]:
+        """``set``: nothing (DESIGN.md: like put, returns nothing); with ``if_absent`` or
+        ``if_present`` (redis's NX and XX), True if it wrote."""
         if if_absent and if_present:
             raise ArgumentError("set() takes if_absent=True or if_present=True, not both")
         if if_absent:  # put_if_absent; it wrote when there was nothing to answer with
@@ -673,7 +675,7 @@ class MapCore(Caller):
         if if_present:  # replace; it wrote when there was a previous value
             return bool((yield from self._write(self._stores(Code.REPLACE, key, value, ttl))).found)
         yield from self._write(self._stores(Code.SET, key, value, ttl))
-        return True
+        return None
 
     @flow
     def put_if_absent(self, key: Key, value: Any, ttl: object) -> Flow[Op, Any]:

@@ -11,7 +11,7 @@ coalesced with other callers' operations bound for the same member.
 from __future__ import annotations
 
 from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, MutableMapping, ValuesView
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from peergrid.config import MapConfig
 from peergrid.events.nearcache import Flight
@@ -219,6 +219,16 @@ class DistributedMap(MutableMapping[K, V]):
         previous: V | None = self._do(self._core.put(key, value, ttl))
         return previous
 
+    @overload
+    def set(self, key: K, value: V, ttl: float | None = None) -> None: ...
+    @overload
+    def set(self, key: K, value: V, ttl: float | None = None, *, if_absent: Literal[True]) -> bool: ...
+    @overload
+    def set(self, key: K, value: V, ttl: float | None = None, *, if_present: Literal[True]) -> bool: ...
+    @overload
+    def set(
+        self, key: K, value: V, ttl: float | None = None, *, if_absent: bool = False, if_present: bool = False
+    ) -> bool | None: ...
     @options_checked
     def set(
         self,
@@ -228,14 +238,16 @@ class DistributedMap(MutableMapping[K, V]):
         *,
         if_absent: bool = False,
         if_present: bool = False,
-    ) -> bool:
+    ) -> bool | None:
         """Store ``value`` under ``key`` without returning the previous value (cheaper than put).
 
         ``if_absent=True`` stores only if ``key`` has no live value (``put_if_absent``; redis's
         ``NX``), ``if_present=True`` only if it has one (``replace``; redis's ``XX``); not both
-        (``ArgumentError``). Returns True if it stored: always without either option.
+        (``ArgumentError``). With either, returns True if it stored, else False; without,
+        returns None.
         """
-        return self._do(self._core.set(key, value, ttl, if_absent, if_present))
+        written: bool | None = self._do(self._core.set(key, value, ttl, if_absent, if_present))
+        return written
 
     @options_checked
     def put_if_absent(self, key: K, value: V, ttl: float | None = None) -> V | None:
