@@ -9,18 +9,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Generator
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from peergrid.config import GridConfig
 from peergrid.errors import ArgumentError, ConfigError
 from peergrid.maps.aio import AsyncDriver, AsyncMap
-from peergrid.maps.core import Caller, map_config, recover_lost_partitions
+from peergrid.maps.core import Caller, check_types, map_config, recover_lost_partitions
 from peergrid.member.node import Node
 from peergrid.protocol import Member
+from peergrid.serialization import Key
 
 __all__ = ["AsyncGrid", "AsyncMap"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+K = TypeVar("K", bound=Key)
+V = TypeVar("V")
 
 
 class AsyncGrid:
@@ -36,7 +39,7 @@ class AsyncGrid:
         self.config = config if config is not None else GridConfig.from_kwargs(**options)
         self.config.validate()
         self._node: Node | None = None
-        self._maps: dict[str, AsyncMap] = {}
+        self._maps: dict[str, AsyncMap[Any, Any]] = {}
 
     async def start(self) -> AsyncGrid:
         """Bind, join and return self (idempotent)."""
@@ -80,14 +83,34 @@ class AsyncGrid:
         """The current member list, oldest first."""
         return self.node.members()
 
-    def get_map(self, name: str, **options: Any) -> AsyncMap:
-        """The distributed map ``name``; options as ``Grid.get_map`` (``peergrid.MapConfig``)."""
+    @overload
+    def get_map(
+        self, name: str, *, key_type: None = None, value_type: None = None, **options: Any
+    ) -> AsyncMap[Any, Any]: ...
+    @overload
+    def get_map(
+        self, name: str, *, key_type: type[K], value_type: type[V], **options: Any
+    ) -> AsyncMap[K, V]: ...
+    @overload
+    def get_map(
+        self, name: str, *, key_type: type[K], value_type: None = None, **options: Any
+    ) -> AsyncMap[K, Any]: ...
+    @overload
+    def get_map(
+        self, name: str, *, key_type: None = None, value_type: type[V], **options: Any
+    ) -> AsyncMap[Any, V]: ...
+    def get_map(
+        self, name: str, *, key_type: Any = None, value_type: Any = None, **options: Any
+    ) -> AsyncMap[Any, Any]:
+        """The distributed map ``name``; options as ``Grid.get_map`` (``peergrid.MapConfig``), and
+        ``key_type``/``value_type`` for a type checker, as there (``AsyncMap[str, dict]``)."""
         node = self.node
         node.ensure_open()
+        check_types(key_type, value_type)
         existing = self._maps.get(name)
         if existing is not None and not options and not existing.destroyed:
             return existing
-        handle = AsyncMap(node, name, map_config(node, name, options))
+        handle: AsyncMap[Any, Any] = AsyncMap(node, name, map_config(node, name, options))
         self._maps[name] = handle
         return handle
 
@@ -130,7 +153,7 @@ class AsyncGrid:
 
         node = self.node
 
-        def open_map() -> AsyncMap:
+        def open_map() -> AsyncMap[Any, Any]:
             return AsyncMap(node, map_name, node.registry.configured(map_name), timeout=timeout, strict=True)
 
         return cached_async(node, open_map, map_name, ttl, timeout, claim_ttl)

@@ -11,6 +11,7 @@ succeed if simply tried again::
     │   ├── KeyTypeError                     a key that is not str, bytes or int
     │   └── SerializationError               a value the serializer cannot carry
     ├── LimitExceededError (+ ValueError)    a key, value or batch over a limit
+    │   └── ResultTooLargeError              a read whose answer cannot fit the transport's messages
     ├── GridClosedError                      the grid was shut down
     ├── ClusterError
     │   ├── ClusterNameMismatchError         a peer belongs to another cluster
@@ -56,6 +57,21 @@ class SerializationError(ArgumentError):
 
 class LimitExceededError(PeerGridError, ValueError):
     """A key, value or batch is larger than the configured limit."""
+
+
+class ResultTooLargeError(LimitExceededError):
+    """A read cannot complete: one indivisible part of its answer (the keys of one partition)
+    is larger than ``limits.max_message_bytes``. Nothing was written.
+
+    Bulk answers are split into messages under that limit, one entry at the least, so only an
+    enormous partition gets here. ``size`` is the part's size in bytes and ``partition`` the
+    partition (-1 when not known); the message names both and the limit.
+    """
+
+    def __init__(self, message: str, size: int = 0, partition: int = -1) -> None:
+        super().__init__(message)
+        self.size = size
+        self.partition = partition
 
 
 class GridClosedError(PeerGridError):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from peergrid.config import GridConfig
 from peergrid.errors import ArgumentError, ConfigError
-from peergrid.maps.core import Caller, map_config, recover_lost_partitions
+from peergrid.maps.core import Caller, check_types, map_config, recover_lost_partitions
 from peergrid.maps.sync import DistributedMap, SyncDriver
 from peergrid.member.node import Node
 from peergrid.partition import partition_of
@@ -16,6 +16,8 @@ from peergrid.protocol import Member
 from peergrid.serialization import Key, encode_key
 
 F = TypeVar("F", bound=Callable[..., Any])
+K = TypeVar("K", bound=Key)
+V = TypeVar("V")
 
 
 class Grid:
@@ -47,7 +49,7 @@ class Grid:
             config.validate()
         self.config = config
         self._node = Node(config)
-        self._maps: dict[str, DistributedMap] = {}
+        self._maps: dict[str, DistributedMap[Any, Any]] = {}
         self._node.start()
 
     # ------------------------------------------------------------------ identity
@@ -76,8 +78,34 @@ class Grid:
         return self._node.owner_of(partition)
 
     # ------------------------------------------------------------------ maps
-    def get_map(self, name: str, **options: Any) -> DistributedMap:
+    @overload
+    def get_map(
+        self, name: str, *, key_type: None = None, value_type: None = None, **options: Any
+    ) -> DistributedMap[Any, Any]: ...
+    @overload
+    def get_map(
+        self, name: str, *, key_type: type[K], value_type: type[V], **options: Any
+    ) -> DistributedMap[K, V]: ...
+    @overload
+    def get_map(
+        self, name: str, *, key_type: type[K], value_type: None = None, **options: Any
+    ) -> DistributedMap[K, Any]: ...
+    @overload
+    def get_map(
+        self, name: str, *, key_type: None = None, value_type: type[V], **options: Any
+    ) -> DistributedMap[Any, V]: ...
+    def get_map(
+        self, name: str, *, key_type: Any = None, value_type: Any = None, **options: Any
+    ) -> DistributedMap[Any, Any]:
         """The distributed map ``name`` (the same name is the same map on every member).
+
+        ``key_type`` (``str``, ``bytes`` or ``int``) and ``value_type`` type the map for a type
+        checker: ``grid.get_map("users", key_type=str, value_type=dict)`` is a
+        ``DistributedMap[str, dict]``, whose ``get`` returns ``dict | None``. Nothing is checked
+        at run time beyond ``key_type`` being a key type; without them the map is
+        ``DistributedMap[Any, Any]``. (Annotating works too:
+        ``users: DistributedMap[str, User] = grid.get_map("users")``, for value types such as a
+        ``TypedDict`` that are no runtime class.)
 
         Options are those of ``peergrid.MapConfig``: ``ttl``, ``ttl_jitter``,
         ``max_idle``, ``max_entries``, ``max_bytes``, ``eviction``,
@@ -87,11 +115,12 @@ class Grid:
         configured the same way on every member.
         """
         self._node.ensure_open()
+        check_types(key_type, value_type)
         existing = self._maps.get(name)
         if existing is not None and not options and not existing.destroyed:
             return existing
         config = map_config(self._node, name, options)
-        handle = DistributedMap(self._node, name, config)
+        handle: DistributedMap[Any, Any] = DistributedMap(self._node, name, config)
         self._maps[name] = handle
         return handle
 
@@ -182,7 +211,7 @@ class Grid:
 
         node = self._node
 
-        def open_map() -> DistributedMap:
+        def open_map() -> DistributedMap[Any, Any]:
             return DistributedMap(
                 node, map_name, node.registry.configured(map_name), timeout=timeout, strict=True
             )

@@ -130,6 +130,7 @@ class Status:
     CLOSED = 11  # local only: this member was shut down
     CAPACITY = 12  # the map is full and evicts nothing (eviction="none")
     STORE = 13  # the map's store (its database) failed
+    TOO_LARGE = 14  # this result alone does not fit one message; ``count`` is its size in bytes
     PROCESSOR = 20  # an entry processor is unknown on the owner, or raised; ``message`` says which
 
 

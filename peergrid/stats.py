@@ -64,6 +64,7 @@ class MapCounters:
         "gets",
         "hits",
         "misses",
+        "owner_local_gets",
         "put_latency",
         "puts",
         "removes",
@@ -76,6 +77,7 @@ class MapCounters:
         self.gets = 0  # gets by this member's callers (get, get_all keys, contains_key)
         self.hits = 0  # of which found a value
         self.misses = 0  # of which found none
+        self.owner_local_gets = 0  # of which were answered from this member's own partitions
         self.puts = 0  # writes by this member's callers
         self.removes = 0  # deletes by this member's callers
         self.evictions = 0  # entries this member evicted as owner
@@ -118,7 +120,10 @@ class LocalMapStats:
     expirations: int = 0
     near_cache_entries: int = 0
     near_cache_hits: int = 0
+    """Gets (and keys of ``get_all``, ``contains_key``) served from the near cache."""
     near_cache_misses: int = 0
+    """Near-cache lookups that missed: keys of other members' partitions, fetched from their
+    owners. Keys of this member's own partitions are never near-cached and not counted here."""
     backup_lag: int = 0
     """Writes to owned partitions that backups have not acknowledged yet (the worst partition)."""
     store_loads: int = 0
@@ -129,6 +134,9 @@ class LocalMapStats:
     """Store calls that failed on this member (each is also logged)."""
     write_behind_pending: int = 0
     """Writes queued for the store on partitions this member owns (write-behind)."""
+    owner_local_gets: int = 0
+    """Gets (and keys of ``get_all``) this member answered from its own
+    partitions on the caller's thread, with no hop (also counted in ``gets``)."""
 
     def as_dict(self) -> dict[str, float]:
         """The figures by name."""

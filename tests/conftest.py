@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, settings
 
 import peergrid
 from peergrid.aio import AsyncMap
+from peergrid.maps.aio import AsyncView
 from peergrid.maps.core import map_config
 from peergrid.testing import TestCluster, cluster
 
@@ -89,8 +90,18 @@ class AsyncDriven:
 
     def __getattr__(self, attr: str) -> Any:
         value = getattr(self._map, attr)
-        if not inspect.iscoroutinefunction(value):
+        if not callable(value):
             return value
+        if not inspect.iscoroutinefunction(value):
+            # keys(), values(), items(): an awaitable view, awaited (a list) as a sync caller
+            # would read it; anything else as it is.
+            def plain(*args: Any, **kwargs: Any) -> Any:
+                result = value(*args, **kwargs)
+                if isinstance(result, AsyncView):
+                    return self._run(lambda: _awaited(result))
+                return result
+
+            return plain
 
         def call(*args: Any, **kwargs: Any) -> Any:
             return self._run(lambda: value(*args, **kwargs))
@@ -120,6 +131,10 @@ class _HeldLock:
 
     def __exit__(self, kind: Any, value: Any, tb: Any) -> None:
         self._owner._run(lambda: self._handle.__aexit__(kind, value, tb))
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
 
 
 async def _inbox() -> asyncio.Queue[Any]:

@@ -207,9 +207,9 @@ class Invoker:
         call.attempt += 1
         delay = min(self._retry_max, self._retry_initial * (2 ** min(call.attempt - 1, 20)))
         if time.monotonic() + delay >= call.deadline:
-            status = (
-                Status.INDETERMINATE if last.status == Status.UNREACHABLE and last.found else Status.TIMEOUT
-            )
+            # Unknown outcome only for a write that was sent; a read that was sent simply failed.
+            sent_write = last.status == Status.UNREACHABLE and last.found and call.op.code in WRITES
+            status = Status.INDETERMINATE if sent_write else Status.TIMEOUT
             call.finish(Result(status, message=_why(last)))
             return
         self._loop.call_later(delay, self._resend, call)

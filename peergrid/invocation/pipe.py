@@ -14,6 +14,11 @@ applied) and queued ones with ``found=False`` (they were not). An item with a
 could not be reached: a cut, a pause) is never sent: its caller has given up,
 and an operation applied after that (a lock granted to a holder that gave up)
 would take effect behind everyone's back. It gets ``Status.TIMEOUT``.
+
+A frame stays under the transport's message limit (``max_bytes``): a batch of
+large values goes out in as many frames as it needs. Its answer may come back
+in several messages (``transport.frames.replies_to_pb``), results in order:
+each item is handled as its result arrives, the frame ends with the last.
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ class Pipe:
         max_inflight: int,
         frame_timeout: float,
         on_table_version: Callable[[int], None],
+        max_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.address = address
         self._loop = loop
@@ -75,6 +81,10 @@ class Pipe:
         self._max_inflight = max_inflight
         self._frame_timeout = frame_timeout
         self._on_table_version = on_table_version
+        # The bytes of data one frame may carry: the message limit less room for everything else
+        # (ids, codes, partitions, names and varints: a few bytes an op, more for effects).
+        self._max_bytes = max(1, max_bytes - 64 * 1024 - 64 * max_ops)
+        self._received: dict[int, int] = {}  # frame id -> results received so far, while partial
         self._queue: collections.deque[Item] = collections.deque()
         self._signalled = False  # a wake-up is scheduled on the loop
         self._wake = asyncio.Event()
@@ -148,8 +158,25 @@ class Pipe:
             if self._queue and not self._closed:
                 self._signal()  # items arrived while we were failing: start over
 
+    def _take(self) -> list[Item]:
+        """The items of the next frame: at most ``max_ops``, and at least one but no more than
+        fit ``max_bytes``."""
+        queue = self._queue
+        items: list[Item] = []
+        room = self._max_bytes
+        for _ in range(min(len(queue), self._max_ops)):
+            op = queue[0].op
+            size = len(op.key) + len(op.value) + len(op.expect)
+            if op.effects:
+                size += sum(len(e.key) + len(e.value) + 32 for e in op.effects)
+            if size > room and items:
+                break
+            room -= size
+            items.append(queue.popleft())
+        return items
+
     async def _send_frame(self, stream: Stream) -> None:
-        items = [self._queue.popleft() for _ in range(min(len(self._queue), self._max_ops))]
+        items = self._take()
         now = time.monotonic()
         expired = [item for item in items if getattr(item, "deadline", now) < now]
         if expired:
@@ -175,17 +202,25 @@ class Pipe:
                     self._reset(f"peer {self.address} closed the stream")
                     return
                 frame_id, table_version, results = answer
-                entry = self._inflight.pop(frame_id, None)
+                entry = self._inflight.get(frame_id)
                 if entry is None:
                     continue  # timed out earlier
                 items, timer = entry
-                timer.cancel()
+                start = self._received.pop(frame_id, 0)
+                end = start + len(results)
+                if end < len(items) and results:
+                    # Part of the answer (it did not fit one message): the rest follows, in order.
+                    self._received[frame_id] = end
+                else:
+                    del self._inflight[frame_id]
+                    timer.cancel()
+                    self._wake.set()
                 self._on_table_version(table_version)
-                self._wake.set()
-                for item, result in zip(items, results, strict=False):
+                for item, result in zip(items[start:end], results, strict=False):
                     item.handle(result)
-                for item in items[len(results) :]:
-                    item.handle(Result(Status.ERROR, message="peer sent too few results"))
+                if not results:
+                    for item in items[start:]:
+                        item.handle(Result(Status.ERROR, message="peer sent too few results"))
         except asyncio.CancelledError:
             raise
         except PeerGridError as exc:
@@ -208,9 +243,10 @@ class Pipe:
 
     def _broken(self, why: str) -> None:
         inflight, self._inflight = self._inflight, {}
-        for items, timer in inflight.values():
+        received, self._received = self._received, {}
+        for frame_id, (items, timer) in inflight.items():
             timer.cancel()
-            for item in items:
+            for item in items[received.get(frame_id, 0) :]:  # those answered already are done
                 item.handle(_unreachable(True, why))
         self._fail_queued(why)
 
@@ -241,7 +277,7 @@ class Pipes:
         open_stream: Callable[[str], Awaitable[Stream]],
         frame_header: Callable[[], tuple[int, str]],
         saw_version: Callable[[int, str], None],
-        limits: tuple[int, int, float],
+        limits: tuple[int, int, float, int],
         closed: Callable[[], bool],
     ) -> None:
         self._loop = loop
@@ -249,7 +285,7 @@ class Pipes:
         self._open_stream = open_stream
         self._frame_header = frame_header
         self._saw_version = saw_version
-        self._limits = limits  # max ops per frame, frames in flight, frame timeout
+        self._limits = limits  # max ops per frame, frames in flight, frame timeout, max message bytes
         self._calls: dict[str, Pipe] = {}
         self._backups: dict[str, Pipe] = {}
         self._lock = threading.Lock()
@@ -283,7 +319,7 @@ class Pipes:
         with self._lock:
             pipe = pipes.get(uuid)
             if pipe is None:
-                max_ops, max_inflight, timeout = self._limits
+                max_ops, max_inflight, timeout, max_bytes = self._limits
                 pipe = pipes[uuid] = Pipe(
                     address,
                     self._loop,
@@ -293,6 +329,7 @@ class Pipes:
                     max_inflight,
                     timeout,
                     lambda version: self._saw_version(version, address),
+                    max_bytes,
                 )
         return pipe
 

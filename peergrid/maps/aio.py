@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import AsyncIterator, Generator, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 from peergrid.config import MapConfig
 from peergrid.events.nearcache import Flight
 from peergrid.invocation.invoker import Group
-from peergrid.maps.core import Caller, ListenerOptions, MapCore
+from peergrid.maps.core import NO_DEFAULT, Caller, ListenerOptions, MapCore, options_checked
 from peergrid.maps.entry import EntryView
 from peergrid.maps.flows import OnMember, Remote, drive_async
 from peergrid.maps.locks import AsyncLockHandle, check_lease, check_timeout, task_holder
@@ -27,9 +27,14 @@ from peergrid.stats import LocalMapStats, MapStats
 if TYPE_CHECKING:
     from typing import Unpack
 
+    from _typeshed import SupportsKeysAndGetItem
+
     from peergrid.member.node import Node
 
 T = TypeVar("T")
+D = TypeVar("D")
+K = TypeVar("K", bound=Key)
+V = TypeVar("V")
 
 
 def _resolve(futures: list[asyncio.Future[None]]) -> None:
@@ -111,12 +116,41 @@ class AsyncDriver:
         return caller.check_all(calls)
 
 
-class AsyncMap:
+class AsyncView(Generic[T]):
+    """``AsyncMap.keys()``, ``values()`` or ``items()``: ``async for`` reads lazily, a few
+    partitions at a time; ``await`` gives a list of everything."""
+
+    def __init__(self, amap: AsyncMap[Any, Any], what: str) -> None:
+        self._map = amap
+        self._what = what
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        return self._map.scan(self._what)
+
+    def __await__(self) -> Generator[Any, None, list[T]]:
+        return self._all().__await__()
+
+    async def _all(self) -> list[T]:
+        return [item async for item in self]
+
+    def __repr__(self) -> str:
+        return f"AsyncView({self._map!r}, {self._what!r})"
+
+
+class AsyncMap(Generic[K, V]):
     """A distributed map for asyncio code; see ``DistributedMap`` for the semantics.
 
     Every operation is the sync map's (``peergrid.maps.core``), its remote steps
     awaited in the calling task. Owner-local reads and near-cache hits return
-    without any hop.
+    without any hop. Generic like ``DistributedMap``
+    (``grid.get_map("users", key_type=str, value_type=dict)``).
+
+    Not a ``collections.abc.MutableMapping``: its operations are awaited. It has the mapping
+    methods that can be: ``await m.pop(k)``, ``popitem``, ``setdefault``, ``update``;
+    ``keys()``, ``values()`` and ``items()`` are views to ``async for`` over (read lazily, a
+    few partitions at a time) or to ``await`` (a list); ``async for key in m``. What needs a
+    plain call has none: ``m[k]``, ``len(m)``, ``k in m`` and ``m == other`` (use ``get``,
+    ``size``, ``contains_key``, and compare ``dict(await m.items())``).
     """
 
     def __init__(self, node: Node, name: str, config: MapConfig | None = None, **core: Any) -> None:
@@ -127,50 +161,122 @@ class AsyncMap:
     def __repr__(self) -> str:
         return f"AsyncMap({self.name!r})"
 
-    async def get(self, key: Key, default: Any = None) -> Any:
+    @overload
+    async def get(self, key: K) -> V | None: ...
+    @overload
+    async def get(self, key: K, default: V | D) -> V | D: ...
+    async def get(self, key: K, default: Any = None) -> Any:
         """The value of ``key``, or ``default``."""
         outcome = self._core.get(key, default)
         return outcome if outcome.__class__ is not Remote else await self._do(outcome)
 
-    async def contains_key(self, key: Key) -> bool:
+    async def contains_key(self, key: K) -> bool:
         """True when ``key`` has a live value."""
         outcome = self._core.contains_key(key)
         return await self._do(outcome) if isinstance(outcome, Remote) else outcome
 
-    async def get_all(self, keys: Iterable[Key]) -> dict[Key, Any]:
-        """The live values of ``keys``: one RPC per owning member."""
-        outcome = self._core.get_all(keys)
+    async def get_all(self, keys: Iterable[K]) -> dict[K, V]:
+        """The live values of ``keys``: one RPC per owning member (see ``DistributedMap.get_all``)."""
+        outcome: Any = self._core.get_all(keys)
         return await self._do(outcome) if isinstance(outcome, Remote) else outcome
 
-    async def put(self, key: Key, value: Any, ttl: float | None = None, **unknown: Any) -> Any:
+    # Options are named parameters only (see ``DistributedMap``): a typo is a type error, and
+    # an ``ArgumentError`` naming the nearest option when the call is made.
+    @options_checked
+    async def put(self, key: K, value: V, ttl: float | None = None) -> V | None:
         """Store ``value``; return the previous value or None."""
-        return await self._do(self._core.put(key, value, ttl, unknown))
+        previous: V | None = await self._do(self._core.put(key, value, ttl))
+        return previous
 
-    async def set(self, key: Key, value: Any, ttl: float | None = None, **unknown: Any) -> None:
-        """Store ``value`` without returning the previous one."""
-        await self._do(self._core.set(key, value, ttl, unknown))
+    @overload
+    async def set(self, key: K, value: V, ttl: float | None = None) -> None: ...
+    @overload
+    async def set(self, key: K, value: V, ttl: float | None = None, *, if_absent: Literal[True]) -> bool: ...
+    @overload
+    async def set(self, key: K, value: V, ttl: float | None = None, *, if_present: Literal[True]) -> bool: ...
+    @overload
+    async def set(
+        self, key: K, value: V, ttl: float | None = None, *, if_absent: bool = False, if_present: bool = False
+    ) -> bool | None: ...
+    @options_checked
+    async def set(
+        self,
+        key: K,
+        value: V,
+        ttl: float | None = None,
+        *,
+        if_absent: bool = False,
+        if_present: bool = False,
+    ) -> bool | None:
+        """Store ``value`` without returning the previous one. ``if_absent`` / ``if_present`` as
+        ``DistributedMap.set`` (redis's NX / XX): then True if it stored, else False."""
+        written: bool | None = await self._do(self._core.set(key, value, ttl, if_absent, if_present))
+        return written
 
-    async def put_if_absent(self, key: Key, value: Any, ttl: float | None = None, **unknown: Any) -> Any:
+    @options_checked
+    async def put_if_absent(self, key: K, value: V, ttl: float | None = None) -> V | None:
         """Store only if absent; return the existing value or None."""
-        return await self._do(self._core.put_if_absent(key, value, ttl, unknown))
+        previous: V | None = await self._do(self._core.put_if_absent(key, value, ttl))
+        return previous
 
-    async def replace(self, key: Key, value: Any, ttl: float | None = None, **unknown: Any) -> Any:
+    @options_checked
+    async def replace(self, key: K, value: V, ttl: float | None = None) -> V | None:
         """Store only if present; return the previous value or None."""
-        return await self._do(self._core.replace(key, value, ttl, unknown))
+        previous: V | None = await self._do(self._core.replace(key, value, ttl))
+        return previous
 
-    async def replace_if_same(
-        self, key: Key, old: Any, new: Any, ttl: float | None = None, **unknown: Any
-    ) -> bool:
+    @options_checked
+    async def replace_if_same(self, key: K, old: V, new: V, ttl: float | None = None) -> bool:
         """Store ``new`` only if the live value equals ``old``."""
-        return await self._do(self._core.replace_if_same(key, old, new, ttl, unknown))
+        return await self._do(self._core.replace_if_same(key, old, new, ttl))
 
-    async def delete(self, key: Key) -> bool:
+    async def delete(self, key: K) -> bool:
         """Remove ``key``; True if it had a live value."""
         return await self._do(self._core.delete(key))
 
-    async def put_all(self, mapping: Mapping[Key, Any], ttl: float | None = None, **unknown: Any) -> None:
+    @options_checked
+    async def put_all(self, mapping: Mapping[K, V], ttl: float | None = None) -> None:
         """Store every entry: one RPC per owning member, in parallel."""
-        await self._do(self._core.put_all(mapping, ttl, unknown))
+        await self._do(self._core.put_all(mapping, ttl))
+
+    # ------------------------------------------------------------------ mapping methods
+    @overload
+    async def pop(self, key: K) -> V: ...
+    @overload
+    async def pop(self, key: K, default: V) -> V: ...
+    @overload
+    async def pop(self, key: K, default: T) -> V | T: ...
+    async def pop(self, key: K, default: Any = NO_DEFAULT) -> Any:
+        """Remove ``key`` and return its value; ``default`` if it had none (``KeyError`` without
+        one). Atomic: the value returned is the one removed."""
+        return await self._do(self._core.pop(key, default))
+
+    async def popitem(self) -> tuple[K, V]:
+        """Remove some entry and return it; ``KeyError`` when the map is empty."""
+        item: tuple[K, V] = await self._do(self._core.popitem())
+        return item
+
+    @overload
+    async def setdefault(self: AsyncMap[K, T | None], key: K, default: None = None) -> T | None: ...
+    @overload
+    async def setdefault(self, key: K, default: V) -> V: ...
+    async def setdefault(self, key: K, default: Any = None) -> Any:
+        """The live value of ``key``; if none, store ``default`` and return it (atomic)."""
+        return await self._do(self._core.setdefault(key, default))
+
+    @overload
+    async def update(self, other: SupportsKeysAndGetItem[K, V], /, **kwargs: V) -> None: ...
+    @overload
+    async def update(self, other: Iterable[tuple[K, V]], /, **kwargs: V) -> None: ...
+    @overload
+    async def update(self, /, **kwargs: V) -> None: ...
+    async def update(self, other: Any = (), /, **kwargs: Any) -> None:
+        """Store the entries of a mapping or of pairs, and ``kwargs``: one ``put_all``."""
+        await self._do(self._core.update(other, kwargs))
+
+    def __aiter__(self) -> AsyncIterator[K]:
+        """``async for key in m``: the keys, read lazily (see ``keys()``)."""
+        return self.scan("keys")
 
     async def size(self) -> int:
         """Live entries in the whole map."""
@@ -184,17 +290,26 @@ class AsyncMap:
         """Remove every entry."""
         await self._do(self._core.clear())
 
-    async def keys(self) -> list[Key]:
-        """Every live key."""
-        return await self._do(self._core.keys())
+    def keys(self) -> AsyncView[K]:
+        """The keys: ``async for k in m.keys()`` reads them lazily, a few partitions at a time
+        (each partition read consistently; entries written meanwhile may or may not appear);
+        ``await m.keys()`` reads them all into a list."""
+        return AsyncView(self, "keys")
 
-    async def items(self) -> list[tuple[Key, Any]]:
-        """Every live ``(key, value)`` pair."""
-        return await self._do(self._core.items())
+    def items(self) -> AsyncView[tuple[K, V]]:
+        """The ``(key, value)`` pairs, as ``keys()``."""
+        return AsyncView(self, "items")
 
-    async def values(self) -> list[Any]:
-        """Every live value."""
-        return await self._do(self._core.values())
+    def values(self) -> AsyncView[V]:
+        """The values, as ``keys()``."""
+        return AsyncView(self, "values")
+
+    async def scan(self, what: str) -> AsyncIterator[Any]:
+        """Keys, values or items (``what``), read a step of a few partitions at a time."""
+        scan = self._core.scan(what)
+        while (step := scan.next()) is not None:
+            for item in await self._do(step):
+                yield item
 
     async def add_entry_listener(self, **options: Unpack[ListenerOptions]) -> str:
         """Like ``DistributedMap.add_entry_listener``; callbacks (plain or ``async def``) run on this loop."""

@@ -12,10 +12,12 @@ So both APIs check, count and cache alike, by construction.
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, ParamSpec, TypedDict, TypeVar
 
 from peergrid.config import MapConfig, check_ttl, reject_unknown
 from peergrid.errors import (
@@ -31,6 +33,7 @@ from peergrid.errors import (
     ProcessorError,
     QuorumError,
     RemoteError,
+    ResultTooLargeError,
     StoreError,
 )
 from peergrid.events.model import EventKind
@@ -39,7 +42,7 @@ from peergrid.invocation.invoker import Call, Group
 from peergrid.maps.entry import EntryView
 from peergrid.maps.flows import Flow, OnMember, Remote, flow
 from peergrid.maps.locks import LockCalls, check_timeout
-from peergrid.owner.processors import INCREMENT, check_name
+from peergrid.owner.processors import INCREMENT, RELEASE_CLAIM, check_name
 from peergrid.partition import partition_of
 from peergrid.protocol import (
     MAX_NAME,
@@ -61,7 +64,13 @@ if TYPE_CHECKING:
     from peergrid.member.node import Node
     from peergrid.storage.records import Records
 
+_perf_counter = time.perf_counter  # bound once: the owner-local and near-cache reads use them
+_monotonic = time.monotonic
 MARGIN = 1.0  # a caller waits this much past an operation's deadline for the loop's own verdict
+SCAN_FIRST = 8  # partitions in a scan's first step (keys(), values(), items(), iteration)
+SCAN_ENTRIES = 4096  # entries a later step aims at, judged by the partitions read so far
+SCAN_BYTES = 8 * 1024 * 1024  # and the bytes of keys and values it aims at
+SCAN_GROWTH = 8  # a step reads at most this many times the partitions of the one before
 _NAMES = {
     Code.GET: "get",
     Code.CONTAINS: "contains_key",
@@ -94,6 +103,75 @@ _NAMES = {
 }
 _REMOVES = frozenset({Code.DELETE, Code.REMOVE, Code.REMOVE_IF_SAME})
 RESERVED_MAP_PREFIX = "__peergrid."  # internal maps (locks); no user map may start so
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: What users of redis-py reach for, and what to write instead.
+_REDIS_HINTS = {
+    "ex": "ttl=... (seconds)",
+    "px": "ttl=... (seconds: milliseconds / 1000)",
+    "exat": "ttl=... (seconds from now)",
+    "pxat": "ttl=... (seconds from now)",
+    "nx": "if_absent=True",
+    "xx": "if_present=True",
+    "keepttl": "replace() or an entry processor (a write without ttl= gets the map's default TTL)",
+    "get": "put() (it returns the previous value)",
+    "timeout": "ttl=... (seconds)",
+    "expire": "ttl=... (seconds)",
+}
+
+
+def unknown_option(where: str, key: str, known: Iterable[str]) -> ArgumentError:
+    """The error for an unknown keyword ``key`` of ``where()``, with the nearest known one."""
+    hint = _REDIS_HINTS.get(key.lower())
+    if hint is not None:
+        return ArgumentError(f"{where}() got an unknown option {key!r}; did you mean {hint}?")
+    try:
+        reject_unknown(where, {key: None}, tuple(known))
+    except ArgumentError as exc:
+        return exc
+    return ArgumentError(f"{where}() got an unknown option {key!r}")  # pragma: no cover - always raised
+
+
+def options_checked(fn: Callable[P, R]) -> Callable[P, R]:
+    """A public method whose keyword typos are type errors (its signature has no ``**``) and, for
+    callers no type checker saw, an ``ArgumentError`` naming the nearest option at run time
+    (``ttl=`` for redis-py's ``ex=``). Other call errors stay Python's ``TypeError``."""
+    known = [
+        name
+        for name, param in inspect.signature(fn).parameters.items()
+        if name != "self" and param.kind is not inspect.Parameter.VAR_POSITIONAL
+    ]
+
+    def called(exc: TypeError, kwargs: Mapping[str, Any]) -> None:
+        if exc.__traceback__ is not None and exc.__traceback__.tb_next is None:
+            # Raised by the call itself (binding the arguments), not inside the method.
+            for name in kwargs:
+                if name not in known:
+                    raise unknown_option(fn.__name__, name, known) from None
+
+    if inspect.iscoroutinefunction(fn):  # stays one (inspect, and the callers who ask it, see so)
+
+        @functools.wraps(fn)
+        async def acall(*args: P.args, **kwargs: P.kwargs) -> Any:
+            try:
+                awaitable = fn(*args, **kwargs)
+            except TypeError as exc:
+                called(exc, kwargs)
+                raise
+            return await awaitable
+
+        return acall  # type: ignore[return-value]
+
+    @functools.wraps(fn)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except TypeError as exc:
+            called(exc, kwargs)
+            raise
+
+    return call
 
 
 class ListenerOptions(TypedDict, total=False):
@@ -124,6 +202,14 @@ def check_map_name(name: object) -> str:
     return name
 
 
+def check_types(key_type: object, value_type: object) -> None:
+    """``get_map``'s ``key_type`` and ``value_type`` (for type checkers), or ``ArgumentError``."""
+    if key_type is not None and not (isinstance(key_type, type) and issubclass(key_type, str | bytes | int)):
+        raise ArgumentError(f"key_type must be str, bytes or int (the key types), got {key_type!r}")
+    if value_type is not None and not callable(value_type):
+        raise ArgumentError(f"value_type must be a type, got {value_type!r}")
+
+
 def map_config(node: Node, name: str, options: dict[str, Any]) -> MapConfig:
     """Build map ``name``'s configuration from ``options`` and register it on the member."""
     check_map_name(name)
@@ -135,6 +221,15 @@ def map_config(node: Node, name: str, options: dict[str, Any]) -> MapConfig:
 
     node.run(configure(), timeout=10)
     return config
+
+
+class _NoDefault:
+    def __repr__(self) -> str:
+        return "<no default>"
+
+
+NO_DEFAULT: Any = _NoDefault()  # pop(key) without a default: KeyError when absent
+NO_DEFAULT_QUIET: Any = _NoDefault()  # pop's default when the caller tells absence by identity
 
 
 class Caller:
@@ -179,6 +274,14 @@ class Caller:
                 f"{name}: partition {op.partition} lost every copy (more than backup_count members "
                 "failed at once); its entries are gone. grid.recover_lost_partitions() serves it "
                 "again, empty",
+                op.partition,
+            )
+        if status == Status.TOO_LARGE:
+            raise ResultTooLargeError(
+                f"{name}: the answer for partition {op.partition} cannot be sent ({message}); "
+                "raise limits.max_message_bytes on every member, or spread the keys over more "
+                "partitions (fewer {tag} keys)",
+                result.count,
                 op.partition,
             )
         if status == Status.STORE:
@@ -239,7 +342,7 @@ class MapCore(Caller):
         self.membership = node.membership  # its lease_until says whether owner-local reads may be served
         self.loads = node.serializer.loads
         self.dumps = node.serializer.dumps
-        self._count = node.config.partition_count
+        self._count = self.partition_count = node.config.partition_count
         self._max_key = node.config.limits.max_key_bytes
         self._max_value = node.config.limits.max_value_bytes
         self.locks = LockCalls(self.name, node.uuid, node.config.timing, self.timeout, self.key)
@@ -332,25 +435,38 @@ class MapCore(Caller):
         """``get``: the value, or ``Remote`` when the owner must be asked."""
         if self.node.closed:
             self.node.ensure_open()
-        started = time.perf_counter()
+        started = _perf_counter()
         encoded = self.encode(key)
         near = self.near
         if near is not None:
             cached = near.lookup(encoded)
             if cached is not MISS:
-                self.got(started, True)
+                counters = self.counters  # got(started, True), inlined: the hot path
+                counters.gets += 1
+                counters.hits += 1
+                counters.get_latency.record(_perf_counter() - started)
                 return cached
         partition = partition_of(encoded, self._count)
         part = self.readable[partition]
-        if part is not None and not part.unacked and self.membership.lease_until > time.monotonic():
+        if part is not None and not part.unacked and self.membership.lease_until > _monotonic():
             # Owner-local: a dict lookup on this thread (while the owner lease holds: a member
             # that may have been declared dead meanwhile asks its loop, which waits to hear; and
             # while no write of the partition waits for its backups: the loop waits for it).
             records = part.maps.get(self.name)
             value = records.get(encoded) if records is not None else None
             if value is not None or self.store is None:
-                self.got(started, value is not None)
-                return default if value is None else self.loads(value)
+                if near is not None:
+                    near.misses -= 1  # no near-cache miss: a key of this member's is never cached
+                counters = self.counters  # _got_local, inlined: the hot path
+                counters.gets += 1
+                counters.owner_local_gets += 1
+                if value is None:
+                    counters.misses += 1
+                    counters.get_latency.record(_perf_counter() - started)
+                    return default
+                counters.hits += 1
+                counters.get_latency.record(_perf_counter() - started)
+                return self.loads(value)
             # A miss on a map with a store: this member, as owner, loads it (on its loop).
         return Remote(self._fetch(encoded, partition, default, started))
 
@@ -381,14 +497,17 @@ class MapCore(Caller):
         """``contains_key``."""
         self.node.ensure_open()
         encoded, partition = self.key(key)
-        if self.near is not None and self.near.lookup(encoded) is not MISS:
+        near = self.near
+        if near is not None and near.lookup(encoded) is not MISS:
             return True
         local, value = self._local(encoded, partition)
         if local:
+            if near is not None:
+                near.misses -= 1  # as in get: owner-local, not a near-cache miss
             return value is not None
         return Remote(_found(Op(Code.CONTAINS, partition, self.name, encoded)))
 
-    def get_all(self, keys: Iterable[Key]) -> dict[Key, Any] | Remote[dict[Key, Any]]:
+    def get_all(self, keys: Iterable[Any]) -> dict[Key, Any] | Remote[dict[Key, Any]]:
         """``get_all``: near-cache hits and owner-local values now, the rest from their owners."""
         self.node.ensure_open()
         if isinstance(keys, str | bytes) or not isinstance(keys, Iterable):
@@ -411,7 +530,11 @@ class MapCore(Caller):
             local, value = self._local(encoded, partition)
             if not local:
                 ops.append(Op(Code.GET, partition, self.name, encoded))
-            elif value is not None:
+                continue
+            self.counters.owner_local_gets += 1
+            if near is not None:
+                near.misses -= 1  # as in get: owner-local, not a near-cache miss
+            if value is not None:
                 found[key] = self.loads(value)
         if not ops:
             self._got_many(started, len(originals), len(found))
@@ -464,26 +587,61 @@ class MapCore(Caller):
         """``size``: live entries over every member."""
         return sum(result.count for result in (yield self.per_partition(Code.SIZE)))
 
-    @flow
-    def keys(self) -> Flow[list[Op], list[Key]]:
-        """``keys``: every live key."""
-        results = yield self.per_partition(Code.KEYS)
-        return [decode_key(key) for result in results for key in (result.keys or ())]
+    def scan(self, what: str) -> Scan:
+        """``keys``, ``values`` or ``items`` (``what``), read a few partitions at a time."""
+        return Scan(self, what)
 
     @flow
-    def items(self) -> Flow[list[Op], list[tuple[Key, Any]]]:
-        """``items``: every live ``(key, value)`` pair."""
-        results = yield self.per_partition(Code.ENTRIES)
-        return [
-            (decode_key(key), self.loads(value))
-            for result in results
-            for key, value in zip(result.keys or (), result.values or (), strict=True)
-        ]
+    def scan_chunk(self, partitions: list[int], what: str, scan: Scan) -> Flow[list[Op], list[Any]]:
+        """One chunk of a scan: every live entry of ``partitions``, each partition read at once
+        (a consistent read of it); an answer too large for one message is read again in parts."""
+        code = Code.KEYS if what == "keys" else Code.ENTRIES
+        try:
+            results = yield [Op(code, p, self.name) for p in partitions]
+        except ResultTooLargeError:
+            if len(partitions) == 1:
+                if code == Code.KEYS:
+                    raise
+                return (yield from self._scan_in_parts(partitions[0], what, scan))
+            found: list[Any] = []
+            for p in partitions:  # which one does not fit: each on its own
+                found.extend((yield from self.scan_chunk([p], what, scan).flow))
+            return found
+        count = size = 0
+        for result in results:
+            keys = result.keys or ()
+            count += len(keys)
+            size += sum(map(len, keys)) + (sum(map(len, result.values)) if result.values else 0)
+        scan.learn(len(partitions), count, size)
+        if what == "keys":
+            return [decode_key(key) for result in results for key in (result.keys or ())]
+        loads = self.loads
+        pairs = (kv for result in results for kv in zip(result.keys or (), result.values or (), strict=True))
+        if what == "values":
+            return [loads(value) for _, value in pairs]
+        return [(decode_key(key), loads(value)) for key, value in pairs]
 
-    @flow
-    def values(self) -> Flow[list[Op], list[Any]]:
-        """``values``: every live value."""
-        return [value for _, value in (yield from self.items().flow)]
+    def _scan_in_parts(self, partition: int, what: str, scan: Scan) -> Flow[list[Op], list[Any]]:
+        """A partition whose entries do not fit one message: its keys, then their values a few
+        at a time (not one consistent read: entries written meanwhile may or may not appear)."""
+        (result,) = yield [Op(Code.KEYS, partition, self.name)]
+        keys = list(result.keys or ())
+        found: list[Any] = []
+        batch = 1
+        while keys:
+            ops = [Op(Code.GET, partition, self.name, key) for key in keys[:batch]]
+            del keys[:batch]
+            results = yield ops
+            size = sum(len(r.value) for r in results)
+            for op, r in zip(ops, results, strict=True):
+                if not r.found:
+                    continue  # removed meanwhile
+                if what == "values":
+                    found.append(self.loads(r.value))
+                else:
+                    found.append((decode_key(op.key), self.loads(r.value)))
+            batch = max(1, min(256, SCAN_BYTES * len(ops) // max(1, size)))
+        return found
 
     # ------------------------------------------------------------------ writes
     def _write(self, op: Op) -> Flow[Op, Result]:
@@ -521,39 +679,43 @@ class MapCore(Caller):
                 for op in ops:
                     near.invalidate(op.key)
 
-    def _stores(self, code: int, key: Key, value: Any, ttl: object, unknown: Mapping[str, Any]) -> Op:
+    def _stores(self, code: int, key: Key, value: Any, ttl: object) -> Op:
         """The op of a write storing ``value`` (put, set, put_if_absent, replace), checked."""
-        reject_unknown(_NAMES[code], unknown, ("key", "value", "ttl"))
         return self.keyed(code, key, self.value(value), ttl=self.ttl(ttl))
 
     @flow
-    def put(self, key: Key, value: Any, ttl: object, unknown: Mapping[str, Any]) -> Flow[Op, Any]:
+    def put(self, key: Key, value: Any, ttl: object) -> Flow[Op, Any]:
         """``put``: the previous value or None."""
-        return self.decoded((yield from self._write(self._stores(Code.PUT, key, value, ttl, unknown))))
+        return self.decoded((yield from self._write(self._stores(Code.PUT, key, value, ttl))))
 
     @flow
-    def set(self, key: Key, value: Any, ttl: object, unknown: Mapping[str, Any]) -> Flow[Op, None]:
-        """``set``."""
-        yield from self._write(self._stores(Code.SET, key, value, ttl, unknown))
+    def set(
+        self, key: Key, value: Any, ttl: object, if_absent: object, if_present: object
+    ) -> Flow[Op, bool | None]:
+        """``set``: nothing (DESIGN.md: like put, returns nothing); with ``if_absent`` or
+        ``if_present`` (redis's NX and XX), True if it wrote."""
+        if if_absent and if_present:
+            raise ArgumentError("set() takes if_absent=True or if_present=True, not both")
+        if if_absent:  # put_if_absent; it wrote when there was nothing to answer with
+            return not (yield from self._write(self._stores(Code.PUT_IF_ABSENT, key, value, ttl))).found
+        if if_present:  # replace; it wrote when there was a previous value
+            return bool((yield from self._write(self._stores(Code.REPLACE, key, value, ttl))).found)
+        yield from self._write(self._stores(Code.SET, key, value, ttl))
+        return None
 
     @flow
-    def put_if_absent(self, key: Key, value: Any, ttl: object, unknown: Mapping[str, Any]) -> Flow[Op, Any]:
+    def put_if_absent(self, key: Key, value: Any, ttl: object) -> Flow[Op, Any]:
         """``put_if_absent``: the existing value or None."""
-        return self.decoded(
-            (yield from self._write(self._stores(Code.PUT_IF_ABSENT, key, value, ttl, unknown)))
-        )
+        return self.decoded((yield from self._write(self._stores(Code.PUT_IF_ABSENT, key, value, ttl))))
 
     @flow
-    def replace(self, key: Key, value: Any, ttl: object, unknown: Mapping[str, Any]) -> Flow[Op, Any]:
+    def replace(self, key: Key, value: Any, ttl: object) -> Flow[Op, Any]:
         """``replace``: the previous value or None."""
-        return self.decoded((yield from self._write(self._stores(Code.REPLACE, key, value, ttl, unknown))))
+        return self.decoded((yield from self._write(self._stores(Code.REPLACE, key, value, ttl))))
 
     @flow
-    def replace_if_same(
-        self, key: Key, old: Any, new: Any, ttl: object, unknown: Mapping[str, Any]
-    ) -> Flow[Op, bool]:
+    def replace_if_same(self, key: Key, old: Any, new: Any, ttl: object) -> Flow[Op, bool]:
         """``replace_if_same``: True if it replaced."""
-        reject_unknown("replace_if_same", unknown, ("key", "old", "new", "ttl"))
         op = self.keyed(Code.REPLACE_IF_SAME, key, self.value(new), self.value(old), self.ttl(ttl))
         return (yield from self._write(op)).found
 
@@ -562,12 +724,79 @@ class MapCore(Caller):
         """``delete``: True if the key had a live value."""
         return (yield from self._write(self.keyed(Code.DELETE, key))).found
 
+    # ------------------------------------------------------------------ the mapping protocol's writes
     @flow
-    def put_all(
-        self, mapping: Mapping[Key, Any], ttl: object, unknown: Mapping[str, Any]
-    ) -> Flow[list[Op], None]:
+    def pop(self, key: Key, default: Any) -> Flow[Any, Any]:
+        """``pop``: remove ``key`` and return the value removed; ``default`` when it had none
+        (``KeyError`` when ``default`` is ``NO_DEFAULT``).
+
+        Atomic: the value returned is the one removed. Written over today's ops (read from the
+        owner, then remove only if the value is still that one, again if another write came
+        between): two round trips, more under contention.
+        TODO: one owner-side ``remove`` returning the previous value, once the ``api`` branch
+        adds it (``Code.REMOVE``): pop is then that one op.
+        """
+        encoded, partition = self.key(key)
+        started = time.perf_counter()
+        deadline = time.monotonic() + self.timeout
+        get = Op(Code.GET, partition, self.name, encoded)
+        while True:
+            current = yield get  # from the owner: the near cache may lag behind it
+            if not current.found:
+                if default is NO_DEFAULT:
+                    raise KeyError(key)
+                return default
+            value = self.loads(current.value)
+            remove = Op(
+                Code.EXECUTE, partition, self.name, encoded, self.value([value]), RELEASE_CLAIM.encode()
+            )
+            (result,) = yield from self._invalidating([remove])
+            if self.loads(result.value) is True:
+                self._wrote(started, Code.DELETE)
+                return value
+            if time.monotonic() > deadline:  # another writer changed it every time
+                raise OperationTimeoutError(
+                    f"{self.name}.pop({key!r}) kept meeting other writes of the key for {self.timeout}s; "
+                    "nothing was removed"
+                )
+
+    @flow
+    def popitem(self) -> Flow[Any, tuple[Any, Any]]:
+        """``popitem``: remove some entry and return it; ``KeyError`` when the map is empty."""
+        scan = self.scan("keys")
+        while (step := scan.next()) is not None:
+            for key in (yield from step.flow):
+                value = yield from self.pop(key, NO_DEFAULT_QUIET).flow
+                if value is not NO_DEFAULT_QUIET:
+                    return key, value
+        raise KeyError("popitem(): the map is empty")
+
+    @flow
+    def setdefault(self, key: Key, default: Any) -> Flow[Op, Any]:
+        """``setdefault``: the live value of ``key``, else ``default``, stored (put_if_absent)."""
+        result = yield from self._write(self._stores(Code.PUT_IF_ABSENT, key, default, None))
+        return self.loads(result.value) if result.found else default  # found: a value, even None
+
+    def update(self, other: Any, kwargs: Mapping[str, Any]) -> Remote[None]:
+        """``update``: ``put_all`` of a mapping, or of an iterable of pairs, and of ``kwargs``."""
+        entries: dict[Key, Any] = {}
+        if isinstance(other, Mapping):
+            entries.update(other.items())
+        elif hasattr(other, "keys"):
+            entries.update((k, other[k]) for k in other.keys())  # noqa: SIM118 - all such an object has
+        else:
+            if isinstance(other, str | bytes) or not isinstance(other, Iterable):
+                raise ArgumentError(f"update takes a mapping or pairs, not {type(other).__qualname__}")
+            for item in other:
+                if not isinstance(item, tuple | list) or len(item) != 2:
+                    raise ArgumentError(f"update takes (key, value) pairs, got {item!r}")
+                entries[item[0]] = item[1]
+        entries.update(kwargs)
+        return self.put_all(entries, None)
+
+    @flow
+    def put_all(self, mapping: Mapping[Any, Any], ttl: object) -> Flow[list[Op], None]:
         """``put_all``: every key and value checked before any is sent."""
-        reject_unknown("put_all", unknown, ("mapping", "ttl"))
         self.node.ensure_open()
         if not isinstance(mapping, Mapping):
             raise ArgumentError(f"put_all takes a mapping, not {type(mapping).__qualname__}")
@@ -812,6 +1041,38 @@ def _seconds_left(key: Key, left: float | None) -> float | None:
     if left is None:
         raise KeyError(key)
     return left or None
+
+
+class Scan:
+    """A scan of one map (``keys``, ``values`` or ``items``), a few partitions at a time.
+
+    ``next()`` is the next step (``Remote`` of a list), or None once every partition was read.
+    Each step reads whole partitions, each at once on its owner: a consistent read of each
+    partition, not of the map: entries written during the scan may or may not appear, and none
+    appears twice (a key's partition is fixed, and each partition is read once). Steps grow
+    while partitions are small, aiming at ``SCAN_ENTRIES`` entries and ``SCAN_BYTES`` bytes a
+    step; the owner splits an answer into messages under the transport's limit.
+    """
+
+    def __init__(self, core: MapCore, what: str) -> None:
+        self._core = core
+        self._what = what
+        self._left = list(range(core.partition_count))
+        self._step = SCAN_FIRST
+
+    def next(self) -> Remote[list[Any]] | None:
+        """The next step, or None when the scan is complete."""
+        if not self._left:
+            return None
+        chunk, self._left = self._left[: self._step], self._left[self._step :]
+        return self._core.scan_chunk(chunk, self._what, self)
+
+    def learn(self, partitions: int, count: int, size: int) -> None:
+        """A step read ``count`` entries of ``size`` bytes from ``partitions`` partitions."""
+        limit = float(partitions * SCAN_GROWTH)
+        by_count = SCAN_ENTRIES * partitions / count if count else limit
+        by_size = SCAN_BYTES * partitions / size if size else limit
+        self._step = max(1, int(min(limit, by_count, by_size)))
 
 
 def _found(op: Op) -> Flow[Op, bool]:

@@ -10,13 +10,13 @@ coalesced with other callers' operations bound for the same member.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, MutableMapping, ValuesView
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from peergrid.config import MapConfig
 from peergrid.events.nearcache import Flight
 from peergrid.invocation.invoker import Group
-from peergrid.maps.core import Caller, ListenerOptions, MapCore
+from peergrid.maps.core import NO_DEFAULT, Caller, ListenerOptions, MapCore, options_checked
 from peergrid.maps.entry import EntryView
 from peergrid.maps.flows import OnMember, Remote, drive
 from peergrid.maps.locks import LockHandle, check_timeout, thread_holder
@@ -27,9 +27,14 @@ from peergrid.stats import LocalMapStats, MapStats
 if TYPE_CHECKING:
     from typing import Unpack
 
+    from _typeshed import SupportsKeysAndGetItem
+
     from peergrid.member.node import Node
 
 T = TypeVar("T")
+D = TypeVar("D")
+K = TypeVar("K", bound=Key)
+V = TypeVar("V")
 
 
 class SyncDriver:
@@ -73,7 +78,57 @@ class SyncDriver:
         return caller.check_all(calls)
 
 
-class DistributedMap:
+class MapKeys(KeysView[K]):
+    """``DistributedMap.keys()``: ``len()`` and ``in`` ask the cluster; iteration reads the map
+    lazily, a few partitions at a time (``DistributedMap.keys``)."""
+
+    _mapping: DistributedMap[K, Any]
+
+    def __init__(self, mapping: DistributedMap[K, Any]) -> None:
+        super().__init__(mapping)
+
+    def __iter__(self) -> Iterator[K]:
+        return self._mapping.scan("keys")
+
+    def __repr__(self) -> str:
+        return f"MapKeys({self._mapping!r})"
+
+
+class MapValues(ValuesView[V]):
+    """``DistributedMap.values()``: ``len()``, ``in`` and iteration, read lazily."""
+
+    _mapping: DistributedMap[Any, V]
+
+    def __init__(self, mapping: DistributedMap[Any, V]) -> None:
+        super().__init__(mapping)
+
+    def __iter__(self) -> Iterator[V]:
+        return self._mapping.scan("values")
+
+    def __contains__(self, value: object) -> bool:
+        # A scan of the values, not a get per key (as ValuesView's own would do).
+        return any(v is value or v == value for v in self)
+
+    def __repr__(self) -> str:
+        return f"MapValues({self._mapping!r})"
+
+
+class MapItems(ItemsView[K, V]):
+    """``DistributedMap.items()``: ``len()``, ``in`` (one get) and iteration, read lazily."""
+
+    _mapping: DistributedMap[K, V]
+
+    def __init__(self, mapping: DistributedMap[K, V]) -> None:
+        super().__init__(mapping)
+
+    def __iter__(self) -> Iterator[tuple[K, V]]:
+        return self._mapping.scan("items")
+
+    def __repr__(self) -> str:
+        return f"MapItems({self._mapping!r})"
+
+
+class DistributedMap(MutableMapping[K, V]):
     """A map whose entries are spread over every member of the cluster.
 
     Get one with ``grid.get_map(name)``: the same name is the same map on every
@@ -83,6 +138,14 @@ class DistributedMap:
     ``OperationTimeoutError`` when the owner cannot be reached within the
     deadline, ``IndeterminateWriteError`` when a write's outcome is unknown,
     ``PartitionLostError``, ``QuorumError``, ``CapacityError``, ``GridClosedError``.
+
+    A ``collections.abc.MutableMapping``: ``m[k]``, ``m[k] = v``, ``del m[k]``,
+    ``k in m``, ``len(m)``, iteration, ``pop``, ``popitem``, ``setdefault``,
+    ``update``, ``==`` (compares entries, like a dict), and ``keys()``,
+    ``values()``, ``items()`` views read lazily a few partitions at a time.
+    Generic in its key and value types: ``grid.get_map("users", key_type=str,
+    value_type=dict)`` is a ``DistributedMap[str, dict]`` to a type checker (nothing
+    is checked at run time); plain ``grid.get_map("users")`` is ``DistributedMap[Any, Any]``.
     """
 
     def __init__(self, node: Node, name: str, config: MapConfig | None = None, **core: Any) -> None:
@@ -94,73 +157,128 @@ class DistributedMap:
         return f"DistributedMap({self.name!r})"
 
     # ------------------------------------------------------------------ reads
-    def get(self, key: Key, default: Any = None) -> Any:
+    @overload
+    def get(self, key: K) -> V | None: ...
+    @overload
+    def get(self, key: K, default: V | D) -> V | D: ...
+    def get(self, key: K, default: Any = None) -> Any:
         """The value of ``key``, or ``default`` when it is absent or expired."""
         outcome = self._core.get(key, default)
         # (not isinstance: the hot path)
         return outcome if outcome.__class__ is not Remote else self._do(outcome)
 
-    def contains_key(self, key: Key) -> bool:
+    def contains_key(self, key: K) -> bool:
         """True when ``key`` has a live value."""
         outcome = self._core.contains_key(key)
         return self._do(outcome) if isinstance(outcome, Remote) else outcome
 
-    def get_all(self, keys: Iterable[Key]) -> dict[Key, Any]:
-        """The live values of ``keys`` (absent keys are left out): one RPC per owning member."""
-        outcome = self._core.get_all(keys)
+    def get_all(self, keys: Iterable[K]) -> dict[K, V]:
+        """The live values of ``keys`` (absent keys are left out): one RPC per owning member.
+
+        Raises ``ArgumentError`` for a ``str`` or ``bytes`` (a key, not an iterable of keys).
+        Large answers come back in several messages under ``limits.max_message_bytes``.
+        """
+        outcome: Any = self._core.get_all(keys)
         return self._do(outcome) if isinstance(outcome, Remote) else outcome
 
     def size(self) -> int:
         """Live entries in the whole map (a count over every member)."""
         return self._do(self._core.size())
 
-    def keys(self) -> list[Key]:
-        """Every live key (a snapshot gathered from every member)."""
-        return self._do(self._core.keys())
+    def keys(self) -> MapKeys[K]:
+        """A view of the keys: ``len()``, ``in``, iteration (and set operations, as a dict's).
 
-    def items(self) -> list[tuple[Key, Any]]:
-        """Every live ``(key, value)`` pair (a snapshot gathered from every member)."""
-        return self._do(self._core.items())
+        Iterating reads the map a few partitions at a time (``MapCore.scan``): each partition is
+        read at once, consistently; entries written meanwhile may or may not appear. Each
+        iteration reads the map again.
+        """
+        return MapKeys(self)
 
-    def values(self) -> list[Any]:
-        """Every live value (a snapshot gathered from every member)."""
-        return self._do(self._core.values())
+    def items(self) -> MapItems[K, V]:
+        """A view of the ``(key, value)`` pairs, read lazily like ``keys()``."""
+        return MapItems(self)
+
+    def values(self) -> MapValues[V]:
+        """A view of the values, read lazily like ``keys()``."""
+        return MapValues(self)
+
+    def scan(self, what: str) -> Iterator[Any]:
+        """Keys, values or items (``what``), read a step of a few partitions at a time."""
+        scan = self._core.scan(what)
+        while (step := scan.next()) is not None:
+            yield from self._do(step)
 
     # ------------------------------------------------------------------ writes
-    def put(self, key: Key, value: Any, ttl: float | None = None, **unknown: Any) -> Any:
+    # Options are named parameters only: a typo is a type error, and at run time an
+    # ``ArgumentError`` naming the nearest option (``options_checked``).
+    @options_checked
+    def put(self, key: K, value: V, ttl: float | None = None) -> V | None:
         """Store ``value`` under ``key``; return the previous value or None.
 
         ``ttl`` is in seconds; None means the map's default (no expiry unless set).
         """
-        return self._do(self._core.put(key, value, ttl, unknown))
+        previous: V | None = self._do(self._core.put(key, value, ttl))
+        return previous
 
-    def set(self, key: Key, value: Any, ttl: float | None = None, **unknown: Any) -> None:
-        """Store ``value`` under ``key`` without returning the previous value (cheaper than put)."""
-        self._do(self._core.set(key, value, ttl, unknown))
+    @overload
+    def set(self, key: K, value: V, ttl: float | None = None) -> None: ...
+    @overload
+    def set(self, key: K, value: V, ttl: float | None = None, *, if_absent: Literal[True]) -> bool: ...
+    @overload
+    def set(self, key: K, value: V, ttl: float | None = None, *, if_present: Literal[True]) -> bool: ...
+    @overload
+    def set(
+        self, key: K, value: V, ttl: float | None = None, *, if_absent: bool = False, if_present: bool = False
+    ) -> bool | None: ...
+    @options_checked
+    def set(
+        self,
+        key: K,
+        value: V,
+        ttl: float | None = None,
+        *,
+        if_absent: bool = False,
+        if_present: bool = False,
+    ) -> bool | None:
+        """Store ``value`` under ``key`` without returning the previous value (cheaper than put).
 
-    def put_if_absent(self, key: Key, value: Any, ttl: float | None = None, **unknown: Any) -> Any:
+        ``if_absent=True`` stores only if ``key`` has no live value (``put_if_absent``; redis's
+        ``NX``), ``if_present=True`` only if it has one (``replace``; redis's ``XX``); not both
+        (``ArgumentError``). With either, returns True if it stored, else False; without,
+        returns None.
+        """
+        written: bool | None = self._do(self._core.set(key, value, ttl, if_absent, if_present))
+        return written
+
+    @options_checked
+    def put_if_absent(self, key: K, value: V, ttl: float | None = None) -> V | None:
         """Store ``value`` only if ``key`` has no live value; return the existing value or None."""
-        return self._do(self._core.put_if_absent(key, value, ttl, unknown))
+        previous: V | None = self._do(self._core.put_if_absent(key, value, ttl))
+        return previous
 
-    def replace(self, key: Key, value: Any, ttl: float | None = None, **unknown: Any) -> Any:
+    @options_checked
+    def replace(self, key: K, value: V, ttl: float | None = None) -> V | None:
         """Store ``value`` only if ``key`` has a live value; return that previous value or None."""
-        return self._do(self._core.replace(key, value, ttl, unknown))
+        previous: V | None = self._do(self._core.replace(key, value, ttl))
+        return previous
 
-    def replace_if_same(self, key: Key, old: Any, new: Any, ttl: float | None = None, **unknown: Any) -> bool:
+    @options_checked
+    def replace_if_same(self, key: K, old: V, new: V, ttl: float | None = None) -> bool:
         """Store ``new`` only if ``key``'s live value equals ``old``; True if it did."""
-        return self._do(self._core.replace_if_same(key, old, new, ttl, unknown))
+        return self._do(self._core.replace_if_same(key, old, new, ttl))
 
-    def delete(self, key: Key) -> bool:
+    def delete(self, key: K) -> bool:
         """Remove ``key``; True if it had a live value."""
         return self._do(self._core.delete(key))
 
-    def put_all(self, mapping: Mapping[Key, Any], ttl: float | None = None, **unknown: Any) -> None:
+    @options_checked
+    def put_all(self, mapping: Mapping[K, V], ttl: float | None = None) -> None:
         """Store every entry of ``mapping``: one RPC per owning member, in parallel.
 
         Every key and value is checked before anything is sent. Not atomic: on
         an error some entries may have been stored.
         """
-        self._do(self._core.put_all(mapping, ttl, unknown))
+        self._do(self._core.put_all(mapping, ttl))
 
     def flush(self) -> None:
         """Store every write still queued for this map's store (write-behind), on every owner."""
@@ -171,17 +289,17 @@ class DistributedMap:
         self._do(self._core.clear())
 
     # ------------------------------------------------------------------ mapping protocol
-    def __getitem__(self, key: Key) -> Any:
-        missing = _MISSING
+    def __getitem__(self, key: K) -> V:
+        missing: Any = _MISSING
         value = self.get(key, missing)
         if value is missing:
             raise KeyError(key)
         return value
 
-    def __setitem__(self, key: Key, value: Any) -> None:
+    def __setitem__(self, key: K, value: V) -> None:
         self.set(key, value)
 
-    def __delitem__(self, key: Key) -> None:
+    def __delitem__(self, key: K) -> None:
         if not self.delete(key):
             raise KeyError(key)
 
@@ -191,8 +309,61 @@ class DistributedMap:
     def __len__(self) -> int:
         return self.size()
 
-    def __iter__(self) -> Iterator[Key]:
-        return iter(self.keys())
+    def __iter__(self) -> Iterator[K]:
+        """The keys, read lazily (see ``keys()``)."""
+        return self.scan("keys")
+
+    def __eq__(self, other: object) -> bool:
+        """True when ``other`` is a mapping with the same entries (``m == {}``: m is empty).
+
+        Reads the whole map (after comparing sizes): meant for tests and small maps."""
+        if other is self:
+            return True
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        if self.size() != len(other):
+            return False
+        return dict(self.items()) == dict(other.items())
+
+    __hash__ = None  # type: ignore[assignment]  # mutable and compared by contents, as a dict
+
+    @overload
+    def pop(self, key: K) -> V: ...
+    @overload
+    def pop(self, key: K, default: V) -> V: ...
+    @overload
+    def pop(self, key: K, default: T) -> V | T: ...
+    def pop(self, key: K, default: Any = NO_DEFAULT) -> Any:
+        """Remove ``key`` and return its value; ``default`` if it had none (``KeyError`` without
+        one). Atomic: the value returned is the one removed."""
+        return self._do(self._core.pop(key, default))
+
+    def popitem(self) -> tuple[K, V]:
+        """Remove some entry and return it as ``(key, value)``; ``KeyError`` when the map is empty.
+
+        Which entry is unspecified (the first a scan finds that no one else removes first)."""
+        item: tuple[K, V] = self._do(self._core.popitem())
+        return item
+
+    @overload
+    def setdefault(self: DistributedMap[K, T | None], key: K, default: None = None) -> T | None: ...
+    @overload
+    def setdefault(self, key: K, default: V) -> V: ...
+    def setdefault(self, key: K, default: Any = None) -> Any:
+        """The live value of ``key``; if it has none, store ``default`` and return it (atomic on
+        the owner: ``put_if_absent``)."""
+        return self._do(self._core.setdefault(key, default))
+
+    @overload
+    def update(self, other: SupportsKeysAndGetItem[K, V], /, **kwargs: V) -> None: ...
+    @overload
+    def update(self, other: Iterable[tuple[K, V]], /, **kwargs: V) -> None: ...
+    @overload
+    def update(self, /, **kwargs: V) -> None: ...
+    def update(self, other: Any = (), /, **kwargs: Any) -> None:
+        """Store the entries of a mapping or of ``(key, value)`` pairs, and ``kwargs``: one
+        ``put_all`` (one RPC per owning member; not atomic)."""
+        self._do(self._core.update(other, kwargs))
 
     # ------------------------------------------------------------------ listeners, stats
     def add_entry_listener(self, **options: Unpack[ListenerOptions]) -> str:

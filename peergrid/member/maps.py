@@ -190,6 +190,7 @@ class Maps:
             store_writes=counters.store_writes,
             store_failures=counters.store_failures,
             write_behind_pending=self._stores.pending(name),
+            owner_local_gets=counters.owner_local_gets,
         )
 
     async def snapshot(self, address: str, members: int) -> Snapshot:

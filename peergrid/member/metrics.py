@@ -38,7 +38,8 @@ _COUNTERS = {
     "evictions": "Entries evicted by this member as owner",
     "expirations": "Entries expired by this member as owner",
     "near_cache_hits": "Gets served from the near cache",
-    "near_cache_misses": "Near-cache lookups that missed",
+    "near_cache_misses": "Near-cache lookups that missed (keys of other members' partitions)",
+    "owner_local_gets": "Gets this member answered from its own partitions",
 }
 
 

@@ -105,6 +105,7 @@ class Node:
                 config.limits.max_batch_ops,
                 config.limits.max_inflight_frames,
                 config.timing.operation_timeout + config.timing.rpc_timeout,
+                config.limits.max_message_bytes,
             ),
             lambda: self.closed,
         )

@@ -6,13 +6,19 @@ work, where a sub-message per op costs microseconds each in Python. Optional
 columns are sent only when some op in the frame uses them. Frames from the
 network are untrusted: ``ops_from_pb`` raises ``ValueError`` when the columns
 disagree or a map name is too long, and the caller refuses the whole frame.
+
+The answer to a frame may be larger than one gRPC message may be (a ``get_all``
+of large values, a scan of a full partition): ``replies_to_pb`` splits it into
+messages under the limit, its results in order; the caller's pipe completes
+each op as its result arrives and the frame once all did. A result that alone
+cannot fit (one partition's scan) is answered ``Status.TOO_LARGE`` with its size.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from peergrid.protocol import Effect, Op, Result, map_name_problem
+from peergrid.protocol import Effect, Op, Result, Status, map_name_problem
 from peergrid.transport._pb import map_pb2
 
 
@@ -148,6 +154,57 @@ def results_to_pb(frame_id: int, table_version: int, results: Sequence[Result]) 
             if r.values:
                 msg.scan_values.extend(r.values)
     return msg
+
+
+#: Bytes a message may need beyond its results' data (ids, versions; generous).
+_HEADROOM = 4096
+#: Bytes a result may need beyond its data: status, found, count, version, ttl and the column
+#: counts (each a varint or a double), and a tag and length for each of its byte strings.
+_PER_RESULT = 64
+_PER_BYTES = 6
+
+
+def _result_size(result: Result) -> int:
+    """What ``result`` adds to a message, at most."""
+    size = _PER_RESULT + len(result.value) + len(result.message.encode("utf-8", "replace"))
+    if result.keys:
+        size += sum(map(len, result.keys)) + _PER_BYTES * len(result.keys)
+    if result.values:
+        size += sum(map(len, result.values)) + _PER_BYTES * len(result.values)
+    return size
+
+
+def replies_to_pb(
+    frame_id: int, table_version: int, results: Sequence[Result], max_bytes: int
+) -> list[map_pb2.FrameResult]:
+    """The answer to a frame as messages of at most ``max_bytes`` each, its results in order.
+
+    One message when it fits (the usual case, checked with a few C-level sums). A result
+    that cannot fit a message on its own becomes ``Status.TOO_LARGE``, its size in ``count``.
+    """
+    budget = max_bytes - _HEADROOM
+    # Quick bound: every result's small fields and every byte string, summed without a Python loop
+    # per result where possible (a frame of small gets is the hot path).
+    total = sum(map(len, [r.value for r in results])) + (_PER_RESULT + 1024) * len(results)
+    if total <= budget and not any(r.keys for r in results):
+        return [results_to_pb(frame_id, table_version, results)]
+    chunks: list[list[Result]] = [[]]
+    used = 0
+    for result in results:
+        size = _result_size(result)
+        if size > budget:
+            result = Result(  # noqa: PLW2901 - the result as sent
+                Status.TOO_LARGE,
+                count=size,
+                message=f"an answer of {size} bytes exceeds limits.max_message_bytes={max_bytes}",
+            )
+            size = _result_size(result)
+        if used + size > budget and chunks[-1]:
+            chunks.append([])
+            used = 0
+        chunks[-1].append(result)
+        used += size
+    return [results_to_pb(frame_id, table_version, chunk) for chunk in chunks]
 
 
 def results_from_pb(msg: map_pb2.FrameResult) -> tuple[int, int, list[Result]]:

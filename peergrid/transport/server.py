@@ -326,9 +326,12 @@ class _Maps(_Base, map_pb2_grpc.MapServiceServicer):  # type: ignore[misc]
         pending: set[asyncio.Task[None]] = set()
 
         async def answer(frame_id: int, results: list[Result]) -> None:
-            reply = frames.results_to_pb(frame_id, self.handlers.current_members().version, results)
-            async with writing:
-                await context.write(reply)
+            # In order, in as many messages as the limit needs (other frames' answers may pass
+            # between them: the caller matches each message to its frame by id).
+            version = self.handlers.current_members().version
+            for reply in frames.replies_to_pb(frame_id, version, results, self.limits.max_message_bytes):
+                async with writing:
+                    await context.write(reply)
 
         async def answer_later(frame_id: int, future: asyncio.Future[list[Result]]) -> None:
             try:
