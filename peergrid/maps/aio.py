@@ -367,30 +367,30 @@ class AsyncMap(Generic[K, V]):
         return await self._do(self._core.increment(key, delta, ttl))
 
     # -- entries: TTL, removal, eviction, views of one entry (issue 15)
-    async def ttl(self, key: Key) -> float | None:
+    async def ttl(self, key: K) -> float | None:
         """Seconds left of ``key``'s TTL, None for no TTL; ``KeyError`` when it has no live
         entry. See ``DistributedMap.ttl``."""
         outcome = self._core.ttl_of(key)
         return await self._do(outcome) if isinstance(outcome, Remote) else outcome
 
-    async def expire(self, key: Key, seconds: float) -> bool:
+    async def expire(self, key: K, seconds: float) -> bool:
         """Give ``key``'s entry a TTL of ``seconds`` (> 0); True if it had a live entry. See
         ``DistributedMap.expire``."""
         return await self._do(self._core.expire(key, seconds))
 
-    async def persist(self, key: Key) -> bool:
+    async def persist(self, key: K) -> bool:
         """Remove the TTL of ``key``'s entry; True if it had one."""
         return await self._do(self._core.persist(key))
 
-    async def remove(self, key: Key) -> Any:
+    async def remove(self, key: K) -> V | None:
         """Remove ``key``; return the value it had, or None."""
         return await self._do(self._core.remove(key))
 
-    async def remove_if_same(self, key: Key, value: Any) -> bool:
+    async def remove_if_same(self, key: K, value: V) -> bool:
         """Remove ``key`` only if its live value equals ``value``; True if it did."""
         return await self._do(self._core.remove_if_same(key, value))
 
-    async def evict(self, key: Key) -> bool:
+    async def evict(self, key: K) -> bool:
         """Drop ``key``'s entry from memory only (not from the map's store); True if there was
         one. See ``DistributedMap.evict``."""
         return await self._do(self._core.evict(key))
@@ -399,12 +399,12 @@ class AsyncMap(Generic[K, V]):
         """Drop every entry from memory, on every member (not from the map's store)."""
         await self._do(self._core.evict_all())
 
-    async def entry_view(self, key: Key) -> EntryView | None:
+    async def entry_view(self, key: K) -> EntryView | None:
         """A snapshot of ``key``'s live entry, or None. See ``DistributedMap.entry_view``."""
         outcome = self._core.entry_view(key)
         return await self._do(outcome) if isinstance(outcome, Remote) else outcome
 
-    async def contains_value(self, value: Any) -> bool:
+    async def contains_value(self, value: V) -> bool:
         """True if some live entry's value equals ``value``."""
         return await self._do(self._core.contains_value(value))
 

@@ -42,7 +42,7 @@ from peergrid.invocation.invoker import Call, Group
 from peergrid.maps.entry import EntryView
 from peergrid.maps.flows import Flow, OnMember, Remote, flow
 from peergrid.maps.locks import LockCalls, check_timeout
-from peergrid.owner.processors import INCREMENT, RELEASE_CLAIM, check_name
+from peergrid.owner.processors import INCREMENT, check_name
 from peergrid.partition import partition_of
 from peergrid.protocol import (
     MAX_NAME,
@@ -730,35 +730,14 @@ class MapCore(Caller):
         """``pop``: remove ``key`` and return the value removed; ``default`` when it had none
         (``KeyError`` when ``default`` is ``NO_DEFAULT``).
 
-        Atomic: the value returned is the one removed. Written over today's ops (read from the
-        owner, then remove only if the value is still that one, again if another write came
-        between): two round trips, more under contention.
-        TODO: one owner-side ``remove`` returning the previous value, once the ``api`` branch
-        adds it (``Code.REMOVE``): pop is then that one op.
+        Atomic: one owner-side ``remove``, which answers with the value it removed.
         """
-        encoded, partition = self.key(key)
-        started = time.perf_counter()
-        deadline = time.monotonic() + self.timeout
-        get = Op(Code.GET, partition, self.name, encoded)
-        while True:
-            current = yield get  # from the owner: the near cache may lag behind it
-            if not current.found:
-                if default is NO_DEFAULT:
-                    raise KeyError(key)
-                return default
-            value = self.loads(current.value)
-            remove = Op(
-                Code.EXECUTE, partition, self.name, encoded, self.value([value]), RELEASE_CLAIM.encode()
-            )
-            (result,) = yield from self._invalidating([remove])
-            if self.loads(result.value) is True:
-                self._wrote(started, Code.DELETE)
-                return value
-            if time.monotonic() > deadline:  # another writer changed it every time
-                raise OperationTimeoutError(
-                    f"{self.name}.pop({key!r}) kept meeting other writes of the key for {self.timeout}s; "
-                    "nothing was removed"
-                )
+        result = yield from self._write(self.keyed(Code.REMOVE, key))
+        if not result.found:
+            if default is NO_DEFAULT:
+                raise KeyError(key)
+            return default
+        return self.loads(result.value)
 
     @flow
     def popitem(self) -> Flow[Any, tuple[Any, Any]]:

@@ -456,7 +456,7 @@ class DistributedMap(MutableMapping[K, V]):
         return self._do(self._core.increment(key, delta, ttl))
 
     # -- entries: TTL, removal, eviction, views of one entry (issue 15)
-    def ttl(self, key: Key) -> float | None:
+    def ttl(self, key: K) -> float | None:
         """Seconds left before ``key``'s entry expires by its TTL, or None when it has no TTL.
 
         Raises ``KeyError`` when ``key`` has no live entry (as ``m[key]`` does; redis' ``TTL``
@@ -466,7 +466,7 @@ class DistributedMap(MutableMapping[K, V]):
         outcome = self._core.ttl_of(key)
         return self._do(outcome) if isinstance(outcome, Remote) else outcome
 
-    def expire(self, key: Key, seconds: float) -> bool:
+    def expire(self, key: K, seconds: float) -> bool:
         """Give ``key``'s entry a TTL of ``seconds`` (> 0) from now, keeping its value.
 
         Returns True if ``key`` had a live entry (it now has that TTL), False if not.
@@ -476,19 +476,20 @@ class DistributedMap(MutableMapping[K, V]):
         """
         return self._do(self._core.expire(key, seconds))
 
-    def persist(self, key: Key) -> bool:
+    def persist(self, key: K) -> bool:
         """Remove the TTL of ``key``'s entry (it no longer expires); True if it had one."""
         return self._do(self._core.persist(key))
 
-    def remove(self, key: Key) -> Any:
+    def remove(self, key: K) -> V | None:
         """Remove ``key``; return the value it had, or None (``delete`` returns a bool)."""
-        return self._do(self._core.remove(key))
+        previous: V | None = self._do(self._core.remove(key))
+        return previous
 
-    def remove_if_same(self, key: Key, value: Any) -> bool:
+    def remove_if_same(self, key: K, value: V) -> bool:
         """Remove ``key`` only if its live value equals ``value``; True if it did."""
         return self._do(self._core.remove_if_same(key, value))
 
-    def evict(self, key: Key) -> bool:
+    def evict(self, key: K) -> bool:
         """Drop ``key``'s entry from memory (on its owner and backups); True if there was one.
 
         Unlike ``delete``, the map's store (``store=``) is not told: a later ``get``
@@ -501,14 +502,14 @@ class DistributedMap(MutableMapping[K, V]):
         them (``clear`` deletes them from it). Entry listeners hear ``on_evicted`` per entry."""
         self._do(self._core.evict_all())
 
-    def entry_view(self, key: Key) -> EntryView | None:
+    def entry_view(self, key: K) -> EntryView | None:
         """A snapshot of ``key``'s live entry (value, TTL left, expiration time, last access
         where tracked), or None when it has none. Not an access; a miss loads from the map's
         store, as ``get`` does."""
         outcome = self._core.entry_view(key)
         return self._do(outcome) if isinstance(outcome, Remote) else outcome
 
-    def contains_value(self, value: Any) -> bool:
+    def contains_value(self, value: V) -> bool:
         """True if some live entry's value equals ``value`` (a scan of every partition)."""
         return self._do(self._core.contains_value(value))
 
