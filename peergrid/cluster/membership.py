@@ -786,10 +786,13 @@ class Membership:
             elif self._health:
                 self._health -= 1
             if self.state is not State.JOINING:
-                for member in self._targets():
-                    self._spawn(self._heartbeat(member))
-                self._detect_failures(now)
-                self._renew(now)
+                try:
+                    for member in self._targets():
+                        self._spawn(self._heartbeat(member))
+                    self._detect_failures(now)
+                    self._renew(now)
+                except Exception:  # a bug here must not end this member's heartbeats for good
+                    log.exception("member %s: heartbeat tick failed", self.me.address)
             await asyncio.sleep(interval)
 
     def _targets(self) -> list[Member]:
@@ -824,8 +827,9 @@ class Membership:
 
     def _credit(self, late: float, now: float) -> None:
         """This member's loop ran ``late`` seconds late: no one is judged on that time."""
-        for uuid, heard in self._last_heard.items():
-            self._last_heard[uuid] = min(now, heard + late)
+        for heard in (self._last_heard, self._beat_from):
+            for uuid, at in heard.items():
+                heard[uuid] = min(now, at + late)
 
     def _stalled(self, stalled: float, now: float) -> None:
         """The loop did not run for ``stalled`` seconds (a pause, an overloaded process).
@@ -1038,6 +1042,7 @@ class Membership:
         without the younger members that do not answer a probe now: this member did not hear
         them every tick, and a member cut off from everyone must not keep members the others
         have (two instances sharing a member could never merge)."""
+        version, joined = self.members.version, self.joined_version
         try:
             # The older members were probed a few at a time: ask each once more, and the master,
             # before deciding (any answer, even "you are not a member", says it runs).
@@ -1053,10 +1058,11 @@ class Membership:
             now = self._clock()
             if (
                 self.state is not State.ACTIVE
+                or (self.members.version, self.joined_version) != (version, joined)
                 or self.members.master_uuid not in gone
                 or any(now - self._last_heard.get(u, now) <= timeout for u in gone)
             ):
-                return  # a newer list came, or the master spoke meanwhile
+                return  # a newer list came, we were dropped (and joined again), or the master spoke
             log.warning(
                 "member %s: the master and every older member are silent; taking over",
                 self.me.address,
