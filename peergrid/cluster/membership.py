@@ -295,7 +295,9 @@ class Membership:
                     self.me,
                     self._config.partition_count,
                     self._config.serializer,
-                    timeout=self._timing.rpc_timeout,
+                    # Twice a control call: a master admitting many members at once calls each
+                    # back first; an answer that comes late is still an answer.
+                    timeout=2 * self._timing.rpc_timeout,
                 )
             except (ClusterNameMismatchError, TLSError) as exc:
                 if address in hinted:
@@ -428,7 +430,11 @@ class Membership:
                 return redirect
         if probe:
             return JoinReply(JoinStatus.ACCEPTED, cluster=cluster, uuid=self.me.uuid)
-        if member.uuid not in self.members:
+        if member.uuid in self.members:
+            # Admitted, but it did not hear so (its call timed out on a busy master): it asks
+            # again, which says it runs as well as a heartbeat would.
+            self._last_heard[member.uuid] = self._clock()
+        else:
             admitted = await self._admit(member)
             if admitted is None or member.uuid not in self.members:
                 version = self.members.version
