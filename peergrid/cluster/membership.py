@@ -157,6 +157,9 @@ class Membership:
         self._admitting: dict[str, tuple[Member, asyncio.Future[MemberList | None]]] = {}
         # Failure detection (see "heartbeats" below).
         self._beat_from: dict[str, float] = {}  # master: when each member's own heartbeat last came
+        # Master: members admitted whose first heartbeat has not come yet (a process that just
+        # joined may be busy taking its partitions over): judged after twice the timeout.
+        self._fresh: set[str] = set()
         self._rotation: list[str] = []  # uuids still to probe in this round of the rotation
         self._health = 0  # local health, 0 (healthy) .. MAX_HEALTH: lengthens this member's judgements
         self._judging = False  # master: a judgement of silent members is running
@@ -292,7 +295,9 @@ class Membership:
                     self.me,
                     self._config.partition_count,
                     self._config.serializer,
-                    timeout=self._timing.rpc_timeout,
+                    # Twice a control call: a master admitting many members at once calls each
+                    # back first; an answer that comes late is still an answer.
+                    timeout=2 * self._timing.rpc_timeout,
                 )
             except (ClusterNameMismatchError, TLSError) as exc:
                 if address in hinted:
@@ -425,7 +430,11 @@ class Membership:
                 return redirect
         if probe:
             return JoinReply(JoinStatus.ACCEPTED, cluster=cluster, uuid=self.me.uuid)
-        if member.uuid not in self.members:
+        if member.uuid in self.members:
+            # Admitted, but it did not hear so (its call timed out on a busy master): it asks
+            # again, which says it runs as well as a heartbeat would.
+            self._last_heard[member.uuid] = self._clock()
+        else:
             admitted = await self._admit(member)
             if admitted is None or member.uuid not in self.members:
                 version = self.members.version
@@ -467,6 +476,7 @@ class Membership:
                 now = self._clock()
                 for joiner in joiners:
                     self._last_heard[joiner.uuid] = now
+                    self._fresh.add(joiner.uuid)
                 if joiners and self.adopt(current.successor(members=(*kept, *joiners))):
                     log.info(
                         "member %s admitted %s (list version %d)",
@@ -571,6 +581,7 @@ class Membership:
         for uuid in list(self._beat_from):
             if uuid not in members:
                 del self._beat_from[uuid]
+        self._fresh.intersection_update(members.uuids)
         for uuid in list(self._acked):
             if uuid not in members:
                 del self._acked[uuid]
@@ -765,6 +776,7 @@ class Membership:
         self._last_heard[uuid] = now
         if self.is_master:
             self._beat_from[uuid] = now
+            self._fresh.discard(uuid)
         self.saw_version(list_version, member.address)
         return HeartbeatReply(HeartbeatStatus.OK, self.members.version, leaving=self.state is State.LEAVING)
 
@@ -786,10 +798,13 @@ class Membership:
             elif self._health:
                 self._health -= 1
             if self.state is not State.JOINING:
-                for member in self._targets():
-                    self._spawn(self._heartbeat(member))
-                self._detect_failures(now)
-                self._renew(now)
+                try:
+                    for member in self._targets():
+                        self._spawn(self._heartbeat(member))
+                    self._detect_failures(now)
+                    self._renew(now)
+                except Exception:  # a bug here must not end this member's heartbeats for good
+                    log.exception("member %s: heartbeat tick failed", self.me.address)
             await asyncio.sleep(interval)
 
     def _targets(self) -> list[Member]:
@@ -824,8 +839,9 @@ class Membership:
 
     def _credit(self, late: float, now: float) -> None:
         """This member's loop ran ``late`` seconds late: no one is judged on that time."""
-        for uuid, heard in self._last_heard.items():
-            self._last_heard[uuid] = min(now, heard + late)
+        for heard in (self._last_heard, self._beat_from):
+            for uuid, at in heard.items():
+                heard[uuid] = min(now, at + late)
 
     def _stalled(self, stalled: float, now: float) -> None:
         """The loop did not run for ``stalled`` seconds (a pause, an overloaded process).
@@ -993,12 +1009,13 @@ class Membership:
         if self.is_master:
             # (A member the master's rotation reaches is heard, but its lease needs its own
             # heartbeats: one whose heartbeats stay away is judged too.)
+            fresh = self._fresh
             silent = [
                 m
                 for m in self.members.members
                 if m.uuid != self.me.uuid
                 and (
-                    now - self._last_heard.get(m.uuid, now) > timeout
+                    now - self._last_heard.get(m.uuid, now) > (2 * timeout if m.uuid in fresh else timeout)
                     or now - self._beat_from.get(m.uuid, now) > 2 * timeout
                 )
             ]
@@ -1034,40 +1051,39 @@ class Membership:
             self._spawn(self._take_over(gone, timeout))
 
     async def _take_over(self, gone: set[str], timeout: float) -> None:
-        """Become master, without ``gone`` (the master and every older member, all silent) and
-        without the younger members that do not answer a probe now: this member did not hear
-        them every tick, and a member cut off from everyone must not keep members the others
-        have (two instances sharing a member could never merge)."""
+        """Become master, without ``gone`` (the master and every older member, all silent).
+
+        The younger members stay: this member did not hear them every tick, so it judges them
+        from now on as a master judges members that just joined (twice the timeout to send a
+        first heartbeat). One cut off from everyone thus drops the others soon, as it must (two
+        instances sharing a member never merge), and one that took over from a dead master keeps
+        every live member, however slow they are to answer.
+        """
+        version, joined = self.members.version, self.joined_version
         try:
             # The older members were probed a few at a time: ask each once more, and the master,
             # before deciding (any answer, even "you are not a member", says it runs).
             older = [m for m in self.members.members if m.uuid in gone]
-            if any(
-                await asyncio.gather(*(self._beat(m, 2 * self._timing.heartbeat_interval) for m in older))
-            ):
+            if any(await asyncio.gather(*(self._beat(m, self._timing.rpc_timeout) for m in older))):
                 return
-            younger = [m for m in self.members.members if m.uuid not in gone and m.uuid != self.me.uuid]
-            answered = await asyncio.gather(
-                *(self._beat(m, 2 * self._timing.heartbeat_interval) for m in younger)
-            )
             now = self._clock()
             if (
                 self.state is not State.ACTIVE
+                or (self.members.version, self.joined_version) != (version, joined)
                 or self.members.master_uuid not in gone
                 or any(now - self._last_heard.get(u, now) <= timeout for u in gone)
             ):
-                return  # a newer list came, or the master spoke meanwhile
+                return  # a newer list came, we were dropped (and joined again), or the master spoke
             log.warning(
                 "member %s: the master and every older member are silent; taking over",
                 self.me.address,
             )
-            dead = set(gone)
-            for member, ok in zip(younger, answered, strict=True):
-                if ok:
-                    self._last_heard[member.uuid] = now  # judged by us from now on
-                else:
-                    dead.add(member.uuid)
-            self._remove(dead, self.me.uuid, timeout)
+            for member in self.members.members:
+                if member.uuid not in gone and member.uuid != self.me.uuid:
+                    self._last_heard[member.uuid] = now
+                    self._beat_from[member.uuid] = now
+                    self._fresh.add(member.uuid)
+            self._remove(gone, self.me.uuid, timeout)
         finally:
             self._judging = False
 
@@ -1198,6 +1214,7 @@ class Membership:
         self.members = MemberList(0, "", ())
         self._last_heard.clear()
         self._beat_from.clear()
+        self._fresh.clear()
         self._joiners.clear()
         self._acked.clear()
         self.lease_until = 0.0
