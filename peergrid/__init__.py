@@ -24,6 +24,7 @@ from peergrid.config import (
 )
 from peergrid.errors import (
     ArgumentError,
+    BindError,
     CapacityError,
     ClusterError,
     ClusterNameMismatchError,
@@ -43,6 +44,7 @@ from peergrid.errors import (
     RemoteError,
     SerializationError,
     StoreError,
+    TLSConfigError,
     TLSError,
 )
 from peergrid.events.model import EntryEvent
@@ -61,6 +63,7 @@ __all__ = [
     "AsyncGrid",
     "AsyncLockHandle",
     "AsyncMap",
+    "BindError",
     "CacheInfo",
     "CapacityError",
     "ClusterError",
@@ -94,6 +97,7 @@ __all__ = [
     "SerializationError",
     "StoreError",
     "TLSConfig",
+    "TLSConfigError",
     "TLSError",
     "Timing",
     "WriteBehindConfig",
