@@ -531,18 +531,15 @@ def server_credentials(config: GridConfig) -> grpc.ServerCredentials | None:
     )
 
 
-def bind_error(host: str, port: int, *, tls: bool) -> PeerGridError:
-    """Why grpc could not bind ``host:port``, as the error a person can act on.
-
-    grpc says only that binding failed (the cause goes to its log), so the cause is
-    found again here: the host resolved, then a plain socket bound to the same address.
-    When that socket binds, the address was fine and the TLS credentials were not.
-    """
+def address_problem(host: str, port: int) -> BindError | None:
+    """Why ``host:port`` cannot be bound, or None: the host resolved, then a plain socket bound
+    to the same address and closed. Asked before grpc binds (grpc says only that binding
+    failed, and logs the cause to stderr) and again after it failed."""
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     fix = "pass bind='HOST:PORT' with an address of this machine (port 0: any free port)"
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except (socket.gaierror, UnicodeError, ValueError) as exc:
+    except (OSError, UnicodeError, ValueError) as exc:
         return BindError(
             f"cannot bind {address}: {host!r} is not a valid host name or IP address ({exc}); {fix}", address
         )
@@ -561,6 +558,16 @@ def bind_error(host: str, port: int, *, tls: bool) -> PeerGridError:
         else:
             why = f"{exc.strerror}; {fix}"
         return BindError(f"cannot bind {address}: {why}", address)
+    return None
+
+
+def bind_error(host: str, port: int, *, tls: bool) -> PeerGridError:
+    """Why grpc could not bind ``host:port``, as an error a person can act on. When the address
+    binds as a plain socket, the address was fine and the TLS credentials were not."""
+    problem = address_problem(host, port)
+    if problem is not None:
+        return problem
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     if tls:
         return TLSConfigError(
             f"cannot serve TLS on {address}: grpc refused this member's TLS credentials (the "
@@ -568,7 +575,7 @@ def bind_error(host: str, port: int, *, tls: bool) -> PeerGridError:
             "tls=TLSConfig.from_files(certificate, private_key, ca_certificate): the order matters",
             address,
         )
-    return BindError(f"cannot bind {address}: grpc refused the address; {fix}", address)
+    return BindError(f"cannot bind {address}: grpc refused the address (see its log above)", address)
 
 
 class Server:
@@ -597,6 +604,9 @@ class Server:
             _register(server, service, servicer(handlers, config))
         target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         credentials = server_credentials(self._config)
+        problem = address_problem(host, port)
+        if problem is not None:
+            raise problem
         try:
             if credentials is None:
                 self.port = server.add_insecure_port(target)
