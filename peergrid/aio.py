@@ -15,6 +15,7 @@ from peergrid.config import GridConfig
 from peergrid.errors import ArgumentError, ConfigError
 from peergrid.maps.aio import AsyncDriver, AsyncMap
 from peergrid.maps.core import Caller, map_config, recover_lost_partitions
+from peergrid.member.loop import check_not_forked, track
 from peergrid.member.node import Node
 from peergrid.protocol import Member
 
@@ -42,6 +43,7 @@ class AsyncGrid:
         """Bind, join and return self (idempotent)."""
         if self._node is None:
             node = Node(self.config)
+            track(node)  # in a forked child, every call on it raises GridClosedError
             await asyncio.to_thread(node.start)
             self._node = node
         return self
@@ -64,6 +66,7 @@ class AsyncGrid:
     def node(self) -> Node:
         if self._node is None:
             raise ConfigError("the AsyncGrid is not started: use 'async with' or 'await AsyncGrid(...)'")
+        check_not_forked(self._node)
         return self._node
 
     @property

@@ -14,6 +14,7 @@ succeed if simply tried again::
     ├── LimitExceededError (+ ValueError)    a key, value or batch over a limit
     ├── BindError (+ OSError)                the bind address is in use, not local, or invalid
     ├── GridClosedError                      the grid was shut down, or created before a fork
+    ├── ForkError                            no member can start in a child forked from a running one
     ├── ClusterError
     │   ├── ClusterNameMismatchError         a peer belongs to another cluster
     │   ├── JoinError                        could not join the cluster
@@ -78,6 +79,12 @@ class BindError(PeerGridError, OSError):
 class GridClosedError(PeerGridError):
     """The grid has been shut down (or was created in the parent of a fork); create a new
     ``Grid`` to continue."""
+
+
+class ForkError(PeerGridError):
+    """A member cannot start in this process: it was forked from a process whose member was
+    running, and grpc (which members use) does not survive fork. Start grids after fork, in
+    each worker; see ``docs/fork.md``."""
 
 
 class ClusterError(PeerGridError):

@@ -10,6 +10,7 @@ from peergrid.config import GridConfig
 from peergrid.errors import ArgumentError, ConfigError
 from peergrid.maps.core import Caller, map_config, recover_lost_partitions
 from peergrid.maps.sync import DistributedMap, SyncDriver
+from peergrid.member.loop import check_not_forked, track
 from peergrid.member.node import Node
 from peergrid.partition import partition_of
 from peergrid.protocol import Member
@@ -48,6 +49,7 @@ class Grid:
         self.config = config
         self._node = Node(config)
         self._maps: dict[str, DistributedMap] = {}
+        track(self._node)  # in a forked child, every call on it raises GridClosedError
         self._node.start()
 
     # ------------------------------------------------------------------ identity
@@ -68,10 +70,12 @@ class Grid:
 
     def members(self) -> list[Member]:
         """The current member list, oldest first (each with ``.address`` and ``.uuid``)."""
+        check_not_forked(self._node)
         return self._node.members()
 
     def owner_of(self, key: Key) -> Member | None:
         """The member that currently owns ``key``'s partition (in every map)."""
+        check_not_forked(self._node)
         partition = partition_of(encode_key(key), self.config.partition_count)
         return self._node.owner_of(partition)
 
@@ -103,6 +107,7 @@ class Grid:
         """
         if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout < 0:
             raise ArgumentError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
+        check_not_forked(self._node)
         return bool(self._node.run(self._node.cluster_safe(timeout), timeout=timeout + 5))
 
     def is_safe(self) -> bool:
@@ -111,6 +116,7 @@ class Grid:
 
     def add_partition_lost_listener(self, listener: Callable[[int], None]) -> None:
         """Call ``listener(partition)`` when a partition this member owns lost every copy."""
+        check_not_forked(self._node)
         self._node.add_partition_lost_listener(listener)
 
     def recover_lost_partitions(self) -> list[int]:
