@@ -125,15 +125,25 @@ class AsyncGrid:
         self.node.processors.register(name, fn)
 
     def cached(
-        self, map_name: str, ttl: float | None = None, *, timeout: float = 1.0, claim_ttl: float = 30.0
+        self,
+        map_name: str,
+        ttl: float | None = None,
+        *,
+        timeout: float = 1.0,
+        claim_ttl: float = 30.0,
+        key: Callable[..., Any] | None = None,
+        typed: bool = False,
     ) -> Callable[[F], F]:
         """Cache the decorated ``async def`` functions' results in map ``map_name``, keyed by
-        their arguments; the options as for ``Grid.cached``."""
+        their arguments; the options as for ``Grid.cached``. The wrapper's ``cache_clear()``
+        is a coroutine (``await f.cache_clear()``)."""
         from peergrid.maps.cached import cached_async
 
         node = self.node
 
-        def open_map() -> AsyncMap:
+        def open_map(timeout: float | None) -> AsyncMap:
+            if timeout is None:
+                return AsyncMap(node, map_name, node.registry.configured(map_name))
             return AsyncMap(node, map_name, node.registry.configured(map_name), timeout=timeout, strict=True)
 
-        return cached_async(node, open_map, map_name, ttl, timeout, claim_ttl)
+        return cached_async(node, open_map, map_name, ttl, timeout, claim_ttl, key, typed)

@@ -171,7 +171,14 @@ class Grid:
         self._node.processors.register(name, fn)
 
     def cached(
-        self, map_name: str, ttl: float | None = None, *, timeout: float = 1.0, claim_ttl: float = 30.0
+        self,
+        map_name: str,
+        ttl: float | None = None,
+        *,
+        timeout: float = 1.0,
+        claim_ttl: float = 30.0,
+        key: Callable[..., Any] | None = None,
+        typed: bool = False,
     ) -> Callable[[F], F]:
         """Cache the decorated functions' results in map ``map_name``, keyed by their arguments.
 
@@ -180,17 +187,25 @@ class Grid:
         member, run the function once (``claim_ttl`` bounds how long the others
         wait for a claimer). Exceptions are not cached. Each grid call waits at
         most ``timeout`` seconds: when the grid cannot answer in time the function
-        runs directly (a *bypass*, logged and counted). The wrapper's
+        runs directly (a *bypass*, logged and counted). ``key``, a function of
+        the call's arguments, gives what the key is made of instead of the
+        arguments (a method is cached through it: ``key=lambda self, x: [self.id,
+        x]``); ``typed=True`` caches arguments of different types apart (``1`` and
+        ``1.0``), as ``functools.lru_cache(typed=True)``. The wrapper's
         ``cache_info()`` returns the counts, ``cache_key(*args, **kwargs)`` the
-        map key of a call (to delete it). See ``peergrid.maps.cached``.
+        map key of a call (to delete it), ``cache_clear()`` deletes the function's
+        results (returns how many). Raises ``ArgumentError`` for a bad option.
+        See ``peergrid.maps.cached``.
         """
         from peergrid.maps.cached import cached_sync
 
         node = self._node
 
-        def open_map() -> DistributedMap:
+        def open_map(timeout: float | None) -> DistributedMap:
+            if timeout is None:
+                return DistributedMap(node, map_name, node.registry.configured(map_name))
             return DistributedMap(
                 node, map_name, node.registry.configured(map_name), timeout=timeout, strict=True
             )
 
-        return cached_sync(node, open_map, map_name, ttl, timeout, claim_ttl)
+        return cached_sync(node, open_map, map_name, ttl, timeout, claim_ttl, key, typed)
