@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import socket
 
 import grpc
@@ -171,3 +172,16 @@ def test_an_invalid_or_foreign_host_is_a_bind_error(bind: str, message: str) -> 
 def test_an_invalid_port_is_a_config_error() -> None:
     with pytest.raises(peergrid.ConfigError, match="port between 0 and 65535"):
         peergrid.Grid(bind="127.0.0.1:70000", timing=Timing.fast())
+
+
+def test_the_error_tree_in_the_docstring_names_every_error() -> None:
+    from peergrid import errors
+
+    classes = [
+        value
+        for value in vars(errors).values()
+        if isinstance(value, type) and issubclass(value, peergrid.PeerGridError)
+    ]
+    for cls in classes:
+        assert re.search(rf"(── |    ){cls.__name__}\b", errors.__doc__ or ""), cls
+        assert cls.__name__ in peergrid.__all__, cls
