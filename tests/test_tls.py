@@ -136,7 +136,7 @@ def test_one_name_for_the_whole_cluster_with_server_name(ca: trustme.CA) -> None
         grids[0].get_map("m").put("k", 1)
         assert grids[1].get_map("m").get("k") == 1
         # The same certificates, dialled by address, fail the check: the name is what matters.
-        with pytest.raises(peergrid.JoinError, match="TLS handshake"):
+        with pytest.raises(peergrid.TLSError, match=r"seed at .*TLS handshake"):
             peergrid.Grid(
                 cluster=grids.options["cluster"],
                 members=[grids[0].address],
@@ -217,7 +217,7 @@ def test_a_member_without_tls_cannot_join(secure: TestCluster) -> None:
     # Its seeds never answer it (the handshake fails on their side); it asks whether they speak
     # TLS, and fails saying so, naming the seed, instead of starting a cluster of its own.
     members = members_of(secure)
-    with pytest.raises(peergrid.JoinError, match=r"seed at .*serves TLS and this member does not"):
+    with pytest.raises(peergrid.TLSError, match=r"seed at .*serves TLS and this member does not"):
         peergrid.Grid(cluster=cluster_name(secure), members=[g.address for g in secure], timing=Timing.fast())
     assert members_of(secure) == members
 
@@ -227,7 +227,7 @@ def test_a_member_with_a_certificate_of_another_ca_cannot_join(
 ) -> None:
     # It does not trust the cluster's certificates either: a TLS error, not a cluster of its own.
     members = members_of(secure)
-    with pytest.raises(peergrid.JoinError, match="TLS handshake"):
+    with pytest.raises(peergrid.TLSError, match=r"seed at .*TLS handshake"):
         peergrid.Grid(
             cluster=cluster_name(secure),
             members=[secure[0].address],
