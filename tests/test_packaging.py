@@ -28,7 +28,7 @@ def build(kind: str, out: Path) -> Path:
         ROOT,
         source,
         ignore=shutil.ignore_patterns(
-            ".venv", ".git", "__pycache__", "*.egg-info", "build", "dist", ".*_cache"
+            ".venv", ".git", ".hypothesis", "__pycache__", "*.egg-info", "build", "dist", ".*_cache"
         ),
     )
     code = f"from setuptools import build_meta; print(build_meta.build_{kind}({str(out)!r}))"
