@@ -30,7 +30,7 @@ def attempt(fn):
     except peergrid.PeerGridError as exc:
         return [type(exc).__name__, str(exc), time.monotonic() - started]
 
-def child(queue, grid, m, agrid, am):
+def child(pipe, grid, m, agrid, am):
     calls = {
         "get": lambda: m.get("k"),
         "put": lambda: m.put("k", "child"),
@@ -43,7 +43,8 @@ def child(queue, grid, m, agrid, am):
         "async members": agrid.members,
         "new Grid": lambda: peergrid.Grid(timing=Timing.fast()),
     }
-    queue.put({name: attempt(fn) for name, fn in calls.items()})
+    # A pipe, not a Queue: a Queue starts a thread to send.
+    pipe.send({name: attempt(fn) for name, fn in calls.items()})
     grid.shutdown()  # a no-op in the child: the parent's member is not touched
 
 async def start_async(seed):
@@ -56,11 +57,23 @@ with peergrid.Grid(timing=Timing.fast()) as grid:
     loop = asyncio.new_event_loop()
     agrid, am = loop.run_until_complete(start_async(grid.address))
     context = multiprocessing.get_context("fork")
-    queue = context.Queue()
-    process = context.Process(target=child, args=(queue, grid, m, agrid, am))
-    process.start()
-    seen = queue.get(timeout=60)
-    process.join(60)
+    # A child forked while grpc's threads run crashes now and then (SIGSEGV) before it runs
+    # any of our code, on main before fork support too (docs/fork.md, "Known limits"): such
+    # a crash is not what this test is about, so a crashed child is forked again.
+    # (It may also hang instead: a child that has not answered in 20 s is killed and forked
+    # again; a child that answered is what counts, however it ends.)
+    for _ in range(3):
+        receiver, sender = context.Pipe(duplex=False)
+        process = context.Process(target=child, args=(sender, grid, m, agrid, am))
+        process.start()
+        answered = receiver.poll(20)
+        process.join(5)
+        if process.is_alive():
+            process.kill()
+            process.join()
+        if answered:
+            break
+    seen = receiver.recv()
     seen["parent after"] = [m.get("k"), len(grid.members())]
     loop.run_until_complete(agrid.shutdown())
 print(json.dumps(seen))
@@ -68,25 +81,41 @@ print(json.dumps(seen))
 
 # A child forked after the parent's grid was shut down starts two members that form a cluster.
 _AFTER_SHUTDOWN = """
-import json, os
+import json, os, signal, time
 import peergrid
 from peergrid import Timing
 
 with peergrid.Grid(timing=Timing.fast()) as grid:
     grid.get_map("m").put("k", 1)
-read, write = os.pipe()
-pid = os.fork()
-if pid == 0:
-    with peergrid.Grid(timing=Timing.fast(), cluster="child") as a, peergrid.Grid(
-        timing=Timing.fast(), cluster="child", members=[a.address]
-    ) as b:
-        b.get_map("m").put_all({i: i for i in range(50)})
-        answer = [len(a.members()), a.get_map("m").size(), a.get_map("m").get(7)]
-    os.write(write, json.dumps(answer).encode())
-    os._exit(0)
-os.close(write)
-_, status = os.waitpid(pid, 0)
-print(os.read(read, 1000).decode())
+def attempt():
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        with peergrid.Grid(timing=Timing.fast(), cluster="child") as a, peergrid.Grid(
+            timing=Timing.fast(), cluster="child", members=[a.address]
+        ) as b:
+            b.get_map("m").put_all({i: i for i in range(50)})
+            answer = [len(a.members()), a.get_map("m").size(), a.get_map("m").get(7)]
+        os.write(write, json.dumps(answer).encode())
+        os._exit(0)
+    os.close(write)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status, os.read(read, 1000).decode()
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)  # hung (see below): try again
+    return os.waitpid(pid, 0)[1], ""
+
+# A child forked from a process whose grpc threads still run crashes or hangs now and then (in
+# a few forks in a hundred, on main before fork support too: docs/fork.md, "Known limits");
+# that is not what this test is about: fork again.
+for _ in range(3):
+    status, answer = attempt()
+    if not os.WIFSIGNALED(status):
+        break
+print(answer)
 """
 
 
