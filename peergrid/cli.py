@@ -83,7 +83,8 @@ def _serve_commands(grid: Grid, stop: threading.Event) -> None:
 
     A line is ``{"op": "put", "map": "m", "key": "k", "value": 1}`` (ops: put,
     set, get, delete, get_all with "keys", size, safe with "timeout", members,
-    owner with "key": the address of the key's owner). ``"near_cache": S`` gives
+    owner with "key": the address of the key's owner; fill and check with "count": write keys
+    "0".."count-1" with their number as value, count those missing or wrong). ``"near_cache": S`` gives
     the map a near cache with ``max_staleness=S`` (configure a map the same way
     in every command that names it); the
     answer is ``{"ok": true, "result": ...}`` or ``{"ok": false, "error":
@@ -126,6 +127,19 @@ def _run_command(grid: Grid, command: dict[str, Any]) -> Any:
         return m.get_all(command["keys"])
     if op == "size":
         return m.size()
+    if op == "fill":  # keys "0".."count-1", value = key, in batches (benchmarks/scale.py)
+        count = int(command["count"])
+        for start in range(0, count, 1000):
+            m.put_all({str(i): i for i in range(start, min(count, start + 1000))})
+        return count
+    if op == "check":  # how many of the keys "fill" wrote are missing or wrong
+        count = int(command["count"])
+        missing = 0
+        for start in range(0, count, 1000):
+            keys = [str(i) for i in range(start, min(count, start + 1000))]
+            found = m.get_all(keys)
+            missing += sum(found.get(k) != int(k) for k in keys)
+        return missing
     raise ValueError(f"unknown op {op!r}")
 
 

@@ -35,7 +35,8 @@ class Timing:
     """
 
     heartbeat_interval: float = 1.0
-    """How often each member sends a heartbeat to every other member."""
+    """How often each member sends a heartbeat to the master (whose answer renews its owner
+    lease); the master hears from every member, the others from the master only."""
     failure_timeout: float = 5.0
     """A member not heard from for this long is declared dead. Time this member's own loop
     did not run (a pause, an overloaded process) does not count."""
@@ -48,6 +49,9 @@ class Timing:
     """How long to keep trying the seeds before starting a new cluster alone."""
     join_retry_interval: float = 0.25
     """Pause between two rounds of join attempts."""
+    join_batch_window: float = 0.05
+    """How long the master gathers joiners before admitting them in one new member list (a
+    simultaneous start of many members makes a few list versions, not one per member)."""
     rpc_timeout: float = 3.0
     """Deadline of one control call (join, publish, heartbeat, migration step)."""
     operation_timeout: float = 10.0
@@ -100,6 +104,7 @@ class Timing:
             failure_timeout=1.0,
             join_timeout=1.0,
             join_retry_interval=0.05,
+            join_batch_window=0.01,
             rpc_timeout=1.0,
             operation_timeout=10.0,
             retry_max=0.05,

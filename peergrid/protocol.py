@@ -353,6 +353,8 @@ class JoinReply:
     members: MemberList | None = None
     cluster: str = ""
     uuid: str = ""
+    list_version: int = 0
+    """The answering member's list version: while it grows, the cluster is admitting members."""
 
 
 class HeartbeatStatus:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import socket
+import time
 import uuid
 
 import pytest
@@ -156,3 +157,31 @@ def test_map_handles_read_fresh_data_after_their_member_rejoined() -> None:
         a.get_map("m").put_all(dict.fromkeys(keys, "new"))
         assert set(handle.get_all(keys).values()) == {"new"}
         assert {handle.get(k) for k in keys} == {"new"}
+
+
+def test_only_the_master_is_heartbeated_and_a_member_whose_heartbeats_stop_goes_after_twice_the_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Every member heartbeats the master alone (the master one member in rotation): the
+    # cluster's heartbeats grow with N, not N squared. A member whose heartbeats stop reaching
+    # the master while it still answers (the master's rotation reaches it) is not removed at the
+    # failure timeout, but once its own heartbeats stay away for twice as long: its lease ran
+    # out long ago, and its partitions need a new owner.
+    caplog.set_level(logging.INFO, logger="peergrid")
+    timing = Timing.fast()
+    with cluster(4, timing=timing) as grids:
+        master = next(g for g in grids if g._node.membership.is_master)
+        others = [g for g in grids if g is not master]
+        for g in others:
+            assert [m.uuid for m in g._node.membership._targets()] == [master.uuid]
+        assert len(master._node.membership._targets()) == 1
+        quiet = others[-1]
+        stopped = time.time()
+        quiet._node.membership._targets = list  # type: ignore[method-assign]  # its heartbeats stop
+        wait_for(
+            lambda: quiet.uuid not in {m.uuid for m in master.members()},
+            30,
+            message="the quiet member removed once its heartbeats stayed away",
+        )
+        removal = next(r for r in caplog.records if "its heartbeats have not arrived" in r.getMessage())
+        assert removal.created - stopped >= 2 * timing.failure_timeout

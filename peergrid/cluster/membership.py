@@ -4,9 +4,12 @@ The oldest member is the master: it alone creates new versions of the member
 list (a join, a leave, a death) and publishes them to everyone. Members adopt
 only a newer version than theirs, from anyone: publication, heartbeat replies
 and replication requests all carry versions, and a member that sees a newer
-one pulls it. Each member heartbeats every other; the master removes a member
-not heard from for ``failure_timeout``. When the master itself goes silent,
-the oldest member that still hears from nobody older takes over.
+one pulls it. Each member heartbeats the master (and with ``min_cluster_size``
+that many others), so a member's cost is constant in the cluster's size; the
+master judges every member (a silent one is probed before it is removed), the
+others judge only the master. When the master goes silent, members probe the
+older members, oldest first; the oldest member that hears from nobody older
+takes over (see ``_detect_failures``; docs/architecture.md says why not SWIM).
 
 A member that finds itself missing from a newer list was declared dead (it
 was paused, or cut off): it drops its data and joins again as a new member.
@@ -35,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 import uuid as uuid_module
 from collections.abc import Callable, Coroutine, Iterable
@@ -60,6 +64,10 @@ from peergrid.protocol import (
 )
 
 log = logging.getLogger("peergrid.cluster")
+
+#: Highest local-health score (Lifeguard's "awareness"): each point lengthens this member's
+#: judgement of others by one heartbeat interval.
+MAX_HEALTH = 8
 
 
 class State(Enum):
@@ -104,7 +112,9 @@ class Membership:
         forget: Callable[[str], None] | None = None,
         hints: Callable[[], Iterable[str]] | None = None,
         on_orphaned: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._clock = clock  # monotonic seconds (a simulation passes its virtual clock)
         self._config = config
         self._timing = config.timing
         self.me = me
@@ -142,6 +152,19 @@ class Membership:
         self._answered = False  # some seed answered during this join: a cluster exists
         self._unreachable = ""  # why the last master that answered could not call us back
         self._seed_errors: dict[str, str] = {}  # address -> why the last join call to it failed
+        self._progress = 0  # the highest list version a seed answered with during this join
+        # The master admits joiners in batches: uuid -> (member, its future list) until the next one.
+        self._admitting: dict[str, tuple[Member, asyncio.Future[MemberList | None]]] = {}
+        # Failure detection (see "heartbeats" below).
+        self._beat_from: dict[str, float] = {}  # master: when each member's own heartbeat last came
+        # Master: members admitted whose first heartbeat has not come yet (a process that just
+        # joined may be busy taking its partitions over): judged after twice the timeout.
+        self._fresh: set[str] = set()
+        self._rotation: list[str] = []  # uuids still to probe in this round of the rotation
+        self._health = 0  # local health, 0 (healthy) .. MAX_HEALTH: lengthens this member's judgements
+        self._judging = False  # master: a judgement of silent members is running
+        self._master_quiet = False  # non-master: the master has been silent for two heartbeats
+        self._probing: set[str] = set()  # uuids with a probe in flight
 
     # ------------------------------------------------------------------ reading
     @property
@@ -178,23 +201,26 @@ class Membership:
         fails with ``JoinError`` rather than split the cluster in two.
         """
         timing = self._timing
-        started = time.monotonic()
+        started = self._clock()
         alone_at = started + timing.join_timeout
         give_up_at = alone_at + 2 * timing.failure_timeout + timing.rpc_timeout
+        progress_seen = 0
         refusal: PeerGridError | None = None
         lowest_rounds = 0
+        self._progress = 0
         self._answered = False
         self._unreachable = ""
         self._ignored_hints.clear()
         while self.state is State.JOINING:
             static = list(self._seeds())
             hints = [h for h in (self._hints() if self._hints else ()) if h not in self._ignored_hints]
-            starting = list(self._seen_joining)  # the lowest starting members seeds told us of
-            seeds = [
-                s for s in dict.fromkeys([*static, *hints, *self._joiners, *starting]) if s != self.me.address
-            ]
+            # Starting members we know of (the lowest each seed knows, and those that asked us):
+            # only a lower one may form the cluster, so only those are worth asking. (Asking
+            # every joiner that asked us would make a seed's round as long as the cluster.)
+            lower = [a for a, u in self._starting().items() if u < self.me.uuid]
+            seeds = [s for s in dict.fromkeys([*static, *hints, *lower]) if s != self.me.address]
             if not seeds:
-                if self._hints is not None and time.monotonic() < alone_at:
+                if self._hints is not None and self._clock() < alone_at:
                     await asyncio.sleep(timing.join_retry_interval)  # discovery may still find peers
                     continue
                 if self._hints is not None:
@@ -218,7 +244,7 @@ class Membership:
                     "member %s: every reachable seed is still starting; forming the cluster", self.me.address
                 )
                 break
-            now = time.monotonic()
+            now = self._clock()
             if refusal is not None and now >= alone_at:
                 raise refusal
             if not self._answered and now >= alone_at:
@@ -233,6 +259,11 @@ class Membership:
                     f" (last errors: {errors})" if errors else "",
                 )
                 break
+            if self._progress > progress_seen:
+                # The cluster admitted or removed members since we last looked: it is making
+                # progress (a master admits joiners in batches, and may be busy): wait on.
+                progress_seen = self._progress
+                give_up_at = max(give_up_at, now + 2 * timing.failure_timeout + timing.rpc_timeout)
             if now >= give_up_at:
                 why = self._unreachable or "its master may be down and not yet replaced"
                 raise JoinError(
@@ -258,13 +289,15 @@ class Membership:
             if address in tried:
                 continue
             tried.add(address)
-            sent = time.monotonic()
+            sent = self._clock()
             try:
                 reply = await self._peer(address).join(
                     self.me,
                     self._config.partition_count,
                     self._config.serializer,
-                    timeout=self._timing.rpc_timeout,
+                    # Twice a control call: a master admitting many members at once calls each
+                    # back first; an answer that comes late is still an answer.
+                    timeout=2 * self._timing.rpc_timeout,
                 )
             except (ClusterNameMismatchError, TLSError) as exc:
                 if address in hinted:
@@ -282,6 +315,7 @@ class Membership:
                 self._seed_errors[address] = str(exc)
                 continue
             self._answered = True
+            self._progress = max(self._progress, reply.list_version)
             if reply.status == JoinStatus.ACCEPTED and reply.members is not None:
                 if self.state is State.JOINING:
                     self._admitted(reply.members, sent)
@@ -312,7 +346,7 @@ class Membership:
         self.joined_version = self.members.version
         # The master admitted us: as good as its answer to a heartbeat sent then.
         self._acked[members.master_uuid] = sent
-        self._renew(time.monotonic())
+        self._renew(self._clock())
         log.info(
             "member %s joined cluster %r (%d members)",
             self.me.address,
@@ -329,7 +363,7 @@ class Membership:
     def _starting(self) -> dict[str, str]:
         """address -> uuid of the members we know are starting: seeds' answers of this round
         (each the lowest its seed knows of) and members that asked us lately."""
-        recent = time.monotonic() - self._timing.join_timeout
+        recent = self._clock() - self._timing.join_timeout
         known = {address: uuid for address, (uuid, seen) in self._joiners.items() if seen >= recent}
         known.update(self._seen_joining)
         return {address: uuid for address, uuid in known.items() if uuid and uuid != self.me.uuid}
@@ -355,7 +389,7 @@ class Membership:
         self.state = State.ACTIVE
         self.adopt(MemberList(1, self.me.uuid, (self.me,), origin=uuid_module.uuid4().hex))
         self.joined_version = 1
-        self._renew(time.monotonic())
+        self._renew(self._clock())
 
     async def handle_join(
         self, member: Member, partition_count: int, serializer: str, probe: bool = False
@@ -385,7 +419,7 @@ class Membership:
                 ),
             )
         if self.state is State.JOINING and not probe:
-            self._joiners[member.address] = (member.uuid, time.monotonic())
+            self._joiners[member.address] = (member.uuid, self._clock())
         redirect = self._redirect()
         if redirect is not None:
             return redirect
@@ -396,22 +430,66 @@ class Membership:
                 return redirect
         if probe:
             return JoinReply(JoinStatus.ACCEPTED, cluster=cluster, uuid=self.me.uuid)
-        if member.uuid not in self.members:
-            current = self.members
-            # A process restarted on the same address is a new member; the old one is gone.
-            stale = {m.uuid for m in current.members if m.address == member.address}
-            if stale:
-                current = current.without(frozenset(stale))
-            self._last_heard[member.uuid] = time.monotonic()
-            self.adopt(current.with_member(member))
-            log.info(
-                "member %s admitted %s (list version %d)",
-                self.me.address,
-                member.address,
-                self.members.version,
-            )
-            self.publish()
-        return JoinReply(JoinStatus.ACCEPTED, cluster=cluster, members=self.members, uuid=self.me.uuid)
+        if member.uuid in self.members:
+            # Admitted, but it did not hear so (its call timed out on a busy master): it asks
+            # again, which says it runs as well as a heartbeat would.
+            self._last_heard[member.uuid] = self._clock()
+        else:
+            admitted = await self._admit(member)
+            if admitted is None or member.uuid not in self.members:
+                version = self.members.version
+                return self._redirect() or JoinReply(
+                    JoinStatus.NOT_READY, cluster=cluster, uuid=self.me.uuid, list_version=version
+                )
+        return JoinReply(
+            JoinStatus.ACCEPTED,
+            cluster=cluster,
+            members=self.members,
+            uuid=self.me.uuid,
+            list_version=self.members.version,
+        )
+
+    async def _admit(self, member: Member) -> MemberList | None:
+        """Admit ``member`` with whoever else asks within ``join_batch_window``: one new list
+        version and one publication per batch, not per joiner (a simultaneous start of many
+        members would otherwise make the master publish N lists to N members). The list that
+        admits it, or None when this member stopped being master meanwhile."""
+        entry = self._admitting.get(member.uuid)
+        if entry is None:
+            if not self._admitting:
+                self._spawn(self._admit_batch())
+            entry = (member, asyncio.get_running_loop().create_future())
+            self._admitting[member.uuid] = entry
+        return await asyncio.shield(entry[1])
+
+    async def _admit_batch(self) -> None:
+        await asyncio.sleep(self._timing.join_batch_window)
+        batch, self._admitting = self._admitting, {}
+        admitted: MemberList | None = None
+        try:
+            if self.is_master and self.state is State.ACTIVE:
+                current = self.members
+                joiners = [m for m, _ in batch.values() if m.uuid not in current]
+                # A process restarted on the same address is a new member; the old one is gone.
+                addresses = {m.address for m in joiners}
+                kept = tuple(m for m in current.members if m.address not in addresses)
+                now = self._clock()
+                for joiner in joiners:
+                    self._last_heard[joiner.uuid] = now
+                    self._fresh.add(joiner.uuid)
+                if joiners and self.adopt(current.successor(members=(*kept, *joiners))):
+                    log.info(
+                        "member %s admitted %s (list version %d)",
+                        self.me.address,
+                        ", ".join(m.address for m in joiners),
+                        self.members.version,
+                    )
+                    self.publish()
+                admitted = self.members
+        finally:
+            for _, future in batch.values():
+                if not future.done():
+                    future.set_result(admitted)
 
     def _redirect(self) -> JoinReply | None:
         """The answer to a joiner when this member cannot admit it, or None when it can."""
@@ -420,7 +498,13 @@ class Membership:
             # Starting too: say who is the lowest starting member we know of (maybe us), so
             # that every member hears of it through the seeds they share and defers to it.
             uuid, address = self._lowest_starting()
-            return JoinReply(JoinStatus.NOT_READY, cluster=cluster, uuid=uuid, master_address=address)
+            return JoinReply(
+                JoinStatus.NOT_READY,
+                cluster=cluster,
+                uuid=uuid,
+                master_address=address,
+                list_version=self.members.version,
+            )
         if not self.is_master:
             master = self.master()
             return JoinReply(
@@ -428,6 +512,7 @@ class Membership:
                 cluster=cluster,
                 master_address=master.address if master else "",
                 uuid=self.me.uuid,
+                list_version=self.members.version,
             )
         return None
 
@@ -482,12 +567,21 @@ class Membership:
             self._removed(members)
             return False
         old, self.members = self.members, members
-        now = time.monotonic()
+        now = self._clock()
+        if members.master_uuid == self.me.uuid and old.master_uuid != self.me.uuid:
+            # Master from now on: every member heartbeats us, and is judged from now.
+            self._last_heard = dict.fromkeys(members.uuids, now)
+            self._beat_from = dict.fromkeys(members.uuids, now)
         for uuid in members.uuids:
             self._last_heard.setdefault(uuid, now)
+            self._beat_from.setdefault(uuid, now)
         for uuid in list(self._last_heard):
             if uuid not in members:
                 del self._last_heard[uuid]
+        for uuid in list(self._beat_from):
+            if uuid not in members:
+                del self._beat_from[uuid]
+        self._fresh.intersection_update(members.uuids)
         for uuid in list(self._acked):
             if uuid not in members:
                 del self._acked[uuid]
@@ -576,6 +670,11 @@ class Membership:
         older = self.members.uuids[: self.members.uuids.index(taker)] if taker in self.members else ()
         # (A member older than the taker is not taken over while it runs: only a majority can
         # tell it that it was declared dead, below.)
+        if taker != master and self.me.uuid not in older:
+            # We do not hear the members other than the master every tick: ask those we have
+            # not heard lately before believing they are silent.
+            quiet = [m for m in self.members.members if m.uuid in older and self._silent(m.uuid)]
+            await asyncio.gather(*(self._probe(m, 2 * self._timing.heartbeat_interval) for m in quiet))
         if taker != master and self.me.uuid not in older and all(self._silent(u) for u in older):
             theirs = await self._members_of(taker)
             if theirs is not None and theirs.version >= claimed.version:
@@ -592,7 +691,7 @@ class Membership:
     def _silent(self, uuid: str) -> bool:
         """Not heard from for two heartbeats."""
         heard = self._last_heard.get(uuid)
-        return heard is None or time.monotonic() - heard > 2 * self._timing.heartbeat_interval
+        return heard is None or self._clock() - heard > 2 * self._timing.heartbeat_interval
 
     async def _members_of(self, uuid: str) -> MemberList | None:
         """The list member ``uuid`` has, asked at the address our list has for it."""
@@ -670,28 +769,79 @@ class Membership:
 
     def handle_heartbeat(self, uuid: str, list_version: int) -> HeartbeatReply:
         """A peer says it is alive."""
-        if uuid not in self.members:
+        member = self.members.find(uuid)
+        if member is None:
             return HeartbeatReply(HeartbeatStatus.UNKNOWN_MEMBER, self.members.version)
-        self._last_heard[uuid] = time.monotonic()
-        self.saw_version(list_version, self.address_of(uuid))
+        now = self._clock()
+        self._last_heard[uuid] = now
+        if self.is_master:
+            self._beat_from[uuid] = now
+            self._fresh.discard(uuid)
+        self.saw_version(list_version, member.address)
         return HeartbeatReply(HeartbeatStatus.OK, self.members.version, leaving=self.state is State.LEAVING)
 
     async def _tick_forever(self) -> None:
         interval = self._timing.heartbeat_interval
-        last = time.monotonic()
+        last = self._clock()
         while self.state in (State.ACTIVE, State.LEAVING, State.JOINING):
-            now = time.monotonic()
-            stalled = now - last - interval
+            now = self._clock()
+            late = now - last - interval
             last = now
-            if stalled > max(interval, self._timing.failure_timeout / 4):
-                self._stalled(stalled, now)
+            if late > max(interval, self._timing.failure_timeout / 4):
+                self._stalled(late, now)
+            elif late > 0:
+                self._credit(late, now)
+            # Local health (Lifeguard): a loop that runs late is a sign this member is overloaded;
+            # while it is, its judgements of others wait longer (``_judge_timeout``).
+            if late > interval / 4:
+                self._health = min(MAX_HEALTH, self._health + 1)
+            elif self._health:
+                self._health -= 1
             if self.state is not State.JOINING:
-                for member in self.members.members:
-                    if member.uuid != self.me.uuid:
-                        self._spawn(self._beat(member))
-                self._detect_failures(now)
-                self._renew(now)
+                try:
+                    for member in self._targets():
+                        self._spawn(self._heartbeat(member))
+                    self._detect_failures(now)
+                    self._renew(now)
+                except Exception:  # a bug here must not end this member's heartbeats for good
+                    log.exception("member %s: heartbeat tick failed", self.me.address)
             await asyncio.sleep(interval)
+
+    def _targets(self) -> list[Member]:
+        """Whom to heartbeat this tick: a constant number, whatever the cluster's size.
+
+        The master, whose answer renews this member's lease; with ``min_cluster_size``, that
+        many members more (their answers renew it too); and for the master one member in
+        rotation, so that after a stall it learns soon whether it is still a member. The master
+        hears from every member this way, and judges them; the others hear from the master
+        only, and judge only it (``_detect_failures``).
+        """
+        others = [m for m in self.members.members if m.uuid != self.me.uuid]
+        if not others:
+            return []
+        targets: dict[str, Member] = {}
+        master = self.master()
+        if master is not None and master.uuid != self.me.uuid:
+            targets[master.uuid] = master
+        need = self._config.min_cluster_size - 1  # answers the lease needs besides our own
+        # The master's answer counts as one; one more than needed, as a target may be dead.
+        want = len(targets) + (max(1, need + 1) if self.is_master else need)
+        for _ in range(2 * len(others)):
+            if len(targets) >= min(len(others), want):
+                break
+            if not self._rotation:
+                self._rotation = [m.uuid for m in others]
+                random.shuffle(self._rotation)
+            member = self.members.find(self._rotation.pop())
+            if member is not None and member.uuid != self.me.uuid:
+                targets.setdefault(member.uuid, member)
+        return list(targets.values())
+
+    def _credit(self, late: float, now: float) -> None:
+        """This member's loop ran ``late`` seconds late: no one is judged on that time."""
+        for heard in (self._last_heard, self._beat_from):
+            for uuid, at in heard.items():
+                heard[uuid] = min(now, at + late)
 
     def _stalled(self, stalled: float, now: float) -> None:
         """The loop did not run for ``stalled`` seconds (a pause, an overloaded process).
@@ -708,8 +858,8 @@ class Membership:
             stalled,
         )
         self._resumed = now
-        for uuid, heard in self._last_heard.items():
-            self._last_heard[uuid] = min(now, heard + stalled)
+        self._health = MAX_HEALTH
+        self._credit(stalled, now)
 
     def _renew(self, now: float) -> None:
         """Extend the owner lease as far as this member's confirmations allow (never shorten it)."""
@@ -736,24 +886,30 @@ class Membership:
 
     def holds_lease(self) -> bool:
         """True while this member may serve its partitions (see the module docstring)."""
-        return self.lease_until > time.monotonic()
+        return self.lease_until > self._clock()
 
-    async def _beat(self, member: Member) -> None:
-        sent = time.monotonic()
+    async def _beat(self, member: Member, timeout: float | None = None) -> bool:
+        """Heartbeat ``member`` (or probe it); True when it answered as itself, a member of our
+        cluster (one that does not count us a member is not heard from: it is not alive *here*)."""
+        sent = self._clock()
         try:
             reply = await self._peer(member.address).heartbeat(
-                self.me.uuid, self.members.version, timeout=self._timing.heartbeat_interval * 2
+                self.me.uuid, self.members.version, timeout=timeout or self._timing.heartbeat_interval * 2
             )
         except PeerGridError:
-            return
+            return False
         if reply.uuid and reply.uuid != member.uuid:
-            return  # another process serves that address now: the member is gone
-        self._last_heard[member.uuid] = time.monotonic()
+            return False  # another process serves that address now: the member is gone
+        if member.uuid in self._last_heard and (reply.status == HeartbeatStatus.OK or not self.is_master):
+            # A master judges its members: one that does not count us a member is not alive in
+            # our cluster. A member judges only the master and older members, to take over:
+            # any answer says they run (if they no longer count us, _check_orphaned finds out).
+            self._last_heard[member.uuid] = self._clock()
         if reply.status == HeartbeatStatus.OK and member.uuid in self.members:
             if sent > self._acked.get(member.uuid, 0.0):
                 self._acked[member.uuid] = sent
             self._confirmed_at = max(self._confirmed_at, sent)
-            self._renew(time.monotonic())
+            self._renew(self._clock())
         if (
             reply.status == HeartbeatStatus.UNKNOWN_MEMBER
             and reply.list_version > 0  # active in a cluster without us (0: it is re-joining)
@@ -763,9 +919,26 @@ class Membership:
         ):
             self._orphan_check = True
             self._spawn(self._check_orphaned(member))
-            return
+            return False
         if reply.status == HeartbeatStatus.OK:
             self.saw_version(reply.list_version, member.address)
+            return True
+        return False
+
+    async def _heartbeat(self, member: Member) -> None:
+        await self._beat(member)
+
+    async def _probe(self, member: Member, timeout: float | None = None) -> None:
+        """One heartbeat to a member this one does not heartbeat every tick (it is judging it)."""
+        if member.uuid in self._probing:
+            return
+        self._probing.add(member.uuid)
+        try:
+            # As long as any call: an answer, however late, is evidence the member is alive (on
+            # a loaded machine a live member may take longer than a heartbeat interval).
+            await self._beat(member, timeout or self._timing.rpc_timeout)
+        finally:
+            self._probing.discard(member.uuid)
 
     async def _check_orphaned(self, peer: Member) -> None:
         """A member does not count us a member: we were removed, or left behind, or are behind.
@@ -817,34 +990,145 @@ class Membership:
         finally:
             self._orphan_check = False
 
+    def _judge_timeout(self) -> float:
+        """How long a member may stay silent before this one judges it: ``failure_timeout``,
+        plus a heartbeat per point of bad local health (Lifeguard's local health multiplier)."""
+        return self._timing.failure_timeout + self._health * self._timing.heartbeat_interval
+
     def _detect_failures(self, now: float) -> None:
-        silent = {
-            m.uuid
-            for m in self.members.members
-            if m.uuid != self.me.uuid
-            and now - self._last_heard.get(m.uuid, now) > self._timing.failure_timeout
-        }
-        if not silent:
-            return
+        """The master judges every member; the others judge only the master.
+
+        A member silent to the master for ``_judge_timeout`` is suspected, not removed: the
+        master probes it once more directly (``_judge``), and removes it only if that fails too,
+        or if its own heartbeats have not arrived for twice as long (it is alive, but cannot
+        reach the master: its lease ran out long ago, and its partitions wait for a new owner).
+        When the master goes silent, a member probes the members older than itself, oldest
+        first; the oldest member that hears from nobody older takes over.
+        """
+        timeout = self._judge_timeout()
         if self.is_master:
-            self._remove(silent, self.me.uuid)
+            # (A member the master's rotation reaches is heard, but its lease needs its own
+            # heartbeats: one whose heartbeats stay away is judged too.)
+            fresh = self._fresh
+            silent = [
+                m
+                for m in self.members.members
+                if m.uuid != self.me.uuid
+                and (
+                    now - self._last_heard.get(m.uuid, now) > (2 * timeout if m.uuid in fresh else timeout)
+                    or now - self._beat_from.get(m.uuid, now) > 2 * timeout
+                )
+            ]
+            if silent and not self._judging:
+                self._judging = True
+                self._spawn(self._judge(silent, timeout))
             return
-        older = self.members.uuids[: self.members.uuids.index(self.me.uuid)]
-        if older and all(uuid in silent for uuid in older):
+        master = self.members.master_uuid
+        quiet = now - self._last_heard.get(master, now) > 2 * self._timing.heartbeat_interval
+        if not quiet:
+            self._master_quiet = False
+            return
+        uuids = self.members.uuids
+        older = [u for u in uuids[: uuids.index(self.me.uuid)] if u != master]
+        if not self._master_quiet:
+            # We have not been listening to the older members: count them heard when the
+            # master was, and probe them from now on.
+            self._master_quiet = True
+            since = self._last_heard.get(master, now)
+            for uuid in older:
+                self._last_heard[uuid] = max(self._last_heard.get(uuid, since), since)
+        probes = 0
+        for uuid in older:  # oldest first, up to the first one we hear, two a tick at most
+            if probes >= 2 or now - self._last_heard.get(uuid, now) <= 2 * self._timing.heartbeat_interval:
+                break
+            member = self.members.find(uuid)
+            if member is not None:
+                probes += 1
+                self._spawn(self._probe(member))
+        gone = {u for u in (master, *older) if now - self._last_heard.get(u, now) > timeout}
+        if len(gone) == len(older) + 1 and not self._judging:
+            self._judging = True
+            self._spawn(self._take_over(gone, timeout))
+
+    async def _take_over(self, gone: set[str], timeout: float) -> None:
+        """Become master, without ``gone`` (the master and every older member, all silent).
+
+        The younger members stay: this member did not hear them every tick, so it judges them
+        from now on as a master judges members that just joined (twice the timeout to send a
+        first heartbeat). One cut off from everyone thus drops the others soon, as it must (two
+        instances sharing a member never merge), and one that took over from a dead master keeps
+        every live member, however slow they are to answer.
+        """
+        version, joined = self.members.version, self.joined_version
+        try:
+            # The older members were probed a few at a time: ask each once more, and the master,
+            # before deciding (any answer, even "you are not a member", says it runs).
+            older = [m for m in self.members.members if m.uuid in gone]
+            if any(await asyncio.gather(*(self._beat(m, self._timing.rpc_timeout) for m in older))):
+                return
+            now = self._clock()
+            if (
+                self.state is not State.ACTIVE
+                or (self.members.version, self.joined_version) != (version, joined)
+                or self.members.master_uuid not in gone
+                or any(now - self._last_heard.get(u, now) <= timeout for u in gone)
+            ):
+                return  # a newer list came, we were dropped (and joined again), or the master spoke
             log.warning(
                 "member %s: the master and every older member are silent; taking over",
                 self.me.address,
             )
-            self._remove(silent, self.me.uuid)
+            for member in self.members.members:
+                if member.uuid not in gone and member.uuid != self.me.uuid:
+                    self._last_heard[member.uuid] = now
+                    self._beat_from[member.uuid] = now
+                    self._fresh.add(member.uuid)
+            self._remove(gone, self.me.uuid, timeout)
+        finally:
+            self._judging = False
 
-    def _remove(self, uuids: set[str], master_uuid: str) -> None:
+    async def _judge(self, silent: list[Member], timeout: float) -> None:
+        """Probe the members silent to the master; remove those that do not answer."""
+        try:
+            # Two heartbeat intervals: the member has been silent for a failure timeout already.
+            await asyncio.gather(*(self._probe(m, 2 * self._timing.heartbeat_interval) for m in silent))
+            if not self.is_master or self.state is not State.ACTIVE:
+                return
+            now = self._clock()
+            dead = set()
+            for member in silent:
+                if member.uuid not in self.members:
+                    continue
+                if now - self._last_heard.get(member.uuid, now) > timeout:
+                    dead.add(member.uuid)
+                elif now - self._beat_from.get(member.uuid, now) > 2 * timeout:
+                    log.warning(
+                        "member %s: %s answers probes but its heartbeats have not arrived for %.1fs",
+                        self.me.address,
+                        member.address,
+                        now - self._beat_from.get(member.uuid, now),
+                    )
+                    dead.add(member.uuid)
+                else:
+                    log.info(
+                        "member %s: %s was silent for %.1fs but answered a probe; not removed",
+                        self.me.address,
+                        member.address,
+                        timeout,
+                    )
+            if dead:
+                self._remove(dead, self.me.uuid, timeout)
+        finally:
+            self._judging = False
+
+    def _remove(self, uuids: set[str], master_uuid: str, timeout: float | None = None) -> None:
         for uuid in uuids:
             member = self.members.find(uuid)
             log.warning(
                 "member %s: %s was not heard from for %.1fs; removing it",
                 self.me.address,
                 member.address if member else uuid,
-                self._timing.failure_timeout,
+                timeout or self._timing.failure_timeout,
             )
         self.adopt(self.members.without(frozenset(uuids), master_uuid=master_uuid))
         self.publish()
@@ -885,8 +1169,8 @@ class Membership:
     async def request_leave(self, final: bool) -> None:
         """Ask the master to mark this member leaving (``final=False``) or remove it."""
         self.state = State.LEAVING
-        deadline = time.monotonic() + self._timing.rpc_timeout * 3
-        while time.monotonic() < deadline:
+        deadline = self._clock() + self._timing.rpc_timeout * 3
+        while self._clock() < deadline:
             if self.is_master:
                 await self._leave_as_master(final)
                 return
@@ -929,6 +1213,8 @@ class Membership:
         self.state = State.JOINING
         self.members = MemberList(0, "", ())
         self._last_heard.clear()
+        self._beat_from.clear()
+        self._fresh.clear()
         self._joiners.clear()
         self._acked.clear()
         self.lease_until = 0.0

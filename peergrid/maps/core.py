@@ -297,7 +297,7 @@ class MapCore(Caller):
         the partition, holds its owner lease, and a miss needs no load from the map's store;
         else ``(False, None)``."""
         part = self.readable[partition]
-        if part is None or self.membership.lease_until <= time.monotonic():
+        if part is None or part.unacked or self.membership.lease_until <= time.monotonic():
             return False, None
         records = part.maps.get(self.name)
         value = records.get(encoded) if records is not None else None
@@ -317,9 +317,10 @@ class MapCore(Caller):
                 return cached
         partition = partition_of(encoded, self._count)
         part = self.readable[partition]
-        if part is not None and self.membership.lease_until > time.monotonic():
+        if part is not None and not part.unacked and self.membership.lease_until > time.monotonic():
             # Owner-local: a dict lookup on this thread (while the owner lease holds: a member
-            # that may have been declared dead meanwhile asks its loop, which waits to hear).
+            # that may have been declared dead meanwhile asks its loop, which waits to hear; and
+            # while no write of the partition waits for its backups: the loop waits for it).
             records = part.maps.get(self.name)
             value = records.get(encoded) if records is not None else None
             if value is not None or self.store is None:

@@ -145,6 +145,10 @@ class Executor:
         if op.code == Code.MERGE:
             return self._merge(part, op)
         if not write:
+            if part.unacked:
+                fence = part.unacked.get((op.map, op.key)) or part.unacked.get((op.map, b""))
+                if fence is not None:
+                    return asyncio.ensure_future(self._after_unacked(fence, op, caller_version, sender))
             result = storage_ops.execute(part, op, self._equal)[0]
             result.version = part.version
             if result.found and op.code == Code.GET:
@@ -156,6 +160,23 @@ class Executor:
         if config.store is not None:
             return self._stores.write(part, op, config, lambda: self._write(part, op))
         return self._write(part, op)
+
+    async def _after_unacked(
+        self, fence: asyncio.Future[Result], op: Op, caller_version: int, sender: str
+    ) -> Result:
+        """Read ``op``'s key once the write of it that the backups have not acknowledged is:
+        answered before, the read could return a value that a split then loses (the write ends
+        INDETERMINATE and a backup beyond the split is promoted without it). If that write does
+        not end acknowledged, the caller asks again (the backups may be repaired meanwhile, or
+        this member lose its lease)."""
+        try:
+            written = await asyncio.shield(fence)
+        except Exception:  # noqa: BLE001 - any failure of the write: the read is retried
+            written = None
+        if written is None or written.status != Status.OK:
+            return Result(Status.RETRY, message="a write of this key is not acknowledged by its backups yet")
+        outcome = self.execute(op, caller_version, sender)
+        return await outcome if isinstance(outcome, asyncio.Future) else outcome
 
     def admit(self, op: Op, caller_version: int) -> Partition | Result:
         """The partition to run a checked ``op`` on, or the result refusing it (quorum, lease,
@@ -238,6 +259,8 @@ class Executor:
             # Queued in the same versioned change: backups hold the pending write with the value.
             effects = (*effects, *self._stores.enqueue(part, name, effects, cleared_keys))
         outcome = self._manager.replicator.replicate(op.partition, part.version, effects, result)
+        if isinstance(outcome, asyncio.Future):
+            _fence(part, (name, op.key), outcome)
         if config.bounded or self._publisher.interested(name):
             self._owner.written(part, op, config, effects, old, cleared, size_before)
         return outcome
@@ -388,6 +411,18 @@ class Executor:
         if self._manager.table.owner(p) == self._manager.uuid:
             return Result(Status.RETRY, message=f"partition {p} is migrating to this member")
         return Result(Status.MOVED, message=f"this member does not own partition {p}")
+
+
+def _fence(part: Partition, key: tuple[str, bytes], outcome: asyncio.Future[Result]) -> None:
+    """Until ``outcome`` (a write of ``key``: b"" for the whole map) is acknowledged, reads of
+    the key wait for it (``Executor._after_unacked``)."""
+    part.unacked[key] = outcome
+
+    def done(_: asyncio.Future[Result]) -> None:
+        if part.unacked.get(key) is outcome:
+            del part.unacked[key]
+
+    outcome.add_done_callback(done)
 
 
 def _first_failure(pending: list[asyncio.Future[Result]], result: Result) -> asyncio.Future[Result]:

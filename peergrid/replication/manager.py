@@ -611,7 +611,10 @@ class PartitionManager:
             await asyncio.sleep(delay)
             with contextlib.suppress(PeerGridError):
                 await self._check_leftovers(self.table.version)
-            delay = min(delay * 2, self._timing.anti_entropy_interval)
+            # At most rpc_timeout apart: an owner whose backups take long to sync (many members
+            # joined at once) would otherwise be asked again only after 12, 24, 30 s, and the
+            # cluster would stay unsafe that long after the copies were in place.
+            delay = min(delay * 2, self._timing.rpc_timeout)
 
     async def check_leftovers(self) -> None:
         """Drop copies of partitions we are no replica of, once their owner holds as much."""

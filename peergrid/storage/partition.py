@@ -8,6 +8,7 @@ loop thread changes a partition.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from peergrid.protocol import Effect, EffectKind
 from peergrid.storage import journal
@@ -23,7 +24,7 @@ def _no_policy(_name: str) -> None:
 class Partition:
     """The maps' entries of one partition, and the version they are at."""
 
-    __slots__ = ("deltas", "id", "journal", "maps", "policies", "version")
+    __slots__ = ("deltas", "id", "journal", "maps", "policies", "unacked", "version")
 
     def __init__(self, partition_id: int, version: int = 0, policies: Policies = _no_policy) -> None:
         self.id = partition_id
@@ -36,6 +37,10 @@ class Partition:
         #: (map, key) -> member uuid -> what that member added to a key the journal saw only
         #: incremented (a grow-only count per contributor).
         self.deltas: dict[tuple[str, bytes], dict[str, int]] | None = None
+        #: (map, key) -> the outcome of the latest write of that key (key b"": of the whole map)
+        #: applied here but not yet acknowledged by the backups (owner only). A read of such a
+        #: key waits for it: answered at once, it could see a write that a split then loses.
+        self.unacked: dict[tuple[str, bytes], Any] = {}
 
     def store(self, name: str) -> Records:
         """The record store of map ``name``, created empty on first use."""

@@ -73,6 +73,7 @@ def join_reply_to_pb(reply: JoinReply) -> membership_pb2.JoinResponse:
         master_address=reply.master_address,
         cluster=reply.cluster,
         uuid=reply.uuid,
+        list_version=reply.list_version,
     )
     if reply.members is not None:
         msg.members.CopyFrom(members_to_pb(reply.members, reply.cluster))
@@ -87,6 +88,7 @@ def join_reply_from_pb(msg: membership_pb2.JoinResponse) -> JoinReply:
         members=members_from_pb(msg.members) if msg.HasField("members") else None,
         cluster=msg.cluster,
         uuid=msg.uuid,
+        list_version=msg.list_version,
     )
 
 

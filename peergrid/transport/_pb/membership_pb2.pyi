@@ -21,7 +21,7 @@ class JoinRequest(_message.Message):
     def __init__(self, cluster: _Optional[str] = ..., member: _Optional[_Union[_common_pb2.MemberInfo, _Mapping]] = ..., partition_count: _Optional[int] = ..., serializer: _Optional[str] = ..., probe: bool = ...) -> None: ...
 
 class JoinResponse(_message.Message):
-    __slots__ = ("status", "reason", "master_address", "members", "cluster", "uuid")
+    __slots__ = ("status", "reason", "master_address", "members", "cluster", "uuid", "list_version")
     class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         ACCEPTED: _ClassVar[JoinResponse.Status]
@@ -40,13 +40,15 @@ class JoinResponse(_message.Message):
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     UUID_FIELD_NUMBER: _ClassVar[int]
+    LIST_VERSION_FIELD_NUMBER: _ClassVar[int]
     status: JoinResponse.Status
     reason: str
     master_address: str
     members: _common_pb2.MemberList
     cluster: str
     uuid: str
-    def __init__(self, status: _Optional[_Union[JoinResponse.Status, str]] = ..., reason: _Optional[str] = ..., master_address: _Optional[str] = ..., members: _Optional[_Union[_common_pb2.MemberList, _Mapping]] = ..., cluster: _Optional[str] = ..., uuid: _Optional[str] = ...) -> None: ...
+    list_version: int
+    def __init__(self, status: _Optional[_Union[JoinResponse.Status, str]] = ..., reason: _Optional[str] = ..., master_address: _Optional[str] = ..., members: _Optional[_Union[_common_pb2.MemberList, _Mapping]] = ..., cluster: _Optional[str] = ..., uuid: _Optional[str] = ..., list_version: _Optional[int] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
     __slots__ = ("cluster", "uuid", "list_version")

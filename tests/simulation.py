@@ -1,0 +1,352 @@
+"""peergrid's real membership protocol (``cluster.membership.Membership``) run by hundreds or
+thousands of members in one process, on a simulated network, in virtual time.
+
+Every member is a real ``Membership``; only the peers' calls are simulated (``SimPeer``: a
+delay each way, random loss, crashed and paused members), and the asyncio loop runs on a
+virtual clock that jumps to the next timer when nothing is ready, so a minute of protocol runs
+in seconds and the figures do not depend on this machine's speed.
+
+    python -m tests.simulation --members 1000          # report: detection, false positives, messages
+
+``tests/test_simulation.py`` checks the properties at 100 members (and 1,000 with
+``PEERGRID_SOAK=1``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import random
+import statistics
+import sys
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from peergrid.cluster.membership import Membership, State
+from peergrid.config import GridConfig, Timing
+from peergrid.errors import PeerGridError, PeerUnavailableError
+from peergrid.protocol import HeartbeatReply, JoinReply, Member, MemberList
+
+
+class VirtualLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock jumps to the next timer whenever no callback is ready."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._virtual = 0.0
+
+    def time(self) -> float:
+        return self._virtual
+
+    def _run_once(self) -> None:  # asyncio's private step: advance the clock, then run it
+        if not self._ready and self._scheduled:  # type: ignore[attr-defined]
+            when = self._scheduled[0]._when  # type: ignore[attr-defined]
+            self._virtual = max(self._virtual, when)
+        super()._run_once()  # type: ignore[misc]
+
+
+@dataclass
+class Network:
+    """Who is reachable, and what each member sent and received."""
+
+    rng: random.Random
+    loss: float = 0.0
+    delay: tuple[float, float] = (0.0002, 0.002)  # one way, seconds (uniform)
+    members: dict[str, Membership] = field(default_factory=dict)  # address -> member
+    down: set[str] = field(default_factory=set)  # crashed: never answers again
+    paused: set[str] = field(default_factory=set)  # answers nothing until resumed
+    sent: Counter[str] = field(default_factory=Counter)
+    received: Counter[str] = field(default_factory=Counter)
+
+    def cut(self, address: str) -> bool:
+        return address in self.down or address in self.paused
+
+    def lost(self) -> bool:
+        return self.loss > 0 and self.rng.random() < self.loss
+
+
+class SimPeer:
+    """``membership.PeerCalls`` to one member over the simulated network."""
+
+    def __init__(self, net: Network, source: str, address: str, timeout: float) -> None:
+        self.net, self.source, self.address, self.timeout = net, source, address, timeout
+
+    async def _call(self, timeout: float | None, handle: Callable[[Membership], Any]) -> Any:
+        net = self.net
+        deadline = asyncio.get_running_loop().time() + (timeout or self.timeout)
+        net.sent[self.source] += 1
+        if net.cut(self.source) or net.cut(self.address) or net.lost():
+            await _sleep_until(deadline)
+            raise PeerUnavailableError(
+                f"peer {self.address} is unreachable (simulated)", address=self.address
+            )
+        await asyncio.sleep(net.rng.uniform(*net.delay))
+        target = net.members[self.address]
+        net.received[self.address] += 1
+        result = handle(target)
+        if asyncio.iscoroutine(result):
+            result = await result
+        if net.cut(self.address) or net.cut(self.source) or net.lost():
+            await _sleep_until(deadline)
+            raise PeerUnavailableError(
+                f"peer {self.address} is unreachable (simulated)", address=self.address
+            )
+        await asyncio.sleep(net.rng.uniform(*net.delay))
+        return result
+
+    async def join(
+        self,
+        member: Member,
+        partition_count: int,
+        serializer: str,
+        timeout: float | None = None,
+        probe: bool = False,
+    ) -> JoinReply:
+        reply: JoinReply = await self._call(
+            timeout, lambda m: m.handle_join(member, partition_count, serializer, probe)
+        )
+        return reply
+
+    async def heartbeat(self, uuid: str, list_version: int, timeout: float | None = None) -> HeartbeatReply:
+        def handle(m: Membership) -> HeartbeatReply:
+            reply = m.handle_heartbeat(uuid, list_version)
+            return HeartbeatReply(reply.status, reply.list_version, uuid=m.me.uuid, leaving=reply.leaving)
+
+        reply: HeartbeatReply = await self._call(timeout, handle)
+        return reply
+
+    async def publish(self, members: MemberList, timeout: float | None = None) -> None:
+        await self._call(timeout, lambda m: m.handle_publish(members))
+
+    async def get_members(self, timeout: float | None = None) -> MemberList:
+        members: MemberList = await self._call(timeout, lambda m: m.members)
+        return members
+
+    async def leave(self, uuid: str, final: bool, timeout: float | None = None) -> None:
+        await self._call(timeout, lambda m: m.handle_leave(uuid, final))
+
+
+async def _sleep_until(deadline: float) -> None:
+    await asyncio.sleep(max(0.0, deadline - asyncio.get_running_loop().time()))
+
+
+@dataclass
+class Report:
+    """What one simulated run measured (times in heartbeat intervals)."""
+
+    members: int
+    joined_at: float  # virtual seconds from the simultaneous start until all agree
+    list_versions: int  # versions the master made while they joined
+    detection_mean: float  # crash -> each live member's list without it, mean over members
+    detection_max: float
+    false_removals: int  # live members removed over the idle period (loss, pause)
+    pause_removed: bool  # the paused member was removed (its pause outlasted the timeout)
+    messages_per_member: float  # calls sent + received per member per interval, idle
+    messages_max_non_master: float
+    messages_master: float
+
+
+class Simulation:
+    """N members on a ``Network``; drive with ``run(...)`` inside a ``VirtualLoop``."""
+
+    def __init__(self, n: int, seed: int = 1, loss: float = 0.0, timing: Timing | None = None) -> None:
+        self.n = n
+        self.timing = timing or Timing()
+        self.config = GridConfig(cluster="sim", timing=self.timing, partition_count=max(271, 2 * n + 1))
+        self.net = Network(random.Random(seed), loss=loss)
+        self.rng = random.Random(seed + 1)
+        self.removed: list[tuple[float, str, str]] = []  # (time, by address, removed uuid)
+        self.uuids: dict[str, str] = {}
+        self.exited: list[str] = []  # members that gave up joining, and why
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _member(self, i: int, seeds: list[str]) -> Membership:
+        address = f"10.0.{i // 250}.{i % 250}:5701"
+        uuid = f"m{i:05d}-{self.rng.getrandbits(32):08x}"  # uuid order = start order, as uuid1 would
+        me = Member(uuid, address)
+        self.uuids[uuid] = address
+        loop = asyncio.get_running_loop()
+        holder: list[Membership] = []
+
+        def on_change(old: MemberList, new: MemberList) -> None:
+            now = loop.time()
+            for gone in set(old.uuids) - set(new.uuids):
+                self.removed.append((now, address, gone))
+
+        def on_removed() -> None:
+            self._spawn(self._rejoin(holder[0]))
+
+        membership = Membership(
+            self.config,
+            me,
+            lambda peer: SimPeer(self.net, address, peer, self.timing.rpc_timeout),
+            on_change,
+            on_removed,
+            lambda: seeds,
+            clock=loop.time,
+        )
+        holder.append(membership)
+        self.net.members[address] = membership
+        return membership
+
+    async def _rejoin(self, membership: Membership) -> None:
+        membership.reset_for_rejoin()
+        await membership.join()
+
+    async def _start(self, membership: Membership) -> None:
+        try:
+            await membership.join()
+        except PeerGridError as exc:  # a member that gives up (JoinError) exits, as a process would
+            self.exited.append(f"{membership.me.address}: {exc}"[:300])
+            self.net.down.add(membership.address)
+            return
+        membership.start_heartbeats()
+
+    def _live(self) -> list[Membership]:
+        return [m for a, m in self.net.members.items() if a not in self.net.down]
+
+    def _agreed(self) -> bool:
+        live = self._live()
+        want = {m.me.uuid for m in live}
+        return all(m.state is State.ACTIVE and set(m.members.uuids) == want for m in live)
+
+    async def _until(self, condition: Callable[[], bool], limit: float) -> float | None:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        while loop.time() - start < limit:
+            if condition():
+                return loop.time() - start
+            await asyncio.sleep(self.timing.heartbeat_interval / 10)
+        return None
+
+    async def run(self, idle: float = 60.0, pause: float | None = None) -> Report:
+        """Start all together, idle (with loss), pause one member, crash one; measure."""
+        loop = asyncio.get_running_loop()
+        interval = self.timing.heartbeat_interval
+        members = [self._member(i, []) for i in range(self.n)]
+        seeds = [m.address for m in members[:3]]
+        for m in members:
+            m._seeds = lambda: seeds  # the same three seeds for everyone
+        for m in members:
+            self._spawn(self._start(m))
+        joined_at = await self._until(self._agreed, 600.0)
+        if self.exited:
+            raise AssertionError(f"{len(self.exited)} members gave up joining, e.g. {self.exited[0]}")
+        if joined_at is None:
+            raise AssertionError(f"{self.n} members did not agree on one list within 600 s (virtual)")
+        versions = members[0].members.version
+        await asyncio.sleep(5 * interval)  # settle: joins published, first heartbeats exchanged
+
+        # Idle, with the network's loss: count messages and removals.
+        self.net.sent.clear()
+        self.net.received.clear()
+        before = len(self.removed)
+        await asyncio.sleep(idle)
+        master_uuid = members[0].members.master_uuid
+        master_address = self.uuids[master_uuid]
+        per = {a: (self.net.sent[a] + self.net.received[a]) / (idle / interval) for a in self.net.members}
+        non_master = [v for a, v in per.items() if a != master_address]
+
+        # A pause shorter than the failure timeout must not remove anyone; a longer one removes
+        # only the paused member.
+        pause = self.timing.failure_timeout / 2 if pause is None else pause
+        victim = members[-1]
+        self._pause(victim, True)
+        await asyncio.sleep(pause)
+        self._pause(victim, False, stalled=pause)
+        await asyncio.sleep(3 * interval)
+        pause_removed = any(u == victim.me.uuid for _, _, u in self.removed[before:])
+        false_removals = sum(1 for _, _, u in self.removed[before:] if u != victim.me.uuid)
+
+        # A crash: when does each live member's list drop it?
+        crashed = members[-2]
+        await crashed.stop()
+        self.net.down.add(crashed.address)
+        crashed_at = loop.time()
+        mark = len(self.removed)
+        await self._until(
+            lambda: all(crashed.me.uuid not in m.members for m in self._live()),
+            60 * self.timing.failure_timeout,
+        )
+        seen: dict[str, float] = {}
+        for when, by, uuid in self.removed[mark:]:
+            if uuid == crashed.me.uuid:
+                seen.setdefault(by, when - crashed_at)
+        detections = [seen.get(m.address, float("inf")) / interval for m in self._live()]
+        for m in members:
+            await m.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        return Report(
+            members=self.n,
+            joined_at=joined_at,
+            list_versions=versions,
+            detection_mean=statistics.fmean(detections),
+            detection_max=max(detections),
+            false_removals=false_removals,
+            pause_removed=pause_removed,
+            messages_per_member=statistics.fmean(per.values()),
+            messages_max_non_master=max(non_master),
+            messages_master=per[master_address],
+        )
+
+    def _pause(self, member: Membership, paused: bool, stalled: float = 0.0) -> None:
+        """SIGSTOP / SIGCONT, as the member sees it: nothing in or out, no tick, and on resuming
+        a tick that finds its loop ``stalled`` seconds late."""
+        if paused:
+            self.net.paused.add(member.address)
+            if member._ticker is not None:
+                member._ticker.cancel()
+                member._ticker = None
+            return
+        self.net.paused.discard(member.address)
+        if stalled > max(self.timing.heartbeat_interval, self.timing.failure_timeout / 4):
+            member._stalled(stalled, asyncio.get_running_loop().time())
+        member.start_heartbeats()
+
+
+def simulate(
+    n: int, seed: int = 1, loss: float = 0.0, idle: float = 60.0, timing: Timing | None = None
+) -> Report:
+    """Run one simulation to its report."""
+    loop = VirtualLoop()
+    try:
+        return loop.run_until_complete(Simulation(n, seed, loss, timing).run(idle=idle))
+    finally:
+        loop.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.simulation", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--members", default="100,1000", help="comma-separated sizes (default 100,1000)")
+    parser.add_argument("--loss", type=float, default=0.01, help="message loss, each way (default 0.01)")
+    parser.add_argument("--idle", type=float, default=60.0, help="virtual seconds of idle measurement")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    logging.getLogger("peergrid").setLevel(logging.ERROR)
+    print(
+        "| members | joined (s) | list versions at join | crash detected, mean / max (intervals) | "
+        "false removals | messages per member per interval: mean / max non-master / master |"
+    )
+    print("|---|---|---|---|---|---|")
+    for n in (int(x) for x in args.members.split(",")):
+        r = simulate(n, args.seed, args.loss, args.idle)
+        print(
+            f"| {r.members} | {r.joined_at:.1f} | {r.list_versions} | {r.detection_mean:.2f} / "
+            f"{r.detection_max:.2f} | {r.false_removals} | {r.messages_per_member:.2f} / "
+            f"{r.messages_max_non_master:.2f} / {r.messages_master:.0f} |",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""The membership protocol at scale: hundreds of real ``Membership`` objects on a simulated
+network in virtual time (tests/simulation.py). Figures are virtual (protocol intervals and
+message counts), so these checks do not depend on this machine's speed."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.simulation import simulate
+
+SIZES = [100, 1000] if os.environ.get("PEERGRID_SOAK") else [100]
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_idle_cost_per_member_is_constant_and_a_crash_is_detected_by_all(n: int) -> None:
+    report = simulate(n, seed=3, loss=0.01, idle=30.0)
+    # Everyone joined one cluster in a few list versions (joins are admitted in batches).
+    assert report.list_versions < n / 4
+    # No live member was removed at 1 % loss, nor for a pause shorter than the failure timeout.
+    assert report.false_removals == 0
+    assert not report.pause_removed
+    # A member that is not the master sends and receives a constant number of messages per
+    # interval (its heartbeat to the master and the answer, and the odd probe), whatever n.
+    assert report.messages_max_non_master <= 4
+    # The master hears from everyone: that is what its lease judgement rests on.
+    assert report.messages_master <= 2.5 * n
+    # Crash -> every live member's list without it: the failure timeout (5 intervals), one
+    # probe (1 interval), publication.
+    assert report.detection_max <= 8
