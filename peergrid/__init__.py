@@ -24,10 +24,12 @@ from peergrid.config import (
 )
 from peergrid.errors import (
     ArgumentError,
+    BindError,
     CapacityError,
     ClusterError,
     ClusterNameMismatchError,
     ConfigError,
+    ForkError,
     GridClosedError,
     IndeterminateWriteError,
     JoinError,
@@ -43,6 +45,7 @@ from peergrid.errors import (
     RemoteError,
     SerializationError,
     StoreError,
+    TLSConfigError,
     TLSError,
 )
 from peergrid.events.model import EntryEvent
@@ -63,6 +66,7 @@ __all__ = [
     "AsyncGrid",
     "AsyncLockHandle",
     "AsyncMap",
+    "BindError",
     "CacheInfo",
     "CapacityError",
     "ClusterError",
@@ -72,6 +76,7 @@ __all__ = [
     "Entry",
     "EntryEvent",
     "EntryView",
+    "ForkError",
     "Grid",
     "GridClosedError",
     "GridConfig",
@@ -97,6 +102,7 @@ __all__ = [
     "SerializationError",
     "StoreError",
     "TLSConfig",
+    "TLSConfigError",
     "TLSError",
     "Timing",
     "WriteBehindConfig",

@@ -15,6 +15,7 @@ from peergrid.config import GridConfig
 from peergrid.errors import ArgumentError, ConfigError
 from peergrid.maps.aio import AsyncDriver, AsyncMap
 from peergrid.maps.core import Caller, check_types, map_config, recover_lost_partitions
+from peergrid.member.loop import check_not_forked, track
 from peergrid.member.node import Node
 from peergrid.protocol import Member
 from peergrid.serialization import Key
@@ -45,6 +46,7 @@ class AsyncGrid:
         """Bind, join and return self (idempotent)."""
         if self._node is None:
             node = Node(self.config)
+            track(node)  # in a forked child, every call on it raises GridClosedError
             await asyncio.to_thread(node.start)
             self._node = node
         return self
@@ -67,6 +69,7 @@ class AsyncGrid:
     def node(self) -> Node:
         if self._node is None:
             raise ConfigError("the AsyncGrid is not started: use 'async with' or 'await AsyncGrid(...)'")
+        check_not_forked(self._node)
         return self._node
 
     @property
@@ -145,15 +148,25 @@ class AsyncGrid:
         self.node.processors.register(name, fn)
 
     def cached(
-        self, map_name: str, ttl: float | None = None, *, timeout: float = 1.0, claim_ttl: float = 30.0
+        self,
+        map_name: str,
+        ttl: float | None = None,
+        *,
+        timeout: float = 1.0,
+        claim_ttl: float = 30.0,
+        key: Callable[..., Any] | None = None,
+        typed: bool = False,
     ) -> Callable[[F], F]:
         """Cache the decorated ``async def`` functions' results in map ``map_name``, keyed by
-        their arguments; the options as for ``Grid.cached``."""
+        their arguments; the options as for ``Grid.cached``. The wrapper's ``cache_clear()``
+        is a coroutine (``await f.cache_clear()``)."""
         from peergrid.maps.cached import cached_async
 
         node = self.node
 
-        def open_map() -> AsyncMap[Any, Any]:
+        def open_map(timeout: float | None) -> AsyncMap[Any, Any]:
+            if timeout is None:
+                return AsyncMap(node, map_name, node.registry.configured(map_name))
             return AsyncMap(node, map_name, node.registry.configured(map_name), timeout=timeout, strict=True)
 
-        return cached_async(node, open_map, map_name, ttl, timeout, claim_ttl)
+        return cached_async(node, open_map, map_name, ttl, timeout, claim_ttl, key, typed)

@@ -2,7 +2,12 @@
 
 peergrid member --cluster NAME --bind HOST:PORT --members A,B [--backup-count N] [--discovery mdns]
                 [--tls-cert FILE --tls-key FILE --tls-ca FILE [--tls-server-name NAME]]
-peergrid demo
+peergrid demo [--members N] [--entries N]
+peergrid --version
+
+Exit codes: 0 done; 2 a usage or configuration error (a bad option, an address that cannot be
+bound, unusable TLS files, a seed of another cluster name); 1 a failure at run time.
+Errors are one line on stderr, never a traceback (``-v``, before or after the command, logs more).
 """
 
 from __future__ import annotations
@@ -13,10 +18,17 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from peergrid.errors import PeerGridError
+from peergrid.errors import (
+    ArgumentError,
+    BindError,
+    ClusterNameMismatchError,
+    ConfigError,
+    PeerGridError,
+    TLSError,
+)
 
 if TYPE_CHECKING:
     from peergrid.grid import Grid
@@ -137,19 +149,56 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(members=args.members, entries=args.entries)
 
 
+#: Errors that a change of options or configuration fixes: exit code 2, as for a usage error.
+USAGE_ERRORS = (ConfigError, ArgumentError, BindError, TLSError, ClusterNameMismatchError)
+
+
+class _Parser(argparse.ArgumentParser):
+    """A parser whose usage errors are one line on stderr (argparse prints the usage too)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _count(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``low``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is less than {low}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
 def parser() -> argparse.ArgumentParser:
     """The command-line parser."""
-    root = argparse.ArgumentParser(prog="peergrid", description="An embedded peer-to-peer data grid.")
-    root.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    commands = root.add_subparsers(dest="command", required=True)
+    from peergrid import __version__
 
-    member = commands.add_parser("member", help="run a standalone member until SIGINT/SIGTERM")
+    root = _Parser(prog="peergrid", description="An embedded peer-to-peer data grid.")
+    root.add_argument("--version", action="version", version=f"peergrid {__version__}")
+    verbose = _Parser(add_help=False)
+    # SUPPRESS: `peergrid -v member` and `peergrid member -v` both set it; neither unsets it.
+    verbose.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log at INFO level"
+    )
+    root.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    commands = root.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    member = commands.add_parser(
+        "member", parents=[verbose], help="run a standalone member until SIGINT/SIGTERM"
+    )
     member.add_argument("--cluster", default="peergrid", help="cluster name (default: peergrid)")
     member.add_argument("--bind", default="127.0.0.1:0", help="HOST:PORT to serve on (port 0: any free)")
     member.add_argument("--members", default="", help="comma-separated seed addresses HOST:PORT")
-    member.add_argument("--backup-count", type=int, default=1, help="synchronous backups (default 1)")
+    member.add_argument("--backup-count", type=_count(0), default=1, help="synchronous backups (default 1)")
     member.add_argument("--discovery", choices=("static", "mdns"), default="static")
-    member.add_argument("--min-cluster-size", type=int, default=1, help="refuse writes below this size")
+    member.add_argument("--min-cluster-size", type=_count(1), default=1, help="refuse writes below this size")
     member.add_argument(
         "--serializer", choices=("msgpack", "pickle"), default="msgpack", help="pickle needs the TLS options"
     )
@@ -167,22 +216,29 @@ def parser() -> argparse.ArgumentParser:
     )
     member.set_defaults(run=_member)
 
-    demo = commands.add_parser("demo", help="start a small cluster, write, kill a member, read everything")
-    demo.add_argument("--members", type=int, default=4, help="members to run (default 4)")
-    demo.add_argument("--entries", type=int, default=5000, help="entries to write (default 5000)")
+    demo = commands.add_parser(
+        "demo", parents=[verbose], help="start a small cluster, write, kill a member, read everything"
+    )
+    demo.add_argument("--members", type=_count(3), default=4, help="members to run, 3 or more (default 4)")
+    demo.add_argument("--entries", type=_count(1), default=5000, help="entries to write (default 5000)")
     demo.set_defaults(run=_demo)
     return root
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of the ``peergrid`` command."""
+    """Entry point of the ``peergrid`` command: exits 0, 1 (a failure at run time) or 2 (a
+    usage or configuration error), with one line on stderr for an error."""
     args = parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        sys.exit(args.run(args))
-    except PeerGridError as exc:
-        print(f"peergrid: {type(exc).__name__}: {exc}", file=sys.stderr)
-        sys.exit(2)
+        code = args.run(args)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the command's one border: one line, never a traceback
+        name = type(exc).__name__ if isinstance(exc, PeerGridError) else f"unexpected {type(exc).__name__}"
+        print(f"peergrid: {name}: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2 if isinstance(exc, USAGE_ERRORS) else 1)
+    sys.exit(code)

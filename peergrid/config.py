@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from peergrid.errors import ArgumentError, ConfigError
+from peergrid.errors import ArgumentError, ConfigError, TLSConfigError
 
 DiscoveryKind = Literal["static", "mdns"]
 
@@ -259,7 +259,11 @@ class TLSConfig:
     def from_files(
         cls, certificate: str, private_key: str, ca_certificate: str, server_name: str = ""
     ) -> TLSConfig:
-        """Read PEM files from disk (``ConfigError`` naming a file that cannot be read)."""
+        """Read PEM files from disk and check them (see ``validate``).
+
+        Raises ``TLSConfigError`` (a ``ConfigError``) naming a file that cannot be read, holds
+        something else than it should (swapped files), or a key that is not the certificate's.
+        """
         contents = []
         for what, path in (
             ("certificate", certificate),
@@ -270,20 +274,92 @@ class TLSConfig:
                 with open(path, "rb") as file:
                     contents.append(file.read())
             except OSError as exc:
-                raise ConfigError(f"cannot read the TLS {what} file {path!r}: {exc.strerror}") from exc
-        return cls(contents[0], contents[1], contents[2], server_name)
+                raise TLSConfigError(f"cannot read the TLS {what} file {path!r}: {exc.strerror}") from exc
+        config = cls(contents[0], contents[1], contents[2], server_name)
+        config.validate(
+            files={"certificate": certificate, "private_key": private_key, "ca_certificate": ca_certificate}
+        )
+        return config
 
-    def validate(self) -> None:
-        """Raise ``ConfigError`` when a field is not PEM data."""
-        for name in ("certificate", "private_key", "ca_certificate"):
+    def validate(self, files: Mapping[str, str] | None = None) -> None:
+        """Raise ``TLSConfigError`` (a ``ConfigError``) when a field is not PEM data of its kind
+        (a certificate, a private key, a certificate), as when two files are swapped; when the
+        ``cryptography`` package is installed, also when the private key is not the
+        certificate's, or the CA's certificate says it is no CA. (Without ``cryptography`` the
+        key is checked when the member binds: grpc refuses it then.)
+        """
+        files = files or {}
+        for name, kind in (
+            ("certificate", "CERTIFICATE"),
+            ("private_key", "PRIVATE KEY"),
+            ("ca_certificate", "CERTIFICATE"),
+        ):
             value = getattr(self, name)
+            where = f"tls.{name}" + (f" (file {files[name]!r})" if name in files else "")
             if not isinstance(value, bytes) or b"-----BEGIN " not in value:
-                raise ConfigError(
-                    f"tls.{name} must be PEM data (bytes with a '-----BEGIN ...' line); "
+                raise TLSConfigError(
+                    f"{where} must be PEM data (bytes with a '-----BEGIN ...' line); "
                     "read files with peergrid.TLSConfig.from_files(...)"
+                )
+            found = _pem_kind(value)
+            if not found.endswith(kind) or (
+                kind == "CERTIFICATE" and "PRIVATE KEY" in value.decode("ascii", "replace")
+            ):
+                raise TLSConfigError(
+                    f"{where} holds a PEM {found}, not a {kind}: are two TLS files swapped? "
+                    "TLSConfig.from_files takes (certificate, private_key, ca_certificate)"
                 )
         if not isinstance(self.server_name, str):
             raise ConfigError(f"tls.server_name must be a str, got {self.server_name!r}")
+        _check_key_pair(self, files)
+
+
+def _pem_kind(data: bytes) -> str:
+    """The type of the first PEM block (``CERTIFICATE``, ``RSA PRIVATE KEY``, ...)."""
+    start = data.index(b"-----BEGIN ") + len(b"-----BEGIN ")
+    end = data.find(b"-----", start)
+    return data[start:end].decode("ascii", "replace").strip()
+
+
+def _check_key_pair(tls: TLSConfig, files: Mapping[str, str]) -> None:
+    """With ``cryptography`` installed: the key is the certificate's, and the CA is a CA."""
+    try:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+    except ImportError:  # optional: grpc refuses a key of another certificate at bind
+        return
+    name = {
+        n: f"tls.{n}" + (f" (file {files[n]!r})" if n in files else "")
+        for n in ("certificate", "private_key", "ca_certificate")
+    }
+    try:
+        certificate = x509.load_pem_x509_certificate(tls.certificate)
+        ca = x509.load_pem_x509_certificate(tls.ca_certificate)
+    except ValueError as exc:
+        raise TLSConfigError(
+            f"{name['certificate']} or {name['ca_certificate']} is not a valid certificate: {exc}"
+        ) from exc
+    try:
+        key = serialization.load_pem_private_key(tls.private_key, password=None)
+    except (ValueError, TypeError) as exc:
+        raise TLSConfigError(
+            f"{name['private_key']} cannot be loaded ({exc}); peergrid needs an unencrypted PEM private key"
+        ) from exc
+    try:
+        constraints = ca.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        constraints = None
+    if constraints is not None and not constraints.ca:
+        raise TLSConfigError(
+            f"{name['ca_certificate']} is a member's certificate (basic constraints CA:FALSE), not "
+            "the cluster CA: are the certificate and CA files swapped?"
+        )
+    raw = serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    if key.public_key().public_bytes(*raw) != certificate.public_key().public_bytes(*raw):
+        raise TLSConfigError(
+            f"{name['private_key']} is not the private key of {name['certificate']} "
+            f"(subject {certificate.subject.rfc4514_string()!r}): give the key that was issued with it"
+        )
 
 
 EvictionPolicy = Literal["lru", "lfu", "none"]

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from peergrid.errors import IndeterminateWriteError, PeerGridError
+from peergrid.errors import ConfigError, IndeterminateWriteError, PeerGridError
 from peergrid.grid import Grid
 
 START_TIMEOUT = 30.0
@@ -94,9 +94,12 @@ class _Writer(threading.Thread):
 
 
 def run_demo(members: int = 4, entries: int = 5000) -> int:
-    """Run the demo; return the process exit code."""
-    if members < 3:
-        raise PeerGridError("the demo needs at least 3 members (2 here and 1 to kill)")
+    """Run the demo; return the process exit code (``ConfigError`` for fewer than 3 members or
+    fewer than 1 entry)."""
+    if isinstance(members, bool) or not isinstance(members, int) or members < 3:
+        raise ConfigError(f"the demo needs at least 3 members (2 here and 1 to kill), got {members!r}")
+    if isinstance(entries, bool) or not isinstance(entries, int) or entries < 1:
+        raise ConfigError(f"the demo needs at least 1 entry to write, got {entries!r}")
     cluster = f"demo-{uuid.uuid4().hex[:6]}"
     _say(f"peergrid demo: cluster {cluster!r}, {members} members on loopback, backup_count=1")
     with (

@@ -7,17 +7,20 @@ succeed if simply tried again::
 
     PeerGridError
     ├── ConfigError (+ TypeError)            bad or unknown configuration
+    │   └── TLSConfigError (+ TLSError)      TLS files unreadable, swapped, or key not the cert's
     ├── ArgumentError (+ TypeError)          bad arguments to a call
     │   ├── KeyTypeError                     a key that is not str, bytes or int
     │   └── SerializationError               a value the serializer cannot carry
     ├── LimitExceededError (+ ValueError)    a key, value or batch over a limit
     │   └── ResultTooLargeError              a read whose answer cannot fit the transport's messages
-    ├── GridClosedError                      the grid was shut down
+    ├── BindError (+ OSError)                the bind address is in use, not local, or invalid
+    ├── GridClosedError                      the grid was shut down, or created before a fork
+    ├── ForkError                            no member can start in a child forked from a running one
     ├── ClusterError
     │   ├── ClusterNameMismatchError         a peer belongs to another cluster
     │   ├── JoinError                        could not join the cluster
     │   ├── PeerUnavailableError             a peer could not be reached
-    │   │   └── TLSError                     a peer failed the TLS handshake
+    │   │   └── TLSError                     a peer failed the TLS handshake (or our TLS files)
     │   └── QuorumError                      fewer members than min_cluster_size
     ├── OperationTimeoutError (+ TimeoutError)   no answer within the deadline
     │   └── IndeterminateWriteError          a write whose outcome is unknown
@@ -74,8 +77,30 @@ class ResultTooLargeError(LimitExceededError):
         self.partition = partition
 
 
+class BindError(PeerGridError, OSError):
+    """This member cannot serve on its ``bind`` address: the port is in use, the host is not
+    an address of this machine, or the host or port is not valid. The message says which.
+
+    An ``OSError`` too, so code written for the old raw ``OSError`` still catches it.
+    """
+
+    def __init__(self, message: str, address: str = "") -> None:
+        super().__init__(message)
+        self.address = address
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class GridClosedError(PeerGridError):
-    """The grid has been shut down; create a new ``Grid`` to continue."""
+    """The grid has been shut down (or was created in the parent of a fork); create a new
+    ``Grid`` to continue."""
+
+
+class ForkError(PeerGridError):
+    """A member cannot start in this process: it was forked from a process whose member was
+    running, and grpc (which members use) does not survive fork. Start grids after fork, in
+    each worker; see ``docs/fork.md``."""
 
 
 class ClusterError(PeerGridError):
@@ -105,6 +130,15 @@ class TLSError(PeerUnavailableError):
     the address dialled (or ``tls.server_name``), or one side does not use TLS."""
 
     retryable = False
+
+
+class TLSConfigError(ConfigError, TLSError):
+    """This member's own TLS files cannot be used: unreadable, not PEM of the expected kind
+    (a key where the certificate belongs: swapped files), a private key that is not the
+    certificate's, or a CA file holding a certificate that is no CA.
+
+    Both a ``ConfigError`` and a ``TLSError``; the message names the field or file and the fix.
+    """
 
 
 class QuorumError(ClusterError):

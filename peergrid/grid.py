@@ -10,6 +10,7 @@ from peergrid.config import GridConfig
 from peergrid.errors import ArgumentError, ConfigError
 from peergrid.maps.core import Caller, check_types, map_config, recover_lost_partitions
 from peergrid.maps.sync import DistributedMap, SyncDriver
+from peergrid.member.loop import check_not_forked, track
 from peergrid.member.node import Node
 from peergrid.partition import partition_of
 from peergrid.protocol import Member
@@ -50,6 +51,7 @@ class Grid:
         self.config = config
         self._node = Node(config)
         self._maps: dict[str, DistributedMap[Any, Any]] = {}
+        track(self._node)  # in a forked child, every call on it raises GridClosedError
         self._node.start()
 
     # ------------------------------------------------------------------ identity
@@ -70,10 +72,12 @@ class Grid:
 
     def members(self) -> list[Member]:
         """The current member list, oldest first (each with ``.address`` and ``.uuid``)."""
+        check_not_forked(self._node)
         return self._node.members()
 
     def owner_of(self, key: Key) -> Member | None:
         """The member that currently owns ``key``'s partition (in every map)."""
+        check_not_forked(self._node)
         partition = partition_of(encode_key(key), self.config.partition_count)
         return self._node.owner_of(partition)
 
@@ -132,6 +136,7 @@ class Grid:
         """
         if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout < 0:
             raise ArgumentError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
+        check_not_forked(self._node)
         return bool(self._node.run(self._node.cluster_safe(timeout), timeout=timeout + 5))
 
     def is_safe(self) -> bool:
@@ -140,6 +145,7 @@ class Grid:
 
     def add_partition_lost_listener(self, listener: Callable[[int], None]) -> None:
         """Call ``listener(partition)`` when a partition this member owns lost every copy."""
+        check_not_forked(self._node)
         self._node.add_partition_lost_listener(listener)
 
     def recover_lost_partitions(self) -> list[int]:
@@ -194,7 +200,14 @@ class Grid:
         self._node.processors.register(name, fn)
 
     def cached(
-        self, map_name: str, ttl: float | None = None, *, timeout: float = 1.0, claim_ttl: float = 30.0
+        self,
+        map_name: str,
+        ttl: float | None = None,
+        *,
+        timeout: float = 1.0,
+        claim_ttl: float = 30.0,
+        key: Callable[..., Any] | None = None,
+        typed: bool = False,
     ) -> Callable[[F], F]:
         """Cache the decorated functions' results in map ``map_name``, keyed by their arguments.
 
@@ -203,17 +216,25 @@ class Grid:
         member, run the function once (``claim_ttl`` bounds how long the others
         wait for a claimer). Exceptions are not cached. Each grid call waits at
         most ``timeout`` seconds: when the grid cannot answer in time the function
-        runs directly (a *bypass*, logged and counted). The wrapper's
+        runs directly (a *bypass*, logged and counted). ``key``, a function of
+        the call's arguments, gives what the key is made of instead of the
+        arguments (a method is cached through it: ``key=lambda self, x: [self.id,
+        x]``); ``typed=True`` caches arguments of different types apart (``1`` and
+        ``1.0``), as ``functools.lru_cache(typed=True)``. The wrapper's
         ``cache_info()`` returns the counts, ``cache_key(*args, **kwargs)`` the
-        map key of a call (to delete it). See ``peergrid.maps.cached``.
+        map key of a call (to delete it), ``cache_clear()`` deletes the function's
+        results (returns how many). Raises ``ArgumentError`` for a bad option.
+        See ``peergrid.maps.cached``.
         """
         from peergrid.maps.cached import cached_sync
 
         node = self._node
 
-        def open_map() -> DistributedMap[Any, Any]:
+        def open_map(timeout: float | None) -> DistributedMap[Any, Any]:
+            if timeout is None:
+                return DistributedMap(node, map_name, node.registry.configured(map_name))
             return DistributedMap(
                 node, map_name, node.registry.configured(map_name), timeout=timeout, strict=True
             )
 
-        return cached_sync(node, open_map, map_name, ttl, timeout, claim_ttl)
+        return cached_sync(node, open_map, map_name, ttl, timeout, claim_ttl, key, typed)

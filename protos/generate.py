@@ -6,6 +6,17 @@
 Needs grpcio-tools (in the ``test`` extra). The protos are mapped onto the
 package path so the generated modules import each other as
 ``peergrid.transport._pb.<name>_pb2``.
+
+The committed code is generated with grpcio-tools 1.62.3 (protobuf 4.25), the oldest that
+supports what the protos use (proto3, streams, ``--pyi_out``): code from grpcio-tools 1.63
+and later refuses to import under an older grpcio, and code from protoc 26 and later under
+an older protobuf, which would force those floors on every application. Regenerate with it:
+
+    python3.11 -m venv /tmp/tools && /tmp/tools/bin/pip install grpcio-tools==1.62.3
+    /tmp/tools/bin/python protos/generate.py
+
+``tests/test_protos.py`` checks freshness with any grpcio-tools (it compares the file
+descriptors and service methods, not bytes), and that no version check crept in.
 """
 
 from __future__ import annotations

@@ -265,3 +265,119 @@ def test_async_form() -> None:
                 a.cached("cache")(lambda: 1)
 
     asyncio.run(main())
+
+
+def test_cache_clear_deletes_this_functions_results_only(grids3: TestCluster, name: str) -> None:
+    calls = Calls()
+
+    def same(x: int) -> int:
+        calls()
+        return x
+
+    def negated(x: int) -> int:  # another function: a key of another name, in the same map
+        return -x
+
+    a, b = cached_everywhere(grids3, name, same)[:2]
+    other = grids3[2].cached(name)(negated)
+    assert [a(i) for i in range(5)] == list(range(5))
+    assert other(1) == -1
+    assert calls.count == 5
+    assert b.cache_clear() == 5  # on every member: a's results, cleared through b
+    assert grids3[0].get_map(name).size() == 1  # other's result stays
+    assert a(1) == 1
+    assert calls.count == 6
+    assert grids3[0].get_map(name).get(other.cache_key(1)) is not None
+    # A map holding nothing else is cleared in one go.
+    only = grids3[1].cached(f"{name}-only")(lambda x: x)
+    assert [only(i) for i in range(3)] == [0, 1, 2]
+    assert only.cache_clear() == 3
+    assert grids3[1].get_map(f"{name}-only").size() == 0
+    assert only.cache_clear() == 0
+
+
+def test_key_function_makes_the_key(grids3: TestCluster, name: str) -> None:
+    calls = Calls()
+
+    @grids3[0].cached(name, key=lambda user_id, verbose=False: user_id)
+    def load(user_id: int, verbose: bool = False) -> str:
+        calls()
+        return f"user {user_id}"
+
+    assert load(1) == load(1, verbose=True) == "user 1"  # verbose is not part of the key
+    assert calls.count == 1
+    assert load.cache_key(1) == load.cache_key(1, True) != load.cache_key(2)
+
+
+def test_methods_are_cached_per_instance_through_a_key_function(grids3: TestCluster, name: str) -> None:
+    calls = Calls()
+    grid = grids3[1]
+
+    class Users:
+        def __init__(self, tenant: str) -> None:
+            self.tenant = tenant
+
+        @grid.cached(name, key=lambda self, user_id: [self.tenant, user_id])
+        def load(self, user_id: int) -> str:
+            calls()
+            return f"{self.tenant}/{user_id}"
+
+    acme, other_acme, globex = Users("acme"), Users("acme"), Users("globex")
+    assert acme.load(1) == other_acme.load(1) == "acme/1"  # same tenant, same key
+    assert globex.load(1) == "globex/1"
+    assert calls.count == 2
+    assert acme.load.cache_info().hits == 1  # bound methods share the wrapper's counts
+
+
+def test_methods_without_a_key_function_warn_naming_key(
+    grids3: TestCluster, name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    grid = grids3[0]
+
+    class Users:
+        @grid.cached(name)
+        def load(self, user_id: int) -> int:
+            return user_id
+
+    with caplog.at_level(logging.WARNING, logger="peergrid.maps.cached"):
+        assert Users().load(1) == 1
+    assert any("key=lambda self" in r.getMessage() for r in caplog.records)
+
+
+def test_typed_keeps_equal_arguments_of_other_types_apart(grids3: TestCluster, name: str) -> None:
+    def show(x: Any) -> str:
+        return repr(x)
+
+    untyped = grids3[0].cached(name)(show)
+    typed = grids3[0].cached(f"{name}-typed", typed=True)(show)
+    # As functools.lru_cache: arguments that compare equal share an entry unless typed=True.
+    assert untyped.cache_key(1) == untyped.cache_key(1.0) == untyped.cache_key(True)
+    assert untyped.cache_key([1]) == untyped.cache_key((1.0,))
+    assert untyped.cache_key(1) != untyped.cache_key(1.5) != untyped.cache_key("1")
+    assert typed.cache_key(1) != typed.cache_key(1.0) != typed.cache_key(True)
+    assert typed(1) == "1"
+    assert typed(1.0) == "1.0"
+    with pytest.raises(peergrid.ArgumentError, match="typed"):
+        grids3[0].cached(name, typed="yes")
+    with pytest.raises(peergrid.ArgumentError, match="key"):
+        grids3[0].cached(name, key="user_id")
+
+
+def test_async_cache_clear_key_and_typed() -> None:
+    async def main() -> None:
+        options = {"cluster": f"cached-{time.time_ns()}", "timing": Timing.fast()}
+        async with peergrid.AsyncGrid(**options) as grid:
+            calls = Calls()
+
+            @grid.cached("cache", key=lambda x, *, note="": x, typed=True)
+            async def load(x: Any, *, note: str = "") -> str:
+                calls()
+                return repr(x)
+
+            assert await load(1) == await load(1, note="n") == "1"
+            assert await load(1.0) == "1.0"
+            assert calls.count == 2
+            assert await load.cache_clear() == 2
+            assert await load(1) == "1"
+            assert calls.count == 3
+
+    asyncio.run(main())

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+import socket
 
 import grpc
 import pytest
@@ -139,3 +141,47 @@ def test_malformed_and_oversized_requests_get_an_error_status_and_the_member_kee
         assert grid.get_map("m").get("k") == "v"
         grid.get_map("m").put("k2", "v2")
         assert grid.get_map("m").size() == 2
+
+
+# -- start errors: every failure to start is a PeerGridError that names the cause and the fix
+
+
+def test_a_port_in_use_is_a_bind_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(peergrid.BindError, match=f"port {port} is already in use") as info:
+            peergrid.Grid(bind=f"127.0.0.1:{port}", timing=Timing.fast())
+    assert isinstance(info.value, OSError)  # what the raw error was: old handlers still catch it
+    assert info.value.address == f"127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize(
+    ("bind", "message"),
+    [
+        ("256.1.1.1:0", "'256.1.1.1' is not a valid host name or IP address"),
+        ("192.0.2.1:0", "192.0.2.1 is not an address of this machine"),  # TEST-NET-1: never local
+    ],
+)
+def test_an_invalid_or_foreign_host_is_a_bind_error(bind: str, message: str) -> None:
+    with pytest.raises(peergrid.BindError, match=message):
+        peergrid.Grid(bind=bind, timing=Timing.fast())
+
+
+def test_an_invalid_port_is_a_config_error() -> None:
+    with pytest.raises(peergrid.ConfigError, match="port between 0 and 65535"):
+        peergrid.Grid(bind="127.0.0.1:70000", timing=Timing.fast())
+
+
+def test_the_error_tree_in_the_docstring_names_every_error() -> None:
+    from peergrid import errors
+
+    classes = [
+        value
+        for value in vars(errors).values()
+        if isinstance(value, type) and issubclass(value, peergrid.PeerGridError)
+    ]
+    for cls in classes:
+        assert re.search(rf"(── |    ){cls.__name__}\b", errors.__doc__ or ""), cls
+        assert cls.__name__ in peergrid.__all__, cls

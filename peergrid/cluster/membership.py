@@ -303,7 +303,7 @@ class Membership:
                 if address in hinted:
                     self._ignore_hint(address, str(exc))
                 elif isinstance(exc, TLSError):
-                    refusal = JoinError(f"cannot join the seed at {address}: {exc}")
+                    refusal = TLSError(f"cannot join the seed at {address}: {exc}", address=address)
                 else:
                     refusal = ClusterNameMismatchError(
                         f"cannot join the seed at {address}: {_strip(exc)}; this member was started with "

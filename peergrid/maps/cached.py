@@ -10,10 +10,30 @@
 **Keys.** A call's key is a hash of the function's module and qualified name
 and the msgpack of its arguments, bound to its signature (so ``f(1)`` and
 ``f(x=1)`` share a key, defaults included; a tuple and a list of the same
-items are the same argument). Every member computes the same key for the
-same call. A call whose arguments msgpack cannot carry (an object, a
-``self``) runs uncached, with one warning per function: decorate functions,
-not methods.
+items are the same argument). As in ``functools.lru_cache``, arguments that
+compare equal share a key (``f(1)``, ``f(1.0)`` and ``f(True)``), unless
+``typed=True``, which keeps arguments of different types apart. Every member
+computes the same key for the same call. ``key=`` replaces the arguments with
+what a function of them returns (it is called with the call's arguments):
+
+    @grid.cached("reports", key=lambda user_id, *, verbose=False: user_id)
+
+**Methods.** A method's ``self`` is no value msgpack can carry, so a method is
+cached through ``key=``, which names what of the instance (and the other
+arguments) the result depends on; each instance with the same key shares the
+results:
+
+    class Users:
+        @grid.cached("users", key=lambda self, user_id: [self.tenant, user_id])
+        def load(self, user_id: int) -> dict: ...
+
+Without ``key=``, a call whose arguments msgpack cannot carry (an object, a
+``self``) runs uncached, with one warning per function naming ``key=``.
+
+**Clearing.** ``wrapper.cache_clear()`` (``await wrapper.cache_clear()`` for
+the async form) deletes the function's results from the map, on every member,
+and returns how many it deleted; other functions' results in the same map
+stay. A call computing while the clear runs may store its result after it.
 
 **Single flight across the cluster.** A miss *claims* the key: it stores a
 "computing" marker with ``put_if_absent`` and a short TTL (``claim_ttl``).
@@ -95,8 +115,12 @@ class CachedCalls:
         ttl: float | None,
         timeout: float,
         claim_ttl: float,
+        key: Callable[..., Any] | None = None,
+        typed: bool = False,
     ) -> None:
         self.fn = fn
+        self.key_fn = key
+        self.typed = typed
         self.node = node
         self.map_name = map_name
         self.ttl = ttl
@@ -115,21 +139,48 @@ class CachedCalls:
     # ------------------------------------------------------------------ keys
     def key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
         """The map key of a call, or None when its arguments cannot be carried (or do not bind)."""
-        if self._signature is not None:
+        if self.key_fn is not None:
+            material: Any = self.key_fn(*args, **kwargs)
+        elif self._signature is not None:
             try:
                 bound = self._signature.bind(*args, **kwargs)
             except TypeError:
                 return None  # the call itself raises the TypeError
             bound.apply_defaults()
-            material: Any = [[name, value] for name, value in bound.arguments.items()]
+            if self.typed:
+                material = [[name, _type_name(value), value] for name, value in bound.arguments.items()]
+            else:
+                material = [[name, value] for name, value in bound.arguments.items()]
         else:
             material = [list(args), kwargs]
+            if self.typed:
+                material.append([_type_name(a) for a in args] + [_type_name(v) for v in kwargs.values()])
         try:
-            payload = msgpack.packb([self.name, _canonical(material)], use_bin_type=True)
+            payload = msgpack.packb([self.name, _canonical(material, self.typed)], use_bin_type=True)
         except (TypeError, ValueError, OverflowError) as exc:
-            self._warn_uncacheable(f"its arguments cannot be serialized ({exc})")
+            hint = "" if self.key_fn is not None else "; for a method, pass key=lambda self, ...: ..."
+            what = "what key= returned" if self.key_fn is not None else "its arguments"
+            self._warn_uncacheable(f"{what} cannot be serialized ({exc}){hint}")
             return None
-        return f"{self.name[-_MAX_NAME_IN_KEY:]}:{hashlib.sha256(payload).hexdigest()[:40]}"
+        return self.prefix + hashlib.sha256(payload).hexdigest()[:40]
+
+    @property
+    def prefix(self) -> str:
+        """What every key of this function starts with (its name, then a colon)."""
+        return f"{self.name[-_MAX_NAME_IN_KEY:]}:"
+
+    def clear_flow(self) -> Generator[Step, Any, int]:
+        """``cache_clear``: delete every key of this function from the map (one ``clear`` when
+        the map holds nothing else); the number deleted."""
+        keys = list((yield ("keys",)))
+        mine = [k for k in keys if isinstance(k, str) and k.startswith(self.prefix)]
+        if mine and len(mine) == len(keys):
+            yield ("clear",)
+            return len(mine)
+        deleted = 0
+        for k in mine:
+            deleted += bool((yield ("delete", k)))
+        return deleted
 
     # ------------------------------------------------------------------ the protocol
     def flow(self, key: str) -> Generator[Step | float, Any, Any]:
@@ -229,9 +280,15 @@ class CachedCalls:
 
 
 # ---------------------------------------------------------------------- decorators
-def check_options(map_name: str, ttl: object, timeout: object, claim_ttl: object) -> None:
+def check_options(
+    map_name: str, ttl: object, timeout: object, claim_ttl: object, key: object = None, typed: object = False
+) -> None:
     """Refuse bad ``cached`` options at decoration time (``ArgumentError``)."""
     check_map_name(map_name)
+    if key is not None and not callable(key):
+        raise ArgumentError(f"cached(key=...) must be a function of the call's arguments, got {key!r}")
+    if not isinstance(typed, bool):
+        raise ArgumentError(f"cached(typed=...) must be True or False, got {typed!r}")
     for name, value, optional in (
         ("ttl", ttl, True),
         ("timeout", timeout, False),
@@ -245,20 +302,22 @@ def check_options(map_name: str, ttl: object, timeout: object, claim_ttl: object
 
 def cached_sync(
     node: Node,
-    open_map: Callable[[], Any],
+    open_map: Callable[[float | None], Any],
     map_name: str,
     ttl: float | None,
     timeout: float,
     claim_ttl: float,
+    key: Callable[..., Any] | None = None,
+    typed: bool = False,
 ) -> Callable[[F], F]:
-    """The decorator behind ``Grid.cached``; ``open_map()`` gives the cache's map, each call of
-    which waits exactly ``timeout`` (no grace past it)."""
-    check_options(map_name, ttl, timeout, claim_ttl)
+    """The decorator behind ``Grid.cached``; ``open_map(timeout)`` gives the cache's map, each
+    call of which waits exactly ``timeout`` (no grace past it; None: the map's own deadlines)."""
+    check_options(map_name, ttl, timeout, claim_ttl, key, typed)
 
     def decorate(fn: F) -> F:
         if inspect.iscoroutinefunction(fn):
             raise ArgumentError(f"{fn.__qualname__} is async: decorate it with AsyncGrid.cached")
-        calls = CachedCalls(fn, node, map_name, ttl, timeout, claim_ttl)
+        calls = CachedCalls(fn, node, map_name, ttl, timeout, claim_ttl, key, typed)
         cache: list[Any] = []  # made on first use
 
         @functools.wraps(fn)
@@ -268,7 +327,7 @@ def cached_sync(
                 calls.uncached()
                 return fn(*args, **kwargs)
             if not cache:
-                cache.append(open_map())
+                cache.append(open_map(timeout))
             handle = cache[0]
 
             def run(step: Step) -> Any:
@@ -278,7 +337,13 @@ def cached_sync(
 
             return drive(calls.flow(key), run)
 
+        def cache_clear() -> int:
+            """Delete this function's results from the map on every member; the number deleted."""
+            handle = open_map(None)
+            return drive(calls.clear_flow(), lambda step: getattr(handle, step[0])(*step[1:]))
+
         _expose(wrapper, calls)
+        wrapper.cache_clear = cache_clear  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]
 
     return decorate
@@ -286,20 +351,22 @@ def cached_sync(
 
 def cached_async(
     node: Node,
-    open_map: Callable[[], Any],
+    open_map: Callable[[float | None], Any],
     map_name: str,
     ttl: float | None,
     timeout: float,
     claim_ttl: float,
+    key: Callable[..., Any] | None = None,
+    typed: bool = False,
 ) -> Callable[[F], F]:
     """The decorator behind ``AsyncGrid.cached`` (for ``async def`` functions); ``open_map`` as
     for ``cached_sync``, giving an ``AsyncMap``."""
-    check_options(map_name, ttl, timeout, claim_ttl)
+    check_options(map_name, ttl, timeout, claim_ttl, key, typed)
 
     def decorate(fn: F) -> F:
         if not inspect.iscoroutinefunction(fn):
             raise ArgumentError(f"{fn.__qualname__} is not async: decorate it with Grid.cached")
-        calls = CachedCalls(fn, node, map_name, ttl, timeout, claim_ttl)
+        calls = CachedCalls(fn, node, map_name, ttl, timeout, claim_ttl, key, typed)
         cache: list[Any] = []  # made on first use
 
         @functools.wraps(fn)
@@ -309,7 +376,7 @@ def cached_async(
                 calls.uncached()
                 return await fn(*args, **kwargs)
             if not cache:
-                cache.append(open_map())
+                cache.append(open_map(timeout))
             handle = cache[0]
 
             async def run(step: Step) -> Any:
@@ -323,7 +390,17 @@ def cached_async(
 
             return await drive_async(calls.flow(key), run)
 
+        async def cache_clear() -> int:
+            """Delete this function's results from the map on every member; the number deleted."""
+            handle = open_map(None)
+
+            async def run(step: Step) -> Any:
+                return await getattr(handle, step[0])(*step[1:])
+
+            return await drive_async(calls.clear_flow(), run)
+
         _expose(wrapper, calls)
+        wrapper.cache_clear = cache_clear  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]
 
     return decorate
@@ -342,13 +419,27 @@ def _is_claim(found: Any) -> bool:
     return isinstance(found, list) and len(found) == 3 and found[0] == _CLAIM
 
 
-def _canonical(value: Any) -> Any:
-    """``value`` with dicts in a stable (sorted) order where their keys can be sorted."""
+def _type_name(value: Any) -> str:
+    return f"{type(value).__module__}.{type(value).__qualname__}"
+
+
+_INT_RANGE = 2**63  # floats beyond it stay floats (msgpack carries ints of 64 bits)
+
+
+def _canonical(value: Any, typed: bool = False) -> Any:
+    """``value`` with dicts in a stable (sorted) order where their keys can be sorted; unless
+    ``typed``, numbers that compare equal made one (``True``, ``1.0`` -> ``1``), as equal
+    arguments share an entry of ``functools.lru_cache``."""
     if isinstance(value, dict):
-        items = [(k, _canonical(v)) for k, v in value.items()]
+        items = [(_canonical(k, typed), _canonical(v, typed)) for k, v in value.items()]
         with contextlib.suppress(TypeError):  # keys of mixed types: their order stays the caller's
             items.sort(key=lambda item: item[0])
         return dict(items)
     if isinstance(value, list | tuple):
-        return [_canonical(v) for v in value]
+        return [_canonical(v, typed) for v in value]
+    if not typed:
+        if isinstance(value, bool):
+            return int(value)
+        if isinstance(value, float) and value.is_integer() and -_INT_RANGE < value < _INT_RANGE:
+            return int(value)
     return value

@@ -10,6 +10,17 @@ whichever loop grpc anchored to, and stopping that member would strand the
 others. One long-lived loop avoids the question; members in one process (an
 in-process test cluster) share it, and a member's shutdown stops only what it
 started. The application's own threads and loops never run peergrid's work.
+
+Fork: threads do not survive ``fork()``, and neither does grpc's asyncio state
+(its completion-queue poller is a thread; grpc supports fork only in its sync
+client, and only with ``GRPC_ENABLE_FORK_SUPPORT``). So in a child process, the
+members inherited from the parent are marked closed by an ``os.register_at_fork``
+hook (every call on them raises ``GridClosedError`` at once: the flag is the one
+the owner-local read already checks, so the hot path pays nothing), and the
+runtime loop is started afresh on first use. A child forked while a member was
+running cannot start a member of its own either (grpc's state is the parent's):
+``runtime()`` raises ``ForkError`` at once. A child forked from a process whose
+members were all shut down (or that never started one) starts members normally.
 """
 
 from __future__ import annotations
@@ -17,11 +28,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import threading
+import weakref
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from peergrid.errors import PeerGridError
+from peergrid.errors import ForkError, GridClosedError, PeerGridError
 
 T = TypeVar("T")
 
@@ -99,10 +112,60 @@ class LoopThread:
 _runtime: LoopThread | None = None
 _runtime_lock = threading.Lock()
 
+#: What an inherited member says in a forked child (``GridClosedError``).
+FORKED = "created before fork; create a Grid in each worker (docs/fork.md)"
+
+
+class Member(Protocol):
+    """What the fork hook needs of a member (``peergrid.member.node.Node``)."""
+
+    closed: bool
+    closed_reason: str
+
+
+_members: weakref.WeakSet[Any] = weakref.WeakSet()  # every member started in this process
+_forked_running = False  # this process was forked while a member ran: grpc's state is not ours
+
+
+def track(member: Member) -> None:
+    """Mark ``member`` closed in a child process forked after this call (see the module doc)."""
+    _members.add(member)
+
+
+def check_not_forked(member: Member) -> None:
+    """Raise ``GridClosedError`` when ``member`` was inherited through ``fork()``."""
+    if member.closed_reason == FORKED:
+        raise GridClosedError(FORKED)
+
+
+def _after_fork_in_child() -> None:
+    global _runtime, _runtime_lock, _forked_running
+    # The loop thread did not survive, and its lock may have been held by a thread that did not.
+    _runtime, _runtime_lock = None, threading.Lock()
+    for member in list(_members):
+        if not member.closed:
+            # Only flags: closing its server or channels here would shut the parent's sockets.
+            member.closed_reason = FORKED
+            member.closed = True
+            _forked_running = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
 
 def runtime() -> LoopThread:
-    """The process's peergrid loop thread, started on first use and kept for the process's life."""
+    """The process's peergrid loop thread, started on first use and kept for the process's life.
+
+    Raises ``ForkError`` in a process forked while a member was running (see the module doc).
+    """
     global _runtime
+    if _forked_running:
+        raise ForkError(
+            "cannot start a peergrid member in a process forked from one whose member was running: "
+            "grpc does not survive fork. Start Grids only after fork, in each worker (gunicorn "
+            "without --preload, or in its post_fork hook), shut the parent's Grid down before "
+            "forking, or use multiprocessing's 'spawn' or 'forkserver' start method (docs/fork.md)"
+        )
     with _runtime_lock:
         if _runtime is None or not _runtime.alive():
             _runtime = LoopThread("peergrid-runtime")

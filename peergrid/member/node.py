@@ -64,6 +64,8 @@ class Node:
         self.loop = self._thread.loop
         self.address = ""
         self.closed = False
+        # What ensure_open says once closed (the fork hook in loop.py says "created before fork").
+        self.closed_reason = "this grid was shut down; create a new peergrid.Grid to continue"
         self._started = False
         self._tasks: set[asyncio.Task[Any]] = set()  # everything this member spawned: cancelled on stop
         self._peers: Peers | None = None
@@ -285,7 +287,7 @@ class Node:
     def ensure_open(self) -> None:
         """Raise ``GridClosedError`` after shutdown."""
         if self.closed:
-            raise GridClosedError("this grid was shut down; create a new peergrid.Grid to continue")
+            raise GridClosedError(self.closed_reason)
 
     # ------------------------------------------------------------------ wiring
     def peer(self, address: str) -> PeerClient:

@@ -165,6 +165,13 @@ class PeerClient:
     async def _raise_tls_failure(self, exc: PeerUnavailableError) -> None:
         """Raise ``TLSError`` from ``exc`` when the peer fails a TLS handshake of our own."""
         if self._tls is None:
+            if await speaks_tls(self.address):
+                raise TLSError(
+                    f"peer {self.address} serves TLS and this member does not: members must all use "
+                    "TLS; start this one with tls=peergrid.TLSConfig.from_files(...) (the cluster's "
+                    "CA and a certificate it signed)",
+                    address=self.address,
+                ) from exc
             return
         why = await tls_failure(self.address, self._tls)
         if why is not None:
@@ -454,3 +461,26 @@ async def tls_failure(address: str, tls: TLSConfig) -> str | None:
         with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
             await asyncio.wait_for(writer.wait_closed(), _PROBE_TIMEOUT)
     return None
+
+
+async def speaks_tls(address: str) -> bool:
+    """True when ``address`` answers a TLS handshake (asked of a peer a plaintext member cannot
+    reach: a seed of a TLS cluster reads our HTTP/2 preface as garbage and hangs up, which grpc
+    reports as UNAVAILABLE only). The handshake offers no certificate and checks none: it only
+    asks whether the peer speaks TLS, and sends nothing else."""
+    host, port = parse_address(address)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # only a probe: nothing is sent over it
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=context), _PROBE_TIMEOUT)
+    except ssl.SSLError as exc:
+        # A TLS server that refuses us (it wants a client certificate) answers with an alert;
+        # a plaintext server answers bytes that are no TLS record.
+        return "ALERT" in (exc.reason or "")
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
+        await asyncio.wait_for(writer.wait_closed(), _PROBE_TIMEOUT)
+    return True

@@ -16,8 +16,10 @@ theirs, before anything is looked up by it.
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import logging
+import socket
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, Protocol, TypeVar
 
@@ -27,7 +29,13 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from peergrid.config import GridConfig, Limits, is_loopback
-from peergrid.errors import ClusterNameMismatchError, LimitExceededError, PeerGridError
+from peergrid.errors import (
+    BindError,
+    ClusterNameMismatchError,
+    LimitExceededError,
+    PeerGridError,
+    TLSConfigError,
+)
 from peergrid.events.model import EventBatch
 from peergrid.protocol import (
     Chunk,
@@ -526,6 +534,53 @@ def server_credentials(config: GridConfig) -> grpc.ServerCredentials | None:
     )
 
 
+def address_problem(host: str, port: int) -> BindError | None:
+    """Why ``host:port`` cannot be bound, or None: the host resolved, then a plain socket bound
+    to the same address and closed. Asked before grpc binds (grpc says only that binding
+    failed, and logs the cause to stderr) and again after it failed."""
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    fix = "pass bind='HOST:PORT' with an address of this machine (port 0: any free port)"
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError, ValueError) as exc:
+        return BindError(
+            f"cannot bind {address}: {host!r} is not a valid host name or IP address ({exc}); {fix}", address
+        )
+    family, kind, proto, _, sockaddr = infos[0]
+    try:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(sockaddr)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            why = f"port {port} is already in use (by another member or program); pick another port, or 0"
+        elif exc.errno == errno.EADDRNOTAVAIL:
+            why = f"{host} is not an address of this machine; {fix}"
+        elif exc.errno == errno.EACCES:
+            why = f"port {port} needs privileges to bind; use a port above 1023"
+        else:
+            why = f"{exc.strerror}; {fix}"
+        return BindError(f"cannot bind {address}: {why}", address)
+    return None
+
+
+def bind_error(host: str, port: int, *, tls: bool) -> PeerGridError:
+    """Why grpc could not bind ``host:port``, as an error a person can act on. When the address
+    binds as a plain socket, the address was fine and the TLS credentials were not."""
+    problem = address_problem(host, port)
+    if problem is not None:
+        return problem
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if tls:
+        return TLSConfigError(
+            f"cannot serve TLS on {address}: grpc refused this member's TLS credentials (the "
+            "private key does not match the certificate, or a file holds something else); check "
+            "tls=TLSConfig.from_files(certificate, private_key, ca_certificate): the order matters",
+            address,
+        )
+    return BindError(f"cannot bind {address}: grpc refused the address (see its log above)", address)
+
+
 class Server:
     """The member's gRPC server, bound on start."""
 
@@ -552,15 +607,18 @@ class Server:
             _register(server, service, servicer(handlers, config))
         target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         credentials = server_credentials(self._config)
+        problem = address_problem(host, port)
+        if problem is not None:
+            raise problem
         try:
             if credentials is None:
                 self.port = server.add_insecure_port(target)
             else:
                 self.port = server.add_secure_port(target, credentials)
         except RuntimeError as exc:
-            raise OSError(f"cannot bind {target}: {exc}") from exc
+            raise bind_error(host, port, tls=credentials is not None) from exc
         if self.port == 0:
-            raise OSError(f"cannot bind {target}: the address is in use or not local")
+            raise bind_error(host, port, tls=credentials is not None)
         await server.start()
         self._server = server
         if credentials is None and not is_loopback(host):

@@ -1,8 +1,7 @@
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -16,7 +15,7 @@ class MemberInfo(_message.Message):
     address: str
     weight: float
     leaving: bool
-    def __init__(self, uuid: _Optional[str] = ..., address: _Optional[str] = ..., weight: _Optional[float] = ..., leaving: _Optional[bool] = ...) -> None: ...
+    def __init__(self, uuid: _Optional[str] = ..., address: _Optional[str] = ..., weight: _Optional[float] = ..., leaving: bool = ...) -> None: ...
 
 class MemberList(_message.Message):
     __slots__ = ("version", "master_uuid", "members", "cluster", "origin")
@@ -38,4 +37,4 @@ class Ack(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     ok: bool
     reason: str
-    def __init__(self, ok: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+    def __init__(self, ok: bool = ..., reason: _Optional[str] = ...) -> None: ...

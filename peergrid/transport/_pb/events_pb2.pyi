@@ -1,8 +1,7 @@
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -20,7 +19,7 @@ class SubscribeRequest(_message.Message):
     values: bool
     entries: bool
     heartbeat_interval: float
-    def __init__(self, cluster: _Optional[str] = ..., subscriber: _Optional[str] = ..., map: _Optional[str] = ..., values: _Optional[bool] = ..., entries: _Optional[bool] = ..., heartbeat_interval: _Optional[float] = ...) -> None: ...
+    def __init__(self, cluster: _Optional[str] = ..., subscriber: _Optional[str] = ..., map: _Optional[str] = ..., values: bool = ..., entries: bool = ..., heartbeat_interval: _Optional[float] = ...) -> None: ...
 
 class EventBatch(_message.Message):
     __slots__ = ("kinds", "partitions", "seqs", "keys", "values", "old_values", "heartbeat", "owned", "owned_seqs", "table_version", "versions", "ttls")
@@ -48,7 +47,7 @@ class EventBatch(_message.Message):
     table_version: int
     versions: _containers.RepeatedScalarFieldContainer[int]
     ttls: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, kinds: _Optional[_Iterable[int]] = ..., partitions: _Optional[_Iterable[int]] = ..., seqs: _Optional[_Iterable[int]] = ..., keys: _Optional[_Iterable[bytes]] = ..., values: _Optional[_Iterable[bytes]] = ..., old_values: _Optional[_Iterable[bytes]] = ..., heartbeat: _Optional[bool] = ..., owned: _Optional[_Iterable[int]] = ..., owned_seqs: _Optional[_Iterable[int]] = ..., table_version: _Optional[int] = ..., versions: _Optional[_Iterable[int]] = ..., ttls: _Optional[_Iterable[float]] = ...) -> None: ...
+    def __init__(self, kinds: _Optional[_Iterable[int]] = ..., partitions: _Optional[_Iterable[int]] = ..., seqs: _Optional[_Iterable[int]] = ..., keys: _Optional[_Iterable[bytes]] = ..., values: _Optional[_Iterable[bytes]] = ..., old_values: _Optional[_Iterable[bytes]] = ..., heartbeat: bool = ..., owned: _Optional[_Iterable[int]] = ..., owned_seqs: _Optional[_Iterable[int]] = ..., table_version: _Optional[int] = ..., versions: _Optional[_Iterable[int]] = ..., ttls: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class MapStatsRequest(_message.Message):
     __slots__ = ("cluster", "map")

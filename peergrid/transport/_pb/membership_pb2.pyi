@@ -2,8 +2,7 @@ from peergrid.transport._pb import common_pb2 as _common_pb2
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -19,7 +18,7 @@ class JoinRequest(_message.Message):
     partition_count: int
     serializer: str
     probe: bool
-    def __init__(self, cluster: _Optional[str] = ..., member: _Optional[_Union[_common_pb2.MemberInfo, _Mapping]] = ..., partition_count: _Optional[int] = ..., serializer: _Optional[str] = ..., probe: _Optional[bool] = ...) -> None: ...
+    def __init__(self, cluster: _Optional[str] = ..., member: _Optional[_Union[_common_pb2.MemberInfo, _Mapping]] = ..., partition_count: _Optional[int] = ..., serializer: _Optional[str] = ..., probe: bool = ...) -> None: ...
 
 class JoinResponse(_message.Message):
     __slots__ = ("status", "reason", "master_address", "members", "cluster", "uuid", "list_version")
@@ -81,7 +80,7 @@ class HeartbeatResponse(_message.Message):
     cluster: str
     uuid: str
     leaving: bool
-    def __init__(self, status: _Optional[_Union[HeartbeatResponse.Status, str]] = ..., list_version: _Optional[int] = ..., cluster: _Optional[str] = ..., uuid: _Optional[str] = ..., leaving: _Optional[bool] = ...) -> None: ...
+    def __init__(self, status: _Optional[_Union[HeartbeatResponse.Status, str]] = ..., list_version: _Optional[int] = ..., cluster: _Optional[str] = ..., uuid: _Optional[str] = ..., leaving: bool = ...) -> None: ...
 
 class PublishRequest(_message.Message):
     __slots__ = ("cluster", "members")
@@ -105,7 +104,7 @@ class LeaveRequest(_message.Message):
     cluster: str
     uuid: str
     final: bool
-    def __init__(self, cluster: _Optional[str] = ..., uuid: _Optional[str] = ..., final: _Optional[bool] = ...) -> None: ...
+    def __init__(self, cluster: _Optional[str] = ..., uuid: _Optional[str] = ..., final: bool = ...) -> None: ...
 
 class SafeStateRequest(_message.Message):
     __slots__ = ("cluster",)
@@ -121,7 +120,7 @@ class SafeStateResponse(_message.Message):
     safe: bool
     list_version: int
     detail: str
-    def __init__(self, safe: _Optional[bool] = ..., list_version: _Optional[int] = ..., detail: _Optional[str] = ...) -> None: ...
+    def __init__(self, safe: bool = ..., list_version: _Optional[int] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class MergeRequest(_message.Message):
     __slots__ = ("cluster", "into")

@@ -3,8 +3,7 @@ from peergrid.transport._pb import map_pb2 as _map_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -28,7 +27,7 @@ class PartitionVersion(_message.Message):
     present: bool
     version: int
     replicated: bool
-    def __init__(self, partition: _Optional[int] = ..., present: _Optional[bool] = ..., version: _Optional[int] = ..., replicated: _Optional[bool] = ...) -> None: ...
+    def __init__(self, partition: _Optional[int] = ..., present: bool = ..., version: _Optional[int] = ..., replicated: bool = ...) -> None: ...
 
 class VersionsResponse(_message.Message):
     __slots__ = ("list_version", "versions")
@@ -66,7 +65,7 @@ class PartitionChunk(_message.Message):
     list_version: int
     sender: str
     restore: bool
-    def __init__(self, cluster: _Optional[str] = ..., partition: _Optional[int] = ..., version: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[_map_pb2.Effect, _Mapping]]] = ..., last: _Optional[bool] = ..., list_version: _Optional[int] = ..., sender: _Optional[str] = ..., restore: _Optional[bool] = ...) -> None: ...
+    def __init__(self, cluster: _Optional[str] = ..., partition: _Optional[int] = ..., version: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[_map_pb2.Effect, _Mapping]]] = ..., last: bool = ..., list_version: _Optional[int] = ..., sender: _Optional[str] = ..., restore: bool = ...) -> None: ...
 
 class ReleaseRequest(_message.Message):
     __slots__ = ("cluster", "list_version", "partitions")
