@@ -185,3 +185,22 @@ def test_only_the_master_is_heartbeated_and_a_member_whose_heartbeats_stop_goes_
         )
         removal = next(r for r in caplog.records if "its heartbeats have not arrived" in r.getMessage())
         assert removal.created - stopped >= 2 * timing.failure_timeout
+
+
+def test_a_member_that_was_asked_before_it_was_up_is_admitted_without_a_false_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The README's quickstart: two members with the same two seeds, the second started later.
+    # The first asked the second's address while nothing served there, so its channel to it was
+    # backing off; its call back to the joiner failed at once, and the joiner printed that the
+    # master "cannot reach the joining member" before a retry got in.
+    caplog.set_level(logging.WARNING, logger="peergrid")
+    ports = [free_port(), free_port()]
+    seeds = [f"127.0.0.1:{p}" for p in ports]
+    timing = Timing.fast()
+    with (
+        peergrid.Grid(cluster="late-seed", bind=seeds[0], members=seeds, timing=timing) as a,
+        peergrid.Grid(cluster="late-seed", bind=seeds[1], members=seeds, timing=timing) as b,
+    ):
+        assert {m.uuid for m in a.members()} == {a.uuid, b.uuid}
+    assert not [r.getMessage() for r in caplog.records if "cannot reach the joining member" in r.getMessage()]

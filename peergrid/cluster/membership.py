@@ -524,9 +524,18 @@ class Membership:
         """
         cluster = self._config.cluster
         try:
-            reply = await self._peer(member.address).heartbeat(
-                self.me.uuid, self.members.version, timeout=self._timing.rpc_timeout / 2
-            )
+            try:
+                reply = await self._peer(member.address).heartbeat(
+                    self.me.uuid, self.members.version, timeout=self._timing.rpc_timeout / 2
+                )
+            except PeerGridError:
+                # Our channel to that address may be backing off from an earlier failure (we
+                # asked it to admit us while it was not up yet): once more on a new channel.
+                self._forget_address(member.address)
+                await asyncio.sleep(0)  # (the channel is dropped by a task: let it run)
+                reply = await self._peer(member.address).heartbeat(
+                    self.me.uuid, self.members.version, timeout=self._timing.rpc_timeout / 2
+                )
         except PeerGridError as exc:
             self._forget_address(member.address)
             return JoinReply(

@@ -375,6 +375,10 @@ class Peers:
                 "grpc.max_reconnect_backoff_ms",
                 max(reconnect_ms, int(config.timing.failure_timeout * 1000)),
             ),
+            # A channel of its own per peer: a new channel to an address (after dropping one
+            # that backs off from an earlier failure) connects at once, not after the backoff
+            # grpc's shared subchannel pool would carry over.
+            ("grpc.use_local_subchannel_pool", 1),
         ]
         if config.tls is not None and config.tls.server_name:
             # Check every peer's certificate for the cluster's name, not the address dialled.
