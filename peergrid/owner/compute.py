@@ -269,7 +269,10 @@ class ComputeOps:
         elif not current.held_by(request):
             return Result(found=False, count=current.token)
         elif current.nonce == request.nonce:
-            return Result(found=True, count=current.token)  # a retry of a grant already applied
+            # A retry of a grant already applied: answered once its write is acknowledged (the
+            # first attempt may still wait for its backups; answered before, the grant could be
+            # lost in a split and its token granted again by the next owner).
+            return _acked(part, (name, op.key), Result(found=True, count=current.token))
         else:
             record = current._replace(holds=current.holds + 1, nonce=request.nonce)
             lease = op.ttl or _remaining(part, name, op.key)
@@ -280,9 +283,9 @@ class ComputeOps:
         current = self._lock_of(part, op)
         if current is None or not current.held_by(request):
             return Result(found=False, count=current.token if current is not None else 0)
-        if current.nonce == request.nonce:
-            return Result(found=True, count=current.token)  # a retry of an unlock already applied
         name = lock_map(op.map)
+        if current.nonce == request.nonce:  # a retry of an unlock already applied (see _lock)
+            return _acked(part, (name, op.key), Result(found=True, count=current.token))
         if current.holds <= 1:
             write = Op(Code.DELETE, part.id, name, op.key)
         else:
@@ -341,6 +344,13 @@ def _remaining(part: Partition, name: str, key: bytes) -> float:
 
 def _failed(name: str, message: str) -> Result:
     return Result(Status.PROCESSOR, message=message)
+
+
+def _acked(part: Partition, key: tuple[str, bytes], answer: Result) -> Result | asyncio.Future[Result]:
+    """``answer`` once the write of ``key`` that the backups have not acknowledged yet (if any)
+    is; that write's own result if it fails."""
+    fence = part.unacked.get(key)
+    return answer if fence is None else _then(fence, answer)
 
 
 def _then(outcome: Result | asyncio.Future[Result], answer: Result) -> Result | asyncio.Future[Result]:

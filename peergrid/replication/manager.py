@@ -373,8 +373,14 @@ class PartitionManager:
         peer = self._cluster.replica_peer(uuid)
         if peer is None:
             return
-        _, found = await peer.versions(members, partitions, timeout=self._timing.rpc_timeout)
+        theirs, found = await peer.versions(members, partitions, timeout=self._timing.rpc_timeout)
         self._check_table(version)
+        if theirs > members.version:
+            # The backup knows a newer member list: ours may be stale (we may have been dropped,
+            # and the backup promoted, its versions counting another history than ours). Its
+            # versions prove nothing here. Membership learns the newer list (a new table, and a
+            # new sync) from its next heartbeat.
+            return
         for p in partitions:
             part = self.readable[p]
             reported = found.get(p)
