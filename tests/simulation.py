@@ -316,7 +316,9 @@ class Simulation:
 def simulate(
     n: int, seed: int = 1, loss: float = 0.0, idle: float = 60.0, timing: Timing | None = None
 ) -> Report:
-    """Run one simulation to its report."""
+    """Run one simulation to its report (the same for the same arguments: the members' own
+    random choices, such as their probe rotation, are seeded too)."""
+    random.seed(seed)
     loop = VirtualLoop()
     try:
         return loop.run_until_complete(Simulation(n, seed, loss, timing).run(idle=idle))
