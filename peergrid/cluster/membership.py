@@ -286,7 +286,10 @@ class Membership:
         tried: set[str] = set()
         while queue and self.state is State.JOINING:
             address = queue.pop(0)
-            if address in tried:
+            if address in tried or address == self.me.address:
+                # (A seed may point at our own address as its master's: a member restarted on
+                # the address of a master that just left. Asking ourselves would find us the
+                # lowest starting member, and we would form a cluster of our own.)
                 continue
             tried.add(address)
             sent = self._clock()
