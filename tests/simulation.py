@@ -58,6 +58,8 @@ class Network:
     members: dict[str, Membership] = field(default_factory=dict)  # address -> member
     down: set[str] = field(default_factory=set)  # crashed: never answers again
     paused: set[str] = field(default_factory=set)  # answers nothing until resumed
+    # (source, target, call) dropped: a test loses one kind of message between two members.
+    blocked: set[tuple[str, str, str]] = field(default_factory=set)
     sent: Counter[str] = field(default_factory=Counter)
     received: Counter[str] = field(default_factory=Counter)
 
@@ -74,11 +76,12 @@ class SimPeer:
     def __init__(self, net: Network, source: str, address: str, timeout: float) -> None:
         self.net, self.source, self.address, self.timeout = net, source, address, timeout
 
-    async def _call(self, timeout: float | None, handle: Callable[[Membership], Any]) -> Any:
+    async def _call(self, timeout: float | None, handle: Callable[[Membership], Any], call: str = "") -> Any:
         net = self.net
         deadline = asyncio.get_running_loop().time() + (timeout or self.timeout)
         net.sent[self.source] += 1
-        if net.cut(self.source) or net.cut(self.address) or net.lost():
+        blocked = (self.source, self.address, call) in net.blocked
+        if blocked or net.cut(self.source) or net.cut(self.address) or net.lost():
             await _sleep_until(deadline)
             raise PeerUnavailableError(
                 f"peer {self.address} is unreachable (simulated)", address=self.address
@@ -119,10 +122,10 @@ class SimPeer:
         return reply
 
     async def publish(self, members: MemberList, timeout: float | None = None) -> None:
-        await self._call(timeout, lambda m: m.handle_publish(members))
+        await self._call(timeout, lambda m: m.handle_publish(members), "publish")
 
     async def get_members(self, timeout: float | None = None) -> MemberList:
-        members: MemberList = await self._call(timeout, lambda m: m.members)
+        members: MemberList = await self._call(timeout, lambda m: m.members, "get_members")
         return members
 
     async def leave(self, uuid: str, final: bool, timeout: float | None = None) -> None:
@@ -298,6 +301,53 @@ class Simulation:
             messages_master=per[master_address],
         )
 
+    async def takeover_race(self, query_lost: bool = False) -> tuple[float | None, list[str]]:
+        """The next oldest member crashes; the master removes it, and its new list reaches every
+        member but the third oldest before the master crashes too: the third oldest takes over.
+        Returns how long until every live member holds one list of them all (None: never, within a minute of
+        failure timeouts), and the live members removed on the way. ``query_lost``: the taker's
+        calls asking the others for their lists are lost too, until it has taken over."""
+        members = [self._member(i, []) for i in range(self.n)]
+        seeds = [m.address for m in members[:3]]
+        for m in members:
+            m._seeds = lambda: seeds
+        for m in members:
+            self._spawn(self._start(m))
+        if await self._until(self._agreed, 600.0) is None or self.exited:
+            raise AssertionError(f"{self.n} members did not form one cluster: {self.exited[:1]}")
+        await asyncio.sleep(5 * self.timing.heartbeat_interval)
+        by_uuid = {m.me.uuid: m for m in members}
+        order = members[0].members.uuids
+        master, victim, taker = by_uuid[order[0]], by_uuid[order[1]], by_uuid[order[2]]
+        # The master's publications to the taker are lost, and so are the taker's pulls.
+        self.net.blocked.add((master.address, taker.address, "publish"))
+        self.net.blocked.add((taker.address, master.address, "get_members"))
+        if query_lost:
+            self.net.blocked.update((taker.address, m.address, "get_members") for m in members)
+        version = master.members.version
+        await victim.stop()
+        self.net.down.add(victim.address)
+        published = await self._until(
+            lambda: all(m.members.version > version for m in self._live() if m is not taker),
+            60 * self.timing.failure_timeout,
+        )
+        if published is None or taker.members.version != version:
+            raise AssertionError("the master's list did not reach the others only")
+        await master.stop()
+        self.net.down.add(master.address)
+        mark = len(self.removed)
+        if query_lost:  # lost while the taker takes over, not for ever
+            await self._until(lambda: taker.is_master, 60 * self.timing.failure_timeout)
+            self.net.blocked -= {(taker.address, m.address, "get_members") for m in members}
+        agreed = await self._until(self._agreed, 60 * self.timing.failure_timeout)
+        live = {m.me.uuid for m in self._live()}
+        removed = [self.uuids[u] for _, _, u in self.removed[mark:] if u in live]
+        for m in members:
+            await m.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        return agreed, removed
+
     def _pause(self, member: Membership, paused: bool, stalled: float = 0.0) -> None:
         """SIGSTOP / SIGCONT, as the member sees it: nothing in or out, no tick, and on resuming
         a tick that finds its loop ``stalled`` seconds late."""
@@ -322,6 +372,18 @@ def simulate(
     loop = VirtualLoop()
     try:
         return loop.run_until_complete(Simulation(n, seed, loss, timing).run(idle=idle))
+    finally:
+        loop.close()
+
+
+def takeover_race(
+    n: int, seed: int = 1, timing: Timing | None = None, query_lost: bool = False
+) -> tuple[float | None, list[str]]:
+    """Run ``Simulation.takeover_race`` (seeded, as ``simulate``)."""
+    random.seed(seed)
+    loop = VirtualLoop()
+    try:
+        return loop.run_until_complete(Simulation(n, seed, 0.0, timing).takeover_race(query_lost))
     finally:
         loop.close()
 

@@ -8,7 +8,8 @@ import os
 
 import pytest
 
-from tests.simulation import simulate
+from peergrid.config import Timing
+from tests.simulation import simulate, takeover_race
 
 SIZES = [100, 1000] if os.environ.get("PEERGRID_SOAK") else [100]
 
@@ -32,3 +33,17 @@ def test_idle_cost_per_member_is_constant_and_a_crash_is_detected_by_all(n: int)
     # the new list from its next heartbeat's answer (1-2 more).
     assert report.detection_mean <= 8
     assert report.detection_max <= 10
+
+
+@pytest.mark.parametrize(("n", "query_lost"), [(4, False), (7, False), (4, True), (7, True)])
+def test_a_takeover_is_newer_than_the_dead_masters_last_list(n: int, query_lost: bool) -> None:
+    # The master's last list (without the crashed next oldest) reached every member but the
+    # third oldest, which takes over when the master crashes too. Its list must be newer than
+    # that one, or those members would follow the dead master for ever (two lists of one
+    # version), and be removed at last for not heartbeating the taker: with the last copy of a
+    # partition, after two crashes (test_stateful's PartitionLostError). The taker asks the
+    # others for their lists first; with query_lost those answers are lost, and it learns
+    # theirs when they show it to the oldest member that answers them.
+    agreed, removed = takeover_race(n, seed=n, timing=Timing.fast(), query_lost=query_lost)
+    assert agreed is not None, "the live members never agreed on one list after the take-over"
+    assert removed == []
