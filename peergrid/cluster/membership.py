@@ -1041,14 +1041,16 @@ class Membership:
         timeout = self._judge_timeout()
         if self.is_master:
             # (A member the master's rotation reaches is heard, but its lease needs its own
-            # heartbeats: one whose heartbeats stay away is judged too.)
+            # heartbeats: one whose heartbeats stay away is judged too.) The probe starts two
+            # heartbeats before the timeout, so that a dead member goes at the timeout.
             fresh = self._fresh
+            suspect = max(timeout - 2 * self._timing.heartbeat_interval, timeout / 2)
             silent = [
                 m
                 for m in self.members.members
                 if m.uuid != self.me.uuid
                 and (
-                    now - self._last_heard.get(m.uuid, now) > (2 * timeout if m.uuid in fresh else timeout)
+                    now - self._last_heard.get(m.uuid, now) > (2 * timeout if m.uuid in fresh else suspect)
                     or now - self._beat_from.get(m.uuid, now) > 2 * timeout
                 )
             ]
@@ -1138,8 +1140,17 @@ class Membership:
     async def _judge(self, silent: list[Member], timeout: float) -> None:
         """Probe the members silent to the master; remove those that do not answer."""
         try:
-            # Two heartbeat intervals: the member has been silent for a failure timeout already.
+            # Two heartbeat intervals: the member has been silent for most of a timeout already.
+            started = self._clock()
             await asyncio.gather(*(self._probe(m, 2 * self._timing.heartbeat_interval) for m in silent))
+            # Suspected before the timeout: one that did not answer goes once silent for all of it.
+            now = self._clock()
+            unanswered = [
+                self._last_heard[m.uuid] for m in silent if self._last_heard.get(m.uuid, now) < started
+            ]
+            due = max((heard + timeout for heard in unanswered), default=now)
+            if now < due:
+                await asyncio.sleep(min(due - now, 2 * self._timing.heartbeat_interval))
             if not self.is_master or self.state is not State.ACTIVE:
                 return
             now = self._clock()
