@@ -184,7 +184,9 @@ def test_only_the_master_is_heartbeated_and_a_member_whose_heartbeats_stop_goes_
             message="the quiet member removed once its heartbeats stayed away",
         )
         removal = next(r for r in caplog.records if "its heartbeats have not arrived" in r.getMessage())
-        assert removal.created - stopped >= 2 * timing.failure_timeout
+        # Counted from its last heartbeat, which may have come up to an interval before we
+        # stopped them (a run once measured 1.995 s from here).
+        assert removal.created - stopped >= 2 * timing.failure_timeout - timing.heartbeat_interval
 
 
 def test_a_member_that_was_asked_before_it_was_up_is_admitted_without_a_false_warning(
