@@ -5,6 +5,7 @@ an earlier version (no Beats) gets unary calls."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -18,7 +19,7 @@ from peergrid.protocol import HeartbeatReply, HeartbeatStatus, Member, MemberLis
 from peergrid.testing import cluster
 from peergrid.transport import server as server_module
 from peergrid.transport._pb import membership_pb2
-from peergrid.transport.client import PeerClient, Peers
+from peergrid.transport.client import BeatStream, PeerClient, Peers
 from tests.conftest import wait_for
 
 CLUSTER = "beats"
@@ -368,3 +369,45 @@ def test_seqs_are_unique_for_the_life_of_a_client() -> None:
         assert len(seen) == len(set(seen)) == 6
 
     asyncio.run(with_client(peer, body))
+
+
+class StuckCall:
+    """A Beats call whose writes never complete, and whose stream ends when told to."""
+
+    def __init__(self) -> None:
+        self.writing = asyncio.Event()
+        self.end = asyncio.Event()
+
+    async def write(self, request: Request) -> None:
+        self.writing.set()
+        await asyncio.Event().wait()
+
+    async def read(self) -> object:
+        await self.end.wait()
+        return grpc.aio.EOF
+
+    def cancel(self) -> None:
+        self.end.set()
+
+
+def test_a_stream_that_ends_under_a_stuck_write_leaves_no_error_unretrieved(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The stream ends while a heartbeat is still writing; the heartbeat then times out in its
+    # write: the error the reader gave it must count as retrieved (asyncio logs it otherwise).
+    async def body() -> None:
+        call, readers_seen = StuckCall(), set()
+        beats = BeatStream("127.0.0.1:1", call, readers_seen.add)
+        asking = asyncio.ensure_future(beats.ask(Request(seq=1), 0.3))
+        await call.writing.wait()
+        call.end.set()
+        with pytest.raises(PeerUnavailableError):
+            await asking
+        await asyncio.gather(*readers_seen)
+        assert beats.retired
+        del asking, beats
+        gc.collect()
+
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        asyncio.run(body())
+    assert "never retrieved" not in caplog.text

@@ -473,6 +473,10 @@ class BeatStream:
             return reply
         finally:
             self._pending.pop(seq, None)
+            if not answered.done():
+                answered.cancel()
+            elif not answered.cancelled():
+                answered.exception()  # retrieved: the stream may have ended while we wrote
             if not ok:
                 self.retire()
             elif self.retired and not self._pending:
@@ -514,7 +518,11 @@ class BeatStream:
             self.retired = True
             for answered in self._pending.values():
                 if not answered.done():
-                    answered.set_exception(ended)
+                    answered.set_exception(
+                        ended
+                        if isinstance(ended, grpc.RpcError)  # translated by each waiter
+                        else PeerUnavailableError(str(ended), address=self.address)
+                    )
 
     def _raise(self, exc: BaseException) -> NoReturn:
         if isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.UNIMPLEMENTED:
