@@ -21,6 +21,7 @@ import contextlib
 import os
 import ssl
 import tempfile
+import time
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Sequence
 from typing import Any, NoReturn, TypeVar
 
@@ -93,6 +94,11 @@ class PeerClient:
         self._maps = map_pb2_grpc.MapServiceStub(channel)
         self._replication = replication_pb2_grpc.ReplicationStub(channel)
         self._events = events_pb2_grpc.EventsStub(channel)
+        self._beats: BeatStream | None = None  # heartbeats' stream to this peer, opened on use
+        self._beat_seq = 0  # seq of the last heartbeat sent: unique for this client's life
+        self._readers: set[asyncio.Task[None]] = set()  # reader tasks of open and retired streams
+        self._unary_beats_until = 0.0  # monotonic time until which heartbeats are unary calls
+        self._closed = False  # closed by ``Peers``: no new heartbeat stream
 
     async def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
         try:
@@ -139,11 +145,78 @@ class PeerClient:
         return self._decoded(convert.join_reply_from_pb, reply)
 
     async def heartbeat(self, uuid: str, list_version: int, timeout: float | None = None) -> HeartbeatReply:
+        """Heartbeat the peer; its answer, within ``timeout`` (default: the rpc timeout).
+
+        Sent on this client's Beats stream (opened on first use; see ``BeatStream``), or as a
+        unary call to a peer that does not serve Beats (a member of an earlier version).
+        Raises ``PeerUnavailableError`` when the peer cannot be reached or does not answer in
+        time, ``ClusterNameMismatchError`` or ``RemoteError`` when it refuses the heartbeat.
+        """
+        limit = timeout or self._timeout
+        deadline = time.monotonic() + limit
         request = membership_pb2.HeartbeatRequest(cluster=self._cluster, uuid=uuid, list_version=list_version)
-        reply = await self._call(self._membership.Heartbeat, request, timeout)
+        if time.monotonic() >= self._unary_beats_until:
+            try:
+                reply = await self._beat_on_stream(request, limit)
+            except _UnimplementedError:
+                # A member of an earlier version: unary calls for a while, then the stream again
+                # (the address may be served by a newer process by then).
+                self._unary_beats_until = time.monotonic() + _UNARY_BEATS_FOR
+                request.seq = 0
+            else:
+                return HeartbeatReply(
+                    status=reply.status,
+                    list_version=reply.list_version,
+                    uuid=reply.uuid,
+                    leaving=reply.leaving,
+                )
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise PeerUnavailableError(
+                f"peer {self.address} did not answer a heartbeat within {limit:g}s", address=self.address
+            )
+        reply = await self._call(self._membership.Heartbeat, request, remaining)
         return HeartbeatReply(
             status=reply.status, list_version=reply.list_version, uuid=reply.uuid, leaving=reply.leaving
         )
+
+    async def _beat_on_stream(self, request: Any, timeout: float) -> Any:
+        """Send one heartbeat on the current Beats stream (a new one if there is none) and
+        return the reply to it. A stream that failed or timed out is retired: the next
+        heartbeat opens a new stream (``BeatStream.retire``)."""
+        self._beat_seq += 1
+        request.seq = self._beat_seq
+        beats = self._beats
+        if beats is None or beats.retired:
+            if self._closed:
+                raise PeerUnavailableError(
+                    f"the client of peer {self.address} is closed", address=self.address
+                )
+            try:
+                call = self._membership.Beats()
+            except grpc.aio.UsageError as exc:  # its channel was closed (the peer left the list)
+                raise PeerUnavailableError(
+                    f"the channel to peer {self.address} is closed", address=self.address
+                ) from exc
+            beats = self._beats = BeatStream(self.address, call, self._reaped)
+        return await beats.ask(request, timeout)
+
+    async def close(self) -> None:
+        """Cancel this client's heartbeat streams and wait for their tasks to end (its channel is
+        closed by ``Peers``)."""
+        self._closed = True
+        beats, self._beats = self._beats, None
+        if beats is not None:
+            beats.retire()
+        readers = list(self._readers)
+        for reader in readers:
+            reader.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+
+    def _reaped(self, reader: asyncio.Task[None]) -> None:
+        """Keep each stream's reader task until it ends (the loop holds tasks weakly only)."""
+        self._readers.add(reader)
+        reader.add_done_callback(self._readers.discard)
 
     async def publish(self, members: MemberList, timeout: float | None = None) -> None:
         request = membership_pb2.PublishRequest(
@@ -342,6 +415,123 @@ class FrameStream:
         self._call.cancel()
 
 
+class _UnimplementedError(Exception):
+    """The peer does not serve Beats (a member of an earlier version): use the unary call."""
+
+
+_UNARY_BEATS_FOR = 60.0  # seconds of unary heartbeats to a peer that does not serve Beats
+
+
+class BeatStream:
+    """Heartbeats to one peer on one Beats stream: requests out, replies in, matched by seq.
+
+    A reader task resolves each waiting heartbeat with the reply that carries its seq;
+    a reply to no waiting heartbeat (one that timed out) is dropped. Seqs are unique for the
+    life of the ``PeerClient``, so a reply is only ever taken for the request it answers.
+
+    A heartbeat that fails or times out retires the stream: no new heartbeat is sent on it
+    (the next opens a new stream), and it is cancelled once the heartbeats still waiting on
+    it are answered or time out (each keeps its own deadline, as separate calls would). When
+    the stream ends, every heartbeat waiting on it fails with the translated status.
+    """
+
+    def __init__(self, address: str, call: Any, reap: Callable[[asyncio.Task[None]], None]) -> None:
+        self.address = address
+        self.retired = False
+        self._call = call
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._writing = asyncio.Lock()  # grpc allows one write at a time per stream
+        self._ended: BaseException | None = None  # why the stream ended (its reader is done)
+        self._reader = asyncio.ensure_future(self._read())
+        reap(self._reader)
+
+    async def ask(self, request: Any, timeout: float) -> Any:
+        """The peer's reply to ``request`` (whose seq is unique), within ``timeout`` seconds."""
+        if self._ended is not None:
+            self.retire()
+            self._raise(self._ended)
+        seq = request.seq
+        answered = asyncio.get_running_loop().create_future()
+        self._pending[seq] = answered
+        ok = False
+        try:
+            async with asyncio.timeout(timeout):
+                try:
+                    async with self._writing:
+                        await self._call.write(request)
+                except (grpc.RpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
+                    pass  # the stream ended: its reader fails ``answered`` with the status
+                reply = await answered
+        except TimeoutError:
+            raise PeerUnavailableError(
+                f"peer {self.address} did not answer a heartbeat within {timeout:g}s", address=self.address
+            ) from None
+        except grpc.RpcError as exc:
+            self._raise(exc)
+        else:
+            ok = True
+            return reply
+        finally:
+            self._pending.pop(seq, None)
+            if not answered.done():
+                answered.cancel()
+            elif not answered.cancelled():
+                answered.exception()  # retrieved: the stream may have ended while we wrote
+            if not ok:
+                self.retire()
+            elif self.retired and not self._pending:
+                self._call.cancel()
+
+    def retire(self) -> None:
+        """Send nothing more on this stream; cancel it once no heartbeat waits on it."""
+        self.retired = True
+        if not self._pending:
+            self._call.cancel()
+
+    async def _read(self) -> None:
+        ended: BaseException = PeerUnavailableError(
+            f"the heartbeat stream to peer {self.address} was closed", address=self.address
+        )
+        try:
+            while True:
+                reply = await self._call.read()
+                if reply is grpc.aio.EOF:
+                    ended = PeerUnavailableError(
+                        f"peer {self.address} ended the heartbeat stream", address=self.address
+                    )
+                    return
+                answered = self._pending.get(reply.seq)
+                if answered is not None and not answered.done():
+                    answered.set_result(reply)
+        except grpc.RpcError as exc:
+            ended = exc
+        except (grpc.aio.UsageError, asyncio.InvalidStateError):
+            pass  # the call was finished under us: closed
+        except asyncio.CancelledError:
+            # The stream was cancelled (retired, or its channel closed), or this task was.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+        finally:
+            # Whatever ended the stream, no heartbeat waits on it for nothing.
+            self._ended = ended
+            self.retired = True
+            for answered in self._pending.values():
+                if not answered.done():
+                    answered.set_exception(
+                        ended
+                        if isinstance(ended, grpc.RpcError)  # translated by each waiter
+                        else PeerUnavailableError(str(ended), address=self.address)
+                    )
+
+    def _raise(self, exc: BaseException) -> NoReturn:
+        if isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+            raise _UnimplementedError from exc
+        if isinstance(exc, grpc.RpcError):
+            _translate(self.address, exc)
+        raise PeerUnavailableError(str(exc), address=self.address)  # a new one for each waiter
+
+
 def channel_credentials(config: GridConfig) -> grpc.ChannelCredentials | None:
     """Mutual TLS credentials when configured: the peer must present a certificate of the
     cluster CA, and this member presents its own."""
@@ -406,16 +596,22 @@ class Peers:
 
     async def drop(self, address: str) -> None:
         """Close the channel to ``address`` (a peer that left)."""
-        self._clients.pop(address, None)
+        # Both popped before anything is awaited: a ``get`` meanwhile makes a new pair.
+        client = self._clients.pop(address, None)
         channel = self._channels.pop(address, None)
+        if client is not None:
+            await client.close()
         if channel is not None:
             await channel.close(grace=None)
 
     async def close(self) -> None:
         """Close every channel."""
         channels = list(self._channels.values())
+        clients = list(self._clients.values())
         self._clients.clear()
         self._channels.clear()
+        for client in clients:
+            await client.close()
         for channel in channels:
             await channel.close(grace=None)
 

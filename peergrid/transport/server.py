@@ -126,7 +126,7 @@ class Malformed:
 #: can take with every name at its longest (255 characters of up to 4 bytes each). A longer one
 #: is refused unparsed: parsing tens of MB only to refuse a name costs the loop ~0.1 s.
 _SMALL_REQUESTS = frozenset(
-    {"Join", "Heartbeat", "GetMembers", "Leave", "SafeState", "Subscribe", "MapStats"}
+    {"Join", "Heartbeat", "Beats", "GetMembers", "Leave", "SafeState", "Subscribe", "MapStats"}
 )
 _SMALL_REQUEST_BYTES = 8 * 1024
 
@@ -252,6 +252,13 @@ class _Membership(_Base, membership_pb2_grpc.MembershipServicer):  # type: ignor
 
     @_guarded
     async def Heartbeat(self, request: Any, context: Any) -> membership_pb2.HeartbeatResponse:
+        return self._heartbeat(request)
+
+    def _heartbeat(self, request: Any) -> membership_pb2.HeartbeatResponse:
+        """The answer to one heartbeat, unary or on the Beats stream (same checks: the caller
+        checked the request's cluster; a malformed request or uuid raises)."""
+        if isinstance(request, Malformed):
+            request.refuse()
         reply = self.handlers.heartbeat(self.check_uuid(request.uuid, "heartbeat uuid"), request.list_version)
         return membership_pb2.HeartbeatResponse(
             status=reply.status,  # type: ignore[arg-type]
@@ -259,7 +266,49 @@ class _Membership(_Base, membership_pb2_grpc.MembershipServicer):  # type: ignor
             cluster=self.handlers.cluster,
             uuid=self.handlers.uuid,
             leaving=reply.leaving,
+            seq=request.seq,
         )
+
+    async def Beats(
+        self, request_iterator: Any, context: Any
+    ) -> AsyncIterator[membership_pb2.HeartbeatResponse]:
+        """Heartbeats on one long-lived stream: each answered in turn, as ``Heartbeat`` answers
+        it, with the seq of its request (the caller matches replies to requests by seq).
+
+        A request ``Heartbeat`` would refuse ends the stream with the status it would answer
+        (PERMISSION_DENIED for another cluster, INVALID_ARGUMENT for a malformed one); the
+        caller opens a new stream for its next heartbeat. The member keeps serving.
+        """
+        refusal: tuple[grpc.StatusCode, str] | None = None
+        try:
+            async for request in request_iterator:
+                cluster = getattr(request, "cluster", None)  # None: malformed, refused below
+                if cluster is not None and cluster != self.handlers.cluster:
+                    refusal = grpc.StatusCode.PERMISSION_DENIED, self.mismatch(cluster)
+                    break
+                try:
+                    reply = self._heartbeat(request)
+                except Exception as exc:
+                    refusal = _status(exc)
+                    if refusal is None:
+                        log.exception("a heartbeat on a Beats stream failed")
+                        refusal = grpc.StatusCode.UNKNOWN, "internal error on the serving member"
+                    break
+                yield reply
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the member keeps serving whatever one stream did
+            if (
+                isinstance(exc, grpc.RpcError)
+                or "Stopped" in type(exc).__name__
+                or "Abort" in type(exc).__name__
+            ):
+                log.debug("heartbeat stream ended: %r", exc)  # the caller went away, or we stop
+            else:
+                log.exception("heartbeat stream failed")
+        if refusal is not None:
+            request = None  # see _guarded
+            await context.abort(*refusal)
 
     @_guarded
     async def Publish(self, request: Any, context: Any) -> common_pb2.Ack:

@@ -51,17 +51,19 @@ class JoinResponse(_message.Message):
     def __init__(self, status: _Optional[_Union[JoinResponse.Status, str]] = ..., reason: _Optional[str] = ..., master_address: _Optional[str] = ..., members: _Optional[_Union[_common_pb2.MemberList, _Mapping]] = ..., cluster: _Optional[str] = ..., uuid: _Optional[str] = ..., list_version: _Optional[int] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("cluster", "uuid", "list_version")
+    __slots__ = ("cluster", "uuid", "list_version", "seq")
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     UUID_FIELD_NUMBER: _ClassVar[int]
     LIST_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
     cluster: str
     uuid: str
     list_version: int
-    def __init__(self, cluster: _Optional[str] = ..., uuid: _Optional[str] = ..., list_version: _Optional[int] = ...) -> None: ...
+    seq: int
+    def __init__(self, cluster: _Optional[str] = ..., uuid: _Optional[str] = ..., list_version: _Optional[int] = ..., seq: _Optional[int] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
-    __slots__ = ("status", "list_version", "cluster", "uuid", "leaving")
+    __slots__ = ("status", "list_version", "cluster", "uuid", "leaving", "seq")
     class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         OK: _ClassVar[HeartbeatResponse.Status]
@@ -75,12 +77,14 @@ class HeartbeatResponse(_message.Message):
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     UUID_FIELD_NUMBER: _ClassVar[int]
     LEAVING_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
     status: HeartbeatResponse.Status
     list_version: int
     cluster: str
     uuid: str
     leaving: bool
-    def __init__(self, status: _Optional[_Union[HeartbeatResponse.Status, str]] = ..., list_version: _Optional[int] = ..., cluster: _Optional[str] = ..., uuid: _Optional[str] = ..., leaving: bool = ...) -> None: ...
+    seq: int
+    def __init__(self, status: _Optional[_Union[HeartbeatResponse.Status, str]] = ..., list_version: _Optional[int] = ..., cluster: _Optional[str] = ..., uuid: _Optional[str] = ..., leaving: bool = ..., seq: _Optional[int] = ...) -> None: ...
 
 class PublishRequest(_message.Message):
     __slots__ = ("cluster", "members")

@@ -25,6 +25,11 @@ class MembershipStub(object):
                 request_serializer=peergrid_dot_transport_dot___pb_dot_membership__pb2.HeartbeatRequest.SerializeToString,
                 response_deserializer=peergrid_dot_transport_dot___pb_dot_membership__pb2.HeartbeatResponse.FromString,
                 )
+        self.Beats = channel.stream_stream(
+                '/peergrid.v1.Membership/Beats',
+                request_serializer=peergrid_dot_transport_dot___pb_dot_membership__pb2.HeartbeatRequest.SerializeToString,
+                response_deserializer=peergrid_dot_transport_dot___pb_dot_membership__pb2.HeartbeatResponse.FromString,
+                )
         self.Publish = channel.unary_unary(
                 '/peergrid.v1.Membership/Publish',
                 request_serializer=peergrid_dot_transport_dot___pb_dot_membership__pb2.PublishRequest.SerializeToString,
@@ -62,7 +67,16 @@ class MembershipServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def Heartbeat(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """members before Beats call this
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Beats(self, request_iterator, context):
+        """Heartbeats on one long-lived stream per (caller, peer): each reply carries the seq of the
+        request it answers. A bad request ends the stream with the status Heartbeat would answer.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -107,6 +121,11 @@ def add_MembershipServicer_to_server(servicer, server):
             ),
             'Heartbeat': grpc.unary_unary_rpc_method_handler(
                     servicer.Heartbeat,
+                    request_deserializer=peergrid_dot_transport_dot___pb_dot_membership__pb2.HeartbeatRequest.FromString,
+                    response_serializer=peergrid_dot_transport_dot___pb_dot_membership__pb2.HeartbeatResponse.SerializeToString,
+            ),
+            'Beats': grpc.stream_stream_rpc_method_handler(
+                    servicer.Beats,
                     request_deserializer=peergrid_dot_transport_dot___pb_dot_membership__pb2.HeartbeatRequest.FromString,
                     response_serializer=peergrid_dot_transport_dot___pb_dot_membership__pb2.HeartbeatResponse.SerializeToString,
             ),
@@ -174,6 +193,23 @@ class Membership(object):
             timeout=None,
             metadata=None):
         return grpc.experimental.unary_unary(request, target, '/peergrid.v1.Membership/Heartbeat',
+            peergrid_dot_transport_dot___pb_dot_membership__pb2.HeartbeatRequest.SerializeToString,
+            peergrid_dot_transport_dot___pb_dot_membership__pb2.HeartbeatResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def Beats(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(request_iterator, target, '/peergrid.v1.Membership/Beats',
             peergrid_dot_transport_dot___pb_dot_membership__pb2.HeartbeatRequest.SerializeToString,
             peergrid_dot_transport_dot___pb_dot_membership__pb2.HeartbeatResponse.FromString,
             options, channel_credentials,
