@@ -47,7 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated, of {', '.join(PATHS)}")
     parser.add_argument("--seconds", type=float, default=8.0, help="sampling time per path")
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
-    parser.add_argument("--native", action="store_true", help="py-spy --native (C frames too; slower)")
+    parser.add_argument(
+        "--native",
+        action="store_true",
+        help="py-spy --native: C frames too (py-spy then pauses the process to sample it: use a low --rate)",
+    )
+    parser.add_argument("--only", help="profile only this process: caller, owner or backup")
     parser.add_argument("--cpu", type=int, default=0, help="the CPU the members are pinned to")
     parser.add_argument("--out", type=Path, default=Path("profiles"), help="where the files go")
     parser.add_argument(
@@ -57,7 +62,16 @@ def main(argv: list[str] | None = None) -> int:
         "beside the bare aio stream's per message",
     )
     parser.add_argument("--calls", type=int, default=2000, help="calls per path with --cpu-only")
+    parser.add_argument(
+        "--parts",
+        action="store_true",
+        help="no cluster: time the data path's Python parts alone (frame codec, thread hop)",
+    )
     args = parser.parse_args(argv)
+    if args.parts:
+        Placement(frozenset({args.cpu})).pin_current_process()
+        parts()
+        return 0
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not args.cpu_only and not Path(spy).exists():
         print("py-spy is not installed: pip install py-spy", file=sys.stderr)
@@ -75,16 +89,20 @@ def main(argv: list[str] | None = None) -> int:
         grid.load(cluster, workload)
         owner = grid.owner_lookup(cluster.grid)
         assert owner is not None
-        target = procs.children[0]
         addresses = {str(m.address) for m in cluster.grid.members()}
         owned = [k for k in workload.keys if owner(k) not in (cluster.grid.address,)]
         first = sorted(a for a in addresses if a != cluster.grid.address)[0]
         keys = [k for k in owned if owner(k) == first] or owned
-        roles = {
+        by_address = {c.name.split()[-1]: c.pid for c in procs.children}
+        other = next(a for a in by_address if a != first)
+        roles: dict[str, int | None] = {
             "caller": None,
-            **{f"member-{c.name.split()[-1].replace(':', '_')}": c.pid for c in procs.children},
+            "owner": by_address[first],
+            "other": by_address[other],
         }
-        print(f"owner of the keys: {first} ({target.name})", file=sys.stderr)
+        if args.only:
+            roles = {args.only: roles[args.only]}
+        print(f"owner of the keys: {first}; the set's backup: this process or {other}", file=sys.stderr)
         m = cluster.map
         values = {k: workload.value_of(k) for k in keys}
         batch = workload.batches(workload.keys)[:50]
@@ -104,6 +122,61 @@ def main(argv: list[str] | None = None) -> int:
         for path in args.paths.split(","):
             run(spy, args, path, calls[path], roles)
     return 0
+
+
+def parts() -> None:
+    """The Python parts of a remote call, each timed alone (best of 5 runs): the four frame
+    codec steps for a frame of 1 and of 33 ops (a third of a get_all(100)), and a thread hop
+    to an event loop and back (what a sync caller pays to reach the member's loop)."""
+    import asyncio
+    import threading
+    import timeit
+
+    from peergrid.protocol import Code, Op, Result
+    from peergrid.transport import frames
+    from peergrid.transport._pb import map_pb2
+
+    def best(name: str, fn: Callable[..., object], number: int = 5000) -> None:
+        us = min(timeit.repeat(fn, number=number, repeat=5)) / number * 1e6
+        print(f"   {name:52s} {us:7.2f} us")
+
+    value = b"v" * 103
+    for n in (1, 33):
+        ops = [Op(Code.GET, i, "bench", b"\xa0key:%08d" % i) for i in range(n)]
+        results = [Result(found=True, value=value, version=5) for _ in range(n)]
+        frame = frames.ops_to_pb(1, "cluster", 3, "u" * 32, ops)
+        reply = frames.results_to_pb(1, 3, results)
+        wire, answer = frame.SerializeToString(), reply.SerializeToString()
+        print(f"== frame codec, {n} get(s)")
+        best(
+            "caller: ops_to_pb + serialize",
+            lambda ops=ops: frames.ops_to_pb(1, "c", 3, "u" * 32, ops).SerializeToString(),
+        )
+        best(
+            "owner: parse + ops_from_pb", lambda wire=wire: frames.ops_from_pb(map_pb2.Frame.FromString(wire))
+        )
+        best(
+            "owner: replies_to_pb + serialize",
+            lambda results=results: [
+                m.SerializeToString() for m in frames.replies_to_pb(1, 3, results, 1 << 26)
+            ],
+        )
+        best(
+            "caller: parse + results_from_pb",
+            lambda answer=answer: frames.results_from_pb(map_pb2.FrameResult.FromString(answer)),
+        )
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+
+    def hop() -> None:
+        lock = threading.Lock()
+        lock.acquire()
+        loop.call_soon_threadsafe(lock.release)
+        lock.acquire()
+
+    print("== thread hop")
+    best("caller thread -> loop thread -> caller (wall)", hop, 2000)
+    loop.call_soon_threadsafe(loop.stop)
 
 
 def thread_cpu(pid: int) -> dict[str, int]:
@@ -165,7 +238,9 @@ def run(
     spies = []
     for role, child_pid in roles.items():
         pid = child_pid or os.getpid()
-        for fmt, ext in (("flamegraph", "svg"), ("raw", "txt")):
+        # --native: collapsed stacks only (one py-spy per process: each pauses it to sample)
+        formats = (("raw", "txt"),) if args.native else (("flamegraph", "svg"), ("raw", "txt"))
+        for fmt, ext in formats:
             out = args.out / f"{path}-{role}.{ext}"
             cmd = [
                 spy,
@@ -181,10 +256,8 @@ def run(
                 "-o",
                 str(out),
                 "--threads",
-                "--nonblocking",
+                *(["--native"] if args.native else ["--nonblocking"]),
             ]
-            if args.native:
-                cmd.append("--native")
             spies.append(
                 (role, out, subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
             )
