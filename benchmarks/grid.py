@@ -217,13 +217,19 @@ def grid_paths(cluster: Cluster, workload: Workload, ownership: Ownership) -> li
 
 
 def write_series(
-    procs: Processes, workload: Workload, redis_set: Path, counts: Sequence[int]
+    procs: Processes,
+    workload: Workload,
+    redis_set: Path,
+    counts: Sequence[int],
+    stream: Path | None = None,
 ) -> dict[str, Outcome]:
     """For each backup count, a fresh cluster whose set (pg.set.bN) is interleaved with
-    redis-py SET (redis.set@bN) in rounds of its own; the cluster is stopped after."""
+    redis-py SET (redis.set@bN) and, when given, the bare aio stream (grpc.aio.stream@bN: the
+    floor a set is taken against) in rounds of its own; the cluster is stopped after."""
     outcomes: dict[str, Outcome] = {}
     for count in counts:
         baseline = replace(redis_set, name=f"redis.set@b{count}")
+        floor = [] if stream is None else [replace(stream, name=f"grpc.aio.stream@b{count}")]
         phase = f"backup_count {count}"
         with contextlib.ExitStack() as stack:
             try:
@@ -232,7 +238,7 @@ def write_series(
                 failed = Path(f"pg.set.b{count}", f"peergrid set, backup_count {count}", _never)
                 outcomes[failed.name] = Outcome(failed, phase, error=error_summary(exc))
                 continue
-            paths = [baseline, _write_path(cluster, workload)]
+            paths = [baseline, *floor, _write_path(cluster, workload)]
             outcomes |= run_rounds(paths, workload.settings.rounds, phase)
     return outcomes
 

@@ -166,6 +166,12 @@ TARGETS = [
            _ratio_of("pg.get", "grpc.sync.unary", p50)),
     Target("remote get p50 / bare gRPC unary p50 (aio)", "<=", 1.3, "x",
            _ratio_of("pg.get", "grpc.aio.unary", p50)),
+    Target("remote get p50 / bare aio stream p50 (one message each way)", "<=", 1.5, "x",
+           _ratio_of("pg.get", "grpc.aio.stream", p50)),
+    Target("set, backup_count 1, p50 / bare aio stream p50 (its own rounds)", "<=", 2.6, "x",
+           _ratio_of("pg.set.b1", "grpc.aio.stream@b1", p50)),
+    Target("get_all(100) keys/s / bare gRPC get_all floor keys/s", ">=", 0.8, "x",
+           _ratio_of("pg.get_many", "grpc.aio.fanout", keys_per_s)),
     Target("get_all(100) keys/s / redis-py MGET keys/s", ">=", 0.3, "x",
            _ratio_of("pg.get_many", "redis.get_many", keys_per_s)),
     Target("64 concurrent remote gets ops/s / redis-py GET ops/s", ">=", 1, "x",
@@ -278,7 +284,14 @@ def _targets(results: Results) -> list[str]:
 
 def _backups(results: Results) -> list[str]:
     rows = [_backup_row(results, count) for count in results.backup_counts]
-    header = ["backup_count", "set p50 µs", "p99 µs", "ops/s", "p50 vs redis-py SET p50"]
+    header = [
+        "backup_count",
+        "set p50 µs",
+        "p99 µs",
+        "ops/s",
+        "p50 vs redis-py SET p50",
+        "p50 vs aio stream p50",
+    ]
     table_rows = [row for row in rows if row]
     if not table_rows:
         return []
@@ -294,13 +307,15 @@ def _backup_row(results: Results, count: int) -> list[str]:
     if outcome is None:
         return []
     if not outcome.samples:
-        return [str(count), "-", "-", "-", f"failed: {outcome.error}"]
+        return [str(count), "-", "-", "-", f"failed: {outcome.error}", "-"]
+    stream = "grpc.aio.stream" if count == 0 else f"grpc.aio.stream@b{count}"
     return [
         str(count),
         micros(median_of(outcome, p50)),
         micros(median_of(outcome, lambda s: s.p99_us)),
         rate(median_of(outcome, ops_per_s)),
         times(ratio(results, subject, baseline, p50)),
+        times(ratio(results, subject, stream, p50)),
     ]
 
 

@@ -198,3 +198,36 @@ typed_values = st.recursive(
     ),
     max_leaves=12,
 )
+
+
+# Wire ops and results as a frame carries them (tests/test_frames.py).
+_blobs = st.binary(max_size=40)
+wire_ops = st.builds(
+    lambda code, partition, name, key, value, expect, ttl, version: (
+        code,
+        partition,
+        name,
+        key,
+        value,
+        expect,
+        ttl,
+        version,
+    ),
+    st.integers(1, 40),
+    st.integers(0, 270),
+    st.text(max_size=12),
+    _blobs,
+    _blobs,
+    _blobs,
+    st.sampled_from([0.0, 0.5, 30.0]),
+    st.integers(0, 2**40),
+)
+wire_results = st.tuples(
+    st.integers(0, 12),
+    _blobs,
+    st.booleans(),
+    st.integers(0, 2**31),
+    st.text(max_size=20),
+    st.integers(0, 2**40),
+    st.sampled_from([0.0, 1.5]),
+)

@@ -110,10 +110,16 @@ class Pipe:
         # The flag is cleared on the loop before the sender drains, so an item
         # appended before the clear is drained, and one appended after it sees
         # the flag down and schedules another wake-up.
+        # On the loop thread (backups and invalidations an owner sends while it runs a frame)
+        # no wake-up is needed, only a callback: the self-pipe write and the extra pass through
+        # the selector that call_soon_threadsafe costs are spared.
         if not self._signalled:
             self._signalled = True
             try:
-                self._loop.call_soon_threadsafe(self._kick)
+                if asyncio._get_running_loop() is self._loop:
+                    self._loop.call_soon(self._kick)
+                else:
+                    self._loop.call_soon_threadsafe(self._kick)
             except RuntimeError:  # the loop is closed: the member is gone
                 self._fail_queued("the member is shut down")
 

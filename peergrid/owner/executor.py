@@ -58,6 +58,8 @@ _JOURNALED = frozenset({EffectKind.PUT, EffectKind.DELETE, EffectKind.CLEAR})
 _MERGED = _JOURNALED | {EffectKind.DELTA}
 _WHOLE_MAP = frozenset({Code.CLEAR, Code.EVICT_ALL, Code.DESTROY})
 _UNJOURNALED = frozenset({Code.EVICT, Code.EVICT_ALL})  # evictions, as the owner's own: memory only
+_UNNAMED = frozenset({Code.BACKUP, Code.RECOVER, Code.TOUCH})  # partition-wide: no map, no key
+_INFINITY = float("inf")
 
 
 def _time_left(part: Partition, op: Op, result: Result) -> None:
@@ -92,6 +94,9 @@ class Executor:
         self._owner = owner
         self._config = config
         self._limits = config.limits
+        self._partition_count = config.partition_count
+        self._max_key = config.limits.max_key_bytes
+        self._max_value = config.limits.max_value_bytes
         self._manager = manager
         self._table_version = table_version
         self._has_quorum = has_quorum
@@ -100,28 +105,37 @@ class Executor:
         self.compute = compute(self)  # entry processors and locks, on this write path
 
     def check(self, op: Op) -> str | None:
-        """Why ``op`` is malformed or over a limit, or None."""
-        if op.code not in KNOWN:
-            return f"unknown operation code {op.code}"
-        if not 0 <= op.partition < self._config.partition_count:
-            return f"partition {op.partition} is out of range 0..{self._config.partition_count - 1}"
-        if op.code in (Code.BACKUP, Code.RECOVER, Code.TOUCH):
+        """Why ``op`` is malformed or over a limit, or None.
+
+        Run for every op a peer sends (a frame of a get_all: once a key), so its limits are read
+        once, in ``__init__`` (the config is frozen), and the ttl is looked at only when set.
+        """
+        code = op.code
+        if code not in KNOWN:
+            return f"unknown operation code {code}"
+        if not 0 <= op.partition < self._partition_count:
+            return f"partition {op.partition} is out of range 0..{self._partition_count - 1}"
+        if code in _UNNAMED:
             return None
-        if op.code == Code.FLUSH:
-            return None if op.map else "flush names a map"
-        if op.code == Code.MERGE and any(e.map != op.map or e.kind not in _MERGED for e in op.effects):
+        name = op.map
+        if code == Code.FLUSH:
+            return None if name else "flush names a map"
+        if code == Code.MERGE and any(e.map != name or e.kind not in _MERGED for e in op.effects):
             return "a merge carries puts, deletes and clears of its own map only"
-        if not op.map or len(op.map) > MAX_NAME:
+        if not name or len(name) > MAX_NAME:
             return f"map names must have 1 to {MAX_NAME} characters"
-        if op.code in KEYED and not op.key:
+        key = op.key
+        if not key and code in KEYED:
             return "the operation needs a key"
-        if len(op.key) > self._limits.max_key_bytes:
-            return f"key of {len(op.key)} bytes exceeds limits.max_key_bytes={self._limits.max_key_bytes}"
-        if max(len(op.value), len(op.expect)) > self._limits.max_value_bytes:
-            return f"value exceeds limits.max_value_bytes={self._limits.max_value_bytes}"
-        if not op.ttl >= 0 or op.ttl == float("inf"):
-            return f"ttl must be a finite number of seconds >= 0, got {op.ttl}"
-        if op.code == Code.EXPIRE and not op.ttl > 0:
+        if len(key) > self._max_key:
+            return f"key of {len(key)} bytes exceeds limits.max_key_bytes={self._max_key}"
+        if len(op.value) > self._max_value or len(op.expect) > self._max_value:
+            return f"value exceeds limits.max_value_bytes={self._max_value}"
+        ttl = op.ttl
+        if ttl:  # NaN is true too, and refused below
+            if not ttl >= 0 or ttl == _INFINITY:
+                return f"ttl must be a finite number of seconds >= 0, got {ttl}"
+        elif code == Code.EXPIRE:
             return "expire needs a ttl > 0 seconds"
         return None
 

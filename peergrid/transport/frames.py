@@ -17,6 +17,7 @@ cannot fit (one partition's scan) is answered ``Status.TOO_LARGE`` with its size
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from peergrid.protocol import Effect, Op, Result, Status, map_name_problem
 from peergrid.transport._pb import map_pb2
@@ -26,6 +27,8 @@ def ops_to_pb(
     frame_id: int, cluster: str, table_version: int, sender: str, ops: Sequence[Op]
 ) -> map_pb2.Frame:
     """One frame carrying ``ops``."""
+    if len(ops) == 1 and not ops[0].effects:
+        return _op_to_pb(frame_id, cluster, table_version, sender, ops[0])
     maps: dict[str, int] = {}
     index = [maps.setdefault(op.map, len(maps)) for op in ops]
     msg = map_pb2.Frame(
@@ -52,6 +55,31 @@ def ops_to_pb(
     return msg
 
 
+def _op_to_pb(frame_id: int, cluster: str, table_version: int, sender: str, op: Op) -> map_pb2.Frame:
+    """A frame of one op without effects (a lone call, the common case at rest): the same
+    message as ``ops_to_pb`` builds, set field by field (upb's keyword constructor and the
+    column scans cost more than the op's fields)."""
+    msg = map_pb2.Frame()
+    msg.id = frame_id
+    msg.cluster = cluster
+    msg.table_version = table_version
+    msg.sender = sender
+    msg.codes.append(op.code)
+    msg.partitions.append(op.partition)
+    msg.map_index.append(0)
+    msg.keys.append(op.key)
+    if op.value:
+        msg.values.append(op.value)
+    if op.expect:
+        msg.expects.append(op.expect)
+    if op.ttl:
+        msg.ttls.append(op.ttl)
+    if op.version:
+        msg.versions.append(op.version)
+    msg.maps.append(op.map)
+    return msg
+
+
 def _effects_to_pb(msg: map_pb2.Frame, ops: Sequence[Op], maps: dict[str, int]) -> None:
     effects = [effect for op in ops for effect in op.effects]
     msg.effect_counts.extend([len(op.effects) for op in ops])
@@ -75,6 +103,8 @@ def _column(column: Sequence[object], count: int, name: str, default: object) ->
 def ops_from_pb(msg: map_pb2.Frame) -> list[Op]:
     """The ops of a frame; ``ValueError`` when its columns disagree."""
     count = len(msg.codes)
+    if count == 1 and not msg.effect_counts:
+        return [_op_from_pb(msg)]
     maps = list(msg.maps)
     for name in maps:
         # Empty: the ops that name no map (backups). The executor checks each op's own name.
@@ -99,6 +129,39 @@ def ops_from_pb(msg: map_pb2.Frame) -> list[Op]:
             msg.codes, partitions, names, keys, values, expects, ttls, versions, effects, strict=True
         )
     ]
+
+
+def _single(column: Sequence[Any], name: str, default: Any) -> Any:
+    """The one entry of a one-op frame's column (``default`` when the column was left out)."""
+    size = len(column)
+    if size == 1:
+        return column[0]
+    if size:
+        raise ValueError(f"frame column {name!r} has {size} entries for 1 ops")
+    return default
+
+
+def _op_from_pb(msg: map_pb2.Frame) -> Op:
+    """The op of a frame of one op and no effects: ``ops_from_pb``'s checks, without its
+    column lists."""
+    maps = msg.maps
+    for name in maps:
+        problem = map_name_problem(name, allow_empty=True)
+        if problem is not None:
+            raise ValueError(problem)
+    index = _single(msg.map_index, "map_index", 0)
+    if not 0 <= index < len(maps):
+        raise ValueError("frame op names a map index out of range")
+    return Op(
+        msg.codes[0],
+        _single(msg.partitions, "partitions", 0),
+        maps[index],
+        _single(msg.keys, "keys", b""),
+        _single(msg.values, "values", b""),
+        _single(msg.expects, "expects", b""),
+        _single(msg.ttls, "ttls", 0.0),
+        _single(msg.versions, "versions", 0),
+    )
 
 
 def _effects_from_pb(msg: map_pb2.Frame, count: int, maps: list[str]) -> Sequence[tuple[Effect, ...]]:
@@ -129,6 +192,8 @@ def _effects_from_pb(msg: map_pb2.Frame, count: int, maps: list[str]) -> Sequenc
 
 def results_to_pb(frame_id: int, table_version: int, results: Sequence[Result]) -> map_pb2.FrameResult:
     """The answer to a frame."""
+    if len(results) == 1 and results[0].keys is None:
+        return _result_to_pb(frame_id, table_version, results[0])
     msg = map_pb2.FrameResult(
         id=frame_id,
         table_version=table_version,
@@ -153,6 +218,26 @@ def results_to_pb(frame_id: int, table_version: int, results: Sequence[Result]) 
                 msg.scan_keys.extend(r.keys)
             if r.values:
                 msg.scan_values.extend(r.values)
+    return msg
+
+
+def _result_to_pb(frame_id: int, table_version: int, r: Result) -> map_pb2.FrameResult:
+    """The answer to a frame of one op (no scan): ``results_to_pb``'s message, field by field."""
+    msg = map_pb2.FrameResult()
+    msg.id = frame_id
+    msg.table_version = table_version
+    msg.statuses.append(r.status)
+    msg.found.append(r.found)
+    if r.value:
+        msg.values.append(r.value)
+    if r.count:
+        msg.counts.append(r.count)
+    if r.message:
+        msg.messages.append(r.message)
+    if r.version:
+        msg.versions.append(r.version)
+    if r.ttl:
+        msg.ttls.append(r.ttl)
     return msg
 
 
@@ -210,6 +295,8 @@ def replies_to_pb(
 def results_from_pb(msg: map_pb2.FrameResult) -> tuple[int, int, list[Result]]:
     """``(frame id, table version, results)`` of a frame result."""
     count = len(msg.statuses)
+    if count == 1 and not msg.key_counts:
+        return msg.id, msg.table_version, [_result_from_pb(msg)]
     values = _column(msg.values, count, "values", b"")
     counts = _column(msg.counts, count, "counts", 0)
     messages = _column(msg.messages, count, "messages", "")
@@ -230,6 +317,25 @@ def results_from_pb(msg: map_pb2.FrameResult) -> tuple[int, int, list[Result]]:
     if len(msg.key_counts):
         _scans_from_pb(msg, results)
     return msg.id, msg.table_version, results
+
+
+def _result_from_pb(msg: map_pb2.FrameResult) -> Result:
+    """The result of a one-result message without scans: ``results_from_pb``'s checks, without
+    its column lists."""
+    result = Result(
+        msg.statuses[0],
+        _single(msg.values, "values", b""),
+        _single(msg.found, "found", False),
+        _single(msg.counts, "counts", 0),
+    )
+    message = _single(msg.messages, "messages", "")
+    if message:
+        result.message = message
+    if msg.versions:
+        result.version = _single(msg.versions, "versions", 0)
+    if msg.ttls:
+        result.ttl = _single(msg.ttls, "ttls", 0.0)
+    return result
 
 
 def _scans_from_pb(msg: map_pb2.FrameResult, results: list[Result]) -> None:
