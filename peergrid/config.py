@@ -47,6 +47,11 @@ class Timing:
     ``failure_timeout`` (see ``lease``). Must run out before any member can be declared dead."""
     join_timeout: float = 5.0
     """How long to keep trying the seeds before starting a new cluster alone."""
+    join_max_wait: float = 120.0
+    """How long a joiner whose seeds answer keeps asking to be admitted before it fails with
+    ``JoinError`` (Hazelcast's ``max.join.seconds``): a master busy with a hundred processes
+    starting on a few cores admits them slowly, and a joiner must not exit meanwhile. (A
+    master that refused the joiner, or cannot call it back, fails it at once.)"""
     join_retry_interval: float = 0.25
     """Pause between two rounds of join attempts."""
     join_batch_window: float = 0.05
@@ -103,6 +108,7 @@ class Timing:
             heartbeat_interval=0.1,
             failure_timeout=1.0,
             join_timeout=1.0,
+            join_max_wait=20.0,
             join_retry_interval=0.05,
             join_batch_window=0.01,
             rpc_timeout=1.0,

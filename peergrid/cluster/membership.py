@@ -150,6 +150,7 @@ class Membership:
         # Members that asked *us* to admit them while we were joining: address -> (uuid, when).
         self._joiners: dict[str, tuple[str, float]] = {}
         self._answered = False  # some seed answered during this join: a cluster exists
+        self._answered_at = 0.0  # when a seed last answered a join
         self._unreachable = ""  # why the last master that answered could not call us back
         self._seed_errors: dict[str, str] = {}  # address -> why the last join call to it failed
         self._progress = 0  # the highest list version a seed answered with during this join
@@ -268,6 +269,15 @@ class Membership:
                 # progress (a master admits joiners in batches, and may be busy): wait on.
                 progress_seen = self._progress
                 give_up_at = max(give_up_at, now + 2 * timing.failure_timeout + timing.rpc_timeout)
+            if (
+                now >= give_up_at
+                and not self._unreachable
+                and now - self._answered_at <= 2 * timing.rpc_timeout + timing.join_retry_interval
+                and now - started < timing.join_max_wait
+            ):
+                # The seeds answer every round, and no one refused us: the cluster runs, but its
+                # master is slow to admit (a hundred processes starting on two cores). Wait on.
+                give_up_at = now + timing.join_retry_interval
             if now >= give_up_at:
                 why = self._unreachable or "its master may be down and not yet replaced"
                 raise JoinError(
@@ -322,6 +332,7 @@ class Membership:
                 self._seed_errors[address] = str(exc)
                 continue
             self._answered = True
+            self._answered_at = self._clock()
             self._progress = max(self._progress, reply.list_version)
             if reply.status == JoinStatus.ACCEPTED and reply.members is not None:
                 if self.state is State.JOINING:
