@@ -24,7 +24,7 @@ from peergrid.cluster.discovery import Discovery
 from peergrid.cluster.membership import Membership
 from peergrid.cluster.merge import Merger
 from peergrid.config import GridConfig, parse_address
-from peergrid.errors import GridClosedError, PeerGridError
+from peergrid.errors import GridClosedError, JoinError, PeerGridError
 from peergrid.events.publisher import EventPublisher
 from peergrid.events.subscriptions import Subscriptions
 from peergrid.invocation.invoker import Invoker
@@ -153,13 +153,21 @@ class Node:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         """Bind, join (or form) the cluster, start heartbeats; blocks until done."""
-        budget = self.config.timing.join_timeout + self.config.timing.rpc_timeout * 4 + 10
+        timing = self.config.timing
+        # Joining ends by itself (admitted, alone, or JoinError) within join_max_wait; this
+        # bound only keeps a hang elsewhere (binding, discovery) from blocking for ever.
+        budget = timing.join_timeout + timing.join_max_wait + timing.rpc_timeout * 4 + 10
         try:
             self._thread.run(self._start(), timeout=budget)
-        except BaseException:
+        except BaseException as exc:
             self.closed = True
             with contextlib.suppress(Exception):
                 self._thread.run(self._stop(), timeout=5)
+            if isinstance(exc, TimeoutError):
+                raise JoinError(
+                    f"member did not finish starting within {budget:.0f}s (joining cluster "
+                    f"{self.config.cluster!r} through {', '.join(self.config.members) or 'discovery'})"
+                ) from exc
             raise
         self._started = True
         if self.config.metrics_port is not None:
