@@ -22,6 +22,7 @@ Measurement only: nothing asserts on a timing.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import signal
@@ -71,19 +72,55 @@ class LagProbe:
         return worst
 
 
+class StepTimer:
+    """With ``--steps``: the longest loop step since the last call, and what ran (every
+    callback of every loop in the process is timed: a few per cent of overhead)."""
+
+    def __init__(self) -> None:
+        self.worst: tuple[float, str] = (0.0, "")
+        run = asyncio.events.Handle._run
+
+        def timed(handle: asyncio.events.Handle) -> None:
+            began = time.perf_counter()
+            run(handle)
+            took = time.perf_counter() - began
+            if took > self.worst[0]:
+                self.worst = (took, _step_name(handle))
+
+        asyncio.events.Handle._run = timed  # type: ignore[method-assign]
+
+    def take(self) -> tuple[float, str]:
+        worst, self.worst = self.worst, (0.0, "")
+        return worst
+
+
+def _step_name(handle: asyncio.events.Handle) -> str:
+    callback = handle._callback  # type: ignore[attr-defined]
+    task = getattr(callback, "__self__", None)
+    if isinstance(task, asyncio.Task):
+        coro = task.get_coro()
+        return str(getattr(coro, "__qualname__", coro))
+    return str(getattr(callback, "__qualname__", callback))
+
+
 # ---------------------------------------------------------------------- child member
 def member(args: argparse.Namespace) -> None:
-    """A member with a lag probe, printing ``{"t": wall clock, "lag": seconds}`` lines."""
+    """A member with a lag probe, printing ``{"t": wall clock, "lag": seconds}`` lines
+    (with ``--steps``, also the longest step and what ran)."""
     import peergrid
 
     signal.signal(signal.SIGTERM, _exit)
+    steps = StepTimer() if args.steps else None
     members = [m for m in args.members.split(",") if m]
     grid = peergrid.Grid(cluster=CLUSTER, bind=args.bind, members=members, backup_count=args.backup_count)
     try:
         probe = LagProbe(grid._node.loop)
         while True:
             time.sleep(LAG_REPORT_S)
-            print(json.dumps({"t": time.time(), "lag": probe.take()}), flush=True)
+            row: dict[str, Any] = {"t": time.time(), "lag": probe.take()}
+            if steps is not None:
+                row["step_s"], row["step"] = steps.take()
+            print(json.dumps(row), flush=True)
     finally:
         grid.shutdown()
 
@@ -99,6 +136,7 @@ class Phase:
     latencies_ns: list[int] = field(default_factory=list)
     load_s: float = 0.0
     lag: dict[str, float] = field(default_factory=dict)  # member -> worst lag (s) in the window
+    steps: dict[str, tuple[float, str]] = field(default_factory=dict)  # member -> longest step (--steps)
     expired: int = 0
 
     def percentile(self, q: float) -> float:
@@ -127,12 +165,15 @@ def run(args: argparse.Namespace) -> dict[str, Phase]:
         addresses = [f"{HOST}:{free_port(HOST)}" for _ in range(2)]
         children: list[Child] = []
         for index, address in enumerate(addresses):
-            options = {
+            options: dict[str, object] = {
                 "--bind": address,
                 "--members": ",".join(addresses[:index]),
                 "--backup-count": args.backup_count,
             }
-            child = procs.python(f"member {address}", "-m", "benchmarks.stalls", "--member", *flags(options))
+            extra = ["--steps"] if args.steps else []
+            child = procs.python(
+                f"member {address}", "-m", "benchmarks.stalls", "--member", *extra, *flags(options)
+            )
             wait_for_port(child, HOST, int(address.rsplit(":", 1)[1]), JOIN_TIMEOUT_S)
             children.append(child)
         grid = peergrid.Grid(
@@ -212,7 +253,7 @@ def _phase(
     window_to = time.time()
     phase.lag["this process"] = own.take()
     for child in children:
-        phase.lag[child.name] = _child_lag(child, window_from, window_to)
+        phase.lag[child.name], phase.steps[child.name] = _child_lag(child, window_from, window_to)
     if name == "ttl":
         phase.expired = m.stats().total.expirations - expired_before
         print(f"{name}: {phase.expired:,} entries expired during the window", file=sys.stderr)
@@ -221,14 +262,16 @@ def _phase(
     return phase
 
 
-def _child_lag(child: Child, window_from: float, window_to: float) -> float:
-    worst = 0.0
+def _child_lag(child: Child, window_from: float, window_to: float) -> tuple[float, tuple[float, str]]:
+    """A child's worst loop lag in the window, and its longest step (with ``--steps``)."""
+    worst, step = 0.0, (0.0, "")
     for line in child.log_path.read_text(errors="replace").splitlines():
         with contextlib.suppress(ValueError, KeyError):
             row = json.loads(line)
             if window_from <= row["t"] <= window_to + LAG_REPORT_S:
                 worst = max(worst, float(row["lag"]))
-    return worst
+                step = max(step, (float(row.get("step_s", 0.0)), str(row.get("step", ""))))
+    return worst, step
 
 
 def report(phases: dict[str, Phase], args: argparse.Namespace) -> dict[str, Any]:
@@ -246,9 +289,12 @@ def report(phases: dict[str, Phase], args: argparse.Namespace) -> dict[str, Any]
     print(f"target: p99.9 within 2x -> {'met' if ratios['p99.9'] <= 2 else 'NOT met'}")
     print("\nworst loop lag (ms) per member, per window:")
     for who in phases["plain"].lag:
-        print(
-            f"  {who:28} plain {phases['plain'].lag[who] * 1e3:8.1f}   ttl {phases['ttl'].lag[who] * 1e3:8.1f}"
-        )
+        lags = "   ".join(f"{name} {phase.lag[who] * 1e3:8.1f}" for name, phase in phases.items())
+        print(f"  {who:28} {lags}")
+    for name, phase in phases.items():
+        for who, (took, what) in phase.steps.items():
+            if what:
+                print(f"  {name}: longest step on {who}: {took * 1e3:.1f} ms in {what}")
     print(f"\nentries expired during the ttl window: {phases['ttl'].expired:,} of {args.entries:,}")
     return {
         "entries": args.entries,
@@ -276,6 +322,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--cpu", type=int, help="pin this process and the members to one CPU (default: unpinned)"
     )
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    parser.add_argument(
+        "--steps", action="store_true", help="the child members also name their longest loop step (slower)"
+    )
     parser.add_argument("--member", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--bind", help=argparse.SUPPRESS)
     parser.add_argument("--members", default="", help=argparse.SUPPRESS)

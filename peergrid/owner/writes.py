@@ -13,9 +13,8 @@ listeners want values.
 
 Expiry sweeps run on the member's loop, in slices: each store hands out only
 its due entries (a heap, see ``peergrid.storage.records``), a few dozen at a
-time, and the sweep yields to the loop once it has held it ``SWEEP_SLICE``
-seconds, so a million entries expiring at once delay no request by more
-than a slice.
+time, and the sweep pauses once it has held the loop ``SWEEP_SLICE`` seconds,
+so a million entries expiring at once delay no request by more than a slice.
 """
 
 from __future__ import annotations
@@ -39,6 +38,9 @@ if TYPE_CHECKING:
     from peergrid.replication import PartitionManager
 
 SWEEP_SLICE = 0.002  # loop seconds a sweep holds before it yields to requests waiting
+# Then it pauses this long: a backlog of expired entries takes at most half the loop, and the
+# backups' writes it queued leave in small frames rather than one large one per sweep.
+SWEEP_PAUSE = 0.002
 SWEEP_BATCH = 32  # due heap pairs per store between two reads of the clock (~0.3 ms of deletes)
 _EXPIRE_SCAN_INTERVAL = 0.05  # a full map refusing writes frees its expired entries this often at most
 _SIZED = frozenset({Code.PUT, Code.SET, Code.PUT_IF_ABSENT, Code.REPLACE, Code.REPLACE_IF_SAME})
@@ -257,13 +259,6 @@ class OwnerWrites:
         value = store.delete(key) if store is not None else None
         if value is None:
             return False
-        self._deleted(part, name, key, value, kind, usage)
-        return True
-
-    def _deleted(
-        self, part: Partition, name: str, key: bytes, value: bytes, kind: int, usage: Usage | None
-    ) -> None:
-        """Account, version, replicate and publish the removal of ``key`` (owner)."""
         if usage is not None:
             usage.entries -= 1
             usage.nbytes -= len(key) + len(value)
@@ -273,6 +268,7 @@ class OwnerWrites:
         )
         if kind and self._publisher.interested(name):
             self._publisher.publish(name, part.id, kind, key, b"", value, part.version)
+        return True
 
     # ------------------------------------------------------------------ sweeps
     async def sweep(self) -> int:
@@ -291,7 +287,7 @@ class OwnerWrites:
                 done, more = self._sweep_some(part, owned)
                 swept += done
             if time.perf_counter() - began >= SWEEP_SLICE:
-                await asyncio.sleep(0)
+                await asyncio.sleep(SWEEP_PAUSE)
                 began = time.perf_counter()
             if not more:
                 p += 1
@@ -313,17 +309,31 @@ class OwnerWrites:
 
     def _expire(self, part: Partition, name: str, now: float, limit: int | None = None) -> int:
         """Free map ``name``'s expired entries in ``part`` (owned), looking at up to ``limit``
-        due ones (None: all); how many were freed."""
+        due ones (None: all); how many were freed.
+
+        The entries freed together are one write: one version, one BACKUP of their DELETE
+        effects, and an EXPIRED event each at that version (as a clear publishes). One
+        replicated write per entry made the backups and the acknowledgements the stall: a
+        million entries expiring queued a million backup writes, applied and answered in
+        frames of thousands in one loop step each."""
         store = part.maps.get(name)
         if store is None or not store.may_expire:
             return 0
-        config = self._registry.config(name)
-        usage = self.usage(name) if config.bounded else None
         gone = store.sweep(now, limit)
-        for key, value in gone:
-            self._deleted(part, name, key, value, EventKind.EXPIRED, usage)
-        if gone:
-            self._counters(name).expirations += len(gone)
+        if not gone:
+            return 0
+        config = self._registry.config(name)
+        if config.bounded:
+            usage = self.usage(name)
+            usage.entries -= len(gone)
+            usage.nbytes -= sum(len(key) + len(value) for key, value in gone)
+        part.version += 1
+        effects = tuple(Effect(EffectKind.DELETE, name, key) for key, _ in gone)
+        self._manager.replicator.replicate(part.id, part.version, effects, Result())
+        if self._publisher.interested(name):
+            for key, value in gone:
+                self._publisher.publish(name, part.id, EventKind.EXPIRED, key, b"", value, part.version)
+        self._counters(name).expirations += len(gone)
         return len(gone)
 
     def _expire_owned(self, name: str) -> int:
