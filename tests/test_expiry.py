@@ -115,6 +115,7 @@ def test_expired_entries_are_invisible_before_the_sweep_frees_them() -> None:
     assert store.get(b"live") == b"3"
     assert sorted(store.expired(time.time())) == [b"idle", b"ttl"]  # listed, still stored
     assert len(store) == 3
+    assert store.count() == 1  # live ones only: counted from the due pairs, no scan
     assert sorted(store.sweep(time.time())) == [(b"idle", b"2"), (b"ttl", b"1")]
 
 

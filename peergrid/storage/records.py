@@ -262,10 +262,11 @@ class Records:
 
     # ------------------------------------------------------------------ scans
     def count(self) -> int:
-        """Number of live entries."""
-        if not self.expiry and (self.policy is None or self.policy.max_idle is None):
+        """Number of live entries: all but the expired ones not swept yet, found by walking
+        the heaps' due pairs (O(due), not a scan)."""
+        if not self.may_expire:
             return len(self.values)
-        return sum(1 for _ in self.items())
+        return len(self.values) - len(self.expired(time.time()))
 
     def items(self) -> Iterator[tuple[bytes, bytes, float]]:
         """Live ``(key, value, expire_at)`` triples (expire_at 0 = never)."""
