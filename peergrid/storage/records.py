@@ -24,9 +24,10 @@ period. A heap was chosen over a timer wheel because a store holds a few
 thousand keys at most (a map is cut into 271 partitions), too few to fill a
 wheel's buckets, and over Redis' sampled expiry because it frees every due
 entry on time (events and statistics say when) rather than most of them. A
-pair costs ~64 bytes (a 2-tuple and a list slot; the deadline float is the one
-the ``expiry`` dict holds); stale pairs are dropped by rebuilding a heap when
-it grows past twice the keys it tracks, so they never hold more than that.
+pair costs ~75 bytes of RSS (a 2-tuple, its list slot; the deadline float is
+the one the ``expiry`` dict holds); stale pairs are dropped by rebuilding a heap
+when it grows past twice the keys it tracks, so they never hold more than that.
+Only the loop thread reads or changes the heaps.
 
 Reads may come from any thread (a dict lookup is atomic under the GIL and
 values are immutable); writes happen only on the member's loop thread. An
