@@ -231,3 +231,26 @@ wire_results = st.tuples(
     st.integers(0, 2**40),
     st.sampled_from([0.0, 1.5]),
 )
+
+#: Steps against one record store and a model of its deadlines (tests/test_expiry.py): times
+#: are seconds after the example's start, in halves, so every float compares exactly.
+_EXPIRY_KEYS = st.sampled_from([b"ea", b"eb", b"ec"])
+expiry_steps = st.lists(
+    st.one_of(
+        # set/put/expire (a TTL of d seconds from now) or persist/a put without TTL (d = 0)
+        st.tuples(st.just("put"), _EXPIRY_KEYS, st.integers(min_value=0, max_value=40)),
+        st.tuples(st.just("delete"), _EXPIRY_KEYS, st.just(0)),
+        # an owner's read synced to a backup (touch), or a copied entry's idle clock (access),
+        # at a whole second in [-20, 20]
+        st.tuples(st.just("touch"), _EXPIRY_KEYS, st.integers(min_value=-20, max_value=20)),
+        st.tuples(st.just("access"), _EXPIRY_KEYS, st.integers(min_value=-20, max_value=20)),
+        # a sweep this many whole seconds later (so at a half second), at most this many pairs
+        # a call (0: no limit), as owner (idle too) or as backup (TTL only)
+        st.tuples(
+            st.sampled_from(["sweep", "backup-sweep"]),
+            st.integers(min_value=0, max_value=15),
+            st.integers(min_value=0, max_value=3),
+        ),
+    ),
+    max_size=40,
+)

@@ -225,7 +225,7 @@ class Node:
 
     async def _sweep(self) -> None:
         self.manager.prune_journals(self.journal.oldest(), self.config.limits.max_journal_entries)
-        self.owner.sweep()
+        await self.owner.sweep()  # in slices: yields to the loop
         self.owner.touches()
         await self.stores.flush_due()
 

@@ -11,6 +11,24 @@ Maps with a max-idle time or a size bound also keep access metadata
 frequency counter, and a list of keys to sample eviction candidates from in
 O(1). Maps without them pay nothing for it.
 
+Expiry finds its due entries without scanning the store: a min-heap of
+``(deadline, key)`` per store (``timers``), with lazy deletion. A write that
+gives a key a new deadline pushes a new pair and leaves the old one; a delete
+leaves its pair too; a popped pair whose deadline is no longer the key's is
+skipped. A sweep therefore costs O(log n) per entry due, however many entries
+wait, and can stop after any number of entries (the owner sweeps in slices).
+Idle expiry has its own heap of ``(last access + max_idle, key)`` that reads do
+not touch (they run on any thread): a popped key read since is pushed back at
+its new idle deadline, so each live key is looked at about once per max-idle
+period. A heap was chosen over a timer wheel because a store holds a few
+thousand keys at most (a map is cut into 271 partitions), too few to fill a
+wheel's buckets, and over Redis' sampled expiry because it frees every due
+entry on time (events and statistics say when) rather than most of them. A
+pair costs ~75 bytes of RSS (a 2-tuple, its list slot; the deadline float is
+the one the ``expiry`` dict holds); stale pairs are dropped by rebuilding a heap
+when it grows past twice the keys it tracks, so they never hold more than that.
+Only the loop thread reads or changes the heaps.
+
 Reads may come from any thread (a dict lookup is atomic under the GIL and
 values are immutable); writes happen only on the member's loop thread. An
 access-time update from a reading thread is a single dict store: the worst a
@@ -19,6 +37,7 @@ race can do is record a slightly older access.
 
 from __future__ import annotations
 
+import heapq
 import random
 import time
 from collections.abc import Iterator
@@ -28,6 +47,9 @@ LFU_INITIAL = 5  # a new key's counter, so it is not evicted before it had a cha
 LFU_LOG_FACTOR = 10  # higher: the counter grows more slowly with hits
 LFU_DECAY_SECONDS = 60.0  # the counter loses one per this many idle seconds
 SAMPLE_SIZE = 5  # eviction candidates sampled per victim (as Redis' maxmemory-samples)
+HEAP_SLACK = 64  # a heap is rebuilt when it holds more than twice its live keys plus this
+
+Timers = list[tuple[float, bytes]]  # a min-heap of (deadline, key), with stale pairs
 
 
 @dataclass(frozen=True)
@@ -45,7 +67,7 @@ class StorePolicy:
 class _Access:
     """Access metadata of a map's entries in one partition."""
 
-    __slots__ = ("freq", "keys", "last", "slots", "touched")
+    __slots__ = ("due", "freq", "keys", "last", "slots", "touched")
 
     def __init__(self) -> None:
         self.last: dict[bytes, float] = {}  # key -> last read or write, wall-clock seconds
@@ -53,11 +75,15 @@ class _Access:
         self.keys: list[bytes] = []  # every key, for O(1) random sampling
         self.slots: dict[bytes, int] = {}  # key -> index in keys
         self.touched: set[bytes] = set()  # read since the last touch sync to backups
+        self.due: Timers = []  # (idle deadline when pushed, key), max-idle maps only
 
-    def add(self, key: bytes) -> None:
-        if key not in self.slots:
-            self.slots[key] = len(self.keys)
-            self.keys.append(key)
+    def add(self, key: bytes) -> bool:
+        """Track ``key``; True when it was not tracked yet."""
+        if key in self.slots:
+            return False
+        self.slots[key] = len(self.keys)
+        self.keys.append(key)
+        return True
 
     def remove(self, key: bytes) -> None:
         # Metadata first: a read on another thread may record an access of a key just deleted.
@@ -76,11 +102,13 @@ class _Access:
 class Records:
     """Encoded key -> encoded value, with optional expiry, idle expiry and access tracking."""
 
-    __slots__ = ("access", "expiry", "nbytes", "policy", "values")
+    __slots__ = ("access", "expiry", "nbytes", "policy", "timers", "values")
 
     def __init__(self, policy: StorePolicy | None = None) -> None:
         self.values: dict[bytes, bytes] = {}
         self.expiry: dict[bytes, float] = {}
+        #: (deadline, key) for every entry of ``expiry`` (and stale pairs): see the module docstring
+        self.timers: Timers = []
         self.nbytes = 0  # sum of len(key) + len(value) over stored entries
         self.policy: StorePolicy | None = None
         self.access: _Access | None = None
@@ -99,6 +127,7 @@ class Records:
             for key in self.values:
                 self.access.add(key)
                 self.access.last[key] = now
+        self._rebuild_idle()
 
     # ------------------------------------------------------------------ reads
     def get(self, key: bytes) -> bytes | None:
@@ -165,13 +194,20 @@ class Records:
         self.nbytes += len(value) - (len(old) if old is not None else -len(key))
         self.values[key] = value
         if expire_at:
-            self.expiry[key] = expire_at
+            if self.expiry.get(key) != expire_at:
+                self.expiry[key] = expire_at
+                heapq.heappush(self.timers, (expire_at, key))
+                if len(self.timers) > 2 * len(self.expiry) + HEAP_SLACK:
+                    self._rebuild_timers()
         elif self.expiry:
             self.expiry.pop(key, None)
         access = self.access
         if access is not None:
-            access.add(key)
-            access.last[key] = time.time()
+            now = time.time()
+            idle = self.policy.max_idle if self.policy is not None else None
+            if access.add(key) and idle is not None:
+                self._push_idle(access, key, now + idle)
+            access.last[key] = now
             if self.policy is not None and self.policy.lfu:
                 access.freq[key] = _lfu_increment(access.freq.get(key, LFU_INITIAL))
 
@@ -180,8 +216,13 @@ class Records:
         old = self.values.pop(key, None)
         if old is not None:
             self.nbytes -= len(key) + len(old)
-            if self.expiry:
-                self.expiry.pop(key, None)
+            # Its heap pair stays until due (skipped then), unless stale pairs pile up.
+            if (
+                self.expiry
+                and self.expiry.pop(key, None) is not None
+                and len(self.timers) > 2 * len(self.expiry) + HEAP_SLACK
+            ):
+                self._rebuild_timers()
         if self.access is not None:
             self.access.remove(key)  # also a record a racing read left behind
         return old
@@ -194,8 +235,12 @@ class Records:
 
     def set_access(self, key: bytes, when: float) -> None:
         """Set the last access of ``key`` to ``when`` (a copied entry keeps its idle clock)."""
-        if self.access is not None and key in self.values:
-            self.access.last[key] = when
+        access = self.access
+        if access is not None and key in self.values:
+            idle = self.policy.max_idle if self.policy is not None else None
+            if idle is not None and when < access.last.get(key, when):
+                self._push_idle(access, key, when + idle)  # due before the pair its put pushed
+            access.last[key] = when
 
     def take_touched(self) -> list[tuple[bytes, float]]:
         """Keys read since the last call, with their last access (for backups' idle clocks)."""
@@ -210,6 +255,7 @@ class Records:
         live = self.count()
         self.values.clear()
         self.expiry.clear()
+        self.timers = []
         self.nbytes = 0
         if self.access is not None:
             self.access = _Access()
@@ -217,10 +263,11 @@ class Records:
 
     # ------------------------------------------------------------------ scans
     def count(self) -> int:
-        """Number of live entries."""
-        if not self.expiry and (self.policy is None or self.policy.max_idle is None):
+        """Number of live entries: all but the expired ones not swept yet, found by walking
+        the heaps' due pairs (O(due), not a scan)."""
+        if not self.may_expire:
             return len(self.values)
-        return sum(1 for _ in self.items())
+        return len(self.values) - len(self.expired(time.time()))
 
     def items(self) -> Iterator[tuple[bytes, bytes, float]]:
         """Live ``(key, value, expire_at)`` triples (expire_at 0 = never)."""
@@ -237,23 +284,85 @@ class Records:
             yield key, value, deadline
 
     def expired(self, now: float) -> list[bytes]:
-        """Keys whose TTL passed or that were idle too long (still stored)."""
-        expired = [key for key, deadline in self.expiry.items() if deadline <= now]
-        if self.policy is not None and self.policy.max_idle is not None and self.access is not None:
-            idle = self.policy.max_idle
+        """Keys whose TTL passed or that were idle too long (still stored), without removing
+        them: walks only the heaps' due pairs."""
+        expired = [key for deadline, key in _due(self.timers, now) if self.expiry.get(key) == deadline]
+        access = self.access
+        idle = self.policy.max_idle if self.policy is not None else None
+        if idle is not None and access is not None:
             stored = self.values  # a racing read may leave an access record of a deleted key
-            last = self.access.last
-            expired.extend(key for key, seen in last.items() if now - seen > idle and key in stored)
+            for _, key in _due(access.due, now):
+                if key in stored and now - access.last.get(key, now) > idle:
+                    expired.append(key)
         return list(dict.fromkeys(expired))
 
-    def sweep(self, now: float) -> list[tuple[bytes, bytes]]:
-        """Drop expired and idle-expired entries; return them as ``(key, value)``."""
-        gone = []
-        for key in self.expired(now):
-            value = self.delete(key)
-            if value is not None:
-                gone.append((key, value))
+    def sweep(self, now: float, limit: int | None = None, idle: bool = True) -> list[tuple[bytes, bytes]]:
+        """Drop entries whose TTL passed and, with ``idle``, those idle too long; return them
+        as ``(key, value)``. Looks at up to ``limit`` due heap pairs (None: every due pair),
+        so a sweep costs O(log n) per pair and can stop anywhere; ``due`` says whether any
+        are left."""
+        gone: list[tuple[bytes, bytes]] = []
+        budget = -1 if limit is None else limit
+        # (self.timers read each time: a delete may rebuild the heap)
+        while budget and self.timers and self.timers[0][0] <= now:
+            budget -= 1
+            deadline, key = heapq.heappop(self.timers)
+            if self.expiry.get(key) == deadline:  # else stale: deleted, or given another deadline
+                gone.append((key, self._drop(key)))
+        max_idle = self.policy.max_idle if self.policy is not None else None
+        access = self.access
+        if not idle or max_idle is None or access is None:
+            return gone
+        due, later = access.due, []
+        while budget and due and due[0][0] <= now:
+            budget -= 1
+            _, key = heapq.heappop(due)
+            if key not in self.values:
+                continue  # deleted (or expired by its TTL above): the pair was stale
+            seen = access.last.get(key, now)
+            if now - seen > max_idle:
+                gone.append((key, self._drop(key)))
+            else:
+                # Read since: due again when idle again (strictly later, or popped again now).
+                later.append((max(seen + max_idle, now + 1e-6), key))
+        for deadline, key in later:  # pushed after the loop: a pair due exactly now is not popped twice
+            self._push_idle(access, key, deadline)
         return gone
+
+    def due(self, now: float, idle: bool = True) -> bool:
+        """Some heap pair is due by ``now`` (the next ``sweep`` has work; O(1))."""
+        if self.timers and self.timers[0][0] <= now:
+            return True
+        access = self.access
+        return idle and access is not None and bool(access.due) and access.due[0][0] <= now
+
+    def _drop(self, key: bytes) -> bytes:
+        value = self.delete(key)
+        assert value is not None  # only called for stored keys
+        return value
+
+    def _push_idle(self, access: _Access, key: bytes, deadline: float) -> None:
+        heapq.heappush(access.due, (deadline, key))
+        if len(access.due) > 2 * len(self.values) + HEAP_SLACK:
+            self._rebuild_idle()
+
+    def _rebuild_timers(self) -> None:
+        """One pair per key with a TTL again (stale pairs piled up: deletes, changed TTLs)."""
+        self.timers = [(deadline, key) for key, deadline in self.expiry.items()]
+        heapq.heapify(self.timers)
+
+    def _rebuild_idle(self) -> None:
+        """One idle pair per stored key (max-idle maps), from the recorded accesses."""
+        access = self.access
+        idle = self.policy.max_idle if self.policy is not None else None
+        if access is None:
+            return
+        if idle is None:
+            access.due = []
+            return
+        now = time.time()
+        access.due = [(access.last.get(key, now) + idle, key) for key in self.values]
+        heapq.heapify(access.due)
 
     # ------------------------------------------------------------------ eviction
     def sample(self) -> bytes | None:
@@ -280,6 +389,16 @@ class Records:
 
     def __len__(self) -> int:
         return len(self.values)
+
+
+def _due(heap: Timers, now: float) -> Iterator[tuple[float, bytes]]:
+    """The pairs of ``heap`` due by ``now``, without popping them: a walk down the heap that
+    stops at the first pair not due on each branch (O(due pairs))."""
+    stack = [0] if heap and heap[0][0] <= now else []
+    while stack:
+        i = stack.pop()
+        yield heap[i]
+        stack.extend(child for child in (2 * i + 1, 2 * i + 2) if child < len(heap) and heap[child][0] <= now)
 
 
 def _lfu_increment(counter: int) -> int:

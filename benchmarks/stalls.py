@@ -1,0 +1,365 @@
+"""Loop stalls from expiry: remote-get latency while many TTL'd entries live and expire.
+
+    python -m benchmarks.stalls [--entries 1000000] [--seconds 20] [--backup-count 1]
+
+Three members: two ``python -m benchmarks.stalls --member`` children and this process. Two
+phases, in one run, on the same cluster:
+
+- ``plain``: ``--entries`` entries without a TTL, then ``--seconds`` of remote gets;
+- ``ttl``: the same entries with a TTL each, chosen so that they all live through the
+  first half of the window and expire, spread evenly, through the second half.
+
+The remote gets read keys of a small probe map (no TTL) owned by the two other members,
+back to back from one thread; what they measure is how long those members' loops (and this
+process's, which carries the call) leave a request waiting. Each member also runs a
+loop-lag probe: a callback due every ``LAG_INTERVAL_S`` on the member's runtime loop that
+records how late it ran; the worst lateness over a window is about the longest step the loop
+ran in it. Printed: p50/p99/p99.9/max per phase, the ttl/plain ratio of each (the issue's
+target: p99.9 within 2x), each member's worst loop lag, and the entries expired by the end.
+Measurement only: nothing asserts on a timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from benchmarks._proc import Child, Placement, Processes, flags, free_port, wait_for_port, wait_until
+from benchmarks._workload import key_name
+
+HOST = "127.0.0.1"
+CLUSTER = "bench-stalls"
+CHUNK = 1_000
+PROBE_KEYS = 5_000  # keys of the probe map; those owned elsewhere are read
+LAG_INTERVAL_S = 0.002  # the loop-lag probe's period
+LAG_REPORT_S = 0.25  # a child member prints its worst lag this often
+TTL_LOAD_FACTOR = 1.8  # the ttl phase's load time planned for, in plain phase loads
+JOIN_TIMEOUT_S = 120.0
+SAFE_TIMEOUT_S = 600.0
+
+
+class LagProbe:
+    """How late a callback due every ``LAG_INTERVAL_S`` runs on a loop: the longest step."""
+
+    def __init__(self, loop: Any) -> None:
+        self._loop = loop
+        self._worst = 0.0
+        loop.call_soon_threadsafe(self._start)
+
+    def _start(self) -> None:
+        self._due = self._loop.time() + LAG_INTERVAL_S
+        self._loop.call_at(self._due, self._tick)
+
+    def _tick(self) -> None:
+        now = self._loop.time()
+        self._worst = max(self._worst, now - self._due)
+        self._due = now + LAG_INTERVAL_S
+        self._loop.call_at(self._due, self._tick)
+
+    def take(self) -> float:
+        """The worst lateness (seconds) since the last call (read from any thread)."""
+        worst, self._worst = self._worst, 0.0
+        return worst
+
+
+class StepTimer:
+    """With ``--steps``: the longest loop step since the last call, and what ran (every
+    callback of every loop in the process is timed: a few per cent of overhead)."""
+
+    def __init__(self) -> None:
+        self.worst: tuple[float, str] = (0.0, "")
+        run = asyncio.events.Handle._run
+
+        def timed(handle: asyncio.events.Handle) -> None:
+            began = time.perf_counter()
+            run(handle)
+            took = time.perf_counter() - began
+            if took > self.worst[0]:
+                self.worst = (took, _step_name(handle))
+
+        asyncio.events.Handle._run = timed  # type: ignore[assignment]
+
+    def take(self) -> tuple[float, str]:
+        worst, self.worst = self.worst, (0.0, "")
+        return worst
+
+
+def _step_name(handle: asyncio.events.Handle) -> str:
+    callback = handle._callback  # type: ignore[attr-defined]
+    task = getattr(callback, "__self__", None)
+    if isinstance(task, asyncio.Task):
+        coro = task.get_coro()
+        return str(getattr(coro, "__qualname__", coro))
+    return str(getattr(callback, "__qualname__", callback))
+
+
+# ---------------------------------------------------------------------- child member
+def member(args: argparse.Namespace) -> None:
+    """A member with a lag probe, printing ``{"t": wall clock, "lag": seconds}`` lines
+    (with ``--steps``, also the longest step and what ran)."""
+    import peergrid
+
+    signal.signal(signal.SIGTERM, _exit)
+    steps = StepTimer() if args.steps else None
+    members = [m for m in args.members.split(",") if m]
+    grid = peergrid.Grid(cluster=CLUSTER, bind=args.bind, members=members, backup_count=args.backup_count)
+    try:
+        probe = LagProbe(grid._node.loop)
+        while True:
+            time.sleep(LAG_REPORT_S)
+            row: dict[str, Any] = {"t": time.time(), "lag": probe.take()}
+            if steps is not None:
+                row["step_s"], row["step"] = steps.take()
+            print(json.dumps(row), flush=True)
+    finally:
+        grid.shutdown()
+
+
+def _exit(signum: int, frame: FrameType | None) -> None:
+    sys.exit(0)
+
+
+# ---------------------------------------------------------------------- the run
+@dataclass
+class Phase:
+    name: str
+    latencies_ns: list[int] = field(default_factory=list)
+    load_s: float = 0.0
+    lag: dict[str, float] = field(default_factory=dict)  # member -> worst lag (s) in the window
+    steps: dict[str, tuple[float, str]] = field(default_factory=dict)  # member -> longest step (--steps)
+    expired: int = 0
+    errors: list[str] = field(default_factory=list)  # gets that failed (timed out), by error
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies_ns)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6
+
+    def figures(self) -> dict[str, float]:
+        """Milliseconds per call."""
+        return {
+            "p50": self.percentile(0.50),
+            "p99": self.percentile(0.99),
+            "p99.9": self.percentile(0.999),
+            "max": max(self.latencies_ns) / 1e6,
+        }
+
+
+def run(args: argparse.Namespace) -> dict[str, Phase]:
+    import peergrid
+
+    placement = Placement(frozenset({args.cpu}) if args.cpu is not None else None)
+    placement.pin_current_process()
+    with (
+        tempfile.TemporaryDirectory(prefix="peergrid-stalls-") as logs,
+        Processes(placement, Path(logs)) as procs,
+    ):
+        addresses = [f"{HOST}:{free_port(HOST)}" for _ in range(2)]
+        children: list[Child] = []
+        for index, address in enumerate(addresses):
+            options: dict[str, object] = {
+                "--bind": address,
+                "--members": ",".join(addresses[:index]),
+                "--backup-count": args.backup_count,
+            }
+            extra = ["--steps"] if args.steps else []
+            child = procs.python(
+                f"member {address}", "-m", "benchmarks.stalls", "--member", *extra, *flags(options)
+            )
+            wait_for_port(child, HOST, int(address.rsplit(":", 1)[1]), JOIN_TIMEOUT_S)
+            children.append(child)
+        grid = peergrid.Grid(
+            cluster=CLUSTER, bind=f"{HOST}:0", members=addresses, backup_count=args.backup_count
+        )
+        try:
+            wait_until(lambda: len(grid.members()) == 3, JOIN_TIMEOUT_S, "3 members")
+            _safe(grid)
+            own = LagProbe(grid._node.loop)
+            remote = _probe_keys(grid)
+            phases: dict[str, Phase] = {}
+            for name in ("plain", "ttl"):
+                estimate = phases["plain"].load_s if phases else 0.0
+                phases[name] = _phase(grid, name, args, remote, estimate, own, children)
+            return phases
+        finally:
+            grid.shutdown()
+
+
+def _safe(grid: Any) -> None:
+    if not grid.wait_until_safe(timeout=SAFE_TIMEOUT_S):
+        raise TimeoutError(f"cluster not safe after {SAFE_TIMEOUT_S:.0f} s")
+
+
+def _probe_keys(grid: Any) -> list[str]:
+    """Keys of a probe map (no TTL) that the two other members own."""
+    keys = [f"probe:{i}" for i in range(PROBE_KEYS)]
+    grid.get_map("probe").put_all(dict.fromkeys(keys, b"p" * 100))
+    return [k for k in keys if grid.owner_of(k).uuid != grid.uuid]
+
+
+def _phase(
+    grid: Any,
+    name: str,
+    args: argparse.Namespace,
+    remote: Sequence[str],
+    estimate: float,
+    own: LagProbe,
+    children: Sequence[Child],
+) -> Phase:
+    import peergrid
+
+    phase = Phase(name)
+    m = grid.get_map(f"stalls-{name}")
+    value = b"v" * args.value_size
+    half = args.seconds / 2
+    began = time.monotonic()
+    # ttl phase: deadlines spread over the window's second half. The window opens at a time
+    # planned from the plain phase's load: loading with TTLs took up to 1.6x as long; a load
+    # slower still opens it late (fewer entries expire in it: the report says how many).
+    window_at = time.time() + estimate * TTL_LOAD_FACTOR + 5.0
+    expire_from = window_at + half
+    chunks = range(0, args.entries, CHUNK)
+    for j, start in enumerate(chunks):
+        chunk = {key_name(i): value for i in range(start, min(args.entries, start + CHUNK))}
+        if name == "plain":
+            m.put_all(chunk)
+        else:
+            deadline = expire_from + half * j / len(chunks)
+            m.put_all(chunk, ttl=max(deadline - time.time(), 0.5))
+    _safe(grid)
+    phase.load_s = time.monotonic() - began
+    print(f"{name}: {args.entries:,} entries loaded in {phase.load_s:.1f} s", file=sys.stderr)
+    expired_before = m.stats().total.expirations if name == "ttl" else 0
+    probe = grid.get_map("probe")
+    if name == "ttl":
+        time.sleep(max(0.0, window_at - time.time()))
+    own.take()
+    window_from = time.time()
+    clock = time.perf_counter_ns
+    record = phase.latencies_ns.append
+    stop = time.monotonic() + args.seconds
+    i = 0
+    while time.monotonic() < stop:
+        key = remote[i % len(remote)]
+        t0 = clock()
+        try:
+            probe.get(key)
+        except peergrid.PeerGridError as exc:  # a timeout: counted at the time it took
+            phase.errors.append(type(exc).__name__)
+        record(clock() - t0)
+        i += 1
+    window_to = time.time()
+    phase.lag["this process"] = own.take()
+    for child in children:
+        phase.lag[child.name], phase.steps[child.name] = _child_lag(child, window_from, window_to)
+    if name == "ttl":
+        try:
+            phase.expired = m.stats().total.expirations - expired_before
+        except (peergrid.PeerGridError, TimeoutError) as exc:  # (the member's own wait ran out)
+            print(f"{name}: expirations not counted: {exc}", file=sys.stderr)
+        print(f"{name}: {phase.expired:,} entries expired during the window", file=sys.stderr)
+    m.destroy()  # frees the phase's entries before the next one loads
+    _safe(grid)
+    return phase
+
+
+def _child_lag(child: Child, window_from: float, window_to: float) -> tuple[float, tuple[float, str]]:
+    """A child's worst loop lag in the window, and its longest step (with ``--steps``)."""
+    worst, step = 0.0, (0.0, "")
+    for line in child.log_path.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError, KeyError):
+            row = json.loads(line)
+            if window_from <= row["t"] <= window_to + LAG_REPORT_S:
+                worst = max(worst, float(row["lag"]))
+                step = max(step, (float(row.get("step_s", 0.0)), str(row.get("step", ""))))
+    return worst, step
+
+
+def report(phases: dict[str, Phase], args: argparse.Namespace) -> dict[str, Any]:
+    plain, ttl = phases["plain"].figures(), phases["ttl"].figures()
+    print(
+        f"\nremote get latency (ms), {args.entries:,} entries, backup_count {args.backup_count}, "
+        f"{args.seconds:.0f} s windows"
+    )
+    print(f"{'':8} {'p50':>8} {'p99':>8} {'p99.9':>8} {'max':>8} {'calls':>8}")
+    for name, figures in (("plain", plain), ("ttl", ttl)):
+        row = " ".join(f"{figures[q]:8.2f}" for q in ("p50", "p99", "p99.9", "max"))
+        print(f"{name:8} {row} {len(phases[name].latencies_ns):8,}")
+    for name, phase in phases.items():
+        if phase.errors:
+            print(
+                f"{name}: {len(phase.errors)} gets failed ({', '.join(sorted(set(phase.errors)))}), "
+                "counted at the time they took"
+            )
+    ratios = {q: ttl[q] / plain[q] for q in plain}
+    print(f"{'ttl/plain':8} " + " ".join(f"{ratios[q]:7.2f}x" for q in ("p50", "p99", "p99.9", "max")))
+    print(f"target: p99.9 within 2x -> {'met' if ratios['p99.9'] <= 2 else 'NOT met'}")
+    print("\nworst loop lag (ms) per member, per window:")
+    for who in phases["plain"].lag:
+        lags = "   ".join(f"{name} {phase.lag[who] * 1e3:8.1f}" for name, phase in phases.items())
+        print(f"  {who:28} {lags}")
+    for name, phase in phases.items():
+        for who, (took, what) in phase.steps.items():
+            if what:
+                print(f"  {name}: longest step on {who}: {took * 1e3:.1f} ms in {what}")
+    print(f"\nentries expired during the ttl window: {phases['ttl'].expired:,} of {args.entries:,}")
+    return {
+        "entries": args.entries,
+        "backup_count": args.backup_count,
+        "seconds": args.seconds,
+        "plain": plain,
+        "ttl": ttl,
+        "ratios": ratios,
+        "lag_ms": {name: {k: v * 1e3 for k, v in p.lag.items()} for name, p in phases.items()},
+        "expired": phases["ttl"].expired,
+        "errors": {name: len(p.errors) for name, p in phases.items()},
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.stalls",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--entries", type=int, default=1_000_000, help="entries per phase (default 1M)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="measuring window per phase (default 20)")
+    parser.add_argument("--backup-count", type=int, default=1, help="backups per partition (default 1)")
+    parser.add_argument("--value-size", type=int, default=100, help="bytes per value (default 100)")
+    parser.add_argument(
+        "--cpu", type=int, help="pin this process and the members to one CPU (default: unpinned)"
+    )
+    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    parser.add_argument(
+        "--steps", action="store_true", help="the child members also name their longest loop step (slower)"
+    )
+    parser.add_argument("--member", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--bind", help=argparse.SUPPRESS)
+    parser.add_argument("--members", default="", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.member:
+        member(args)
+        return 0
+    signal.signal(signal.SIGTERM, _exit)
+    figures = report(run(args), args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

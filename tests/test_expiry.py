@@ -1,0 +1,191 @@
+"""Expiry without scans: the record store's heaps of deadlines, against a model.
+
+The model is a dict of deadlines (and of last accesses, for max-idle): after any sequence of
+writes, deletes, TTL changes, touches and sweeps, a sweep frees exactly the stored keys whose
+deadline passed (or that idled too long), each once, and no live key.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from hypothesis import example, given, settings
+
+import peergrid
+from peergrid.storage.records import HEAP_SLACK, Records, StorePolicy
+from peergrid.testing import cluster
+from tests.conftest import wait_for
+from tests.strategies import expiry_steps
+
+IDLE = 10.0
+
+
+class Model:
+    """What the store must hold: values, deadlines (absolute), last accesses (relative)."""
+
+    def __init__(self) -> None:
+        self.values: dict[bytes, bytes] = {}
+        self.deadlines: dict[bytes, float] = {}  # seconds after the start
+        self.last: dict[bytes, float] = {}  # seconds after the start
+
+    def due(self, now: float, idle: bool) -> set[bytes]:
+        ttl = {k for k, d in self.deadlines.items() if d <= now}
+        idled = {k for k, seen in self.last.items() if idle and now - seen > IDLE}
+        return ttl | idled
+
+
+def check(steps: list[tuple[str, object, int]], policy: StorePolicy | None) -> None:
+    start = time.time()  # a put records its access now: within a half second of the start
+    store = Records(policy)
+    model = Model()
+    now = 0.5
+    version = 0
+    for step, arg, n in steps:
+        key = arg if isinstance(arg, bytes) else b""
+        if step == "put":
+            version += 1
+            value = b"v%d" % version
+            store.put(key, value, start + (now + n) if n else 0.0)
+            model.values[key] = value
+            if n:
+                model.deadlines[key] = now + n
+            else:
+                model.deadlines.pop(key, None)
+            if policy is not None:
+                model.last[key] = 0.0  # (the store's clock: the real time of the put)
+        elif step == "delete":
+            assert (store.delete(key) is not None) == (key in model.values)
+            model.values.pop(key, None)
+            model.deadlines.pop(key, None)
+            model.last.pop(key, None)
+        elif step in ("touch", "access"):
+            when = float(n)
+            if step == "touch":
+                store.touch(key, start + when)
+            else:
+                store.set_access(key, start + when)
+            if policy is not None and key in model.values and (step == "access" or when > model.last[key]):
+                model.last[key] = when
+        else:
+            assert isinstance(arg, int)
+            now += arg
+            idle = step == "sweep"
+            expected = model.due(now, idle and policy is not None)
+            swept: list[tuple[bytes, bytes]] = []
+            while store.due(start + now, idle):
+                swept += store.sweep(start + now, n or None, idle)
+            assert len(swept) == len({k for k, _ in swept}), "a key swept twice"
+            assert {k for k, _ in swept} == expected, "swept keys differ from the model's due ones"
+            assert all(model.values[k] == v for k, v in swept)
+            assert store.sweep(start + now, None, idle) == []
+            for k in expected:
+                model.values.pop(k)
+                model.deadlines.pop(k, None)
+                model.last.pop(k, None)
+        assert store.values == model.values
+        assert store.expiry == {k: start + d for k, d in model.deadlines.items()}
+
+
+@settings(max_examples=300, deadline=None)
+@given(expiry_steps)
+def test_a_sweep_frees_exactly_the_keys_whose_ttl_passed_once_each(steps) -> None:
+    check(steps, None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(expiry_steps)
+# read (touched) after its idle pair was pushed: the sweep that pops the pair must push it back
+@example([("put", b"ea", 0), ("touch", b"ea", 5), ("sweep", 10, 0), ("sweep", 6, 0)])
+# a copy's idle clock set earlier than its put: due before the pair the put pushed
+@example([("put", b"ea", 0), ("access", b"ea", -5), ("sweep", 6, 0)])
+def test_a_sweep_frees_exactly_the_keys_idle_too_long_or_past_their_ttl(steps) -> None:
+    check(steps, StorePolicy(max_idle=IDLE, track_access=True))
+
+
+def test_expired_entries_are_invisible_before_the_sweep_frees_them() -> None:
+    store = Records(StorePolicy(max_idle=IDLE, track_access=True))
+    store.put(b"ttl", b"1", time.time() - 1)
+    store.put(b"idle", b"2")
+    store.set_access(b"idle", time.time() - IDLE - 1)
+    store.put(b"live", b"3", time.time() + 60)
+    for key in (b"ttl", b"idle"):
+        assert store.get(key) is None
+        assert store.peek(key) is None
+    assert store.get(b"live") == b"3"
+    assert sorted(store.expired(time.time())) == [b"idle", b"ttl"]  # listed, still stored
+    assert len(store) == 3
+    assert store.count() == 1  # live ones only: counted from the due pairs, no scan
+    assert sorted(store.sweep(time.time())) == [(b"idle", b"2"), (b"ttl", b"1")]
+
+
+def test_a_sweep_stops_after_its_limit_and_says_more_is_due() -> None:
+    store = Records()
+    now = time.time()
+    for i in range(10):
+        store.put(b"k%d" % i, b"v", now - 10 + i)
+    assert len(store.sweep(now, 4)) == 4
+    assert store.due(now)
+    assert len(store.sweep(now, None)) == 6
+    assert not store.due(now)
+
+
+def test_stale_heap_pairs_never_pile_up() -> None:
+    """Deadlines changed over and over, and deletes, leave at most twice the live pairs."""
+    store = Records(StorePolicy(max_idle=IDLE, track_access=True))
+    now = time.time()
+    for i in range(5000):
+        store.put(b"hot", b"v", now + 1000 + i)  # a new deadline each time: a stale pair each
+        store.put(b"k%d" % (i % 50), b"v", now + 500 + i)
+        store.delete(b"k%d" % ((i + 25) % 50))
+    assert store.access is not None
+    assert len(store.timers) <= 2 * len(store.expiry) + HEAP_SLACK
+    assert len(store.access.due) <= 2 * len(store) + HEAP_SLACK + 1
+
+
+# ---------------------------------------------------------------------- in a cluster
+def test_entries_expire_with_their_events_and_backups_on_a_cluster() -> None:
+    """Many entries in one partition (swept in several batches) and across every partition:
+    each expires once, with one EXPIRED event, on its owner and its backup; entries whose TTL
+    was lifted or pushed back live on."""
+    with cluster(3) as grids:
+        seen = Recorder()
+        grids[0].get_map("exp").add_entry_listener(on_expired=seen)
+        m = grids[1].get_map("exp")
+        doomed = [f"{{one}}k{i}" for i in range(100)] + [f"k{i}" for i in range(600)]
+        m.put_all(dict.fromkeys(doomed, "v"), ttl=0.5)
+        m.put_all({"lifted": "v", "pushed": "v", "{one}lifted": "v"}, ttl=2)
+        lifted_at = time.monotonic()
+        assert m.persist("lifted")
+        assert m.persist("{one}lifted")
+        assert m.expire("pushed", 60)
+
+        def swept() -> bool:
+            stats = [g.get_map("exp").local_stats() for g in grids]
+            return sum(s.owned_entries for s in stats) == 3 and sum(s.backup_entries for s in stats) == 3
+
+        wait_for(swept, 20, message="expired entries freed on owners and backups")
+        wait_for(lambda: len(seen.keys()) >= len(doomed), 20, message="an EXPIRED event per entry")
+        assert sorted(seen.keys()) == sorted(doomed)  # each once, none of the live ones
+        wait_for(lambda: time.monotonic() > lifted_at + 2.5, 10, message="the lifted TTLs' old deadline")
+        assert swept()
+        assert m.stats().total.expirations == len(doomed)
+        assert m.get_all(["lifted", "pushed", "{one}lifted", "k1"]) == dict.fromkeys(
+            ["lifted", "pushed", "{one}lifted"], "v"
+        )
+
+
+class Recorder:
+    """The keys of the events a listener got (called on the dispatcher thread)."""
+
+    def __init__(self) -> None:
+        self._keys: list[object] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, event: peergrid.EntryEvent) -> None:
+        with self._lock:
+            self._keys.append(event.key)
+
+    def keys(self) -> list[object]:
+        with self._lock:
+            return list(self._keys)
