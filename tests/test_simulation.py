@@ -41,9 +41,9 @@ def test_a_takeover_is_newer_than_the_dead_masters_last_list(n: int, query_lost:
     # third oldest, which takes over when the master crashes too. Its list must be newer than
     # that one, or those members would follow the dead master for ever (two lists of one
     # version), and be removed at last for not heartbeating the taker: with the last copy of a
-    # partition, after two crashes (test_stateful's PartitionLostError). The taker asks the
-    # others for their lists first; with query_lost those answers are lost, and it learns
-    # theirs when they show it to the oldest member that answers them.
+    # partition, after two crashes (test_stateful's PartitionLostError). The taker learns
+    # theirs when they show it to the oldest member that answers them (with query_lost, its
+    # own calls for their lists are lost too until it has taken over).
     agreed, removed = takeover_race(n, seed=n, timing=Timing.fast(), query_lost=query_lost)
     assert agreed is not None, "the live members never agreed on one list after the take-over"
     assert removed == []
