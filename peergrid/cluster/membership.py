@@ -166,10 +166,6 @@ class Membership:
         self._judging = False  # master: a judgement of silent members is running
         self._master_quiet = False  # non-master: the master has been silent for two heartbeats
         self._probing: set[str] = set()  # uuids with a probe in flight
-        # Masters this member took over from: a newer list one of them made (it reached some
-        # members, not us, before it died) is answered with a newer list of ours (see _pull).
-        self._taken_from: set[str] = set()
-        self._nudged = 0.0  # when this member last showed its list to a presumed taker
 
     # ------------------------------------------------------------------ reading
     @property
@@ -637,14 +633,6 @@ class Membership:
     def handle_publish(self, members: MemberList) -> None:
         """A peer published a list; ``ClusterError`` when it cannot be our cluster's. It is
         adopted once confirmed (``_confirmed``): whoever sent it is not taken at its word."""
-        if (
-            self.is_master
-            and members.master_uuid in self._taken_from
-            and members.origin == self.members.origin
-        ):
-            # A member still holds the list of a master we took over from: ours must be newer.
-            self._supersede(members.version, "a member")
-            return
         if not self._plausible(members):
             raise ClusterError(
                 f"ignored member list version {members.version}: its master {members.master_uuid!r} "
@@ -785,16 +773,7 @@ class Membership:
         try:
             theirs = await self._peer(address).get_members(timeout=self._timing.rpc_timeout)
             master = self.master()
-            if (
-                self.is_master
-                and theirs.master_uuid in self._taken_from
-                and theirs.origin == self.members.origin
-                and theirs.version >= self.members.version
-            ):
-                # A list the master we took over from made before it died, newer than ours
-                # (we took over before it reached us): ours must be the newer one.
-                self._supersede(theirs.version, address)
-            elif master is not None and master.address == address and master.uuid != self.me.uuid:
+            if master is not None and master.address == address and master.uuid != self.me.uuid:
                 # From our master itself, at the address our list has for it: no one to ask.
                 if theirs.origin == self.members.origin and self._plausible(theirs):
                     self.adopt(theirs)
@@ -1095,14 +1074,6 @@ class Membership:
         if len(gone) == len(older) + 1 and not self._judging:
             self._judging = True
             self._spawn(self._take_over(gone, timeout))
-        elif now - self._last_heard.get(master, now) > 2 * timeout and now - self._nudged > timeout:
-            # The master is long gone and an older member answers, yet no newer list came: the
-            # oldest that answers took over with a list of our version (the master's last one
-            # reached us, not it). Show it ours: it publishes its own as newer (_supersede).
-            self._nudged = now
-            taker = next((self.members.find(u) for u in older if u not in gone), None)
-            if taker is not None:
-                self._spawn(self._publish_to(taker.address, self.members))
 
     async def _take_over(self, gone: set[str], timeout: float) -> None:
         """Become master, without ``gone`` (the master and every older member, all silent).
@@ -1120,11 +1091,6 @@ class Membership:
             older = [m for m in self.members.members if m.uuid in gone]
             if any(await asyncio.gather(*(self._beat(m, self._timing.rpc_timeout) for m in older))):
                 return
-            # (The master's last publication may have reached the others and not us: then our
-            # list has the version of theirs. They show theirs to us once the master has been
-            # gone for twice the timeout, and we publish ours numbered above it: _supersede.
-            # Asking them all here first would hold a take-over back by a call's timeout,
-            # across a split's heal: Jepsen split-2-3, a taker acting after the heal.)
             now = self._clock()
             if (
                 self.state is not State.ACTIVE
@@ -1142,7 +1108,6 @@ class Membership:
                     self._last_heard[member.uuid] = now
                     self._beat_from[member.uuid] = now
                     self._fresh.add(member.uuid)
-            self._taken_from.update(gone)
             self._remove(gone, self.me.uuid, timeout)
         finally:
             self._judging = False
@@ -1165,23 +1130,12 @@ class Membership:
                 return
             now = self._clock()
             dead = set()
-            unheard = [
-                m
-                for m in silent
-                if m.uuid in self.members
-                and now - self._last_heard.get(m.uuid, now) <= timeout
-                and now - self._beat_from.get(m.uuid, now) > 2 * timeout
-            ]
-            if unheard and self._taken_from and await self._followers_of_taken(unheard):
-                return  # they follow a master we took over from: our newer list is on its way
-            if not self.is_master or self.state is not State.ACTIVE:
-                return
             for member in silent:
                 if member.uuid not in self.members:
                     continue
                 if now - self._last_heard.get(member.uuid, now) > timeout:
                     dead.add(member.uuid)
-                elif member in unheard:
+                elif now - self._beat_from.get(member.uuid, now) > 2 * timeout:
                     log.warning(
                         "member %s: %s answers probes but its heartbeats have not arrived for %.1fs",
                         self.me.address,
@@ -1201,43 +1155,7 @@ class Membership:
         finally:
             self._judging = False
 
-    async def _followers_of_taken(self, members: list[Member]) -> bool:
-        """Whether some of ``members`` hold a list of a master this member took over from (its
-        last publication reached them and not us, and our take-over's query missed them): they
-        heartbeat that dead master, not us. Our list is then published as newer than theirs,
-        and they are given the time to adopt it rather than removed (one may hold the last copy
-        of a partition)."""
-        lists = await asyncio.gather(*(self._members_of(m.uuid) for m in members))
-        theirs = [x for x in lists if x is not None and x.master_uuid in self._taken_from]
-        if not theirs or not self.is_master or self.state is not State.ACTIVE:
-            return False
-        if max(x.version for x in theirs) < self.members.version:
-            return False  # ours is newer already: they had their chance to adopt it
-        self._supersede(max(x.version for x in theirs), ", ".join(m.address for m in members))
-        now = self._clock()
-        for member in members:
-            self._beat_from[member.uuid] = now
-            self._fresh.add(member.uuid)
-        return True
-
-    def _supersede(self, version: int, holders: str) -> None:
-        """Publish our list as newer than ``version``, a list a master we took over from made."""
-        if version < self.members.version:
-            return
-        log.warning(
-            "member %s: %s hold list version %d of a master this member took over from; "
-            "publishing this member's list as version %d",
-            self.me.address,
-            holders,
-            version,
-            version + 1,
-        )
-        self.adopt(self.members.successor(version + 1))
-        self.publish()
-
-    def _remove(
-        self, uuids: set[str], master_uuid: str, timeout: float | None = None, version: int | None = None
-    ) -> None:
+    def _remove(self, uuids: set[str], master_uuid: str, timeout: float | None = None) -> None:
         for uuid in uuids:
             member = self.members.find(uuid)
             log.warning(
@@ -1246,7 +1164,7 @@ class Membership:
                 member.address if member else uuid,
                 timeout or self._timing.failure_timeout,
             )
-        self.adopt(self.members.without(frozenset(uuids), master_uuid=master_uuid, version=version))
+        self.adopt(self.members.without(frozenset(uuids), master_uuid=master_uuid))
         self.publish()
 
     # ------------------------------------------------------------------ leaving
@@ -1333,7 +1251,6 @@ class Membership:
         self._fresh.clear()
         self._joiners.clear()
         self._acked.clear()
-        self._taken_from.clear()
         self.lease_until = 0.0
 
     async def stop(self) -> None:
