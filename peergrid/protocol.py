@@ -287,9 +287,12 @@ class MemberList:
             return self.successor(members=tuple(member if m.uuid == member.uuid else m for m in self.members))
         return self.successor(members=(*self.members, member))
 
-    def without(self, uuids: set[str] | frozenset[str], master_uuid: str | None = None) -> MemberList:
-        """The next version without the given members."""
+    def without(
+        self, uuids: set[str] | frozenset[str], master_uuid: str | None = None, version: int | None = None
+    ) -> MemberList:
+        """The next version (or ``version``) without the given members."""
         return self.successor(
+            version,
             members=tuple(m for m in self.members if m.uuid not in uuids),
             master_uuid=master_uuid or self.master_uuid,
         )

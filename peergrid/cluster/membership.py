@@ -65,6 +65,14 @@ from peergrid.protocol import (
 
 log = logging.getLogger("peergrid.cluster")
 
+#: How far a take-over numbers its list above the taker's own. The dead master may have
+#: published lists the taker never got (the publication to it was lost, and the master died
+#: before the taker's next heartbeat told it the version): members holding one of those would
+#: take a taker's list of the same version for no news and follow the dead master for ever.
+#: A master publishes one list per admitted batch, leave or removal, so it cannot have made
+#: this many in the moments between the taker's last answer from it and its death.
+TAKEOVER_GAP = 1_000
+
 #: Highest local-health score (Lifeguard's "awareness"): each point lengthens this member's
 #: judgement of others by one heartbeat interval.
 MAX_HEALTH = 8
@@ -1108,7 +1116,7 @@ class Membership:
                     self._last_heard[member.uuid] = now
                     self._beat_from[member.uuid] = now
                     self._fresh.add(member.uuid)
-            self._remove(gone, self.me.uuid, timeout)
+            self._remove(gone, self.me.uuid, timeout, version=self.members.version + TAKEOVER_GAP)
         finally:
             self._judging = False
 
@@ -1155,7 +1163,9 @@ class Membership:
         finally:
             self._judging = False
 
-    def _remove(self, uuids: set[str], master_uuid: str, timeout: float | None = None) -> None:
+    def _remove(
+        self, uuids: set[str], master_uuid: str, timeout: float | None = None, version: int | None = None
+    ) -> None:
         for uuid in uuids:
             member = self.members.find(uuid)
             log.warning(
@@ -1164,7 +1174,7 @@ class Membership:
                 member.address if member else uuid,
                 timeout or self._timing.failure_timeout,
             )
-        self.adopt(self.members.without(frozenset(uuids), master_uuid=master_uuid))
+        self.adopt(self.members.without(frozenset(uuids), master_uuid=master_uuid, version=version))
         self.publish()
 
     # ------------------------------------------------------------------ leaving
