@@ -334,6 +334,10 @@ class Node:
         """True unless ``min_cluster_size`` is set and this member sees fewer members."""
         return self.membership.has_quorum()
 
+    def holds_lease(self) -> bool:
+        """True while this member may serve its partitions (its owner lease lies ahead)."""
+        return self.membership.holds_lease()
+
     def _members_changed(self, old: MemberList, new: MemberList) -> None:
         if old.version == 0 and new.members == (self.membership.me,):
             self.manager.form()

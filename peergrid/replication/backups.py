@@ -14,7 +14,9 @@ the owner rebuilds from its own copy (that holds the write); with fewer
 members than ``backup_count`` needs, for those there are. A write whose owner
 loses the partition, or quorum (``min_cluster_size``), before that ends
 INDETERMINATE, as does one whose owner is reset (it was dropped from the
-cluster): never OK on the strength of a backup that went away.
+cluster), or whose owner's lease ran out before the last ack: never OK on the
+strength of a backup that went away, nor from an owner others may have
+replaced.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class ReplicatorMember(Protocol):
 
     def pipe_to(self, uuid: str) -> _Pipe | None: ...
     def has_quorum(self) -> bool: ...
+    def holds_lease(self) -> bool: ...
 
 
 class _Waiter:
@@ -267,6 +270,15 @@ class Replicator:
             self._finish(waiter, waiter.result)
 
     def _finish(self, waiter: _Waiter, result: Result) -> None:
+        if result.status == Status.OK and not self._cluster.holds_lease():
+            # The owner's lease ran out while the write waited (it was cut off, or paused): the
+            # others may have taken the partition over from a copy without it, and the backups
+            # that acked may be on the cut-off side only (a take-over there can keep an
+            # unreachable member in the list, so quorum alone does not tell).
+            result = Result(
+                Status.INDETERMINATE,
+                message="the owner's lease ran out before every backup acknowledged the write",
+            )
         if waiter in self._waiters:
             self._waiters.discard(waiter)
             self._pending[waiter.partition] -= 1

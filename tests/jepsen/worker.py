@@ -397,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="the worker's settings as JSON")
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.WARNING,
+        # PEERGRID_JEPSEN_LOG=INFO (or DEBUG) to follow a failing run's membership and replication
+        level=os.environ.get("PEERGRID_JEPSEN_LOG", "WARNING").upper(),
         format="%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
