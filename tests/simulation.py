@@ -348,6 +348,35 @@ class Simulation:
             task.cancel()
         return agreed, removed
 
+    async def staggered_start(self, stagger: float) -> tuple[int, float | None]:
+        """Every member starts within ``stagger`` seconds of the first, in random order, with
+        random uuids (uuid4: a member that starts late may have the lowest); three seeds, as
+        ``run``. Returns how many members formed a cluster, and when all held one list (None:
+        not within 600 virtual seconds; two formations never agree, merges are not simulated)."""
+        members = [self._member(i, []) for i in range(self.n)]
+        seeds = [m.address for m in members[:3]]
+        formed: list[str] = []
+        for m in members:
+            m._seeds = lambda: seeds
+            m.me = Member(f"{self.rng.getrandbits(64):016x}", m.me.address)
+            self.uuids[m.me.uuid] = m.me.address
+            form = m.form
+
+            def counted(form: Callable[[], None] = form, address: str = m.address) -> None:
+                formed.append(address)
+                form()
+
+            m.form = counted  # type: ignore[method-assign]
+        loop = asyncio.get_running_loop()
+        for m in members:
+            loop.call_later(self.rng.uniform(0.0, stagger), self._spawn, self._start(m))
+        agreed = await self._until(lambda: len(self._live()) == self.n and self._agreed(), 600.0)
+        for m in members:
+            await m.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        return len(formed), agreed
+
     def _pause(self, member: Membership, paused: bool, stalled: float = 0.0) -> None:
         """SIGSTOP / SIGCONT, as the member sees it: nothing in or out, no tick, and on resuming
         a tick that finds its loop ``stalled`` seconds late."""
@@ -384,6 +413,18 @@ def takeover_race(
     loop = VirtualLoop()
     try:
         return loop.run_until_complete(Simulation(n, seed, 0.0, timing).takeover_race(query_lost))
+    finally:
+        loop.close()
+
+
+def staggered_start(
+    n: int, stagger: float, seed: int = 1, timing: Timing | None = None
+) -> tuple[int, float | None]:
+    """Run ``Simulation.staggered_start`` (seeded, as ``simulate``)."""
+    random.seed(seed)
+    loop = VirtualLoop()
+    try:
+        return loop.run_until_complete(Simulation(n, seed, 0.0, timing).staggered_start(stagger))
     finally:
         loop.close()
 

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from peergrid.config import Timing
-from tests.simulation import simulate, takeover_race
+from tests.simulation import simulate, staggered_start, takeover_race
 
 SIZES = [100, 1000] if os.environ.get("PEERGRID_SOAK") else [100]
 
@@ -47,3 +47,16 @@ def test_a_takeover_is_newer_than_the_dead_masters_last_list(n: int, query_lost:
     agreed, removed = takeover_race(n, seed=n, timing=Timing.fast(), query_lost=query_lost)
     assert agreed is not None, "the live members never agreed on one list after the take-over"
     assert removed == []
+
+
+@pytest.mark.parametrize(
+    ("n", "stagger", "seed"), [(100, 2.0, 3), (100, 10.0, 3), (20, 10.0, 2), (20, 30.0, 2)]
+)
+def test_a_staggered_start_forms_one_cluster(n: int, stagger: float, seed: int) -> None:
+    # Members start within `stagger` seconds in random order, with random uuids: one that is no
+    # seed may start late with a lower uuid than the member that formed the cluster, and find
+    # itself the lowest starting member before the seeds it asks have joined. Only the seeds
+    # form (these seeds made two clusters, to be merged later, when the lowest uuid of all did).
+    formed, agreed = staggered_start(n, stagger, seed=seed)
+    assert formed == 1
+    assert agreed is not None

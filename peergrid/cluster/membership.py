@@ -162,6 +162,14 @@ class Membership:
         self._unreachable = ""  # why the last master that answered could not call us back
         self._seed_errors: dict[str, str] = {}  # address -> why the last join call to it failed
         self._progress = 0  # the highest list version a seed answered with during this join
+        # An address that answered this join from a formed cluster (list version > 0): while still
+        # joining, we send other joiners there rather than name a starting member to defer to.
+        self._cluster_at = ""
+        # Who may form the cluster at a start: only the static seeds (a member that is no seed,
+        # however low its uuid, waits for them), unless there are none, or no seed said it is
+        # starting within join_timeout (none knows itself one: seeds given by another name).
+        self._static: frozenset[str] = frozenset()
+        self._anyone_forms = False  # (set as join() starts)
         # The master admits joiners in batches: uuid -> (member, its future list) until the next one.
         self._admitting: dict[str, tuple[Member, asyncio.Future[MemberList | None]]] = {}
         # Failure detection (see "heartbeats" below).
@@ -216,12 +224,10 @@ class Membership:
         progress_seen = 0
         refusal: PeerGridError | None = None
         lowest_rounds = 0
-        self._progress = 0
-        self._answered = False
-        self._unreachable = ""
-        self._ignored_hints.clear()
+        self._begin_join(started)
         while self.state is State.JOINING:
             static = list(self._seeds())
+            self._formers(static, started)
             hints = [h for h in (self._hints() if self._hints else ()) if h not in self._ignored_hints]
             # Starting members we know of (the lowest each seed knows, and those that asked us):
             # only a lower one may form the cluster, so only those are worth asking. (Asking
@@ -338,6 +344,10 @@ class Membership:
             self._answered = True
             self._answered_at = self._clock()
             self._progress = max(self._progress, reply.list_version)
+            if reply.list_version > 0:
+                # A cluster runs (the answer came from a member of one): join it, never form.
+                redirected = reply.status == JoinStatus.NOT_MASTER and reply.master_address
+                self._cluster_at = reply.master_address if redirected else address
             if reply.status == JoinStatus.ACCEPTED and reply.members is not None:
                 if self.state is State.JOINING:
                     self._admitted(reply.members, sent)
@@ -382,27 +392,58 @@ class Membership:
             self._ignored_hints.add(address)
             log.warning("member %s: ignoring discovered peer %s: %s", self.me.address, address, why)
 
+    def _begin_join(self, started: float) -> None:
+        """Forget what the last join learned."""
+        self._progress = 0
+        self._cluster_at = ""
+        self._formers(list(self._seeds()), started)
+        self._answered = False
+        self._unreachable = ""
+        self._ignored_hints.clear()
+
+    def _formers(self, static: list[str], started: float) -> None:
+        """Say who may form the cluster this round (``_may_form``)."""
+        self._static = frozenset(static)
+        self._anyone_forms = not static or (
+            self._clock() - started >= self._timing.join_timeout
+            and not any(a in self._static for a in self._seen_joining)
+        )
+
+    def _may_form(self, address: str) -> bool:
+        """Whether the member at ``address`` may form the cluster at a start: a static seed."""
+        return self._anyone_forms or address in self._static
+
     def _starting(self) -> dict[str, str]:
-        """address -> uuid of the members we know are starting: seeds' answers of this round
-        (each the lowest its seed knows of) and members that asked us lately."""
+        """address -> uuid of the members we know are starting that may form the cluster:
+        seeds' answers of this round (each the lowest its seed knows of) and members that asked
+        us lately."""
         recent = self._clock() - self._timing.join_timeout
         known = {address: uuid for address, (uuid, seen) in self._joiners.items() if seen >= recent}
         known.update(self._seen_joining)
-        return {address: uuid for address, uuid in known.items() if uuid and uuid != self.me.uuid}
+        return {
+            address: uuid
+            for address, uuid in known.items()
+            if uuid and uuid != self.me.uuid and self._may_form(address)
+        }
 
     def _lowest_starting(self) -> tuple[str, str]:
-        """``(uuid, address)`` of the lowest starting member we know of, us included."""
-        return min([(self.me.uuid, self.me.address), *((u, a) for a, u in self._starting().items())])
+        """``(uuid, address)`` of the lowest starting member we know of that may form the
+        cluster, us included if we may (us when we know of none: the asker ignores that)."""
+        mine = [(self.me.uuid, self.me.address)] if self._may_form(self.me.address) else []
+        known = [*mine, *((u, a) for a, u in self._starting().items())]
+        return min(known) if known else (self.me.uuid, self.me.address)
 
     def _should_form(self) -> bool:
-        # Seeds that answer NOT_READY are starting too, and so are members that asked us to
-        # admit them. The lowest uuid among all of them forms the cluster; the others keep
-        # asking (the joiners' addresses are added to the seeds) and join it. A seed answers
-        # with the lowest starting member it knows of, so members that share a seed but not
-        # each other (two that are no seeds) learn of each other through it: otherwise each
-        # could find itself lowest and form a cluster of its own, to be merged seconds later.
-        if not self._seen_joining:
-            return False
+        # Seeds that answer NOT_READY are starting too. The lowest uuid among the starting
+        # seeds forms the cluster; every other member keeps asking and joins it. Only a seed
+        # forms (``_may_form``): a member that is no seed may start late with a lower uuid than
+        # the seed that formed the cluster, and find itself the lowest starting member before
+        # the seeds it asks have joined: a second cluster, merged seconds later (simulated:
+        # tests/test_simulation.py). Without static seeds (mDNS), any starting member may form,
+        # and a member answers with the lowest one it knows of, so that members that share a
+        # peer but not each other learn of each other through it.
+        if not self._seen_joining or self._progress > 0 or not self._may_form(self.me.address):
+            return False  # (a member of a formed cluster answered: we join it, however slow)
         return all(self.me.uuid < uuid for uuid in self._starting().values())
 
     def form(self) -> None:
@@ -516,6 +557,17 @@ class Membership:
     def _redirect(self) -> JoinReply | None:
         """The answer to a joiner when this member cannot admit it, or None when it can."""
         cluster = self._config.cluster
+        if self.state is not State.ACTIVE and self._cluster_at:
+            # Starting, but a formed cluster answered us: send the joiner there (a joiner whose
+            # uuid is lower than the member that formed it, starting late, would otherwise find
+            # itself the lowest starting member and form a second cluster).
+            return JoinReply(
+                JoinStatus.NOT_MASTER,
+                cluster=cluster,
+                master_address=self._cluster_at,
+                uuid=self.me.uuid,
+                list_version=self._progress,
+            )
         if self.state is not State.ACTIVE:
             # Starting too: say who is the lowest starting member we know of (maybe us), so
             # that every member hears of it through the seeds they share and defers to it.
