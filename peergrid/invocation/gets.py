@@ -98,8 +98,9 @@ class Fetch:
             else:
                 entry[1].append(i)
         items: list[_Many] = []
+        longest = max(map(len, gets.keys))
         for pipe, indexes in by_pipe.values():
-            items.extend(self._ops(pipe, indexes, max_keys))
+            items.extend(self._ops(pipe, indexes, max_keys, longest))
         # Counted before anything is sent: answers may arrive on the loop before this returns.
         self.group.remaining = len(items) + len(alone)
         for item in items:
@@ -107,18 +108,22 @@ class Fetch:
         if alone:
             invoker.start_many([self._lone(i) for i in alone])
 
-    def _ops(self, pipe: PeerPipe, indexes: list[int], max_keys: int) -> list[_Many]:
-        """The GET_MANY ops of ``indexes``: at most ``max_keys`` keys and ``MAX_KEY_BYTES`` each."""
+    def _ops(self, pipe: PeerPipe, indexes: list[int], max_keys: int, longest: int) -> list[_Many]:
+        """The GET_MANY ops of ``indexes``: at most ``max_keys`` keys and ``MAX_KEY_BYTES`` each
+        (``longest``: the length of the longest key)."""
         keys, partitions, name = self.gets.keys, self.gets.partitions, self.gets.name
         chunks: list[list[int]] = [[]]
-        size = 0
-        for i in indexes:
-            length = len(keys[i])
-            if chunks[-1] and (len(chunks[-1]) >= max_keys or size + length > MAX_KEY_BYTES):
-                chunks.append([])
-                size = 0
-            chunks[-1].append(i)
-            size += length
+        if len(indexes) <= max_keys and len(indexes) * longest <= MAX_KEY_BYTES:
+            chunks = [indexes]  # the usual case: one op
+        else:
+            size = 0
+            for i in indexes:
+                length = len(keys[i])
+                if chunks[-1] and (len(chunks[-1]) >= max_keys or size + length > MAX_KEY_BYTES):
+                    chunks.append([])
+                    size = 0
+                chunks[-1].append(i)
+                size += length
         ops = []
         for chunk in chunks:
             blob, header = pack_keys([keys[i] for i in chunk], [partitions[i] for i in chunk])
