@@ -57,6 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="sampling time per path")
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument(
+        "--gil",
+        action="store_true",
+        help="py-spy --gil: sample only the thread holding the GIL (its Python work, C calls "
+        "made with the GIL held included; no waits)",
+    )
+    parser.add_argument(
         "--native",
         action="store_true",
         help="py-spy --native: C frames too (py-spy then pauses the process to sample it: use a low --rate)",
@@ -266,6 +272,7 @@ def run(
                 str(out),
                 "--threads",
                 *(["--native"] if args.native else ["--nonblocking"]),
+                *(["--gil"] if args.gil else []),
             ]
             spies.append(
                 (role, out, subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))

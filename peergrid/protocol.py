@@ -44,6 +44,7 @@ class Code:
     CONTAINS_VALUE = 25  # ``found`` if some live entry of the partition has a value equal to ``value``
     DESTROY = 26  # drop the map's entries in the partition, from memory only, telling no listener
     FLUSH = 30  # store a write-behind map's queued writes in this partition now
+    GET_MANY = 31  # a get_all's keys of one map on one member, as buffers (peergrid/multiget.py)
     BACKUP = 20  # owner -> backup: apply ``effects`` to reach ``version``
     TOUCH = 21  # owner -> backup: entries' last access times (idle expiry), unversioned
     # Compute (peergrid/owner/compute.py): 40-49.
@@ -110,6 +111,7 @@ KNOWN = KEYED | {
     Code.CONTAINS_VALUE,
     Code.EVICT_ALL,
     Code.DESTROY,
+    Code.GET_MANY,
 }
 
 

@@ -254,3 +254,21 @@ expiry_steps = st.lists(
     ),
     max_size=40,
 )
+
+# A get_all's keys bound for one member, and one member's answer to them, as a GET_MANY op
+# carries them (peergrid/multiget.py; tests/test_frames.py): (key, partition) pairs, duplicates
+# allowed (the caller sends each key once, but the format does not care), and per key
+# (version, ttl, value or None, status).
+get_many_keys = st.lists(
+    st.tuples(st.binary(min_size=1, max_size=40), st.integers(0, 270)), min_size=1, max_size=30
+)
+get_many_answers = st.lists(
+    st.tuples(
+        st.integers(0, 2**64 - 1),
+        st.sampled_from([0.0, 0.25, 30.0, 1e-9]),
+        st.one_of(st.none(), st.binary(max_size=40)),
+        st.sampled_from([0, 1, 2, 3, 4, 6, 13]),
+    ),
+    min_size=1,
+    max_size=30,
+)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 import peergrid
+from peergrid.protocol import Code
 from peergrid.testing import cluster
 from tests.conftest import wait_for
 
@@ -104,6 +107,118 @@ def test_get_all_and_put_all_send_one_frame_per_owning_member(api, grids3, name)
     owners = {a.owner_of(k).uuid for k in keys} - {a.uuid}
     assert {uuid for uuid, count in sent.items() if count} == owners
     assert all(sent[uuid] == 1 for uuid in owners)
+
+
+def test_get_all_of_mixed_owners_missing_keys_and_duplicates(api, grids3, name) -> None:
+    a = grids3[0]
+    m = api.map(a, name)
+    present = {f"k{i}": {"i": i} for i in range(60)} | {7: "seven", b"raw": [1, 2]}
+    m.put_all(present)
+    asked = [*present, "missing-1", *list(present)[:10], "missing-2", 7, "missing-1"]
+    owners = {a.owner_of(k).uuid for k in asked}
+    assert owners == {g.uuid for g in grids3}  # keys of every member, this one's included
+    for g in grids3:  # the same answer through every member
+        assert api.map(g, name).get_all(asked) == present
+    assert m.get_all(["missing-1", "missing-2"]) == {}
+    assert m.get_all([7, 7, 7]) == {7: "seven"}
+
+
+def test_get_all_sends_one_get_many_op_per_owning_member(api, grids3, name, monkeypatch) -> None:
+    a, b, c = grids3
+    m = api.map(a, name)
+    keys = [f"k{i}" for i in range(90)]
+    m.put_all(dict.fromkeys(keys, 1))
+    seen: list[tuple[str, int]] = []
+    for g in (b, c):
+        executor = g._node.executor
+        original = executor._get_many
+
+        def counted(op, version, sender, original=original, uuid=g.uuid):
+            seen.append((uuid, len(op.value) // 8))
+            return original(op, version, sender)
+
+        monkeypatch.setattr(executor, "_get_many", counted)
+    assert m.get_all(keys) == dict.fromkeys(keys, 1)
+    remote = [k for k in keys if a.owner_of(k).uuid != a.uuid]
+    assert sorted(seen) == sorted(
+        (uuid, sum(a.owner_of(k).uuid == uuid for k in remote)) for uuid in {b.uuid, c.uuid}
+    )
+
+
+def test_get_all_keys_sent_to_a_member_that_does_not_serve_them_are_asked_of_their_owners(
+    api, grids3, name, monkeypatch
+) -> None:
+    # As if this member's table were stale: every key goes to b, which answers the keys it does
+    # not own with their status; they are asked again, each of its own owner.
+    a, b, _ = grids3
+    m = api.map(a, name)
+    keys = [f"k{i}" for i in range(60)]
+    m.put_all({k: k.upper() for k in keys})
+    pipe_to_b = a._node.pipes.calls(b.uuid)
+    monkeypatch.setattr(a._node.invoker, "pipe_for", lambda partition: pipe_to_b)
+    assert m.get_all([*keys, "missing"]) == {k: k.upper() for k in keys}
+    assert {a.owner_of(k).uuid for k in keys} == {g.uuid for g in grids3}
+
+
+def test_get_all_asks_a_member_from_before_get_many_key_by_key(api, grids3, name, monkeypatch) -> None:
+    a, b, c = grids3
+    m = api.map(a, name)
+    keys = [f"k{i}" for i in range(60)]
+    m.put_all(dict.fromkeys(keys, "v"))
+    for g in (b, c):  # an older member: GET_MANY is an unknown op to its executor
+        executor = g._node.executor
+        original = executor.check
+
+        def older(op, original=original):
+            return f"unknown operation code {op.code}" if op.code == Code.GET_MANY else original(op)
+
+        monkeypatch.setattr(executor, "check", older)
+    for g in (b, c):
+        a._node.pipes.calls(g.uuid).legacy = False
+    assert m.get_all(keys) == dict.fromkeys(keys, "v")
+    assert all(a._node.pipes.calls(g.uuid).legacy for g in (b, c))
+    before = {g.uuid: a._node.pipes.calls(g.uuid).frames_sent for g in (b, c)}
+    assert m.get_all([*keys, "missing"]) == dict.fromkeys(keys, "v")  # key by key: one frame each
+    assert all(a._node.pipes.calls(g.uuid).frames_sent == before[g.uuid] + 1 for g in (b, c))
+    for g in (b, c):
+        a._node.pipes.calls(g.uuid).legacy = False  # the module's next tests see today's members
+
+
+def test_get_all_while_a_member_joins_and_partitions_migrate(api, name) -> None:
+    with cluster(2) as grids:
+        m = api.map(grids[0], name)
+        values = {f"k{i}": i for i in range(300)}
+        m.put_all(values)
+        failures: list[object] = []
+        rounds = [0]
+        stop = threading.Event()
+
+        def read() -> None:
+            reader = api.map(grids[1], name)
+            while not stop.is_set():
+                try:
+                    got = reader.get_all(list(values))
+                except Exception as exc:  # recorded for the assertion below
+                    failures.append(exc)
+                    return
+                if got != values:
+                    failures.append(sorted(set(values) - set(got))[:5])
+                    return
+                rounds[0] += 1
+
+        thread = threading.Thread(target=read)
+        thread.start()
+        try:
+            start = rounds[0]
+            grids.add()
+            assert grids.wait_until_safe(30)
+            wait_for(lambda: rounds[0] > start + 2 or failures, 10, message="reads after the join")
+        finally:
+            stop.set()
+            thread.join()
+        assert not failures
+        for g in grids:  # after the migration, from every member
+            assert api.map(g, name).get_all(list(values)) == values
 
 
 def test_ttl_expires_everywhere_and_is_swept(api, grids3, name) -> None:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from peergrid.invocation.pipe import Item
 from peergrid.protocol import WRITES, Op, Result, Status
 
 
@@ -29,7 +30,7 @@ class Router(Protocol):
     loop: asyncio.AbstractEventLoop
     closed: bool
 
-    def pipe_for(self, partition: int) -> _Pipe | None:
+    def pipe_for(self, partition: int) -> PeerPipe | None:
         """The pipe to the partition's owner, or None to execute locally."""
         ...
 
@@ -38,9 +39,13 @@ class Router(Protocol):
         ...
 
 
-class _Pipe(Protocol):
-    def submit(self, item: Call) -> None: ...
-    def submit_many(self, items: Sequence[Call]) -> None: ...
+class PeerPipe(Protocol):
+    """A pipe to a peer, as the invoker uses it (``peergrid.invocation.pipe.Pipe``)."""
+
+    legacy: bool  # the peer predates GET_MANY: get_all asks it key by key
+
+    def submit(self, item: Item) -> None: ...
+    def submit_many(self, items: Sequence[Item]) -> None: ...
 
 
 _RETRYABLE = frozenset({Status.MOVED, Status.RETRY})
@@ -146,6 +151,15 @@ class Invoker:
         self._retry_initial = retry_initial
         self._retry_max = retry_max
 
+    @property
+    def closed(self) -> bool:
+        """This member was shut down (any thread)."""
+        return self._router.closed
+
+    def pipe_for(self, partition: int) -> PeerPipe | None:
+        """The pipe to ``partition``'s owner, or None to run it here (any thread)."""
+        return self._router.pipe_for(partition)
+
     def start(self, call: Call) -> None:
         """Send a call towards its owner (any thread)."""
         if self._router.closed:
@@ -164,7 +178,7 @@ class Invoker:
                 self._loop.call_soon_threadsafe(call.finish, _CLOSED)
             return
         local: list[Call] = []
-        by_pipe: dict[int, tuple[_Pipe, list[Call]]] = {}
+        by_pipe: dict[int, tuple[PeerPipe, list[Call]]] = {}
         for call in calls:
             pipe = self._router.pipe_for(call.op.partition)
             if pipe is None:

@@ -94,6 +94,7 @@ class Pipe:
         self._closed = False
         self._reset_reason = "the pipe was closed"
         self.frames_sent = 0  # for tests and statistics
+        self.legacy = False  # the peer answered GET_MANY as an unknown op: get_all asks key by key
 
     # ---------------------------------------------------------------- any thread
     def submit(self, item: Item) -> None:

@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 from peergrid.config import MapConfig
 from peergrid.events.nearcache import Flight
+from peergrid.invocation.gets import Fetch, Gets
 from peergrid.invocation.invoker import Group
 from peergrid.maps.core import NO_DEFAULT, Caller, ListenerOptions, MapCore, options_checked
 from peergrid.maps.entry import EntryView
 from peergrid.maps.flows import OnMember, Remote, drive_async
 from peergrid.maps.locks import AsyncLockHandle, check_lease, check_timeout, task_holder
-from peergrid.protocol import Op, Result
+from peergrid.protocol import Code, Op, Result
 from peergrid.serialization import Key
 from peergrid.stats import LocalMapStats, MapStats
 
@@ -88,6 +89,8 @@ class AsyncDriver:
             return (await self._calls([step]))[0]
         if kind is list:
             return await self._calls(step)
+        if kind is Gets:
+            return await self._gets(step)
         if kind is Flight:  # another caller's fetch of the key: True once it ended
             return await step.wait_async(self._caller.wait)
         if kind is OnMember:
@@ -96,6 +99,25 @@ class AsyncDriver:
             async with asyncio.timeout(step.timeout):
                 return await asyncio.wrap_future(future)
         raise TypeError(f"not a step: {step!r}")
+
+    def _group(self, done: asyncio.Future[None]) -> Group:
+        """A group that completes ``done`` on the calling task's loop (through its handover)."""
+        loop = done.get_loop()
+        handover = self._handovers.get(loop)
+        if handover is None:
+            handover = self._handovers[loop] = _Handover(loop, self._node.loop)
+        return Group(1, lambda: handover.add(done))
+
+    async def _gets(self, gets: Gets) -> Fetch:
+        caller = self._caller
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fetch = caller.fetch(gets, self._group(done))
+        try:
+            async with asyncio.timeout(caller.wait):
+                await done
+        except TimeoutError:
+            raise caller.timed_out(Op(Code.GET, gets.partitions[0], gets.name, gets.keys[0])) from None
+        return caller.check_fetch(fetch)
 
     async def _calls(self, ops: list[Op]) -> list[Result]:
         caller = self._caller

@@ -38,6 +38,7 @@ from peergrid.errors import (
 )
 from peergrid.events.model import EventKind
 from peergrid.events.nearcache import MISS
+from peergrid.invocation.gets import Fetch, Gets
 from peergrid.invocation.invoker import Call, Group
 from peergrid.maps.entry import EntryView
 from peergrid.maps.flows import Flow, OnMember, Remote, flow
@@ -100,6 +101,7 @@ _NAMES = {
     Code.EVICT_ALL: "evict_all",
     Code.CONTAINS_VALUE: "contains_value",
     Code.DESTROY: "destroy",
+    Code.GET_MANY: "get_all",
 }
 _REMOVES = frozenset({Code.DELETE, Code.REMOVE, Code.REMOVE_IF_SAME})
 RESERVED_MAP_PREFIX = "__peergrid."  # internal maps (locks); no user map may start so
@@ -308,6 +310,20 @@ class Caller:
         """Results of finished calls, raising the first error."""
         return [self.check(call.result, call.op) for call in calls]
 
+    def fetch(self, gets: Gets, group: Group) -> Fetch:
+        """A ``Gets`` step, started: its keys on their way to their owners."""
+        self.node.ensure_open()
+        fetch = Fetch(self.node.invoker, gets, time.monotonic() + self.timeout, group)
+        fetch.start(self.node.config.limits.max_batch_ops)
+        return fetch
+
+    def check_fetch(self, fetch: Fetch) -> Fetch:
+        """A finished fetch, or the error of its first key that failed (as ``check_all``)."""
+        failed = fetch.failed_op()
+        if failed is not None:
+            self.check(*failed)
+        return fetch
+
     def on_member(self, coro: Any) -> OnMember:
         """The step running ``coro`` on the member's loop, within this caller's wait."""
         return OnMember(coro, self.wait)
@@ -514,7 +530,8 @@ class MapCore(Caller):
             raise ArgumentError(f"get_all takes an iterable of keys, not {type(keys).__qualname__}")
         started = time.perf_counter()
         found: dict[Any, Any] = {}
-        ops: list[Op] = []
+        remote: list[bytes] = []
+        partitions: list[int] = []
         originals: dict[bytes, Any] = {}
         near = self.near
         for key in keys:
@@ -529,56 +546,70 @@ class MapCore(Caller):
                     continue
             local, value = self._local(encoded, partition)
             if not local:
-                ops.append(Op(Code.GET, partition, self.name, encoded))
+                remote.append(encoded)
+                partitions.append(partition)
                 continue
             self.counters.owner_local_gets += 1
             if near is not None:
                 near.misses -= 1  # as in get: owner-local, not a near-cache miss
             if value is not None:
                 found[key] = self.loads(value)
-        if not ops:
+        if not remote:
             self._got_many(started, len(originals), len(found))
             return found
-        return Remote(self._fetch_all(ops, originals, found, started))
+        return Remote(self._fetch_all(Gets(self.name, remote, partitions), originals, found, started))
 
     def _fetch_all(
-        self, ops: list[Op], originals: dict[bytes, Any], found: dict[Any, Any], started: float
+        self, gets: Gets, originals: dict[bytes, Any], found: dict[Any, Any], started: float
     ) -> Flow[Any, dict[Key, Any]]:
         near = self.near
-        flights = [near.begin(op.key) for op in ops] if near is not None else []
-        results: list[Result] = []
+        flights = [near.begin(key) for key in gets.keys] if near is not None else []
+        fetched: Fetch | None = None
         try:
-            results = yield ops
+            fetched = yield gets
         finally:
-            self._fetched(ops, results, flights, originals, found)
+            self._fetched(gets, fetched, flights, originals, found)
         self._got_many(started, len(originals), len(found))
         return found
 
     def _fetched(
         self,
-        ops: list[Op],
-        results: list[Result],
+        gets: Gets,
+        fetched: Fetch | None,
         flights: list[Flight],
         originals: dict[bytes, Any],
         found: dict[Any, Any],
     ) -> None:
-        """Fetches of a batch ended (``results`` is empty if the batch failed): record what
+        """Fetches of a batch ended (``fetched`` is None if the batch failed): record what
         was found in ``found`` by original key, and tell the near cache."""
         near = self.near
+        loads = self.loads
         error: Exception | None = None
-        for i, op in enumerate(ops):
-            result = results[i] if i < len(results) else None
-            ok = result is not None
-            hit = result is not None and result.found
-            value = None
-            if hit and result is not None:
-                try:
-                    value = found[originals[op.key]] = self.decoded(result)
-                except Exception as exc:  # noqa: BLE001 - re-raised once every other fetch landed
-                    error, ok, hit = error or exc, False, False
+        keys = gets.keys
+        if fetched is None:
             if near is not None:
-                version, ttl = (result.version, result.ttl) if result is not None else (0, 0.0)
-                near.end(op.key, op.partition, value, hit, flights[i], ok, version, ttl)
+                for key, partition, flight in zip(keys, gets.partitions, flights, strict=True):
+                    near.end(key, partition, None, False, flight, False, 0, 0.0)
+            return
+        values = fetched.values
+        if near is None:
+            for key, raw in zip(keys, values, strict=True):
+                if raw is not None:
+                    try:
+                        found[originals[key]] = loads(raw)
+                    except Exception as exc:  # noqa: BLE001 - re-raised once every other fetch landed
+                        error = error or exc
+        else:
+            versions, ttls = fetched.versions, fetched.ttls
+            for i, key in enumerate(keys):
+                raw = values[i]
+                ok, hit, value = True, raw is not None, None
+                if raw is not None:
+                    try:
+                        value = found[originals[key]] = loads(raw)
+                    except Exception as exc:  # noqa: BLE001 - as above
+                        error, ok, hit = error or exc, False, False
+                near.end(key, gets.partitions[i], value, hit, flights[i], ok, versions[i], ttls[i])
         if error is not None:
             raise error
 

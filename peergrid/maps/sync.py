@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from peergrid.config import MapConfig
 from peergrid.events.nearcache import Flight
+from peergrid.invocation.gets import Fetch, Gets
 from peergrid.invocation.invoker import Group
 from peergrid.maps.core import NO_DEFAULT, Caller, ListenerOptions, MapCore, options_checked
 from peergrid.maps.entry import EntryView
 from peergrid.maps.flows import OnMember, Remote, drive
 from peergrid.maps.locks import LockHandle, check_timeout, thread_holder
-from peergrid.protocol import Op, Result
+from peergrid.protocol import Code, Op, Result
 from peergrid.serialization import Key
 from peergrid.stats import LocalMapStats, MapStats
 
@@ -54,6 +55,8 @@ class SyncDriver:
             return self._one(step)
         if kind is list:
             return self._many(step)
+        if kind is Gets:
+            return self._gets(step)
         if kind is Flight:  # another caller's fetch of the key: True once it ended
             return step.wait(self._caller.wait)
         if kind is OnMember:
@@ -65,6 +68,15 @@ class SyncDriver:
         call = caller.call(op)
         self._node.invoker.start(call)
         return caller.check(call.wait(caller.wait), op)
+
+    def _gets(self, gets: Gets) -> Fetch:
+        """Read keys from their owners, one op per owning member; wait; raise the first error."""
+        caller = self._caller
+        group = Group(1)
+        fetch = caller.fetch(gets, group)
+        if not group.wait(caller.wait):
+            raise caller.timed_out(Op(Code.GET, gets.partitions[0], gets.name, gets.keys[0]))
+        return caller.check_fetch(fetch)
 
     def _many(self, ops: list[Op]) -> list[Result]:
         """Run ops in parallel, one frame per owning member; wait for all; raise the first error."""

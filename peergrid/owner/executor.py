@@ -15,6 +15,7 @@ from typing import Protocol
 
 from peergrid.config import GridConfig
 from peergrid.events.publisher import EventPublisher
+from peergrid.multiget import pack_got, unpack_keys
 from peergrid.owner.stores import StoreOps
 from peergrid.owner.writes import OwnerWrites
 from peergrid.protocol import (
@@ -97,6 +98,7 @@ class Executor:
         self._partition_count = config.partition_count
         self._max_key = config.limits.max_key_bytes
         self._max_value = config.limits.max_value_bytes
+        self._max_keys = config.limits.max_batch_ops  # of a GET_MANY op
         self._manager = manager
         self._table_version = table_version
         self._has_quorum = has_quorum
@@ -124,6 +126,8 @@ class Executor:
             return "a merge carries puts, deletes and clears of its own map only"
         if not name or len(name) > MAX_NAME:
             return f"map names must have 1 to {MAX_NAME} characters"
+        if code == Code.GET_MANY:
+            return None  # its keys are checked as it unpacks them (_get_many)
         key = op.key
         if not key and code in KEYED:
             return "the operation needs a key"
@@ -156,6 +160,8 @@ class Executor:
         if op.code == Code.TOUCH:
             self._manager.apply_touch(op.partition, op.effects)
             return Result()
+        if op.code == Code.GET_MANY:
+            return self._get_many(op, caller_version, sender)
         write = op.code in WRITES
         part = self.admit(op, caller_version)
         if isinstance(part, Result):
@@ -180,6 +186,109 @@ class Executor:
         if config.store is not None and op.code not in _UNSTORED:
             return self._stores.write(part, op, config, lambda: self._write(part, op))
         return self._write(part, op)
+
+    def _get_many(self, op: Op, caller_version: int, sender: str) -> Result | asyncio.Future[Result]:
+        """A get_all's keys of one map (``peergrid.multiget``), each answered as a GET would be.
+
+        The checks of ``admit`` run once per op (quorum, lease: a refusal answers the whole op,
+        and the caller asks key by key, hearing why) and once per partition (served here, the
+        caller's table version): a key of a partition not served here is answered with that
+        status, and its caller asks for it again as a lone GET. A key that a lone GET would
+        not answer at once (a write of it awaits its backups, or a miss loads from the map's
+        store) runs as that GET, and the answer waits for it.
+        """
+        try:
+            keys, partitions = unpack_keys(op, self._max_key, self._partition_count, self._max_keys)
+        except ValueError as exc:
+            return Result(Status.INVALID, message=str(exc))
+        if not self._has_quorum() or not self._has_lease():
+            # Refused whole: the caller asks key by key, and each lone GET hears why (admit).
+            return Result(Status.RETRY, message="this member serves no partition now (quorum or lease)")
+        name = op.map
+        backed = self._stores.backed(name) is not None
+        behind = caller_version > self._table_version()
+        readable = self._manager.readable
+        n = len(keys)
+        versions = [0] * n
+        ttls = [0.0] * n
+        values: list[bytes | None] = [None] * n
+        statuses = bytearray(n)
+        waiting: list[tuple[int, asyncio.Future[Result]]] = []
+        refused: dict[int, int] = {}  # partition -> status, for those not served here
+        for i in range(n):
+            p = partitions[i]
+            part = readable[p]
+            if part is None or behind:
+                status = refused.get(p)
+                if status is None:
+                    status = refused[p] = self._not_serving(p, caller_version).status
+                statuses[i] = status
+                continue
+            key = keys[i]
+            unacked = part.unacked
+            if unacked and ((name, key) in unacked or (name, b"") in unacked):
+                value = None  # a write of it awaits its backups: the lone GET waits for it
+            else:
+                store = part.maps.get(name)
+                value = store.get(key) if store is not None else None
+                if value is not None or not backed:
+                    versions[i] = part.version
+                    if value is not None:
+                        values[i] = value
+                        if store is not None and store.may_expire:
+                            ttls[i] = store.time_left(key)
+                    continue
+            outcome = self.execute(Op(Code.GET, p, name, key), caller_version, sender)
+            if isinstance(outcome, Result):
+                self._got_one(i, outcome, versions, ttls, values, statuses)
+            else:
+                waiting.append((i, outcome))
+        if not waiting:
+            return Result(value=pack_got(versions, ttls, values, statuses), found=True, count=n)
+        return self._many_later(waiting, versions, ttls, values, statuses)
+
+    def _many_later(
+        self,
+        waiting: list[tuple[int, asyncio.Future[Result]]],
+        versions: list[int],
+        ttls: list[float],
+        values: list[bytes | None],
+        statuses: bytearray,
+    ) -> asyncio.Future[Result]:
+        """A GET_MANY's answer once the lone GETs of some of its keys (``waiting``) ended."""
+        n = len(values)
+        done: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        left = len(waiting)
+
+        def one(i: int, future: asyncio.Future[Result]) -> None:
+            nonlocal left
+            result = future.result() if not future.cancelled() else Result(Status.ERROR, message="cancelled")
+            self._got_one(i, result, versions, ttls, values, statuses)
+            left -= 1
+            if left == 0 and not done.done():
+                done.set_result(Result(value=pack_got(versions, ttls, values, statuses), found=True, count=n))
+
+        for i, future in waiting:
+            future.add_done_callback(lambda f, i=i: one(i, f))  # type: ignore[misc]
+        return done
+
+    @staticmethod
+    def _got_one(
+        i: int,
+        result: Result,
+        versions: list[int],
+        ttls: list[float],
+        values: list[bytes | None],
+        statuses: bytearray,
+    ) -> None:
+        """Key ``i`` of a GET_MANY, answered by a lone GET: its ``result`` in the columns."""
+        if result.status != Status.OK:
+            statuses[i] = result.status
+            return
+        versions[i] = result.version
+        ttls[i] = result.ttl
+        if result.found:
+            values[i] = result.value
 
     async def _after_unacked(
         self, fence: asyncio.Future[Result], op: Op, caller_version: int, sender: str
