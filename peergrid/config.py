@@ -50,8 +50,10 @@ class Timing:
     join_max_wait: float = 120.0
     """How long a joiner whose seeds answer keeps asking to be admitted before it fails with
     ``JoinError`` (Hazelcast's ``max.join.seconds``): a master busy with a hundred processes
-    starting on a few cores admits them slowly, and a joiner must not exit meanwhile. (A
-    master that refused the joiner, or cannot call it back, fails it at once.)"""
+    starting on a few cores admits them slowly, and a joiner must not exit meanwhile. It fails
+    sooner once no seed has answered for a quarter of this (at least twice
+    ``failure_timeout``). (A master that refused the joiner, or cannot call it back, fails it at
+    once.)"""
     join_retry_interval: float = 0.25
     """Pause between two rounds of join attempts."""
     join_batch_window: float = 0.05

@@ -224,6 +224,7 @@ class Membership:
         progress_seen = 0
         refusal: PeerGridError | None = None
         lowest_rounds = 0
+        pause = timing.join_retry_interval
         self._begin_join(started)
         while self.state is State.JOINING:
             static = list(self._seeds())
@@ -282,11 +283,13 @@ class Membership:
             if (
                 now >= give_up_at
                 and not self._unreachable
-                and now - self._answered_at <= 2 * timing.rpc_timeout + timing.join_retry_interval
+                and now - self._answered_at <= max(timing.join_max_wait / 4, 2 * timing.failure_timeout)
                 and now - started < timing.join_max_wait
             ):
-                # The seeds answer every round, and no one refused us: the cluster runs, but its
-                # master is slow to admit (a hundred processes starting on two cores). Wait on.
+                # The seeds answer (however slowly: a round of three seeds on an overloaded
+                # machine may see every call time out), and no one refused us: the cluster runs,
+                # but its master is slow to admit (a hundred processes starting on two cores).
+                # Wait on; fail once no seed has answered for a quarter of join_max_wait.
                 give_up_at = now + timing.join_retry_interval
             if now >= give_up_at:
                 why = self._unreachable or "its master may be down and not yet replaced"
@@ -294,7 +297,8 @@ class Membership:
                     f"the seeds at {', '.join(seeds)} answered but cluster {self._config.cluster!r} did not "
                     f"admit this member within {now - started:.1f}s ({why}); not starting a second cluster"
                 )
-            await asyncio.sleep(timing.join_retry_interval)
+            pause = self._join_pause(pause)
+            await asyncio.sleep(pause)
         if self.state is State.JOINING:
             self.form()
 
@@ -392,6 +396,13 @@ class Membership:
             self._ignored_hints.add(address)
             log.warning("member %s: ignoring discovered peer %s: %s", self.me.address, address, why)
 
+    def _join_pause(self, last: float) -> float:
+        """The pause before the next join round: once a cluster answered and we wait to be
+        admitted, twice the last (up to 8 rounds' pause), so that a hundred joiners do not keep
+        a busy master from admitting them; while members are starting, one round's."""
+        interval = self._timing.join_retry_interval
+        return min(last * 2, 8 * interval) if self._progress > 0 else interval
+
     def _begin_join(self, started: float) -> None:
         """Forget what the last join learned."""
         self._progress = 0
@@ -486,7 +497,11 @@ class Membership:
         redirect = self._redirect()
         if redirect is not None:
             return redirect
-        if member.uuid not in self.members:
+        pending = self._admitting.get(member.uuid)
+        if member.uuid not in self.members and (pending is None or pending[0] != member):
+            # (A joiner already waiting in this batch was called back when it first asked: a
+            # joiner whose call timed out on a busy master asks again, and must not cost it a
+            # call back each time.)
             refusal = await self._call_back(member)
             redirect = refusal or self._redirect()  # we may have stopped being master meanwhile
             if redirect is not None:
