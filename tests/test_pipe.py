@@ -245,3 +245,76 @@ def test_items_for_several_pipes_from_another_thread_wake_the_loop_once() -> Non
             pipe.close()
 
     asyncio.run(scenario())
+
+
+def test_an_idle_pipe_writes_a_frame_in_the_wake_up_itself() -> None:
+    """Once its stream is open and its sender parked, a frame submitted from another thread is
+    written in the wake-up callback, not one loop pass later in a task step; frames keep their
+    order and every item gets its answer."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        writers: list[object] = []
+        stream = AnsweringStream()
+        send = stream.send
+
+        async def recording(frame_id: int, table_version: int, sender: str, ops: list[Op]) -> None:
+            writers.append(asyncio.current_task())
+            await asyncio.sleep(0)  # a write that waits, as grpc's does
+            await send(frame_id, table_version, sender, ops)
+
+        stream.send = recording  # type: ignore[method-assign]
+        pipe = pipe_on(stream, 30.0)
+        first = Item()
+        pipe.submit(first)  # the first frame: the sender task opens the stream and writes it
+        await until(lambda: first.results)
+        await until(lambda: pipe._waiter is not None)
+        later = [Item() for _ in range(5)]
+        for item in later:
+            await loop.run_in_executor(None, pipe.submit, item)
+            await until(lambda item=item: item.results)  # type: ignore[misc]
+        assert writers[0] is pipe._task
+        assert writers[1:] == [None] * 5  # written from the wake-up callback
+        assert [frame_id for frame_id, _ in stream.sent] == [1, 2, 3, 4, 5, 6]
+        assert all([r.status for r in item.results] == [Status.OK] for item in [first, *later])
+        pipe.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_write_that_fails_outside_the_sender_task_fails_its_frame_and_the_pipe_starts_over() -> None:
+    async def scenario() -> None:
+        from peergrid.errors import PeerUnavailableError
+
+        streams: list[AnsweringStream] = []
+
+        async def opens() -> AnsweringStream:
+            stream = AnsweringStream()
+            if not streams:
+
+                async def broken(frame_id: int, table_version: int, sender: str, ops: list[Op]) -> None:
+                    if len(stream.sent) >= 1:
+                        raise PeerUnavailableError("stream to peer:1 is closed", address="peer:1")
+                    stream.sent.append((frame_id, time.monotonic()))
+                    stream._replies.put_nowait((frame_id, 1, [Result() for _ in ops]))
+
+                stream.send = broken  # type: ignore[method-assign]
+            streams.append(stream)
+            return stream
+
+        loop = asyncio.get_running_loop()
+        pipe = Pipe("peer:1", loop, opens, lambda: (1, "me"), 100, 2, 30.0, lambda version: None)
+        first, second, third = Item(), Item(), Item()
+        pipe.submit(first)
+        await until(lambda: first.results and pipe._waiter is not None)
+        await loop.run_in_executor(None, pipe.submit, second)  # written from the wake-up: fails
+        await until(lambda: second.results)
+        assert [r.status for r in second.results] == [Status.UNREACHABLE]
+        assert second.results[0].found is True  # it may have reached the peer
+        pipe.submit(third)
+        await until(lambda: third.results)
+        assert [r.status for r in third.results] == [Status.OK]
+        assert len(streams) == 2
+        pipe.close()
+
+    asyncio.run(scenario())

@@ -29,8 +29,8 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from typing import Any, Protocol
 
 from peergrid.errors import PeerGridError
 from peergrid.protocol import Op, Result, Status
@@ -87,7 +87,9 @@ class Pipe:
         self._received: dict[int, int] = {}  # frame id -> results received so far, while partial
         self._queue: collections.deque[Item] = collections.deque()
         self._signalled = False  # a wake-up is scheduled on the loop
-        self._waiter: asyncio.Future[None] | None = None  # the idle sender waits on it
+        self._waiter: asyncio.Future[None] | None = None  # the idle sender task parks on it
+        self._stream: Stream | None = None  # the sender task's open stream
+        self._writing = False  # a frame's write to _stream is under way (one at a time)
         # Frames awaiting their answers, oldest first: frame id -> (items, monotonic send time).
         self._inflight: dict[int, tuple[list[Item], float]] = {}
         # One watchdog per pipe, not a timer per frame: armed while frames are in flight, it
@@ -123,7 +125,8 @@ class Pipe:
         if asyncio._get_running_loop() is self._loop and not self._closed:
             if self._task is None:
                 self._task = self._loop.create_task(self._run())
-            self._wake()
+            else:
+                self._loop.call_soon(self._wake)  # after the running callback: one frame for all
             return
         if not self._signalled:
             self._signalled = True
@@ -146,17 +149,60 @@ class Pipe:
         self._wake()
 
     def _wake(self) -> None:
-        # A bare future rather than an asyncio.Event: no waiter deque, no coroutine per wait.
+        # While the sender task is busy (opening the stream, writing) it looks at the queue again
+        # before it parks; once parked, with its stream open, frames are written from here: the
+        # write starts in this very callback, not in a task step one loop pass later.
         waiter = self._waiter
         if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+            self._pump()
+
+    def _pump(self) -> None:
+        stream = self._stream
+        while (
+            stream is not None
+            and not self._writing
+            and self._queue
+            and len(self._inflight) < self._max_inflight
+            and not self._closed
+        ):
+            self._writing = True
+            if not self._step(self._send_frame(stream), stream):
+                return  # the write completes later, and pumps again
+
+    def _step(self, write: Coroutine[Any, None, None], stream: Stream) -> bool:
+        """Run ``write`` (a ``_send_frame``) on until it waits or ends, as a task's step would;
+        True once it ended and the pump may go on."""
+        try:
+            waiting = write.send(None)
+        except StopIteration:
+            if stream is self._stream:
+                self._writing = False
+            return True
+        except (Exception, asyncio.CancelledError) as exc:
+            if stream is self._stream:  # else the stream was abandoned already
+                self._writing = False
+                if not isinstance(exc, PeerGridError | asyncio.CancelledError):
+                    log.exception("pipe to %s failed", self.address)
+                self._reset(f"{exc}" if isinstance(exc, PeerGridError) else f"write failed: {exc!r}")
+            return False
+        if waiting is None:  # a bare yield: go on in the next pass
+            self._loop.call_soon(self._resume, write, stream)
+        else:
+            waiting._asyncio_future_blocking = False
+            waiting.add_done_callback(lambda _: self._resume(write, stream))
+        return False
+
+    def _resume(self, write: Coroutine[Any, None, None], stream: Stream) -> None:
+        if self._step(write, stream):
+            self._pump()
 
     async def _run(self) -> None:
         stream: Stream | None = None
         reader: asyncio.Task[None] | None = None
         try:
             while not self._closed:
-                if not self._queue or len(self._inflight) >= self._max_inflight:
+                if not self._queue or len(self._inflight) >= self._max_inflight or self._writing:
+                    # Parked until the pipe stops: from now on _wake writes the frames.
                     self._waiter = self._loop.create_future()
                     try:
                         await self._waiter
@@ -164,9 +210,13 @@ class Pipe:
                         self._waiter = None
                     continue
                 if stream is None:
-                    stream = await self._open_stream()
+                    stream = self._stream = await self._open_stream()
                     reader = self._loop.create_task(self._read(stream))
-                await self._send_frame(stream)
+                self._writing = True
+                try:
+                    await self._send_frame(stream)
+                finally:
+                    self._writing = False
         except PeerGridError as exc:
             self._broken(f"{exc}")
         except asyncio.CancelledError:
@@ -177,6 +227,8 @@ class Pipe:
             log.exception("pipe to %s failed", self.address)
             self._broken(f"internal error: {exc!r}")
         finally:
+            self._stream = None
+            self._writing = False
             if reader is not None:
                 reader.cancel()
             if stream is not None:
