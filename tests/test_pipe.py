@@ -318,3 +318,21 @@ def test_a_write_that_fails_outside_the_sender_task_fails_its_frame_and_the_pipe
         pipe.close()
 
     asyncio.run(scenario())
+
+
+def test_a_sender_started_with_nothing_to_send_still_opens_its_stream_for_later_items() -> None:
+    """A wake-up whose items an earlier sender already sent starts a sender that parks before
+    opening a stream; the next item must still go out."""
+
+    async def scenario() -> None:
+        stream = AnsweringStream()
+        pipe = pipe_on(stream, 30.0)
+        pipe._kick()  # a late wake-up: nothing queued
+        await until(lambda: pipe._waiter is not None)
+        item = Item()
+        await asyncio.get_running_loop().run_in_executor(None, pipe.submit, item)
+        await until(lambda: item.results)
+        assert [r.status for r in item.results] == [Status.OK]
+        pipe.close()
+
+    asyncio.run(scenario())

@@ -118,10 +118,10 @@ class Pipe:
         # appended before the clear is drained, and one appended after it sees
         # the flag down and schedules another wake-up.
         # On the loop thread (backups and invalidations an owner sends while it runs a frame)
-        # the sender is woken at once, with no callback in between: its step is scheduled
-        # behind the running callback, so whatever else that callback submits still travels in
-        # the same frame, and the frame goes out one loop pass sooner. A closed pipe fails its
-        # items from a callback, never inside the submitter's call.
+        # no self-pipe write is needed: the sender is started, or the write made, from a
+        # callback behind the running one, so whatever else that callback submits travels in
+        # the same frame. A closed pipe fails its items from a callback, never inside the
+        # submitter's call.
         if asyncio._get_running_loop() is self._loop and not self._closed:
             if self._task is None:
                 self._task = self._loop.create_task(self._run())
@@ -152,8 +152,14 @@ class Pipe:
         # While the sender task is busy (opening the stream, writing) it looks at the queue again
         # before it parks; once parked, with its stream open, frames are written from here: the
         # write starts in this very callback, not in a task step one loop pass later.
+        # A task parked before it opened a stream (started by a wake-up whose items an earlier
+        # task had sent) is woken to open one.
         waiter = self._waiter
-        if waiter is not None and not waiter.done():
+        if waiter is None or waiter.done():
+            return
+        if self._stream is None:
+            waiter.set_result(None)
+        else:
             self._pump()
 
     def _pump(self) -> None:
@@ -202,7 +208,7 @@ class Pipe:
         try:
             while not self._closed:
                 if not self._queue or len(self._inflight) >= self._max_inflight or self._writing:
-                    # Parked until the pipe stops: from now on _wake writes the frames.
+                    # Parked: with a stream open, _wake writes the frames from now on.
                     self._waiter = self._loop.create_future()
                     try:
                         await self._waiter
