@@ -2,7 +2,9 @@
 
 Callers on any thread append operations; a sender on the member's loop writes
 whatever has gathered as one frame, while at most ``max_inflight_frames``
-frames await their results. Under load the frames grow, so the per-operation
+frames await their results. The sender task opens the stream; after that the
+frames are written from the wake-up callbacks themselves (``_pump``), and one
+watchdog per pipe enforces the frame timeout. Under load the frames grow, so the per-operation
 cost approaches a batch's (~7 us a key) rather than a call's (~300 us). At
 rest, an operation goes out alone at once.
 
