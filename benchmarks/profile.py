@@ -191,7 +191,70 @@ def parts() -> None:
 
     print("== thread hop")
     best("caller thread -> loop thread -> caller (wall)", hop, 2000)
+    print("== the pipe alone (a stream that answers at once; no grpc)")
+    one, close = _pipe_round_trip(loop)
+    best("sync caller: one op through Pipe and back (wall)", one, 2000)
+    close()
     loop.call_soon_threadsafe(loop.stop)
+
+
+def _pipe_round_trip(loop: object) -> tuple[Callable[[], None], Callable[[], None]]:
+    """One op from this thread through a ``Pipe`` on ``loop`` to a stream that answers at once,
+    and back (and a function that closes the pipe): the hop plus the pipe's own per-frame work
+    (its wake-up, the sender task, the frame's watchdog, the reader task, the item's
+    completion), without grpc's."""
+    import asyncio
+    import threading
+
+    from peergrid.invocation.pipe import Pipe
+    from peergrid.protocol import Code, Op, Result
+
+    class Answering:
+        def __init__(self) -> None:
+            self.replies: asyncio.Queue[tuple[int, int, list[Result]]] = asyncio.Queue()
+
+        async def send(self, frame_id: int, table_version: int, sender: str, ops: list[Op]) -> None:
+            self.replies.put_nowait((frame_id, 1, [Result() for _ in ops]))
+
+        async def receive(self) -> tuple[int, int, list[Result]]:
+            return await self.replies.get()
+
+        def cancel(self) -> None:
+            pass
+
+    class Item:
+        __slots__ = ("lock", "op")
+
+        def __init__(self) -> None:
+            self.op = Op(Code.GET, 0, "bench", b"k")
+            self.lock = threading.Lock()
+            self.lock.acquire()
+
+        def handle(self, result: Result) -> None:
+            self.lock.release()
+
+    async def make() -> Pipe:
+        stream = Answering()
+
+        async def opens() -> Answering:
+            return stream
+
+        running = asyncio.get_running_loop()
+        return Pipe("bench", running, opens, lambda: (1, "me"), 100, 2, 30.0, lambda version: None)
+
+    pipe = asyncio.run_coroutine_threadsafe(make(), loop).result()  # type: ignore[arg-type]
+
+    def one() -> None:
+        item = Item()
+        pipe.submit(item)
+        item.lock.acquire()
+
+    async def closed() -> None:
+        pipe.close()
+        for _ in range(3):  # let the cancelled sender and reader end
+            await asyncio.sleep(0)
+
+    return one, lambda: asyncio.run_coroutine_threadsafe(closed(), loop).result()  # type: ignore[arg-type]
 
 
 def thread_cpu(pid: int) -> dict[str, int]:

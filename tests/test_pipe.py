@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from peergrid.invocation.pipe import Pipe
+from peergrid.invocation.pipe import Pipe, submit_all
 from peergrid.protocol import Code, Op, Result, Status
 
 
@@ -110,6 +110,229 @@ def test_an_item_whose_caller_gave_up_is_never_sent() -> None:
             await asyncio.sleep(0.01)
         assert [r.status for r in late.results] == [Status.TIMEOUT]
         assert [op.code for op in stream.ops] == [Code.GET]
+        pipe.close()
+
+    asyncio.run(scenario())
+
+
+class AnsweringStream:
+    """A stream that answers the frames ``answers(frame_number)`` allows, and records when each
+    frame was sent."""
+
+    def __init__(self, answers: object = lambda n: True) -> None:
+        self.answers = answers
+        self.sent: list[tuple[int, float]] = []  # (frame id, monotonic send time)
+        self._replies: asyncio.Queue[tuple[int, int, list[Result]]] = asyncio.Queue()
+
+    async def send(self, frame_id: int, table_version: int, sender: str, ops: list[Op]) -> None:
+        self.sent.append((frame_id, time.monotonic()))
+        if self.answers(len(self.sent)):  # type: ignore[operator]
+            self._replies.put_nowait((frame_id, 1, [Result() for _ in ops]))
+
+    async def receive(self) -> tuple[int, int, list[Result]]:
+        return await self._replies.get()
+
+    def cancel(self) -> None:
+        pass
+
+
+class TimedItem(Item):
+    def __init__(self) -> None:
+        super().__init__()
+        self.at: list[float] = []
+
+    def handle(self, result: Result) -> None:
+        self.at.append(time.monotonic())
+        super().handle(result)
+
+
+def pipe_on(stream: object, frame_timeout: float) -> Pipe:
+    async def opens() -> object:
+        return stream
+
+    loop = asyncio.get_running_loop()
+    return Pipe("peer:1", loop, opens, lambda: (1, "me"), 100, 2, frame_timeout, lambda version: None)  # type: ignore[arg-type]
+
+
+async def until(condition: object, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
+
+
+def test_a_busy_pipe_keeps_one_watchdog_rather_than_a_timer_per_frame() -> None:
+    """Frames answered one after another: the watchdog armed by the first stays the only timer
+    (a timer per frame costs a heap push and a cancel on every round trip)."""
+
+    async def scenario() -> None:
+        stream = AnsweringStream()
+        pipe = pipe_on(stream, 30.0)
+        items = []
+        for _ in range(20):
+            item = Item()
+            pipe.submit(item)
+            await until(lambda item=item: item.results)  # type: ignore[misc]
+            items.append(item)
+        assert len(stream.sent) == 20
+        assert all([r.status for r in item.results] == [Status.OK] for item in items)
+        watchdog = pipe._watchdog
+        assert watchdog is not None
+        for _ in range(5):
+            item = Item()
+            pipe.submit(item)
+            await until(lambda item=item: item.results)  # type: ignore[misc]
+        assert pipe._watchdog is watchdog
+        pipe.close()
+        assert pipe._watchdog is None
+
+    asyncio.run(scenario())
+
+
+def test_a_frame_left_unanswered_resets_the_pipe_once_its_own_timeout_passed() -> None:
+    """The first frame is answered, the second never: the watchdog armed for the first finds
+    the second younger than the timeout and waits for its deadline; then everything in flight
+    fails as sent (it may have been applied) and later items go out on a new stream."""
+
+    async def scenario() -> None:
+        timeout = 0.3
+        stream = AnsweringStream(lambda n: n != 2)
+        pipe = pipe_on(stream, timeout)
+        first = Item()
+        pipe.submit(first)
+        await until(lambda: first.results)
+        await asyncio.sleep(timeout / 2)  # the second frame is sent well after the first
+        second = TimedItem()
+        pipe.submit(second)
+        await until(lambda: second.results)
+        _, sent = stream.sent[1]
+        assert second.at[0] - sent >= timeout  # not reset at the first frame's deadline
+        assert [r.status for r in second.results] == [Status.UNREACHABLE]
+        assert second.results[0].found is True
+        assert f"did not answer within {timeout}s" in second.results[0].message
+        third = Item()
+        pipe.submit(third)  # the pipe starts over
+        await until(lambda: third.results)
+        assert [r.status for r in third.results] == [Status.OK]
+        pipe.close()
+
+    asyncio.run(scenario())
+
+
+def test_items_for_several_pipes_from_another_thread_wake_the_loop_once() -> None:
+    """A get_all bound for two owners: both frames go out, after one call_soon_threadsafe."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        streams = [AnsweringStream(), AnsweringStream()]
+        pipes = [pipe_on(stream, 30.0) for stream in streams]
+        wakes = []
+        threadsafe = loop.call_soon_threadsafe
+
+        def counting(*args: object) -> object:
+            if getattr(args[0], "__name__", "") in ("_kick", "_kick_all"):  # not the executor's own
+                wakes.append(args)
+            return threadsafe(*args)  # type: ignore[arg-type]
+
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+        items = [[Item(), Item()], [Item()]]
+        await loop.run_in_executor(None, submit_all, list(zip(pipes, items, strict=True)))
+        await until(lambda: all(item.results for group in items for item in group))
+        assert len(wakes) == 1
+        assert [len(stream.sent) for stream in streams] == [1, 1]  # each pipe's items: one frame
+        assert all([r.status for r in item.results] == [Status.OK] for group in items for item in group)
+        for pipe in pipes:
+            pipe.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_idle_pipe_writes_a_frame_in_the_wake_up_itself() -> None:
+    """Once its stream is open and its sender parked, a frame submitted from another thread is
+    written in the wake-up callback, not one loop pass later in a task step; frames keep their
+    order and every item gets its answer."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        writers: list[object] = []
+        stream = AnsweringStream()
+        send = stream.send
+
+        async def recording(frame_id: int, table_version: int, sender: str, ops: list[Op]) -> None:
+            writers.append(asyncio.current_task())
+            await asyncio.sleep(0)  # a write that waits, as grpc's does
+            await send(frame_id, table_version, sender, ops)
+
+        stream.send = recording  # type: ignore[method-assign]
+        pipe = pipe_on(stream, 30.0)
+        first = Item()
+        pipe.submit(first)  # the first frame: the sender task opens the stream and writes it
+        await until(lambda: first.results)
+        await until(lambda: pipe._waiter is not None)
+        later = [Item() for _ in range(5)]
+        for item in later:
+            await loop.run_in_executor(None, pipe.submit, item)
+            await until(lambda item=item: item.results)  # type: ignore[misc]
+        assert writers[0] is pipe._task
+        assert writers[1:] == [None] * 5  # written from the wake-up callback
+        assert [frame_id for frame_id, _ in stream.sent] == [1, 2, 3, 4, 5, 6]
+        assert all([r.status for r in item.results] == [Status.OK] for item in [first, *later])
+        pipe.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_write_that_fails_outside_the_sender_task_fails_its_frame_and_the_pipe_starts_over() -> None:
+    async def scenario() -> None:
+        from peergrid.errors import PeerUnavailableError
+
+        streams: list[AnsweringStream] = []
+
+        async def opens() -> AnsweringStream:
+            stream = AnsweringStream()
+            if not streams:
+
+                async def broken(frame_id: int, table_version: int, sender: str, ops: list[Op]) -> None:
+                    if len(stream.sent) >= 1:
+                        raise PeerUnavailableError("stream to peer:1 is closed", address="peer:1")
+                    stream.sent.append((frame_id, time.monotonic()))
+                    stream._replies.put_nowait((frame_id, 1, [Result() for _ in ops]))
+
+                stream.send = broken  # type: ignore[method-assign]
+            streams.append(stream)
+            return stream
+
+        loop = asyncio.get_running_loop()
+        pipe = Pipe("peer:1", loop, opens, lambda: (1, "me"), 100, 2, 30.0, lambda version: None)
+        first, second, third = Item(), Item(), Item()
+        pipe.submit(first)
+        await until(lambda: first.results and pipe._waiter is not None)
+        await loop.run_in_executor(None, pipe.submit, second)  # written from the wake-up: fails
+        await until(lambda: second.results)
+        assert [r.status for r in second.results] == [Status.UNREACHABLE]
+        assert second.results[0].found is True  # it may have reached the peer
+        pipe.submit(third)
+        await until(lambda: third.results)
+        assert [r.status for r in third.results] == [Status.OK]
+        assert len(streams) == 2
+        pipe.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_sender_started_with_nothing_to_send_still_opens_its_stream_for_later_items() -> None:
+    """A wake-up whose items an earlier sender already sent starts a sender that parks before
+    opening a stream; the next item must still go out."""
+
+    async def scenario() -> None:
+        stream = AnsweringStream()
+        pipe = pipe_on(stream, 30.0)
+        pipe._kick()  # a late wake-up: nothing queued
+        await until(lambda: pipe._waiter is not None)
+        item = Item()
+        await asyncio.get_running_loop().run_in_executor(None, pipe.submit, item)
+        await until(lambda: item.results)
+        assert [r.status for r in item.results] == [Status.OK]
         pipe.close()
 
     asyncio.run(scenario())

@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from peergrid.invocation.invoker import Call
+from peergrid.invocation.pipe import submit_all
 from peergrid.multiget import Got, not_ok, pack_keys
 from peergrid.protocol import Code, Op, Result, Status
 
@@ -103,8 +104,7 @@ class Fetch:
             items.extend(self._ops(pipe, indexes, max_keys, longest))
         # Counted before anything is sent: answers may arrive on the loop before this returns.
         self.group.remaining = len(items) + len(alone)
-        for item in items:
-            item.pipe.submit(item)
+        submit_all([(item.pipe, [item]) for item in items])  # one wake-up of the loop for all owners
         if alone:
             invoker.start_many([self._lone(i) for i in alone])
 

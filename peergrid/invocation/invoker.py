@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from peergrid.invocation.pipe import Item
+from peergrid.invocation.pipe import Item, submit_all
 from peergrid.protocol import WRITES, Op, Result, Status
 
 
@@ -185,8 +185,7 @@ class Invoker:
                 local.append(call)
             else:
                 by_pipe.setdefault(id(pipe), (pipe, []))[1].append(call)
-        for pipe, group in by_pipe.values():
-            pipe.submit_many(group)
+        submit_all(list(by_pipe.values()))
         if local:
             self._loop.call_soon_threadsafe(self._run_locals, local)
 

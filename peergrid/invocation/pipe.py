@@ -2,7 +2,9 @@
 
 Callers on any thread append operations; a sender on the member's loop writes
 whatever has gathered as one frame, while at most ``max_inflight_frames``
-frames await their results. Under load the frames grow, so the per-operation
+frames await their results. The sender task opens the stream; after that the
+frames are written from the wake-up callbacks themselves (``_pump``), and one
+watchdog per pipe enforces the frame timeout. Under load the frames grow, so the per-operation
 cost approaches a batch's (~7 us a key) rather than a call's (~300 us). At
 rest, an operation goes out alone at once.
 
@@ -29,8 +31,8 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from typing import Any, Protocol
 
 from peergrid.errors import PeerGridError
 from peergrid.protocol import Op, Result, Status
@@ -87,8 +89,14 @@ class Pipe:
         self._received: dict[int, int] = {}  # frame id -> results received so far, while partial
         self._queue: collections.deque[Item] = collections.deque()
         self._signalled = False  # a wake-up is scheduled on the loop
-        self._wake = asyncio.Event()
-        self._inflight: dict[int, tuple[list[Item], asyncio.TimerHandle]] = {}
+        self._waiter: asyncio.Future[None] | None = None  # the idle sender task parks on it
+        self._stream: Stream | None = None  # the sender task's open stream
+        self._writing = False  # a frame's write to _stream is under way (one at a time)
+        # Frames awaiting their answers, oldest first: frame id -> (items, monotonic send time).
+        self._inflight: dict[int, tuple[list[Item], float]] = {}
+        # One watchdog per pipe, not a timer per frame: armed while frames are in flight, it
+        # fires at the oldest frame's deadline (see _watch).
+        self._watchdog: asyncio.TimerHandle | None = None
         self._ids = itertools.count(1)
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -112,8 +120,16 @@ class Pipe:
         # appended before the clear is drained, and one appended after it sees
         # the flag down and schedules another wake-up.
         # On the loop thread (backups and invalidations an owner sends while it runs a frame)
-        # no wake-up is needed, only a callback: the self-pipe write and the extra pass through
-        # the selector that call_soon_threadsafe costs are spared.
+        # no self-pipe write is needed: the sender is started, or the write made, from a
+        # callback behind the running one, so whatever else that callback submits travels in
+        # the same frame. A closed pipe fails its items from a callback, never inside the
+        # submitter's call.
+        if asyncio._get_running_loop() is self._loop and not self._closed:
+            if self._task is None:
+                self._task = self._loop.create_task(self._run())
+            else:
+                self._loop.call_soon(self._wake)  # after the running callback: one frame for all
+            return
         if not self._signalled:
             self._signalled = True
             try:
@@ -132,21 +148,83 @@ class Pipe:
             return
         if self._task is None:
             self._task = self._loop.create_task(self._run())
-        self._wake.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        # While the sender task is busy (opening the stream, writing) it looks at the queue again
+        # before it parks; once parked, with its stream open, frames are written from here: the
+        # write starts in this very callback, not in a task step one loop pass later.
+        # A task parked before it opened a stream (started by a wake-up whose items an earlier
+        # task had sent) is woken to open one.
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        if self._stream is None:
+            waiter.set_result(None)
+        else:
+            self._pump()
+
+    def _pump(self) -> None:
+        stream = self._stream
+        while (
+            stream is not None
+            and not self._writing
+            and self._queue
+            and len(self._inflight) < self._max_inflight
+            and not self._closed
+        ):
+            self._writing = True
+            if not self._step(self._send_frame(stream), stream):
+                return  # the write completes later, and pumps again
+
+    def _step(self, write: Coroutine[Any, None, None], stream: Stream) -> bool:
+        """Run ``write`` (a ``_send_frame``) on until it waits or ends, as a task's step would;
+        True once it ended and the pump may go on."""
+        try:
+            waiting = write.send(None)
+        except StopIteration:
+            if stream is self._stream:
+                self._writing = False
+            return True
+        except (Exception, asyncio.CancelledError) as exc:
+            if stream is self._stream:  # else the stream was abandoned already
+                self._writing = False
+                if not isinstance(exc, PeerGridError | asyncio.CancelledError):
+                    log.exception("pipe to %s failed", self.address)
+                self._reset(f"{exc}" if isinstance(exc, PeerGridError) else f"write failed: {exc!r}")
+            return False
+        if waiting is None:  # a bare yield: go on in the next pass
+            self._loop.call_soon(self._resume, write, stream)
+        else:
+            waiting._asyncio_future_blocking = False
+            waiting.add_done_callback(lambda _: self._resume(write, stream))
+        return False
+
+    def _resume(self, write: Coroutine[Any, None, None], stream: Stream) -> None:
+        if self._step(write, stream):
+            self._pump()
 
     async def _run(self) -> None:
         stream: Stream | None = None
         reader: asyncio.Task[None] | None = None
         try:
             while not self._closed:
-                if not self._queue or len(self._inflight) >= self._max_inflight:
-                    self._wake.clear()
-                    await self._wake.wait()
+                if not self._queue or len(self._inflight) >= self._max_inflight or self._writing:
+                    # Parked: with a stream open, _wake writes the frames from now on.
+                    self._waiter = self._loop.create_future()
+                    try:
+                        await self._waiter
+                    finally:
+                        self._waiter = None
                     continue
                 if stream is None:
-                    stream = await self._open_stream()
+                    stream = self._stream = await self._open_stream()
                     reader = self._loop.create_task(self._read(stream))
-                await self._send_frame(stream)
+                self._writing = True
+                try:
+                    await self._send_frame(stream)
+                finally:
+                    self._writing = False
         except PeerGridError as exc:
             self._broken(f"{exc}")
         except asyncio.CancelledError:
@@ -157,6 +235,8 @@ class Pipe:
             log.exception("pipe to %s failed", self.address)
             self._broken(f"internal error: {exc!r}")
         finally:
+            self._stream = None
+            self._writing = False
             if reader is not None:
                 reader.cancel()
             if stream is not None:
@@ -195,8 +275,9 @@ class Pipe:
             if not items:
                 return
         frame_id = next(self._ids)
-        timer = self._loop.call_later(self._frame_timeout, self._frame_timed_out, frame_id)
-        self._inflight[frame_id] = (items, timer)
+        self._inflight[frame_id] = (items, now)
+        if self._watchdog is None:
+            self._watchdog = self._loop.call_later(self._frame_timeout, self._watch)
         table_version, sender = self._frame_header()
         self.frames_sent += 1
         await stream.send(frame_id, table_version, sender, [item.op for item in items])
@@ -212,7 +293,7 @@ class Pipe:
                 entry = self._inflight.get(frame_id)
                 if entry is None:
                     continue  # timed out earlier
-                items, timer = entry
+                items = entry[0]
                 start = self._received.pop(frame_id, 0)
                 end = start + len(results)
                 if end < len(items) and results:
@@ -220,8 +301,7 @@ class Pipe:
                     self._received[frame_id] = end
                 else:
                     del self._inflight[frame_id]
-                    timer.cancel()
-                    self._wake.set()
+                    self._wake()
                 self._on_table_version(table_version)
                 for item, result in zip(items[start:end], results, strict=False):
                     item.handle(result)
@@ -244,15 +324,24 @@ class Pipe:
         else:
             self._broken(why)
 
-    def _frame_timed_out(self, frame_id: int) -> None:
-        if frame_id in self._inflight:
+    def _watch(self) -> None:
+        # The oldest frame in flight decides: past its deadline the stream is reset; otherwise
+        # the watchdog sleeps until that deadline. With nothing in flight it disarms, and the
+        # next frame sent arms it again: a busy pipe arms it once per frame timeout, not per frame.
+        self._watchdog = None
+        if not self._inflight:
+            return
+        _, sent = next(iter(self._inflight.values()))
+        late = time.monotonic() - sent - self._frame_timeout
+        if late >= 0:
             self._reset(f"peer {self.address} did not answer within {self._frame_timeout}s")
+        else:
+            self._watchdog = self._loop.call_later(-late, self._watch)
 
     def _broken(self, why: str) -> None:
         inflight, self._inflight = self._inflight, {}
         received, self._received = self._received, {}
-        for frame_id, (items, timer) in inflight.items():
-            timer.cancel()
+        for frame_id, (items, _) in inflight.items():
             for item in items[received.get(frame_id, 0) :]:  # those answered already are done
                 item.handle(_unreachable(True, why))
         self._fail_queued(why)
@@ -268,9 +357,47 @@ class Pipe:
         runs its handlers, and what it held would wait forever.
         """
         self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         if self._task is not None:
             self._task.cancel()
         self._broken("the peer left the cluster")
+
+
+def submit_all(batches: Sequence[tuple[object, Sequence[Item]]]) -> None:
+    """Queue items on several pipes of one member, waking its loop once (any thread).
+
+    A get_all or put_all bound for two owners costs one ``call_soon_threadsafe`` (one self-pipe
+    write, one wake-up of the loop thread) rather than one per owner: on one core each of them
+    can switch to the loop thread and back before the next pipe is even queued. Pipes are
+    ``Pipe`` objects of the same loop; anything else that has ``submit_many`` gets that.
+    """
+    pipes = [(pipe, items) for pipe, items in batches if isinstance(pipe, Pipe)]
+    for pipe, items in batches:
+        if not isinstance(pipe, Pipe):
+            pipe.submit_many(items)  # type: ignore[attr-defined]
+    if len(pipes) < 2 or asyncio._get_running_loop() is pipes[0][0]._loop:
+        for pipe, items in pipes:
+            pipe.submit_many(items)
+        return
+    kicks: list[Pipe] = []
+    for pipe, items in pipes:
+        pipe._queue.extend(items)
+        if not pipe._signalled:  # see Pipe._signal
+            pipe._signalled = True
+            kicks.append(pipe)
+    if kicks:
+        try:
+            pipes[0][0]._loop.call_soon_threadsafe(_kick_all, kicks)
+        except RuntimeError:  # the loop is closed: the member is gone
+            for pipe in kicks:
+                pipe._fail_queued("the member is shut down")
+
+
+def _kick_all(pipes: list[Pipe]) -> None:
+    for pipe in pipes:
+        pipe._kick()
 
 
 class Pipes:
