@@ -412,6 +412,9 @@ class HeartbeatReply:
     """The answering member's uuid."""
     leaving: bool = False
     """The answering member is leaving: it asked the master to hand its partitions over."""
+    master_heard: float | None = None
+    """Seconds since the answering member's master last answered it (0.0: it is the master);
+    None when it has no answer from its master (or is of an earlier version)."""
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,13 @@ class SimPeer:
     async def heartbeat(self, uuid: str, list_version: int, timeout: float | None = None) -> HeartbeatReply:
         def handle(m: Membership) -> HeartbeatReply:
             reply = m.handle_heartbeat(uuid, list_version)
-            return HeartbeatReply(reply.status, reply.list_version, uuid=m.me.uuid, leaving=reply.leaving)
+            return HeartbeatReply(
+                reply.status,
+                reply.list_version,
+                uuid=m.me.uuid,
+                leaving=reply.leaving,
+                master_heard=reply.master_heard,
+            )
 
         reply: HeartbeatReply = await self._call(timeout, handle)
         return reply
@@ -348,6 +354,40 @@ class Simulation:
             task.cancel()
         return agreed, removed
 
+    async def master_cut_from_one(self, duration: float) -> tuple[set[str], list[str]]:
+        """Every call between the master and the next oldest member is lost, both ways, for
+        ``duration`` seconds; the rest of the network is whole. Returns the masters the members
+        (the cut-off one too) followed meanwhile (sampled every tenth of a heartbeat), and the
+        members removed other than the cut-off one (by any but the cut-off one)."""
+        members = [self._member(i, []) for i in range(self.n)]
+        seeds = [m.address for m in members[:3]]
+        for m in members:
+            m._seeds = lambda: seeds
+        for m in members:
+            self._spawn(self._start(m))
+        if await self._until(self._agreed, 600.0) is None or self.exited:
+            raise AssertionError(f"{self.n} members did not form one cluster: {self.exited[:1]}")
+        await asyncio.sleep(5 * self.timing.heartbeat_interval)
+        by_uuid = {m.me.uuid: m for m in members}
+        order = members[0].members.uuids
+        master, cut = by_uuid[order[0]], by_uuid[order[1]]
+        self.net.blocked.update({(master.address, cut.address, ""), (cut.address, master.address, "")})
+        mark = len(self.removed)
+        masters: set[str] = set()
+        loop = asyncio.get_running_loop()
+        end = loop.time() + duration
+        while loop.time() < end:
+            masters.update(m.members.master_uuid for m in members if m.state is State.ACTIVE)
+            await asyncio.sleep(self.timing.heartbeat_interval / 10)
+        removed = [
+            self.uuids[u] for _, by, u in self.removed[mark:] if cut.address not in (by, self.uuids[u])
+        ]
+        for m in members:
+            await m.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        return {self.uuids[u] for u in masters}, removed
+
     async def staggered_start(self, stagger: float) -> tuple[int, float | None]:
         """Every member starts within ``stagger`` seconds of the first, in random order, with
         random uuids (uuid4: a member that starts late may have the lowest); three seeds, as
@@ -455,3 +495,15 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def master_cut_from_one(
+    n: int, seed: int = 1, duration: float = 60.0, timing: Timing | None = None
+) -> tuple[set[str], list[str]]:
+    """Run ``Simulation.master_cut_from_one`` (seeded, as ``simulate``)."""
+    random.seed(seed)
+    loop = VirtualLoop()
+    try:
+        return loop.run_until_complete(Simulation(n, seed, 0.0, timing).master_cut_from_one(duration))
+    finally:
+        loop.close()

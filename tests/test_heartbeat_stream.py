@@ -411,3 +411,30 @@ def test_a_stream_that_ends_under_a_stuck_write_leaves_no_error_unretrieved(
     with caplog.at_level(logging.ERROR, logger="asyncio"):
         asyncio.run(body())
     assert "never retrieved" not in caplog.text
+
+
+class WitnessHandlers(Handlers):
+    """Answers as a member that last heard its master ``list_version`` tenths of a second ago
+    (list version 0: never)."""
+
+    def heartbeat(self, uuid: str, list_version: int) -> HeartbeatReply:
+        heard = None if list_version == 0 else list_version / 10
+        return HeartbeatReply(HeartbeatStatus.OK, list_version, self.uuid, master_heard=heard)
+
+
+def test_a_heartbeat_reply_says_when_the_peer_last_heard_its_master() -> None:
+    # What a member about to take over asks younger members (an indirect probe of the master):
+    # unset travels as None, not as 0 ("heard it just now" would block every take-over).
+    async def body() -> None:
+        server = server_module.Server(GridConfig(cluster=CLUSTER), WitnessHandlers())  # type: ignore[arg-type]
+        port = await server.start("127.0.0.1", 0)
+        peers = Peers(GridConfig(cluster=CLUSTER), ME)
+        try:
+            client = peers.get(f"127.0.0.1:{port}")
+            assert (await client.heartbeat(ME, 0, timeout=5)).master_heard is None
+            assert (await client.heartbeat(ME, 25, timeout=5)).master_heard == 2.5
+        finally:
+            await peers.close()
+            await server.stop(None)
+
+    asyncio.run(body())

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from peergrid.config import Timing
-from tests.simulation import simulate, staggered_start, takeover_race
+from tests.simulation import master_cut_from_one, simulate, staggered_start, takeover_race
 
 SIZES = [100, 1000] if os.environ.get("PEERGRID_SOAK") else [100]
 
@@ -60,3 +60,15 @@ def test_a_staggered_start_forms_one_cluster(n: int, stagger: float, seed: int) 
     formed, agreed = staggered_start(n, stagger, seed=seed)
     assert formed == 1
     assert agreed is not None
+
+
+@pytest.mark.parametrize(("n", "seed"), [(5, 1), (12, 2)])
+def test_a_master_one_member_cannot_hear_is_not_replaced(n: int, seed: int) -> None:
+    # Every call between the master and the next oldest is lost; the rest of the network is
+    # whole. The next oldest hears nobody older, but the members it asks still hear the master
+    # (an indirect probe): it must not take over. A master of a list without the live master
+    # renews its own lease from its ticks and would own partitions the real master owns too.
+    # The master removes it instead: its heartbeats stopped arriving.
+    masters, removed = master_cut_from_one(n, seed=seed, duration=20 * Timing.fast().failure_timeout)
+    assert len(masters) == 1, f"members followed {sorted(masters)}"
+    assert removed == []

@@ -73,6 +73,11 @@ log = logging.getLogger("peergrid.cluster")
 #: this many in the moments between the taker's last answer from it and its death.
 TAKEOVER_GAP = 1_000
 
+#: How many younger members a member about to take over asks whether the master answers them
+#: (SWIM's indirect probe): an overloaded or half-cut-off master that others still hear is not
+#: replaced because one member stopped hearing it.
+TAKEOVER_WITNESSES = 3
+
 #: Highest local-health score (Lifeguard's "awareness"): each point lengthens this member's
 #: judgement of others by one heartbeat interval.
 MAX_HEALTH = 8
@@ -876,7 +881,21 @@ class Membership:
             self._beat_from[uuid] = now
             self._fresh.discard(uuid)
         self.saw_version(list_version, member.address)
-        return HeartbeatReply(HeartbeatStatus.OK, self.members.version, leaving=self.state is State.LEAVING)
+        return HeartbeatReply(
+            HeartbeatStatus.OK,
+            self.members.version,
+            leaving=self.state is State.LEAVING,
+            master_heard=self._master_heard(now),
+        )
+
+    def _master_heard(self, now: float) -> float | None:
+        """Seconds since the master answered a heartbeat of this member's (counted from when
+        that heartbeat was sent; no credit for this member's own stalls): what a member about
+        to take over asks of others. 0.0 on the master; None before any answer."""
+        if self.is_master:
+            return 0.0
+        sent = self._acked.get(self.members.master_uuid)
+        return None if sent is None else max(0.0, now - sent)
 
     async def _tick_forever(self) -> None:
         interval = self._timing.heartbeat_interval
@@ -1008,18 +1027,25 @@ class Membership:
                 self._acked[member.uuid] = sent
             self._confirmed_at = max(self._confirmed_at, sent)
             self._renew(self._clock())
+        if self._not_counted_by(member, reply):
+            return False
+        if reply.status == HeartbeatStatus.OK:
+            self.saw_version(reply.list_version, member.address)
+            return True
+        return False
+
+    def _not_counted_by(self, member: Member, reply: HeartbeatReply) -> bool:
+        """True (and an orphan check started) when ``member``'s answer says it runs a list
+        without us that may mean we were removed: the master's, or a newer one."""
         if (
             reply.status == HeartbeatStatus.UNKNOWN_MEMBER
             and reply.list_version > 0  # active in a cluster without us (0: it is re-joining)
             and self.state is State.ACTIVE
-            and not self._orphan_check
             and (member.uuid == self.members.master_uuid or reply.list_version > self.members.version)
         ):
-            self._orphan_check = True
-            self._spawn(self._check_orphaned(member))
-            return False
-        if reply.status == HeartbeatStatus.OK:
-            self.saw_version(reply.list_version, member.address)
+            if not self._orphan_check:
+                self._orphan_check = True
+                self._spawn(self._check_orphaned(member))
             return True
         return False
 
@@ -1166,6 +1192,8 @@ class Membership:
             older = [m for m in self.members.members if m.uuid in gone]
             if any(await asyncio.gather(*(self._beat(m, self._timing.rpc_timeout) for m in older))):
                 return
+            if await self._master_heard_elsewhere(gone, timeout):
+                return
             now = self._clock()
             if (
                 self.state is not State.ACTIVE
@@ -1186,6 +1214,49 @@ class Membership:
             self._remove(gone, self.me.uuid, timeout, version=self.members.version + TAKEOVER_GAP)
         finally:
             self._judging = False
+
+    async def _master_heard_elsewhere(self, gone: set[str], timeout: float) -> bool:
+        """Whether a younger member still hears the master, which this one does not (SWIM's
+        indirect probe, for the master): a master starved of CPU, or cut off from this member
+        only, is not replaced. Up to ``TAKEOVER_WITNESSES`` members, chosen at random, are asked
+        within two heartbeats; one that does not answer says nothing (it may be dead or cut off
+        with the master: a take-over must not wait for it)."""
+        younger = [m for m in self.members.members if m.uuid not in gone and m.uuid != self.me.uuid]
+        witnesses = random.sample(younger, min(TAKEOVER_WITNESSES, len(younger)))
+        if not witnesses:
+            return False
+        version = self.members.version
+        recent = max(timeout - 2 * self._timing.heartbeat_interval, timeout / 2)
+
+        async def ask(member: Member) -> str | None:
+            try:
+                reply = await self._peer(member.address).heartbeat(
+                    self.me.uuid, version, timeout=2 * self._timing.heartbeat_interval
+                )
+            except PeerGridError:
+                return None
+            if reply.uuid and reply.uuid != member.uuid:
+                return None
+            if self._not_counted_by(member, reply):  # we were likely removed: no take-over
+                return f"{member.address} holds a newer list without this member"
+            if reply.status != HeartbeatStatus.OK:
+                return None
+            # A newer list is pulled; the take-over goes on unless the witness hears its master
+            # (a newer list's may be another: then this member is behind, not the master dead).
+            self.saw_version(reply.list_version, member.address)
+            heard = reply.master_heard
+            if reply.list_version >= version and heard is not None and heard < recent:
+                return f"{member.address} heard from its master {heard:.1f}s ago"
+            return None
+
+        heard = [why for why in await asyncio.gather(*(ask(m) for m in witnesses)) if why]
+        if heard:
+            log.info(
+                "member %s: the master is silent to this member, but %s; not taking over",
+                self.me.address,
+                heard[0],
+            )
+        return bool(heard)
 
     async def _judge(self, silent: list[Member], timeout: float) -> None:
         """Probe the members silent to the master; remove those that do not answer."""

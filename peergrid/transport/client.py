@@ -164,21 +164,13 @@ class PeerClient:
                 self._unary_beats_until = time.monotonic() + _UNARY_BEATS_FOR
                 request.seq = 0
             else:
-                return HeartbeatReply(
-                    status=reply.status,
-                    list_version=reply.list_version,
-                    uuid=reply.uuid,
-                    leaving=reply.leaving,
-                )
+                return _heartbeat_reply(reply)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise PeerUnavailableError(
                 f"peer {self.address} did not answer a heartbeat within {limit:g}s", address=self.address
             )
-        reply = await self._call(self._membership.Heartbeat, request, remaining)
-        return HeartbeatReply(
-            status=reply.status, list_version=reply.list_version, uuid=reply.uuid, leaving=reply.leaving
-        )
+        return _heartbeat_reply(await self._call(self._membership.Heartbeat, request, remaining))
 
     async def _beat_on_stream(self, request: Any, timeout: float) -> Any:
         """Send one heartbeat on the current Beats stream (a new one if there is none) and
@@ -417,6 +409,16 @@ class FrameStream:
 
 class _UnimplementedError(Exception):
     """The peer does not serve Beats (a member of an earlier version): use the unary call."""
+
+
+def _heartbeat_reply(reply: Any) -> HeartbeatReply:
+    return HeartbeatReply(
+        status=reply.status,
+        list_version=reply.list_version,
+        uuid=reply.uuid,
+        leaving=reply.leaving,
+        master_heard=reply.master_heard_ms / 1000 if reply.HasField("master_heard_ms") else None,
+    )
 
 
 _UNARY_BEATS_FOR = 60.0  # seconds of unary heartbeats to a peer that does not serve Beats

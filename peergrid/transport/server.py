@@ -267,6 +267,7 @@ class _Membership(_Base, membership_pb2_grpc.MembershipServicer):  # type: ignor
             uuid=self.handlers.uuid,
             leaving=reply.leaving,
             seq=request.seq,
+            master_heard_ms=None if reply.master_heard is None else round(reply.master_heard * 1000),
         )
 
     async def Beats(
