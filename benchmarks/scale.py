@@ -50,6 +50,7 @@ class Member:
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.log: list[str] = []
+        self.log_times: list[float] = []  # monotonic time each log line arrived
         self.started: float | None = None
         threading.Thread(target=self._pump, daemon=True).start()
         threading.Thread(target=self._pump_log, daemon=True).start()
@@ -66,7 +67,20 @@ class Member:
     def _pump_log(self) -> None:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
+            self.log_times.append(time.monotonic())
             self.log.append(line.rstrip("\n"))
+
+    def first_log(self, text: str, after: float) -> float | None:
+        """When the first log line containing ``text`` arrived after ``after`` (monotonic)."""
+        for at, line in zip(list(self.log_times), list(self.log), strict=False):
+            if at >= after and text in line:
+                return at
+        return None
+
+    def write_log(self, path: str, t0: float) -> None:
+        with open(path, "w") as f:
+            for at, line in zip(list(self.log_times), list(self.log), strict=False):
+                f.write(f"{at - t0:9.3f} {line}\n")
 
     @property
     def alive(self) -> bool:
@@ -117,6 +131,8 @@ class Figures:
     idle_mean: float | None = None
     idle_max: float | None = None
     idle_master: float | None = None
+    check: float | None = None  # one full check of every entry, healthy
+    kill_removed: float | None = None  # kill -> the master logs the victim's removal
     kill_served: float | None = None
     kill_safe: float | None = None
     leave_safe: float | None = None
@@ -143,7 +159,7 @@ def run_size(n: int, args: argparse.Namespace) -> Figures:
     figures = Figures(n)
     ports = [free_port() for _ in range(n)]
     seeds = [f"127.0.0.1:{p}" for p in ports[:3]]
-    extra = ["--backup-count", "1"]
+    extra = ["--backup-count", "1", *(["-v"] if args.log_dir else [])]  # INFO logs when kept
     progress(f"N={n}: starting {n} members together (seeds {', '.join(seeds)})")
     members: list[Member] = []
     t0 = time.monotonic()
@@ -186,6 +202,9 @@ def run_size(n: int, args: argparse.Namespace) -> Figures:
         # A kill: the victim is neither a seed nor the master.
         victim = members[-1]
         checker = members[1]
+        start = time.monotonic()
+        checker.command(wait=60, op="check", map="scale", count=args.entries)
+        figures.check = time.monotonic() - start
         progress(f"N={n}: killing {victim.address}")
         victim.signal(signal.SIGKILL)
         start = time.monotonic()
@@ -194,6 +213,11 @@ def run_size(n: int, args: argparse.Namespace) -> Figures:
         )
         if checker.command(wait=130, op="safe", timeout=120):
             figures.kill_safe = time.monotonic() - start
+        master_member = next((m for m in members if m.address == master), None)
+        if master_member is not None:
+            removed_at = master_member.first_log(f"{victim.address} was not heard from", start)
+            figures.kill_removed = None if removed_at is None else removed_at - start
+        progress(f"N={n}: killed at t={start - t0:.3f}s")
         figures.lost += checker.command(wait=130, op="check", map="scale", count=args.entries)
 
         leaver = members[-2]
@@ -211,6 +235,10 @@ def run_size(n: int, args: argparse.Namespace) -> Figures:
             m.signal(signal.SIGKILL)
         for m in members:
             m.close()
+        if args.log_dir:
+            os.makedirs(args.log_dir, exist_ok=True)
+            for m in members:
+                m.write_log(os.path.join(args.log_dir, f"n{n}-{m.address.rsplit(':', 1)[1]}.log"), t0)
         if args.verbose:
             for m in members:
                 for line in m.log[-5:]:
@@ -236,7 +264,9 @@ def report(results: list[Figures], args: argparse.Namespace) -> None:
         ("idle CPU per member, max", lambda f: fmt(f.idle_max, ".2f")),
         ("idle CPU of the master", lambda f: fmt(f.idle_master, ".2f")),
         ("idle CPU, all members", lambda f: fmt(None if f.idle_mean is None else f.idle_mean * f.n, ".0f")),
-        ("kill -> every entry readable (s)", lambda f: fmt(f.kill_served)),
+        ("one check of every entry, healthy (s)", lambda f: fmt(f.check, ".2f")),
+        ("kill -> the master removes it (s)", lambda f: fmt(f.kill_removed)),
+        ("kill -> every entry readable (s; a check that began after it ends)", lambda f: fmt(f.kill_served)),
         ("kill -> safe (s)", lambda f: fmt(f.kill_safe)),
         ("graceful leave -> safe (s)", lambda f: fmt(f.leave_safe)),
         ("entries lost", lambda f: str(f.lost)),
@@ -258,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--join-timeout", type=float, default=120.0, help="seconds to wait for all to join")
     parser.add_argument("--cpus", default=None, help="taskset CPU list for the members (default: unpinned)")
     parser.add_argument("-v", "--verbose", action="store_true", help="print each member's last log lines")
+    parser.add_argument("--log-dir", default=None, help="write member logs here (timed from the start)")
     args = parser.parse_args(argv)
     results = []
     for n in (int(x) for x in args.members.split(",")):

@@ -388,6 +388,33 @@ class Simulation:
             task.cancel()
         return {self.uuids[u] for u in masters}, removed
 
+    async def master_isolated(self, duration: float) -> tuple[list[str], float | None]:
+        """Every call to and from the master is lost for ``duration`` seconds (its loop runs
+        on, as an overloaded or cut-off master's does). Returns the members the master removed
+        meanwhile, and how long after the heal every member held one list (None: not within a
+        hundred failure timeouts; merges of two instances are not simulated)."""
+        members = [self._member(i, []) for i in range(self.n)]
+        seeds = [m.address for m in members[:3]]
+        for m in members:
+            m._seeds = lambda: seeds
+        for m in members:
+            self._spawn(self._start(m))
+        if await self._until(self._agreed, 600.0) is None or self.exited:
+            raise AssertionError(f"{self.n} members did not form one cluster: {self.exited[:1]}")
+        await asyncio.sleep(5 * self.timing.heartbeat_interval)
+        master = next(m for m in members if m.is_master)
+        mark = len(self.removed)
+        self.net.paused.add(master.address)
+        await asyncio.sleep(duration)
+        removed = [self.uuids[u] for _, by, u in self.removed[mark:] if by == master.address]
+        self.net.paused.discard(master.address)
+        agreed = await self._until(self._agreed, 100 * self.timing.failure_timeout)
+        for m in members:
+            await m.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        return removed, agreed
+
     async def staggered_start(self, stagger: float) -> tuple[int, float | None]:
         """Every member starts within ``stagger`` seconds of the first, in random order, with
         random uuids (uuid4: a member that starts late may have the lowest); three seeds, as
@@ -505,5 +532,17 @@ def master_cut_from_one(
     loop = VirtualLoop()
     try:
         return loop.run_until_complete(Simulation(n, seed, 0.0, timing).master_cut_from_one(duration))
+    finally:
+        loop.close()
+
+
+def master_isolated(
+    n: int, duration: float, seed: int = 1, timing: Timing | None = None
+) -> tuple[list[str], float | None]:
+    """Run ``Simulation.master_isolated`` (seeded, as ``simulate``)."""
+    random.seed(seed)
+    loop = VirtualLoop()
+    try:
+        return loop.run_until_complete(Simulation(n, seed, 0.0, timing).master_isolated(duration))
     finally:
         loop.close()

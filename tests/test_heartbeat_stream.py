@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 import pytest
 
-from peergrid.config import GridConfig
+from peergrid.config import GridConfig, Timing
 from peergrid.errors import ClusterNameMismatchError, PeerUnavailableError, RemoteError
 from peergrid.protocol import HeartbeatReply, HeartbeatStatus, Member, MemberList
 from peergrid.testing import cluster
@@ -121,9 +121,16 @@ class ScriptedPeer:
         await self.server.stop(None)
 
 
-async def with_client(peer: ScriptedPeer, body: Callable[[PeerClient, Peers], Awaitable[None]]) -> None:
+#: Streams silent for 0.3 s are stale (two failure timeouts): a heartbeat that times out after
+#: that retires its stream; one that times out sooner leaves it open.
+QUICK = Timing(heartbeat_interval=0.05, failure_timeout=0.15)
+
+
+async def with_client(
+    peer: ScriptedPeer, body: Callable[[PeerClient, Peers], Awaitable[None]], timing: Timing = QUICK
+) -> None:
     address = await peer.start()
-    peers = Peers(GridConfig(cluster=CLUSTER), ME)
+    peers = Peers(GridConfig(cluster=CLUSTER, timing=timing), ME)
     try:
         await body(peers.get(address), peers)
     finally:
@@ -190,13 +197,36 @@ def test_a_late_reply_is_never_taken_for_a_newer_heartbeat() -> None:
     async def body(client: PeerClient, peers: Peers) -> None:
         assert (await client.heartbeat(ME, 7, timeout=5)).list_version == 7
         with pytest.raises(PeerUnavailableError, match="did not answer a heartbeat within"):
-            await client.heartbeat(ME, 1, timeout=0.3)
+            await client.heartbeat(ME, 1, timeout=0.5)  # nothing on the stream for 0.5 s: stale
         await peer.until(lambda: peer.open == 0, "the timed-out stream cancelled")
         for version in (2, 3, 4):
             assert (await client.heartbeat(ME, version, timeout=5)).list_version == version
         assert peer.streams == 2  # the first, retired by the timeout; then one new stream
 
     asyncio.run(with_client(peer, body))
+
+
+def test_a_stream_a_busy_peer_accepts_late_is_kept() -> None:
+    # An overloaded peer takes longer than a heartbeat's deadline to answer a new stream. The
+    # heartbeats that time out meanwhile must not cancel it (each new stream would meet the same
+    # fate, and the peer would never hear a heartbeat): it is kept until stale, and answers.
+    release = asyncio.Event()
+
+    async def script(request: Request, context: grpc.aio.ServicerContext) -> None:
+        await release.wait()
+        await peer.write(context, peer.reply(request))
+
+    peer = ScriptedPeer(script)
+
+    async def body(client: PeerClient, peers: Peers) -> None:
+        for version in (1, 2):
+            with pytest.raises(PeerUnavailableError):
+                await client.heartbeat(ME, version, timeout=0.05)
+        release.set()
+        assert (await client.heartbeat(ME, 3, timeout=5)).list_version == 3
+        assert peer.streams == 1
+
+    asyncio.run(with_client(peer, body, Timing()))  # stale after 10 s
 
 
 def test_replies_out_of_order_each_reach_their_own_heartbeat() -> None:
@@ -235,7 +265,7 @@ def test_a_timed_out_heartbeat_leaves_others_on_its_stream_their_own_deadline() 
     async def body(client: PeerClient, peers: Peers) -> None:
         probe = asyncio.ensure_future(client.heartbeat(ME, 1, timeout=10))
         with pytest.raises(PeerUnavailableError):
-            await client.heartbeat(ME, 2, timeout=0.2)
+            await client.heartbeat(ME, 2, timeout=0.5)
         release.set()
         assert (await probe).list_version == 1
         await peer.until(lambda: peer.open == 0, "the retired stream cancelled once idle")
@@ -363,7 +393,7 @@ def test_seqs_are_unique_for_the_life_of_a_client() -> None:
     async def body(client: PeerClient, peers: Peers) -> None:
         for version in range(6):
             try:
-                await client.heartbeat(ME, version, timeout=0.2 if version % 2 else 5)
+                await client.heartbeat(ME, version, timeout=0.5 if version % 2 else 5)
             except PeerUnavailableError:
                 assert version % 2
         assert len(seen) == len(set(seen)) == 6

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from peergrid.config import Timing
-from tests.simulation import master_cut_from_one, simulate, staggered_start, takeover_race
+from tests.simulation import master_cut_from_one, master_isolated, simulate, staggered_start, takeover_race
 
 SIZES = [100, 1000] if os.environ.get("PEERGRID_SOAK") else [100]
 
@@ -72,3 +72,16 @@ def test_a_master_one_member_cannot_hear_is_not_replaced(n: int, seed: int) -> N
     masters, removed = master_cut_from_one(n, seed=seed, duration=20 * Timing.fast().failure_timeout)
     assert len(masters) == 1, f"members followed {sorted(masters)}"
     assert removed == []
+
+
+@pytest.mark.parametrize(("n", "seed"), [(5, 1), (12, 2)])
+def test_a_master_that_hears_no_one_suspects_itself_before_removing_everyone(n: int, seed: int) -> None:
+    # Every call to and from the master is lost for longer than the failure timeout, but shorter
+    # than the longest timeout local health allows; its loop runs on (an overloaded master's
+    # probes time out; a cut-off one's fail). More than half the cluster silent at once is more
+    # likely the master's fault: it removes no one yet. The others take over meanwhile; after the
+    # heal the old master finds itself removed and joins again: one list, no merge needed.
+    timing = Timing.fast()
+    removed, agreed = master_isolated(n, timing.failure_timeout + 4 * timing.heartbeat_interval, seed, timing)
+    assert removed == []
+    assert agreed is not None

@@ -186,6 +186,8 @@ class Membership:
         self._health = 0  # local health, 0 (healthy) .. MAX_HEALTH: lengthens this member's judgements
         self._judging = False  # master: a judgement of silent members is running
         self._master_quiet = False  # non-master: the master has been silent for two heartbeats
+        self._beat_errors: dict[str, str] = {}  # uuid -> why the last heartbeat to it failed
+        self._at_fault_warned = float("-inf")  # master: when it last said most members went silent
         self._probing: set[str] = set()  # uuids with a probe in flight
 
     # ------------------------------------------------------------------ reading
@@ -684,6 +686,9 @@ class Membership:
         for uuid in list(self._beat_from):
             if uuid not in members:
                 del self._beat_from[uuid]
+        for uuid in list(self._beat_errors):
+            if uuid not in members:
+                del self._beat_errors[uuid]
         self._fresh.intersection_update(members.uuids)
         for uuid in list(self._acked):
             if uuid not in members:
@@ -1013,8 +1018,10 @@ class Membership:
             reply = await self._peer(member.address).heartbeat(
                 self.me.uuid, self.members.version, timeout=timeout or self._timing.heartbeat_interval * 2
             )
-        except PeerGridError:
+        except PeerGridError as exc:
+            self._beat_errors[member.uuid] = _strip(exc)
             return False
+        self._beat_errors.pop(member.uuid, None)
         if reply.uuid and reply.uuid != member.uuid:
             return False  # another process serves that address now: the member is gone
         if member.uuid in self._last_heard and (reply.status == HeartbeatStatus.OK or not self.is_master):
@@ -1050,7 +1057,14 @@ class Membership:
         return False
 
     async def _heartbeat(self, member: Member) -> None:
-        await self._beat(member)
+        # A late answer still counts, and a late heartbeat still reaches an overloaded peer: each
+        # waits almost the failure timeout, not two heartbeats. (A heartbeat that times out ends
+        # its stream, and with it the heartbeats queued behind it: a master whose loop answered in
+        # 2.5 s would never hear from anyone.)
+        timing = self._timing
+        await self._beat(
+            member, max(2 * timing.heartbeat_interval, timing.failure_timeout - timing.heartbeat_interval)
+        )
 
     async def _probe(self, member: Member, timeout: float | None = None) -> None:
         """One heartbeat to a member this one does not heartbeat every tick (it is judging it)."""
@@ -1160,6 +1174,13 @@ class Membership:
             # We have not been listening to the older members: count them heard when the
             # master was, and probe them from now on.
             self._master_quiet = True
+            log.info(
+                "member %s: the master %s has not answered for %.1fs (%s); probing older members",
+                self.me.address,
+                getattr(self.members.find(master), "address", master),
+                now - self._last_heard.get(master, now),
+                self._beat_errors.get(master, "no error: its answers are late"),
+            )
             since = self._last_heard.get(master, now)
             for uuid in older:
                 self._last_heard[uuid] = max(self._last_heard.get(uuid, since), since)
@@ -1275,7 +1296,7 @@ class Membership:
             if not self.is_master or self.state is not State.ACTIVE:
                 return
             now = self._clock()
-            dead = set()
+            dead: set[str] = set()
             for member in silent:
                 if member.uuid not in self.members:
                     continue
@@ -1296,10 +1317,37 @@ class Membership:
                         member.address,
                         timeout,
                     )
+            dead = self._unless_at_fault(dead, now)
             if dead:
                 self._remove(dead, self.me.uuid, timeout)
         finally:
             self._judging = False
+
+    def _unless_at_fault(self, dead: set[str], now: float) -> set[str]:
+        """``dead``, unless it is most of the cluster: when more than half of the other members
+        went silent at once, the master is more likely the one at fault (starved of CPU, or cut
+        off from them) than they all. It then judges with the longest timeout local health
+        allows (Lifeguard), and removes only those silent for longer than that: a bounded delay.
+        """
+        others = len(self.members.members) - 1
+        if len(dead) < 2 or len(dead) <= others / 2:
+            return dead
+        longest = self._timing.failure_timeout + MAX_HEALTH * self._timing.heartbeat_interval
+        overdue = {u for u in dead if now - self._last_heard.get(u, now) > longest}
+        if overdue != dead:
+            self._health = MAX_HEALTH
+            if now - self._at_fault_warned < self._timing.failure_timeout:
+                return overdue
+            self._at_fault_warned = now
+            log.warning(
+                "member %s: %d of the %d other members went silent at once; this member is more "
+                "likely at fault (overloaded, or cut off): removing them only after %.0fs of silence",
+                self.me.address,
+                len(dead),
+                others,
+                longest,
+            )
+        return overdue
 
     def _remove(
         self, uuids: set[str], master_uuid: str, timeout: float | None = None, version: int | None = None

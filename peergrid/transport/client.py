@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import ssl
 import tempfile
@@ -42,6 +43,8 @@ from peergrid.transport._pb import (
     replication_pb2_grpc,
 )
 from peergrid.transport.server import grpc_options
+
+log = logging.getLogger("peergrid.transport")
 
 T = TypeVar("T")
 
@@ -83,8 +86,10 @@ class PeerClient:
         timeout: float,
         tls: TLSConfig | None = None,
         me: str = "",
+        beat_stale_after: float = 0.0,
     ) -> None:
         self.address = address
+        self._beat_stale_after = beat_stale_after  # see BeatStream
         self._me = me  # this member's uuid: it names itself as subscriber
         self._tls = tls
         self._channel = channel
@@ -190,7 +195,7 @@ class PeerClient:
                 raise PeerUnavailableError(
                     f"the channel to peer {self.address} is closed", address=self.address
                 ) from exc
-            beats = self._beats = BeatStream(self.address, call, self._reaped)
+            beats = self._beats = BeatStream(self.address, call, self._reaped, self._beat_stale_after)
         return await beats.ask(request, timeout)
 
     async def close(self) -> None:
@@ -431,19 +436,28 @@ class BeatStream:
     a reply to no waiting heartbeat (one that timed out) is dropped. Seqs are unique for the
     life of the ``PeerClient``, so a reply is only ever taken for the request it answers.
 
-    A heartbeat that fails or times out retires the stream: no new heartbeat is sent on it
-    (the next opens a new stream), and it is cancelled once the heartbeats still waiting on
-    it are answered or time out (each keeps its own deadline, as separate calls would). When
-    the stream ends, every heartbeat waiting on it fails with the translated status.
+    A heartbeat that fails retires the stream: no new heartbeat is sent on it (the next opens
+    a new stream), and it is cancelled once the heartbeats still waiting on it are answered or
+    time out (each keeps its own deadline, as separate calls would). One that times out
+    retires it only once nothing came on it for ``stale_after`` seconds: an overloaded peer
+    may take seconds to accept a new stream, and a stream cancelled for that (and the next
+    one, and the next) would never deliver a heartbeat at all. When the stream ends, every
+    heartbeat waiting on it fails with the translated status.
     """
 
-    def __init__(self, address: str, call: Any, reap: Callable[[asyncio.Task[None]], None]) -> None:
+    def __init__(
+        self, address: str, call: Any, reap: Callable[[asyncio.Task[None]], None], stale_after: float = 0.0
+    ) -> None:
         self.address = address
         self.retired = False
+        self._stale_after = stale_after
+        self._heard = time.monotonic()  # when the stream opened, or last brought an answer
         self._call = call
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._writing = asyncio.Lock()  # grpc allows one write at a time per stream
         self._ended: BaseException | None = None  # why the stream ended (its reader is done)
+        self._written = 0  # heartbeats written on this stream
+        self._answered = 0  # replies read on it
         self._reader = asyncio.ensure_future(self._read())
         reap(self._reader)
 
@@ -456,15 +470,29 @@ class BeatStream:
         answered = asyncio.get_running_loop().create_future()
         self._pending[seq] = answered
         ok = False
+        stage = "waiting to write"
+        timed_out = False
         try:
             async with asyncio.timeout(timeout):
                 try:
                     async with self._writing:
+                        stage = "writing"
                         await self._call.write(request)
+                        stage = "awaiting the reply"
+                        self._written += 1
                 except (grpc.RpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
                     pass  # the stream ended: its reader fails ``answered`` with the status
                 reply = await answered
         except TimeoutError:
+            timed_out = True
+            log.debug(
+                "heartbeat stream to %s: no answer within %gs, %s (%d written, %d answered on it)",
+                self.address,
+                timeout,
+                stage,
+                self._written,
+                self._answered,
+            )
             raise PeerUnavailableError(
                 f"peer {self.address} did not answer a heartbeat within {timeout:g}s", address=self.address
             ) from None
@@ -479,7 +507,7 @@ class BeatStream:
                 answered.cancel()
             elif not answered.cancelled():
                 answered.exception()  # retrieved: the stream may have ended while we wrote
-            if not ok:
+            if not ok and (not timed_out or time.monotonic() - self._heard >= self._stale_after):
                 self.retire()
             elif self.retired and not self._pending:
                 self._call.cancel()
@@ -502,6 +530,8 @@ class BeatStream:
                         f"peer {self.address} ended the heartbeat stream", address=self.address
                     )
                     return
+                self._answered += 1
+                self._heard = time.monotonic()
                 answered = self._pending.get(reply.seq)
                 if answered is not None and not answered.done():
                     answered.set_result(reply)
@@ -593,6 +623,8 @@ class Peers:
                 self._config.timing.rpc_timeout,
                 self._config.tls,
                 self._me,
+                # A heartbeat stream nothing came on for two failure timeouts is replaced.
+                2 * self._config.timing.failure_timeout,
             )
         return client
 
