@@ -4,12 +4,23 @@ message counts), so these checks do not depend on this machine's speed."""
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
 
 from peergrid.config import Timing
-from tests.simulation import master_cut_from_one, master_isolated, simulate, staggered_start, takeover_race
+from peergrid.errors import ClusterError
+from peergrid.protocol import Member, MemberList
+from tests.simulation import (
+    Simulation,
+    VirtualLoop,
+    master_cut_from_one,
+    master_isolated,
+    simulate,
+    staggered_start,
+    takeover_race,
+)
 
 SIZES = [100, 1000] if os.environ.get("PEERGRID_SOAK") else [100]
 
@@ -85,3 +96,30 @@ def test_a_master_that_hears_no_one_suspects_itself_before_removing_everyone(n: 
     removed, agreed = master_isolated(n, timing.failure_timeout + 4 * timing.heartbeat_interval, seed, timing)
     assert removed == []
     assert agreed is not None
+
+
+def test_lists_of_an_unknown_master_are_refused_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    # After a split heals, the other instance's lists reach each member with every publication
+    # for a while: each is refused (adopting it could drop this member and its data), and said
+    # once, not once per list.
+    async def body() -> None:
+        sim = Simulation(1, seed=1, timing=Timing.fast())
+        member = sim._member(0, [])
+        member.form()
+        stranger = Member("zz-stranger", "10.9.9.9:5701")
+        for version in (5, 6, 7):
+            other = MemberList(version, stranger.uuid, (stranger, member.me))
+            with pytest.raises(ClusterError, match="not a member of this cluster"):
+                member.handle_publish(other)
+        assert member.members.master_uuid == member.me.uuid
+        await member.stop()
+
+    with caplog.at_level(logging.WARNING, logger="peergrid.cluster"):
+        loop = VirtualLoop()
+        try:
+            loop.run_until_complete(body())
+        finally:
+            loop.close()
+    assert [r.getMessage().split(" (")[0] for r in caplog.records if "unknown master" in r.getMessage()] == [
+        "member 10.0.0.0:5701 ignored member list version 5 from unknown master zz-stranger"
+    ]

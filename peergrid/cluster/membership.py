@@ -187,6 +187,7 @@ class Membership:
         self._judging = False  # master: a judgement of silent members is running
         self._master_quiet = False  # non-master: the master has been silent for two heartbeats
         self._beat_errors: dict[str, str] = {}  # uuid -> why the last heartbeat to it failed
+        self._unknown_masters: set[str] = set()  # masters of lists _plausible refused (logged once)
         self._at_fault_warned = float("-inf")  # master: when it last said most members went silent
         self._probing: set[str] = set()  # uuids with a probe in flight
 
@@ -825,12 +826,17 @@ class Membership:
             return True  # adopt() ignores it anyway, or we have no list to judge by
         if members.master_uuid in self.members:
             return True
-        log.warning(
-            "member %s ignored member list version %d from unknown master %s",
-            self.me.address,
-            members.version,
-            members.master_uuid,
-        )
+        # Once per unknown master: after a split heals, the other side's lists arrive with
+        # every publication, heartbeat answer and request for a while.
+        if members.master_uuid not in self._unknown_masters:
+            self._unknown_masters.add(members.master_uuid)
+            log.warning(
+                "member %s ignored member list version %d from unknown master %s (another instance "
+                "of the cluster, merged by discovery; further lists from it are ignored silently)",
+                self.me.address,
+                members.version,
+                members.master_uuid,
+            )
         return False
 
     def publish(self, members: MemberList | None = None) -> None:
