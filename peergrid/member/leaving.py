@@ -35,6 +35,12 @@ async def hand_over_and_leave(membership: Membership, manager: PartitionManager,
         log.warning(
             "member %s: partitions were not all handed over within %.1fs", me.address, timing.shutdown_timeout
         )
+    else:
+        log.info(
+            "member %s: handed its partitions over in %.2fs; leaving",
+            me.address,
+            time.monotonic() - (deadline - timing.shutdown_timeout),
+        )
     await membership.request_leave(final=True)
 
 
