@@ -395,9 +395,8 @@ def test_a_lone_frame_is_answered_without_waiting_on_its_write_and_the_next_fram
         assert pipe._unwatched is not None  # answered; its write still under way, unwatched
         third, fourth = Item(), Item()
         await loop.run_in_executor(None, pipe.submit, third)
-        await asyncio.sleep(0.01)
-        assert len(stream.sent) == 2  # one write at a time: the third waits for the second's
-        assert pipe._unwatched is None  # ... and is now watched
+        await until(lambda: pipe._unwatched is None)  # the wake-up found the write under way...
+        assert len(stream.sent) == 2  # ... and waits for it: one write at a time
         pipe.submit(fourth)
         stream.complete_writes()
         await until(lambda: third.results and fourth.results)
@@ -430,7 +429,8 @@ def test_an_unwatched_write_that_failed_resets_the_pipe_when_the_next_frame_is_d
         await loop.run_in_executor(None, pipe.submit, second)
         await until(lambda: pipe._unwatched is not None)
         streams[0].complete_writes(PeerUnavailableError("stream to peer:1 is closed", address="peer:1"))
-        await asyncio.sleep(0.01)
+        for _ in range(5):  # whatever the failure scheduled runs
+            await asyncio.sleep(0)
         assert not second.results  # nobody watched the write: nothing happened yet
         third = Item()
         pipe.submit(third)
