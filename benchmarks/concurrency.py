@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import statistics
 import subprocess
@@ -20,11 +21,13 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 
 from benchmarks._proc import Placement, free_port
 from benchmarks._section import run_alone
+from benchmarks.profile import thread_cpu
 
 CALLERS = 64
 
@@ -39,8 +42,28 @@ class Settings:
         return Settings(duration=1.0, rounds=1, keys=1_000)
 
 
+@dataclass
+class Run:
+    """What one subject did in one round: operations per second, and CPU microseconds per
+    operation of every process involved."""
+
+    ops: float
+    cpu_us: float
+
+
+def _cpu_ns(pids: list[int]) -> int:
+    return sum(sum(thread_cpu(pid).values()) for pid in pids)
+
+
+def _measured(pids: list[int], run: Callable[[], tuple[float, int]]) -> Run:
+    """``run`` returns (ops/s, operations done); CPU of ``pids`` over it, per operation."""
+    before = _cpu_ns(pids)
+    ops, done = run()
+    return Run(ops, (_cpu_ns(pids) - before) / max(1, done) / 1e3)
+
+
 @contextlib.contextmanager
-def _members(placement: Placement, cluster: str) -> Iterator[list[str]]:
+def _members(placement: Placement, cluster: str, pids: list[int]) -> Iterator[list[str]]:
     procs: list[subprocess.Popen[str]] = []
     addresses: list[str] = []
     try:
@@ -59,6 +82,7 @@ def _members(placement: Placement, cluster: str) -> Iterator[list[str]]:
             ]
             proc = subprocess.Popen(placement.command(argv), stdout=subprocess.PIPE, text=True)
             procs.append(proc)
+            pids.append(proc.pid)
             assert proc.stdout is not None
             addresses.append(proc.stdout.readline().split()[-1])
         yield addresses
@@ -78,6 +102,10 @@ def _remote_keys(grid: object, keys: int) -> list[str]:
 
 def threads_ops(m: object, keys: list[str], duration: float) -> float:
     """Gets per second from ``CALLERS`` threads."""
+    return _threads(m, keys, duration)[0]
+
+
+def _threads(m: object, keys: list[str], duration: float) -> tuple[float, int]:
     counts = [0] * CALLERS
     stop = time.perf_counter() + duration
 
@@ -93,14 +121,15 @@ def threads_ops(m: object, keys: list[str], duration: float) -> float:
         t.start()
     for t in threads:
         t.join()
-    return sum(counts) / (time.perf_counter() - started)
+    return sum(counts) / (time.perf_counter() - started), sum(counts)
 
 
-def tasks_ops(cluster: str, seeds: list[str], keys: list[str], duration: float) -> float:
-    """Gets per second from ``CALLERS`` asyncio tasks on an AsyncGrid."""
+def tasks_ops(cluster: str, seeds: list[str], keys: list[str], duration: float, pids: list[int]) -> Run:
+    """Gets per second from ``CALLERS`` asyncio tasks on an AsyncGrid (a member of its own, in
+    this process), and the CPU per get of ``pids`` while they ran (not while it joined)."""
     import peergrid
 
-    async def main() -> float:
+    async def main() -> Run:
         async with peergrid.AsyncGrid(cluster=cluster, members=seeds, backup_count=0) as grid:
             await grid.wait_until_safe(30)
             m = grid.get_map("c")
@@ -115,9 +144,11 @@ def tasks_ops(cluster: str, seeds: list[str], keys: list[str], duration: float) 
                     await m.get(rng.choice(remote))
                     count += 1
 
+            before = _cpu_ns(pids)
             started = time.perf_counter()
             await asyncio.gather(*(work(i) for i in range(CALLERS)))
-            return count / (time.perf_counter() - started)
+            ops = count / (time.perf_counter() - started)
+            return Run(ops, (_cpu_ns(pids) - before) / max(1, count) / 1e3)
 
     return asyncio.run(main())
 
@@ -129,8 +160,8 @@ def _partition(key: str) -> int:
     return partition_of(encode_key(key), 271)
 
 
-def redis_ops(placement: Placement, keys: list[str], duration: float) -> float:
-    """redis-py GET on one connection, one caller."""
+def redis_ops(placement: Placement, keys: list[str], duration: float) -> Run:
+    """redis-py GET on one connection, one caller; CPU of this process and redis-server."""
     import redis
 
     port = free_port()
@@ -139,7 +170,7 @@ def redis_ops(placement: Placement, keys: list[str], duration: float) -> float:
         stdout=subprocess.DEVNULL,
     )
     try:
-        client = redis.Redis(port=port)
+        client = redis.Redis(port=port, single_connection_client=True)
         deadline = time.monotonic() + 20
         while True:
             try:
@@ -150,14 +181,18 @@ def redis_ops(placement: Placement, keys: list[str], duration: float) -> float:
                     raise
                 time.sleep(0.05)
         client.mset(dict.fromkeys(keys, b"x" * 100))
-        rng = random.Random(0)
-        count = 0
-        stop = time.perf_counter() + duration
-        started = time.perf_counter()
-        while time.perf_counter() < stop:
-            client.get(rng.choice(keys))
-            count += 1
-        return count / (time.perf_counter() - started)
+
+        def gets() -> tuple[float, int]:
+            rng = random.Random(0)
+            count = 0
+            stop = time.perf_counter() + duration
+            started = time.perf_counter()
+            while time.perf_counter() < stop:
+                client.get(rng.choice(keys))
+                count += 1
+            return count / (time.perf_counter() - started), count
+
+        return _measured([os.getpid(), server.pid], gets)
     finally:
         server.terminate()
         server.wait(10)
@@ -169,9 +204,13 @@ def measure(placement: Placement, settings: Settings) -> str:
 
     cluster = f"conc-{uuid.uuid4().hex[:6]}"
     keys = [f"k{i}" for i in range(settings.keys)]
-    threads, tasks, reference = [], [], []
-    with _members(placement, cluster) as seeds:
+    threads: list[Run] = []
+    tasks: list[Run] = []
+    reference: list[Run] = []
+    members: list[int] = []
+    with _members(placement, cluster, members) as seeds:
         grid = peergrid.Grid(cluster=cluster, members=seeds, backup_count=0)
+        pids = [os.getpid(), *members]
         try:
             grid.wait_until_safe(30)
             m = grid.get_map("c")
@@ -181,18 +220,27 @@ def measure(placement: Placement, settings: Settings) -> str:
             for round_ in range(settings.rounds):
                 print(f"concurrency: round {round_ + 1}/{settings.rounds}", file=sys.stderr, flush=True)
                 reference.append(redis_ops(placement, keys, settings.duration))
-                threads.append(threads_ops(m, remote, settings.duration))
-                tasks.append(tasks_ops(cluster, [*seeds, grid.address], keys, settings.duration))
+                threads.append(_measured(pids, partial(_threads, m, remote, settings.duration)))
+                tasks.append(tasks_ops(cluster, [*seeds, grid.address], keys, settings.duration, pids))
         finally:
             grid.shutdown()
-    ratio_threads = statistics.median(t / r for t, r in zip(threads, reference, strict=True))
-    ratio_tasks = statistics.median(t / r for t, r in zip(tasks, reference, strict=True))
+
+    def ratios(runs: list[Run]) -> str:
+        ops = statistics.median(run.ops / ref.ops for run, ref in zip(runs, reference, strict=True))
+        cpu = statistics.median(ref.cpu_us / run.cpu_us for run, ref in zip(runs, reference, strict=True))
+        us = statistics.median(run.cpu_us for run in runs)
+        rate = statistics.median(run.ops for run in runs)
+        return f"{rate:,.0f} ops/s  {ops:.2f}x; {us:.0f} us CPU/op  {cpu:.2f}x"
+
+    ref_us = statistics.median(run.cpu_us for run in reference)
+    ref_ops = statistics.median(run.ops for run in reference)
     lines = [
         f"{CALLERS} concurrent callers, remote gets (3 members, keys owned by the other two)",
-        f"  redis-py GET, one connection:  {statistics.median(reference):,.0f} ops/s (the reference)",
-        f"  peergrid, {CALLERS} threads:       {statistics.median(threads):,.0f} ops/s  {ratio_threads:.2f}x",
-        f"  peergrid, {CALLERS} asyncio tasks: {statistics.median(tasks):,.0f} ops/s  {ratio_tasks:.2f}x",
-        "  (target: >= 1x the reference)",
+        f"  redis-py GET, one connection:  {ref_ops:,.0f} ops/s; {ref_us:.0f} us CPU/op (the reference)",
+        f"  peergrid, {CALLERS} threads:       {ratios(threads)}",
+        f"  peergrid, {CALLERS} asyncio tasks: {ratios(tasks)}",
+        "  (ratios per round, median: ops/s over the reference's, and the reference's CPU per op over",
+        "  peergrid's (every process: this one and the members); target: >= 1x the reference)",
         f"  placement: {placement.describe()}",
     ]
     return "\n".join(lines)

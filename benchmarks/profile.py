@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import functools
 import os
 import shutil
 import subprocess
@@ -82,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="no cluster: time the data path's Python parts alone (frame codec, thread hop)",
     )
+    parser.add_argument(
+        "--passes",
+        action="store_true",
+        help="no py-spy: loop callbacks and loop iterations per call on the caller's member loop, "
+        "by callback (exact counts, not timings: they hold on a loaded machine)",
+    )
     args = parser.parse_args(argv)
     if args.parts:
         Placement(frozenset({args.cpu})).pin_current_process()
@@ -126,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
             "set": lambda i: m.set(keys[i % len(keys)], values[keys[i % len(keys)]]),
             "get_all": lambda i: m.get_all(batch[i % len(batch)]),
         }
+        if args.passes:
+            for path in args.paths.split(","):
+                passes(path, calls[path], args.calls)
+            return 0
         if args.cpu_only:
             echo = baselines.AioEcho(baselines.start_echo(procs, "aio", workload))
             stack.callback(echo.close)
@@ -255,6 +266,54 @@ def _pipe_round_trip(loop: object) -> tuple[Callable[[], None], Callable[[], Non
             await asyncio.sleep(0)
 
     return one, lambda: asyncio.run_coroutine_threadsafe(closed(), loop).result()  # type: ignore[arg-type]
+
+
+def passes(path: str, call: Callable[[int], object], n: int) -> None:
+    """Run ``call`` n times counting, on the member's loop (every thread but this one), the
+    callbacks it runs (by name: a task's wake-up names its coroutine) and its iterations."""
+    import asyncio.base_events
+    import asyncio.events
+    import threading
+
+    for i in range(200):
+        call(i)
+    counts: collections.Counter[str] = collections.Counter()
+    iterations = [0]
+    main = threading.main_thread()
+    handle_run = asyncio.events.Handle._run
+    run_once = asyncio.base_events.BaseEventLoop._run_once
+
+    def counted_run(handle: asyncio.events.Handle) -> None:
+        callback = handle._callback  # type: ignore[attr-defined]
+        inner = callback.func if isinstance(callback, functools.partial) else callback
+        name = getattr(inner, "__qualname__", None) or type(inner).__name__
+        owner = getattr(callback, "__self__", None)
+        if isinstance(owner, asyncio.Task):
+            coro = owner.get_coro()
+            name = f"{name}<{getattr(coro, '__qualname__', coro)}>"
+        counts[name] += 1
+        handle_run(handle)
+
+    def counted_once(loop: asyncio.base_events.BaseEventLoop) -> None:
+        if threading.current_thread() is not main:
+            iterations[0] += 1
+        run_once(loop)
+
+    asyncio.events.Handle._run = counted_run  # type: ignore[method-assign]
+    asyncio.base_events.BaseEventLoop._run_once = counted_once  # type: ignore[method-assign]
+    try:
+        for i in range(n):
+            call(i)
+    finally:
+        asyncio.events.Handle._run = handle_run  # type: ignore[method-assign]
+        asyncio.base_events.BaseEventLoop._run_once = run_once  # type: ignore[method-assign]
+    total = sum(counts.values())
+    print(
+        f"\n== {path}: {total / n:.2f} callbacks, {iterations[0] / n:.2f} loop iterations a call ({n} calls)"
+    )
+    for name, count in counts.most_common():
+        if count >= n // 20:
+            print(f"   {count / n:6.2f}  {name}")
 
 
 def thread_cpu(pid: int) -> dict[str, int]:

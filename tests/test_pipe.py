@@ -336,3 +336,167 @@ def test_a_sender_started_with_nothing_to_send_still_opens_its_stream_for_later_
         pipe.close()
 
     asyncio.run(scenario())
+
+
+class GrpcLikeStream(AnsweringStream):
+    """A stream whose write is submitted at once and completes later, when the test says so (as
+    grpc's: the message is on its way before the write's future is done); its reader can be
+    ended or broken by the test."""
+
+    def __init__(self, answers: object = lambda n: True) -> None:
+        super().__init__(answers)
+        self.completions: list[asyncio.Future[None]] = []
+        self.cancelled = False
+
+    async def send(self, frame_id: int, table_version: int, sender: str, ops: list[Op]) -> None:
+        await super().send(frame_id, table_version, sender, ops)
+        done = asyncio.get_running_loop().create_future()
+        self.completions.append(done)
+        await done
+
+    def complete_writes(self, error: BaseException | None = None) -> None:
+        for done in self.completions:
+            if not done.done():
+                if error is None:
+                    done.set_result(None)
+                else:
+                    done.set_exception(error)
+
+    async def receive(self) -> tuple[int, int, list[Result]] | None:  # type: ignore[override]
+        answer = await self._replies.get()
+        if answer == "end":  # type: ignore[comparison-overlap]
+            return None
+        return answer
+
+    def end(self) -> None:
+        self._replies.put_nowait("end")  # type: ignore[arg-type]
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+def test_a_lone_frame_is_answered_without_waiting_on_its_write_and_the_next_frame_settles_it() -> None:
+    """A frame written from the wake-up with nothing queued behind it: its answer is handled
+    although its write has not completed (no callback waits on that completion); the next frame
+    waits for it if it is still under way, then goes out, in order."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        stream = GrpcLikeStream()
+        pipe = pipe_on(stream, 30.0)
+        first = Item()
+        pipe.submit(first)  # the sender task's own write
+        await until(lambda: stream.completions)
+        stream.complete_writes()
+        await until(lambda: first.results and pipe._waiter is not None)
+        second = Item()
+        await loop.run_in_executor(None, pipe.submit, second)  # written from the wake-up
+        await until(lambda: second.results)
+        assert pipe._unwatched is not None  # answered; its write still under way, unwatched
+        third, fourth = Item(), Item()
+        await loop.run_in_executor(None, pipe.submit, third)
+        await until(lambda: pipe._unwatched is None)  # the wake-up found the write under way...
+        assert len(stream.sent) == 2  # ... and waits for it: one write at a time
+        pipe.submit(fourth)
+        stream.complete_writes()
+        await until(lambda: third.results and fourth.results)
+        assert [frame_id for frame_id, _ in stream.sent] == [1, 2, 3]  # third and fourth: one frame
+        assert all([r.status for r in i.results] == [Status.OK] for i in (first, second, third, fourth))
+        stream.complete_writes()
+        pipe.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_unwatched_write_that_failed_resets_the_pipe_when_the_next_frame_is_due() -> None:
+    async def scenario() -> None:
+        from peergrid.errors import PeerUnavailableError
+
+        loop = asyncio.get_running_loop()
+        streams: list[GrpcLikeStream] = []
+
+        async def opens() -> GrpcLikeStream:
+            streams.append(GrpcLikeStream(lambda n: n != 2))  # the second frame is never answered
+            return streams[-1]
+
+        pipe = Pipe("peer:1", loop, opens, lambda: (1, "me"), 100, 2, 30.0, lambda version: None)
+        first = Item()
+        pipe.submit(first)
+        await until(lambda: streams and streams[0].completions)
+        streams[0].complete_writes()
+        await until(lambda: first.results and pipe._waiter is not None)
+        second = Item()
+        await loop.run_in_executor(None, pipe.submit, second)
+        await until(lambda: pipe._unwatched is not None)
+        streams[0].complete_writes(PeerUnavailableError("stream to peer:1 is closed", address="peer:1"))
+        for _ in range(5):  # whatever the failure scheduled runs
+            await asyncio.sleep(0)
+        assert not second.results  # nobody watched the write: nothing happened yet
+        third = Item()
+        pipe.submit(third)
+        await until(lambda: second.results and third.results)
+        assert [r.status for r in second.results] == [Status.UNREACHABLE]
+        assert second.results[0].found is True  # it was sent: it may have been applied
+        assert "closed" in second.results[0].message
+        assert [r.status for r in third.results] == [Status.UNREACHABLE]
+        assert third.results[0].found is False  # never sent: the invoker retries it
+        assert streams[0].cancelled
+        fourth = Item()
+        pipe.submit(fourth)  # the pipe starts over on a new stream
+        await until(lambda: len(streams) == 2 and streams[1].completions)
+        streams[1].complete_writes()
+        await until(lambda: fourth.results)
+        assert [r.status for r in fourth.results] == [Status.OK]
+        pipe.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_stream_that_ends_while_answers_are_outstanding_fails_them_as_sent_and_starts_over() -> None:
+    """The peer ends the stream (EOF) with two frames unanswered, the last one's write still
+    unwatched: both fail UNREACHABLE with found=True, the abandoned write is run to its end
+    (its failure retrieved, never logged), and the next item goes out on a new stream."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        streams: list[GrpcLikeStream] = []
+        unretrieved: list[object] = []
+        loop.set_exception_handler(lambda loop, context: unretrieved.append(context))
+
+        async def opens() -> GrpcLikeStream:
+            streams.append(GrpcLikeStream(lambda n: len(streams) > 1))  # the first stream never answers
+            return streams[-1]
+
+        pipe = Pipe("peer:1", loop, opens, lambda: (1, "me"), 100, 2, 30.0, lambda version: None)
+        first = Item()
+        pipe.submit(first)
+        await until(lambda: streams and streams[0].completions)
+        streams[0].complete_writes()
+        await until(lambda: pipe._waiter is not None)
+        second = Item()
+        await loop.run_in_executor(None, pipe.submit, second)
+        await until(lambda: pipe._unwatched is not None)
+        streams[0].end()
+        await until(lambda: first.results and second.results)
+        for item in (first, second):
+            assert [r.status for r in item.results] == [Status.UNREACHABLE]
+            assert item.results[0].found is True
+            assert "closed the stream" in item.results[0].message
+        assert pipe._unwatched is None
+        assert streams[0].cancelled
+        streams[0].complete_writes(RuntimeError("the call was cancelled"))  # grpc ends the write
+        streams[0].completions.clear()  # only the pipe may hold the write now
+        third = Item()
+        pipe.submit(third)
+        await until(lambda: len(streams) == 2 and streams[1].completions)
+        streams[1].complete_writes()
+        await until(lambda: third.results)
+        assert [r.status for r in third.results] == [Status.OK]
+        pipe.close()
+        import gc
+
+        gc.collect()
+        await asyncio.sleep(0.01)
+        assert unretrieved == []
+
+    asyncio.run(scenario())
