@@ -4,11 +4,9 @@ Callers on any thread append operations; a sender on the member's loop writes
 whatever has gathered as one frame, while at most ``max_inflight_frames``
 frames await their results. The sender task opens the stream; after that the
 frames are written from the wake-up callbacks themselves (``_pump``), and one
-watchdog per pipe enforces the frame timeout. A write with no frame queued behind
-it is not watched: nothing needs its completion until the next frame is due, which
-settles it first (one loop pass less per frame; see ``_step``). Under load the
-frames grow, so the per-operation cost approaches a batch's (~7 us a key) rather
-than a call's (~300 us). At rest, an operation goes out alone at once.
+watchdog per pipe enforces the frame timeout. Under load the frames grow, so the per-operation
+cost approaches a batch's (~7 us a key) rather than a call's (~300 us). At
+rest, an operation goes out alone at once.
 
 Items are objects with an ``op`` and a ``handle(result)`` method; ``handle``
 runs on the loop thread exactly once. When the stream breaks, items already
@@ -94,8 +92,6 @@ class Pipe:
         self._waiter: asyncio.Future[None] | None = None  # the idle sender task parks on it
         self._stream: Stream | None = None  # the sender task's open stream
         self._writing = False  # a frame's write to _stream is under way (one at a time)
-        # A write whose completion nobody waits for (see _step): settled when the next frame is due.
-        self._unwatched: tuple[Coroutine[Any, None, None], asyncio.Future[Any], Stream] | None = None
         # Frames awaiting their answers, oldest first: frame id -> (items, monotonic send time).
         self._inflight: dict[int, tuple[list[Item], float]] = {}
         # One watchdog per pipe, not a timer per frame: armed while frames are in flight, it
@@ -172,28 +168,14 @@ class Pipe:
         stream = self._stream
         while (
             stream is not None
+            and not self._writing
             and self._queue
             and len(self._inflight) < self._max_inflight
             and not self._closed
         ):
-            if self._writing and not self._settle():
-                return  # the write under way completes later, and pumps again
             self._writing = True
             if not self._step(self._send_frame(stream), stream):
                 return  # the write completes later, and pumps again
-
-    def _settle(self) -> bool:
-        """Finish the write nobody watched, if grpc completed it; True once no write is under
-        way. Not completed yet: it is watched from now on, and pumps when it completes."""
-        unwatched = self._unwatched
-        if unwatched is None:
-            return False  # a watched write is under way
-        self._unwatched = None
-        write, waiting, stream = unwatched
-        if waiting.done():
-            return self._step(write, stream)
-        waiting.add_done_callback(lambda _: self._resume(write, stream))
-        return False
 
     def _step(self, write: Coroutine[Any, None, None], stream: Stream) -> bool:
         """Run ``write`` (a ``_send_frame``) on until it waits or ends, as a task's step would;
@@ -213,15 +195,6 @@ class Pipe:
             return False
         if waiting is None:  # a bare yield: go on in the next pass
             self._loop.call_soon(self._resume, write, stream)
-        elif not self._queue and stream is self._stream:
-            # Nothing else to write: no callback on the write's completion (it would cost a loop
-            # pass per frame for nothing). The next frame settles it (_settle), the stream's end
-            # runs it out (_drop_write). This relies on grpc.aio's write: once the stream's first
-            # write is done (that one is the sender task's), a write hands its message to grpc's
-            # core before it first waits, and then waits only for the completion. Were that ever
-            # not so, a lone frame would wait for the next one or the frame timeout, no longer.
-            waiting._asyncio_future_blocking = False
-            self._unwatched = (write, waiting, stream)
         else:
             waiting._asyncio_future_blocking = False
             waiting.add_done_callback(lambda _: self._resume(write, stream))
@@ -264,7 +237,6 @@ class Pipe:
         finally:
             self._stream = None
             self._writing = False
-            self._drop_write()
             if reader is not None:
                 reader.cancel()
             if stream is not None:
@@ -272,14 +244,6 @@ class Pipe:
             self._task = None
             if self._queue and not self._closed:
                 self._signal()  # items arrived while we were failing: start over
-
-    def _drop_write(self) -> None:
-        # The stream is abandoned: a write nobody watched is run to its end when grpc completes
-        # it (its failure is then retrieved, not logged as never retrieved), and nothing more.
-        unwatched, self._unwatched = self._unwatched, None
-        if unwatched is not None:
-            write, waiting, stream = unwatched
-            waiting.add_done_callback(lambda _: self._resume(write, stream))
 
     def _take(self) -> list[Item]:
         """The items of the next frame: at most ``max_ops``, and at least one but no more than
