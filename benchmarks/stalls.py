@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import signal
 import sys
@@ -43,6 +44,7 @@ CLUSTER = "bench-stalls"
 CHUNK = 1_000
 PROBE_KEYS = 5_000  # keys of the probe map; those owned elsewhere are read
 LAG_INTERVAL_S = 0.002  # the loop-lag probe's period
+LONG_STEP_S = 0.003  # with --steps, steps using more CPU than this are counted by what ran
 LAG_REPORT_S = 0.25  # a child member prints its worst lag this often
 TTL_LOAD_FACTOR = 1.8  # the ttl phase's load time planned for, in plain phase loads
 JOIN_TIMEOUT_S = 120.0
@@ -75,32 +77,95 @@ class LagProbe:
 
 class StepTimer:
     """With ``--steps``: the longest loop step since the last call, and what ran (every
-    callback of every loop in the process is timed: a few per cent of overhead)."""
+    callback of every loop in the process is timed: a few per cent of overhead).
+
+    Timed twice: wall clock, and the CPU time of the loop's thread (``time.thread_time``).
+    On a shared machine a step's wall time includes the time the OS ran other processes;
+    its CPU time is what the step itself costs, so the longest step is chosen by CPU time
+    (its wall time is reported alongside)."""
 
     def __init__(self) -> None:
-        self.worst: tuple[float, str] = (0.0, "")
+        self.worst: tuple[float, float, str] = (0.0, 0.0, "")  # (cpu s, wall s, what)
+        self.long: dict[str, list[float]] = {}  # what ran -> [steps over LONG_STEP_S, most CPU s]
         run = asyncio.events.Handle._run
+        wall, cpu = time.perf_counter, time.thread_time
 
         def timed(handle: asyncio.events.Handle) -> None:
-            began = time.perf_counter()
+            began, began_cpu = wall(), cpu()
             run(handle)
-            took = time.perf_counter() - began
-            if took > self.worst[0]:
-                self.worst = (took, _step_name(handle))
+            took_cpu = cpu() - began_cpu
+            if took_cpu > LONG_STEP_S:
+                name = _step_name(handle)
+                if took_cpu > self.worst[0]:
+                    self.worst = (took_cpu, wall() - began, name)
+                seen = self.long.setdefault(name, [0, 0.0])
+                seen[0] += 1
+                seen[1] = max(seen[1], took_cpu)
 
         asyncio.events.Handle._run = timed  # type: ignore[assignment]
 
-    def take(self) -> tuple[float, str]:
-        worst, self.worst = self.worst, (0.0, "")
-        return worst
+    def take(self) -> tuple[tuple[float, float, str], dict[str, list[float]]]:
+        """The longest step and the long ones by what ran, since the last call."""
+        worst, self.worst = self.worst, (0.0, 0.0, "")
+        long, self.long = self.long, {}
+        return worst, long
+
+
+class GcTimer:
+    """Python's cyclic GC pauses in this process (``gc.callbacks``): the longest, which
+    generation, how many collections of each generation, and their total, since the last call.
+    A collection runs inside whatever loop step allocated last, so a long step the step timer
+    names may be a GC pause: this says which."""
+
+    def __init__(self) -> None:
+        self._began = self._began_cpu = 0.0
+        self._reset()
+        gc.callbacks.append(self._callback)
+
+    def _reset(self) -> None:
+        self.worst = (0.0, -1, 0.0)  # (wall seconds, generation, CPU seconds)
+        self.counts = [0, 0, 0]
+        self.total = 0.0
+        self.worst_cpu = 0.0
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began, self._began_cpu = time.perf_counter(), time.thread_time()
+            return
+        took, took_cpu = time.perf_counter() - self._began, time.thread_time() - self._began_cpu
+        generation = info["generation"]
+        self.counts[generation] += 1
+        self.total += took
+        self.worst_cpu = max(self.worst_cpu, took_cpu)
+        if took > self.worst[0]:
+            self.worst = (took, generation, took_cpu)
+
+    def take(self) -> dict[str, Any]:
+        """``gc_s`` (longest pause, wall), ``gc_gen``, ``gc_cpu_s`` (the longest in CPU time),
+        ``gc_counts`` (per generation), ``gc_total_s``."""
+        row = {
+            "gc_s": self.worst[0],
+            "gc_cpu_s": self.worst_cpu,
+            "gc_gen": self.worst[1],
+            "gc_counts": list(self.counts),
+            "gc_total_s": self.total,
+        }
+        self._reset()
+        return row
 
 
 def _step_name(handle: asyncio.events.Handle) -> str:
+    """What a step ran: a task's coroutine, then (after ``<``) where it awaits now, innermost
+    last; or the callback's name."""
     callback = handle._callback  # type: ignore[attr-defined]
     task = getattr(callback, "__self__", None)
     if isinstance(task, asyncio.Task):
-        coro = task.get_coro()
-        return str(getattr(coro, "__qualname__", coro))
+        names: list[str] = []
+        coro: Any = task.get_coro()
+        while coro is not None and len(names) < 8:
+            names.append(str(getattr(coro, "__qualname__", type(coro).__name__)))
+            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+        return " < ".join(names)
     return str(getattr(callback, "__qualname__", callback))
 
 
@@ -112,15 +177,16 @@ def member(args: argparse.Namespace) -> None:
 
     signal.signal(signal.SIGTERM, _exit)
     steps = StepTimer() if args.steps else None
+    gcs = GcTimer()
     members = [m for m in args.members.split(",") if m]
     grid = peergrid.Grid(cluster=CLUSTER, bind=args.bind, members=members, backup_count=args.backup_count)
     try:
         probe = LagProbe(grid._node.loop)
         while True:
             time.sleep(LAG_REPORT_S)
-            row: dict[str, Any] = {"t": time.time(), "lag": probe.take()}
+            row: dict[str, Any] = {"t": time.time(), "lag": probe.take(), **gcs.take()}
             if steps is not None:
-                row["step_s"], row["step"] = steps.take()
+                (row["step_cpu_s"], row["step_s"], row["step"]), row["long"] = steps.take()
             print(json.dumps(row), flush=True)
     finally:
         grid.shutdown()
@@ -137,7 +203,11 @@ class Phase:
     latencies_ns: list[int] = field(default_factory=list)
     load_s: float = 0.0
     lag: dict[str, float] = field(default_factory=dict)  # member -> worst lag (s) in the window
-    steps: dict[str, tuple[float, str]] = field(default_factory=dict)  # member -> longest step (--steps)
+    #: member -> longest step by CPU time (--steps): (cpu s, wall s, what ran)
+    steps: dict[str, tuple[float, float, str]] = field(default_factory=dict)
+    #: member -> what ran -> [steps over LONG_STEP_S of CPU, most CPU s] (--steps)
+    long: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    gc: dict[str, dict[str, Any]] = field(default_factory=dict)  # member -> GcTimer.take() over the window
     expired: int = 0
     errors: list[str] = field(default_factory=list)  # gets that failed (timed out), by error
 
@@ -185,11 +255,12 @@ def run(args: argparse.Namespace) -> dict[str, Phase]:
             wait_until(lambda: len(grid.members()) == 3, JOIN_TIMEOUT_S, "3 members")
             _safe(grid)
             own = LagProbe(grid._node.loop)
+            own_gc = GcTimer()
             remote = _probe_keys(grid)
             phases: dict[str, Phase] = {}
             for name in ("plain", "ttl"):
                 estimate = phases["plain"].load_s if phases else 0.0
-                phases[name] = _phase(grid, name, args, remote, estimate, own, children)
+                phases[name] = _phase(grid, name, args, remote, estimate, own, own_gc, children)
             return phases
         finally:
             grid.shutdown()
@@ -214,6 +285,7 @@ def _phase(
     remote: Sequence[str],
     estimate: float,
     own: LagProbe,
+    own_gc: GcTimer,
     children: Sequence[Child],
 ) -> Phase:
     import peergrid
@@ -244,6 +316,7 @@ def _phase(
     if name == "ttl":
         time.sleep(max(0.0, window_at - time.time()))
     own.take()
+    own_gc.take()
     window_from = time.time()
     clock = time.perf_counter_ns
     record = phase.latencies_ns.append
@@ -260,8 +333,14 @@ def _phase(
         i += 1
     window_to = time.time()
     phase.lag["this process"] = own.take()
+    phase.gc["this process"] = own_gc.take()
     for child in children:
-        phase.lag[child.name], phase.steps[child.name] = _child_lag(child, window_from, window_to)
+        (
+            phase.lag[child.name],
+            phase.steps[child.name],
+            phase.gc[child.name],
+            phase.long[child.name],
+        ) = _child_lag(child, window_from, window_to)
     if name == "ttl":
         try:
             phase.expired = m.stats().total.expirations - expired_before
@@ -273,16 +352,40 @@ def _phase(
     return phase
 
 
-def _child_lag(child: Child, window_from: float, window_to: float) -> tuple[float, tuple[float, str]]:
-    """A child's worst loop lag in the window, and its longest step (with ``--steps``)."""
-    worst, step = 0.0, (0.0, "")
+def _child_lag(
+    child: Child, window_from: float, window_to: float
+) -> tuple[float, tuple[float, float, str], dict[str, Any], dict[str, list[float]]]:
+    """A child's worst loop lag in the window; with ``--steps`` its longest step (CPU s, wall
+    s, what) and its long steps by what ran; its GC pauses (as ``GcTimer.take``)."""
+    worst, step = 0.0, (0.0, 0.0, "")
+    long: dict[str, list[float]] = {}
+    pauses: dict[str, Any] = {
+        "gc_s": 0.0,
+        "gc_gen": -1,
+        "gc_cpu_s": 0.0,
+        "gc_counts": [0, 0, 0],
+        "gc_total_s": 0.0,
+    }
     for line in child.log_path.read_text(errors="replace").splitlines():
         with contextlib.suppress(ValueError, KeyError):
             row = json.loads(line)
-            if window_from <= row["t"] <= window_to + LAG_REPORT_S:
-                worst = max(worst, float(row["lag"]))
-                step = max(step, (float(row.get("step_s", 0.0)), str(row.get("step", ""))))
-    return worst, step
+            if not window_from <= row["t"] <= window_to + LAG_REPORT_S:
+                continue
+            worst = max(worst, float(row["lag"]))
+            if "step" in row:
+                step = max(step, (float(row["step_cpu_s"]), float(row["step_s"]), str(row["step"])))
+            for name, (count, most) in row.get("long", {}).items():
+                seen = long.setdefault(name, [0, 0.0])
+                seen[0] += count
+                seen[1] = max(seen[1], most)
+            if row.get("gc_s", 0.0) > pauses["gc_s"]:
+                pauses["gc_s"], pauses["gc_gen"] = row["gc_s"], row["gc_gen"]
+            pauses["gc_cpu_s"] = max(pauses["gc_cpu_s"], row.get("gc_cpu_s", 0.0))
+            pauses["gc_counts"] = [
+                a + b for a, b in zip(pauses["gc_counts"], row.get("gc_counts", [0] * 3), strict=True)
+            ]
+            pauses["gc_total_s"] += row.get("gc_total_s", 0.0)
+    return worst, step, pauses, long
 
 
 def report(phases: dict[str, Phase], args: argparse.Namespace) -> dict[str, Any]:
@@ -308,10 +411,26 @@ def report(phases: dict[str, Phase], args: argparse.Namespace) -> dict[str, Any]
     for who in phases["plain"].lag:
         lags = "   ".join(f"{name} {phase.lag[who] * 1e3:8.1f}" for name, phase in phases.items())
         print(f"  {who:28} {lags}")
+    print(
+        "\nPython GC per member, per window: longest pause wall (generation) / its CPU, "
+        "collections gen0/1/2, total wall:"
+    )
     for name, phase in phases.items():
-        for who, (took, what) in phase.steps.items():
-            if what:
-                print(f"  {name}: longest step on {who}: {took * 1e3:.1f} ms in {what}")
+        for who, pauses in phase.gc.items():
+            counts = "/".join(str(c) for c in pauses["gc_counts"])
+            print(
+                f"  {name:5} {who:28} {pauses['gc_s'] * 1e3:7.1f} ms (gen {pauses['gc_gen']}) / "
+                f"{pauses['gc_cpu_s'] * 1e3:6.1f} ms CPU  {counts:>12}  {pauses['gc_total_s'] * 1e3:8.1f} ms"
+            )
+    if any(phase.steps for phase in phases.values()):
+        print(f"\nloop steps over {LONG_STEP_S * 1e3:.0f} ms of CPU, per member (count, most CPU ms):")
+    for name, phase in phases.items():
+        for who, (cpu, wall, what) in phase.steps.items():
+            print(
+                f"  {name}: longest step on {who}: {cpu * 1e3:.1f} ms CPU ({wall * 1e3:.1f} ms wall) {what}"
+            )
+            for what_ran, (count, most) in sorted(phase.long[who].items(), key=lambda kv: -kv[1][1])[:6]:
+                print(f"      {int(count):6} x, up to {most * 1e3:6.1f} ms: {what_ran}")
     print(f"\nentries expired during the ttl window: {phases['ttl'].expired:,} of {args.entries:,}")
     return {
         "entries": args.entries,
@@ -322,6 +441,9 @@ def report(phases: dict[str, Phase], args: argparse.Namespace) -> dict[str, Any]
         "ratios": ratios,
         "lag_ms": {name: {k: v * 1e3 for k, v in p.lag.items()} for name, p in phases.items()},
         "expired": phases["ttl"].expired,
+        "gc": {name: p.gc for name, p in phases.items()},
+        "steps": {name: p.steps for name, p in phases.items()},
+        "long_steps": {name: p.long for name, p in phases.items()},
         "errors": {name: len(p.errors) for name, p in phases.items()},
     }
 
