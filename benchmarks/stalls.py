@@ -29,6 +29,7 @@ import json
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,8 +46,14 @@ CHUNK = 1_000
 PROBE_KEYS = 5_000  # keys of the probe map; those owned elsewhere are read
 LAG_INTERVAL_S = 0.002  # the loop-lag probe's period
 LONG_STEP_S = 0.003  # with --steps, steps using more CPU than this are counted by what ran
+SAMPLE_S = 0.001  # with --steps, how often the stack of a long step is sampled
+SAMPLE_DEPTH = 5  # innermost frames counted per sample
+SAMPLES_SHOWN = (
+    8  # the most sampled stacks printed per member and window  # innermost frames counted per sample
+)
 LAG_REPORT_S = 0.25  # a child member prints its worst lag this often
 TTL_LOAD_FACTOR = 1.8  # the ttl phase's load time planned for, in plain phase loads
+LOAD_ATTEMPTS = 5  # a load chunk ending indeterminate (a loaded machine) is sent again
 JOIN_TIMEOUT_S = 120.0
 SAFE_TIMEOUT_S = 600.0
 
@@ -82,17 +89,26 @@ class StepTimer:
     Timed twice: wall clock, and the CPU time of the loop's thread (``time.thread_time``).
     On a shared machine a step's wall time includes the time the OS ran other processes;
     its CPU time is what the step itself costs, so the longest step is chosen by CPU time
-    (its wall time is reported alongside)."""
+    (its wall time is reported alongside).
+
+    A step's name is only its outermost coroutine (a gRPC handler's is grpc's own wrapper), so
+    a sampler thread also reads the stack of a step running longer than ``LONG_STEP_S`` every
+    ``SAMPLE_S`` (it gets the GIL at the interpreter's switch interval, 5 ms) and counts the
+    innermost frames: what the long steps spend their time in."""
 
     def __init__(self) -> None:
         self.worst: tuple[float, float, str] = (0.0, 0.0, "")  # (cpu s, wall s, what)
         self.long: dict[str, list[float]] = {}  # what ran -> [steps over LONG_STEP_S, most CPU s]
+        self.samples: dict[str, int] = {}  # innermost frames of a long step -> samples
+        self._running: tuple[int, float] | None = None  # (thread, began) of the step running
         run = asyncio.events.Handle._run
         wall, cpu = time.perf_counter, time.thread_time
 
         def timed(handle: asyncio.events.Handle) -> None:
             began, began_cpu = wall(), cpu()
+            self._running = (threading.get_ident(), began)
             run(handle)
+            self._running = None
             took_cpu = cpu() - began_cpu
             if took_cpu > LONG_STEP_S:
                 name = _step_name(handle)
@@ -103,12 +119,30 @@ class StepTimer:
                 seen[1] = max(seen[1], took_cpu)
 
         asyncio.events.Handle._run = timed  # type: ignore[assignment]
+        threading.Thread(target=self._sample, name="stalls-sampler", daemon=True).start()
 
-    def take(self) -> tuple[tuple[float, float, str], dict[str, list[float]]]:
-        """The longest step and the long ones by what ran, since the last call."""
+    def _sample(self) -> None:
+        while True:
+            time.sleep(SAMPLE_S)
+            running = self._running
+            if running is None or time.perf_counter() - running[1] < LONG_STEP_S:
+                continue
+            frame = sys._current_frames().get(running[0])
+            names: list[str] = []
+            while frame is not None and len(names) < SAMPLE_DEPTH:
+                code = frame.f_code
+                names.append(f"{code.co_name} ({Path(code.co_filename).name}:{frame.f_lineno})")
+                frame = frame.f_back
+            key = " < ".join(names)
+            self.samples[key] = self.samples.get(key, 0) + 1
+
+    def take(self) -> tuple[tuple[float, float, str], dict[str, list[float]], dict[str, int]]:
+        """The longest step, the long ones by what ran, and the stack samples of long steps,
+        since the last call."""
         worst, self.worst = self.worst, (0.0, 0.0, "")
         long, self.long = self.long, {}
-        return worst, long
+        samples, self.samples = self.samples, {}
+        return worst, long, samples
 
 
 class GcTimer:
@@ -186,7 +220,7 @@ def member(args: argparse.Namespace) -> None:
             time.sleep(LAG_REPORT_S)
             row: dict[str, Any] = {"t": time.time(), "lag": probe.take(), **gcs.take()}
             if steps is not None:
-                (row["step_cpu_s"], row["step_s"], row["step"]), row["long"] = steps.take()
+                (row["step_cpu_s"], row["step_s"], row["step"]), row["long"], row["samples"] = steps.take()
             print(json.dumps(row), flush=True)
     finally:
         grid.shutdown()
@@ -207,6 +241,8 @@ class Phase:
     steps: dict[str, tuple[float, float, str]] = field(default_factory=dict)
     #: member -> what ran -> [steps over LONG_STEP_S of CPU, most CPU s] (--steps)
     long: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    #: member -> innermost frames of long steps -> samples (--steps)
+    samples: dict[str, dict[str, int]] = field(default_factory=dict)
     gc: dict[str, dict[str, Any]] = field(default_factory=dict)  # member -> GcTimer.take() over the window
     expired: int = 0
     errors: list[str] = field(default_factory=list)  # gets that failed (timed out), by error
@@ -301,13 +337,26 @@ def _phase(
     window_at = time.time() + estimate * TTL_LOAD_FACTOR + 5.0
     expire_from = window_at + half
     chunks = range(0, args.entries, CHUNK)
+    retried = 0
     for j, start in enumerate(chunks):
         chunk = {key_name(i): value for i in range(start, min(args.entries, start + CHUNK))}
-        if name == "plain":
-            m.put_all(chunk)
-        else:
-            deadline = expire_from + half * j / len(chunks)
-            m.put_all(chunk, ttl=max(deadline - time.time(), 0.5))
+        for attempt in range(LOAD_ATTEMPTS):
+            try:
+                if name == "plain":
+                    m.put_all(chunk)
+                else:
+                    deadline = expire_from + half * j / len(chunks)
+                    m.put_all(chunk, ttl=max(deadline - time.time(), 0.5))
+                break
+            except peergrid.IndeterminateWriteError:  # (a put_all is safe to repeat)
+                if attempt == LOAD_ATTEMPTS - 1:
+                    raise
+                retried += 1
+    if retried:
+        print(
+            f"{name}: {retried} load chunks retried (indeterminate: an owner's lease ran out)",
+            file=sys.stderr,
+        )
     _safe(grid)
     phase.load_s = time.monotonic() - began
     print(f"{name}: {args.entries:,} entries loaded in {phase.load_s:.1f} s", file=sys.stderr)
@@ -340,6 +389,7 @@ def _phase(
             phase.steps[child.name],
             phase.gc[child.name],
             phase.long[child.name],
+            phase.samples[child.name],
         ) = _child_lag(child, window_from, window_to)
     if name == "ttl":
         try:
@@ -354,11 +404,12 @@ def _phase(
 
 def _child_lag(
     child: Child, window_from: float, window_to: float
-) -> tuple[float, tuple[float, float, str], dict[str, Any], dict[str, list[float]]]:
+) -> tuple[float, tuple[float, float, str], dict[str, Any], dict[str, list[float]], dict[str, int]]:
     """A child's worst loop lag in the window; with ``--steps`` its longest step (CPU s, wall
     s, what) and its long steps by what ran; its GC pauses (as ``GcTimer.take``)."""
     worst, step = 0.0, (0.0, 0.0, "")
     long: dict[str, list[float]] = {}
+    samples: dict[str, int] = {}
     pauses: dict[str, Any] = {
         "gc_s": 0.0,
         "gc_gen": -1,
@@ -378,6 +429,8 @@ def _child_lag(
                 seen = long.setdefault(name, [0, 0.0])
                 seen[0] += count
                 seen[1] = max(seen[1], most)
+            for stack, count in row.get("samples", {}).items():
+                samples[stack] = samples.get(stack, 0) + count
             if row.get("gc_s", 0.0) > pauses["gc_s"]:
                 pauses["gc_s"], pauses["gc_gen"] = row["gc_s"], row["gc_gen"]
             pauses["gc_cpu_s"] = max(pauses["gc_cpu_s"], row.get("gc_cpu_s", 0.0))
@@ -385,7 +438,7 @@ def _child_lag(
                 a + b for a, b in zip(pauses["gc_counts"], row.get("gc_counts", [0] * 3), strict=True)
             ]
             pauses["gc_total_s"] += row.get("gc_total_s", 0.0)
-    return worst, step, pauses, long
+    return worst, step, pauses, long, samples
 
 
 def report(phases: dict[str, Phase], args: argparse.Namespace) -> dict[str, Any]:
@@ -431,6 +484,8 @@ def report(phases: dict[str, Phase], args: argparse.Namespace) -> dict[str, Any]
             )
             for what_ran, (count, most) in sorted(phase.long[who].items(), key=lambda kv: -kv[1][1])[:6]:
                 print(f"      {int(count):6} x, up to {most * 1e3:6.1f} ms: {what_ran}")
+            for stack, count in sorted(phase.samples[who].items(), key=lambda kv: -kv[1])[:SAMPLES_SHOWN]:
+                print(f"      {count:6} samples in: {stack}")
     print(f"\nentries expired during the ttl window: {phases['ttl'].expired:,} of {args.entries:,}")
     return {
         "entries": args.entries,
@@ -444,6 +499,7 @@ def report(phases: dict[str, Phase], args: argparse.Namespace) -> dict[str, Any]
         "gc": {name: p.gc for name, p in phases.items()},
         "steps": {name: p.steps for name, p in phases.items()},
         "long_steps": {name: p.long for name, p in phases.items()},
+        "samples": {name: p.samples for name, p in phases.items()},
         "errors": {name: len(p.errors) for name, p in phases.items()},
     }
 

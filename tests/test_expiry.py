@@ -133,6 +133,15 @@ def check_queue(steps: list[tuple[str, int, bytes]]) -> None:
         elif step == "pop":
             for _ in range(min(n, len(model))):
                 assert queue.pop() == heapq.heappop(model)
+        elif step == "take":  # up to ``limit`` of the pairs due by n, any of them
+            limit = key[0] or None
+            due = sorted(p for p in model if p[0] <= n)
+            taken = queue.take_due(float(n), limit)
+            assert len(taken) == min(limit or len(due), len(due))
+            for pair in taken:
+                due.remove(pair)  # (raises if it was not due, or taken twice)
+                model.remove(pair)
+            heapq.heapify(model)
         else:
             assert sorted(queue.due(float(n))) == sorted(p for p in model if p[0] <= n)
         assert len(queue) == len(model)

@@ -48,11 +48,13 @@ race can do is record a slightly older access.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from operator import itemgetter
 
 LFU_INITIAL = 5  # a new key's counter, so it is not evicted before it had a chance (as Redis)
 LFU_LOG_FACTOR = 10  # higher: the counter grows more slowly with hits
@@ -62,6 +64,7 @@ HEAP_SLACK = 64  # a queue is rebuilt when it holds more than twice its live key
 FRESH_PAIRS = 64  # a queue's newest pairs kept in a heap list (GC-walked) before they settle in a run
 
 Pair = tuple[float, bytes]  # (deadline, key)
+_deadline = itemgetter(0)
 
 
 class _Run:
@@ -143,6 +146,34 @@ class Deadlines:
         elif source.at > FRESH_PAIRS and 2 * source.at > len(source.pairs):
             source.pairs, source.at = source.pairs[source.at :], 0  # the popped ones are let go
         return best
+
+    def take_due(self, now: float, limit: int | None = None) -> list[Pair]:
+        """Remove and return pairs due by ``now``, up to ``limit`` (None: all), in no
+        particular order: a run's due pairs are found by bisection and taken as a slice."""
+        taken: list[Pair] = []
+        left = self.size if limit is None else limit
+        fresh = self.fresh
+        while left and fresh and fresh[0][0] <= now:
+            taken.append(heapq.heappop(fresh))
+            left -= 1
+        if left and self.runs:
+            kept = []
+            for run in self.runs:
+                pairs, at = run.pairs, run.at
+                if left:
+                    end = bisect.bisect_right(pairs, now, at, min(len(pairs), at + left), key=_deadline)
+                    taken += pairs[at:end]
+                    left -= end - at
+                    run.at = at = end
+                if at == len(pairs):
+                    continue
+                if at > FRESH_PAIRS and 2 * at > len(pairs):
+                    run.pairs, run.at = pairs[at:], 0  # the taken ones are let go
+                kept.append(run)
+            if len(kept) != len(self.runs):
+                self.runs = tuple(kept)
+        self.size -= len(taken)
+        return taken
 
     def due(self, now: float) -> Iterator[Pair]:
         """The pairs due by ``now``, without removing them (O(due pairs))."""
@@ -424,13 +455,20 @@ class Records:
         so a sweep costs O(log n) per pair and can stop anywhere; ``due`` says whether any
         are left."""
         gone: list[tuple[bytes, bytes]] = []
-        budget = -1 if limit is None else limit
-        # (self.timers read each time: a delete may rebuild the queue)
-        while budget and (pair := self.timers.pop_due(now)) is not None:
-            budget -= 1
-            deadline, key = pair
-            if self.expiry.get(key) == deadline:  # else stale: deleted, or given another deadline
-                gone.append((key, self._drop(key)))
+        left = limit
+        expiry = self.expiry
+        while left is None or left > 0:
+            # (self.timers read each time: a delete may rebuild the queue, from ``expiry``: the
+            # pairs taken and not yet looked at are in it again, stale once looked at)
+            pairs = self.timers.take_due(now, left)
+            if not pairs:
+                break
+            if left is not None:
+                left -= len(pairs)
+            for deadline, key in pairs:
+                if expiry.get(key) == deadline:  # else stale: deleted, or given another deadline
+                    gone.append((key, self._drop(key)))
+        budget = -1 if left is None else left
         max_idle = self.policy.max_idle if self.policy is not None else None
         access = self.access
         if not idle or max_idle is None or access is None:
