@@ -255,6 +255,24 @@ expiry_steps = st.lists(
     max_size=40,
 )
 
+# Steps on one priority queue of (deadline, key) pairs (peergrid.storage.records.Deadlines;
+# tests/test_expiry.py): push a pair (few distinct deadlines and keys: ties and duplicates), pop
+# up to n pairs, list the pairs due by a time, or take up to n (0: all) of them. Long enough
+# that pairs settle into runs and runs merge, with the queue's fresh heap made small.
+deadline_steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("push"), st.integers(min_value=0, max_value=50), st.binary(max_size=2)),
+        st.tuples(st.just("pop"), st.integers(min_value=1, max_value=20), st.just(b"")),
+        st.tuples(st.just("due"), st.integers(min_value=0, max_value=50), st.just(b"")),
+        st.tuples(
+            st.just("take"),
+            st.integers(min_value=0, max_value=50),
+            st.integers(min_value=0, max_value=20).map(lambda n: bytes([n])),
+        ),
+    ),
+    max_size=400,
+)
+
 # A get_all's keys bound for one member, and one member's answer to them, as a GET_MANY op
 # carries them (peergrid/multiget.py; tests/test_frames.py): (key, partition) pairs, duplicates
 # allowed (the caller sends each key once, but the format does not care), and per key

@@ -1,22 +1,32 @@
-"""Expiry without scans: the record store's heaps of deadlines, against a model.
+"""Expiry without scans: the record store's queues of deadlines, against a model.
 
 The model is a dict of deadlines (and of last accesses, for max-idle): after any sequence of
 writes, deletes, TTL changes, touches and sweeps, a sweep frees exactly the stored keys whose
-deadline passed (or that idled too long), each once, and no live key.
+deadline passed (or that idled too long), each once, and no live key. The queue itself
+(``Deadlines``) is checked against ``heapq``, and for what Python's cyclic GC walks of it: a
+store's size must cost a full collection nothing (those held a member's loop for 50-200 ms
+with a million TTL'd entries in heap lists).
 """
 
 from __future__ import annotations
 
+import gc
+import heapq
+import math
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from unittest import mock
 
 from hypothesis import example, given, settings
 
 import peergrid
-from peergrid.storage.records import HEAP_SLACK, Records, StorePolicy
+from peergrid.storage import records
+from peergrid.storage.records import FRESH_PAIRS, HEAP_SLACK, Deadlines, Records, StorePolicy
 from peergrid.testing import cluster
 from tests.conftest import wait_for
-from tests.strategies import expiry_steps
+from tests.strategies import deadline_steps, expiry_steps
 
 IDLE = 10.0
 
@@ -87,10 +97,19 @@ def check(steps: list[tuple[str, object, int]], policy: StorePolicy | None) -> N
         assert store.expiry == {k: start + d for k, d in model.deadlines.items()}
 
 
+@contextmanager
+def fresh_pairs(n: int) -> Iterator[None]:
+    """Queues keep only ``n`` pairs in their heap: short step lists reach runs and merges."""
+    with mock.patch.object(records, "FRESH_PAIRS", n):
+        yield
+
+
 @settings(max_examples=300, deadline=None)
 @given(expiry_steps)
 def test_a_sweep_frees_exactly_the_keys_whose_ttl_passed_once_each(steps) -> None:
     check(steps, None)
+    with fresh_pairs(2):
+        check(steps, None)
 
 
 @settings(max_examples=300, deadline=None)
@@ -101,6 +120,83 @@ def test_a_sweep_frees_exactly_the_keys_whose_ttl_passed_once_each(steps) -> Non
 @example([("put", b"ea", 0), ("access", b"ea", -5), ("sweep", 6, 0)])
 def test_a_sweep_frees_exactly_the_keys_idle_too_long_or_past_their_ttl(steps) -> None:
     check(steps, StorePolicy(max_idle=IDLE, track_access=True))
+    with fresh_pairs(2):
+        check(steps, StorePolicy(max_idle=IDLE, track_access=True))
+
+
+def check_queue(steps: list[tuple[str, int, bytes]]) -> None:
+    queue, model = Deadlines(), []
+    for step, n, key in steps:
+        if step == "push":
+            queue.push(float(n), key)
+            heapq.heappush(model, (float(n), key))
+        elif step == "pop":
+            for _ in range(min(n, len(model))):
+                assert queue.pop() == heapq.heappop(model)
+        elif step == "take":  # up to ``limit`` of the pairs due by n, any of them
+            limit = key[0] or None
+            due = sorted(p for p in model if p[0] <= n)
+            taken = queue.take_due(float(n), limit)
+            assert len(taken) == min(limit or len(due), len(due))
+            for pair in taken:
+                due.remove(pair)  # (raises if it was not due, or taken twice)
+                model.remove(pair)
+            heapq.heapify(model)
+        else:
+            assert sorted(queue.due(float(n))) == sorted(p for p in model if p[0] <= n)
+        assert len(queue) == len(model)
+        assert queue.first() == (min(model)[0] if model else None)
+    assert [queue.pop() for _ in range(len(model))] == sorted(model)
+    assert not queue
+    assert queue.first() is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(deadline_steps)
+def test_the_deadline_queue_pops_in_order_as_a_heap_does(steps) -> None:
+    with fresh_pairs(3):
+        check_queue(steps)
+    check_queue(steps)
+
+
+def gc_walked(root: object) -> int:
+    """References a full collection follows from ``root``: every referent of every tracked
+    object reachable from it through tracked objects (each one a memory read per collection),
+    classes left out (through them, the whole program)."""
+    seen, stack, walked = {id(root)}, [root], 0
+    while stack:
+        referents = [obj for obj in gc.get_referents(stack.pop()) if not isinstance(obj, type)]
+        walked += len(referents)
+        for obj in referents:
+            if gc.is_tracked(obj) and id(obj) not in seen:
+                seen.add(id(obj))
+                stack.append(obj)
+    return walked
+
+
+def test_a_stores_entries_and_deadlines_cost_the_gc_nothing_per_entry() -> None:
+    """A full collection walks a bounded number of references of a store, however many
+    entries it has, TTL'd, max-idle or neither: values and deadlines are untracked dicts,
+    settled pairs untracked tuples (a list of them would be walked pair by pair)."""
+    walked = {}
+    for n in (1_000, 20_000):
+        for name, policy in (("ttl", None), ("idle", StorePolicy(max_idle=IDLE))):
+            store = Records(policy)
+            now = time.time()
+            for i in range(n):
+                store.put(b"k%d" % i, b"v", now + 60 + (i * 7919) % n)  # deadlines out of order
+            for i in range(0, n, 3):
+                store.put(b"k%d" % i, b"w", now + 30 + i)  # a new deadline: a stale pair each
+            gc.collect()  # a tuple is untracked by a collection that finds its items untracked:
+            gc.collect()  # the pairs by the first, the runs holding them by the second
+            assert not gc.is_tracked(store.values)
+            assert not gc.is_tracked(store.expiry)
+            assert all(not gc.is_tracked(run.pairs) for run in store.timers.runs)
+            assert len(store.timers.runs) <= math.log2(n) + 1
+            walked[name, n] = gc_walked(store) - (len(store.access.keys) if store.access else 0)
+    for name in ("ttl", "idle"):
+        # the fresh heaps and a run per halving of the size: logarithmic, not linear, in n
+        assert walked[name, 20_000] <= walked[name, 1_000] + 4 * 2 * (FRESH_PAIRS + 6), walked
 
 
 def test_expired_entries_are_invisible_before_the_sweep_frees_them() -> None:

@@ -11,23 +11,34 @@ Maps with a max-idle time or a size bound also keep access metadata
 frequency counter, and a list of keys to sample eviction candidates from in
 O(1). Maps without them pay nothing for it.
 
-Expiry finds its due entries without scanning the store: a min-heap of
-``(deadline, key)`` per store (``timers``), with lazy deletion. A write that
-gives a key a new deadline pushes a new pair and leaves the old one; a delete
-leaves its pair too; a popped pair whose deadline is no longer the key's is
-skipped. A sweep therefore costs O(log n) per entry due, however many entries
-wait, and can stop after any number of entries (the owner sweeps in slices).
-Idle expiry has its own heap of ``(last access + max_idle, key)`` that reads do
-not touch (they run on any thread): a popped key read since is pushed back at
-its new idle deadline, so each live key is looked at about once per max-idle
-period. A heap was chosen over a timer wheel because a store holds a few
-thousand keys at most (a map is cut into 271 partitions), too few to fill a
-wheel's buckets, and over Redis' sampled expiry because it frees every due
-entry on time (events and statistics say when) rather than most of them. A
-pair costs ~75 bytes of RSS (a 2-tuple, its list slot; the deadline float is
-the one the ``expiry`` dict holds); stale pairs are dropped by rebuilding a heap
-when it grows past twice the keys it tracks, so they never hold more than that.
-Only the loop thread reads or changes the heaps.
+Expiry finds its due entries without scanning the store: a min-priority queue
+of ``(deadline, key)`` pairs per store (``timers``, a ``Deadlines``), with lazy
+deletion. A write that gives a key a new deadline pushes a new pair and leaves
+the old one; a delete leaves its pair too; a popped pair whose deadline is no
+longer the key's is skipped. A sweep therefore costs O(log n) per entry due,
+however many entries wait, and can stop after any number of entries (the owner
+sweeps in slices). Idle expiry has its own queue of ``(last access + max_idle,
+key)`` that reads do not touch (they run on any thread): a popped key read since
+is pushed back at its new idle deadline, so each live key is looked at about
+once per max-idle period. A priority queue was chosen over a timer wheel because
+a store holds a few thousand keys at most (a map is cut into 271 partitions),
+too few to fill a wheel's buckets, and over Redis' sampled expiry because it
+frees every due entry on time (events and statistics say when) rather than most
+of them. A pair costs ~75 bytes of RSS (a 2-tuple, its slot; the deadline float
+is the one the ``expiry`` dict holds); stale pairs are dropped by rebuilding a
+queue when it grows past twice the keys it tracks, so they never hold more than
+that. Only the loop thread reads or changes the queues.
+
+The queue is not a ``heapq`` list of every pair, because Python's cyclic GC
+walks every item of every list on each full collection: with a million TTL'd
+entries a member's full collections held its loop 50-200 ms (the pairs
+themselves are untracked, but each one's header is read, a cache miss apiece).
+Tuples of untracked objects are untracked, and the GC never walks them; so
+``Deadlines`` keeps all but its newest pairs in sorted tuples ("runs", each read
+from a cursor, merged as a binary counter merges: O(log n) runs, each pair copied
+O(log n) times over its life), and only the newest few dozen in a small heap
+list. The values and deadlines are dicts of bytes and floats, which the GC
+untracks too: a store's entries cost the GC nothing, TTL or not.
 
 Reads may come from any thread (a dict lookup is atomic under the GIL and
 values are immutable); writes happen only on the member's loop thread. An
@@ -37,19 +48,161 @@ race can do is record a slightly older access.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from operator import itemgetter
 
 LFU_INITIAL = 5  # a new key's counter, so it is not evicted before it had a chance (as Redis)
 LFU_LOG_FACTOR = 10  # higher: the counter grows more slowly with hits
 LFU_DECAY_SECONDS = 60.0  # the counter loses one per this many idle seconds
 SAMPLE_SIZE = 5  # eviction candidates sampled per victim (as Redis' maxmemory-samples)
-HEAP_SLACK = 64  # a heap is rebuilt when it holds more than twice its live keys plus this
+HEAP_SLACK = 64  # a queue is rebuilt when it holds more than twice its live keys plus this
+FRESH_PAIRS = 64  # a queue's newest pairs kept in a heap list (GC-walked) before they settle in a run
 
-Timers = list[tuple[float, bytes]]  # a min-heap of (deadline, key), with stale pairs
+Pair = tuple[float, bytes]  # (deadline, key)
+_deadline = itemgetter(0)
+
+
+class _Run:
+    """Pairs sorted ascending in a tuple (untracked by the GC), read from ``at`` on."""
+
+    __slots__ = ("at", "pairs")
+
+    def __init__(self, pairs: tuple[Pair, ...]) -> None:
+        self.pairs = pairs
+        self.at = 0
+
+    def __len__(self) -> int:
+        return len(self.pairs) - self.at
+
+    def rest(self) -> tuple[Pair, ...]:
+        return self.pairs[self.at :] if self.at else self.pairs
+
+
+class Deadlines:
+    """A min-priority queue of ``(deadline, key)`` pairs whose size costs Python's cyclic GC
+    nothing: the newest ``FRESH_PAIRS`` in a heap list, the rest in sorted tuples (see the
+    module docstring). Push O(log n) amortized, pop O(number of runs) = O(log n)."""
+
+    __slots__ = ("fresh", "runs", "size")
+
+    def __init__(self, pairs: list[Pair] | None = None) -> None:
+        self.fresh: list[Pair] = []  # a heapq heap
+        self.runs: tuple[_Run, ...] = ()  # largest (oldest) first; none empty (a tuple: no list per store)
+        self.size = 0
+        if pairs:
+            pairs.sort()
+            self.runs = (_Run(tuple(pairs)),)
+            self.size = len(pairs)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __bool__(self) -> bool:
+        return self.size > 0
+
+    def push(self, deadline: float, key: bytes) -> None:
+        heapq.heappush(self.fresh, (deadline, key))
+        self.size += 1
+        if len(self.fresh) >= FRESH_PAIRS:
+            self._settle()
+
+    def first(self) -> float | None:
+        """The earliest deadline held, or None when empty."""
+        first = self.fresh[0][0] if self.fresh else None
+        for run in self.runs:
+            deadline = run.pairs[run.at][0]
+            if first is None or deadline < first:
+                first = deadline
+        return first
+
+    def pop(self) -> Pair:
+        """Remove and return the earliest pair (the queue must not be empty)."""
+        pair = self.pop_due(float("inf"))
+        assert pair is not None
+        return pair
+
+    def pop_due(self, now: float) -> Pair | None:
+        """Remove and return the earliest pair if it is due by ``now``, else None."""
+        fresh = self.fresh
+        best = fresh[0] if fresh else None
+        source: _Run | None = None
+        for run in self.runs:
+            head = run.pairs[run.at]
+            if best is None or head < best:
+                best, source = head, run
+        if best is None or best[0] > now:
+            return None
+        self.size -= 1
+        if source is None:
+            return heapq.heappop(fresh)
+        source.at += 1
+        if source.at == len(source.pairs):
+            self.runs = tuple(run for run in self.runs if run is not source)
+        elif source.at > FRESH_PAIRS and 2 * source.at > len(source.pairs):
+            source.pairs, source.at = source.pairs[source.at :], 0  # the popped ones are let go
+        return best
+
+    def take_due(self, now: float, limit: int | None = None) -> list[Pair]:
+        """Remove and return pairs due by ``now``, up to ``limit`` (None: all), in no
+        particular order: a run's due pairs are found by bisection and taken as a slice."""
+        taken: list[Pair] = []
+        left = self.size if limit is None else limit
+        fresh = self.fresh
+        while left and fresh and fresh[0][0] <= now:
+            taken.append(heapq.heappop(fresh))
+            left -= 1
+        if left and self.runs:
+            kept = []
+            for run in self.runs:
+                pairs, at = run.pairs, run.at
+                if left:
+                    end = bisect.bisect_right(pairs, now, at, min(len(pairs), at + left), key=_deadline)
+                    taken += pairs[at:end]
+                    left -= end - at
+                    run.at = at = end
+                if at == len(pairs):
+                    continue
+                if at > FRESH_PAIRS and 2 * at > len(pairs):
+                    run.pairs, run.at = pairs[at:], 0  # the taken ones are let go
+                kept.append(run)
+            if len(kept) != len(self.runs):
+                self.runs = tuple(kept)
+        self.size -= len(taken)
+        return taken
+
+    def due(self, now: float) -> Iterator[Pair]:
+        """The pairs due by ``now``, without removing them (O(due pairs))."""
+        yield from _due(self.fresh, now)
+        for run in self.runs:
+            pairs = run.pairs
+            for i in range(run.at, len(pairs)):
+                if pairs[i][0] > now:
+                    break
+                yield pairs[i]
+
+    def _settle(self) -> None:
+        """The fresh pairs become a run; runs of like size merge (sizes at least halve down
+        the list, so there are O(log n) of them)."""
+        self.fresh.sort()
+        pairs = tuple(self.fresh)
+        self.fresh = []
+        runs = list(self.runs)
+        while runs and len(runs[-1]) <= 2 * len(pairs):
+            older = runs.pop().rest()
+            if older[-1] <= pairs[0]:  # the usual case (one TTL for all writes): no overlap
+                pairs = older + pairs
+            else:
+                merged = list(older)
+                merged += pairs
+                merged.sort()  # two sorted runs: timsort merges them in O(n)
+                pairs = tuple(merged)
+        runs.append(_Run(pairs))
+        self.runs = tuple(runs)
 
 
 @dataclass(frozen=True)
@@ -75,7 +228,7 @@ class _Access:
         self.keys: list[bytes] = []  # every key, for O(1) random sampling
         self.slots: dict[bytes, int] = {}  # key -> index in keys
         self.touched: set[bytes] = set()  # read since the last touch sync to backups
-        self.due: Timers = []  # (idle deadline when pushed, key), max-idle maps only
+        self.due = Deadlines()  # (idle deadline when pushed, key), max-idle maps only
 
     def add(self, key: bytes) -> bool:
         """Track ``key``; True when it was not tracked yet."""
@@ -108,7 +261,7 @@ class Records:
         self.values: dict[bytes, bytes] = {}
         self.expiry: dict[bytes, float] = {}
         #: (deadline, key) for every entry of ``expiry`` (and stale pairs): see the module docstring
-        self.timers: Timers = []
+        self.timers = Deadlines()
         self.nbytes = 0  # sum of len(key) + len(value) over stored entries
         self.policy: StorePolicy | None = None
         self.access: _Access | None = None
@@ -196,7 +349,7 @@ class Records:
         if expire_at:
             if self.expiry.get(key) != expire_at:
                 self.expiry[key] = expire_at
-                heapq.heappush(self.timers, (expire_at, key))
+                self.timers.push(expire_at, key)
                 if len(self.timers) > 2 * len(self.expiry) + HEAP_SLACK:
                     self._rebuild_timers()
         elif self.expiry:
@@ -255,7 +408,7 @@ class Records:
         live = self.count()
         self.values.clear()
         self.expiry.clear()
-        self.timers = []
+        self.timers = Deadlines()
         self.nbytes = 0
         if self.access is not None:
             self.access = _Access()
@@ -286,12 +439,12 @@ class Records:
     def expired(self, now: float) -> list[bytes]:
         """Keys whose TTL passed or that were idle too long (still stored), without removing
         them: walks only the heaps' due pairs."""
-        expired = [key for deadline, key in _due(self.timers, now) if self.expiry.get(key) == deadline]
+        expired = [key for deadline, key in self.timers.due(now) if self.expiry.get(key) == deadline]
         access = self.access
         idle = self.policy.max_idle if self.policy is not None else None
         if idle is not None and access is not None:
             stored = self.values  # a racing read may leave an access record of a deleted key
-            for _, key in _due(access.due, now):
+            for _, key in access.due.due(now):
                 if key in stored and now - access.last.get(key, now) > idle:
                     expired.append(key)
         return list(dict.fromkeys(expired))
@@ -302,21 +455,28 @@ class Records:
         so a sweep costs O(log n) per pair and can stop anywhere; ``due`` says whether any
         are left."""
         gone: list[tuple[bytes, bytes]] = []
-        budget = -1 if limit is None else limit
-        # (self.timers read each time: a delete may rebuild the heap)
-        while budget and self.timers and self.timers[0][0] <= now:
-            budget -= 1
-            deadline, key = heapq.heappop(self.timers)
-            if self.expiry.get(key) == deadline:  # else stale: deleted, or given another deadline
-                gone.append((key, self._drop(key)))
+        left = limit
+        expiry = self.expiry
+        while left is None or left > 0:
+            # (self.timers read each time: a delete may rebuild the queue, from ``expiry``: the
+            # pairs taken and not yet looked at are in it again, stale once looked at)
+            pairs = self.timers.take_due(now, left)
+            if not pairs:
+                break
+            if left is not None:
+                left -= len(pairs)
+            for deadline, key in pairs:
+                if expiry.get(key) == deadline:  # else stale: deleted, or given another deadline
+                    gone.append((key, self._drop(key)))
+        budget = -1 if left is None else left
         max_idle = self.policy.max_idle if self.policy is not None else None
         access = self.access
         if not idle or max_idle is None or access is None:
             return gone
         due, later = access.due, []
-        while budget and due and due[0][0] <= now:
+        while budget and (pair := due.pop_due(now)) is not None:
             budget -= 1
-            _, key = heapq.heappop(due)
+            key = pair[1]
             if key not in self.values:
                 continue  # deleted (or expired by its TTL above): the pair was stale
             seen = access.last.get(key, now)
@@ -331,10 +491,10 @@ class Records:
 
     def due(self, now: float, idle: bool = True) -> bool:
         """Some heap pair is due by ``now`` (the next ``sweep`` has work; O(1))."""
-        if self.timers and self.timers[0][0] <= now:
+        if _first_due(self.timers, now):
             return True
         access = self.access
-        return idle and access is not None and bool(access.due) and access.due[0][0] <= now
+        return idle and access is not None and _first_due(access.due, now)
 
     def _drop(self, key: bytes) -> bytes:
         value = self.delete(key)
@@ -342,14 +502,13 @@ class Records:
         return value
 
     def _push_idle(self, access: _Access, key: bytes, deadline: float) -> None:
-        heapq.heappush(access.due, (deadline, key))
+        access.due.push(deadline, key)
         if len(access.due) > 2 * len(self.values) + HEAP_SLACK:
             self._rebuild_idle()
 
     def _rebuild_timers(self) -> None:
         """One pair per key with a TTL again (stale pairs piled up: deletes, changed TTLs)."""
-        self.timers = [(deadline, key) for key, deadline in self.expiry.items()]
-        heapq.heapify(self.timers)
+        self.timers = Deadlines([(deadline, key) for key, deadline in self.expiry.items()])
 
     def _rebuild_idle(self) -> None:
         """One idle pair per stored key (max-idle maps), from the recorded accesses."""
@@ -358,11 +517,10 @@ class Records:
         if access is None:
             return
         if idle is None:
-            access.due = []
+            access.due = Deadlines()
             return
         now = time.time()
-        access.due = [(access.last.get(key, now) + idle, key) for key in self.values]
-        heapq.heapify(access.due)
+        access.due = Deadlines([(access.last.get(key, now) + idle, key) for key in self.values])
 
     # ------------------------------------------------------------------ eviction
     def sample(self) -> bytes | None:
@@ -391,7 +549,13 @@ class Records:
         return len(self.values)
 
 
-def _due(heap: Timers, now: float) -> Iterator[tuple[float, bytes]]:
+def _first_due(queue: Deadlines, now: float) -> bool:
+    """Some pair of ``queue`` is due by ``now``."""
+    first = queue.first()
+    return first is not None and first <= now
+
+
+def _due(heap: list[Pair], now: float) -> Iterator[Pair]:
     """The pairs of ``heap`` due by ``now``, without popping them: a walk down the heap that
     stops at the first pair not due on each branch (O(due pairs))."""
     stack = [0] if heap and heap[0][0] <= now else []
