@@ -1299,7 +1299,9 @@ class Membership:
             due = max((heard + timeout for heard in unanswered), default=now)
             if now < due:
                 await asyncio.sleep(min(due - now, 2 * self._timing.heartbeat_interval))
-            if not self.is_master or self.state is not State.ACTIVE:
+            # A leaving master judges on until its final leave: it hands its partitions over only
+            # once the dead members' partitions have failed over (it may hold their last copies).
+            if not self.is_master or self.state not in (State.ACTIVE, State.LEAVING):
                 return
             now = self._clock()
             dead: set[str] = set()
