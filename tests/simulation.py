@@ -23,12 +23,14 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from peergrid.cluster.membership import Membership, State
 from peergrid.config import GridConfig, Timing
 from peergrid.errors import PeerGridError, PeerUnavailableError
 from peergrid.protocol import HeartbeatReply, JoinReply, Member, MemberList
+
+T = TypeVar("T")
 
 
 class VirtualLoop(asyncio.SelectorEventLoop):
@@ -236,6 +238,26 @@ class Simulation:
             await asyncio.sleep(self.timing.heartbeat_interval / 10)
         return None
 
+    async def _formed(self) -> list[Membership]:
+        """N members with the same three seeds, started together, once they hold one list and
+        exchanged their first heartbeats."""
+        members = [self._member(i, []) for i in range(self.n)]
+        seeds = [m.address for m in members[:3]]
+        for m in members:
+            m._seeds = lambda: seeds
+        for m in members:
+            self._spawn(self._start(m))
+        if await self._until(self._agreed, 600.0) is None or self.exited:
+            raise AssertionError(f"{self.n} members did not form one cluster: {self.exited[:1]}")
+        await asyncio.sleep(5 * self.timing.heartbeat_interval)
+        return members
+
+    async def _stop(self, members: list[Membership]) -> None:
+        for m in members:
+            await m.stop()
+        for task in list(self._tasks):
+            task.cancel()
+
     async def run(self, idle: float = 60.0, pause: float | None = None) -> Report:
         """Start all together, idle (with loss), pause one member, crash one; measure."""
         loop = asyncio.get_running_loop()
@@ -290,10 +312,7 @@ class Simulation:
             if uuid == crashed.me.uuid:
                 seen.setdefault(by, when - crashed_at)
         detections = [seen.get(m.address, float("inf")) / interval for m in self._live()]
-        for m in members:
-            await m.stop()
-        for task in list(self._tasks):
-            task.cancel()
+        await self._stop(members)
         return Report(
             members=self.n,
             joined_at=joined_at,
@@ -313,15 +332,7 @@ class Simulation:
         Returns how long until every live member holds one list of them all (None: never, within a minute of
         failure timeouts), and the live members removed on the way. ``query_lost``: the taker's
         calls asking the others for their lists are lost too, until it has taken over."""
-        members = [self._member(i, []) for i in range(self.n)]
-        seeds = [m.address for m in members[:3]]
-        for m in members:
-            m._seeds = lambda: seeds
-        for m in members:
-            self._spawn(self._start(m))
-        if await self._until(self._agreed, 600.0) is None or self.exited:
-            raise AssertionError(f"{self.n} members did not form one cluster: {self.exited[:1]}")
-        await asyncio.sleep(5 * self.timing.heartbeat_interval)
+        members = await self._formed()
         by_uuid = {m.me.uuid: m for m in members}
         order = members[0].members.uuids
         master, victim, taker = by_uuid[order[0]], by_uuid[order[1]], by_uuid[order[2]]
@@ -348,10 +359,7 @@ class Simulation:
         agreed = await self._until(self._agreed, 60 * self.timing.failure_timeout)
         live = {m.me.uuid for m in self._live()}
         removed = [self.uuids[u] for _, _, u in self.removed[mark:] if u in live]
-        for m in members:
-            await m.stop()
-        for task in list(self._tasks):
-            task.cancel()
+        await self._stop(members)
         return agreed, removed
 
     async def master_cut_from_one(self, duration: float) -> tuple[set[str], list[str]]:
@@ -359,15 +367,7 @@ class Simulation:
         ``duration`` seconds; the rest of the network is whole. Returns the masters the members
         (the cut-off one too) followed meanwhile (sampled every tenth of a heartbeat), and the
         members removed other than the cut-off one (by any but the cut-off one)."""
-        members = [self._member(i, []) for i in range(self.n)]
-        seeds = [m.address for m in members[:3]]
-        for m in members:
-            m._seeds = lambda: seeds
-        for m in members:
-            self._spawn(self._start(m))
-        if await self._until(self._agreed, 600.0) is None or self.exited:
-            raise AssertionError(f"{self.n} members did not form one cluster: {self.exited[:1]}")
-        await asyncio.sleep(5 * self.timing.heartbeat_interval)
+        members = await self._formed()
         by_uuid = {m.me.uuid: m for m in members}
         order = members[0].members.uuids
         master, cut = by_uuid[order[0]], by_uuid[order[1]]
@@ -382,10 +382,7 @@ class Simulation:
         removed = [
             self.uuids[u] for _, by, u in self.removed[mark:] if cut.address not in (by, self.uuids[u])
         ]
-        for m in members:
-            await m.stop()
-        for task in list(self._tasks):
-            task.cancel()
+        await self._stop(members)
         return {self.uuids[u] for u in masters}, removed
 
     async def master_isolated(self, duration: float) -> tuple[list[str], float | None]:
@@ -393,15 +390,7 @@ class Simulation:
         on, as an overloaded or cut-off master's does). Returns the members the master removed
         meanwhile, and how long after the heal every member held one list (None: not within a
         hundred failure timeouts; merges of two instances are not simulated)."""
-        members = [self._member(i, []) for i in range(self.n)]
-        seeds = [m.address for m in members[:3]]
-        for m in members:
-            m._seeds = lambda: seeds
-        for m in members:
-            self._spawn(self._start(m))
-        if await self._until(self._agreed, 600.0) is None or self.exited:
-            raise AssertionError(f"{self.n} members did not form one cluster: {self.exited[:1]}")
-        await asyncio.sleep(5 * self.timing.heartbeat_interval)
+        members = await self._formed()
         master = next(m for m in members if m.is_master)
         mark = len(self.removed)
         self.net.paused.add(master.address)
@@ -409,10 +398,7 @@ class Simulation:
         removed = [self.uuids[u] for _, by, u in self.removed[mark:] if by == master.address]
         self.net.paused.discard(master.address)
         agreed = await self._until(self._agreed, 100 * self.timing.failure_timeout)
-        for m in members:
-            await m.stop()
-        for task in list(self._tasks):
-            task.cancel()
+        await self._stop(members)
         return removed, agreed
 
     async def staggered_start(self, stagger: float) -> tuple[int, float | None]:
@@ -438,10 +424,7 @@ class Simulation:
         for m in members:
             loop.call_later(self.rng.uniform(0.0, stagger), self._spawn, self._start(m))
         agreed = await self._until(lambda: len(self._live()) == self.n and self._agreed(), 600.0)
-        for m in members:
-            await m.stop()
-        for task in list(self._tasks):
-            task.cancel()
+        await self._stop(members)
         return len(formed), agreed
 
     def _pause(self, member: Membership, paused: bool, stalled: float = 0.0) -> None:
@@ -459,41 +442,51 @@ class Simulation:
         member.start_heartbeats()
 
 
+def _virtual(seed: int, run: Coroutine[Any, Any, T]) -> T:
+    """Run ``run`` to its end in a ``VirtualLoop``, with Python's random seeded first (the
+    members' own random choices, such as their probe rotation, are seeded too)."""
+    random.seed(seed)
+    loop = VirtualLoop()
+    try:
+        return loop.run_until_complete(run)
+    finally:
+        loop.close()
+
+
 def simulate(
     n: int, seed: int = 1, loss: float = 0.0, idle: float = 60.0, timing: Timing | None = None
 ) -> Report:
     """Run one simulation to its report (the same for the same arguments: the members' own
     random choices, such as their probe rotation, are seeded too)."""
-    random.seed(seed)
-    loop = VirtualLoop()
-    try:
-        return loop.run_until_complete(Simulation(n, seed, loss, timing).run(idle=idle))
-    finally:
-        loop.close()
+    return _virtual(seed, Simulation(n, seed, loss, timing).run(idle=idle))
 
 
 def takeover_race(
     n: int, seed: int = 1, timing: Timing | None = None, query_lost: bool = False
 ) -> tuple[float | None, list[str]]:
     """Run ``Simulation.takeover_race`` (seeded, as ``simulate``)."""
-    random.seed(seed)
-    loop = VirtualLoop()
-    try:
-        return loop.run_until_complete(Simulation(n, seed, 0.0, timing).takeover_race(query_lost))
-    finally:
-        loop.close()
+    return _virtual(seed, Simulation(n, seed, 0.0, timing).takeover_race(query_lost))
 
 
 def staggered_start(
     n: int, stagger: float, seed: int = 1, timing: Timing | None = None
 ) -> tuple[int, float | None]:
     """Run ``Simulation.staggered_start`` (seeded, as ``simulate``)."""
-    random.seed(seed)
-    loop = VirtualLoop()
-    try:
-        return loop.run_until_complete(Simulation(n, seed, 0.0, timing).staggered_start(stagger))
-    finally:
-        loop.close()
+    return _virtual(seed, Simulation(n, seed, 0.0, timing).staggered_start(stagger))
+
+
+def master_cut_from_one(
+    n: int, seed: int = 1, duration: float = 60.0, timing: Timing | None = None
+) -> tuple[set[str], list[str]]:
+    """Run ``Simulation.master_cut_from_one`` (seeded, as ``simulate``)."""
+    return _virtual(seed, Simulation(n, seed, 0.0, timing).master_cut_from_one(duration))
+
+
+def master_isolated(
+    n: int, duration: float, seed: int = 1, timing: Timing | None = None
+) -> tuple[list[str], float | None]:
+    """Run ``Simulation.master_isolated`` (seeded, as ``simulate``)."""
+    return _virtual(seed, Simulation(n, seed, 0.0, timing).master_isolated(duration))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -522,27 +515,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def master_cut_from_one(
-    n: int, seed: int = 1, duration: float = 60.0, timing: Timing | None = None
-) -> tuple[set[str], list[str]]:
-    """Run ``Simulation.master_cut_from_one`` (seeded, as ``simulate``)."""
-    random.seed(seed)
-    loop = VirtualLoop()
-    try:
-        return loop.run_until_complete(Simulation(n, seed, 0.0, timing).master_cut_from_one(duration))
-    finally:
-        loop.close()
-
-
-def master_isolated(
-    n: int, duration: float, seed: int = 1, timing: Timing | None = None
-) -> tuple[list[str], float | None]:
-    """Run ``Simulation.master_isolated`` (seeded, as ``simulate``)."""
-    random.seed(seed)
-    loop = VirtualLoop()
-    try:
-        return loop.run_until_complete(Simulation(n, seed, 0.0, timing).master_isolated(duration))
-    finally:
-        loop.close()

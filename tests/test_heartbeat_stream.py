@@ -48,6 +48,17 @@ class ScriptedPeer:
         self.changed = asyncio.Condition()  # notified when a stream opens or ends
         self.server: grpc.aio.Server | None = None
 
+    @classmethod
+    def held_until(cls, release: asyncio.Event) -> ScriptedPeer:
+        """A peer that answers each heartbeat only once ``release`` is set."""
+
+        async def script(request: Request, context: grpc.aio.ServicerContext) -> None:
+            await release.wait()
+            await peer.write(context, peer.reply(request))
+
+        peer = cls(script)
+        return peer
+
     @staticmethod
     def reply(request: Request, list_version: int | None = None, seq: int | None = None) -> Response:
         """An OK reply; by default to ``request`` (its seq), echoing its list version."""
@@ -211,12 +222,7 @@ def test_a_stream_a_busy_peer_accepts_late_is_kept() -> None:
     # heartbeats that time out meanwhile must not cancel it (each new stream would meet the same
     # fate, and the peer would never hear a heartbeat): it is kept until stale, and answers.
     release = asyncio.Event()
-
-    async def script(request: Request, context: grpc.aio.ServicerContext) -> None:
-        await release.wait()
-        await peer.write(context, peer.reply(request))
-
-    peer = ScriptedPeer(script)
+    peer = ScriptedPeer.held_until(release)
 
     async def body(client: PeerClient, peers: Peers) -> None:
         for version in (1, 2):
@@ -255,12 +261,7 @@ def test_a_timed_out_heartbeat_leaves_others_on_its_stream_their_own_deadline() 
     # As separate calls would: a tick's heartbeat that times out does not fail a longer probe
     # sent on the same stream (its stream is retired, and cancelled once the probe is answered).
     release = asyncio.Event()
-
-    async def script(request: Request, context: grpc.aio.ServicerContext) -> None:
-        await release.wait()
-        await peer.write(context, peer.reply(request))
-
-    peer = ScriptedPeer(script)
+    peer = ScriptedPeer.held_until(release)
 
     async def body(client: PeerClient, peers: Peers) -> None:
         probe = asyncio.ensure_future(client.heartbeat(ME, 1, timeout=10))
