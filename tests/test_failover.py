@@ -185,19 +185,20 @@ def test_the_master_leaving_gracefully_hands_over_its_role() -> None:
         assert len(grids[3].members()) == 3
 
 
-@pytest.mark.parametrize("victim", [1, 3])
-def test_the_master_leaving_right_after_a_death_hands_over_the_last_copies(victim: int) -> None:
-    # A member dies; before anyone noticed, the master leaves gracefully. It holds the last copy
-    # of partitions the dead member owned or backed up: its hand-over must wait until those
-    # failed over, which needs the dead member removed, which the master must still do while
-    # leaving (it judged no one once leaving: its hand-over stalled for shutdown_timeout, then
-    # it left with those copies; test_stateful's FaultModel found it, kill then leave).
+@pytest.mark.parametrize(("victim", "leaver"), [(1, 0), (3, 0), (0, 1)], ids=["1-0", "3-0", "master-1"])
+def test_a_leave_right_after_a_death_hands_over_the_last_copies(victim: int, leaver: int) -> None:
+    # A member dies; before anyone noticed, another leaves gracefully. It holds the last copy of
+    # partitions the dead member owned or backed up: its hand-over must wait until those failed
+    # over, which needs the dead member removed. The master must still judge while leaving (it
+    # judged no one once leaving); when the dead one is the master, the next oldest must take
+    # over although leaving, and have itself marked leaving then (the dead master never did).
+    # Before, each hand-over stalled for shutdown_timeout and the leaver left with those copies
+    # (test_stateful's FaultModel found it: kill, then leave).
     with cluster(5) as grids:
-        data = fill(grids[1])
-        master = grids[0]
-        assert master.members()[0].uuid == master.uuid
+        data = fill(grids[2])
+        assert grids[0].members()[0].uuid == grids[0].uuid  # grids[0] is the master
         grids.kill(grids[victim])
-        master.shutdown()
+        grids[leaver].shutdown()
         assert grids.wait_until_safe(30)
         survivor = grids.live()[0]
         assert survivor.get_map("data").get_all(KEYS) == data

@@ -1223,7 +1223,9 @@ class Membership:
                 return
             now = self._clock()
             if (
-                self.state is not State.ACTIVE
+                # (A leaving member takes over too: it may hold the last copies of the dead
+                # master's partitions, and hands them over only once it is removed.)
+                self.state not in (State.ACTIVE, State.LEAVING)
                 or (self.members.version, self.joined_version) != (version, joined)
                 or self.members.master_uuid not in gone
                 or any(now - self._last_heard.get(u, now) <= timeout for u in gone)

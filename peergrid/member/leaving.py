@@ -30,6 +30,9 @@ async def hand_over_and_leave(membership: Membership, manager: PartitionManager,
         if time.monotonic() >= next_check:
             # Owners release our copies once moved; ask them ourselves if a release went missing.
             next_check = time.monotonic() + timing.rpc_timeout
+            if not _marked_leaving(membership):
+                # The master did not mark us (it died before it could; we may be master now).
+                await membership.request_leave(final=False)
             await manager.check_leftovers()
     if not manager.holds_nothing() and not _everyone_leaving(membership):
         log.warning(
@@ -42,6 +45,12 @@ async def hand_over_and_leave(membership: Membership, manager: PartitionManager,
             time.monotonic() - (deadline - timing.shutdown_timeout),
         )
     await membership.request_leave(final=True)
+
+
+def _marked_leaving(membership: Membership) -> bool:
+    """True when the current member list marks this member leaving."""
+    member = membership.members.find(membership.me.uuid)
+    return member is not None and member.leaving
 
 
 def _everyone_leaving(membership: Membership) -> bool:
