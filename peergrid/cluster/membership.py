@@ -1063,10 +1063,9 @@ class Membership:
         return False
 
     async def _heartbeat(self, member: Member) -> None:
-        # A late answer still counts, and a late heartbeat still reaches an overloaded peer: each
-        # waits almost the failure timeout, not two heartbeats. (A heartbeat that times out ends
-        # its stream, and with it the heartbeats queued behind it: a master whose loop answered in
-        # 2.5 s would never hear from anyone.)
+        # A late answer still counts: each heartbeat waits almost the failure timeout, not two
+        # heartbeats, and its stream is replaced only once nothing came on it for a while
+        # (``BeatStream``), so heartbeats queue on it while an overloaded peer catches up.
         timing = self._timing
         await self._beat(
             member, max(2 * timing.heartbeat_interval, timing.failure_timeout - timing.heartbeat_interval)
