@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from peergrid.partition import RingMember, assign, build_table
-from peergrid.partition.ring import RING_SIZE, load_caps
+from peergrid.partition.ring import RING_SIZE, build_ring, load_caps
 from tests.strategies import member_lists
 
 P = 271
@@ -108,3 +108,46 @@ def test_leaving_members_own_nothing() -> None:
     assert all("b" not in replicas for replicas in table.replicas)
     assert table.owned_by("b") == ()
     assert sorted(set(table.owned_by("a")) | set(table.owned_by("c"))) == list(range(P))
+
+
+def walked(nodes: list[RingMember], partition_count: int, replica_count: int, vnodes: int) -> tuple:
+    """The assignment as the module docstring says it, by walking ``build_ring``'s pairs."""
+    unique = sorted({n.uuid: n for n in nodes}.values(), key=lambda n: n.uuid)
+    ring = build_ring(unique, vnodes)
+    caps = load_caps(unique, partition_count, 1.25)
+    loads = dict.fromkeys(caps, 0)
+    table = []
+    for p in range(partition_count):
+        at = next(
+            i
+            for i, (point, _) in enumerate([*ring, (RING_SIZE, "")])
+            if point >= p * RING_SIZE // partition_count
+        )
+        while loads[ring[at % len(ring)][1]] >= caps[ring[at % len(ring)][1]]:
+            at += 1
+        replicas = [ring[at % len(ring)][1]]
+        loads[replicas[0]] += 1
+        step = 1
+        while len(replicas) < min(replica_count, len(unique)):
+            uuid = ring[(at + step) % len(ring)][1]
+            if uuid not in replicas:
+                replicas.append(uuid)
+            step += 1
+        table.append(tuple(replicas))
+    return tuple(table)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    uuids=member_lists(1, 12),
+    weights=st.lists(st.sampled_from([0.5, 1.0, 1.5, 2.0]), min_size=12, max_size=12),
+    partition_count=st.sampled_from([7, 31, 271]),
+    replica_count=st.integers(1, 4),
+    vnodes=st.sampled_from([1, 16, 64]),
+)
+def test_assign_is_the_walk_of_the_ring(uuids, weights, partition_count, replica_count, vnodes) -> None:
+    # assign() builds the ring its own (faster) way: it must place exactly as the plain walk.
+    nodes = [RingMember(u, w) for u, w in zip(uuids, weights, strict=False)]
+    assert assign(nodes, partition_count, replica_count, vnodes) == walked(
+        nodes, partition_count, replica_count, vnodes
+    )
