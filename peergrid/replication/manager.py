@@ -101,6 +101,8 @@ class PartitionManager:
         self.replicator = Replicator(config, cluster, repair=self.sync_backup)
         self._holders: dict[int, set[str]] = {}  # p -> non-replica members seen holding a copy
         self._sync_job: asyncio.Task[None] | None = None
+        # Answers to version queries at one table version: (version, uuid -> p -> copy).
+        self._answers: tuple[int, dict[str, dict[int, Copy | None]]] = (-1, {})
         self._leftover_job: asyncio.Task[None] | None = None  # asking owners about our leftover copies
         self._warned_partitions = False  # more members than partition_count / 2, said once
         self._backup_jobs: dict[tuple[int, str], asyncio.Task[int]] = {}
@@ -180,6 +182,7 @@ class PartitionManager:
         self.readable[:] = [None] * self._config.partition_count
         self.lost.clear()
         self._holders.clear()
+        self._answers = (-1, {})
         self.table = PartitionTable(0, tuple(() for _ in range(self._config.partition_count)))
         if self._sync_job is not None:
             self._sync_job.cancel()
@@ -221,21 +224,48 @@ class PartitionManager:
         """Every member's complete copies of ``partitions``: ``p -> [(version, uuid)]``.
 
         Raises ``PeerUnavailableError`` when a member does not answer: its copy
-        might be the newest, so no decision is made without it.
+        might be the newest, so no decision is made without it. The answers of
+        the others are kept for the retry at the same table version (a member
+        that answered adopted that table's list and serves none of these
+        partitions, so its copies do not change meanwhile): at a hundred
+        members, a retry of every question each time one member is slow would
+        never end on a busy machine.
         """
         members = self._cluster.current_members()
+        if self._answers[0] != version:
+            self._answers = (version, {})
+        answered = self._answers[1]
+        wanted = set(partitions)
+        others = [
+            m.uuid
+            for m in members.members
+            if m.uuid != self._me and not wanted <= answered.get(m.uuid, {}).keys()
+        ]
+        results = await asyncio.gather(
+            *(self._versions_of(uuid, members, partitions) for uuid in others), return_exceptions=True
+        )
+        self._check_table(version)
+        failed: Exception | None = None
+        for uuid, result in zip(others, results, strict=True):
+            if isinstance(result, Exception):
+                failed = failed or result
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                answered.setdefault(uuid, {}).update(result)
+        if failed is not None:
+            raise failed
         copies: dict[int, list[tuple[int, str]]] = {p: [] for p in partitions}
         for p in partitions:
             part = self.parts[p]
             if part is not None:
                 copies[p].append((part.version, self._me))
-        others = [m.uuid for m in members.members if m.uuid != self._me]
-        answers = await asyncio.gather(*(self._versions_of(uuid, members, partitions) for uuid in others))
-        self._check_table(version)
-        for uuid, found in zip(others, answers, strict=True):
-            for p, v in found.items():
-                if v is not None and p in copies:
-                    copies[p].append((v.version, uuid))
+        for uuid in (m.uuid for m in members.members if m.uuid != self._me):
+            found = answered.get(uuid, {})
+            for p in partitions:
+                copy = found.get(p)
+                if copy is not None:
+                    copies[p].append((copy.version, uuid))
         return copies
 
     async def _versions_of(
