@@ -101,8 +101,9 @@ class PartitionManager:
         self.replicator = Replicator(config, cluster, repair=self.sync_backup)
         self._holders: dict[int, set[str]] = {}  # p -> non-replica members seen holding a copy
         self._sync_job: asyncio.Task[None] | None = None
-        # Answers to version queries at one table version: (version, uuid -> p -> copy).
-        self._answers: tuple[int, dict[str, dict[int, Copy | None]]] = (-1, {})
+        # Answers to our version queries about partitions we own and do not serve yet:
+        # p -> uuid -> its copy (None: none); dropped when p is served or owned by another.
+        self._answers: dict[int, dict[str, Copy | None]] = {}
         self._leftover_job: asyncio.Task[None] | None = None  # asking owners about our leftover copies
         self._warned_partitions = False  # more members than partition_count / 2, said once
         self._backup_jobs: dict[tuple[int, str], asyncio.Task[int]] = {}
@@ -146,6 +147,7 @@ class PartitionManager:
                     self._holders.setdefault(p, set()).update(dropped)
             else:
                 self.readable[p] = None
+                self._answers.pop(p, None)
         self.replicator.on_table(table)
         self._on_served()
         self._start_sync()
@@ -182,7 +184,7 @@ class PartitionManager:
         self.readable[:] = [None] * self._config.partition_count
         self.lost.clear()
         self._holders.clear()
-        self._answers = (-1, {})
+        self._answers.clear()
         self.table = PartitionTable(0, tuple(() for _ in range(self._config.partition_count)))
         if self._sync_job is not None:
             self._sync_job.cancel()
@@ -224,35 +226,33 @@ class PartitionManager:
         """Every member's complete copies of ``partitions``: ``p -> [(version, uuid)]``.
 
         Raises ``PeerUnavailableError`` when a member does not answer: its copy
-        might be the newest, so no decision is made without it. The answers of
-        the others are kept for the retry at the same table version (a member
-        that answered adopted that table's list and serves none of these
-        partitions, so its copies do not change meanwhile): at a hundred
-        members, a retry of every question each time one member is slow would
-        never end on a busy machine.
+        might be the newest, so no decision is made without it. Answers are
+        kept while this member owns the partition, across retries and newer
+        tables: a member that answered had adopted a table in which we own it,
+        so it serves none of it, and no one else may write it while we own it
+        (at a hundred members, asking everyone again at each retry or list
+        change never completed on a busy machine).
         """
         members = self._cluster.current_members()
-        if self._answers[0] != version:
-            self._answers = (version, {})
-        answered = self._answers[1]
-        wanted = set(partitions)
-        others = [
-            m.uuid
-            for m in members.members
-            if m.uuid != self._me and not wanted <= answered.get(m.uuid, {}).keys()
-        ]
+        asks: dict[str, list[int]] = {}
+        for member in members.members:
+            missing = [p for p in partitions if member.uuid not in self._answers.get(p, {})]
+            if member.uuid != self._me and missing:
+                asks[member.uuid] = missing
         results = await asyncio.gather(
-            *(self._versions_of(uuid, members, partitions) for uuid in others), return_exceptions=True
+            *(self._versions_of(uuid, members, asked) for uuid, asked in asks.items()), return_exceptions=True
         )
-        self._check_table(version)
         failed: Exception | None = None
-        for uuid, result in zip(others, results, strict=True):
+        for (uuid, asked), result in zip(asks.items(), results, strict=True):
             if isinstance(result, Exception):
                 failed = failed or result
             elif isinstance(result, BaseException):
                 raise result
             else:
-                answered.setdefault(uuid, {}).update(result)
+                for p in asked:
+                    if self.table.owner(p) == self._me:  # (dropped when it moved on meanwhile)
+                        self._answers.setdefault(p, {})[uuid] = result.get(p)
+        self._check_table(version)
         if failed is not None:
             raise failed
         copies: dict[int, list[tuple[int, str]]] = {p: [] for p in partitions}
@@ -260,12 +260,11 @@ class PartitionManager:
             part = self.parts[p]
             if part is not None:
                 copies[p].append((part.version, self._me))
-        for uuid in (m.uuid for m in members.members if m.uuid != self._me):
-            found = answered.get(uuid, {})
-            for p in partitions:
-                copy = found.get(p)
-                if copy is not None:
-                    copies[p].append((copy.version, uuid))
+            answers = self._answers.get(p, {})
+            for member in members.members:
+                copy = answers.get(member.uuid)
+                if copy is not None and member.uuid != self._me:
+                    copies[p].append((copy.version, member.uuid))
         return copies
 
     async def _versions_of(
@@ -351,6 +350,7 @@ class PartitionManager:
 
     def _serve(self, p: int) -> None:
         if self.table.owner(p) == self._me:
+            self._answers.pop(p, None)
             self.readable[p] = self.parts[p]
             self._on_served()
 
