@@ -148,6 +148,9 @@ class PartitionManager:
             else:
                 self.readable[p] = None
                 self._answers.pop(p, None)
+        for answers in self._answers.values():
+            for uuid in [u for u in answers if u not in members]:
+                del answers[uuid]  # (one admitted again under its uuid starts empty: ask it again)
         self.replicator.on_table(table)
         self._on_served()
         self._start_sync()
@@ -311,6 +314,11 @@ class PartitionManager:
                 raise
             except ValueError as exc:
                 raise RemoteError(f"partition {p} transfer from {source} was malformed: {exc}") from exc
+            except PeerGridError:
+                # Ask it again: its copy may be gone (a member removed and admitted again under
+                # its uuid starts empty, and we may not have seen the list without it).
+                self._answers.get(p, {}).pop(source, None)
+                raise
             self._check_table(version)
             self.parts[p] = staging
             self._serve(p)
