@@ -101,9 +101,6 @@ class PartitionManager:
         self.replicator = Replicator(config, cluster, repair=self.sync_backup)
         self._holders: dict[int, set[str]] = {}  # p -> non-replica members seen holding a copy
         self._sync_job: asyncio.Task[None] | None = None
-        # Answers to our version queries about partitions we own and do not serve yet:
-        # p -> uuid -> its copy (None: none); dropped when p is served or owned by another.
-        self._answers: dict[int, dict[str, Copy | None]] = {}
         self._leftover_job: asyncio.Task[None] | None = None  # asking owners about our leftover copies
         self._warned_partitions = False  # more members than partition_count / 2, said once
         self._backup_jobs: dict[tuple[int, str], asyncio.Task[int]] = {}
@@ -147,10 +144,6 @@ class PartitionManager:
                     self._holders.setdefault(p, set()).update(dropped)
             else:
                 self.readable[p] = None
-                self._answers.pop(p, None)
-        for answers in self._answers.values():
-            for uuid in [u for u in answers if u not in members]:
-                del answers[uuid]  # (one admitted again under its uuid starts empty: ask it again)
         self.replicator.on_table(table)
         self._on_served()
         self._start_sync()
@@ -187,7 +180,6 @@ class PartitionManager:
         self.readable[:] = [None] * self._config.partition_count
         self.lost.clear()
         self._holders.clear()
-        self._answers.clear()
         self.table = PartitionTable(0, tuple(() for _ in range(self._config.partition_count)))
         if self._sync_job is not None:
             self._sync_job.cancel()
@@ -229,45 +221,21 @@ class PartitionManager:
         """Every member's complete copies of ``partitions``: ``p -> [(version, uuid)]``.
 
         Raises ``PeerUnavailableError`` when a member does not answer: its copy
-        might be the newest, so no decision is made without it. Answers are
-        kept while this member owns the partition, across retries and newer
-        tables: a member that answered had adopted a table in which we own it,
-        so it serves none of it, and no one else may write it while we own it
-        (at a hundred members, asking everyone again at each retry or list
-        change never completed on a busy machine).
+        might be the newest, so no decision is made without it.
         """
         members = self._cluster.current_members()
-        asks: dict[str, list[int]] = {}
-        for member in members.members:
-            missing = [p for p in partitions if member.uuid not in self._answers.get(p, {})]
-            if member.uuid != self._me and missing:
-                asks[member.uuid] = missing
-        results = await asyncio.gather(
-            *(self._versions_of(uuid, members, asked) for uuid, asked in asks.items()), return_exceptions=True
-        )
-        failed: Exception | None = None
-        for (uuid, asked), result in zip(asks.items(), results, strict=True):
-            if isinstance(result, Exception):
-                failed = failed or result
-            elif isinstance(result, BaseException):
-                raise result
-            else:
-                for p in asked:
-                    if self.table.owner(p) == self._me:  # (dropped when it moved on meanwhile)
-                        self._answers.setdefault(p, {})[uuid] = result.get(p)
-        self._check_table(version)
-        if failed is not None:
-            raise failed
         copies: dict[int, list[tuple[int, str]]] = {p: [] for p in partitions}
         for p in partitions:
             part = self.parts[p]
             if part is not None:
                 copies[p].append((part.version, self._me))
-            answers = self._answers.get(p, {})
-            for member in members.members:
-                copy = answers.get(member.uuid)
-                if copy is not None and member.uuid != self._me:
-                    copies[p].append((copy.version, member.uuid))
+        others = [m.uuid for m in members.members if m.uuid != self._me]
+        answers = await asyncio.gather(*(self._versions_of(uuid, members, partitions) for uuid in others))
+        self._check_table(version)
+        for uuid, found in zip(others, answers, strict=True):
+            for p, v in found.items():
+                if v is not None and p in copies:
+                    copies[p].append((v.version, uuid))
         return copies
 
     async def _versions_of(
@@ -314,11 +282,6 @@ class PartitionManager:
                 raise
             except ValueError as exc:
                 raise RemoteError(f"partition {p} transfer from {source} was malformed: {exc}") from exc
-            except PeerGridError:
-                # Ask it again: its copy may be gone (a member removed and admitted again under
-                # its uuid starts empty, and we may not have seen the list without it).
-                self._answers.get(p, {}).pop(source, None)
-                raise
             self._check_table(version)
             self.parts[p] = staging
             self._serve(p)
@@ -358,7 +321,6 @@ class PartitionManager:
 
     def _serve(self, p: int) -> None:
         if self.table.owner(p) == self._me:
-            self._answers.pop(p, None)
             self.readable[p] = self.parts[p]
             self._on_served()
 
