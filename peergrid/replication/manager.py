@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import random
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, Protocol
 
@@ -199,7 +198,6 @@ class PartitionManager:
 
     async def _sync_forever(self) -> None:
         """Become ready for every owned partition, then bring backups in sync and release leftovers."""
-        failed_at, failures = -1, 0  # consecutive failed attempts at one table version
         while not self._stopped:
             version = self.table.version
             try:
@@ -213,30 +211,11 @@ class PartitionManager:
             except _TableMovedError:
                 continue
             except PeerGridError as exc:
-                # Each attempt asks every member again; while the same table keeps failing (a
-                # member too busy to answer in time), wait longer between attempts, up to eight
-                # heartbeats: at a hundred members on two cores, every new owner asking everyone
-                # each second kept the machine, and the master, too busy to answer anyone. A new
-                # table (the silent member removed) is tried at once.
-                failures = failures + 1 if failed_at == version else 1
-                failed_at = version
-                pause = self._timing.heartbeat_interval * min(2 ** (failures - 1), 8)
-                log.debug("partition sync at table %d will retry in %.1fs: %s", version, pause, exc)
-                jitter = random.uniform(0.75, 1.25)  # noqa: S311 (spreads retries; no secret)
-                await self._table_moved_or(pause * jitter, version)
+                log.debug("partition sync at table %d will retry: %s", version, exc)
+                await asyncio.sleep(self._timing.heartbeat_interval)
                 continue
             if self.table.version == version and not self._unready_owned():
                 return
-
-    async def _table_moved_or(self, seconds: float, version: int) -> None:
-        """Sleep ``seconds``, or less: until the table is newer than ``version``."""
-        step = self._timing.heartbeat_interval / 4
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
-        for _ in range(int(seconds / step) + 1):
-            if self.table.version != version or self._stopped:
-                return
-            await asyncio.sleep(max(0.0, min(step, deadline - loop.time())))
 
     async def _ask_versions(self, partitions: list[int], version: int) -> dict[int, list[tuple[int, str]]]:
         """Every member's complete copies of ``partitions``: ``p -> [(version, uuid)]``.
