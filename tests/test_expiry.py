@@ -118,6 +118,17 @@ def test_a_sweep_frees_exactly_the_keys_whose_ttl_passed_once_each(steps) -> Non
 @example([("put", b"ea", 0), ("touch", b"ea", 5), ("sweep", 10, 0), ("sweep", 6, 0)])
 # a copy's idle clock set earlier than its put: due before the pair the put pushed
 @example([("put", b"ea", 0), ("access", b"ea", -5), ("sweep", 6, 0)])
+# a put after a later-stamped touch (an owner's clock ahead of ours): due from the put, not the touch
+@example(
+    [
+        ("put", b"eb", 0),
+        ("touch", b"eb", 1),
+        ("sweep", 1, 0),
+        ("sweep", 9, 0),
+        ("put", b"eb", 0),
+        ("sweep", 0, 0),
+    ]
+)
 def test_a_sweep_frees_exactly_the_keys_idle_too_long_or_past_their_ttl(steps) -> None:
     check(steps, StorePolicy(max_idle=IDLE, track_access=True))
     with fresh_pairs(2):

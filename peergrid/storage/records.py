@@ -360,6 +360,10 @@ class Records:
             idle = self.policy.max_idle if self.policy is not None else None
             if access.add(key) and idle is not None:
                 self._push_idle(access, key, now + idle)
+            elif idle is not None and now < access.last.get(key, now):
+                # An earlier access than the last one (a touch synced from an owner whose clock
+                # runs ahead): its idle deadline is earlier than the pair already queued.
+                self._push_idle(access, key, now + idle)
             access.last[key] = now
             if self.policy is not None and self.policy.lfu:
                 access.freq[key] = _lfu_increment(access.freq.get(key, LFU_INITIAL))
