@@ -358,11 +358,9 @@ class Records:
         if access is not None:
             now = time.time()
             idle = self.policy.max_idle if self.policy is not None else None
-            if access.add(key) and idle is not None:
-                self._push_idle(access, key, now + idle)
-            elif idle is not None and now < access.last.get(key, now):
-                # An earlier access than the last one (a touch synced from an owner whose clock
-                # runs ahead): its idle deadline is earlier than the pair already queued.
+            # A new key, or an access earlier than the last (a touch synced from an owner whose
+            # clock runs ahead), is due before any pair already queued for it.
+            if (access.add(key) or now < access.last.get(key, now)) and idle is not None:
                 self._push_idle(access, key, now + idle)
             access.last[key] = now
             if self.policy is not None and self.policy.lfu:
