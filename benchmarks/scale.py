@@ -21,7 +21,9 @@ import contextlib
 import json
 import os
 import queue
+import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -29,8 +31,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-from benchmarks._proc import free_port
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 REMOVED = ("removing it", "was dropped from cluster")
@@ -101,9 +101,13 @@ class Member:
             raise RuntimeError(f"{self.address}: {answer['error']}: {answer['message']}")
         return answer["result"]
 
-    def cpu_seconds(self) -> float:
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
+    def cpu_seconds(self) -> float | None:
+        """CPU seconds used so far; None once the process has exited."""
+        try:
+            with open(f"/proc/{self.proc.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            return None
         return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
     def removals(self) -> list[str]:
@@ -155,9 +159,25 @@ def until(condition: Any, timeout: float, pause: float = 0.25) -> float | None:
     return None
 
 
+def listen_ports(n: int) -> list[int]:
+    """``n`` free ports below the ephemeral range: a hundred members dialling each other use
+    thousands of ephemeral ports, and one may take a port a member is about to bind."""
+    low = 20_000
+    with contextlib.suppress(OSError, ValueError), open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        low = min(low, int(f.read().split()[0]) - n - 1)
+    ports: list[int] = []
+    candidate = random.randrange(max(1025, low - 10_000), low - n)
+    while len(ports) < n:
+        with contextlib.suppress(OSError), socket.socket() as probe:
+            probe.bind(("127.0.0.1", candidate))
+            ports.append(candidate)
+        candidate += 1
+    return ports
+
+
 def run_size(n: int, args: argparse.Namespace) -> Figures:
     figures = Figures(n)
-    ports = [free_port() for _ in range(n)]
+    ports = listen_ports(n)
     seeds = [f"127.0.0.1:{p}" for p in ports[:3]]
     extra = ["--backup-count", "1", *(["-v"] if args.log_dir else [])]  # INFO logs when kept
     progress(f"N={n}: starting {n} members together (seeds {', '.join(seeds)})")
@@ -168,9 +188,9 @@ def run_size(n: int, args: argparse.Namespace) -> Figures:
         everyone = {m.address for m in members}
 
         def all_joined() -> bool:
-            if any(m.started is None for m in members if m.alive):
-                return False
-            return all(set(m.command(wait=10, op="members")) == everyone for m in members if m.alive)
+            if any(m.started is None or not m.alive for m in members):
+                return False  # (one that exited never joins: the run reports it)
+            return all(set(m.command(wait=10, op="members")) == everyone for m in members)
 
         joined = until(all_joined, args.join_timeout)
         figures.exited = sum(not m.alive for m in members)
@@ -192,7 +212,12 @@ def run_size(n: int, args: argparse.Namespace) -> Figures:
         before = {m.address: m.cpu_seconds() for m in members}
         master = first.command(op="members")[0]
         time.sleep(args.idle)
-        used = {m.address: (m.cpu_seconds() - before[m.address]) / args.idle * 100 for m in members}
+        after = {m.address: m.cpu_seconds() for m in members}
+        used = {
+            address: (end - start) / args.idle * 100
+            for address, start in before.items()
+            if start is not None and (end := after[address]) is not None
+        }
         figures.idle_mean = sum(used.values()) / len(used)
         figures.idle_max = max(used.values())
         figures.idle_master = used.get(master)

@@ -58,7 +58,9 @@ class Timing:
     """Pause between two rounds of join attempts."""
     join_batch_window: float = 0.05
     """How long the master gathers joiners before admitting them in one new member list (a
-    simultaneous start of many members makes a few list versions, not one per member)."""
+    simultaneous start of many members makes a few list versions, not one per member). While
+    joiners keep coming, a batch also waits until a ``heartbeat_interval`` has passed since the
+    last: every list version costs every member a new partition table and migrations."""
     rpc_timeout: float = 3.0
     """Deadline of one control call (join, publish, heartbeat, migration step)."""
     operation_timeout: float = 10.0

@@ -82,6 +82,10 @@ TAKEOVER_WITNESSES = 3
 #: judgement of others by one heartbeat interval.
 MAX_HEALTH = 8
 
+#: Seconds between two log lines of a member still waiting to be admitted.
+JOIN_REPORT_EVERY = 15.0
+_JOIN_STATUS = {v: k.lower().replace("_", " ") for k, v in vars(JoinStatus).items() if k.isupper()}
+
 
 class State(Enum):
     """Where this member is in its life."""
@@ -154,6 +158,8 @@ class Membership:
         self._confirmed_at = 0.0  # send time of the latest heartbeat any member answered OK
         self._resumed = 0.0  # when this member last noticed its loop had stalled
         self._pulling = False
+        # The list being confirmed, and the task confirming it (``_adopt_confirmed``).
+        self._confirming: tuple[MemberList, asyncio.Task[None]] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
         # The list version this member (re)joined at: a frame stamped with an older one was sent to
@@ -166,6 +172,8 @@ class Membership:
         self._answered_at = 0.0  # when a seed last answered a join
         self._unreachable = ""  # why the last master that answered could not call us back
         self._seed_errors: dict[str, str] = {}  # address -> why the last join call to it failed
+        self._join_answers: dict[str, str] = {}  # address -> its last answer to a join (logged)
+        self._report_at = 0.0  # when a member still joining next says why
         self._progress = 0  # the highest list version a seed answered with during this join
         # An address that answered this join from a formed cluster (list version > 0): while still
         # joining, we send other joiners there rather than name a starting member to defer to.
@@ -177,6 +185,7 @@ class Membership:
         self._anyone_forms = False  # (set as join() starts)
         # The master admits joiners in batches: uuid -> (member, its future list) until the next one.
         self._admitting: dict[str, tuple[Member, asyncio.Future[MemberList | None]]] = {}
+        self._last_admission = float("-inf")  # when the master last admitted a batch
         # Failure detection (see "heartbeats" below).
         self._beat_from: dict[str, float] = {}  # master: when each member's own heartbeat last came
         # Master: members admitted whose first heartbeat has not come yet (a process that just
@@ -258,8 +267,7 @@ class Membership:
             result = await self._join_round(seeds, set(hints) - set(static))
             if result is True or self.state is not State.JOINING:
                 return
-            if isinstance(result, PeerGridError):
-                refusal = result
+            refusal = result if isinstance(result, PeerGridError) else refusal
             # Lowest for two rounds running: a joiner that has not reached us yet will
             # have asked by the second round (every joiner asks its seeds every round).
             lowest_rounds = lowest_rounds + 1 if self._should_form() else 0
@@ -305,6 +313,7 @@ class Membership:
                     f"the seeds at {', '.join(seeds)} answered but cluster {self._config.cluster!r} did not "
                     f"admit this member within {now - started:.1f}s ({why}); not starting a second cluster"
                 )
+            self._report_join(now, started)
             pause = self._join_pause(pause)
             await asyncio.sleep(pause)
         if self.state is State.JOINING:
@@ -352,10 +361,9 @@ class Membership:
             except PeerGridError as exc:
                 log.debug("join via %s failed: %s", address, exc)
                 self._seed_errors[address] = str(exc)
+                self._join_answers[address] = _strip(exc)
                 continue
-            self._answered = True
-            self._answered_at = self._clock()
-            self._progress = max(self._progress, reply.list_version)
+            self._answered_by(address, reply, sent)
             if reply.list_version > 0:
                 # A cluster runs (the answer came from a member of one): join it, never form.
                 redirected = reply.status == JoinStatus.NOT_MASTER and reply.master_address
@@ -381,6 +389,31 @@ class Membership:
                     continue
                 raise JoinError(f"the seed at {address} refused this member: {reply.reason}")
         return refusal
+
+    def _answered_by(self, address: str, reply: JoinReply, sent: float) -> None:
+        """A seed answered a join sent at ``sent``: a cluster (or a starting member) runs."""
+        now = self._clock()
+        self._answered = True
+        self._answered_at = now
+        status = _JOIN_STATUS.get(reply.status, str(reply.status))
+        self._join_answers[address] = f"{status} in {now - sent:.1f}s" + (
+            f" (ask {reply.master_address})" if reply.master_address else ""
+        )
+        self._progress = max(self._progress, reply.list_version)
+
+    def _report_join(self, now: float, started: float) -> None:
+        """Say, now and then, why this member is still joining (an operator watching one that
+        does not join)."""
+        if now < self._report_at:
+            return
+        self._report_at = now + JOIN_REPORT_EVERY
+        log.info(
+            "member %s still joining cluster %r after %.0fs; last answers: %s",
+            self.me.address,
+            self._config.cluster,
+            now - started,
+            "; ".join(f"{a}: {why}" for a, why in self._join_answers.items()) or "none",
+        )
 
     def _admitted(self, members: MemberList, sent: float) -> None:
         """The master admitted us, in ``members``, answering a request sent at ``sent``."""
@@ -418,6 +451,8 @@ class Membership:
         self._formers(list(self._seeds()), started)
         self._answered = False
         self._unreachable = ""
+        self._join_answers.clear()
+        self._report_at = started + JOIN_REPORT_EVERY
         self._ignored_hints.clear()
 
     def _formers(self, static: list[str], started: float) -> None:
@@ -549,7 +584,12 @@ class Membership:
         return await asyncio.shield(entry[1])
 
     async def _admit_batch(self) -> None:
-        await asyncio.sleep(self._timing.join_batch_window)
+        # At most one admission a heartbeat while joiners keep coming (a hundred members
+        # starting together: ~one list version a second rather than one every few joiners).
+        since = self._clock() - self._last_admission
+        window = self._timing.join_batch_window
+        await asyncio.sleep(max(window, self._timing.heartbeat_interval - since))
+        self._last_admission = self._clock()
         batch, self._admitting = self._admitting, {}
         admitted: MemberList | None = None
         try:
@@ -746,13 +786,29 @@ class Membership:
 
     async def _adopt_confirmed(self, claimed: MemberList) -> bool:
         """Adopt ``claimed`` (or a newer list) as the members that may vouch for it give it;
-        True when this member's list is now at least as new."""
+        True when this member's list is now at least as new.
+
+        One confirmation at a time: a new list reaches a member with the master's publication
+        and with the version query of every new owner at once, and each would otherwise ask the
+        master for its list (at a hundred members, thousands of calls to the master a list).
+        A request that brings the same version waits for the confirmation under way.
+        """
         if claimed.version <= self.members.version:
             return True
+        job = self._confirming
+        if job is not None and not job[1].done() and job[0].version >= claimed.version:
+            await asyncio.shield(job[1])
+            if self.members.version >= claimed.version or job[0] == claimed:
+                return self.members.version >= claimed.version
+        job = (claimed, self._spawn(self._confirm(claimed)))
+        self._confirming = job
+        await asyncio.shield(job[1])
+        return self.members.version >= claimed.version
+
+    async def _confirm(self, claimed: MemberList) -> None:
         confirmed = await self._confirmed(claimed)
         if confirmed is not None:
             self.adopt(confirmed)  # (not while joining or stopped: adopt() checks)
-        return self.members.version >= claimed.version
 
     async def _confirmed(self, claimed: MemberList) -> MemberList | None:
         """``claimed``, a list newer than ours, as a member that may vouch for it gives it (or a
@@ -1442,10 +1498,11 @@ class Membership:
             self.publish()
 
     # ------------------------------------------------------------------ lifecycle
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def reset_for_rejoin(self) -> None:
         """Forget the cluster, to join it again as a new member."""

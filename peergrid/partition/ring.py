@@ -1,8 +1,10 @@
 """Partition -> members: a consistent-hash ring with virtual nodes and bounded loads.
 
-A pure module: no locks, no I/O, no state. A new assignment is computed from a
-member set rather than an old one changed, so every member that knows the
-same members computes the same assignment, whatever order it learned them in.
+A pure module: no locks, no I/O, and no state but caches (each member's points,
+the last ring built), so results depend on the arguments alone. A new assignment
+is computed from a member set rather than an old one changed, so every member
+that knows the same members computes the same assignment, whatever order it
+learned them in.
 
 Each member puts ``vnodes * weight`` points on a 64-bit ring. Partition ``p``
 sits at the evenly spaced point ``p * 2**64 / partition_count`` (evenly spaced
@@ -18,7 +20,9 @@ dies its first backup is usually the next owner and promotion moves no data.
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -84,43 +88,94 @@ def assign(
     """Replica lists (owner first, then backups) of every partition.
 
     Each list holds ``min(replica_count, len(nodes))`` distinct uuids. With no
-    nodes, every list is empty.
+    nodes, every list is empty. The same as walking ``build_ring``'s pairs; see
+    ``_ring`` for how the ring is built fast.
     """
     unique = sorted({node.uuid: node for node in nodes}.values(), key=lambda n: n.uuid)
     if not unique:
         return tuple(() for _ in range(partition_count))
-    ring = build_ring(unique, vnodes, hash_fn)
-    points = [point for point, _ in ring]
+    ring, base, codes = _ring(unique, vnodes, hash_fn)
+    size = len(ring)
+    n = len(unique)
     caps = load_caps(unique, partition_count, load_factor)
-    loads = dict.fromkeys(caps, 0)
-    wanted = min(replica_count, len(unique))
+    cap = [caps[node.uuid] for node in unique]
+    load = [0] * n
+    wanted = min(replica_count, n)
     table = []
     for partition in range(partition_count):
-        start = bisect.bisect_left(points, partition_point(partition, partition_count))
-        owner_at = _first_under_cap(ring, start, loads, caps)
-        owner = ring[owner_at % len(ring)][1]
-        loads[owner] += 1
-        table.append(_with_backups(ring, owner_at, owner, wanted))
+        # The first ring point at or after the partition's (a key's code is below ``base``).
+        at = bisect.bisect_left(ring, partition_point(partition, partition_count) * base)
+        # Caps sum to at least the partition count, so some node is under its cap.
+        while load[codes[ring[at % size] % base]] >= cap[codes[ring[at % size] % base]]:
+            at += 1
+        owner = codes[ring[at % size] % base]
+        load[owner] += 1
+        replicas = [owner]
+        step = 1
+        while len(replicas) < wanted:
+            index = codes[ring[(at + step) % size] % base]
+            if index not in replicas:
+                replicas.append(index)
+            step += 1
+        table.append(tuple(unique[i].uuid for i in replicas))
     return tuple(table)
 
 
-def _first_under_cap(
-    ring: list[tuple[int, str]], start: int, loads: dict[str, int], caps: dict[str, int]
-) -> int:
-    # Caps sum to at least the partition count, so some node is under its cap.
-    for step in range(len(ring)):
-        uuid = ring[(start + step) % len(ring)][1]
-        if loads[uuid] < caps[uuid]:
-            return start + step
-    raise AssertionError("caps cannot hold the partitions")  # pragma: no cover
+_TAG_BITS = 32
+_Ring = tuple[list[int], int, "Sequence[int] | dict[int, int]"]
 
 
-def _with_backups(ring: list[tuple[int, str]], owner_at: int, owner: str, wanted: int) -> tuple[str, ...]:
-    replicas = [owner]
-    step = 1
-    while len(replicas) < wanted:
-        uuid = ring[(owner_at + step) % len(ring)][1]
-        if uuid not in replicas:
-            replicas.append(uuid)
-        step += 1
-    return tuple(replicas)
+def _ring(unique: list[RingMember], vnodes: int, hash_fn: Hash) -> _Ring:
+    """The ring as sorted ``point * base + code`` ints, ``base``, and code -> index in ``unique``.
+
+    Every member derives a table at each of the cluster's list changes, and at 100 members the
+    ring has 51,200 points (sorting pairs took ~100 ms). With the default hash each member's
+    keys are remembered, coded with a 32-bit tag of its uuid, and the last ring is kept: a
+    list that adds a member merges its keys into the last ring (~1 ms), one that removes
+    some filters them out. Two points are ordered by tag rather than by uuid only if two
+    64-bit points are equal, and then on every member alike. Otherwise (another hash, two
+    uuids with one tag) codes are indices into ``unique``: sorted by point, then uuid.
+    """
+    counts = {node.uuid: max(1, round(vnodes * node.weight)) for node in unique}
+    tags = {_tag(uuid): index for index, uuid in enumerate(counts)}
+    if hash_fn is not ring_hash or len(tags) < len(counts):
+        n = len(unique)
+        keys = (
+            point * n + index
+            for index, node in enumerate(unique)
+            for point in _points_of(node, counts, hash_fn)
+        )
+        return sorted(keys), n, range(n)
+    global _last_ring
+    last_counts, last = _last_ring
+    gone = {_tag(uuid) for uuid, count in last_counts.items() if counts.get(uuid) != count}
+    new = [uuid for uuid, count in counts.items() if last_counts.get(uuid) != count]
+    if len(gone) + len(new) < len(counts) // 2 and not gone & tags.keys():
+        mask = (1 << _TAG_BITS) - 1
+        kept = [key for key in last if key & mask not in gone] if gone else list(last)
+        ring = kept + list(itertools.chain.from_iterable(_keys(uuid, counts[uuid]) for uuid in new))
+    else:
+        ring = list(itertools.chain.from_iterable(_keys(uuid, count) for uuid, count in counts.items()))
+    ring.sort()  # (sorted runs: a merge)
+    _last_ring = (counts, ring)  # (replaced whole: members in other threads read it unlocked)
+    return ring, 1 << _TAG_BITS, tags
+
+
+# The last ring built with the default hash: the members' point counts, and its keys.
+_last_ring: tuple[dict[str, int], list[int]] = ({}, [])
+
+
+def _points_of(node: RingMember, counts: dict[str, int], hash_fn: Hash) -> list[int]:
+    return sorted(hash_fn(f"{node.uuid}#{i}") for i in range(counts[node.uuid]))
+
+
+@functools.lru_cache(maxsize=4096)
+def _tag(uuid: str) -> int:
+    return int.from_bytes(hashlib.blake2b(uuid.encode(), digest_size=_TAG_BITS // 8).digest(), "big")
+
+
+@functools.lru_cache(maxsize=256)
+def _keys(uuid: str, count: int) -> tuple[int, ...]:
+    # Sorted, so that the ring's sort merges runs (~22 KiB a member of 512 points).
+    tag = _tag(uuid)
+    return tuple(sorted((ring_hash(f"{uuid}#{i}") << _TAG_BITS) | tag for i in range(count)))

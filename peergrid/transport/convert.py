@@ -8,6 +8,8 @@ sees it.
 
 from __future__ import annotations
 
+from typing import Any
+
 from peergrid.events.model import EventBatch
 from peergrid.protocol import (
     Chunk,
@@ -43,17 +45,32 @@ def _member(msg: common_pb2.MemberInfo) -> Member:
 
 
 def members_to_pb(members: MemberList, cluster: str) -> common_pb2.MemberList:
-    return common_pb2.MemberList(
+    """The list as a message; the same message for the same list object (read it, never
+    change it): a master publishes one list to every member, a new owner sends one with each
+    version query, so a 100-member list would otherwise be built a hundred times."""
+    key = (id(members), cluster)
+    cached = _BUILT.get(key)
+    if cached is not None and cached[0] is members:
+        return cached[1]
+    msg = common_pb2.MemberList(
         version=members.version,
         master_uuid=members.master_uuid,
         members=[member_to_pb(m) for m in members.members],
         cluster=cluster,
         origin=members.origin,
     )
+    _remember(_BUILT, key, (members, msg))
+    return msg
 
 
 def members_from_pb(msg: common_pb2.MemberList) -> MemberList:
-    """A member list as a peer sent it; ``ValueError`` when it is malformed."""
+    """A member list as a peer sent it; ``ValueError`` when it is malformed. A list received
+    before, byte for byte, is not decoded and checked again (each member receives the same
+    list from every new owner's version query)."""
+    wire = msg.SerializeToString(deterministic=True)
+    members = _DECODED.get(wire)
+    if members is not None:
+        return members
     members = MemberList(
         version=msg.version,
         master_uuid=msg.master_uuid,
@@ -63,7 +80,24 @@ def members_from_pb(msg: common_pb2.MemberList) -> MemberList:
     problem = member_list_problem(members)
     if problem is not None:
         raise ValueError(problem)
+    _remember(_DECODED, wire, members)
     return members
+
+
+# The last few lists built and decoded (several members may share a process). A dict's
+# get and set are atomic: members' loop threads may share these without a lock.
+_KEPT = 8
+_BUILT: dict[tuple[int, str], tuple[MemberList, common_pb2.MemberList]] = {}
+_DECODED: dict[bytes, MemberList] = {}
+
+
+def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    cache[key] = value
+    while len(cache) > _KEPT:
+        try:
+            del cache[next(iter(cache))]
+        except (KeyError, RuntimeError, StopIteration):  # another thread trimmed it first
+            break
 
 
 def join_reply_to_pb(reply: JoinReply) -> membership_pb2.JoinResponse:
