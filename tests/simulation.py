@@ -163,10 +163,22 @@ class Report:
 class Simulation:
     """N members on a ``Network``; drive with ``run(...)`` inside a ``VirtualLoop``."""
 
-    def __init__(self, n: int, seed: int = 1, loss: float = 0.0, timing: Timing | None = None) -> None:
+    def __init__(
+        self,
+        n: int,
+        seed: int = 1,
+        loss: float = 0.0,
+        timing: Timing | None = None,
+        min_cluster_size: int = 1,
+    ) -> None:
         self.n = n
         self.timing = timing or Timing()
-        self.config = GridConfig(cluster="sim", timing=self.timing, partition_count=max(271, 2 * n + 1))
+        self.config = GridConfig(
+            cluster="sim",
+            timing=self.timing,
+            partition_count=max(271, 2 * n + 1),
+            min_cluster_size=min_cluster_size,
+        )
         self.net = Network(random.Random(seed), loss=loss)
         self.rng = random.Random(seed + 1)
         self.removed: list[tuple[float, str, str]] = []  # (time, by address, removed uuid)
@@ -401,6 +413,53 @@ class Simulation:
         await self._stop(members)
         return removed, agreed
 
+    async def split(
+        self, minority: int, duration: float, late: bool = False
+    ) -> list[tuple[float, list[str]]]:
+        """The master and ``minority - 1`` other members cannot reach the rest, both ways, for
+        ``duration`` seconds; then the network heals. Returns the moments (sampled every tenth of
+        a heartbeat, until ten failure timeouts after the heal) at which members following
+        different masters both served (held an owner lease and a quorum), with those masters.
+        ``late``: one member of the larger side gets the list of the member that takes over
+        there only after the heal."""
+        members = await self._formed()
+        master = next(m for m in members if m.is_master)
+        others = [m for m in members if m is not master]
+        small = {master.address, *(m.address for m in self.rng.sample(others, minority - 1))}
+        large = {m.address for m in members} - small
+        cut = {(a, b, call) for a in small for b in large for call in ("", "publish", "get_members")}
+        cut |= {(b, a, call) for a, b, call in cut}
+        if late:
+            # One member of the larger side misses the list of the member taking over there
+            # until the heal (its publication and the pulls are lost), as a loaded member may.
+            taker = min(large, key=lambda a: next(m.me.uuid for m in members if m.address == a))
+            slow = self.rng.choice(sorted(large - {taker}))
+            cut |= {(a, slow, "publish") for a in large} | {(slow, a, "get_members") for a in large}
+        # One member of the larger side is cut off a heartbeat earlier: the master, which then
+        # hears three of four, removes it alone and keeps a list of min_cluster_size members.
+        first = self.rng.choice(sorted(large))
+        early = {(a, b, c) for a, b, c in cut if first in (a, b) and {a, b} & small}
+        loop = asyncio.get_running_loop()
+        forks: list[tuple[float, list[str]]] = []
+        start = loop.time()
+        end = start + duration + 10 * self.timing.failure_timeout
+        while loop.time() < end:
+            elapsed = loop.time() - start
+            if elapsed < duration:
+                self.net.blocked |= cut if elapsed >= 2 * self.timing.heartbeat_interval else early
+            else:
+                self.net.blocked -= cut
+            serving = {
+                m.members.master_uuid
+                for m in members
+                if m.state is State.ACTIVE and m.holds_lease() and m.has_quorum()
+            }
+            if len(serving) > 1:
+                forks.append((loop.time() - start, sorted(self.uuids[u] for u in serving)))
+            await asyncio.sleep(self.timing.heartbeat_interval / 10)
+        await self._stop(members)
+        return forks
+
     async def staggered_start(self, stagger: float) -> tuple[int, float | None]:
         """Every member starts within ``stagger`` seconds of the first, in random order, with
         random uuids (uuid4: a member that starts late may have the lowest); three seeds, as
@@ -480,6 +539,20 @@ def master_cut_from_one(
 ) -> tuple[set[str], list[str]]:
     """Run ``Simulation.master_cut_from_one`` (seeded, as ``simulate``)."""
     return _virtual(seed, Simulation(n, seed, 0.0, timing).master_cut_from_one(duration))
+
+
+def split(
+    n: int,
+    minority: int,
+    duration: float,
+    min_cluster_size: int,
+    seed: int = 1,
+    timing: Timing | None = None,
+    late: bool = False,
+) -> list[tuple[float, list[str]]]:
+    """Run ``Simulation.split`` (seeded, as ``simulate``)."""
+    sim = Simulation(n, seed, 0.0, timing, min_cluster_size)
+    return _virtual(seed, sim.split(minority, duration, late))
 
 
 def master_isolated(

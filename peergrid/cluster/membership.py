@@ -45,7 +45,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from enum import Enum
 from typing import Any, Protocol
 
-from peergrid.config import GridConfig
+from peergrid.config import CLOCK_DRIFT, GridConfig
 from peergrid.errors import (
     ClusterError,
     ClusterNameMismatchError,
@@ -155,6 +155,12 @@ class Membership:
         self.lease_until = 0.0
         # uuid -> send time of the latest heartbeat that member answered OK (counted us a member).
         self._acked: dict[str, float] = {}
+        # The same, for answers given while the answering member ran our very list version: only
+        # these count toward the min_cluster_size part of the lease (see ``_renew``).
+        self._quorum_acked: dict[str, float] = {}
+        # uuid -> when we last answered a heartbeat of that member at its own list version, with
+        # min_cluster_size: our answer may be renewing its lease (see ``vouch_lapse``).
+        self._vouched: dict[str, float] = {}
         self._confirmed_at = 0.0  # send time of the latest heartbeat any member answered OK
         self._resumed = 0.0  # when this member last noticed its loop had stalled
         self._pulling = False
@@ -731,9 +737,15 @@ class Membership:
             if uuid not in members:
                 del self._beat_errors[uuid]
         self._fresh.intersection_update(members.uuids)
-        for uuid in list(self._acked):
-            if uuid not in members:
-                del self._acked[uuid]
+        for acks in (self._acked, self._quorum_acked):
+            for uuid in list(acks):
+                if uuid not in members:
+                    del acks[uuid]
+        for member in old.members:
+            if member.leaving and member.uuid not in members:
+                # A member that left gracefully owned nothing since it was marked leaving: no
+                # new owner needs to wait for its lease.
+                self._vouched.pop(member.uuid, None)
         self._on_change(old, members)
         self._renew(now)
         return True
@@ -947,6 +959,8 @@ class Membership:
         if self.is_master:
             self._beat_from[uuid] = now
             self._fresh.discard(uuid)
+        if self._config.min_cluster_size > 1 and list_version == self.members.version:
+            self._vouched[uuid] = now
         self.saw_version(list_version, member.address)
         return HeartbeatReply(
             HeartbeatStatus.OK,
@@ -1057,7 +1071,10 @@ class Membership:
             until = self._acked.get(self.members.master_uuid, 0.0) + lease
         need = self._config.min_cluster_size - 1
         if need > 0:
-            acks = sorted((t for u, t in self._acked.items() if u != self.me.uuid), reverse=True)
+            # Only answers of members that ran our list version: one list at a time on each, so
+            # two lineages of the list (a master cut off that kept removing members, and the one
+            # that took over from it) cannot both count min_cluster_size members at once.
+            acks = sorted((t for u, t in self._quorum_acked.items() if u != self.me.uuid), reverse=True)
             until = min(until, acks[need - 1] + lease if len(acks) >= need else 0.0)
         self.lease_until = max(self.lease_until, until)
 
@@ -1067,6 +1084,26 @@ class Membership:
         if self.state is State.JOINING:
             return True
         return len(self.members.members) >= self._config.min_cluster_size
+
+    def vouch_lapse(self, members: MemberList) -> float:
+        """Seconds until no answer of ours can still renew the lease of a member missing from
+        ``members`` (0.0 when none can).
+
+        With ``min_cluster_size``, a member's lease rests on answers of members that ran its list
+        version (``_renew``). A member removed from ``members`` by a master that could not hear
+        it may still hear us, and serve on the strength of our answers: a new owner that asks us
+        about its partitions waits this long before we answer, so that it serves only once the
+        removed member no longer does (the answer counted from its send time, which came before).
+        """
+        if not self._vouched:
+            return 0.0
+        now = self._clock()
+        horizon = self._timing.lease * (1 + 2 * CLOCK_DRIFT)
+        for uuid, at in list(self._vouched.items()):
+            if at + horizon <= now:
+                del self._vouched[uuid]
+        latest = max((at for uuid, at in self._vouched.items() if uuid not in members), default=None)
+        return 0.0 if latest is None else max(0.0, latest + horizon - now)
 
     def holds_lease(self) -> bool:
         """True while this member may serve its partitions (see the module docstring)."""
@@ -1094,6 +1131,8 @@ class Membership:
         if reply.status == HeartbeatStatus.OK and member.uuid in self.members:
             if sent > self._acked.get(member.uuid, 0.0):
                 self._acked[member.uuid] = sent
+            if reply.list_version == self.members.version and sent > self._quorum_acked.get(member.uuid, 0.0):
+                self._quorum_acked[member.uuid] = sent
             self._confirmed_at = max(self._confirmed_at, sent)
             self._renew(self._clock())
         if self._not_counted_by(member, reply):
@@ -1513,6 +1552,8 @@ class Membership:
         self._fresh.clear()
         self._joiners.clear()
         self._acked.clear()
+        self._quorum_acked.clear()
+        self._vouched.clear()
         self.lease_until = 0.0
 
     async def stop(self) -> None:

@@ -338,6 +338,10 @@ class Node:
         """True while this member may serve its partitions (its owner lease lies ahead)."""
         return self.membership.holds_lease()
 
+    def vouch_lapse(self, members: MemberList) -> float:
+        """Seconds until our answers renew no lease of a member missing from ``members``."""
+        return self.membership.vouch_lapse(members)
+
     def _members_changed(self, old: MemberList, new: MemberList) -> None:
         if old.version == 0 and new.members == (self.membership.me,):
             self.manager.form()

@@ -71,6 +71,7 @@ class ManagerMember(Protocol):
     async def adopt_members(self, members: MemberList) -> None: ...
     def has_quorum(self) -> bool: ...
     def holds_lease(self) -> bool: ...
+    def vouch_lapse(self, members: MemberList) -> float: ...
 
 
 class PartitionManager:
@@ -231,6 +232,7 @@ class PartitionManager:
                 copies[p].append((part.version, self._me))
         others = [m.uuid for m in members.members if m.uuid != self._me]
         answers = await asyncio.gather(*(self._versions_of(uuid, members, partitions) for uuid in others))
+        await _lapse(self._cluster.vouch_lapse(members))  # as each member asked did (handle_versions)
         self._check_table(version)
         for uuid, found in zip(others, answers, strict=True):
             for p, v in found.items():
@@ -480,6 +482,9 @@ class PartitionManager:
         """A new owner asks for our copies; adopting its list first makes us stop serving them
         (``ClusterError`` when its list cannot be confirmed: then we answer nothing)."""
         await self._cluster.adopt_members(members)
+        # A member the asker's list dropped may still serve on our answers to its heartbeats:
+        # the asker may serve only once that lease ran out (``Membership.vouch_lapse``).
+        await _lapse(self._cluster.vouch_lapse(members))
         found: dict[int, Copy | None] = {}
         for p in partitions:
             if 0 <= p < len(self.parts):
@@ -706,6 +711,11 @@ class PartitionManager:
             elif index is not None:
                 backup += part.entry_count()
         return owned, backup
+
+
+async def _lapse(seconds: float) -> None:
+    if seconds > 0:
+        await asyncio.sleep(seconds)
 
 
 class _TableMovedError(PeerGridError):
