@@ -246,3 +246,61 @@ def test_a_dropped_connection_is_not_a_tls_failure() -> None:
     with pytest.raises(PeerUnavailableError) as info:
         _translate("10.0.0.9:5701", error)
     assert not isinstance(info.value, TLSError)
+
+
+def test_a_new_owner_serves_nothing_while_a_member_it_asked_runs_a_newer_list() -> None:
+    # A member that skipped our table (it went from the one before straight to a newer one)
+    # keeps serving what it owned in both: it answers our version query without adopting our
+    # older list. We must not serve then, or two owners serve one partition; we pull the newer
+    # list instead, and serve once the member runs ours (or we run its).
+    from peergrid.protocol import Copy, Member, MemberList
+    from peergrid.replication.manager import PartitionManager
+
+    members = MemberList(2, "a", tuple(Member(u, f"127.0.0.1:{i + 1}") for i, u in enumerate("ab")))
+    theirs = {"version": 3}
+    pulled: list[tuple[int, str]] = []
+
+    class Peer:
+        async def versions(self, members, partitions, timeout=None):  # type: ignore[no-untyped-def]
+            return theirs["version"], dict.fromkeys(partitions, Copy(0, False))
+
+    class Node:
+        uuid = "a"
+        loop = None
+
+        def current_members(self) -> MemberList:
+            return members
+
+        def replica_peer(self, uuid: str) -> Peer:
+            return Peer()
+
+        async def adopt_members(self, members: MemberList) -> None:
+            return None
+
+        def vouch_lapse(self, members: MemberList) -> float:
+            return 0.0
+
+        def saw_version(self, version: int, uuid: str) -> None:
+            pulled.append((version, uuid))
+
+    async def scenario() -> None:
+        config = GridConfig(partition_count=16, backup_count=0, timing=Timing.fast())
+        manager = PartitionManager(config, Node(), lambda n: None, lambda: None)  # type: ignore[arg-type]
+        manager.form()  # holds every partition at version 0
+        manager.on_members(members)
+        owned = manager.table.owned_by("a")
+        assert owned
+        deadline = time.monotonic() + 10
+        while not pulled:
+            assert time.monotonic() < deadline, "the newer list was never pulled"
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(3 * config.timing.heartbeat_interval)  # retries meanwhile: still no
+        assert all(manager.readable[p] is None for p in owned)
+        theirs["version"] = 2  # it runs ours now
+        while any(manager.readable[p] is None for p in owned):
+            assert time.monotonic() < deadline, "the owned partitions were never served"
+            await asyncio.sleep(0.01)
+        await manager.stop()
+
+    asyncio.run(scenario())
+    assert pulled[0] == (3, "b")

@@ -338,6 +338,10 @@ class Node:
         """True while this member may serve its partitions (its owner lease lies ahead)."""
         return self.membership.holds_lease()
 
+    def saw_version(self, version: int, uuid: str) -> None:
+        """Member ``uuid`` runs list ``version``: pull it if it is newer than ours."""
+        self.membership.saw_version(version, self.membership.address_of(uuid))
+
     def vouch_lapse(self, members: MemberList) -> float:
         """Seconds until our answers renew no lease of a member missing from ``members``."""
         return self.membership.vouch_lapse(members)

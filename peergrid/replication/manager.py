@@ -72,6 +72,7 @@ class ManagerMember(Protocol):
     def has_quorum(self) -> bool: ...
     def holds_lease(self) -> bool: ...
     def vouch_lapse(self, members: MemberList) -> float: ...
+    def saw_version(self, version: int, uuid: str) -> None: ...
 
 
 class PartitionManager:
@@ -234,7 +235,15 @@ class PartitionManager:
         answers = await asyncio.gather(*(self._versions_of(uuid, members, partitions) for uuid in others))
         await _lapse(self._cluster.vouch_lapse(members))  # as each member asked did (handle_versions)
         self._check_table(version)
-        for uuid, found in zip(others, answers, strict=True):
+        newest, uuid = max(
+            ((theirs, uuid) for uuid, (theirs, _) in zip(others, answers, strict=True)), default=(0, "")
+        )
+        if newest > members.version:
+            # A member runs a newer list, which may name another owner: one that asked it and
+            # serves (a member that skipped our table keeps serving what it owned before it).
+            self._cluster.saw_version(newest, uuid)
+            raise _StaleTableError(f"{uuid} runs member list {newest}, newer than {members.version}")
+        for uuid, (_, found) in zip(others, answers, strict=True):
             for p, v in found.items():
                 if v is not None and p in copies:
                     copies[p].append((v.version, uuid))
@@ -242,12 +251,11 @@ class PartitionManager:
 
     async def _versions_of(
         self, uuid: str, members: MemberList, partitions: list[int]
-    ) -> dict[int, Copy | None]:
+    ) -> tuple[int, dict[int, Copy | None]]:
         peer = self._cluster.replica_peer(uuid)
         if peer is None:
-            return {}
-        _, found = await peer.versions(members, partitions, timeout=self._timing.rpc_timeout)
-        return found
+            return 0, {}
+        return await peer.versions(members, partitions, timeout=self._timing.rpc_timeout)
 
     async def _take_ownership(self, partitions: list[int], version: int) -> None:
         copies = await self._ask_versions(partitions, version)
@@ -720,3 +728,7 @@ async def _lapse(seconds: float) -> None:
 
 class _TableMovedError(PeerGridError):
     """The table changed under a sync step; start over with the new one."""
+
+
+class _StaleTableError(PeerGridError):
+    """A member asked runs a newer member list than ours: retry once we have it."""
