@@ -42,6 +42,7 @@ import random
 import time
 import uuid as uuid_module
 from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
 
@@ -85,6 +86,18 @@ MAX_HEALTH = 8
 #: Seconds between two log lines of a member still waiting to be admitted.
 JOIN_REPORT_EVERY = 15.0
 _JOIN_STATUS = {v: k.lower().replace("_", " ") for k, v in vars(JoinStatus).items() if k.isupper()}
+
+
+@dataclass
+class _QuorumAnswers:
+    """Heartbeat answers that count toward the ``min_cluster_size`` part of owner leases."""
+
+    #: uuid -> send time of the latest heartbeat that member answered OK while it ran our very
+    #: list version (``_renew``).
+    acked: dict[str, float] = field(default_factory=dict)
+    #: uuid -> when we last answered OK a heartbeat of that member at its own list version: our
+    #: answer may be renewing its lease (``vouch_lapse``).
+    vouched: dict[str, float] = field(default_factory=dict)
 
 
 class State(Enum):
@@ -155,12 +168,7 @@ class Membership:
         self.lease_until = 0.0
         # uuid -> send time of the latest heartbeat that member answered OK (counted us a member).
         self._acked: dict[str, float] = {}
-        # The same, for answers given while the answering member ran our very list version: only
-        # these count toward the min_cluster_size part of the lease (see ``_renew``).
-        self._quorum_acked: dict[str, float] = {}
-        # uuid -> when we last answered a heartbeat of that member at its own list version, with
-        # min_cluster_size: our answer may be renewing its lease (see ``vouch_lapse``).
-        self._vouched: dict[str, float] = {}
+        self._quorum = _QuorumAnswers()  # the answers min_cluster_size counts, both ways
         self._confirmed_at = 0.0  # send time of the latest heartbeat any member answered OK
         self._resumed = 0.0  # when this member last noticed its loop had stalled
         self._pulling = False
@@ -737,7 +745,7 @@ class Membership:
             if uuid not in members:
                 del self._beat_errors[uuid]
         self._fresh.intersection_update(members.uuids)
-        for acks in (self._acked, self._quorum_acked):
+        for acks in (self._acked, self._quorum.acked):
             for uuid in list(acks):
                 if uuid not in members:
                     del acks[uuid]
@@ -745,7 +753,7 @@ class Membership:
             if member.leaving and member.uuid not in members:
                 # A member that left gracefully owned nothing since it was marked leaving: no
                 # new owner needs to wait for its lease.
-                self._vouched.pop(member.uuid, None)
+                self._quorum.vouched.pop(member.uuid, None)
         self._on_change(old, members)
         self._renew(now)
         return True
@@ -960,7 +968,7 @@ class Membership:
             self._beat_from[uuid] = now
             self._fresh.discard(uuid)
         if self._config.min_cluster_size > 1 and list_version == self.members.version:
-            self._vouched[uuid] = now
+            self._quorum.vouched[uuid] = now
         self.saw_version(list_version, member.address)
         return HeartbeatReply(
             HeartbeatStatus.OK,
@@ -1074,7 +1082,7 @@ class Membership:
             # Only answers of members that ran our list version: one list at a time on each, so
             # two lineages of the list (a master cut off that kept removing members, and the one
             # that took over from it) cannot both count min_cluster_size members at once.
-            acks = sorted((t for u, t in self._quorum_acked.items() if u != self.me.uuid), reverse=True)
+            acks = sorted((t for u, t in self._quorum.acked.items() if u != self.me.uuid), reverse=True)
             until = min(until, acks[need - 1] + lease if len(acks) >= need else 0.0)
         self.lease_until = max(self.lease_until, until)
 
@@ -1095,14 +1103,14 @@ class Membership:
         about its partitions waits this long before we answer, so that it serves only once the
         removed member no longer does (the answer counted from its send time, which came before).
         """
-        if not self._vouched:
+        if not self._quorum.vouched:
             return 0.0
         now = self._clock()
         horizon = self._timing.lease * (1 + 2 * CLOCK_DRIFT)
-        for uuid, at in list(self._vouched.items()):
+        for uuid, at in list(self._quorum.vouched.items()):
             if at + horizon <= now:
-                del self._vouched[uuid]
-        latest = max((at for uuid, at in self._vouched.items() if uuid not in members), default=None)
+                del self._quorum.vouched[uuid]
+        latest = max((at for uuid, at in self._quorum.vouched.items() if uuid not in members), default=None)
         return 0.0 if latest is None else max(0.0, latest + horizon - now)
 
     def holds_lease(self) -> bool:
@@ -1131,8 +1139,8 @@ class Membership:
         if reply.status == HeartbeatStatus.OK and member.uuid in self.members:
             if sent > self._acked.get(member.uuid, 0.0):
                 self._acked[member.uuid] = sent
-            if reply.list_version == self.members.version and sent > self._quorum_acked.get(member.uuid, 0.0):
-                self._quorum_acked[member.uuid] = sent
+            if reply.list_version == self.members.version and sent > self._quorum.acked.get(member.uuid, 0.0):
+                self._quorum.acked[member.uuid] = sent
             self._confirmed_at = max(self._confirmed_at, sent)
             self._renew(self._clock())
         if self._not_counted_by(member, reply):
@@ -1552,8 +1560,7 @@ class Membership:
         self._fresh.clear()
         self._joiners.clear()
         self._acked.clear()
-        self._quorum_acked.clear()
-        self._vouched.clear()
+        self._quorum = _QuorumAnswers()
         self.lease_until = 0.0
 
     async def stop(self) -> None:
