@@ -103,6 +103,8 @@ class PartitionManager:
         self.replicator = Replicator(config, cluster, repair=self.sync_backup)
         self._holders: dict[int, set[str]] = {}  # p -> non-replica members seen holding a copy
         self._sync_job: asyncio.Task[None] | None = None
+        # Answers to version queries at one table version: (version, uuid -> p -> copy).
+        self._answers: tuple[int, dict[str, dict[int, Copy | None]]] = (-1, {})
         self._leftover_job: asyncio.Task[None] | None = None  # asking owners about our leftover copies
         self._warned_partitions = False  # more members than partition_count / 2, said once
         self._backup_jobs: dict[tuple[int, str], asyncio.Task[int]] = {}
@@ -182,6 +184,7 @@ class PartitionManager:
         self.readable[:] = [None] * self._config.partition_count
         self.lost.clear()
         self._holders.clear()
+        self._answers = (-1, {})
         self.table = PartitionTable(0, tuple(() for _ in range(self._config.partition_count)))
         if self._sync_job is not None:
             self._sync_job.cancel()
@@ -223,30 +226,56 @@ class PartitionManager:
         """Every member's complete copies of ``partitions``: ``p -> [(version, uuid)]``.
 
         Raises ``PeerUnavailableError`` when a member does not answer: its copy
-        might be the newest, so no decision is made without it.
+        might be the newest, so no decision is made without it. The answers of
+        the others are kept for the retry at the same table version (a member
+        that answered adopted that table's list and serves none of these
+        partitions; a push or a backup write still in flight to it carries no
+        more than its sender reported): at a hundred members, asking everyone
+        again each time one member is slow never ended on a busy machine.
         """
         members = self._cluster.current_members()
+        if self._answers[0] != version:
+            self._answers = (version, {})
+        answered = self._answers[1]
+        wanted = set(partitions)
+        asked = [
+            m.uuid
+            for m in members.members
+            if m.uuid != self._me and not wanted <= answered.get(m.uuid, {}).keys()
+        ]
+        results = await asyncio.gather(
+            *(self._versions_of(uuid, members, partitions) for uuid in asked), return_exceptions=True
+        )
+        await _lapse(self._cluster.vouch_lapse(members))  # as each member asked did (handle_versions)
+        self._check_table(version)
+        failed: Exception | None = None
+        for uuid, result in zip(asked, results, strict=True):
+            if isinstance(result, Exception):
+                failed = failed or result
+            elif isinstance(result, BaseException):
+                raise result
+            elif result[0] > members.version:
+                # It runs a newer list, which may name another owner: one that asked it and
+                # serves (a member that skipped our table keeps serving what it owned in both).
+                self._cluster.saw_version(result[0], uuid)
+                failed = failed or _StaleTableError(
+                    f"{uuid} runs member list {result[0]}, newer than {members.version}"
+                )
+            else:
+                answered.setdefault(uuid, {}).update(result[1])
+        if failed is not None:
+            raise failed
         copies: dict[int, list[tuple[int, str]]] = {p: [] for p in partitions}
         for p in partitions:
             part = self.parts[p]
             if part is not None:
                 copies[p].append((part.version, self._me))
-        others = [m.uuid for m in members.members if m.uuid != self._me]
-        answers = await asyncio.gather(*(self._versions_of(uuid, members, partitions) for uuid in others))
-        await _lapse(self._cluster.vouch_lapse(members))  # as each member asked did (handle_versions)
-        self._check_table(version)
-        newest, uuid = max(
-            ((theirs, uuid) for uuid, (theirs, _) in zip(others, answers, strict=True)), default=(0, "")
-        )
-        if newest > members.version:
-            # A member runs a newer list, which may name another owner: one that asked it and
-            # serves (a member that skipped our table keeps serving what it owned before it).
-            self._cluster.saw_version(newest, uuid)
-            raise _StaleTableError(f"{uuid} runs member list {newest}, newer than {members.version}")
-        for uuid, (_, found) in zip(others, answers, strict=True):
-            for p, v in found.items():
-                if v is not None and p in copies:
-                    copies[p].append((v.version, uuid))
+        for member in members.members:
+            found = answered.get(member.uuid, {}) if member.uuid != self._me else {}
+            for p in partitions:
+                copy = found.get(p)
+                if copy is not None:
+                    copies[p].append((copy.version, member.uuid))
         return copies
 
     async def _versions_of(
