@@ -304,3 +304,60 @@ def test_a_new_owner_serves_nothing_while_a_member_it_asked_runs_a_newer_list() 
 
     asyncio.run(scenario())
     assert pulled[0] == (3, "b")
+
+
+def test_a_new_owner_asks_again_only_the_members_that_did_not_answer() -> None:
+    # A new owner asks every member for its copies; one that does not answer makes it retry.
+    # The retry at the same table must not ask the others again: at a hundred members on a busy
+    # machine, asking everyone at every retry never completed (~650 questions a second).
+    from peergrid.protocol import Copy, Member, MemberList
+    from peergrid.replication.manager import PartitionManager
+
+    asked: dict[str, int] = {"b": 0, "c": 0}
+
+    class Peer:
+        def __init__(self, uuid: str) -> None:
+            self.uuid = uuid
+
+        async def versions(self, members, partitions, timeout=None):  # type: ignore[no-untyped-def]
+            asked[self.uuid] += 1
+            if self.uuid == "c" and asked["c"] == 1:
+                raise PeerUnavailableError("c is busy", address="c")
+            return members.version, dict.fromkeys(partitions, Copy(0, False) if self.uuid == "b" else None)
+
+    members = MemberList(2, "a", tuple(Member(u, f"127.0.0.1:{i + 1}") for i, u in enumerate("abc")))
+
+    class Node:
+        uuid = "a"
+        loop = None
+
+        def current_members(self) -> MemberList:
+            return members
+
+        def replica_peer(self, uuid: str) -> Peer:
+            return Peer(uuid)
+
+        async def adopt_members(self, members: MemberList) -> None:
+            return None
+
+        def vouch_lapse(self, members: MemberList) -> float:
+            return 0.0
+
+        def saw_version(self, version: int, uuid: str) -> None:
+            raise AssertionError("every member runs our list")
+
+    async def scenario() -> None:
+        config = GridConfig(partition_count=16, backup_count=0, timing=Timing.fast())
+        manager = PartitionManager(config, Node(), lambda n: None, lambda: None)  # type: ignore[arg-type]
+        manager.form()  # holds every partition at version 0: each owned one is served once asked
+        manager.on_members(members)
+        owned = manager.table.owned_by("a")
+        assert owned
+        deadline = time.monotonic() + 10
+        while any(manager.readable[p] is None for p in owned):
+            assert time.monotonic() < deadline, "the owned partitions were never served"
+            await asyncio.sleep(0.01)
+        await manager.stop()
+
+    asyncio.run(scenario())
+    assert asked == {"b": 1, "c": 2}
