@@ -4,6 +4,7 @@ message counts), so these checks do not depend on this machine's speed."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 
@@ -140,3 +141,35 @@ def test_lists_of_an_unknown_master_are_refused_and_logged_once(caplog: pytest.L
     assert [r.getMessage().split(" (")[0] for r in caplog.records if "unknown master" in r.getMessage()] == [
         "member 10.0.0.0:5701 ignored member list version 5 from unknown master zz-stranger"
     ]
+
+
+def test_a_new_owner_is_answered_only_once_the_leases_it_could_renew_ran_out() -> None:
+    # With min_cluster_size, our answer to a member's heartbeat at its own list version renews
+    # its lease. A new owner whose list dropped that member may serve only once that lease ran
+    # out: ``vouch_lapse`` says how long a version answer waits. A member still in the asker's
+    # list, or one we answered at another list version, needs no wait.
+    async def body() -> None:
+        timing = Timing.fast()
+        sim = Simulation(3, seed=1, timing=timing, min_cluster_size=3)
+        members = [sim._member(i, []) for i in range(3)]
+        members[0].form()
+        ours = MemberList(2, members[0].me.uuid, tuple(m.me for m in members))
+        members[0].adopt(ours)
+        me, other = members[0], members[1].me
+        assert me.vouch_lapse(ours) == 0.0
+        me.handle_heartbeat(other.uuid, ours.version + 1)  # another list version: renews nothing
+        without = MemberList(3, me.me.uuid, (me.me, members[2].me))
+        assert me.vouch_lapse(without) == 0.0
+        me.handle_heartbeat(other.uuid, ours.version)
+        assert me.vouch_lapse(ours) == 0.0  # still in the asker's list
+        wait = me.vouch_lapse(without)
+        assert timing.lease <= wait <= timing.lease * 1.03
+        await asyncio.sleep(wait)
+        assert me.vouch_lapse(without) == 0.0
+        await me.stop()
+
+    loop = VirtualLoop()
+    try:
+        loop.run_until_complete(body())
+    finally:
+        loop.close()
