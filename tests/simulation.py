@@ -460,6 +460,32 @@ class Simulation:
         await self._stop(members)
         return forks
 
+    async def master_leaves(self) -> float | None:
+        """The master leaves gracefully; its final list (naming the next oldest master) reaches
+        every member but the next oldest, and the master exits before that one could confirm it
+        with it. Returns how long until every live member holds one list (None: not within 30
+        failure timeouts)."""
+        members = await self._formed()
+        master = next(m for m in members if m.is_master)
+        heir = self.net.members[self.uuids[master.members.uuids[1]]]
+        # Its publication to the heir is lost, and so are the heir's questions to it (as when
+        # it exits before they arrive).
+        self.net.blocked |= {
+            (master.address, heir.address, "publish"),
+            (heir.address, master.address, "get_members"),
+        }
+        await master.request_leave(final=True)
+        # The others confirm it with the master while it still runs; then it exits.
+        await self._until(
+            lambda: all(m.members.master_uuid == heir.me.uuid for m in members if m not in (master, heir)),
+            10 * self.timing.failure_timeout,
+        )
+        await master.stop()
+        self.net.down.add(master.address)
+        agreed = await self._until(self._agreed, 30 * self.timing.failure_timeout)
+        await self._stop(members)
+        return agreed
+
     async def staggered_start(self, stagger: float) -> tuple[int, float | None]:
         """Every member starts within ``stagger`` seconds of the first, in random order, with
         random uuids (uuid4: a member that starts late may have the lowest); three seeds, as
@@ -553,6 +579,11 @@ def split(
     """Run ``Simulation.split`` (seeded, as ``simulate``)."""
     sim = Simulation(n, seed, 0.0, timing, min_cluster_size)
     return _virtual(seed, sim.split(minority, duration, late))
+
+
+def master_leaves(n: int, seed: int = 1, timing: Timing | None = None) -> float | None:
+    """Run ``Simulation.master_leaves`` (seeded, as ``simulate``)."""
+    return _virtual(seed, Simulation(n, seed, 0.0, timing).master_leaves())
 
 
 def master_isolated(

@@ -864,6 +864,8 @@ class Membership:
             theirs = await self._members_of(taker)
             if theirs is not None and theirs.version >= claimed.version:
                 return theirs
+        if taker == self.me.uuid and master != self.me.uuid and self._silent(master):
+            return await self._handed_over(claimed, master)
         if self.me.uuid in claimed:
             return None
         others = [m.uuid for m in self.members.members if m.uuid != self.me.uuid]
@@ -872,6 +874,22 @@ class Membership:
         if len(agree) * 2 > len(others):
             return max(agree, key=lambda m: m.version)
         return None
+
+    async def _handed_over(self, claimed: MemberList, master: str) -> MemberList | None:
+        """``claimed`` names us master and we did not make it: the last list of our master as it
+        left (it names the next oldest), whose publication to us was lost or came as the master
+        exited, before we could confirm it with the master. Members that took it up confirmed it
+        with the master while it ran: one of them holding it (or a newer list naming us) vouches
+        for it. Without this the hand-off never completes: those members answer our take-over
+        probes that their master (we) answers them, so we never take over either."""
+        others = [m.uuid for m in self.members.members if m.uuid not in (self.me.uuid, master)]
+        lists = await asyncio.gather(*(self._members_of(uuid) for uuid in others))
+        held = [
+            m
+            for m in lists
+            if m is not None and m.version >= claimed.version and m.master_uuid == self.me.uuid
+        ]
+        return max(held, key=lambda m: m.version) if held else None
 
     def _silent(self, uuid: str) -> bool:
         """Not heard from for two heartbeats."""
