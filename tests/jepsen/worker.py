@@ -397,8 +397,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="the worker's settings as JSON")
     args = parser.parse_args(argv)
     logging.basicConfig(
-        # PEERGRID_JEPSEN_LOG=INFO (or DEBUG) to follow a failing run's membership and replication
-        level=os.environ.get("PEERGRID_JEPSEN_LOG", "WARNING").upper(),
+        # INFO by default: a run that fails in CI, once, must say what membership and replication
+        # did (a few dozen lines a worker); PEERGRID_JEPSEN_LOG=DEBUG for more, WARNING for less.
+        level=os.environ.get("PEERGRID_JEPSEN_LOG", "INFO").upper(),
         format="%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
