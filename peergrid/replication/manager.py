@@ -103,8 +103,10 @@ class PartitionManager:
         self.replicator = Replicator(config, cluster, repair=self.sync_backup)
         self._holders: dict[int, set[str]] = {}  # p -> non-replica members seen holding a copy
         self._sync_job: asyncio.Task[None] | None = None
-        # Answers to version queries at one table version: (version, uuid -> p -> copy).
-        self._answers: tuple[int, dict[str, dict[int, Copy | None]]] = (-1, {})
+        # Answers to our version queries about partitions we own and do not serve yet:
+        # p -> uuid -> its copy (None: none); kept while we own p without a break.
+        self._answers: dict[int, dict[str, Copy | None]] = {}
+        self._owned_since: dict[int, int] = {}  # p -> table version since which we own it
         self._leftover_job: asyncio.Task[None] | None = None  # asking owners about our leftover copies
         self._warned_partitions = False  # more members than partition_count / 2, said once
         self._backup_jobs: dict[tuple[int, str], asyncio.Task[int]] = {}
@@ -142,12 +144,19 @@ class PartitionManager:
             if owner == self._me:
                 if old.owner(p) != self._me:
                     self.readable[p] = None  # must sync before serving
+                    self._owned_since[p] = table.version
+                    self._answers.pop(p, None)
                 # Former replicas keep their copies until we release them.
                 dropped = {u for u in old.replicas[p] if u != self._me and u not in table.replicas[p]}
                 if dropped:
                     self._holders.setdefault(p, set()).update(dropped)
             else:
                 self.readable[p] = None
+                self._owned_since.pop(p, None)
+                self._answers.pop(p, None)
+        for answers in self._answers.values():
+            for uuid in [u for u in answers if u not in members]:
+                del answers[uuid]  # (one admitted again under its uuid starts empty: ask it again)
         self.replicator.on_table(table)
         self._on_served()
         self._start_sync()
@@ -184,7 +193,8 @@ class PartitionManager:
         self.readable[:] = [None] * self._config.partition_count
         self.lost.clear()
         self._holders.clear()
-        self._answers = (-1, {})
+        self._answers.clear()
+        self._owned_since.clear()
         self.table = PartitionTable(0, tuple(() for _ in range(self._config.partition_count)))
         if self._sync_job is not None:
             self._sync_job.cancel()
@@ -226,30 +236,27 @@ class PartitionManager:
         """Every member's complete copies of ``partitions``: ``p -> [(version, uuid)]``.
 
         Raises ``PeerUnavailableError`` when a member does not answer: its copy
-        might be the newest, so no decision is made without it. The answers of
-        the others are kept for the retry at the same table version (a member
-        that answered adopted that table's list and serves none of these
-        partitions; a push or a backup write still in flight to it carries no
-        more than its sender reported): at a hundred members, asking everyone
-        again each time one member is slow never ended on a busy machine.
+        might be the newest, so no decision is made without it. Answers are
+        kept while this member owns the partition without a break, across
+        retries and newer tables: a member that answered had adopted a table
+        in which we own it, so it serves none of it, and no one else serves it
+        while we own it (another owner in a table we skipped asked us, and was
+        told of our newer list: it serves nothing then, see below). At a
+        hundred members, asking everyone again at each retry or list change
+        never completed on a busy machine.
         """
         members = self._cluster.current_members()
-        if self._answers[0] != version:
-            self._answers = (version, {})
-        answered = self._answers[1]
-        wanted = set(partitions)
-        asked = [
-            m.uuid
-            for m in members.members
-            if m.uuid != self._me and not wanted <= answered.get(m.uuid, {}).keys()
-        ]
+        asks: dict[str, list[int]] = {}
+        for member in members.members:
+            missing = [p for p in partitions if member.uuid not in self._answers.get(p, {})]
+            if member.uuid != self._me and missing:
+                asks[member.uuid] = missing
         results = await asyncio.gather(
-            *(self._versions_of(uuid, members, partitions) for uuid in asked), return_exceptions=True
+            *(self._versions_of(uuid, members, asked) for uuid, asked in asks.items()), return_exceptions=True
         )
         await _lapse(self._cluster.vouch_lapse(members))  # as each member asked did (handle_versions)
-        self._check_table(version)
         failed: Exception | None = None
-        for uuid, result in zip(asked, results, strict=True):
+        for (uuid, asked), result in zip(asks.items(), results, strict=True):
             if isinstance(result, Exception):
                 failed = failed or result
             elif isinstance(result, BaseException):
@@ -261,8 +268,12 @@ class PartitionManager:
                 failed = failed or _StaleTableError(
                     f"{uuid} runs member list {result[0]}, newer than {members.version}"
                 )
-            else:
-                answered.setdefault(uuid, {}).update(result[1])
+            elif uuid in self._cluster.current_members():  # (not removed meanwhile)
+                for p in asked:
+                    # Kept only while we have owned p since before we asked, without a break.
+                    if self._owned_since.get(p, version + 1) <= version:
+                        self._answers.setdefault(p, {})[uuid] = result[1].get(p)
+        self._check_table(version)
         if failed is not None:
             raise failed
         copies: dict[int, list[tuple[int, str]]] = {p: [] for p in partitions}
@@ -270,11 +281,10 @@ class PartitionManager:
             part = self.parts[p]
             if part is not None:
                 copies[p].append((part.version, self._me))
-        for member in members.members:
-            found = answered.get(member.uuid, {}) if member.uuid != self._me else {}
-            for p in partitions:
-                copy = found.get(p)
-                if copy is not None:
+            answers = self._answers.get(p, {})
+            for member in members.members:
+                copy = answers.get(member.uuid)
+                if copy is not None and member.uuid != self._me:
                     copies[p].append((copy.version, member.uuid))
         return copies
 
@@ -321,6 +331,11 @@ class PartitionManager:
                 raise
             except ValueError as exc:
                 raise RemoteError(f"partition {p} transfer from {source} was malformed: {exc}") from exc
+            except PeerGridError:
+                # Ask it again: its copy may be gone (a member removed and admitted again under
+                # its uuid starts empty, and we may not have seen the list without it).
+                self._answers.get(p, {}).pop(source, None)
+                raise
             self._check_table(version)
             self.parts[p] = staging
             self._serve(p)
@@ -360,6 +375,7 @@ class PartitionManager:
 
     def _serve(self, p: int) -> None:
         if self.table.owner(p) == self._me:
+            self._answers.pop(p, None)
             self.readable[p] = self.parts[p]
             self._on_served()
 
