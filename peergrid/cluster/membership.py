@@ -100,6 +100,17 @@ class _QuorumAnswers:
     vouched: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass
+class _Admission:
+    """The master's admission of joiners in batches (``Membership._admit``)."""
+
+    #: uuid -> (joiner, its future list) of the batch gathering now.
+    batch: dict[str, tuple[Member, asyncio.Future[MemberList | None]]] = field(default_factory=dict)
+    last: float = float("-inf")  # when the last batch was admitted
+    reported: dict[str, int] = field(default_factory=dict)  # uuid -> list version of its last heartbeat
+    catch_up: asyncio.Event | None = None  # set once most members have the master's list
+
+
 class State(Enum):
     """Where this member is in its life."""
 
@@ -198,8 +209,7 @@ class Membership:
         self._static: frozenset[str] = frozenset()
         self._anyone_forms = False  # (set as join() starts)
         # The master admits joiners in batches: uuid -> (member, its future list) until the next one.
-        self._admitting: dict[str, tuple[Member, asyncio.Future[MemberList | None]]] = {}
-        self._last_admission = float("-inf")  # when the master last admitted a batch
+        self._admission = _Admission()
         # Failure detection (see "heartbeats" below).
         self._beat_from: dict[str, float] = {}  # master: when each member's own heartbeat last came
         # Master: members admitted whose first heartbeat has not come yet (a process that just
@@ -554,7 +564,7 @@ class Membership:
         redirect = self._redirect()
         if redirect is not None:
             return redirect
-        pending = self._admitting.get(member.uuid)
+        pending = self._admission.batch.get(member.uuid)
         if member.uuid not in self.members and (pending is None or pending[0] != member):
             # (A joiner already waiting in this batch was called back when it first asked: a
             # joiner whose call timed out on a busy master asks again, and must not cost it a
@@ -589,22 +599,31 @@ class Membership:
         version and one publication per batch, not per joiner (a simultaneous start of many
         members would otherwise make the master publish N lists to N members). The list that
         admits it, or None when this member stopped being master meanwhile."""
-        entry = self._admitting.get(member.uuid)
+        entry = self._admission.batch.get(member.uuid)
         if entry is None:
-            if not self._admitting:
+            if not self._admission.batch:
                 self._spawn(self._admit_batch())
             entry = (member, asyncio.get_running_loop().create_future())
-            self._admitting[member.uuid] = entry
+            self._admission.batch[member.uuid] = entry
         return await asyncio.shield(entry[1])
 
     async def _admit_batch(self) -> None:
         # At most one admission a heartbeat while joiners keep coming (a hundred members
         # starting together: ~one list version a second rather than one every few joiners).
-        since = self._clock() - self._last_admission
-        window = self._timing.join_batch_window
-        await asyncio.sleep(max(window, self._timing.heartbeat_interval - since))
-        self._last_admission = self._clock()
-        batch, self._admitting = self._admitting, {}
+        timing = self._timing
+        since = self._clock() - self._admission.last
+        await asyncio.sleep(max(timing.join_batch_window, timing.heartbeat_interval - since))
+        # And not before most members have the last list (their heartbeats say which they
+        # have), for up to a failure timeout: each list costs every member a new table, version
+        # queries and migrations, and lists made faster than members take them up only starve
+        # the master of the CPU it needs to answer them.
+        if not self._caught_up():
+            self._admission.catch_up = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._admission.catch_up.wait(), timing.failure_timeout)
+            self._admission.catch_up = None
+        self._admission.last = self._clock()
+        batch, self._admission.batch = self._admission.batch, {}
         admitted: MemberList | None = None
         try:
             if self.is_master and self.state is State.ACTIVE:
@@ -630,6 +649,19 @@ class Membership:
             for _, future in batch.values():
                 if not future.done():
                     future.set_result(admitted)
+
+    def _caught_up(self) -> bool:
+        """Master: whether nine in ten members' last heartbeat carried our list (those just
+        admitted got it with their admission)."""
+        version = self.members.version
+        behind = sum(
+            1
+            for uuid in self.members.uuids
+            if uuid != self.me.uuid
+            and uuid not in self._fresh
+            and self._admission.reported.get(uuid, 0) < version
+        )
+        return behind <= len(self.members.members) // 10
 
     def _redirect(self) -> JoinReply | None:
         """The answer to a joiner when this member cannot admit it, or None when it can."""
@@ -741,6 +773,9 @@ class Membership:
         for uuid in list(self._beat_from):
             if uuid not in members:
                 del self._beat_from[uuid]
+        for uuid in list(self._admission.reported):
+            if uuid not in members:
+                del self._admission.reported[uuid]
         for uuid in list(self._beat_errors):
             if uuid not in members:
                 del self._beat_errors[uuid]
@@ -984,7 +1019,10 @@ class Membership:
         self._last_heard[uuid] = now
         if self.is_master:
             self._beat_from[uuid] = now
+            self._admission.reported[uuid] = list_version
             self._fresh.discard(uuid)
+            if self._admission.catch_up is not None and self._caught_up():
+                self._admission.catch_up.set()
         if self._config.min_cluster_size > 1 and list_version == self.members.version:
             self._quorum.vouched[uuid] = now
         self.saw_version(list_version, member.address)
