@@ -12,7 +12,8 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -248,70 +249,87 @@ def test_a_dropped_connection_is_not_a_tls_failure() -> None:
     assert not isinstance(info.value, TLSError)
 
 
+class _TakeOverNode:
+    """What a ``PartitionManager`` needs of its member ("a"), with peers the test provides."""
+
+    uuid = "a"
+    loop = None
+
+    def __init__(self, uuids: str, peer: Callable[[str], object]) -> None:
+        from peergrid.protocol import Member, MemberList
+
+        self.members = MemberList(2, "a", tuple(Member(u, f"127.0.0.1:{i + 1}") for i, u in enumerate(uuids)))
+        self._peer = peer
+        self.pulled: list[tuple[int, str]] = []  # saw_version calls
+
+    def current_members(self) -> object:
+        return self.members
+
+    def replica_peer(self, uuid: str) -> object:
+        return self._peer(uuid)
+
+    async def adopt_members(self, members: object) -> None:
+        return None
+
+    def vouch_lapse(self, members: object) -> float:
+        return 0.0
+
+    def saw_version(self, version: int, uuid: str) -> None:
+        self.pulled.append((version, uuid))
+
+    def manager(self) -> object:
+        """A manager of 16 partitions holding each at version 0, given the list: it takes over."""
+        from peergrid.replication.manager import PartitionManager
+
+        config = GridConfig(partition_count=16, backup_count=0, timing=Timing.fast())
+        manager = PartitionManager(config, self, lambda n: None, lambda: None)  # type: ignore[arg-type]
+        manager.form()
+        manager.on_members(self.members)
+        assert manager.table.owned_by("a")
+        return manager
+
+
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.01)
+
+
 def test_a_new_owner_serves_nothing_while_a_member_it_asked_runs_a_newer_list() -> None:
     # A member that skipped our table (it went from the one before straight to a newer one)
     # keeps serving what it owned in both: it answers our version query without adopting our
     # older list. We must not serve then, or two owners serve one partition; we pull the newer
     # list instead, and serve once the member runs ours (or we run its).
-    from peergrid.protocol import Copy, Member, MemberList
-    from peergrid.replication.manager import PartitionManager
+    from peergrid.protocol import Copy
 
-    members = MemberList(2, "a", tuple(Member(u, f"127.0.0.1:{i + 1}") for i, u in enumerate("ab")))
     theirs = {"version": 3}
-    pulled: list[tuple[int, str]] = []
 
     class Peer:
         async def versions(self, members, partitions, timeout=None):  # type: ignore[no-untyped-def]
             return theirs["version"], dict.fromkeys(partitions, Copy(0, False))
 
-    class Node:
-        uuid = "a"
-        loop = None
-
-        def current_members(self) -> MemberList:
-            return members
-
-        def replica_peer(self, uuid: str) -> Peer:
-            return Peer()
-
-        async def adopt_members(self, members: MemberList) -> None:
-            return None
-
-        def vouch_lapse(self, members: MemberList) -> float:
-            return 0.0
-
-        def saw_version(self, version: int, uuid: str) -> None:
-            pulled.append((version, uuid))
+    node = _TakeOverNode("ab", lambda uuid: Peer())
 
     async def scenario() -> None:
-        config = GridConfig(partition_count=16, backup_count=0, timing=Timing.fast())
-        manager = PartitionManager(config, Node(), lambda n: None, lambda: None)  # type: ignore[arg-type]
-        manager.form()  # holds every partition at version 0
-        manager.on_members(members)
+        manager: Any = node.manager()
         owned = manager.table.owned_by("a")
-        assert owned
-        deadline = time.monotonic() + 10
-        while not pulled:
-            assert time.monotonic() < deadline, "the newer list was never pulled"
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(3 * config.timing.heartbeat_interval)  # retries meanwhile: still no
+        await _until(lambda: bool(node.pulled), "the newer list was never pulled")
+        await asyncio.sleep(0.3)  # retries meanwhile: still no
         assert all(manager.readable[p] is None for p in owned)
         theirs["version"] = 2  # it runs ours now
-        while any(manager.readable[p] is None for p in owned):
-            assert time.monotonic() < deadline, "the owned partitions were never served"
-            await asyncio.sleep(0.01)
+        await _until(lambda: all(manager.readable[p] is not None for p in owned), "never served")
         await manager.stop()
 
     asyncio.run(scenario())
-    assert pulled[0] == (3, "b")
+    assert node.pulled[0] == (3, "b")
 
 
 def test_a_new_owner_asks_again_only_the_members_that_did_not_answer() -> None:
     # A new owner asks every member for its copies; one that does not answer makes it retry.
-    # The retry at the same table must not ask the others again: at a hundred members on a busy
-    # machine, asking everyone at every retry never completed (~650 questions a second).
-    from peergrid.protocol import Copy, Member, MemberList
-    from peergrid.replication.manager import PartitionManager
+    # The retry must not ask the others again: at a hundred members on a busy machine, asking
+    # everyone at every retry never completed (~650 questions a second).
+    from peergrid.protocol import Copy
 
     asked: dict[str, int] = {"b": 0, "c": 0}
 
@@ -325,39 +343,14 @@ def test_a_new_owner_asks_again_only_the_members_that_did_not_answer() -> None:
                 raise PeerUnavailableError("c is busy", address="c")
             return members.version, dict.fromkeys(partitions, Copy(0, False) if self.uuid == "b" else None)
 
-    members = MemberList(2, "a", tuple(Member(u, f"127.0.0.1:{i + 1}") for i, u in enumerate("abc")))
-
-    class Node:
-        uuid = "a"
-        loop = None
-
-        def current_members(self) -> MemberList:
-            return members
-
-        def replica_peer(self, uuid: str) -> Peer:
-            return Peer(uuid)
-
-        async def adopt_members(self, members: MemberList) -> None:
-            return None
-
-        def vouch_lapse(self, members: MemberList) -> float:
-            return 0.0
-
-        def saw_version(self, version: int, uuid: str) -> None:
-            raise AssertionError("every member runs our list")
+    node = _TakeOverNode("abc", Peer)
 
     async def scenario() -> None:
-        config = GridConfig(partition_count=16, backup_count=0, timing=Timing.fast())
-        manager = PartitionManager(config, Node(), lambda n: None, lambda: None)  # type: ignore[arg-type]
-        manager.form()  # holds every partition at version 0: each owned one is served once asked
-        manager.on_members(members)
+        manager: Any = node.manager()
         owned = manager.table.owned_by("a")
-        assert owned
-        deadline = time.monotonic() + 10
-        while any(manager.readable[p] is None for p in owned):
-            assert time.monotonic() < deadline, "the owned partitions were never served"
-            await asyncio.sleep(0.01)
+        await _until(lambda: all(manager.readable[p] is not None for p in owned), "never served")
         await manager.stop()
 
     asyncio.run(scenario())
     assert asked == {"b": 1, "c": 2}
+    assert node.pulled == []
