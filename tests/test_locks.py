@@ -25,7 +25,7 @@ from peergrid import Timing
 from peergrid.maps.locks import _Book, check_lease, check_timeout, task_holder, thread_holder
 from peergrid.owner.compute import LOCKS_PREFIX, LockRecord, LockRequest
 from peergrid.partition import partition_of
-from peergrid.protocol import Member, MemberList, Op
+from peergrid.protocol import Code, Member, MemberList, Op, Status
 from peergrid.serialization import encode_key
 from peergrid.testing import TestCluster, cluster
 from tests.conftest import wait_for
@@ -525,3 +525,28 @@ def test_a_lock_is_not_free_because_a_list_of_another_instance_had_the_same_vers
         other.start()
         other.join()
         assert result == [None], "granted to a second holder"
+
+
+def test_a_lock_is_not_granted_to_a_member_the_owners_list_lacks(api) -> None:
+    # A grant recorded for a member missing from the owner's list is void on arrival (its record
+    # counts as free), so the next holder would get the lock while the first still holds it: the
+    # owner asks the caller to retry (it was removed, or its admission has not arrived yet).
+    with cluster(1) as grids:
+        node = grids[0]._node
+        m = api.map(grids[0], "locks")
+        encoded = encode_key("k")
+        op = Op(
+            Code.LOCK,
+            partition_of(encoded, node.config.partition_count),
+            "locks",
+            encoded,
+            LockRequest("f" * 32, 1, 7).encode(),
+        )
+
+        async def lock() -> Any:
+            return node.compute.execute(op, 0)
+
+        result = node.run(lock(), timeout=5)
+        assert result.status == Status.RETRY
+        assert "not in the lock owner's member list" in result.message
+        assert m.try_lock("k", timeout=0) is not None, "the refused request left a record behind"

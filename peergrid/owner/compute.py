@@ -261,6 +261,23 @@ class ComputeOps:
         return record if record.member in self._present_members() else None
 
     def _lock(self, part: Partition, op: Op, request: LockRequest) -> Result | asyncio.Future[Result]:
+        if request.member not in self._present_members():
+            # A grant to a member our list does not hold would be void on arrival (``_lock_of``
+            # counts its record free): the next holder would get the lock while this one holds
+            # it. The caller was removed and does not know yet, or its admission has not reached
+            # us; either way it may ask again once our lists agree.
+            log.info(
+                "refused a lock of %r in map %r to member %s: not in this member's list (version %d)",
+                op.key,
+                op.map,
+                request.member,
+                self._members().version,
+            )
+            return Result(
+                Status.RETRY,
+                message="the locking member is not in the lock owner's member list (it was removed, "
+                "or its admission has not reached the owner yet)",
+            )
         current = self._lock_of(part, op)
         name = lock_map(op.map)
         if current is None:
@@ -277,6 +294,17 @@ class ComputeOps:
             record = current._replace(holds=current.holds + 1, nonce=request.nonce)
             lease = op.ttl or _remaining(part, name, op.key)
         write = Op(Code.SET, part.id, name, op.key, record.encode(), ttl=lease)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "lock %r of map %r: granted to %s/%d, token %d (partition %d at version %d)",
+                op.key,
+                op.map,
+                request.member,
+                request.holder,
+                record.token,
+                part.id,
+                part.version,
+            )
         return _then(self._executor.apply_write(part, write), Result(found=True, count=record.token))
 
     def _unlock(self, part: Partition, op: Op, request: LockRequest) -> Result | asyncio.Future[Result]:
