@@ -131,6 +131,8 @@ class Figures:
     safe: float | None = None
     exited: int = 0
     removed_live: int = 0
+    start_cpu_mean: float | None = None  # CPU seconds per member from its start to "all joined"
+    start_cpu_master: float | None = None
     load_rate: float | None = None
     idle_mean: float | None = None
     idle_max: float | None = None
@@ -199,6 +201,10 @@ def run_size(n: int, args: argparse.Namespace) -> Figures:
             return figures
         figures.joined = time.monotonic() - t0
         first = members[0]
+        spent = {m.address: m.cpu_seconds() for m in members}
+        counted = [s for s in spent.values() if s is not None]
+        figures.start_cpu_mean = sum(counted) / len(counted) if counted else None
+        figures.start_cpu_master = spent.get(first.command(op="members")[0])
         if first.command(wait=args.join_timeout + 10, op="safe", timeout=args.join_timeout):
             figures.safe = time.monotonic() - t0
         progress(f"N={n}: joined {figures.joined:.1f}s, safe {figures.safe}")
@@ -284,6 +290,8 @@ def report(results: list[Figures], args: argparse.Namespace) -> None:
         ("safe (s)", lambda f: fmt(f.safe)),
         ("members exited", lambda f: str(f.exited)),
         ("live members removed", lambda f: str(f.removed_live)),
+        ("CPU per member from its start to all joined, mean (s)", lambda f: fmt(f.start_cpu_mean, ".2f")),
+        ("... of the master (s)", lambda f: fmt(f.start_cpu_master, ".2f")),
         ("load (entries/s)", lambda f: fmt(f.load_rate, ",.0f")),
         (f"idle CPU per member, mean over {args.idle:.0f}s (% of a core)", lambda f: fmt(f.idle_mean, ".2f")),
         ("idle CPU per member, max", lambda f: fmt(f.idle_max, ".2f")),
