@@ -413,6 +413,21 @@ class Simulation:
         await self._stop(members)
         return removed, agreed
 
+    async def member_isolated(self, duration: float) -> list[str]:
+        """Every call to and from the second youngest member is lost for ``duration`` seconds
+        (its loop runs on, as a starved or cut-off member's does): to it, the master and every
+        older member fall silent, and so does the youngest, which it would ask whether it hears
+        the master. Returns the members it removed meanwhile."""
+        members = await self._formed()
+        youngest = next(m for m in members if m.me.uuid == members[0].members.uuids[-2])
+        mark = len(self.removed)
+        self.net.paused.add(youngest.address)
+        await asyncio.sleep(duration)
+        removed = [self.uuids[u] for _, by, u in self.removed[mark:] if by == youngest.address]
+        self.net.paused.discard(youngest.address)
+        await self._stop(members)
+        return removed
+
     async def split(
         self, minority: int, duration: float, late: bool = False
     ) -> list[tuple[float, list[str]]]:
@@ -579,6 +594,11 @@ def split(
     """Run ``Simulation.split`` (seeded, as ``simulate``)."""
     sim = Simulation(n, seed, 0.0, timing, min_cluster_size)
     return _virtual(seed, sim.split(minority, duration, late))
+
+
+def member_isolated(n: int, duration: float, seed: int = 1, timing: Timing | None = None) -> list[str]:
+    """Run ``Simulation.member_isolated`` (seeded, as ``simulate``)."""
+    return _virtual(seed, Simulation(n, seed, 0.0, timing).member_isolated(duration))
 
 
 def master_leaves(n: int, seed: int = 1, timing: Timing | None = None) -> float | None:

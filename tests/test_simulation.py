@@ -19,6 +19,7 @@ from tests.simulation import (
     master_cut_from_one,
     master_isolated,
     master_leaves,
+    member_isolated,
     simulate,
     split,
     staggered_start,
@@ -115,6 +116,19 @@ def test_a_master_that_hears_no_one_suspects_itself_before_removing_everyone(n: 
     removed, agreed = master_isolated(n, timing.failure_timeout + 4 * timing.heartbeat_interval, seed, timing)
     assert removed == []
     assert agreed is not None
+
+
+@pytest.mark.parametrize(("n", "seed"), [(5, 1), (12, 2)])
+def test_a_member_that_hears_no_one_does_not_take_over_from_most_of_the_cluster(n: int, seed: int) -> None:
+    # Every call to and from the second youngest member is lost for long (a process starved of
+    # CPU, as at a hundred members starting on two cores, or one cut off); its loop runs on. To
+    # it the master and every older member are silent, and so is the member it asks whether it
+    # hears the master: it is the likelier one at fault, and must not take over and remove them
+    # all (at 100 members, one that did tore the forming cluster in two). (The youngest, with no
+    # one to ask, takes over after the longest timeout: everyone else may really have died.)
+    timing = Timing.fast()
+    removed = member_isolated(n, 10 * timing.failure_timeout, seed, timing)
+    assert removed == []
 
 
 def test_lists_of_an_unknown_master_are_refused_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:

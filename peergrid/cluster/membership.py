@@ -1358,8 +1358,24 @@ class Membership:
                 self._spawn(self._probe(member))
         gone = {u for u in (master, *older) if now - self._last_heard.get(u, now) > timeout}
         if len(gone) == len(older) + 1 and not self._judging:
+            if self._most_of_cluster(gone):
+                # Silence from most of the cluster says more likely that this member is at
+                # fault (starved of CPU, or cut off) than that they all died: as the master
+                # does (``_unless_at_fault``), wait the longest timeout local health allows.
+                timeout = self._longest_timeout()
+                if any(now - self._last_heard.get(u, now) <= timeout for u in gone):
+                    return
             self._judging = True
             self._spawn(self._take_over(gone, timeout))
+
+    def _most_of_cluster(self, silent: set[str]) -> bool:
+        """Whether ``silent`` is more than half of the other members (and more than one)."""
+        others = len(self.members.members) - 1
+        return len(silent) >= 2 and len(silent) > others / 2
+
+    def _longest_timeout(self) -> float:
+        """The longest a judgement waits: ``failure_timeout`` at the worst local health."""
+        return self._timing.failure_timeout + MAX_HEALTH * self._timing.heartbeat_interval
 
     async def _take_over(self, gone: set[str], timeout: float) -> None:
         """Become master, without ``gone`` (the master and every older member, all silent).
@@ -1377,7 +1393,7 @@ class Membership:
             older = [m for m in self.members.members if m.uuid in gone]
             if any(await asyncio.gather(*(self._beat(m, self._timing.rpc_timeout) for m in older))):
                 return
-            if await self._master_heard_elsewhere(gone, timeout):
+            if await self._master_heard_elsewhere(gone, timeout, answer_needed=self._most_of_cluster(gone)):
                 return
             now = self._clock()
             if (
@@ -1402,20 +1418,26 @@ class Membership:
         finally:
             self._judging = False
 
-    async def _master_heard_elsewhere(self, gone: set[str], timeout: float) -> bool:
+    async def _master_heard_elsewhere(
+        self, gone: set[str], timeout: float, answer_needed: bool = False
+    ) -> bool:
         """Whether a younger member still hears the master, which this one does not (SWIM's
         indirect probe, for the master): a master starved of CPU, or cut off from this member
         only, is not replaced. Up to ``TAKEOVER_WITNESSES`` members, chosen at random, are asked
         within two heartbeats; one that does not answer says nothing (it may be dead or cut off
-        with the master: a take-over must not wait for it)."""
+        with the master: a take-over must not wait for it) unless ``answer_needed``: a member
+        about to remove most of the cluster, that hears none of the witnesses either, is the
+        likelier one at fault (a process starved of CPU hears no one), and does not take over."""
         younger = [m for m in self.members.members if m.uuid not in gone and m.uuid != self.me.uuid]
         witnesses = random.sample(younger, min(TAKEOVER_WITNESSES, len(younger)))
         if not witnesses:
             return False
+        answered = 0
         version = self.members.version
         recent = max(timeout - 2 * self._timing.heartbeat_interval, timeout / 2)
 
         async def ask(member: Member) -> str | None:
+            nonlocal answered
             try:
                 reply = await self._peer(member.address).heartbeat(
                     self.me.uuid, version, timeout=2 * self._timing.heartbeat_interval
@@ -1424,6 +1446,7 @@ class Membership:
                 return None
             if reply.uuid and reply.uuid != member.uuid:
                 return None
+            answered += 1
             if self._not_counted_by(member, reply):  # we were likely removed: no take-over
                 return f"{member.address} holds a newer list without this member"
             if reply.status != HeartbeatStatus.OK:
@@ -1437,6 +1460,8 @@ class Membership:
             return None
 
         heard = [why for why in await asyncio.gather(*(ask(m) for m in witnesses)) if why]
+        if not heard and answer_needed and not answered:
+            heard = ["none of the younger members asked answered either (this member is likelier at fault)"]
         if heard:
             log.info(
                 "member %s: the master is silent to this member, but %s; not taking over",
@@ -1497,10 +1522,10 @@ class Membership:
         off from them) than they all. It then judges with the longest timeout local health
         allows (Lifeguard), and removes only those silent for longer than that: a bounded delay.
         """
-        others = len(self.members.members) - 1
-        if len(dead) < 2 or len(dead) <= others / 2:
+        if not self._most_of_cluster(dead):
             return dead
-        longest = self._timing.failure_timeout + MAX_HEALTH * self._timing.heartbeat_interval
+        others = len(self.members.members) - 1
+        longest = self._longest_timeout()
         overdue = {u for u in dead if now - self._last_heard.get(u, now) > longest}
         if overdue != dead:
             self._health = MAX_HEALTH
