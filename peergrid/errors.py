@@ -120,9 +120,13 @@ class PeerUnavailableError(ClusterError):
 
     retryable = True
 
-    def __init__(self, message: str, address: str = "") -> None:
+    def __init__(self, message: str, address: str = "", refused: bool = False) -> None:
         super().__init__(message)
         self.address = address
+        #: The peer's address refused the connection, or reset it: nothing serves there. (A
+        #: process that is only slow, starved of CPU or paused, still has its connections
+        #: accepted by its kernel: it times out instead.)
+        self.refused = refused
 
 
 class TLSError(PeerUnavailableError):

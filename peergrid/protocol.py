@@ -415,6 +415,8 @@ class HeartbeatReply:
     master_heard: float | None = None
     """Seconds since the answering member's master last answered it (0.0: it is the master);
     None when it has no answer from its master (or is of an earlier version)."""
+    counted: bool = True
+    """False: the answer must not renew the asker's owner lease (``Membership.vouch_lapse``)."""
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,12 @@ class SimPeer:
         deadline = asyncio.get_running_loop().time() + (timeout or self.timeout)
         net.sent[self.source] += 1
         blocked = (self.source, self.address, call) in net.blocked
+        if self.address in net.down and not (blocked or net.cut(self.source) or net.lost()):
+            # A crashed process's address refuses connections at once (its kernel answers).
+            await asyncio.sleep(net.rng.uniform(*net.delay))
+            raise PeerUnavailableError(
+                f"peer {self.address} refused the connection (simulated)", address=self.address, refused=True
+            )
         if blocked or net.cut(self.source) or net.cut(self.address) or net.lost():
             await _sleep_until(deadline)
             raise PeerUnavailableError(
@@ -124,6 +130,7 @@ class SimPeer:
                 uuid=m.me.uuid,
                 leaving=reply.leaving,
                 master_heard=reply.master_heard,
+                counted=reply.counted,
             )
 
         reply: HeartbeatReply = await self._call(timeout, handle)
@@ -413,6 +420,28 @@ class Simulation:
         await self._stop(members)
         return removed, agreed
 
+    async def two_fail(self, paused: bool) -> list[float]:
+        """Two members other than the master fail at once: crash (their addresses refuse
+        connections) or, with ``paused``, stop answering (as starved or paused processes do).
+        Returns how long after the failure the master removed each (inf: not within 20 failure
+        timeouts)."""
+        members = await self._formed()
+        master = next(m for m in members if m.is_master)
+        victims = [m for m in members if m is not master][-2:]
+        loop = asyncio.get_running_loop()
+        mark, failed_at = len(self.removed), loop.time()
+        for victim in victims:
+            if paused:
+                self.net.paused.add(victim.address)
+            else:
+                await victim.stop()
+                self.net.down.add(victim.address)
+        uuids = {v.me.uuid for v in victims}
+        await self._until(lambda: not uuids & set(master.members.uuids), 20 * self.timing.failure_timeout)
+        removed = {u: when - failed_at for when, by, u in self.removed[mark:] if by == master.address}
+        await self._stop(members)
+        return [removed.get(u, float("inf")) for u in sorted(uuids)]
+
     async def member_isolated(self, duration: float) -> list[str]:
         """Every call to and from the second youngest member is lost for ``duration`` seconds
         (its loop runs on, as a starved or cut-off member's does): to it, the master and every
@@ -594,6 +623,11 @@ def split(
     """Run ``Simulation.split`` (seeded, as ``simulate``)."""
     sim = Simulation(n, seed, 0.0, timing, min_cluster_size)
     return _virtual(seed, sim.split(minority, duration, late))
+
+
+def two_fail(n: int, paused: bool, seed: int = 1, timing: Timing | None = None) -> list[float]:
+    """Run ``Simulation.two_fail`` (seeded, as ``simulate``)."""
+    return _virtual(seed, Simulation(n, seed, 0.0, timing).two_fail(paused))
 
 
 def member_isolated(n: int, duration: float, seed: int = 1, timing: Timing | None = None) -> list[str]:

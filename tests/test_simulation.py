@@ -10,6 +10,7 @@ import os
 
 import pytest
 
+from peergrid.cluster.membership import MAX_HEALTH
 from peergrid.config import Timing
 from peergrid.errors import ClusterError
 from peergrid.protocol import Member, MemberList
@@ -24,6 +25,7 @@ from tests.simulation import (
     split,
     staggered_start,
     takeover_race,
+    two_fail,
 )
 
 SIZES = [100, 1000] if os.environ.get("PEERGRID_SOAK") else [100]
@@ -129,6 +131,21 @@ def test_a_member_that_hears_no_one_does_not_take_over_from_most_of_the_cluster(
     timing = Timing.fast()
     removed = member_isolated(n, 10 * timing.failure_timeout, seed, timing)
     assert removed == []
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_members_silent_together_are_removed_late_unless_their_addresses_refuse(seed: int) -> None:
+    # Two members go silent at once. Crashed, their addresses refuse connections: removed at
+    # the failure timeout. Only silent (starved of CPU, as a hundred processes starting on two
+    # cores are, or paused), they may be alive: removed only after the longest timeout, so
+    # that an overloaded machine does not lose live members (and, with two removed at once,
+    # both copies of some partitions).
+    timing = Timing.fast()
+    longest = timing.failure_timeout + MAX_HEALTH * timing.heartbeat_interval
+    crashed = two_fail(6, paused=False, seed=seed, timing=timing)
+    assert all(t <= timing.failure_timeout + 3 * timing.heartbeat_interval for t in crashed), crashed
+    starved = two_fail(6, paused=True, seed=seed, timing=timing)
+    assert all(longest <= t <= longest + 3 * timing.heartbeat_interval for t in starved), starved
 
 
 def test_lists_of_an_unknown_master_are_refused_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import socket
 import threading
 from collections.abc import Iterator
 
@@ -59,3 +60,29 @@ def test_a_call_whose_channel_is_closed_under_it_is_a_peer_unavailable_error(sil
             return None
 
         assert node.run(call_then_drop(), timeout=20) is peergrid.PeerUnavailableError
+
+
+@pytest.mark.timeout(60)
+def test_a_dead_address_refuses_and_a_wedged_peer_times_out(silent_peer: str) -> None:
+    # The master removes members that are silent together only late (they may be starved of
+    # CPU), unless their addresses refuse connections: no process serves there. A wedged (or
+    # starved, or paused) process's kernel still accepts the connection: a timeout, not refused.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{probe.getsockname()[1]}"
+    with cluster(2) as grids:
+        node, other = grids[0]._node, grids[1]
+        address = other._node.address
+
+        async def refused(target: str) -> bool | None:
+            try:
+                await node.peer(target).heartbeat(node.uuid, 1, timeout=1.0)
+            except peergrid.PeerUnavailableError as exc:
+                return exc.refused
+            return None  # answered
+
+        assert node.run(refused(address), timeout=10) is None  # its heartbeat stream is open
+        assert node.run(refused(silent_peer), timeout=10) is False
+        assert node.run(refused(closed), timeout=10) is True
+        other.close()  # the stream to it ends; a new connection is refused
+        assert node.run(refused(address), timeout=10) is True

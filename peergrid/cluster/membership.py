@@ -220,6 +220,10 @@ class Membership:
         self._judging = False  # master: a judgement of silent members is running
         self._master_quiet = False  # non-master: the master has been silent for two heartbeats
         self._beat_errors: dict[str, str] = {}  # uuid -> why the last heartbeat to it failed
+        # Members whose last heartbeat or probe found no process at their address (refused, reset,
+        # or another process answered): dead for sure, removed at the failure timeout even when
+        # many are silent at once. Silence without that evidence may be a starved process.
+        self._refused: set[str] = set()
         self._unknown_masters: set[str] = set()  # masters of lists _plausible refused (logged once)
         self._at_fault_warned = float("-inf")  # master: when it last said most members went silent
         self._probing: set[str] = set()  # uuids with a probe in flight
@@ -779,6 +783,7 @@ class Membership:
         for uuid in list(self._beat_errors):
             if uuid not in members:
                 del self._beat_errors[uuid]
+        self._refused.intersection_update(members.uuids)
         self._fresh.intersection_update(members.uuids)
         for acks in (self._acked, self._quorum.acked):
             for uuid in list(acks):
@@ -1023,14 +1028,21 @@ class Membership:
             self._fresh.discard(uuid)
             if self._admission.catch_up is not None and self._caught_up():
                 self._admission.catch_up.set()
+        counted = True
         if self._config.min_cluster_size > 1 and list_version == self.members.version:
-            self._quorum.vouched[uuid] = now
+            # An answer that renews the asker's lease while one we gave a member our list dropped
+            # may still renew that one's would let both serve (two lineages of the list, each
+            # counting us: a member that re-joined the other side after a split): it waits.
+            counted = self.vouch_lapse(self.members) == 0.0
+            if counted:
+                self._quorum.vouched[uuid] = now
         self.saw_version(list_version, member.address)
         return HeartbeatReply(
             HeartbeatStatus.OK,
             self.members.version,
             leaving=self.state is State.LEAVING,
             master_heard=self._master_heard(now),
+            counted=counted,
         )
 
     def _master_heard(self, now: float) -> float | None:
@@ -1183,10 +1195,14 @@ class Membership:
             )
         except PeerGridError as exc:
             self._beat_errors[member.uuid] = _strip(exc)
+            if isinstance(exc, PeerUnavailableError) and exc.refused:
+                self._refused.add(member.uuid)
             return False
         self._beat_errors.pop(member.uuid, None)
         if reply.uuid and reply.uuid != member.uuid:
+            self._refused.add(member.uuid)
             return False  # another process serves that address now: the member is gone
+        self._refused.discard(member.uuid)
         if member.uuid in self._last_heard and (reply.status == HeartbeatStatus.OK or not self.is_master):
             # A master judges its members: one that does not count us a member is not alive in
             # our cluster. A member judges only the master and older members, to take over:
@@ -1195,7 +1211,11 @@ class Membership:
         if reply.status == HeartbeatStatus.OK and member.uuid in self.members:
             if sent > self._acked.get(member.uuid, 0.0):
                 self._acked[member.uuid] = sent
-            if reply.list_version == self.members.version and sent > self._quorum.acked.get(member.uuid, 0.0):
+            if (
+                reply.list_version == self.members.version
+                and reply.counted
+                and sent > self._quorum.acked.get(member.uuid, 0.0)
+            ):
                 self._quorum.acked[member.uuid] = sent
             self._confirmed_at = max(self._confirmed_at, sent)
             self._renew(self._clock())
@@ -1490,11 +1510,30 @@ class Membership:
                 return
             now = self._clock()
             dead: set[str] = set()
+            # Several members silent at once, or this master running late, is what an overloaded
+            # machine looks like (a hundred processes starting on two cores starve some for
+            # seconds): without evidence that no process serves a member's address, it is
+            # removed only after the longest timeout. A refused connection is that evidence (a
+            # starved or paused process's kernel still accepts connections): a killed member
+            # goes at the failure timeout, whatever else is silent.
+            cautious = len(silent) >= 2 or self._health > 0
             for member in silent:
                 if member.uuid not in self.members:
                     continue
-                if now - self._last_heard.get(member.uuid, now) > timeout:
+                silence = now - self._last_heard.get(member.uuid, now)
+                limit = self._longest_timeout() if cautious and member.uuid not in self._refused else timeout
+                if silence > limit:
                     dead.add(member.uuid)
+                elif silence > timeout:
+                    if silence - timeout < 2 * self._timing.heartbeat_interval:  # (said once)
+                        log.info(
+                            "member %s: %s has been silent for %.1fs (timeouts, not refused: it may be "
+                            "starved of CPU); removing it after %.0fs",
+                            self.me.address,
+                            member.address,
+                            silence,
+                            limit,
+                        )
                 elif now - self._beat_from.get(member.uuid, now) > 2 * timeout:
                     log.warning(
                         "member %s: %s answers probes but its heartbeats have not arrived for %.1fs",
@@ -1641,7 +1680,9 @@ class Membership:
         self._fresh.clear()
         self._joiners.clear()
         self._acked.clear()
-        self._quorum = _QuorumAnswers()
+        # Our answers may still renew the leases of the members we answered: the vouches stay
+        # (``vouch_lapse``), or the cluster we join next could count us while they serve.
+        self._quorum = _QuorumAnswers(vouched=self._quorum.vouched)
         self.lease_until = 0.0
 
     async def stop(self) -> None:

@@ -52,6 +52,10 @@ _UNAVAILABLE = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
 )
 
+#: What grpc says when the peer's kernel refused or reset the connection: no process serves
+#: the address (it died), as opposed to a deadline, which a live but starved process misses too.
+_REFUSED = ("connection refused", "connection reset", "socket closed", "broken pipe")
+
 _PROBE_TIMEOUT = 2.0  # seconds a TLS handshake of ``tls_failure`` may take
 
 
@@ -59,7 +63,12 @@ def _translate(address: str, exc: grpc.RpcError) -> NoReturn:
     code = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else None
     details = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
     if code in _UNAVAILABLE or code is None:
-        raise PeerUnavailableError(f"peer {address} is unreachable ({details})", address=address) from exc
+        refused = code == grpc.StatusCode.UNAVAILABLE and any(
+            sign in (details or "").lower() for sign in _REFUSED
+        )
+        raise PeerUnavailableError(
+            f"peer {address} is unreachable ({details})", address=address, refused=refused
+        ) from exc
     if code == grpc.StatusCode.PERMISSION_DENIED:
         raise ClusterNameMismatchError(f"peer {address} refused: {details}") from exc
     raise RemoteError(f"peer {address} answered {code.name}: {details}") from exc
@@ -423,6 +432,7 @@ def _heartbeat_reply(reply: Any) -> HeartbeatReply:
         uuid=reply.uuid,
         leaving=reply.leaving,
         master_heard=reply.master_heard_ms / 1000 if reply.HasField("master_heard_ms") else None,
+        counted=not reply.uncounted,
     )
 
 

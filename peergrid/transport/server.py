@@ -268,6 +268,7 @@ class _Membership(_Base, membership_pb2_grpc.MembershipServicer):  # type: ignor
             leaving=reply.leaving,
             seq=request.seq,
             master_heard_ms=None if reply.master_heard is None else round(reply.master_heard * 1000),
+            uncounted=not reply.counted,
         )
 
     async def Beats(

@@ -63,7 +63,7 @@ class HeartbeatRequest(_message.Message):
     def __init__(self, cluster: _Optional[str] = ..., uuid: _Optional[str] = ..., list_version: _Optional[int] = ..., seq: _Optional[int] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
-    __slots__ = ("status", "list_version", "cluster", "uuid", "leaving", "seq", "master_heard_ms")
+    __slots__ = ("status", "list_version", "cluster", "uuid", "leaving", "seq", "master_heard_ms", "uncounted")
     class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         OK: _ClassVar[HeartbeatResponse.Status]
@@ -79,6 +79,7 @@ class HeartbeatResponse(_message.Message):
     LEAVING_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     MASTER_HEARD_MS_FIELD_NUMBER: _ClassVar[int]
+    UNCOUNTED_FIELD_NUMBER: _ClassVar[int]
     status: HeartbeatResponse.Status
     list_version: int
     cluster: str
@@ -86,7 +87,8 @@ class HeartbeatResponse(_message.Message):
     leaving: bool
     seq: int
     master_heard_ms: int
-    def __init__(self, status: _Optional[_Union[HeartbeatResponse.Status, str]] = ..., list_version: _Optional[int] = ..., cluster: _Optional[str] = ..., uuid: _Optional[str] = ..., leaving: bool = ..., seq: _Optional[int] = ..., master_heard_ms: _Optional[int] = ...) -> None: ...
+    uncounted: bool
+    def __init__(self, status: _Optional[_Union[HeartbeatResponse.Status, str]] = ..., list_version: _Optional[int] = ..., cluster: _Optional[str] = ..., uuid: _Optional[str] = ..., leaving: bool = ..., seq: _Optional[int] = ..., master_heard_ms: _Optional[int] = ..., uncounted: bool = ...) -> None: ...
 
 class PublishRequest(_message.Message):
     __slots__ = ("cluster", "members")
