@@ -225,7 +225,8 @@ class Membership:
         # many are silent at once. Silence without that evidence may be a starved process.
         self._refused: set[str] = set()
         self._unknown_masters: set[str] = set()  # masters of lists _plausible refused (logged once)
-        self._at_fault_warned = float("-inf")  # master: when it last said most members went silent
+        # When the master last said most members went silent; when our loop last ran late.
+        self._at_fault_warned = self._strained_at = float("-inf")
         self._probing: set[str] = set()  # uuids with a probe in flight
 
     # ------------------------------------------------------------------ reading
@@ -1069,6 +1070,7 @@ class Membership:
             # while it is, its judgements of others wait longer (``_judge_timeout``).
             if late > interval / 4:
                 self._health = min(MAX_HEALTH, self._health + 1)
+                self._strained_at = now
             elif self._health:
                 self._health -= 1
             if self.state is not State.JOINING:
@@ -1133,6 +1135,7 @@ class Membership:
         )
         self._resumed = now
         self._health = MAX_HEALTH
+        self._strained_at = now
         self._credit(stalled, now)
 
     def _renew(self, now: float) -> None:
@@ -1378,10 +1381,12 @@ class Membership:
                 self._spawn(self._probe(member))
         gone = {u for u in (master, *older) if now - self._last_heard.get(u, now) > timeout}
         if len(gone) == len(older) + 1 and not self._judging:
-            if self._most_of_cluster(gone):
+            if self._most_of_cluster(gone) or (master not in self._refused and self._strained(now)):
                 # Silence from most of the cluster says more likely that this member is at
                 # fault (starved of CPU, or cut off) than that they all died: as the master
                 # does (``_unless_at_fault``), wait the longest timeout local health allows.
+                # So does a silent master while this member's own loop runs late: the machine
+                # is overloaded, and the master likely starved too (unless its address refuses).
                 timeout = self._longest_timeout()
                 if any(now - self._last_heard.get(u, now) <= timeout for u in gone):
                     return
@@ -1392,6 +1397,11 @@ class Membership:
         """Whether ``silent`` is more than half of the other members (and more than one)."""
         others = len(self.members.members) - 1
         return len(silent) >= 2 and len(silent) > others / 2
+
+    def _strained(self, now: float) -> bool:
+        """Whether this member's loop ran late within the longest timeout: its process is
+        overloaded, and so, likely, are others on its machine (their silence may be starvation)."""
+        return now - self._strained_at <= self._longest_timeout()
 
     def _longest_timeout(self) -> float:
         """The longest a judgement waits: ``failure_timeout`` at the worst local health."""
@@ -1515,8 +1525,9 @@ class Membership:
             # seconds): without evidence that no process serves a member's address, it is
             # removed only after the longest timeout. A refused connection is that evidence (a
             # starved or paused process's kernel still accepts connections): a killed member
-            # goes at the failure timeout, whatever else is silent.
-            cautious = len(silent) >= 2 or self._health > 0
+            # goes at the failure timeout, whatever else is silent. (So does one whose probes are
+            # answered but whose heartbeats stay away: an overloaded master reads them late.)
+            cautious = len(silent) >= 2 or self._strained(now)
             for member in silent:
                 if member.uuid not in self.members:
                     continue
@@ -1534,7 +1545,9 @@ class Membership:
                             silence,
                             limit,
                         )
-                elif now - self._beat_from.get(member.uuid, now) > 2 * timeout:
+                elif now - self._beat_from.get(member.uuid, now) > 2 * (
+                    self._longest_timeout() if cautious else timeout
+                ):
                     log.warning(
                         "member %s: %s answers probes but its heartbeats have not arrived for %.1fs",
                         self.me.address,
