@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -469,3 +470,30 @@ def test_a_heartbeat_reply_says_when_the_peer_last_heard_its_master() -> None:
             await server.stop(None)
 
     asyncio.run(body())
+
+
+def test_a_reply_that_comes_after_its_heartbeat_gave_up_says_the_peer_runs() -> None:
+    # An overloaded peer answers seconds late: the heartbeat fails at its deadline, but the late
+    # reply marks the client ``answered_at``, which membership takes as evidence that the peer
+    # runs (slowly), so that a backlogged master is not replaced, nor a starved member removed.
+    release = asyncio.Event()
+    peer = ScriptedPeer.held_until(release)
+
+    async def body(client: PeerClient, peers: Peers) -> None:
+        seen = asyncio.Event()
+        answered = client._answered
+
+        def note() -> None:
+            answered()
+            seen.set()
+
+        client._answered = note  # type: ignore[method-assign]  # (before the stream opens)
+        sent = time.monotonic()
+        with pytest.raises(PeerUnavailableError):
+            await client.heartbeat(ME, 1, timeout=0.1)
+        assert client.answered_at < sent  # nothing came yet
+        release.set()
+        await asyncio.wait_for(seen.wait(), 10)
+        assert client.answered_at > sent
+
+    asyncio.run(with_client(peer, body, Timing()))  # stale after 10 s: the stream stays open

@@ -1192,14 +1192,21 @@ class Membership:
         """Heartbeat ``member`` (or probe it); True when it answered as itself, a member of our
         cluster (one that does not count us a member is not heard from: it is not alive *here*)."""
         sent = self._clock()
+        peer = self._peer(member.address)
         try:
-            reply = await self._peer(member.address).heartbeat(
+            reply = await peer.heartbeat(
                 self.me.uuid, self.members.version, timeout=timeout or self._timing.heartbeat_interval * 2
             )
         except PeerGridError as exc:
             self._beat_errors[member.uuid] = _strip(exc)
             if isinstance(exc, PeerUnavailableError) and exc.refused:
                 self._refused.add(member.uuid)
+            late = getattr(peer, "answered_at", None)  # (PeerClient's; monotonic, as our clock)
+            if isinstance(late, float) and late > sent and member.uuid in self._last_heard:
+                # It answered an earlier heartbeat after we sent this one: it runs, only seconds
+                # behind (an overloaded master, a starved member). Not an ack (no lease comes of
+                # it), but not silence: judging it dead would split a cluster that only waits.
+                self._last_heard[member.uuid] = max(self._last_heard[member.uuid], late)
             return False
         self._beat_errors.pop(member.uuid, None)
         if reply.uuid and reply.uuid != member.uuid:

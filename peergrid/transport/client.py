@@ -109,6 +109,9 @@ class PeerClient:
         self._replication = replication_pb2_grpc.ReplicationStub(channel)
         self._events = events_pb2_grpc.EventsStub(channel)
         self._beats: BeatStream | None = None  # heartbeats' stream to this peer, opened on use
+        #: ``time.monotonic()`` of the last OK heartbeat reply from this peer, late ones included
+        #: (a reply that came after its heartbeat gave up): evidence that it runs, only slowly.
+        self.answered_at = float("-inf")
         self._beat_seq = 0  # seq of the last heartbeat sent: unique for this client's life
         self._readers: set[asyncio.Task[None]] = set()  # reader tasks of open and retired streams
         self._unary_beats_until = 0.0  # monotonic time until which heartbeats are unary calls
@@ -186,6 +189,9 @@ class PeerClient:
             )
         return _heartbeat_reply(await self._call(self._membership.Heartbeat, request, remaining))
 
+    def _answered(self) -> None:
+        self.answered_at = time.monotonic()
+
     async def _beat_on_stream(self, request: Any, timeout: float) -> Any:
         """Send one heartbeat on the current Beats stream (a new one if there is none) and
         return the reply to it. A stream that failed or timed out is retired: the next
@@ -204,7 +210,9 @@ class PeerClient:
                 raise PeerUnavailableError(
                     f"the channel to peer {self.address} is closed", address=self.address
                 ) from exc
-            beats = self._beats = BeatStream(self.address, call, self._reaped, self._beat_stale_after)
+            beats = self._beats = BeatStream(
+                self.address, call, self._reaped, self._beat_stale_after, self._answered
+            )
         return await beats.ask(request, timeout)
 
     async def close(self) -> None:
@@ -456,9 +464,15 @@ class BeatStream:
     """
 
     def __init__(
-        self, address: str, call: Any, reap: Callable[[asyncio.Task[None]], None], stale_after: float = 0.0
+        self,
+        address: str,
+        call: Any,
+        reap: Callable[[asyncio.Task[None]], None],
+        stale_after: float = 0.0,
+        on_ok: Callable[[], None] | None = None,
     ) -> None:
         self.address = address
+        self._on_ok = on_ok  # called at each OK reply, late ones too
         self.retired = False
         self._stale_after = stale_after
         self._heard = time.monotonic()  # when the stream opened, or last brought an answer
@@ -542,6 +556,8 @@ class BeatStream:
                     return
                 self._answered += 1
                 self._heard = time.monotonic()
+                if self._on_ok is not None and reply.status == membership_pb2.HeartbeatResponse.OK:
+                    self._on_ok()
                 answered = self._pending.get(reply.seq)
                 if answered is not None and not answered.done():
                     answered.set_result(reply)
