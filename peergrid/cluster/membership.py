@@ -194,11 +194,13 @@ class Membership:
         # Members that asked *us* to admit them while we were joining: address -> (uuid, when).
         self._joiners: dict[str, tuple[str, float]] = {}
         self._answered = False  # some seed answered during this join: a cluster exists
-        self._answered_at = 0.0  # when a seed last answered a join
+        # When a seed last answered a join, and when the next report of a member still joining is due.
+        self._answered_at = self._report_at = 0.0
+        # address -> join calls to it in a row that got no answer in time (each waits longer).
+        self._join_slow: dict[str, int] = {}
         self._unreachable = ""  # why the last master that answered could not call us back
         self._seed_errors: dict[str, str] = {}  # address -> why the last join call to it failed
         self._join_answers: dict[str, str] = {}  # address -> its last answer to a join (logged)
-        self._report_at = 0.0  # when a member still joining next says why
         self._progress = 0  # the highest list version a seed answered with during this join
         # An address that answered this join from a formed cluster (list version > 0): while still
         # joining, we send other joiners there rather than name a starting member to defer to.
@@ -348,6 +350,27 @@ class Membership:
         if self.state is State.JOINING:
             self.form()
 
+    async def _join_call(self, address: str) -> JoinReply:
+        """Ask the member at ``address`` to admit us (``PeerCalls.join``)."""
+        try:
+            reply = await self._peer(address).join(
+                self.me,
+                self._config.partition_count,
+                self._config.serializer,
+                # Twice a control call: a master admitting many members at once calls each
+                # back first; an answer that comes late is still an answer. Twice as long
+                # again after each call to it that got no answer in time (up to four times):
+                # a master seconds behind on a start of a hundred members admitted us, and
+                # each of our calls expired before it read it, until it removed us.
+                timeout=2 * self._timing.rpc_timeout * 2 ** min(self._join_slow.get(address, 0), 2),
+            )
+        except PeerUnavailableError as exc:
+            if not exc.refused:
+                self._join_slow[address] = self._join_slow.get(address, 0) + 1
+            raise
+        self._join_slow.pop(address, None)
+        return reply
+
     async def _join_round(self, seeds: list[str], hinted: set[str]) -> bool | PeerGridError | None:
         """Try each seed once; True when joined, a refusal error, or None.
 
@@ -368,14 +391,7 @@ class Membership:
             tried.add(address)
             sent = self._clock()
             try:
-                reply = await self._peer(address).join(
-                    self.me,
-                    self._config.partition_count,
-                    self._config.serializer,
-                    # Twice a control call: a master admitting many members at once calls each
-                    # back first; an answer that comes late is still an answer.
-                    timeout=2 * self._timing.rpc_timeout,
-                )
+                reply = await self._join_call(address)
             except (ClusterNameMismatchError, TLSError) as exc:
                 if address in hinted:
                     self._ignore_hint(address, str(exc))
