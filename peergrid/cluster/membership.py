@@ -195,9 +195,8 @@ class Membership:
         # Members that asked *us* to admit them while we were joining: address -> (uuid, when).
         self._joiners: dict[str, tuple[str, float]] = {}
         self._answered = False  # some seed answered during this join: a cluster exists
-        # When a seed last answered a join, when the next report of a member still joining is due,
-        # and when we last dropped our connection to a master none of our heartbeats reached.
-        self._answered_at = self._report_at = self._redialed_at = 0.0
+        # When a seed last answered a join, and when the next report of a member still joining is due.
+        self._answered_at = self._report_at = 0.0
         # address -> join calls to it in a row that got no answer in time (each waits longer).
         self._join_slow: dict[str, int] = {}
         self._join_call_task: asyncio.Future[JoinReply] | None = None  # (``_learn_admission`` ends it)
@@ -379,11 +378,6 @@ class Membership:
         except PeerUnavailableError as exc:
             if not exc.refused:
                 self._join_slow[address] = self._join_slow.get(address, 0) + 1
-                if self._join_slow[address] % 2 == 0 and self._forget is not None:
-                    # The next call dials anew: at a start of a hundred members some joiners'
-                    # connections to the master carried nothing for a minute while the master
-                    # answered everyone else.
-                    self._forget(address)
             raise
         self._join_slow.pop(address, None)
         return reply
@@ -1270,7 +1264,6 @@ class Membership:
                 # behind (an overloaded master, a starved member). Not an ack (no lease comes of
                 # it), but not silence: judging it dead would split a cluster that only waits.
                 self._last_heard[member.uuid] = max(self._last_heard[member.uuid], late)
-            self._redial_if_stuck(member, exc)
             return False
         self._beat_errors.pop(member.uuid, None)
         if reply.uuid and reply.uuid != member.uuid:
@@ -1304,31 +1297,6 @@ class Membership:
             self.saw_version(reply.list_version, member.address)
             return True
         return False
-
-    def _redial_if_stuck(self, member: Member, exc: PeerGridError) -> None:
-        """Drop our connection to the master when no heartbeat of ours got through to it, not
-        even late, for two failure timeouts although it is not refused: the next heartbeat dials
-        anew. (At a start of a hundred members, some members' connections to the master carried
-        nothing for a minute while the master answered everyone else, and probed them fine.)"""
-        if (
-            self._forget is None
-            or member.uuid != self.members.master_uuid
-            or member.uuid == self.me.uuid
-            or (isinstance(exc, PeerUnavailableError) and exc.refused)
-        ):
-            return
-        now = self._clock()
-        # (Heard: any answer, late ones included, and time our own loop stalled is credited.)
-        heard = max(self._last_heard.get(member.uuid, now), self._redialed_at)
-        if now - heard > 2 * self._timing.failure_timeout:
-            self._redialed_at = now
-            log.info(
-                "member %s: none of its heartbeats reached the master %s for %.0fs; dialling it anew",
-                self.me.address,
-                member.address,
-                now - heard,
-            )
-            self._forget(member.address)
 
     def _not_counted_by(self, member: Member, reply: HeartbeatReply) -> bool:
         """True (and an orphan check started) when ``member``'s answer says it runs a list
