@@ -1608,7 +1608,7 @@ class Membership:
                     if silence - timeout < 2 * self._timing.heartbeat_interval:  # (said once)
                         log.info(
                             "member %s: %s has been silent for %.1fs (timeouts, not refused: it may be "
-                            "starved of CPU); removing it after %.0fs",
+                            "starved of CPU); it goes if still silent at %.0fs",
                             self.me.address,
                             member.address,
                             silence,
