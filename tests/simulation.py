@@ -62,9 +62,6 @@ class Network:
     paused: set[str] = field(default_factory=set)  # answers nothing until resumed
     # (source, target, call) dropped: a test loses one kind of message between two members.
     blocked: set[tuple[str, str, str]] = field(default_factory=set)
-    # (source, target, call) whose answers are lost (the call was handled): a reply that
-    # expired on its way back from a backlogged peer.
-    unanswered: set[tuple[str, str, str]] = field(default_factory=set)
     sent: Counter[str] = field(default_factory=Counter)
     received: Counter[str] = field(default_factory=Counter)
 
@@ -103,8 +100,7 @@ class SimPeer:
         result = handle(target)
         if asyncio.iscoroutine(result):
             result = await result
-        answer_lost = (self.source, self.address, call) in net.unanswered
-        if answer_lost or net.cut(self.address) or net.cut(self.source) or net.lost():
+        if net.cut(self.address) or net.cut(self.source) or net.lost():
             await _sleep_until(deadline)
             raise PeerUnavailableError(
                 f"peer {self.address} is unreachable (simulated)", address=self.address
@@ -121,7 +117,7 @@ class SimPeer:
         probe: bool = False,
     ) -> JoinReply:
         reply: JoinReply = await self._call(
-            timeout, lambda m: m.handle_join(member, partition_count, serializer, probe), "join"
+            timeout, lambda m: m.handle_join(member, partition_count, serializer, probe)
         )
         return reply
 
@@ -446,24 +442,6 @@ class Simulation:
         await self._stop(members)
         return [removed.get(u, float("inf")) for u in sorted(uuids)]
 
-    async def join_answer_lost(self) -> tuple[float | None, list[str]]:
-        """One more member joins a formed cluster, but every answer of the master to its join
-        calls is lost (the master admits it, and the answer expires on the way). Returns how long until every
-        member, the joiner too, holds one list with it (None: not within 30 failure timeouts),
-        and the members removed meanwhile."""
-        members = await self._formed()
-        joiner = self._member(self.n, [])
-        seeds = [m.address for m in members[:3]]
-        joiner._seeds = lambda: seeds
-        master = next(m for m in members if m.is_master)
-        self.net.unanswered.add((joiner.address, master.address, "join"))
-        mark = len(self.removed)
-        self._spawn(self._start(joiner))
-        agreed = await self._until(self._agreed, 30 * self.timing.failure_timeout)
-        removed = [self.uuids[u] for _, _, u in self.removed[mark:]]
-        await self._stop([*members, joiner])
-        return agreed, removed
-
     async def member_isolated(self, duration: float) -> list[str]:
         """Every call to and from the second youngest member is lost for ``duration`` seconds
         (its loop runs on, as a starved or cut-off member's does): to it, the master and every
@@ -650,11 +628,6 @@ def split(
 def two_fail(n: int, paused: bool, seed: int = 1, timing: Timing | None = None) -> list[float]:
     """Run ``Simulation.two_fail`` (seeded, as ``simulate``)."""
     return _virtual(seed, Simulation(n, seed, 0.0, timing).two_fail(paused))
-
-
-def join_answer_lost(n: int, seed: int = 1, timing: Timing | None = None) -> tuple[float | None, list[str]]:
-    """Run ``Simulation.join_answer_lost`` (seeded, as ``simulate``)."""
-    return _virtual(seed, Simulation(n, seed, 0.0, timing).join_answer_lost())
 
 
 def member_isolated(n: int, duration: float, seed: int = 1, timing: Timing | None = None) -> list[str]:

@@ -165,8 +165,7 @@ class Membership:
         # Our master no longer counts us a member (it left for another instance of the cluster,
         # or restarted): join again, keeping our data.
         self._on_orphaned = on_orphaned or on_removed
-        # _check_orphaned is running; _learn_admission is running.
-        self._orphan_check = self._learning = False
+        self._orphan_check = False  # _check_orphaned is running
         self._seeds = seeds
         self._forget = forget  # close the channel to an address that is not a member's
         # Addresses discovery found (mDNS): tried like seeds, but a hint that fails the join
@@ -199,7 +198,6 @@ class Membership:
         self._answered_at = self._report_at = 0.0
         # address -> join calls to it in a row that got no answer in time (each waits longer).
         self._join_slow: dict[str, int] = {}
-        self._join_call_task: asyncio.Future[JoinReply] | None = None  # (``_learn_admission`` ends it)
         self._unreachable = ""  # why the last master that answered could not call us back
         self._seed_errors: dict[str, str] = {}  # address -> why the last join call to it failed
         self._join_answers: dict[str, str] = {}  # address -> its last answer to a join (logged)
@@ -221,9 +219,8 @@ class Membership:
         self._fresh: set[str] = set()
         self._rotation: list[str] = []  # uuids still to probe in this round of the rotation
         self._health = 0  # local health, 0 (healthy) .. MAX_HEALTH: lengthens this member's judgements
-        # Master: a judgement of silent members is running (or a take-over). Non-master: the
-        # master has been silent for two heartbeats.
-        self._judging = self._master_quiet = False
+        self._judging = False  # master: a judgement of silent members is running
+        self._master_quiet = False  # non-master: the master has been silent for two heartbeats
         self._beat_errors: dict[str, str] = {}  # uuid -> why the last heartbeat to it failed
         # Members whose last heartbeat or probe found no process at their address (refused, reset,
         # or another process answered): dead for sure, removed at the failure timeout even when
@@ -355,8 +352,8 @@ class Membership:
 
     async def _join_call(self, address: str) -> JoinReply:
         """Ask the member at ``address`` to admit us (``PeerCalls.join``)."""
-        call = self._join_call_task = asyncio.ensure_future(
-            self._peer(address).join(
+        try:
+            reply = await self._peer(address).join(
                 self.me,
                 self._config.partition_count,
                 self._config.serializer,
@@ -367,14 +364,6 @@ class Membership:
                 # each of our calls expired before it read it, until it removed us.
                 timeout=2 * self._timing.rpc_timeout * 2 ** min(self._join_slow.get(address, 0), 2),
             )
-        )
-        try:
-            reply = await call
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise
-            raise PeerUnavailableError("admitted while the join call waited", address=address) from None
         except PeerUnavailableError as exc:
             if not exc.refused:
                 self._join_slow[address] = self._join_slow.get(address, 0) + 1
@@ -486,28 +475,6 @@ class Membership:
             self._config.cluster,
             len(members.members),
         )
-
-    async def _learn_admission(self, addresses: list[str]) -> None:
-        """Ask the master (at the address our join reached, else at each seed) for its list:
-        if it names us, we were admitted, as its answer to our join would have said."""
-        try:
-            for address in addresses:
-                sent = self._clock()
-                try:
-                    theirs = await self._peer(address).get_members(timeout=self._timing.rpc_timeout)
-                except PeerGridError:
-                    continue
-                master = theirs.find(theirs.master_uuid)
-                if master is None or master.address != address:
-                    continue  # only the master admits: its own list, from its own address
-                if self.state is State.JOINING and self.me.uuid in theirs:
-                    self._admitted(theirs, sent)
-                    self.start_heartbeats()  # now: join() may still wait out a pause
-                    if self._join_call_task is not None:
-                        self._join_call_task.cancel()  # join() returns sooner
-                return
-        finally:
-            self._learning = False
 
     def _ignore_hint(self, address: str, why: str) -> None:
         """A discovered peer failed the join checks: log it once, and try it no more."""
@@ -1069,14 +1036,6 @@ class Membership:
         """A peer says it is alive."""
         member = self.members.find(uuid)
         if member is None:
-            if self.state is State.JOINING and self.members.version == 0 and not self._learning:
-                # A member heartbeats us while we wait to be admitted: its master admitted us,
-                # and the answer to our join expired on the way (a master seconds behind).
-                self._learning = True
-                where = [
-                    a for a in dict.fromkeys([self._cluster_at, *self._seeds()]) if a and a != self.me.address
-                ]
-                self._spawn(self._learn_admission(where))
             return HeartbeatReply(HeartbeatStatus.UNKNOWN_MEMBER, self.members.version)
         now = self._clock()
         self._last_heard[uuid] = now
@@ -1270,15 +1229,10 @@ class Membership:
             self._refused.add(member.uuid)
             return False  # another process serves that address now: the member is gone
         self._refused.discard(member.uuid)
-        joining = member.uuid in self._fresh and reply.list_version == 0
-        if member.uuid in self._last_heard and (
-            reply.status == HeartbeatStatus.OK or not self.is_master or joining
-        ):
+        if member.uuid in self._last_heard and (reply.status == HeartbeatStatus.OK or not self.is_master):
             # A master judges its members: one that does not count us a member is not alive in
-            # our cluster, unless it is one we just admitted that is still joining (the answer
-            # to its join expired on the way; our heartbeat tells it, ``_learn_admission``). A
-            # member judges only the master and older members, to take over: any answer says
-            # they run (if they no longer count us, _check_orphaned finds out).
+            # our cluster. A member judges only the master and older members, to take over:
+            # any answer says they run (if they no longer count us, _check_orphaned finds out).
             self._last_heard[member.uuid] = self._clock()
         if reply.status == HeartbeatStatus.OK and member.uuid in self.members:
             if sent > self._acked.get(member.uuid, 0.0):
