@@ -462,6 +462,7 @@ class LockRequest(NamedTuple):
     member: str  # the holder's member uuid
     holder: int  # the thread's or task's serial on that member
     nonce: int  # one per lock()/unlock() call: its retries are recognised
+    token: int = 0  # UNLOCK: the fencing token of the grant it releases (0: whichever is held)
 
     def encode(self) -> bytes:
         """The op value."""
@@ -469,11 +470,19 @@ class LockRequest(NamedTuple):
 
     @classmethod
     def decode(cls, data: bytes) -> LockRequest:
-        """Parse an op value from a peer; ``ValueError`` when malformed."""
-        member, holder, nonce = unpack_fields(data, 3)
-        if not isinstance(member, str) or not isinstance(holder, int) or not isinstance(nonce, int):
-            raise ValueError("a lock request is [member uuid, holder id, nonce]")  # noqa: TRY004 - wire data
-        return cls(member, holder, nonce)
+        """Parse an op value from a peer; ``ValueError`` when malformed.
+
+        Three fields (no token) come from members before the token was added: a rolling
+        upgrade keeps working, those unlocks unfenced as before.
+        """
+        try:
+            member, holder, nonce, token = unpack_fields(data, 4)
+        except ValueError:
+            member, holder, nonce = unpack_fields(data, 3)
+            token = 0
+        if not isinstance(member, str) or not all(isinstance(n, int) for n in (holder, nonce, token)):
+            raise ValueError("a lock request is [member uuid, holder id, nonce, token]")
+        return cls(member, holder, nonce, token)
 
 
 def unpack_fields(data: bytes, size: int) -> list[Any]:

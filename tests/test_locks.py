@@ -15,6 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
+import msgpack
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -52,8 +53,10 @@ def in_thread(fn: Any) -> Any:
 def test_records_and_requests_round_trip_and_refuse_garbage() -> None:
     record = LockRecord("member", 7, 2, 41, 99)
     assert LockRecord.decode(record.encode()) == record
-    request = LockRequest("member", 7, 12345)
+    request = LockRequest("member", 7, 12345, 41)
     assert LockRequest.decode(request.encode()) == request
+    # A member from before unlocks were fenced sends three fields: an unfenced request.
+    assert LockRequest.decode(msgpack.packb(["member", 7, 12345])) == LockRequest("member", 7, 12345, 0)
     assert record.held_by(request)
     assert not record.held_by(LockRequest("member", 8, 1))
     for garbage in (b"", b"\xc1", b"\x93\x01\x02\x03", LockRecord("m", 1, 1, 1, 1).encode()):
@@ -550,3 +553,42 @@ def test_a_lock_is_not_granted_to_a_member_the_owners_list_lacks(api) -> None:
         assert result.status == Status.RETRY
         assert "not in the lock owner's member list" in result.message
         assert m.try_lock("k", timeout=0) is not None, "the refused request left a record behind"
+
+
+def test_an_unlock_delivered_late_does_not_release_the_holders_next_grant(api) -> None:
+    # An unlock whose outcome the caller never learned (sent into a partition) may reach the owner
+    # after the same holder took the lock again: it names the grant it released, so it releases
+    # nothing else (before, it released the new grant and the next caller got the lock too).
+    with cluster(1) as grids:
+        node = grids[0]._node
+        m = api.map(grids[0], "locks")
+        first = m.try_lock("k", timeout=0)
+        assert first is not None
+        m.unlock("k")
+        second = m.try_lock("k", timeout=0)
+        assert second is not None
+        assert second > first
+        encoded = encode_key("k")
+
+        p = partition_of(encoded, node.config.partition_count)
+        held = LockRecord.decode(node.manager.parts[p].maps[LOCKS_PREFIX + "locks"].get(encoded))
+
+        def unlock(token: int) -> Any:
+            request = LockRequest(held.member, held.holder, 1234567, token)
+            op = Op(Code.UNLOCK, p, "locks", encoded, request.encode())
+
+            async def run() -> Any:
+                return await asyncio.ensure_future(_awaitable(node.compute.execute(op, 0)))
+
+            return node.run(run(), timeout=5)
+
+        stale = unlock(first)
+        assert not stale.found
+        assert stale.count == second
+        assert in_thread(lambda: m.try_lock("k", timeout=0)) is None, "the stale unlock released the grant"
+        assert unlock(second).found  # the unlock naming the grant held releases it
+        assert in_thread(lambda: m.try_lock("k", timeout=0)) is not None
+
+
+async def _awaitable(value: Any) -> Any:
+    return await value if isinstance(value, asyncio.Future) else value

@@ -128,6 +128,12 @@ class _Book:
                 }
                 self._prune_at = max(_PRUNE_FLOOR, 2 * len(self._grants))
 
+    def token(self, where: tuple[str, str, bytes, int]) -> int:
+        """The fencing token of the grant held at ``where`` (0: none known)."""
+        with self._lock:
+            grant = self._grants.get(where)
+        return grant.token if grant is not None else 0
+
     def released(self, where: tuple[str, str, bytes, int]) -> None:
         with self._lock:
             grant = self._grants.pop(where, None)
@@ -177,7 +183,9 @@ class LockCalls:
 
     def _op(self, code: int, key: Key, holder: int, lease: float = 0.0) -> Op:
         encoded, partition = self._key(key)
-        request = LockRequest(self._member, holder, _nonce())
+        # An unlock names the grant it releases: delivered late, it then releases nothing else.
+        token = _BOOK.token(self._where(encoded, holder)) if code == Code.UNLOCK else 0
+        request = LockRequest(self._member, holder, _nonce(), token)
         return Op(code, partition, self._name, encoded, request.encode(), ttl=lease)
 
     def _pauses(self) -> Generator[float, None, None]:

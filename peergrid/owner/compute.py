@@ -311,6 +311,18 @@ class ComputeOps:
         current = self._lock_of(part, op)
         if current is None or not current.held_by(request):
             return Result(found=False, count=current.token if current is not None else 0)
+        if request.token not in (0, current.token):
+            # The token fences unlocks that arrive late: an attempt the caller gave up on (its
+            # outcome unknown), delivered after the partition healed, must not release the next
+            # grant the same holder took meanwhile.
+            log.info(
+                "ignored an unlock of %r in map %r naming token %d: the holder holds token %d now",
+                op.key,
+                op.map,
+                request.token,
+                current.token,
+            )
+            return Result(found=False, count=current.token)
         name = lock_map(op.map)
         if current.nonce == request.nonce:  # a retry of an unlock already applied (see _lock)
             return _acked(part, (name, op.key), Result(found=True, count=current.token))
