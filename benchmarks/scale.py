@@ -35,6 +35,7 @@ from typing import Any
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 REMOVED = ("removing it", "was dropped from cluster")
+TAKEN_OVER = "partitions it took over"  # peergrid.replication: a new owner serves
 
 
 class Member:
@@ -77,6 +78,15 @@ class Member:
             if at >= after and text in line:
                 return at
         return None
+
+    def last_log(self, text: str, after: float, before: float) -> float | None:
+        """When the last log line containing ``text`` arrived between ``after`` and ``before``."""
+        times = [
+            at
+            for at, line in zip(list(self.log_times), list(self.log), strict=False)
+            if after <= at <= before and text in line
+        ]
+        return max(times, default=None)
 
     def write_log(self, path: str, t0: float) -> None:
         with open(path, "w") as f:
@@ -140,6 +150,7 @@ class Figures:
     idle_master: float | None = None
     check: float | None = None  # one full check of every entry, healthy
     kill_removed: float | None = None  # kill -> the master logs the victim's removal
+    kill_taken_over: float | None = None  # kill -> the last new owner logs it serves
     kill_served: float | None = None
     kill_safe: float | None = None
     leave_safe: float | None = None
@@ -276,6 +287,11 @@ def run_size(n: int, args: argparse.Namespace) -> Figures:
         if master_member is not None:
             removed_at = master_member.first_log(f"{victim.address} was not heard from", start)
             figures.kill_removed = None if removed_at is None else removed_at - start
+        if figures.kill_served is not None:
+            # The new owners log when they serve what they took over: the last such line before
+            # the check passed is when every partition was served again (the check only bounds it).
+            served = [m.last_log(TAKEN_OVER, start, start + figures.kill_served) for m in members]
+            figures.kill_taken_over = max((at - start for at in served if at is not None), default=None)
         progress(f"N={n}: killed at t={start - t0:.3f}s")
         figures.lost += checker.command(wait=130, op="check", map="scale", count=args.entries)
 
@@ -327,6 +343,7 @@ def report(results: list[Figures], args: argparse.Namespace) -> None:
         ("idle CPU, all members", lambda f: fmt(None if f.idle_mean is None else f.idle_mean * f.n, ".0f")),
         ("one check of every entry, healthy (s)", lambda f: fmt(f.check, ".2f")),
         ("kill -> the master removes it (s)", lambda f: fmt(f.kill_removed)),
+        ("kill -> the last new owner serves (s; from the members' logs)", lambda f: fmt(f.kill_taken_over)),
         ("kill -> every entry readable (s; a check that began after it ends)", lambda f: fmt(f.kill_served)),
         ("kill -> safe (s)", lambda f: fmt(f.kill_safe)),
         ("graceful leave -> safe (s)", lambda f: fmt(f.leave_safe)),

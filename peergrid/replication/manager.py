@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, Protocol
 
@@ -107,6 +108,7 @@ class PartitionManager:
         # p -> uuid -> its copy (None: none); kept while we own p without a break.
         self._answers: dict[int, dict[str, Copy | None]] = {}
         self._owned_since: dict[int, int] = {}  # p -> table version since which we own it
+        self._table_at = 0.0  # time.monotonic() when the table last changed (for the log)
         self._leftover_job: asyncio.Task[None] | None = None  # asking owners about our leftover copies
         self._warned_partitions = False  # more members than partition_count / 2, said once
         self._backup_jobs: dict[tuple[int, str], asyncio.Task[int]] = {}
@@ -130,6 +132,7 @@ class PartitionManager:
             self._config.vnodes,
         )
         old, self.table = self.table, table
+        self._table_at = time.monotonic()
         if len(members.members) * 2 > self._config.partition_count and not self._warned_partitions:
             self._warned_partitions = True
             log.warning(
@@ -219,6 +222,12 @@ class PartitionManager:
                 todo = self._unready_owned()
                 if todo:
                     await self._take_ownership(todo, version)
+                    log.info(
+                        "serves %d partitions it took over %.2fs after member list %d",
+                        len(todo),
+                        time.monotonic() - self._table_at,
+                        version,
+                    )
                 if self.table.version == version:
                     await self._sync_all_backups(version)
                 if self.table.version == version:
