@@ -54,6 +54,7 @@ class Member:
         self.log: list[str] = []
         self.log_times: list[float] = []  # monotonic time each log line arrived
         self.started: float | None = None
+        self._owed = 0  # answers of commands that timed out, still to come (skipped)
         threading.Thread(target=self._pump, daemon=True).start()
         threading.Thread(target=self._pump_log, daemon=True).start()
 
@@ -101,10 +102,17 @@ class Member:
         assert self.proc.stdin is not None
         self.proc.stdin.write(json.dumps(command) + "\n")
         self.proc.stdin.flush()
-        try:
-            line = self.lines.get(timeout=wait)
-        except queue.Empty:
-            raise TimeoutError(f"{self.address}: no answer within {wait}s") from None
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                # Its answer still comes, and must not be taken for the next command's.
+                self._owed += 1
+                raise TimeoutError(f"{self.address}: no answer within {wait}s") from None
+            if not line or not self._owed:
+                break
+            self._owed -= 1  # the late answer of a command that timed out
         if not line:
             raise RuntimeError(f"{self.address} exited: {self.log[-3:]}")
         answer = json.loads(line)
