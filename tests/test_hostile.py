@@ -498,3 +498,39 @@ def test_a_frame_sent_to_a_members_earlier_self_is_refused(name: str) -> None:
         assert set(answer.statuses) == {Status.RETRY}
         assert "before this member re-joined" in answer.messages[0]
         assert b.get_map(name).size() == 0
+
+
+def test_a_frame_its_sender_sent_before_it_was_admitted_again_is_refused(name: str) -> None:
+    # The other side of the test above: the frame was held up on its way from a member that was
+    # then declared dead and admitted again (same uuid), to a member that stayed. A late UNLOCK
+    # released the lock its holder had taken again meanwhile (Jepsen split-2-3 with quorum: one
+    # lock, two holders). Frames stamped with a list older than the sender's latest admission in
+    # the receiver's list are refused.
+    with cluster(2, backup_count=1) as grids:
+        a, b = grids
+        before = a._node.membership.since[b.uuid]
+        assert a._node.membership.is_master
+
+        async def remove_b() -> None:  # as the master does when b was not heard from in time
+            a._node.membership._remove({b.uuid}, a.uuid, 5.0)
+
+        a._node.run(remove_b(), timeout=10)
+        wait_for(lambda: a._node.membership.since.get(b.uuid, 0) > before, 20, message="b admitted again")
+        assert grids.wait_until_safe(20)
+        since = a._node.membership.since[b.uuid]
+        assert since > a._node.membership.joined_version
+        key = next(encode_key(f"k{i}") for i in range(1000) if a.owner_of(f"k{i}").uuid == a.uuid)
+        op = Op(Code.PUT, partition_of(key, 271), name, key, b"\x01")
+        with RawPeer(a.address) as peer:
+            stale = peer.call(
+                "MapService.Execute", frames.ops_to_pb(1, cluster_name(grids), since - 1, b.uuid, [op])
+            )
+            assert set(stale.statuses) == {Status.RETRY}
+            assert "before its sender was admitted again" in stale.messages[0]
+            assert a.get_map(name).size() == 0
+            now = a._node.membership.members.version
+            fresh = peer.call(
+                "MapService.Execute", frames.ops_to_pb(2, cluster_name(grids), now, b.uuid, [op])
+            )
+            assert set(fresh.statuses) == {Status.OK}  # the same sender, stamped with its list
+        assert a.get_map(name).size() == 1

@@ -173,7 +173,10 @@ class Membership:
         self._hints = hints
         self._ignored_hints: set[str] = set()
         self.state = State.JOINING
-        self.members = MemberList(0, "", ())
+        # The list in force; and uuid -> the version of it since which that member has been in it
+        # without a break (as far as this member saw): frames its earlier self sent, before it was
+        # removed and admitted again, are stamped with an older version (``since_version``).
+        self.members, self.since = MemberList(0, "", ()), dict[str, int]()
         self._last_heard: dict[str, float] = {}
         #: Monotonic deadline of this member's owner lease (read from any thread).
         self.lease_until = 0.0
@@ -780,6 +783,11 @@ class Membership:
             self._removed(members)
             return False
         old, self.members = self.members, members
+        # (Versions of lists of another origin are not comparable: then every member counts from now.)
+        same = old.origin == members.origin
+        self.since = {
+            u: self.since.get(u, members.version) if same else members.version for u in members.uuids
+        }
         now = self._clock()
         if members.master_uuid == self.me.uuid and old.master_uuid != self.me.uuid:
             # Master from now on: every member heartbeats us, and is judged from now.
@@ -1711,6 +1719,7 @@ class Membership:
         """Forget the cluster, to join it again as a new member."""
         self.state = State.JOINING
         self.members = MemberList(0, "", ())
+        self.since.clear()
         self._last_heard.clear()
         self._beat_from.clear()
         self._fresh.clear()

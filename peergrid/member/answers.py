@@ -109,6 +109,17 @@ class Answers:
                 f"re-joined at {membership.joined_version}"
             )
             return [Result(Status.RETRY, message=message) for _ in ops]
+        since = membership.since.get(sender, 0)
+        if table_version < since:
+            # Sent by the sender's earlier self, before it was removed and admitted again (at
+            # ``since``): a lock or unlock its caller gave up on, held up by a cut, would act
+            # on what the member holds now. (A live sender stamps its frames with the list that
+            # admitted it, or a newer one.)
+            message = (
+                f"the frame was sent at member list version {table_version}, before its sender "
+                f"was admitted again at {since}"
+            )
+            return [Result(Status.RETRY, message=message) for _ in ops]
         if table_version > membership.members.version:
             membership.saw_version(table_version, membership.address_of(sender))
         results: list[Result | None] = []
