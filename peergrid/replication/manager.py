@@ -235,7 +235,14 @@ class PartitionManager:
             except _TableMovedError:
                 continue
             except PeerGridError as exc:
-                log.debug("partition sync at table %d will retry: %s", version, exc)
+                # Said at INFO once it has taken longer than a failure timeout: what holds it up.
+                slow = time.monotonic() - self._table_at > self._timing.failure_timeout
+                log.log(
+                    logging.INFO if slow else logging.DEBUG,
+                    "partition sync at table %d will retry: %s",
+                    version,
+                    exc,
+                )
                 await asyncio.sleep(self._timing.heartbeat_interval)
                 continue
             if self.table.version == version and not self._unready_owned():
