@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 
 import pytest
 
 import peergrid
 from peergrid import Timing
+from peergrid.partition import partition_of
+from peergrid.serialization import encode_key
 
 
 def run(coro):  # type: ignore[no-untyped-def]
@@ -83,3 +87,48 @@ def test_an_unstarted_async_grid_says_how_to_start_it() -> None:
     grid = peergrid.AsyncGrid(cluster="x")
     with pytest.raises(peergrid.ConfigError, match="async with"):
         grid.get_map("m")
+
+
+def test_tasks_started_in_one_pass_send_their_calls_in_one_frame() -> None:
+    # Sixty-four tasks that each await a remote get, started together, hand their calls to the
+    # member's loop together at the end of the application loop's pass: one frame to the owner
+    # (before, each call woke the member's thread on its own, and while that thread was busy
+    # with the previous frame most of them went out in small frames).
+    async def main() -> None:
+        async with (
+            peergrid.AsyncGrid(cluster="aio-pass", timing=Timing.fast()) as a,
+            peergrid.AsyncGrid(cluster="aio-pass", members=[a.address], timing=Timing.fast()) as b,
+        ):
+            assert await a.wait_until_safe(10)
+            table = a.node.manager.table
+            keys = (f"k{i}" for i in range(2000))
+            remote = [k for k in keys if table.owner(partition_of(encode_key(k), 271)) == b.uuid][:64]
+            await b.get_map("m").put_all({k: k for k in remote})
+            m = a.get_map("m")
+            assert await m.get(remote[0]) == remote[0]  # the pipe to b is open
+            pipe = a.node.pipes.calls(b.uuid)
+            before = pipe.frames_sent
+            assert await asyncio.gather(*(m.get(k) for k in remote)) == remote
+            assert pipe.frames_sent - before == 1
+
+            async def task(i: int) -> None:
+                for n in range(20):
+                    assert await m.get(remote[(i + n) % 64]) == remote[(i + n) % 64]
+
+            # And in steady state: the tasks a frame's results wake send their next gets together
+            # (one frame a round; each call on its own made 84-94 frames for these 20 rounds).
+            before = pipe.frames_sent
+            await asyncio.gather(*(task(i) for i in range(64)))
+            assert pipe.frames_sent - before <= 30
+
+    # On one CPU, as in the benchmarks (and on a busy host), where the member's thread contends
+    # for the GIL with the application's: the threads made in main() inherit the main thread's
+    # CPUs. Every thread gets all of them back after (grpc's own may have started meanwhile).
+    cpus = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cpus)})
+    try:
+        run(main())
+    finally:
+        for tid in os.listdir("/proc/self/task"):
+            with contextlib.suppress(ProcessLookupError):
+                os.sched_setaffinity(int(tid), cpus)

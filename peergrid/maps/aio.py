@@ -14,9 +14,10 @@ from collections.abc import AsyncIterator, Generator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 from peergrid.config import MapConfig
+from peergrid.errors import GridClosedError
 from peergrid.events.nearcache import Flight
 from peergrid.invocation.gets import Fetch, Gets
-from peergrid.invocation.invoker import Group
+from peergrid.invocation.invoker import Call, Group
 from peergrid.maps.core import NO_DEFAULT, Caller, ListenerOptions, MapCore, options_checked
 from peergrid.maps.entry import EntryView
 from peergrid.maps.flows import OnMember, Remote, drive_async
@@ -45,16 +46,39 @@ def _resolve(futures: list[asyncio.Future[None]]) -> None:
 
 
 class _Handover:
-    """Completions bound for one application loop, handed over once per runtime-loop iteration.
+    """Crossings between one application loop and the member's loop, batched per pass.
 
-    Waking another thread's loop costs a system call and a thread switch; a
-    frame's results complete many calls at once, so they cross together.
+    Waking another thread's loop costs a system call and a thread switch, and the self-pipe
+    write releases the GIL: the member's thread takes it, sends a frame of the one op queued so
+    far, and the next task's op goes alone too. So calls that tasks start during one pass of
+    the application's loop cross together at the end of it (sixty-four tasks woken by one
+    frame's results send one frame, from the first call; a lone task pays one loop pass), and
+    a frame's results, which complete many calls at once, cross back together.
     """
 
-    def __init__(self, target: asyncio.AbstractEventLoop, runtime: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, target: asyncio.AbstractEventLoop, runtime: asyncio.AbstractEventLoop, node: Node
+    ) -> None:
         self._target = target
         self._runtime = runtime
+        self._node = node
         self._pending: list[asyncio.Future[None]] = []
+        self._starts: list[tuple[list[Call], asyncio.Future[None]]] = []
+
+    def start(self, calls: list[Call], done: asyncio.Future[None]) -> None:
+        """Send ``calls`` once this pass of the application's loop ends (its thread)."""
+        if not self._starts:
+            self._target.call_soon(self._start_all)
+        self._starts.append((calls, done))
+
+    def _start_all(self) -> None:
+        starts, self._starts = self._starts, []
+        try:
+            self._node.invoker.start_many([call for calls, _ in starts for call in calls])
+        except RuntimeError:  # the member's loop closed meanwhile: no task waits for its timeout
+            for _, done in starts:
+                if not done.done():
+                    done.set_exception(GridClosedError(self._node.closed_reason))
 
     def add(self, future: asyncio.Future[None]) -> None:
         """Complete ``future`` on its loop, soon (runtime thread)."""
@@ -105,7 +129,7 @@ class AsyncDriver:
         loop = done.get_loop()
         handover = self._handovers.get(loop)
         if handover is None:
-            handover = self._handovers[loop] = _Handover(loop, self._node.loop)
+            handover = self._handovers[loop] = _Handover(loop, self._node.loop, self._node)
         return Group(1, lambda: handover.add(done))
 
     async def _gets(self, gets: Gets) -> Fetch:
@@ -126,10 +150,10 @@ class AsyncDriver:
         done: asyncio.Future[None] = loop.create_future()
         handover = self._handovers.get(loop)
         if handover is None:
-            handover = self._handovers[loop] = _Handover(loop, self._node.loop)
+            handover = self._handovers[loop] = _Handover(loop, self._node.loop, self._node)
         group = Group(len(ops), lambda: handover.add(done))
         calls = [caller.call(op, group=group) for op in ops]
-        self._node.invoker.start_many(calls)
+        handover.start(calls, done)
         try:
             async with asyncio.timeout(caller.wait):
                 await done
