@@ -175,7 +175,7 @@ class Membership:
         self.state = State.JOINING
         # The list in force; and uuid -> the version of it since which that member has been in it
         # without a break (as far as this member saw): frames its earlier self sent, before it was
-        # removed and admitted again, are stamped with an older version (``since_version``).
+        # removed and admitted again, are stamped with an older version (``Answers.frame``).
         self.members, self.since = MemberList(0, "", ()), dict[str, int]()
         self._last_heard: dict[str, float] = {}
         #: Monotonic deadline of this member's owner lease (read from any thread).
