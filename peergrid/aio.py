@@ -17,8 +17,9 @@ from peergrid.maps.aio import AsyncDriver, AsyncMap
 from peergrid.maps.core import Caller, check_types, map_config, recover_lost_partitions
 from peergrid.member.loop import check_not_forked, track
 from peergrid.member.node import Node
+from peergrid.partition import partition_of
 from peergrid.protocol import Member
-from peergrid.serialization import Key
+from peergrid.serialization import Key, encode_key
 
 __all__ = ["AsyncGrid", "AsyncMap"]
 
@@ -85,6 +86,11 @@ class AsyncGrid:
     def members(self) -> list[Member]:
         """The current member list, oldest first."""
         return self.node.members()
+
+    def owner_of(self, key: Key) -> Member | None:
+        """The member that currently owns ``key``'s partition (in every map); no call is made."""
+        node = self.node
+        return node.owner_of(partition_of(encode_key(key), node.config.partition_count))
 
     @overload
     def get_map(

@@ -10,8 +10,6 @@ import pytest
 
 import peergrid
 from peergrid import Timing
-from peergrid.partition import partition_of
-from peergrid.serialization import encode_key
 
 
 def run(coro):  # type: ignore[no-untyped-def]
@@ -46,6 +44,9 @@ def test_async_cluster_every_operation() -> None:
             await mb.clear()
             assert await ma.size() == 0
             assert [m.address for m in b.members()] == [a.address, b.address]
+            owners = {a.owner_of(f"o{i}").uuid for i in range(50)}
+            assert owners == {a.uuid, b.uuid}  # (no I/O: the table each member holds)
+            assert all(a.owner_of(f"o{i}") == b.owner_of(f"o{i}") for i in range(50))
 
     run(main())
 
@@ -100,9 +101,7 @@ def test_tasks_started_in_one_pass_send_their_calls_in_one_frame() -> None:
             peergrid.AsyncGrid(cluster="aio-pass", members=[a.address], timing=Timing.fast()) as b,
         ):
             assert await a.wait_until_safe(10)
-            table = a.node.manager.table
-            keys = (f"k{i}" for i in range(2000))
-            remote = [k for k in keys if table.owner(partition_of(encode_key(k), 271)) == b.uuid][:64]
+            remote = [k for k in (f"k{i}" for i in range(2000)) if a.owner_of(k).uuid == b.uuid][:64]
             await b.get_map("m").put_all({k: k for k in remote})
             m = a.get_map("m")
             assert await m.get(remote[0]) == remote[0]  # the pipe to b is open
