@@ -542,6 +542,11 @@ class GridConfig:
     """This member's share of partitions relative to the others."""
     min_cluster_size: int = 1
     """Writes are refused while this member sees fewer members (quorum)."""
+    heartbeat_fanout: int = 10
+    """Most members whose heartbeats one member receives for the master: the ``heartbeat_fanout``
+    oldest after the master beat it directly, every other member beats a relay, an older member
+    that carries its beats up with its own (a tree: the master's heartbeat load stays constant
+    as the cluster grows; docs/architecture.md, "Heartbeat relays"). 10,000: no relays."""
     serializer: str = "msgpack"
     """Value serializer: ``"msgpack"`` (safe default) or ``"pickle"`` (needs TLS)."""
     tls: TLSConfig | None = None
@@ -595,6 +600,7 @@ class GridConfig:
         _check_int("partition_count", self.partition_count, 1, 65_536)
         _check_int("vnodes", self.vnodes, 1, 10_000)
         _check_int("min_cluster_size", self.min_cluster_size, 1, 10_000)
+        _check_int("heartbeat_fanout", self.heartbeat_fanout, 1, 10_000)
         if not isinstance(self.weight, int | float) or not 0 < self.weight <= 100:
             raise ConfigError(f"weight must be a number in (0, 100], got {self.weight!r}")
         if self.serializer not in ("msgpack", "pickle"):

@@ -417,6 +417,20 @@ class HeartbeatReply:
     None when it has no answer from its master (or is of an earlier version)."""
     counted: bool = True
     """False: the answer must not renew the asker's owner lease (``Membership.vouch_lapse``)."""
+    relayed: tuple[HeartbeatReply | None, ...] = ()
+    """The master's answers to the beats the request asked the receiver to relay, in order
+    (``uuid``: the master's); None for one not carried to the master."""
+    relay_in: float | None = None
+    """Seconds until the answering member next sends its beats (and those it relays) up."""
+
+
+@dataclass(frozen=True)
+class RelayedBeat:
+    """A member's heartbeat for the master, carried by a relay (large clusters: see
+    ``cluster.relay``)."""
+
+    uuid: str
+    list_version: int
 
 
 @dataclass(frozen=True)

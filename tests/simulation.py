@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from peergrid.cluster.membership import Membership, State
 from peergrid.config import GridConfig, Timing
 from peergrid.errors import PeerGridError, PeerUnavailableError
-from peergrid.protocol import HeartbeatReply, JoinReply, Member, MemberList
+from peergrid.protocol import HeartbeatReply, JoinReply, Member, MemberList, RelayedBeat
 
 T = TypeVar("T")
 
@@ -121,9 +121,17 @@ class SimPeer:
         )
         return reply
 
-    async def heartbeat(self, uuid: str, list_version: int, timeout: float | None = None) -> HeartbeatReply:
-        def handle(m: Membership) -> HeartbeatReply:
+    async def heartbeat(
+        self,
+        uuid: str,
+        list_version: int,
+        timeout: float | None = None,
+        relayed: tuple[RelayedBeat, ...] = (),
+        master: str = "",
+    ) -> HeartbeatReply:
+        async def handle(m: Membership) -> HeartbeatReply:
             reply = m.handle_heartbeat(uuid, list_version)
+            answers, relay_in = await m.handle_relayed(relayed, master) if relayed else ([], None)
             return HeartbeatReply(
                 reply.status,
                 reply.list_version,
@@ -131,6 +139,8 @@ class SimPeer:
                 leaving=reply.leaving,
                 master_heard=reply.master_heard,
                 counted=reply.counted,
+                relayed=tuple(answers),
+                relay_in=relay_in,
             )
 
         reply: HeartbeatReply = await self._call(timeout, handle)
@@ -177,6 +187,7 @@ class Simulation:
         loss: float = 0.0,
         timing: Timing | None = None,
         min_cluster_size: int = 1,
+        heartbeat_fanout: int = GridConfig.heartbeat_fanout,
     ) -> None:
         self.n = n
         self.timing = timing or Timing()
@@ -185,6 +196,7 @@ class Simulation:
             timing=self.timing,
             partition_count=max(271, 2 * n + 1),
             min_cluster_size=min_cluster_size,
+            heartbeat_fanout=heartbeat_fanout,
         )
         self.net = Network(random.Random(seed), loss=loss)
         self.rng = random.Random(seed + 1)
@@ -457,6 +469,27 @@ class Simulation:
         await self._stop(members)
         return removed
 
+    async def relay_fault(self, fault: str) -> tuple[list[str], str]:
+        """A relay with children and grandchildren (the master's first child) is killed, or
+        paused for half the failure timeout; then ten failure timeouts pass. Returns the
+        addresses of the members removed meanwhile (by anyone), and the relay's."""
+        members = await self._formed()
+        uuids = members[0].members.uuids
+        relay = next(m for m in members if m.me.uuid == uuids[1])
+        assert any(m._relay.parent == relay.me.uuid for m in members), "the relay relays for no one"
+        mark = len(self.removed)
+        if fault == "kill":
+            await relay.stop()
+            self.net.down.add(relay.address)
+        else:
+            self._pause(relay, True)
+            await asyncio.sleep(self.timing.failure_timeout / 2)
+            self._pause(relay, False, stalled=self.timing.failure_timeout / 2)
+        await asyncio.sleep(10 * self.timing.failure_timeout)
+        removed = sorted({self.uuids[u] for _, _, u in self.removed[mark:]})
+        await self._stop(members)
+        return removed, relay.address
+
     async def split(
         self, minority: int, duration: float, late: bool = False
     ) -> list[tuple[float, list[str]]]:
@@ -628,6 +661,11 @@ def split(
 def two_fail(n: int, paused: bool, seed: int = 1, timing: Timing | None = None) -> list[float]:
     """Run ``Simulation.two_fail`` (seeded, as ``simulate``)."""
     return _virtual(seed, Simulation(n, seed, 0.0, timing).two_fail(paused))
+
+
+def relay_faults(n: int, fanout: int, fault: str, seed: int = 1) -> tuple[list[str], str]:
+    """Run ``Simulation.relay_fault`` with heartbeat relays of ``fanout`` (seeded)."""
+    return _virtual(seed, Simulation(n, seed, 0.0, heartbeat_fanout=fanout).relay_fault(fault))
 
 
 def member_isolated(n: int, duration: float, seed: int = 1, timing: Timing | None = None) -> list[str]:

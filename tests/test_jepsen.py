@@ -103,6 +103,20 @@ def test_short_run(scenario: str, setting: str, results: list[RunResult], runnab
     check(result)
 
 
+@pytest.mark.skipif(os.environ.get("PEERGRID_JEPSEN") == "0", reason="skipped: PEERGRID_JEPSEN=0")
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("scenario", ["pause", "cut-one", "split-2-3"])
+def test_short_run_with_heartbeat_relays(scenario: str, results: list[RunResult], runnable: None) -> None:
+    # heartbeat_fanout=1: every member's beats reach the master through a chain of relays (the
+    # youngest's through three), so the leases of four members rest on relayed answers while
+    # members pause and the network splits.
+    settings = dataclasses.replace(RunSettings(), min_cluster_size=3, heartbeat_fanout=1, log_dir=log_dir())
+    result = one_run(scenario, seed=int(os.environ.get("PEERGRID_JEPSEN_SEED", "1")), settings=settings)
+    results.append(result)
+    print(result.report(per_checker=5))
+    check(result)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("PEERGRID_SOAK"), reason="soak: opt-in with PEERGRID_SOAK=1")
 @pytest.mark.timeout(3600)

@@ -4,8 +4,9 @@ The oldest member is the master: it alone creates new versions of the member
 list (a join, a leave, a death) and publishes them to everyone. Members adopt
 only a newer version than theirs, from anyone: publication, heartbeat replies
 and replication requests all carry versions, and a member that sees a newer
-one pulls it. Each member heartbeats the master (and with ``min_cluster_size``
-that many others), so a member's cost is constant in the cluster's size; the
+one pulls it. Each member heartbeats the master (in a large cluster through a
+tree of relays, ``cluster.relay``; and with ``min_cluster_size`` that many
+others), so a member's cost is constant in the cluster's size, the master's too; the
 master judges every member (a silent one is probed before it is removed), the
 others judge only the master. When the master goes silent, members probe the
 older members, oldest first; the oldest member that hears from nobody older
@@ -42,10 +43,11 @@ import random
 import time
 import uuid as uuid_module
 from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, Protocol
 
+from peergrid.cluster.relay import Relaying, relay_parent
 from peergrid.config import CLOCK_DRIFT, GridConfig
 from peergrid.errors import (
     ClusterError,
@@ -62,6 +64,7 @@ from peergrid.protocol import (
     JoinStatus,
     Member,
     MemberList,
+    RelayedBeat,
 )
 
 log = logging.getLogger("peergrid.cluster")
@@ -132,7 +135,12 @@ class PeerCalls(Protocol):
         probe: bool = False,
     ) -> JoinReply: ...
     async def heartbeat(
-        self, uuid: str, list_version: int, timeout: float | None = None
+        self,
+        uuid: str,
+        list_version: int,
+        timeout: float | None = None,
+        relayed: tuple[RelayedBeat, ...] = (),
+        master: str = "",
     ) -> HeartbeatReply: ...
     async def publish(self, members: MemberList, timeout: float | None = None) -> None: ...
     async def get_members(self, timeout: float | None = None) -> MemberList: ...
@@ -232,7 +240,8 @@ class Membership:
         self._unknown_masters: set[str] = set()  # masters of lists _plausible refused (logged once)
         # When the master last said most members went silent; when our loop last ran late.
         self._at_fault_warned = self._strained_at = float("-inf")
-        self._probing: set[str] = set()  # uuids with a probe in flight
+        # uuids with a probe in flight; heartbeats carried for others, and this member's own relay.
+        self._probing, self._relay = set[str](), Relaying()
 
     # ------------------------------------------------------------------ reading
     @property
@@ -1122,7 +1131,8 @@ class Membership:
         targets: dict[str, Member] = {}
         master = self.master()
         if master is not None and master.uuid != self.me.uuid:
-            targets[master.uuid] = master
+            relay = self._relay_member()  # (one that stopped carrying our beats: the master too)
+            targets.setdefault(*((master.uuid, master) if relay is None else (relay.uuid, relay)))
         need = self._config.min_cluster_size - 1  # answers the lease needs besides our own
         # The master's answer counts as one; one more than needed, as a target may be dead.
         want = len(targets) + (max(1, need + 1) if self.is_master else need)
@@ -1212,16 +1222,31 @@ class Membership:
         """True while this member may serve its partitions (see the module docstring)."""
         return self.lease_until > self._clock()
 
-    async def _beat(self, member: Member, timeout: float | None = None) -> bool:
+    async def _beat(
+        self,
+        member: Member,
+        timeout: float | None = None,
+        relayed: tuple[RelayedBeat, ...] = (),
+        master: str = "",
+        answered: Callable[[HeartbeatReply | None, float], None] | None = None,
+    ) -> bool:
         """Heartbeat ``member`` (or probe it); True when it answered as itself, a member of our
-        cluster (one that does not count us a member is not heard from: it is not alive *here*)."""
+        cluster (one that does not count us a member is not heard from: it is not alive *here*).
+        With ``relayed`` beats for ``master``, ``answered`` gets the reply (None: the call failed)
+        and the send time, before the reply itself is taken."""
         sent = self._clock()
         peer = self._peer(member.address)
         try:
             reply = await peer.heartbeat(
-                self.me.uuid, self.members.version, timeout=timeout or self._timing.heartbeat_interval * 2
+                self.me.uuid,
+                self.members.version,
+                timeout=timeout or self._timing.heartbeat_interval * 2,
+                relayed=relayed,
+                master=master,
             )
         except PeerGridError as exc:
+            if answered is not None:
+                answered(None, sent)
             self._beat_errors[member.uuid] = _strip(exc)
             if isinstance(exc, PeerUnavailableError) and exc.refused:
                 self._refused.add(member.uuid)
@@ -1233,6 +1258,13 @@ class Membership:
                 self._last_heard[member.uuid] = max(self._last_heard[member.uuid], late)
             return False
         self._beat_errors.pop(member.uuid, None)
+        if answered is not None:
+            answered(reply, sent)
+        return self._took_reply(member, reply, sent)
+
+    def _took_reply(self, member: Member, reply: HeartbeatReply, sent: float) -> bool:
+        """Take ``member``'s answer to a heartbeat sent at ``sent`` (directly, or carried by a
+        relay): heard, lease, quorum, newer lists; True when it counts us a member."""
         if reply.uuid and reply.uuid != member.uuid:
             self._refused.add(member.uuid)
             return False  # another process serves that address now: the member is gone
@@ -1275,14 +1307,152 @@ class Membership:
             return True
         return False
 
-    async def _heartbeat(self, member: Member) -> None:
+    def _beat_timeout(self) -> float:
         # A late answer still counts: each heartbeat waits almost the failure timeout, not two
         # heartbeats, and its stream is replaced only once nothing came on it for a while
         # (``BeatStream``), so heartbeats queue on it while an overloaded peer catches up.
         timing = self._timing
-        await self._beat(
-            member, max(2 * timing.heartbeat_interval, timing.failure_timeout - timing.heartbeat_interval)
-        )
+        return max(2 * timing.heartbeat_interval, timing.failure_timeout - timing.heartbeat_interval)
+
+    async def _heartbeat(self, member: Member) -> None:
+        if member.uuid == self._relay.parent:
+            await self._beat_relay(member)
+        elif member.uuid == self.members.master_uuid:
+            self._relay.up_at = self._clock()
+            await self._send_up(member, own=False)
+        else:
+            await self._beat(member, self._beat_timeout())
+
+    # ------------------------------------------------------------------ heartbeat relays
+    # (``cluster.relay``: the tree, and why a relayed answer may renew a lease.)
+    def _relay_member(self) -> Member | None:
+        """The relay this member beats instead of the master (None: it beats the master)."""
+        members = self.members
+        if self._relay.list_version != (members.version, members.master_uuid):
+            self._relay.list_version = (members.version, members.master_uuid)
+            self._relay.choose(
+                relay_parent(members.uuids, members.master_uuid, self.me.uuid, self._config.heartbeat_fanout)
+                or "",
+                self._clock(),
+            )
+        parent = self._relay.parent or None
+        return None if parent is None else self.members.find(parent)
+
+    def _relay_patience(self) -> float:
+        """How long this member's relay may carry none of its beats before it beats the master
+        directly: the lease (3 s by default) must be renewed before it runs out."""
+        return 1.5 * self._timing.heartbeat_interval
+
+    def _relay_lead(self) -> float:
+        """How long before its relay sends up a member sends it its beat."""
+        return self._timing.heartbeat_interval / 10
+
+    async def _beat_relay(self, relay: Member) -> None:
+        """This member's beat for the master, sent to its relay just before the relay sends up.
+
+        When the relay carried none of this member's beats for ``_relay_patience`` (its beat
+        of one interval ago got no answer from the master, or its relay says it has another
+        master), the master is beaten directly too (with the beats this member holds), before
+        the lease runs out; the beat to the relay then only finds out whether it carries beats
+        again. (Checked when the beat is sent, not at the tick: the answer to the last beat,
+        sent late in the previous interval, may still be on its way at the tick.)"""
+        interval = self._timing.heartbeat_interval
+        now = self._clock()
+        at = self._relay.parent_at
+        delay = 0.0 if at is None else (at - self._relay_lead() - now) % interval
+        self._relay.up_at = now + delay
+        if delay:
+            await asyncio.sleep(delay)
+        if self.state not in (State.ACTIVE, State.LEAVING) or relay.uuid != self._relay.parent:
+            return
+        failing = self._relay.failing(self._clock(), self._relay_patience())
+        master = self.master()
+        if failing and master is not None and master.uuid != self.me.uuid:
+            self._spawn(self._send_up(master, own=False))
+        await self._send_up(relay, own=True, hold=failing)
+
+    async def _send_up(self, up: Member, own: bool, hold: bool = False) -> None:
+        """Beat ``up`` (the master, or this member's relay when ``own``: then this member's own
+        beat travels as the first relayed one), carrying the beats held for the master (unless
+        ``hold``: they go up the working way)."""
+        batch = [] if hold else self._relay.queue.take()
+        beats = [beat for beat, _ in batch]
+        if own:
+            beats.insert(0, RelayedBeat(self.me.uuid, self.members.version))
+        if not beats:
+            await self._beat(up, self._beat_timeout())
+            return
+        master = self.members.master_uuid
+
+        def answered(reply: HeartbeatReply | None, sent: float) -> None:
+            answers = () if reply is None else reply.relayed
+            if own:
+                mine = answers[0] if answers else None
+                answers = answers[1:]
+                if reply is not None and reply.relay_in is not None:
+                    self._relay.parent_at = self._clock() + reply.relay_in
+                self._carried(up, mine, sent, master, fell_back=hold)
+            self._relay.queue.answer(batch, answers)
+
+        await self._beat(up, self._beat_timeout(), tuple(beats), master, answered)
+
+    def _carried(
+        self, relay: Member, answer: HeartbeatReply | None, sent: float, master: str, fell_back: bool
+    ) -> None:
+        """The master's answer to this member's own beat, carried by ``relay``; when it did not
+        carry it (it has another master, is still joining, or failed), the master is beaten
+        directly at once (unless it was, ``fell_back``), and from now on until the relay carries
+        a beat again."""
+        if answer is None or answer.uuid != master or master != self.members.master_uuid:
+            if relay.uuid == self._relay.parent and not fell_back:
+                self._relay.since = self._relay.carried = float("-inf")
+                up = self.master()
+                if up is not None and up.uuid != self.me.uuid and self.state is not State.STOPPED:
+                    self._spawn(self._send_up(up, own=False))
+            return
+        member = self.members.find(master)
+        if member is None:
+            return
+        if answer.status == HeartbeatStatus.OK and relay.uuid == self._relay.parent:
+            self._relay.carried = max(self._relay.carried, sent)
+        self._took_reply(member, answer, sent)
+
+    async def handle_relayed(
+        self, beats: tuple[RelayedBeat, ...], master: str
+    ) -> tuple[list[HeartbeatReply | None], float | None]:
+        """Beats other members sent this one to carry up to ``master``: on the master, its
+        answers; on another member of that master, the answers its send up brings back. Also
+        the seconds until this member next sends up (a relay's children send just before)."""
+        if self.is_master and master == self.me.uuid and self.state in (State.ACTIVE, State.LEAVING):
+            me = self.me.uuid
+            return [replace(self.handle_heartbeat(b.uuid, b.list_version), uuid=me) for b in beats], None
+        if self.state is not State.ACTIVE or self.is_master or master != self.members.master_uuid:
+            return [None] * len(beats), None
+        now = self._clock()
+        interval = self._timing.heartbeat_interval
+        until_up = (self._relay.up_at - now) % interval
+        futures = self._relay.queue.add(beats)
+        if until_up > interval / 2 and not self._relay.early:
+            # Came just after this member sent up: send again shortly rather than hold them
+            # for almost an interval (their senders' leases count from when they sent them).
+            self._relay.early = True
+            asyncio.get_running_loop().call_later(self._relay_lead(), self._send_early)
+        await asyncio.wait(futures, timeout=self._beat_timeout() - interval)
+        answers = [f.result() if f.done() and not f.cancelled() else None for f in futures]
+        for future in futures:
+            future.cancel()  # (a send up from now on leaves it out)
+        return answers, (self._relay.up_at - self._clock()) % interval
+
+    def _send_early(self) -> None:
+        self._relay.early = False
+        if self.state is not State.ACTIVE or not self._relay.queue.pending:
+            return
+        master = self.master()
+        relay = self._relay_member()
+        if relay is not None and not self._relay.failing(self._clock(), self._relay_patience()):
+            self._spawn(self._send_up(relay, own=True))
+        elif master is not None and master.uuid != self.me.uuid:
+            self._spawn(self._send_up(master, own=False))
 
     async def _probe(self, member: Member, timeout: float | None = None) -> None:
         """One heartbeat to a member this one does not heartbeat every tick (it is judging it)."""
@@ -1718,6 +1888,8 @@ class Membership:
     def reset_for_rejoin(self) -> None:
         """Forget the cluster, to join it again as a new member."""
         self.state = State.JOINING
+        self._relay.queue.fail_all()
+        self._relay.choose("", self._clock())
         self.members = MemberList(0, "", ())
         self.since.clear()
         self._last_heard.clear()
@@ -1733,6 +1905,7 @@ class Membership:
     async def stop(self) -> None:
         """Stop heartbeats and background calls."""
         self.state = State.STOPPED
+        self._relay.queue.fail_all()
         tasks = [t for t in (self._ticker, *self._tasks) if t is not None]
         for task in tasks:
             task.cancel()

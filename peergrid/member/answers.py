@@ -21,7 +21,18 @@ from peergrid.events.publisher import EventPublisher
 from peergrid.member.maps import Maps
 from peergrid.member.merging import Merging
 from peergrid.owner.executor import Executor
-from peergrid.protocol import Chunk, Copy, HeartbeatReply, JoinReply, Member, MemberList, Op, Result, Status
+from peergrid.protocol import (
+    Chunk,
+    Copy,
+    HeartbeatReply,
+    JoinReply,
+    Member,
+    MemberList,
+    Op,
+    RelayedBeat,
+    Result,
+    Status,
+)
 from peergrid.replication import PartitionManager
 from peergrid.transport import PeerClient
 
@@ -58,6 +69,11 @@ class Answers:
 
     def heartbeat(self, uuid: str, list_version: int) -> HeartbeatReply:
         return self._membership().handle_heartbeat(uuid, list_version)
+
+    async def relay(
+        self, beats: tuple[RelayedBeat, ...], master: str
+    ) -> tuple[list[HeartbeatReply | None], float | None]:
+        return await self._membership().handle_relayed(beats, master)
 
     def publish(self, members: MemberList) -> None:
         self._membership().handle_publish(members)

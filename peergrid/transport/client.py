@@ -31,7 +31,17 @@ import grpc
 from peergrid.config import GridConfig, TLSConfig, parse_address
 from peergrid.errors import ClusterNameMismatchError, PeerUnavailableError, RemoteError, TLSError
 from peergrid.events.model import EventBatch
-from peergrid.protocol import Chunk, Copy, HeartbeatReply, JoinReply, Member, MemberList, Op, Result
+from peergrid.protocol import (
+    Chunk,
+    Copy,
+    HeartbeatReply,
+    JoinReply,
+    Member,
+    MemberList,
+    Op,
+    RelayedBeat,
+    Result,
+)
 from peergrid.transport import convert, frames
 from peergrid.transport._pb import (
     events_pb2,
@@ -161,8 +171,17 @@ class PeerClient:
             raise
         return self._decoded(convert.join_reply_from_pb, reply)
 
-    async def heartbeat(self, uuid: str, list_version: int, timeout: float | None = None) -> HeartbeatReply:
+    async def heartbeat(
+        self,
+        uuid: str,
+        list_version: int,
+        timeout: float | None = None,
+        relayed: tuple[RelayedBeat, ...] = (),
+        master: str = "",
+    ) -> HeartbeatReply:
         """Heartbeat the peer; its answer, within ``timeout`` (default: the rpc timeout).
+        ``relayed``: beats for the master ``master`` the peer is to carry up (or answer, if it
+        is that master); its reply's ``relayed`` holds the master's answers.
 
         Sent on this client's Beats stream (opened on first use; see ``BeatStream``), or as a
         unary call to a peer that does not serve Beats (a member of an earlier version).
@@ -172,6 +191,10 @@ class PeerClient:
         limit = timeout or self._timeout
         deadline = time.monotonic() + limit
         request = membership_pb2.HeartbeatRequest(cluster=self._cluster, uuid=uuid, list_version=list_version)
+        if relayed:
+            request.master = master
+            for beat in relayed:
+                request.relayed.add(uuid=beat.uuid, list_version=beat.list_version)
         if time.monotonic() >= self._unary_beats_until:
             try:
                 reply = await self._beat_on_stream(request, limit)
@@ -441,6 +464,13 @@ def _heartbeat_reply(reply: Any) -> HeartbeatReply:
         leaving=reply.leaving,
         master_heard=reply.master_heard_ms / 1000 if reply.HasField("master_heard_ms") else None,
         counted=not reply.uncounted,
+        relayed=tuple(
+            HeartbeatReply(a.status, a.list_version, uuid=a.uuid, counted=not a.uncounted)
+            if a.answered
+            else None
+            for a in reply.relayed
+        ),
+        relay_in=reply.relay_in_ms / 1000 if reply.HasField("relay_in_ms") else None,
     )
 
 

@@ -38,6 +38,7 @@ from peergrid.errors import (
 )
 from peergrid.events.model import EventBatch
 from peergrid.protocol import (
+    MAX_MEMBERS,
     Chunk,
     Copy,
     HeartbeatReply,
@@ -45,6 +46,7 @@ from peergrid.protocol import (
     Member,
     MemberList,
     Op,
+    RelayedBeat,
     Result,
     Status,
     map_name_problem,
@@ -76,6 +78,9 @@ class Handlers(Protocol):
 
     async def join(self, member: Member, partition_count: int, serializer: str, probe: bool) -> JoinReply: ...
     def heartbeat(self, uuid: str, list_version: int) -> HeartbeatReply: ...
+    async def relay(
+        self, beats: tuple[RelayedBeat, ...], master: str
+    ) -> tuple[list[HeartbeatReply | None], float | None]: ...
     def publish(self, members: MemberList) -> None: ...
     def current_members(self) -> MemberList: ...
     async def leave(self, uuid: str, final: bool) -> None: ...
@@ -252,14 +257,43 @@ class _Membership(_Base, membership_pb2_grpc.MembershipServicer):  # type: ignor
 
     @_guarded
     async def Heartbeat(self, request: Any, context: Any) -> membership_pb2.HeartbeatResponse:
-        return self._heartbeat(request)
+        return await self._heartbeat(request)
 
-    def _heartbeat(self, request: Any) -> membership_pb2.HeartbeatResponse:
+    async def _heartbeat(self, request: Any) -> membership_pb2.HeartbeatResponse:
         """The answer to one heartbeat, unary or on the Beats stream (same checks: the caller
-        checked the request's cluster; a malformed request or uuid raises)."""
+        checked the request's cluster; a malformed request or uuid raises), with the master's
+        answers to the beats it carries for relaying (``cluster.relay``)."""
         if isinstance(request, Malformed):
             request.refuse()
         reply = self.handlers.heartbeat(self.check_uuid(request.uuid, "heartbeat uuid"), request.list_version)
+        answer = self._heartbeat_answer(request, reply)
+        if request.relayed:
+            if len(request.relayed) > MAX_MEMBERS:
+                raise ValueError(
+                    f"a heartbeat carries {len(request.relayed)} beats to relay, more than {MAX_MEMBERS}"
+                )
+            beats = tuple(
+                RelayedBeat(self.check_uuid(b.uuid, "relayed heartbeat uuid"), b.list_version)
+                for b in request.relayed
+            )
+            master = self.check_uuid(request.master, "relay master")
+            answers, relay_in = await self.handlers.relay(beats, master)
+            for relayed in answers:
+                if relayed is None:
+                    answer.relayed.add(answered=False)
+                else:
+                    answer.relayed.add(
+                        answered=True,
+                        status=relayed.status,
+                        list_version=relayed.list_version,
+                        uncounted=not relayed.counted,
+                        uuid=relayed.uuid,
+                    )
+            if relay_in is not None:
+                answer.relay_in_ms = round(relay_in * 1000)
+        return answer
+
+    def _heartbeat_answer(self, request: Any, reply: HeartbeatReply) -> membership_pb2.HeartbeatResponse:
         return membership_pb2.HeartbeatResponse(
             status=reply.status,  # type: ignore[arg-type]
             list_version=reply.list_version,
@@ -289,7 +323,7 @@ class _Membership(_Base, membership_pb2_grpc.MembershipServicer):  # type: ignor
                     refusal = grpc.StatusCode.PERMISSION_DENIED, self.mismatch(cluster)
                     break
                 try:
-                    reply = self._heartbeat(request)
+                    reply = await self._heartbeat(request)
                 except Exception as exc:
                     refusal = _status(exc)
                     if refusal is None:

@@ -70,6 +70,9 @@ class RunSettings:
 
     hosts: int = 5
     min_cluster_size: int = 3
+    heartbeat_fanout: int = 10
+    """1: the members form a chain of heartbeat relays (cluster.relay), the youngest beating
+    the master through three of them; the default relays nothing among five."""
     backup_count: int = 2
     """Two backups: a 2-3 split leaves a copy of every partition on the majority side (with
     one backup, a partition whose both copies sit on the minority is lost there, which the
@@ -109,7 +112,8 @@ class RunSettings:
         return self.min_cluster_size > self.hosts // 2
 
     def short(self) -> str:
-        return f"mcs={self.min_cluster_size}/{self.hosts}"
+        relays = f" fanout={self.heartbeat_fanout}" if self.heartbeat_fanout < self.hosts - 1 else ""
+        return f"mcs={self.min_cluster_size}/{self.hosts}{relays}"
 
 
 class HarnessError(RuntimeError):
@@ -329,6 +333,7 @@ class Cluster:
             "history": str(self.run_dir / f"{self.names[i]}.{self.incarnation[i]}.jsonl"),
             "backup_count": s.backup_count,
             "min_cluster_size": s.min_cluster_size,
+            "heartbeat_fanout": s.heartbeat_fanout,
             "timing": s.timing,
             "threads": s.threads,
             "registers": s.registers,
@@ -657,6 +662,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("scenario", choices=SCENARIOS)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--min-cluster-size", type=int, default=3)
+    parser.add_argument("--heartbeat-fanout", type=int, default=RunSettings.heartbeat_fanout)
     parser.add_argument("--faults", type=int, default=RunSettings.faults)
     parser.add_argument("--log-dir", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -665,7 +671,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot run: {reason}", file=sys.stderr)
         return 2
     settings = dataclasses.replace(
-        RunSettings(), min_cluster_size=args.min_cluster_size, faults=args.faults, log_dir=args.log_dir
+        RunSettings(),
+        min_cluster_size=args.min_cluster_size,
+        heartbeat_fanout=args.heartbeat_fanout,
+        faults=args.faults,
+        log_dir=args.log_dir,
     )
     result = run(args.scenario, args.seed, settings)
     print(result.report(per_checker=5))

@@ -136,6 +136,7 @@ class Settings:
     history: str
     backup_count: int = 1
     min_cluster_size: int = 1
+    heartbeat_fanout: int = 10
     timing: dict[str, float] = field(default_factory=dict)
     threads: int = 3
     registers: int = 10
@@ -302,6 +303,7 @@ def serve(settings: Settings) -> int:
         members=seeds,
         backup_count=settings.backup_count,
         min_cluster_size=settings.min_cluster_size,
+        heartbeat_fanout=settings.heartbeat_fanout,
         timing=_timing(settings.timing),
     )
     clients = Clients(grid, settings, recorder)

@@ -1,8 +1,9 @@
 from peergrid.transport._pb import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from typing import ClassVar as _ClassVar, Mapping as _Mapping, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -51,19 +52,45 @@ class JoinResponse(_message.Message):
     def __init__(self, status: _Optional[_Union[JoinResponse.Status, str]] = ..., reason: _Optional[str] = ..., master_address: _Optional[str] = ..., members: _Optional[_Union[_common_pb2.MemberList, _Mapping]] = ..., cluster: _Optional[str] = ..., uuid: _Optional[str] = ..., list_version: _Optional[int] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("cluster", "uuid", "list_version", "seq")
+    __slots__ = ("cluster", "uuid", "list_version", "seq", "relayed", "master")
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     UUID_FIELD_NUMBER: _ClassVar[int]
     LIST_VERSION_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
+    RELAYED_FIELD_NUMBER: _ClassVar[int]
+    MASTER_FIELD_NUMBER: _ClassVar[int]
     cluster: str
     uuid: str
     list_version: int
     seq: int
-    def __init__(self, cluster: _Optional[str] = ..., uuid: _Optional[str] = ..., list_version: _Optional[int] = ..., seq: _Optional[int] = ...) -> None: ...
+    relayed: _containers.RepeatedCompositeFieldContainer[RelayedBeat]
+    master: str
+    def __init__(self, cluster: _Optional[str] = ..., uuid: _Optional[str] = ..., list_version: _Optional[int] = ..., seq: _Optional[int] = ..., relayed: _Optional[_Iterable[_Union[RelayedBeat, _Mapping]]] = ..., master: _Optional[str] = ...) -> None: ...
+
+class RelayedBeat(_message.Message):
+    __slots__ = ("uuid", "list_version")
+    UUID_FIELD_NUMBER: _ClassVar[int]
+    LIST_VERSION_FIELD_NUMBER: _ClassVar[int]
+    uuid: str
+    list_version: int
+    def __init__(self, uuid: _Optional[str] = ..., list_version: _Optional[int] = ...) -> None: ...
+
+class RelayedAnswer(_message.Message):
+    __slots__ = ("answered", "status", "list_version", "uncounted", "uuid")
+    ANSWERED_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    LIST_VERSION_FIELD_NUMBER: _ClassVar[int]
+    UNCOUNTED_FIELD_NUMBER: _ClassVar[int]
+    UUID_FIELD_NUMBER: _ClassVar[int]
+    answered: bool
+    status: HeartbeatResponse.Status
+    list_version: int
+    uncounted: bool
+    uuid: str
+    def __init__(self, answered: bool = ..., status: _Optional[_Union[HeartbeatResponse.Status, str]] = ..., list_version: _Optional[int] = ..., uncounted: bool = ..., uuid: _Optional[str] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
-    __slots__ = ("status", "list_version", "cluster", "uuid", "leaving", "seq", "master_heard_ms", "uncounted")
+    __slots__ = ("status", "list_version", "cluster", "uuid", "leaving", "seq", "master_heard_ms", "uncounted", "relayed", "relay_in_ms")
     class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         OK: _ClassVar[HeartbeatResponse.Status]
@@ -80,6 +107,8 @@ class HeartbeatResponse(_message.Message):
     SEQ_FIELD_NUMBER: _ClassVar[int]
     MASTER_HEARD_MS_FIELD_NUMBER: _ClassVar[int]
     UNCOUNTED_FIELD_NUMBER: _ClassVar[int]
+    RELAYED_FIELD_NUMBER: _ClassVar[int]
+    RELAY_IN_MS_FIELD_NUMBER: _ClassVar[int]
     status: HeartbeatResponse.Status
     list_version: int
     cluster: str
@@ -88,7 +117,9 @@ class HeartbeatResponse(_message.Message):
     seq: int
     master_heard_ms: int
     uncounted: bool
-    def __init__(self, status: _Optional[_Union[HeartbeatResponse.Status, str]] = ..., list_version: _Optional[int] = ..., cluster: _Optional[str] = ..., uuid: _Optional[str] = ..., leaving: bool = ..., seq: _Optional[int] = ..., master_heard_ms: _Optional[int] = ..., uncounted: bool = ...) -> None: ...
+    relayed: _containers.RepeatedCompositeFieldContainer[RelayedAnswer]
+    relay_in_ms: int
+    def __init__(self, status: _Optional[_Union[HeartbeatResponse.Status, str]] = ..., list_version: _Optional[int] = ..., cluster: _Optional[str] = ..., uuid: _Optional[str] = ..., leaving: bool = ..., seq: _Optional[int] = ..., master_heard_ms: _Optional[int] = ..., uncounted: bool = ..., relayed: _Optional[_Iterable[_Union[RelayedAnswer, _Mapping]]] = ..., relay_in_ms: _Optional[int] = ...) -> None: ...
 
 class PublishRequest(_message.Message):
     __slots__ = ("cluster", "members")

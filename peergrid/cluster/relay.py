@@ -1,0 +1,104 @@
+"""Heartbeat relays: the master hears every member through a tree of constant fanout.
+
+The master renews every member's owner lease, so it must hear from every member each
+heartbeat interval; beaten directly, that is N messages a second on one member, the one cost
+of the membership protocol that grew with the cluster. With relays, the ``fanout`` oldest
+members after the master beat it directly, and every other member beats its *relay*, an
+older member, which carries the beats it received up with its own (to the master, or to its
+own relay) and hands each member the master's answer to its own beat. Every member then
+receives at most ``fanout`` heartbeat messages an interval (the master too), and sends one.
+
+Why a relayed answer may renew a lease: the member counts its lease from the time it sent
+the beat (as for a direct one), and the master counts the member heard when the relayed beat
+reaches it, which is later; so the master's judgement ("silent for ``failure_timeout``")
+still comes after the member's lease ran out, however long the relays held the beat. A relay
+carries only beats it received, and only to the master they name; a relay that fails to
+carry them answers "not relayed", and the member beats the master directly until its relay
+carries its beats again.
+
+The tree is a pure function of the member list (oldest first, the master at the root):
+position ``p`` beats position ``(p - 1) // fanout`` — positions ``1..fanout`` the master.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from peergrid.protocol import HeartbeatReply, RelayedBeat
+
+
+def relay_parent(uuids: Sequence[str], master: str, me: str, fanout: int) -> str | None:
+    """The uuid of the member that carries ``me``'s heartbeats up to ``master``; None when
+    ``me`` beats the master directly (or is the master, or is not in ``uuids``).
+
+    ``uuids`` is the member list, oldest first; the tree is rooted at the master wherever it
+    stands in it (after a take-over the oldest live member is the master anyway).
+    """
+    if me == master or me not in uuids or master not in uuids:
+        return None
+    order = [master, *(u for u in uuids if u != master)]
+    parent = (order.index(me) - 1) // fanout
+    return None if parent == 0 else order[parent]
+
+
+@dataclass
+class RelayQueue:
+    """Beats a relay holds for the master, each with the future its sender's call awaits."""
+
+    pending: list[tuple[RelayedBeat, asyncio.Future[HeartbeatReply | None]]] = field(default_factory=list)
+
+    def add(self, beats: Sequence[RelayedBeat]) -> list[asyncio.Future[HeartbeatReply | None]]:
+        """Hold ``beats`` until the next send up; the futures resolve to the master's answers."""
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[HeartbeatReply | None]] = []
+        for beat in beats:
+            future: asyncio.Future[HeartbeatReply | None] = loop.create_future()
+            self.pending.append((beat, future))
+            futures.append(future)
+        return futures
+
+    def take(self) -> list[tuple[RelayedBeat, asyncio.Future[HeartbeatReply | None]]]:
+        """The beats to send up now: every one held whose sender still waits for its answer."""
+        batch = [(beat, future) for beat, future in self.pending if not future.done()]
+        self.pending = []
+        return batch
+
+    @staticmethod
+    def answer(
+        batch: Sequence[tuple[RelayedBeat, asyncio.Future[HeartbeatReply | None]]],
+        answers: Sequence[HeartbeatReply | None],
+    ) -> None:
+        """Hand each sender the master's answer to its beat (None: not carried)."""
+        for i, (_, future) in enumerate(batch):
+            if not future.done():
+                future.set_result(answers[i] if i < len(answers) else None)
+
+    def fail_all(self) -> None:
+        """Answer every beat held "not relayed" (this member stops relaying: it left, or rejoins)."""
+        self.answer(self.take(), ())
+
+
+@dataclass
+class Relaying:
+    """A member's side of the relay tree: the beats it holds for the master, and its own relay."""
+
+    queue: RelayQueue = field(default_factory=RelayQueue)
+    parent: str = ""  # uuid of the relay this member beats ("": it beats the master directly)
+    since: float = 0.0  # when ``parent`` became its relay
+    carried: float = float("-inf")  # send time of its latest beat the relay carried and the master answered
+    parent_at: float | None = None  # when the relay next sends up (this member's clock), from its answers
+    up_at: float = 0.0  # when this member next sends its beats (and those it holds) up
+    early: bool = False  # an extra send up is scheduled for beats that came just after the last
+    list_version: tuple[int, str] = (-1, "")  # the member list ``parent`` was chosen from
+
+    def choose(self, parent: str, now: float) -> None:
+        """Beat ``parent`` ("": the master) from now on; a new relay starts with a clean record."""
+        if parent != self.parent:
+            self.parent, self.since, self.carried, self.parent_at = parent, now, float("-inf"), None
+
+    def failing(self, now: float, patience: float) -> bool:
+        """Whether the relay has carried none of this member's beats for ``patience`` seconds
+        (counted from when it became the relay): beat the master directly meanwhile."""
+        return now - max(self.carried, self.since) > patience
