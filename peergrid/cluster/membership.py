@@ -47,7 +47,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, Protocol
 
-from peergrid.cluster.relay import Relaying, relay_parent
+from peergrid.cluster.relay import Relaying, ancestors
 from peergrid.config import CLOCK_DRIFT, GridConfig
 from peergrid.errors import (
     ClusterError,
@@ -1245,11 +1245,11 @@ class Membership:
                 master=master,
             )
         except PeerGridError as exc:
-            if answered is not None:
-                answered(None, sent)
             self._beat_errors[member.uuid] = _strip(exc)
             if isinstance(exc, PeerUnavailableError) and exc.refused:
                 self._refused.add(member.uuid)
+            if answered is not None:
+                answered(None, sent)
             late = getattr(peer, "answered_at", None)  # (PeerClient's; monotonic, as our clock)
             if isinstance(late, float) and late > sent and member.uuid in self._last_heard:
                 # It answered an earlier heartbeat after we sent this one: it runs, only seconds
@@ -1330,32 +1330,40 @@ class Membership:
         members = self.members
         if self._relay.list_version != (members.version, members.master_uuid):
             self._relay.list_version = (members.version, members.master_uuid)
-            self._relay.choose(
-                relay_parent(members.uuids, members.master_uuid, self.me.uuid, self._config.heartbeat_fanout)
-                or "",
-                self._clock(),
-            )
-        parent = self._relay.parent or None
-        return None if parent is None else self.members.find(parent)
+            fanout = self._config.heartbeat_fanout
+            self._relay.choose(ancestors(members.uuids, members.master_uuid, self.me.uuid, fanout))
+        parent = self._relay.parent
+        return self.members.find(parent) if parent else None
 
     def _relay_patience(self) -> float:
-        """How long this member's relay may carry none of its beats before it beats the master
-        directly: the lease (3 s by default) must be renewed before it runs out."""
+        """How long a relay may carry none of this member's beats before it beats the next one
+        up (at last the master): the lease (~3 s by default) must be renewed before it runs out,
+        and the beat of one interval ago has had its answer by the next."""
         return 1.5 * self._timing.heartbeat_interval
 
     def _relay_lead(self) -> float:
         """How long before its relay sends up a member sends it its beat."""
         return self._timing.heartbeat_interval / 10
 
+    def _up_target(self) -> tuple[Member, bool] | None:
+        """Whom this member's beat for the master goes to now, and whether that is a relay
+        (``Relaying.target``: its own relay, or the next one up that carries, or the master)."""
+        target = self._relay.target(self._clock(), self._relay_patience())
+        member = self.members.find(target) if target else None
+        if member is not None:
+            return member, True
+        master = self.master()
+        return None if master is None or master.uuid == self.me.uuid else (master, False)
+
     async def _beat_relay(self, relay: Member) -> None:
         """This member's beat for the master, sent to its relay just before the relay sends up.
 
         When the relay carried none of this member's beats for ``_relay_patience`` (its beat
-        of one interval ago got no answer from the master, or its relay says it has another
-        master), the master is beaten directly too (with the beats this member holds), before
-        the lease runs out; the beat to the relay then only finds out whether it carries beats
-        again. (Checked when the beat is sent, not at the tick: the answer to the last beat,
-        sent late in the previous interval, may still be on its way at the tick.)"""
+        of one interval ago got no answer from the master, or its relay said it does not carry
+        beats to this master), the beat goes to the next relay up that carries, at last to the
+        master, before the lease runs out; one to the relay then only finds out whether it
+        carries beats again. (Checked when the beat is sent, not at the tick: the answer to the
+        last beat, sent late in the previous interval, may still be on its way at the tick.)"""
         interval = self._timing.heartbeat_interval
         now = self._clock()
         at = self._relay.parent_at
@@ -1365,17 +1373,18 @@ class Membership:
             await asyncio.sleep(delay)
         if self.state not in (State.ACTIVE, State.LEAVING) or relay.uuid != self._relay.parent:
             return
-        failing = self._relay.failing(self._clock(), self._relay_patience())
-        master = self.master()
-        if failing and master is not None and master.uuid != self.me.uuid:
-            self._spawn(self._send_up(master, own=False))
-        await self._send_up(relay, own=True, hold=failing)
+        up = self._up_target()
+        if up is not None and up[0].uuid != relay.uuid:
+            self._spawn(self._send_up(*up))
+            await self._send_up(relay, own=True, probe=True)
+        else:
+            await self._send_up(relay, own=True)
 
-    async def _send_up(self, up: Member, own: bool, hold: bool = False) -> None:
-        """Beat ``up`` (the master, or this member's relay when ``own``: then this member's own
-        beat travels as the first relayed one), carrying the beats held for the master (unless
-        ``hold``: they go up the working way)."""
-        batch = [] if hold else self._relay.queue.take()
+    async def _send_up(self, up: Member, own: bool, probe: bool = False) -> None:
+        """Beat ``up`` (the master, or a relay when ``own``: then this member's own beat travels
+        as the first relayed one), carrying the beats held for the master (unless ``probe``: a
+        beat to this member's relay that only finds out whether it carries beats again)."""
+        batch = [] if probe else self._relay.queue.take()
         beats = [beat for beat, _ in batch]
         if own:
             beats.insert(0, RelayedBeat(self.me.uuid, self.members.version))
@@ -1389,32 +1398,38 @@ class Membership:
             if own:
                 mine = answers[0] if answers else None
                 answers = answers[1:]
-                if reply is not None and reply.relay_in is not None:
+                if reply is not None and reply.relay_in is not None and up.uuid == self._relay.parent:
                     self._relay.parent_at = self._clock() + reply.relay_in
-                self._carried(up, mine, sent, master, fell_back=hold)
+                self._carried(up, mine, sent, master, evidence=reply is not None, probe=probe)
             self._relay.queue.answer(batch, answers)
 
         await self._beat(up, self._beat_timeout(), tuple(beats), master, answered)
 
     def _carried(
-        self, relay: Member, answer: HeartbeatReply | None, sent: float, master: str, fell_back: bool
+        self,
+        relay: Member,
+        answer: HeartbeatReply | None,
+        sent: float,
+        master: str,
+        evidence: bool,
+        probe: bool,
     ) -> None:
-        """The master's answer to this member's own beat, carried by ``relay``; when it did not
-        carry it (it has another master, is still joining, or failed), the master is beaten
-        directly at once (unless it was, ``fell_back``), and from now on until the relay carries
-        a beat again."""
+        """The master's answer to this member's own beat, carried by ``relay``. When the relay
+        says it did not carry it (``evidence``: it has another master, or is still joining), or
+        its address refused, the next one up takes this member's beats; and unless this was only
+        a ``probe``, this beat goes there at once (a lost or late one waits for the patience)."""
         if answer is None or answer.uuid != master or master != self.members.master_uuid:
-            if relay.uuid == self._relay.parent and not fell_back:
-                self._relay.since = self._relay.carried = float("-inf")
-                up = self.master()
-                if up is not None and up.uuid != self.me.uuid and self.state is not State.STOPPED:
-                    self._spawn(self._send_up(up, own=False))
+            if evidence or relay.uuid in self._refused:
+                self._relay.refused_by(relay.uuid)
+                up = self._up_target()
+                if not probe and up is not None and self.state is not State.STOPPED:
+                    self._spawn(self._send_up(*up))
             return
         member = self.members.find(master)
         if member is None:
             return
-        if answer.status == HeartbeatStatus.OK and relay.uuid == self._relay.parent:
-            self._relay.carried = max(self._relay.carried, sent)
+        if answer.status == HeartbeatStatus.OK:
+            self._relay.carried_by(relay.uuid, sent)
         self._took_reply(member, answer, sent)
 
     async def handle_relayed(
@@ -1430,9 +1445,8 @@ class Membership:
             return [None] * len(beats), None
         now = self._clock()
         interval = self._timing.heartbeat_interval
-        until_up = (self._relay.up_at - now) % interval
         futures = self._relay.queue.add(beats)
-        if until_up > interval / 2 and not self._relay.early:
+        if (self._relay.up_at - now) % interval > interval / 2 and not self._relay.early:
             # Came just after this member sent up: send again shortly rather than hold them
             # for almost an interval (their senders' leases count from when they sent them).
             self._relay.early = True
@@ -1447,12 +1461,10 @@ class Membership:
         self._relay.early = False
         if self.state is not State.ACTIVE or not self._relay.queue.pending:
             return
-        master = self.master()
-        relay = self._relay_member()
-        if relay is not None and not self._relay.failing(self._clock(), self._relay_patience()):
-            self._spawn(self._send_up(relay, own=True))
-        elif master is not None and master.uuid != self.me.uuid:
-            self._spawn(self._send_up(master, own=False))
+        self._relay_member()
+        up = self._up_target()
+        if up is not None:
+            self._spawn(self._send_up(*up))
 
     async def _probe(self, member: Member, timeout: float | None = None) -> None:
         """One heartbeat to a member this one does not heartbeat every tick (it is judging it)."""
@@ -1889,7 +1901,8 @@ class Membership:
         """Forget the cluster, to join it again as a new member."""
         self.state = State.JOINING
         self._relay.queue.fail_all()
-        self._relay.choose("", self._clock())
+        self._relay.choose([])
+        self._relay.list_version = (-1, "")
         self.members = MemberList(0, "", ())
         self.since.clear()
         self._last_heard.clear()

@@ -80,25 +80,69 @@ class RelayQueue:
         self.answer(self.take(), ())
 
 
+def ancestors(uuids: Sequence[str], master: str, me: str, fanout: int) -> list[str]:
+    """``me``'s relay, that relay's relay, and so on up to (not including) the master: whom
+    ``me`` may beat for the master, nearest first (empty: it beats the master directly)."""
+    chain: list[str] = []
+    at = relay_parent(uuids, master, me, fanout)
+    while at is not None:
+        chain.append(at)
+        at = relay_parent(uuids, master, at, fanout)
+    return chain
+
+
 @dataclass
 class Relaying:
-    """A member's side of the relay tree: the beats it holds for the master, and its own relay."""
+    """A member's side of the relay tree: the beats it holds for the master, and its relays.
+
+    The member beats its relay (the nearest ancestor); when that one carries none of its beats
+    for a while (dead, paused, cut off, or of another master), the next ancestor up, and at
+    last the master itself: a dead relay moves its members' beats one level up, not all of
+    them onto the master. A beat to the relay still goes out meanwhile, to see it carry again.
+    """
 
     queue: RelayQueue = field(default_factory=RelayQueue)
-    parent: str = ""  # uuid of the relay this member beats ("": it beats the master directly)
-    since: float = 0.0  # when ``parent`` became its relay
-    carried: float = float("-inf")  # send time of its latest beat the relay carried and the master answered
+    chain: list[str] = field(default_factory=list)  # ancestors, nearest first ("" after: the master)
+    list_version: tuple[int, str] = (-1, "")  # the member list ``chain`` was derived from
+    carried: dict[str, float] = field(
+        default_factory=dict
+    )  # relay -> send time of the latest own beat it carried
+    tried: dict[str, float] = field(default_factory=dict)  # relay -> when this stretch of beating it began
     parent_at: float | None = None  # when the relay next sends up (this member's clock), from its answers
     up_at: float = 0.0  # when this member next sends its beats (and those it holds) up
     early: bool = False  # an extra send up is scheduled for beats that came just after the last
-    list_version: tuple[int, str] = (-1, "")  # the member list ``parent`` was chosen from
 
-    def choose(self, parent: str, now: float) -> None:
-        """Beat ``parent`` ("": the master) from now on; a new relay starts with a clean record."""
-        if parent != self.parent:
-            self.parent, self.since, self.carried, self.parent_at = parent, now, float("-inf"), None
+    @property
+    def parent(self) -> str:
+        """This member's relay ("": it beats the master directly)."""
+        return self.chain[0] if self.chain else ""
 
-    def failing(self, now: float, patience: float) -> bool:
-        """Whether the relay has carried none of this member's beats for ``patience`` seconds
-        (counted from when it became the relay): beat the master directly meanwhile."""
-        return now - max(self.carried, self.since) > patience
+    def choose(self, chain: list[str]) -> None:
+        """Beat along ``chain`` from now on; relays new to it start with a clean record."""
+        if chain != self.chain:
+            if self.parent != (chain[0] if chain else ""):
+                self.parent_at = None
+            self.chain = chain
+            self.carried = {u: t for u, t in self.carried.items() if u in chain}
+            self.tried = {u: t for u, t in self.tried.items() if u in chain}
+
+    def target(self, now: float, patience: float) -> str:
+        """Whom to beat now: the nearest ancestor that carried one of this member's beats
+        within ``patience`` seconds of when this member began beating it ("": the master)."""
+        for relay in self.chain:
+            began = self.tried.setdefault(relay, now)
+            if now - max(self.carried.get(relay, float("-inf")), began) <= patience:
+                return relay
+        return ""
+
+    def carried_by(self, relay: str, sent: float) -> None:
+        """``relay`` carried this member's beat sent at ``sent`` (and the master answered OK);
+        when it is the member's own relay, ancestors tried meanwhile start afresh next time."""
+        self.carried[relay] = max(self.carried.get(relay, float("-inf")), sent)
+        if relay == self.parent:
+            self.tried = {relay: self.tried.get(relay, sent)}
+
+    def refused_by(self, relay: str) -> None:
+        """``relay`` said it does not carry beats to this member's master (or is gone): the
+        next ancestor up from now on, until it carries one again."""
+        self.tried[relay] = self.carried[relay] = float("-inf")
