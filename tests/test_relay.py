@@ -94,7 +94,9 @@ def test_relayed_beats_renew_the_leases_of_a_chain_of_members() -> None:
         nodes = [g._node for g in grids]
         order = list(grids[0].members())
         youngest = next(n for n in nodes if n.membership.me.uuid == order[-1].uuid)
-        wait_for(lambda: youngest.membership._relay.carried.get(order[-2].uuid, 0) > 0, 10, message="the youngest's beats carried")
+        relay = order[-2].uuid
+        carried = lambda: youngest.membership._relay.carried.get(relay, 0) > 0  # noqa: E731
+        wait_for(carried, 10, message="the youngest's beats carried")
         assert youngest.membership._relay.parent == order[-2].uuid
         m = grids[0].get_map("chain")
         for i in range(200):
