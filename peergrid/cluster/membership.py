@@ -1349,6 +1349,21 @@ class Membership:
         """Whom this member's beat for the master goes to now, and whether that is a relay
         (``Relaying.target``: its own relay, or the next one up that carries, or the master)."""
         target = self._relay.target(self._clock(), self._relay_patience())
+        if target != self._relay.last_target:
+            # (A change of relay with a new list is routine; leaving a relay that stopped
+            # carrying beats, or coming back to it, is what an operator looks for.)
+            level = logging.DEBUG if self._relay.last_target is None else logging.INFO
+            log.log(
+                level,
+                "member %s: sends its heartbeats for the master to %s%s",
+                self.me.address,
+                self.address_of(target) if target else "the master directly",
+                ""
+                if target == self._relay.parent
+                else f" (its relay {self.address_of(self._relay.parent)} "
+                f"carried none for {self._relay_patience():g}s, or said it cannot)",
+            )
+            self._relay.last_target = target
         member = self.members.find(target) if target else None
         if member is not None:
             return member, True

@@ -111,6 +111,7 @@ class Relaying:
     parent_at: float | None = None  # when the relay next sends up (this member's clock), from its answers
     up_at: float = 0.0  # when this member next sends its beats (and those it holds) up
     early: bool = False  # an extra send up is scheduled for beats that came just after the last
+    last_target: str | None = None  # whom the last beat for the master went to ("": the master)
 
     @property
     def parent(self) -> str:
@@ -122,7 +123,7 @@ class Relaying:
         if chain != self.chain:
             if self.parent != (chain[0] if chain else ""):
                 self.parent_at = None
-            self.chain = chain
+            self.chain, self.last_target = chain, None
             self.carried = {u: t for u, t in self.carried.items() if u in chain}
             self.tried = {u: t for u, t in self.tried.items() if u in chain}
 
