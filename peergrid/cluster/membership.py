@@ -1337,9 +1337,13 @@ class Membership:
 
     def _relay_patience(self) -> float:
         """How long a relay may carry none of this member's beats before it beats the next one
-        up (at last the master): the lease (~3 s by default) must be renewed before it runs out,
-        and the beat of one interval ago has had its answer by the next."""
-        return 1.5 * self._timing.heartbeat_interval
+        up (at last the master): as long as the lease, counted from the last beat the relay
+        carried, still outlasts the next beat (an interval, and the lead), so that a beat sent
+        now renews it in time; and at least an interval and a half (an answer that takes longer
+        than an interval through a deep tree, or on a loaded machine, moves nothing)."""
+        timing = self._timing
+        interval = timing.heartbeat_interval
+        return max(1.5 * interval, timing.lease - interval - self._relay_lead())
 
     def _relay_lead(self) -> float:
         """How long before its relay sends up a member sends it its beat."""
@@ -1361,7 +1365,7 @@ class Membership:
                 ""
                 if target == self._relay.parent
                 else f" (its relay {self.address_of(self._relay.parent)} "
-                f"carried none for {self._relay_patience():g}s, or said it cannot)",
+                f"carried none for {self._relay_patience():.2g}s, or said it cannot)",
             )
             self._relay.last_target = target
         member = self.members.find(target) if target else None
