@@ -213,7 +213,8 @@ def run_size(n: int, args: argparse.Namespace) -> Figures:
     figures = Figures(n)
     ports = listen_ports(n)
     seeds = [f"127.0.0.1:{p}" for p in ports[:3]]
-    extra = ["--backup-count", "1", *(["-v"] if args.log_dir else [])]  # INFO logs when kept
+    extra = ["--backup-count", "1", "--heartbeat-fanout", str(args.heartbeat_fanout)]
+    extra += ["-v"] if args.log_dir else []  # INFO logs when kept
     progress(f"N={n}: starting {n} members together (seeds {', '.join(seeds)})")
     members: list[Member] = []
     t0 = time.monotonic()
@@ -335,7 +336,8 @@ def fmt(value: float | None, spec: str = ".1f") -> str:
 def report(results: list[Figures], args: argparse.Namespace) -> None:
     where = f"taskset -c {args.cpus}" if args.cpus else "unpinned"
     print(
-        f"\n## Scale: N member processes, default timings, backup_count=1, {args.entries:,} entries, {where}"
+        f"\n## Scale: N member processes, default timings, backup_count=1, "
+        f"heartbeat_fanout={args.heartbeat_fanout}, {args.entries:,} entries, {where}"
     )
     rows = [
         ("all joined (s)", lambda f: fmt(f.joined)),
@@ -372,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--entries", type=int, default=100_000, help="entries to load (default 100,000)")
     parser.add_argument("--idle", type=float, default=30.0, help="seconds of idle CPU measured")
     parser.add_argument("--join-timeout", type=float, default=120.0, help="seconds to wait for all to join")
+    parser.add_argument(
+        "--heartbeat-fanout", type=int, default=10, help="members' heartbeat_fanout (10000: no relays)"
+    )
     parser.add_argument("--cpus", default=None, help="taskset CPU list for the members (default: unpinned)")
     parser.add_argument("-v", "--verbose", action="store_true", help="print each member's last log lines")
     parser.add_argument("--log-dir", default=None, help="write member logs here (timed from the start)")

@@ -60,6 +60,7 @@ def _member(args: argparse.Namespace) -> int:
         "backup_count": args.backup_count,
         "discovery": args.discovery,
         "min_cluster_size": args.min_cluster_size,
+        "heartbeat_fanout": args.heartbeat_fanout,
         "serializer": args.serializer,
         "tls": _tls(args),
     }
@@ -199,6 +200,12 @@ def parser() -> argparse.ArgumentParser:
     member.add_argument("--backup-count", type=_count(0), default=1, help="synchronous backups (default 1)")
     member.add_argument("--discovery", choices=("static", "mdns"), default="static")
     member.add_argument("--min-cluster-size", type=_count(1), default=1, help="refuse writes below this size")
+    member.add_argument(
+        "--heartbeat-fanout",
+        type=_count(1),
+        default=10,
+        help="most members whose heartbeats one member receives for the master (10000: no relays)",
+    )
     member.add_argument(
         "--serializer", choices=("msgpack", "pickle"), default="msgpack", help="pickle needs the TLS options"
     )
