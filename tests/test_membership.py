@@ -206,3 +206,25 @@ def test_a_member_that_was_asked_before_it_was_up_is_admitted_without_a_false_wa
     ):
         assert {m.uuid for m in a.members()} == {a.uuid, b.uuid}
     assert not [r.getMessage() for r in caplog.records if "cannot reach the joining member" in r.getMessage()]
+
+
+def test_a_killed_member_whose_address_refuses_goes_once_its_lease_has_run_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # No process serves a killed member's address: once its lease has certainly run out, the
+    # master removes it without waiting for the rest of the failure timeout (and says why).
+    caplog.set_level(logging.WARNING, logger="peergrid.cluster")
+    with cluster(4, timing=Timing.fast()) as grids:
+        victim = grids[3]
+        grids.kill(victim)
+        wait_for(
+            lambda: all(len(g.members()) == 3 for g in grids.live()), 10, message="the killed member removed"
+        )
+        removals = [
+            r.getMessage()
+            for r in caplog.records
+            if victim.address in r.getMessage() and "removing" in r.getMessage()
+        ]
+        assert removals
+        assert "its address refuses" in removals[0], removals
+        assert grids.live()[0].wait_until_safe(20)

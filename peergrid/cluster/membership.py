@@ -1738,10 +1738,13 @@ class Membership:
             # Two heartbeat intervals: the member has been silent for most of a timeout already.
             started = self._clock()
             await asyncio.gather(*(self._probe(m, 2 * self._timing.heartbeat_interval) for m in silent))
-            # Suspected before the timeout: one that did not answer goes once silent for all of it.
+            # Suspected before the timeout: one that did not answer goes once silent for all of it,
+            # unless no process serves its address any more and its lease has run out (``_gone``).
             now = self._clock()
             unanswered = [
-                self._last_heard[m.uuid] for m in silent if self._last_heard.get(m.uuid, now) < started
+                self._last_heard[m.uuid]
+                for m in silent
+                if self._last_heard.get(m.uuid, now) < started and not self._gone(m.uuid, now)
             ]
             due = max((heard + timeout for heard in unanswered), default=now)
             if now < due:
@@ -1765,7 +1768,7 @@ class Membership:
                     continue
                 silence = now - self._last_heard.get(member.uuid, now)
                 limit = self._longest_timeout() if cautious and member.uuid not in self._refused else timeout
-                if silence > limit:
+                if silence > limit or self._gone(member.uuid, now):
                     dead.add(member.uuid)
                 elif silence > timeout:
                     if silence - timeout < 2 * self._timing.heartbeat_interval:  # (said once)
@@ -1800,6 +1803,21 @@ class Membership:
         finally:
             self._judging = False
 
+    def _gone(self, uuid: str, now: float) -> bool:
+        """Whether ``uuid`` may be removed before the failure timeout: no process serves its
+        address (its last heartbeat or probe was refused, or another process answered there) and
+        its owner lease has certainly run out. Its lease counts from when it sent a heartbeat
+        the master answered, before that heartbeat reached the master (``_beat_from``); so at
+        ``lease * (1 + 2 * CLOCK_DRIFT)`` after the last one reached the master it has stopped
+        serving, whatever the drift of the two clocks (``Timing.lease``: ~3 s by default, where
+        the failure timeout is 5): a killed member's partitions fail over ~2 s sooner, and a
+        silent one whose address still accepts connections (paused, starved, cut off) waits the
+        timeout, as before."""
+        if uuid not in self._refused or uuid not in self._beat_from:
+            return False
+        horizon = self._timing.lease * (1 + 2 * CLOCK_DRIFT)
+        return now - self._beat_from[uuid] > horizon and now - self._last_heard.get(uuid, now) > horizon
+
     def _unless_at_fault(self, dead: set[str], now: float) -> set[str]:
         """``dead``, unless it is most of the cluster: when more than half of the other members
         went silent at once, the master is more likely the one at fault (starved of CPU, or cut
@@ -1829,13 +1847,18 @@ class Membership:
     def _remove(
         self, uuids: set[str], master_uuid: str, timeout: float | None = None, version: int | None = None
     ) -> None:
+        now = self._clock()
         for uuid in uuids:
             member = self.members.find(uuid)
+            gone = self._gone(uuid, now)
             log.warning(
-                "member %s: %s was not heard from for %.1fs; removing it",
+                "member %s: %s was not heard from for %.1fs%s; removing it",
                 self.me.address,
                 member.address if member else uuid,
-                timeout or self._timing.failure_timeout,
+                now - self._last_heard[uuid] if gone else timeout or self._timing.failure_timeout,
+                f" and its address refuses ({self._beat_errors.get(uuid, 'another process answers')})"
+                if gone
+                else "",
             )
         self.adopt(self.members.without(frozenset(uuids), master_uuid=master_uuid, version=version))
         self.publish()
