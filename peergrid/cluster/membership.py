@@ -1566,9 +1566,14 @@ class Membership:
         if self.is_master:
             # (A member the master's rotation reaches is heard, but its lease needs its own
             # heartbeats: one whose heartbeats stay away is judged too.) The probe starts two
-            # heartbeats before the timeout, so that a dead member goes at the timeout.
+            # heartbeats before the timeout, so that a dead member goes at the timeout; and an
+            # interval before its lease has certainly run out, so that one whose address refuses
+            # goes then (``_gone``).
             fresh = self._fresh
-            suspect = max(timeout - 2 * self._timing.heartbeat_interval, timeout / 2)
+            interval = self._timing.heartbeat_interval
+            suspect = min(
+                max(timeout - 2 * interval, timeout / 2), max(2 * interval, self._lease_horizon() - interval)
+            )
             silent = [
                 m
                 for m in self.members.members
@@ -1737,18 +1742,22 @@ class Membership:
         try:
             # Two heartbeat intervals: the member has been silent for most of a timeout already.
             started = self._clock()
+            quiet = {m.uuid: started - self._last_heard.get(m.uuid, started) for m in silent}
             await asyncio.gather(*(self._probe(m, 2 * self._timing.heartbeat_interval) for m in silent))
             # Suspected before the timeout: one that did not answer goes once silent for all of it,
             # unless no process serves its address any more and its lease has run out (``_gone``).
             now = self._clock()
-            unanswered = [
-                self._last_heard[m.uuid]
-                for m in silent
-                if self._last_heard.get(m.uuid, now) < started and not self._gone(m.uuid, now)
-            ]
-            due = max((heard + timeout for heard in unanswered), default=now)
+            due = max(
+                (
+                    self._removable_at(m.uuid, timeout)
+                    for m in silent
+                    if self._last_heard.get(m.uuid, now) < started and not self._gone(m.uuid, now)
+                ),
+                default=now,
+            )
             if now < due:
-                await asyncio.sleep(min(due - now, 2 * self._timing.heartbeat_interval))
+                # (A hair past ``due``: ``_gone`` compares strictly.)
+                await asyncio.sleep(min(due - now + 0.001, 2 * self._timing.heartbeat_interval))
             # A leaving master judges on until its final leave: it hands its partitions over only
             # once the dead members' partitions have failed over (it may hold their last copies).
             if not self.is_master or self.state not in (State.ACTIVE, State.LEAVING):
@@ -1791,11 +1800,14 @@ class Membership:
                     )
                     dead.add(member.uuid)
                 else:
-                    log.info(
+                    # (Probed early, to remove a killed member as soon as its lease ran out: a
+                    # short silence that a probe ends is routine on a busy machine.)
+                    log.log(
+                        logging.INFO if quiet[member.uuid] > timeout / 2 else logging.DEBUG,
                         "member %s: %s was silent for %.1fs but answered a probe; not removed",
                         self.me.address,
                         member.address,
-                        timeout,
+                        quiet[member.uuid],
                     )
             dead = self._unless_at_fault(dead, now)
             if dead:
@@ -1813,10 +1825,21 @@ class Membership:
         the failure timeout is 5): a killed member's partitions fail over ~2 s sooner, and a
         silent one whose address still accepts connections (paused, starved, cut off) waits the
         timeout, as before."""
-        if uuid not in self._refused or uuid not in self._beat_from:
-            return False
-        horizon = self._timing.lease * (1 + 2 * CLOCK_DRIFT)
-        return now - self._beat_from[uuid] > horizon and now - self._last_heard.get(uuid, now) > horizon
+        return now > self._removable_at(uuid, float("inf"))
+
+    def _lease_horizon(self) -> float:
+        """How long after its last heartbeat reached the master a member has certainly stopped
+        serving: its lease, stretched by the clocks' drift bound."""
+        return self._timing.lease * (1 + 2 * CLOCK_DRIFT)
+
+    def _removable_at(self, uuid: str, timeout: float) -> float:
+        """When a silent member may be removed: ``timeout`` after it was last heard, or, when
+        its address refuses, once its lease has certainly run out (``_gone``)."""
+        heard = self._last_heard.get(uuid, self._clock())
+        at = heard + timeout
+        if uuid in self._refused and uuid in self._beat_from:
+            at = min(at, max(heard, self._beat_from[uuid]) + self._lease_horizon())
+        return at
 
     def _unless_at_fault(self, dead: set[str], now: float) -> set[str]:
         """``dead``, unless it is most of the cluster: when more than half of the other members
