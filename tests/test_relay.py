@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from peergrid.cluster.relay import relay_parent
+from peergrid.cluster.relay import Relaying, relay_parent
 from peergrid.config import Timing
 from peergrid.testing import cluster
 from peergrid.transport._pb import membership_pb2, membership_pb2_grpc
@@ -134,3 +134,31 @@ def test_a_malformed_relay_request_is_refused_and_the_member_keeps_serving() -> 
             assert [a.answered for a in reply.relayed] == [False]
         grids[0].get_map("m").put("k", 1)
         assert grids[1].get_map("m").get("k") == 1
+
+
+def test_a_member_moves_its_beats_one_level_up_while_its_relay_carries_none() -> None:
+    relaying = Relaying()
+    relaying.choose(["r1", "r2"])  # its relay r1, whose relay is r2, whose is the master
+    assert relaying.target(now=0.0, patience=1.5) == "r1"
+    relaying.carried_by("r1", sent=0.5)
+    assert relaying.target(now=1.9, patience=1.5) == "r1"  # carried 1.4 s ago: still trusted
+    assert relaying.target(now=2.1, patience=1.5) == "r2"  # none carried for 1.6 s: one level up
+    assert relaying.target(now=3.5, patience=1.5) == "r2"  # r2 gets its own patience
+    assert relaying.target(now=3.7, patience=1.5) == ""  # r2 carried none either: the master
+    relaying.carried_by("r1", sent=3.8)  # a probe of r1 was carried: back, and r2 starts afresh
+    assert relaying.target(now=4.0, patience=1.5) == "r1"
+    assert relaying.tried == {"r1": 0.0}
+
+
+def test_a_relay_that_says_it_cannot_carry_is_left_at_once() -> None:
+    relaying = Relaying()
+    relaying.choose(["r1", "r2"])
+    assert relaying.target(now=0.0, patience=1.5) == "r1"
+    relaying.refused_by("r1")  # another master, still joining, or its address refuses
+    assert relaying.target(now=0.1, patience=1.5) == "r2"
+    relaying.refused_by("r2")
+    assert relaying.target(now=0.2, patience=1.5) == ""
+    # A new list that names another relay starts it with a clean record.
+    relaying.choose(["r3"])
+    assert relaying.target(now=0.3, patience=1.5) == "r3"
+    assert relaying.parent == "r3"
