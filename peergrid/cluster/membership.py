@@ -1326,12 +1326,21 @@ class Membership:
     # ------------------------------------------------------------------ heartbeat relays
     # (``cluster.relay``: the tree, and why a relayed answer may renew a lease.)
     def _relay_member(self) -> Member | None:
-        """The relay this member beats instead of the master (None: it beats the master)."""
-        members = self.members
+        """The relay this member beats instead of the master (None: it beats the master).
+
+        Only a relay this member has known for a failure timeout: while members join (a hundred
+        starting together), a relay admitted in the same batch may still be joining, and would
+        answer "not relayed"; its members beat the master directly meanwhile, as every member did
+        before relays, and move to their relays once the cluster settles."""
+        members, now = self.members, self._clock()
         if self._relay.list_version != (members.version, members.master_uuid):
             self._relay.list_version = (members.version, members.master_uuid)
             fanout = self._config.heartbeat_fanout
-            self._relay.choose(ancestors(members.uuids, members.master_uuid, self.me.uuid, fanout))
+            self._relay.tree = ancestors(members.uuids, members.master_uuid, self.me.uuid, fanout)
+            self._relay.seen = {u: self._relay.seen.get(u, now) for u in members.uuids}
+        tree = self._relay.tree
+        settled = bool(tree) and now - self._relay.seen.get(tree[0], now) >= self._timing.failure_timeout
+        self._relay.choose(tree if settled else [])
         parent = self._relay.parent
         return self.members.find(parent) if parent else None
 
@@ -1340,10 +1349,16 @@ class Membership:
         up (at last the master): as long as the lease, counted from the last beat the relay
         carried, still outlasts the next beat (an interval, and the lead), so that a beat sent
         now renews it in time; and at least an interval and a half (an answer that takes longer
-        than an interval through a deep tree, or on a loaded machine, moves nothing)."""
+        than an interval through a deep tree, or on a loaded machine, moves nothing). Longer
+        while this member is strained (below)."""
         timing = self._timing
         interval = timing.heartbeat_interval
-        return max(1.5 * interval, timing.lease - interval - self._relay_lead())
+        patience = max(1.5 * interval, timing.lease - interval - self._relay_lead())
+        # While this member's own loop runs late (local health), so, likely, do its relays' on
+        # an overloaded machine: a heartbeat more per point, up to the failure timeout, rather
+        # than move its beats (and open streams to new relays) at every slow answer (100
+        # processes starting on two cores: ~800 such moves, each costing the starved machine).
+        return min(patience + self._health * interval, max(patience, timing.failure_timeout))
 
     def _relay_lead(self) -> float:
         """How long before its relay sends up a member sends it its beat."""
@@ -1967,7 +1982,7 @@ class Membership:
         self.state = State.JOINING
         self._relay.queue.fail_all()
         self._relay.choose([])
-        self._relay.list_version = (-1, "")
+        self._relay.list_version, self._relay.tree, self._relay.seen = (-1, ""), [], {}
         self.members = MemberList(0, "", ())
         self.since.clear()
         self._last_heard.clear()

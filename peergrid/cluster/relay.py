@@ -103,7 +103,9 @@ class Relaying:
 
     queue: RelayQueue = field(default_factory=RelayQueue)
     chain: list[str] = field(default_factory=list)  # ancestors, nearest first ("" after: the master)
-    list_version: tuple[int, str] = (-1, "")  # the member list ``chain`` was derived from
+    list_version: tuple[int, str] = (-1, "")  # the member list ``tree`` was derived from
+    tree: list[str] = field(default_factory=list)  # this member's ancestors in that list
+    seen: dict[str, float] = field(default_factory=dict)  # uuid -> when this member first listed it
     carried: dict[str, float] = field(
         default_factory=dict
     )  # relay -> send time of the latest own beat it carried
