@@ -7,6 +7,7 @@ plain ints (they travel as ``uint32``); the classes below name them.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass, replace
@@ -262,15 +263,21 @@ class MemberList:
 
     def find(self, uuid: str) -> Member | None:
         """The member with this uuid, or None."""
-        for member in self.members:
-            if member.uuid == uuid:
-                return member
-        return None
+        return self._by_uuid.get(uuid)
 
     def __contains__(self, uuid: object) -> bool:
-        return any(member.uuid == uuid for member in self.members)
+        return uuid in self._by_uuid
 
-    @property
+    @functools.cached_property
+    def _by_uuid(self) -> dict[object, Member]:
+        # (Built once per list: the master looks up every member's heartbeat in it, N a second.
+        # The first of a uuid named twice, as the scan did; such a list is refused anyway.)
+        index: dict[object, Member] = {}
+        for member in self.members:
+            index.setdefault(member.uuid, member)
+        return index
+
+    @functools.cached_property
     def uuids(self) -> tuple[str, ...]:
         """Member uuids, oldest first."""
         return tuple(member.uuid for member in self.members)

@@ -43,7 +43,7 @@ import random
 import time
 import uuid as uuid_module
 from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
 
@@ -1473,8 +1473,11 @@ class Membership:
         answers; on another member of that master, the answers its send up brings back. Also
         the seconds until this member next sends up (a relay's children send just before)."""
         if self.is_master and master == self.me.uuid and self.state in (State.ACTIVE, State.LEAVING):
-            me = self.me.uuid
-            return [replace(self.handle_heartbeat(b.uuid, b.list_version), uuid=me) for b in beats], None
+            me, answers = self.me.uuid, list[HeartbeatReply | None]()
+            for beat in beats:
+                got = self.handle_heartbeat(beat.uuid, beat.list_version)
+                answers.append(HeartbeatReply(got.status, got.list_version, uuid=me, counted=got.counted))
+            return answers, None
         if self.state is not State.ACTIVE or self.is_master or master != self.members.master_uuid:
             return [None] * len(beats), None
         now = self._clock()
