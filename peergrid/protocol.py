@@ -407,6 +407,7 @@ class HeartbeatStatus:
     OK = 0
     UNKNOWN_MEMBER = 1  # the sender is not in the receiver's list: it should rejoin
     WRONG_CLUSTER = 2
+    UNANSWERED = 3  # a relay's, never a member's own: it carried the beat up, no answer came in time
 
 
 @dataclass(frozen=True)
@@ -426,9 +427,14 @@ class HeartbeatReply:
     """False: the answer must not renew the asker's owner lease (``Membership.vouch_lapse``)."""
     relayed: tuple[HeartbeatReply | None, ...] = ()
     """The master's answers to the beats the request asked the receiver to relay, in order
-    (``uuid``: the master's); None for one not carried to the master."""
+    (``uuid``: the master's); ``UNANSWERED`` for one carried up that no answer came back for in
+    time; None for one not carried to the master."""
     relay_in: float | None = None
     """Seconds until the answering member next sends its beats (and those it relays) up."""
+
+
+#: A relay's answer for a beat it carried up and got no answer for in time (``HeartbeatReply.relayed``).
+UNANSWERED = HeartbeatReply(HeartbeatStatus.UNANSWERED, 0)
 
 
 @dataclass(frozen=True)

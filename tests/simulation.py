@@ -62,6 +62,7 @@ class Network:
     paused: set[str] = field(default_factory=set)  # answers nothing until resumed
     # (source, target, call) dropped: a test loses one kind of message between two members.
     blocked: set[tuple[str, str, str]] = field(default_factory=set)
+    slow: dict[str, float] = field(default_factory=dict)  # address -> seconds it takes to answer
     sent: Counter[str] = field(default_factory=Counter)
     received: Counter[str] = field(default_factory=Counter)
 
@@ -94,7 +95,7 @@ class SimPeer:
             raise PeerUnavailableError(
                 f"peer {self.address} is unreachable (simulated)", address=self.address
             )
-        await asyncio.sleep(net.rng.uniform(*net.delay))
+        await asyncio.sleep(net.rng.uniform(*net.delay) + net.slow.get(self.address, 0.0))
         target = net.members[self.address]
         net.received[self.address] += 1
         result = handle(target)
@@ -490,6 +491,25 @@ class Simulation:
         await self._stop(members)
         return removed, relay.address
 
+    async def slow_master(self, delay: float, duration: float) -> tuple[float, list[str]]:
+        """The master answers every call ``delay`` seconds late (an overloaded process) for
+        ``duration`` seconds. Returns the messages it received per heartbeat interval meanwhile,
+        and the addresses of the members removed (by anyone) until ten failure timeouts after."""
+        members = await self._formed()
+        await asyncio.sleep(self.timing.failure_timeout)  # relays settled
+        master = next(m for m in members if m.is_master)
+        mark = len(self.removed)
+        self.net.slow[master.address] = delay
+        await asyncio.sleep(duration / 2)  # (the first half: moving to the slow regime)
+        self.net.received.clear()
+        await asyncio.sleep(duration / 2)
+        received = self.net.received[master.address] / (duration / 2 / self.timing.heartbeat_interval)
+        del self.net.slow[master.address]
+        await asyncio.sleep(10 * self.timing.failure_timeout)
+        removed = sorted({self.uuids[u] for _, _, u in self.removed[mark:]})
+        await self._stop(members)
+        return received, removed
+
     async def split(
         self, minority: int, duration: float, late: bool = False
     ) -> list[tuple[float, list[str]]]:
@@ -666,6 +686,11 @@ def two_fail(n: int, paused: bool, seed: int = 1, timing: Timing | None = None) 
 def relay_faults(n: int, fanout: int, fault: str, seed: int = 1) -> tuple[list[str], str]:
     """Run ``Simulation.relay_fault`` with heartbeat relays of ``fanout`` (seeded)."""
     return _virtual(seed, Simulation(n, seed, 0.0, heartbeat_fanout=fanout).relay_fault(fault))
+
+
+def slow_master(n: int, fanout: int, delay: float, duration: float, seed: int = 1) -> tuple[float, list[str]]:
+    """Run ``Simulation.slow_master`` with heartbeat relays of ``fanout`` (seeded)."""
+    return _virtual(seed, Simulation(n, seed, 0.0, heartbeat_fanout=fanout).slow_master(delay, duration))
 
 
 def member_isolated(n: int, duration: float, seed: int = 1, timing: Timing | None = None) -> list[str]:

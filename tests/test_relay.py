@@ -1,6 +1,7 @@
 """Heartbeat relays (``cluster.relay``): the tree is arithmetic on the member list; relayed
 beats renew leases in a real cluster; a relay that dies or pauses costs its children nothing
-but a few direct beats to the master; a malformed relay request is refused, not obeyed."""
+but a few direct beats to the master; a slow master is not flooded with direct beats; a
+malformed relay request is refused, not obeyed."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from hypothesis import strategies as st
 
 from peergrid.cluster.relay import Relaying, relay_parent
 from peergrid.config import Timing
+from peergrid.protocol import UNANSWERED, HeartbeatReply, HeartbeatStatus
 from peergrid.testing import cluster
 from peergrid.transport._pb import membership_pb2, membership_pb2_grpc
+from peergrid.transport.client import _heartbeat_reply
 from tests.conftest import wait_for
-from tests.simulation import relay_faults
+from tests.simulation import relay_faults, slow_master
 
 UUIDS = [f"m{i:02d}" for i in range(20)]  # oldest first: m00 is the master
 
@@ -84,6 +87,19 @@ def test_a_relay_that_dies_or_pauses_costs_its_children_nothing(fault: str) -> N
         assert removed == [killed]
     else:
         assert removed == []
+
+
+@pytest.mark.parametrize("delay", [1.0, 2.0, 3.2])
+def test_a_slow_master_is_not_flooded_with_direct_beats(delay: float) -> None:
+    # 40 simulated members, fanout 5: the master answers every call `delay` seconds late (an
+    # overloaded process; 3.2 s is past the relays' wait for its answers, which then say
+    # "unanswered"). Its relays still carry every beat up and it still answers them, so their
+    # members stay with them: the master gets about its five relays' messages an interval, not
+    # the 30-39 of every member beating it directly (as before: they took late answers for a
+    # dead relay). Nobody is removed.
+    received, removed = slow_master(40, fanout=5, delay=delay, duration=20.0)
+    assert received <= 2 * 5 + 4, received
+    assert removed == []
 
 
 def test_relayed_beats_renew_the_leases_of_a_chain_of_members() -> None:
@@ -162,3 +178,37 @@ def test_a_relay_that_says_it_cannot_carry_is_left_at_once() -> None:
     relaying.choose(["r3"])
     assert relaying.target(now=0.3, patience=1.5) == "r3"
     assert relaying.parent == "r3"
+
+
+def test_a_relay_whose_master_answers_late_is_kept() -> None:
+    relaying = Relaying()
+    relaying.choose(["r1", "r2"])
+    assert relaying.target(now=0.0, patience=1.5, heard_within=4.0) == "r1"
+    relaying.carried_by("r1", sent=0.5)
+    # r1 replied at 2.6 (its answer for our beat was late, or not there yet), and its master
+    # answered its own beats 2.5 s before: the master hears us through r1, only slowly.
+    relaying.heard_from("r1", at=2.6, master_heard=2.5)
+    assert relaying.target(now=3.0, patience=1.5, heard_within=4.0) == "r1"
+    assert relaying.target(now=4.0, patience=1.5, heard_within=4.0) == "r1"
+    # r1 replied nothing since (dead, paused): left once its last reply is a patience old.
+    assert relaying.target(now=4.2, patience=1.5, heard_within=4.0) == "r2"
+    # A relay the master no longer answers (cut off from it) is left after the patience.
+    relaying.choose(["r3"])
+    relaying.carried_by("r3", sent=5.0)
+    relaying.heard_from("r3", at=6.9, master_heard=4.5)
+    assert relaying.target(now=7.0, patience=1.5, heard_within=4.0) == ""
+    # One that refuses forgets what it said.
+    relaying.heard_from("r3", at=7.0, master_heard=0.5)
+    relaying.refused_by("r3")
+    assert relaying.views == {}
+
+
+def test_unanswered_relayed_beats_travel_apart_from_refused_ones() -> None:
+    reply = membership_pb2.HeartbeatResponse(status=0, list_version=3, uuid="m" * 32)
+    reply.relayed.add(answered=True, status=0, list_version=3, uuid="m" * 32)
+    reply.relayed.add(answered=False, unanswered=True)
+    reply.relayed.add(answered=False)
+    got = _heartbeat_reply(reply).relayed
+    assert got[0] == HeartbeatReply(HeartbeatStatus.OK, 3, uuid="m" * 32)
+    assert got[1] is UNANSWERED
+    assert got[2] is None

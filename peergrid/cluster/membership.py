@@ -58,6 +58,7 @@ from peergrid.errors import (
     TLSError,
 )
 from peergrid.protocol import (
+    UNANSWERED,
     HeartbeatReply,
     HeartbeatStatus,
     JoinReply,
@@ -1367,7 +1368,11 @@ class Membership:
     def _up_target(self) -> tuple[Member, bool] | None:
         """Whom this member's beat for the master goes to now, and whether that is a relay
         (``Relaying.target``: its own relay, or the next one up that carries, or the master)."""
-        target = self._relay.target(self._clock(), self._relay_patience())
+        timing = self._timing
+        # (A relay the master answers within this carries our beats to it: the master hears
+        # us before it would judge us, however late its answers come back.)
+        heard_within = timing.failure_timeout - timing.heartbeat_interval
+        target = self._relay.target(self._clock(), self._relay_patience(), heard_within)
         if target != self._relay.last_target:
             # (A change of relay with a new list is routine; leaving a relay that stopped
             # carrying beats, or coming back to it, is what an operator looks for.)
@@ -1434,8 +1439,11 @@ class Membership:
                 answers = answers[1:]
                 if reply is not None and reply.relay_in is not None and up.uuid == self._relay.parent:
                     self._relay.parent_at = self._clock() + reply.relay_in
+                if reply is not None and mine is not None:  # (it carried our beat up)
+                    self._relay.heard_from(up.uuid, self._clock(), reply.master_heard)
                 self._carried(up, mine, sent, master, evidence=reply is not None, probe=probe)
-            self._relay.queue.answer(batch, answers)
+            # No reply at all: the beats went up and no answer came back (yet): "unanswered".
+            self._relay.queue.answer(batch, answers, missing=UNANSWERED if reply is None else None)
 
         await self._beat(up, self._beat_timeout(), tuple(beats), master, answered)
 
@@ -1451,7 +1459,10 @@ class Membership:
         """The master's answer to this member's own beat, carried by ``relay``. When the relay
         says it did not carry it (``evidence``: it has another master, or is still joining), or
         its address refused, the next one up takes this member's beats; and unless this was only
-        a ``probe``, this beat goes there at once (a lost or late one waits for the patience)."""
+        a ``probe``, this beat goes there at once (a lost or late one waits for the patience,
+        as does one the relay carried up without an answer coming back: ``UNANSWERED``)."""
+        if answer is UNANSWERED:
+            return
         if answer is None or answer.uuid != master or master != self.members.master_uuid:
             if evidence or relay.uuid in self._refused:
                 self._relay.refused_by(relay.uuid)
@@ -1489,7 +1500,9 @@ class Membership:
             self._relay.early = True
             asyncio.get_running_loop().call_later(self._relay_lead(), self._send_early)
         await asyncio.wait(futures, timeout=self._beat_timeout() - interval)
-        answers = [f.result() if f.done() and not f.cancelled() else None for f in futures]
+        # Held, or sent up, but not answered yet: "unanswered", not "not relayed" (which would
+        # send every member below onto the master directly, just when it answers slowly).
+        answers = [f.result() if f.done() and not f.cancelled() else UNANSWERED for f in futures]
         for future in futures:
             future.cancel()  # (a send up from now on leaves it out)
         return answers, (self._relay.up_at - self._clock()) % interval

@@ -14,7 +14,11 @@ reaches it, which is later; so the master's judgement ("silent for ``failure_tim
 still comes after the member's lease ran out, however long the relays held the beat. A relay
 carries only beats it received, and only to the master they name; a relay that fails to
 carry them answers "not relayed", and the member beats the master directly until its relay
-carries its beats again.
+carries its beats again. A relay that carried a beat up but got no answer in time says so
+("unanswered"): the member waits as for a lost answer, and moves up only once its relay
+carried nothing for its patience. (A slow master answers its relays late; had their members
+taken that as a refusal and beaten it directly, the master would get one message per member
+rather than per relay just when it is slowest: 100 members starting together on two cores.)
 
 The tree is a pure function of the member list (oldest first, the master at the root):
 position ``p`` beats position ``(p - 1) // fanout`` — positions ``1..fanout`` the master.
@@ -69,11 +73,13 @@ class RelayQueue:
     def answer(
         batch: Sequence[tuple[RelayedBeat, asyncio.Future[HeartbeatReply | None]]],
         answers: Sequence[HeartbeatReply | None],
+        missing: HeartbeatReply | None = None,
     ) -> None:
-        """Hand each sender the master's answer to its beat (None: not carried)."""
+        """Hand each sender the master's answer to its beat (None: not carried); ``missing``
+        for those the answers do not reach (``UNANSWERED``: the send up got no reply)."""
         for i, (_, future) in enumerate(batch):
             if not future.done():
-                future.set_result(answers[i] if i < len(answers) else None)
+                future.set_result(answers[i] if i < len(answers) else missing)
 
     def fail_all(self) -> None:
         """Answer every beat held "not relayed" (this member stops relaying: it left, or rejoins)."""
@@ -114,6 +120,9 @@ class Relaying:
     up_at: float = 0.0  # when this member next sends its beats (and those it holds) up
     early: bool = False  # an extra send up is scheduled for beats that came just after the last
     last_target: str | None = None  # whom the last beat for the master went to ("": the master)
+    # relay -> (when its last reply carrying our beat came, its ``master_heard`` then): how well
+    # it hears the master itself.
+    views: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def parent(self) -> str:
@@ -128,15 +137,39 @@ class Relaying:
             self.chain, self.last_target = chain, None
             self.carried = {u: t for u, t in self.carried.items() if u in chain}
             self.tried = {u: t for u, t in self.tried.items() if u in chain}
+            self.views = {u: v for u, v in self.views.items() if u in chain}
 
-    def target(self, now: float, patience: float) -> str:
+    def target(self, now: float, patience: float, heard_within: float = 0.0) -> str:
         """Whom to beat now: the nearest ancestor that carried one of this member's beats
-        within ``patience`` seconds of when this member began beating it ("": the master)."""
+        within ``patience`` seconds of when this member began beating it, or that the master
+        itself answers within ``heard_within`` (``slow_above``); "" for the master."""
         for relay in self.chain:
             began = self.tried.setdefault(relay, now)
-            if now - max(self.carried.get(relay, float("-inf")), began) <= patience:
+            quiet = now - max(self.carried.get(relay, float("-inf")), began)
+            if quiet <= patience or self.slow_above(relay, now, patience, heard_within):
                 return relay
         return ""
+
+    def slow_above(self, relay: str, now: float, patience: float, heard_within: float) -> bool:
+        """Whether ``relay`` still carries this member's beats up although their answers are
+        late: it replied within ``patience`` (carrying the beat, answered or not yet), and its
+        master answered its own beats within ``heard_within`` seconds. Then the master hears
+        this member through it, only answers slowly; beating the master directly would bring
+        no answer sooner, and add one message per member to the load of a master that is slow
+        already (a hundred members starting together on two cores). A dead or paused relay
+        replies nothing, a cut-off one's master answers it nothing, one of another master
+        refuses: those are left after ``patience``, as before."""
+        view = self.views.get(relay)
+        if view is None:
+            return False
+        at, heard = view
+        return now - at <= patience and heard <= heard_within
+
+    def heard_from(self, relay: str, at: float, master_heard: float | None) -> None:
+        """``relay`` replied at ``at``, carrying this member's beat (answered or not yet),
+        and says its master last answered it ``master_heard`` seconds before."""
+        if master_heard is not None and relay in self.chain:
+            self.views[relay] = (at, master_heard)
 
     def carried_by(self, relay: str, sent: float) -> None:
         """``relay`` carried this member's beat sent at ``sent`` (and the master answered OK);
@@ -149,3 +182,4 @@ class Relaying:
         """``relay`` said it does not carry beats to this member's master (or is gone): the
         next ancestor up from now on, until it carries one again."""
         self.tried[relay] = self.carried[relay] = float("-inf")
+        self.views.pop(relay, None)

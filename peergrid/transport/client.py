@@ -32,6 +32,7 @@ from peergrid.config import GridConfig, TLSConfig, parse_address
 from peergrid.errors import ClusterNameMismatchError, PeerUnavailableError, RemoteError, TLSError
 from peergrid.events.model import EventBatch
 from peergrid.protocol import (
+    UNANSWERED,
     Chunk,
     Copy,
     HeartbeatReply,
@@ -467,7 +468,7 @@ def _heartbeat_reply(reply: Any) -> HeartbeatReply:
         relayed=tuple(
             HeartbeatReply(a.status, a.list_version, uuid=a.uuid, counted=not a.uncounted)
             if a.answered
-            else None
+            else (UNANSWERED if a.unanswered else None)
             for a in reply.relayed
         ),
         relay_in=reply.relay_in_ms / 1000 if reply.HasField("relay_in_ms") else None,

@@ -42,6 +42,7 @@ from peergrid.protocol import (
     Chunk,
     Copy,
     HeartbeatReply,
+    HeartbeatStatus,
     JoinReply,
     Member,
     MemberList,
@@ -281,6 +282,8 @@ class _Membership(_Base, membership_pb2_grpc.MembershipServicer):  # type: ignor
             for relayed in answers:
                 if relayed is None:
                     answer.relayed.add(answered=False)
+                elif relayed.status == HeartbeatStatus.UNANSWERED:
+                    answer.relayed.add(answered=False, unanswered=True)
                 else:
                     answer.relayed.add(
                         answered=True,

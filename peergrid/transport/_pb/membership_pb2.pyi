@@ -76,18 +76,20 @@ class RelayedBeat(_message.Message):
     def __init__(self, uuid: _Optional[str] = ..., list_version: _Optional[int] = ...) -> None: ...
 
 class RelayedAnswer(_message.Message):
-    __slots__ = ("answered", "status", "list_version", "uncounted", "uuid")
+    __slots__ = ("answered", "status", "list_version", "uncounted", "uuid", "unanswered")
     ANSWERED_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     LIST_VERSION_FIELD_NUMBER: _ClassVar[int]
     UNCOUNTED_FIELD_NUMBER: _ClassVar[int]
     UUID_FIELD_NUMBER: _ClassVar[int]
+    UNANSWERED_FIELD_NUMBER: _ClassVar[int]
     answered: bool
     status: HeartbeatResponse.Status
     list_version: int
     uncounted: bool
     uuid: str
-    def __init__(self, answered: bool = ..., status: _Optional[_Union[HeartbeatResponse.Status, str]] = ..., list_version: _Optional[int] = ..., uncounted: bool = ..., uuid: _Optional[str] = ...) -> None: ...
+    unanswered: bool
+    def __init__(self, answered: bool = ..., status: _Optional[_Union[HeartbeatResponse.Status, str]] = ..., list_version: _Optional[int] = ..., uncounted: bool = ..., uuid: _Optional[str] = ..., unanswered: bool = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("status", "list_version", "cluster", "uuid", "leaving", "seq", "master_heard_ms", "uncounted", "relayed", "relay_in_ms")
