@@ -63,6 +63,8 @@ class Network:
     # (source, target, call) dropped: a test loses one kind of message between two members.
     blocked: set[tuple[str, str, str]] = field(default_factory=set)
     slow: dict[str, float] = field(default_factory=dict)  # address -> seconds it takes to answer
+    # (source, target, call) whose requests arrive and are acted on, but whose answers are lost.
+    deaf: set[tuple[str, str, str]] = field(default_factory=set)
     sent: Counter[str] = field(default_factory=Counter)
     received: Counter[str] = field(default_factory=Counter)
 
@@ -101,7 +103,8 @@ class SimPeer:
         result = handle(target)
         if asyncio.iscoroutine(result):
             result = await result
-        if net.cut(self.address) or net.cut(self.source) or net.lost():
+        deaf = (self.source, self.address, call) in net.deaf
+        if deaf or net.cut(self.address) or net.cut(self.source) or net.lost():
             await _sleep_until(deadline)
             raise PeerUnavailableError(
                 f"peer {self.address} is unreachable (simulated)", address=self.address
@@ -118,7 +121,7 @@ class SimPeer:
         probe: bool = False,
     ) -> JoinReply:
         reply: JoinReply = await self._call(
-            timeout, lambda m: m.handle_join(member, partition_count, serializer, probe)
+            timeout, lambda m: m.handle_join(member, partition_count, serializer, probe), "join"
         )
         return reply
 
@@ -510,6 +513,28 @@ class Simulation:
         await self._stop(members)
         return received, removed
 
+    async def admission_unanswered(self, lost_for: float) -> tuple[list[str], float | None]:
+        """A member joins a formed cluster, and for ``lost_for`` seconds the master's answers to
+        its join calls are lost (the master admits it; a busy master's answers time out; the
+        other seeds answer "ask the master"). Returns the addresses removed meanwhile (by
+        anyone), and when the joiner joined (None: not within ten failure timeouts after)."""
+        members = await self._formed()
+        master = next(m for m in members if m.is_master)
+        joiner = self._member(self.n, [])
+        joiner._seeds = lambda: [m.address for m in members[:3]]
+        loop = asyncio.get_running_loop()
+        start, mark = loop.time(), len(self.removed)
+        self.net.deaf.add((joiner.address, master.address, "join"))
+        self._spawn(self._start(joiner))
+        joined = await self._until(lambda: joiner.state is State.ACTIVE, lost_for)
+        self.net.deaf.clear()
+        if joined is None:
+            joined = await self._until(lambda: joiner.state is State.ACTIVE, 10 * self.timing.failure_timeout)
+        await asyncio.sleep(3 * self.timing.failure_timeout)
+        removed = sorted({self.uuids[u] for _, _, u in self.removed[mark:]})
+        await self._stop([*members, joiner])
+        return removed, None if joined is None else loop.time() - start
+
     async def split(
         self, minority: int, duration: float, late: bool = False
     ) -> list[tuple[float, list[str]]]:
@@ -691,6 +716,11 @@ def relay_faults(n: int, fanout: int, fault: str, seed: int = 1) -> tuple[list[s
 def slow_master(n: int, fanout: int, delay: float, duration: float, seed: int = 1) -> tuple[float, list[str]]:
     """Run ``Simulation.slow_master`` with heartbeat relays of ``fanout`` (seeded)."""
     return _virtual(seed, Simulation(n, seed, 0.0, heartbeat_fanout=fanout).slow_master(delay, duration))
+
+
+def admission_unanswered(n: int, lost_for: float, seed: int = 1) -> tuple[list[str], float | None]:
+    """Run ``Simulation.admission_unanswered`` (seeded, as ``simulate``)."""
+    return _virtual(seed, Simulation(n, seed, 0.0).admission_unanswered(lost_for))
 
 
 def member_isolated(n: int, duration: float, seed: int = 1, timing: Timing | None = None) -> list[str]:

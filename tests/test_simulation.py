@@ -17,6 +17,7 @@ from peergrid.protocol import Member, MemberList
 from tests.simulation import (
     Simulation,
     VirtualLoop,
+    admission_unanswered,
     master_cut_from_one,
     master_isolated,
     master_leaves,
@@ -29,6 +30,20 @@ from tests.simulation import (
 )
 
 SIZES = [100, 1000] if os.environ.get("PEERGRID_SOAK") else [100]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_joiner_whose_admission_answer_is_lost_takes_the_masters_publication(seed: int) -> None:
+    # The master admits a joiner, but its answers to the joiner's calls are lost for 20 s (a
+    # busy master's answers time out). The master's publication of the list that admits it
+    # reaches the joiner: it joins then, rather than being removed as a member that never
+    # sent a heartbeat (10 s later) and admitted again (before: joined at 33-60 s, removed).
+    removed, joined = admission_unanswered(10, lost_for=20.0, seed=seed)
+    baseline = admission_unanswered(10, lost_for=0.0, seed=seed)[1]
+    assert removed == []
+    assert joined is not None
+    assert baseline is not None
+    assert joined <= baseline + 1.0, (joined, baseline)
 
 
 @pytest.mark.parametrize("n", SIZES)

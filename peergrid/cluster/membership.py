@@ -148,8 +148,18 @@ class PeerCalls(Protocol):
     async def leave(self, uuid: str, final: bool, timeout: float | None = None) -> None: ...
 
 
+@dataclass
+class _JoinRun:
+    """A join under way: its rounds, and the addresses it asked to admit this member."""
+
+    rounds: asyncio.Future[None]
+    asked: set[str] = field(default_factory=set)
+
+
 class Membership:
     """This member's view of the cluster, kept current; loop thread only."""
+
+    _joining: _JoinRun | None = None  # the join under way (``join``)
 
     def __init__(
         self,
@@ -271,6 +281,21 @@ class Membership:
 
     # ------------------------------------------------------------------ joining
     async def join(self) -> None:
+        """Join through the seeds (``_join``), or form a new cluster when no seed answers in
+        time. Also done when the master's publication of a list that admits this member comes
+        first (``handle_publish``: the answer to our join call was lost, or is late)."""
+        rounds = asyncio.ensure_future(self._join())
+        self._joining = _JoinRun(rounds)
+        try:
+            await rounds
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self.state is not State.ACTIVE or (task is not None and task.cancelling()):
+                raise
+        finally:
+            self._joining = None
+
+    async def _join(self) -> None:
         """Join through the seeds, or form a new cluster when no seed answers in time.
 
         Forming alone is only right when nobody answers: a seed that answers
@@ -365,6 +390,8 @@ class Membership:
 
     async def _join_call(self, address: str) -> JoinReply:
         """Ask the member at ``address`` to admit us (``PeerCalls.join``)."""
+        if self._joining is not None:
+            self._joining.asked.add(address)
         try:
             reply = await self._peer(address).join(
                 self.me,
@@ -473,20 +500,23 @@ class Membership:
             "; ".join(f"{a}: {why}" for a, why in self._join_answers.items()) or "none",
         )
 
-    def _admitted(self, members: MemberList, sent: float) -> None:
-        """The master admitted us, in ``members``, answering a request sent at ``sent``."""
+    def _admitted(self, members: MemberList, sent: float | None) -> None:
+        """The master admitted us, in ``members``, answering a request sent at ``sent`` (None:
+        its publication said so, not an answer to a request of ours)."""
         self._joiners.clear()
         self.state = State.ACTIVE
         self.adopt(members)
         self.joined_version = self.members.version
-        # The master admitted us: as good as its answer to a heartbeat sent then.
-        self._acked[members.master_uuid] = sent
-        self._renew(self._clock())
+        if sent is not None:
+            # The master admitted us: as good as its answer to a heartbeat sent then.
+            self._acked[members.master_uuid] = sent
+            self._renew(self._clock())
         log.info(
-            "member %s joined cluster %r (%d members)",
+            "member %s joined cluster %r (%d members%s)",
             self.me.address,
             self._config.cluster,
             len(members.members),
+            "" if sent is not None else "; told by the master's publication",
         )
 
     def _ignore_hint(self, address: str, why: str) -> None:
@@ -853,7 +883,27 @@ class Membership:
 
     def handle_publish(self, members: MemberList) -> None:
         """A peer published a list; ``ClusterError`` when it cannot be our cluster's. It is
-        adopted once confirmed (``_confirmed``): whoever sent it is not taken at its word."""
+        adopted once confirmed (``_confirmed``): whoever sent it is not taken at its word.
+
+        While joining, a list that names this member, of a master at an address our join
+        calls went to (or were sent to by a seed), is our admission: the master admitted us,
+        and its answer was lost or is still on its way (a busy master; the answer to our next
+        call may be too). Waiting for it would let the master remove us, as a member that
+        never sent a heartbeat, and admit us again: two more lists for every member to take
+        up. (Trusted as a join answer from that address is; no lease comes with it, only with
+        heartbeat answers.)"""
+        if self.state is State.JOINING:
+            master = members.find(members.master_uuid)
+            run = self._joining
+            if (
+                run is not None
+                and members.find(self.me.uuid) == self.me
+                and master is not None
+                and master.address in {*run.asked, self._cluster_at}
+            ):
+                self._admitted(members, None)
+                run.rounds.cancel()  # (its call under way: ``join`` returns)
+            return
         if not self._plausible(members):
             raise ClusterError(
                 f"ignored member list version {members.version}: its master {members.master_uuid!r} "
