@@ -543,10 +543,11 @@ class GridConfig:
     min_cluster_size: int = 1
     """Writes are refused while this member sees fewer members (quorum)."""
     heartbeat_fanout: int = 10
-    """Most members whose heartbeats one member receives for the master: the ``heartbeat_fanout``
-    oldest after the master beat it directly, every other member beats a relay, an older member
-    that carries its beats up with its own (a tree: the master's heartbeat load stays constant
-    as the cluster grows; docs/architecture.md, "Heartbeat relays"). 10,000: no relays."""
+    """Most members whose heartbeats one member receives for the master: the four oldest after
+    the master beat it directly (fewer if this is smaller), every other member beats a relay, an
+    older member that carries the beats of up to ``heartbeat_fanout`` members up with its own
+    (a tree: the master's heartbeat load stays constant as the cluster grows;
+    docs/architecture.md, "Heartbeat relays"). 10,000: no relays."""
     serializer: str = "msgpack"
     """Value serializer: ``"msgpack"`` (safe default) or ``"pickle"`` (needs TLS)."""
     tls: TLSConfig | None = None

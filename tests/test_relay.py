@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from peergrid.cluster.relay import Relaying, relay_parent
+from peergrid.cluster.relay import MASTER_FANOUT, Relaying, relay_parent
 from peergrid.config import Timing
 from peergrid.protocol import UNANSWERED, HeartbeatReply, HeartbeatStatus
 from peergrid.testing import cluster
@@ -22,6 +22,16 @@ from tests.conftest import wait_for
 from tests.simulation import relay_faults, slow_master
 
 UUIDS = [f"m{i:02d}" for i in range(20)]  # oldest first: m00 is the master
+
+
+def test_four_beat_the_master_and_the_others_an_older_member_up_to_fanout_each() -> None:
+    # fanout 5: m01-m04 beat the master; m05-m09 beat m01, m10-m14 m02, m15-m19 m03.
+    parents = {u: relay_parent(UUIDS, "m00", u, 5) for u in UUIDS}
+    assert MASTER_FANOUT == 4
+    assert [u for u, p in parents.items() if p is None] == ["m00", "m01", "m02", "m03", "m04"]
+    assert [u for u, p in parents.items() if p == "m01"] == ["m05", "m06", "m07", "m08", "m09"]
+    assert [u for u, p in parents.items() if p == "m02"] == ["m10", "m11", "m12", "m13", "m14"]
+    assert [u for u, p in parents.items() if p == "m03"] == ["m15", "m16", "m17", "m18", "m19"]
 
 
 def test_the_fanout_oldest_beat_the_master_and_the_others_an_older_member() -> None:
@@ -67,12 +77,15 @@ def test_every_member_reaches_the_master_and_no_member_relays_for_more_than_fano
         while at is not None:  # a chain of strictly older members, so it ends
             assert uuids.index(at) < uuids.index(u)
             hops, at = hops + 1, parents[at]
+        direct = min(fanout, MASTER_FANOUT)  # the master's children; the others' up to fanout
         if u != uuids[0]:
-            depth = 1 if fanout == 1 else math.log(max(n - 1, 1) * (fanout - 1) + 1, fanout)
-            assert hops <= (n if fanout == 1 else math.ceil(depth + 1e-9))
+            # k (f^d - 1) / (f - 1) members within d hops: the tree is as shallow as it can be.
+            depth = 1 if fanout == 1 else math.log(max(n - 1, 1) * (fanout - 1) / direct + 1, fanout)
+            assert hops <= (n if fanout == 1 else math.ceil(depth - 1e-9))
         key = parent if parent is not None else uuids[0]
         if u != uuids[0]:
             children[key] = children.get(key, 0) + 1
+    assert children.get(uuids[0], 0) <= direct
     assert all(count <= fanout for count in children.values())
 
 
