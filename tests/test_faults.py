@@ -325,6 +325,73 @@ def test_a_new_owner_serves_nothing_while_a_member_it_asked_runs_a_newer_list() 
     assert node.pulled[0] == (3, "b")
 
 
+def test_a_new_owner_that_hears_of_a_newer_list_asks_again_once_it_holds_it() -> None:
+    # Until the new owner holds the newer list a member runs, every member it asks again answers
+    # the same, and the answer is dropped: it waits for its table to move (or a failure timeout)
+    # rather than ask every member again each heartbeat (a 100-member start asked five times the
+    # questions it needed, most from members one list behind).
+    from peergrid.protocol import Copy, MemberList
+
+    asked = {"b": 0}
+    mine = set[int]()  # the partitions "a" takes over (the others' copies it holds are leftovers)
+
+    class Peer:
+        async def versions(self, members, partitions, timeout=None):  # type: ignore[no-untyped-def]
+            asked["b"] += set(partitions) <= mine
+            return 3, dict.fromkeys(partitions, Copy(0, False))
+
+    node = _TakeOverNode("ab", lambda uuid: Peer())
+
+    async def scenario() -> None:
+        manager: Any = node.manager()
+        mine.update(manager.table.owned_by("a"))  # (before its sync job first runs)
+        await _until(lambda: asked["b"] == 1, "never asked")
+        await asyncio.sleep(0.5)  # five heartbeats (Timing.fast), half the failure timeout
+        assert asked["b"] == 1
+        node.members = MemberList(3, "a", node.members.members)  # the newer list, adopted
+        manager.on_members(node.members)
+        await _until(lambda: asked["b"] == 2, "not asked again once the table moved")
+        await manager.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_question_a_member_let_expire_waits_longer_the_next_time() -> None:
+    # On an overloaded machine half the version questions expired at the control-call deadline
+    # and were asked again, each costing both ends again: the next question to that member waits
+    # twice as long (up to four times), and a member that answers is asked at the deadline again.
+    from peergrid.errors import PeerUnavailableError
+    from peergrid.protocol import Copy
+
+    timeouts: list[float] = []
+    mine = set[int]()  # the partitions "a" takes over (the others' copies it holds are leftovers)
+
+    class Peer:
+        async def versions(self, members, partitions, timeout=None):  # type: ignore[no-untyped-def]
+            if set(partitions) <= mine:
+                timeouts.append(timeout)
+                if len(timeouts) in (1, 2, 3):
+                    raise PeerUnavailableError("b did not answer in time", address="b")
+            return members.version, dict.fromkeys(partitions, Copy(0, False))
+
+        async def release(self, version, partitions, timeout=None):  # type: ignore[no-untyped-def]
+            return None
+
+    node = _TakeOverNode("ab", lambda uuid: Peer())
+
+    async def scenario() -> None:
+        manager: Any = node.manager()
+        owned = manager.table.owned_by("a")
+        mine.update(owned)  # (before its sync job first runs)
+        await _until(lambda: all(manager.readable[p] is not None for p in owned), "never served")
+        assert manager._slow_peers == {}  # it answered: asked at the deadline again next time
+        await manager.stop()
+
+    asyncio.run(scenario())
+    deadline = Timing.fast().rpc_timeout
+    assert timeouts == [deadline, 2 * deadline, 4 * deadline, 4 * deadline]
+
+
 def test_a_new_owner_asks_again_only_the_members_that_did_not_answer() -> None:
     # A new owner asks every member for its copies; one that does not answer makes it retry.
     # The retry must not ask the others again: at a hundred members on a busy machine, asking

@@ -30,7 +30,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, S
 from typing import Any, Protocol
 
 from peergrid.config import GridConfig
-from peergrid.errors import LimitExceededError, PeerGridError, RemoteError
+from peergrid.errors import LimitExceededError, PeerGridError, PeerUnavailableError, RemoteError
 from peergrid.partition import PartitionTable, build_table
 from peergrid.protocol import Chunk, Copy, Effect, EffectKind, MemberList, Status
 from peergrid.replication.backups import Replicator
@@ -115,6 +115,8 @@ class PartitionManager:
         self._tasks: set[asyncio.Task[None]] = set()
         self._transfer_slots = asyncio.Semaphore(PARALLEL_TRANSFERS)
         self._stopped = False
+        self._table_moves = asyncio.Event()  # set, and replaced, at each new table
+        self._slow_peers: dict[str, int] = {}  # uuid -> version questions it let expire in a row
 
     # ------------------------------------------------------------------ table changes
     def form(self) -> None:
@@ -133,6 +135,8 @@ class PartitionManager:
         )
         old, self.table = self.table, table
         self._table_at = time.monotonic()
+        self._table_moves.set()
+        self._table_moves = asyncio.Event()
         if len(members.members) * 2 > self._config.partition_count and not self._warned_partitions:
             self._warned_partitions = True
             log.warning(
@@ -160,6 +164,8 @@ class PartitionManager:
         for answers in self._answers.values():
             for uuid in [u for u in answers if u not in members]:
                 del answers[uuid]  # (one admitted again under its uuid starts empty: ask it again)
+        for uuid in [u for u in self._slow_peers if u not in members]:
+            del self._slow_peers[uuid]
         self.replicator.on_table(table)
         self._on_served()
         self._start_sync()
@@ -243,10 +249,23 @@ class PartitionManager:
                     version,
                     exc,
                 )
-                await asyncio.sleep(self._timing.heartbeat_interval)
+                if isinstance(exc, _StaleTableError):
+                    # Until we hold that newer list (its publication, or our pull of it, brings
+                    # it), every member asked again answers the same and its answer is dropped:
+                    # a 100-member start sent five times the version queries it needed, most of
+                    # them from members a list behind, asking everyone every second.
+                    await self._table_moved(version, self._timing.failure_timeout)
+                else:
+                    await asyncio.sleep(self._timing.heartbeat_interval)
                 continue
             if self.table.version == version and not self._unready_owned():
                 return
+
+    async def _table_moved(self, version: int, timeout: float) -> None:
+        """Return once the table is newer than ``version``, or after ``timeout`` seconds."""
+        if self.table.version == version:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._table_moves.wait(), timeout)
 
     async def _ask_versions(self, partitions: list[int], version: int) -> dict[int, list[tuple[int, str]]]:
         """Every member's complete copies of ``partitions``: ``p -> [(version, uuid)]``.
@@ -267,11 +286,26 @@ class PartitionManager:
             missing = [p for p in partitions if member.uuid not in self._answers.get(p, {})]
             if member.uuid != self._me and missing:
                 asks[member.uuid] = missing
-        results = await asyncio.gather(
+        moves = self._table_moves
+        self._check_table(version)
+        questions = asyncio.gather(
             *(self._versions_of(uuid, members, asked) for uuid, asked in asks.items()), return_exceptions=True
         )
+        # A new table ends the round at once: a question to a slow member may wait up to four
+        # control-call deadlines (``_versions_of``), and one that is being removed answers none.
+        moved = asyncio.ensure_future(moves.wait())
+        try:
+            await asyncio.wait((questions, moved), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            moved.cancel()
+            if not questions.done():
+                questions.cancel()
+        if not questions.done() or questions.cancelled():
+            raise _TableMovedError
+        results = questions.result()
         await _lapse(self._cluster.vouch_lapse(members))  # as each member asked did (handle_versions)
         failed: Exception | None = None
+        stale: _StaleTableError | None = None
         for (uuid, asked), result in zip(asks.items(), results, strict=True):
             if isinstance(result, Exception):
                 failed = failed or result
@@ -281,7 +315,7 @@ class PartitionManager:
                 # It runs a newer list, which may name another owner: one that asked it and
                 # serves (a member that skipped our table keeps serving what it owned in both).
                 self._cluster.saw_version(result[0], uuid)
-                failed = failed or _StaleTableError(
+                stale = stale or _StaleTableError(
                     f"{uuid} runs member list {result[0]}, newer than {members.version}"
                 )
             elif uuid in self._cluster.current_members():  # (not removed meanwhile)
@@ -290,6 +324,8 @@ class PartitionManager:
                     if self._owned_since.get(p, version + 1) <= version:
                         self._answers.setdefault(p, {})[uuid] = result[1].get(p)
         self._check_table(version)
+        if stale is not None:
+            raise stale  # (before other failures: the retry waits for the newer list)
         if failed is not None:
             raise failed
         copies: dict[int, list[tuple[int, str]]] = {p: [] for p in partitions}
@@ -310,7 +346,19 @@ class PartitionManager:
         peer = self._cluster.replica_peer(uuid)
         if peer is None:
             return 0, {}
-        return await peer.versions(members, partitions, timeout=self._timing.rpc_timeout)
+        # Twice as long after each question it let expire, up to four times: on an overloaded
+        # machine (a hundred members starting on two cores) half the questions expired at the
+        # control-call deadline and were asked again, each costing both ends again.
+        slow = self._slow_peers.get(uuid, 0)
+        try:
+            timeout = self._timing.rpc_timeout * 2 ** min(slow, 2)
+            found = await peer.versions(members, partitions, timeout=timeout)
+        except PeerUnavailableError as exc:
+            if not exc.refused:
+                self._slow_peers[uuid] = slow + 1
+            raise
+        self._slow_peers.pop(uuid, None)
+        return found
 
     async def _take_ownership(self, partitions: list[int], version: int) -> None:
         copies = await self._ask_versions(partitions, version)
