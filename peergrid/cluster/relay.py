@@ -16,10 +16,11 @@ still comes after the member's lease ran out, however long the relays held the b
 carries only beats it received, and only to the master they name; a relay that fails to
 carry them answers "not relayed", and the member beats the master directly until its relay
 carries its beats again. A relay that carried a beat up but got no answer in time says so
-("unanswered"): the member waits as for a lost answer, and moves up only once its relay
-carried nothing for its patience. (A slow master answers its relays late; had their members
-taken that as a refusal and beaten it directly, the master would get one message per member
-rather than per relay just when it is slowest: 100 members starting together on two cores.)
+("unanswered"): the member waits as for a lost answer; and it stays with a relay that still
+replies and that the master still answers, however late (``Relaying.slow_above``). A slow
+master answers its relays late; had their members taken that for a dead relay and beaten it
+directly, the master would get one message per member rather than per relay just when it is
+slowest (100 members starting together on two cores).
 
 The tree is a pure function of the member list (oldest first, the master at the root):
 see ``relay_parent``.
