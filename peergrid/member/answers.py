@@ -91,14 +91,21 @@ class Answers:
 
     def safe_state(self, merging: bool = False) -> tuple[bool, int, str]:
         """Whether this member has nothing left to do, at which list version, and if not, why.
-        Another instance of the cluster answering makes it unsafe, unless ``merging`` (the
-        merge asks whether this instance is settled enough to merge with it)."""
+        Another instance of the cluster answering makes it unsafe, and so does bringing this
+        member's data into this instance after joining it, unless ``merging`` (the merge asks
+        whether this instance is settled enough to merge with another): a member told to merge
+        again while it brings its data carries what it has not brought yet into the next
+        instance (``Merging.into``), so its merge need not hold up its instance's. (It could
+        hold it for long: into an instance below ``min_cluster_size`` every change it brings is
+        refused until its deadline, partition after partition.)"""
         membership = self._membership()
         version = membership.members.version
         if membership.state is not State.ACTIVE:
             return False, version, f"member is {membership.state.value}"
-        if self._merging.seeds or self._merging.busy:
-            return False, version, "merging into another instance of the cluster"
+        if self._merging.seeds:
+            return False, version, "joining another instance of the cluster to merge into it"
+        if self._merging.busy and not merging:
+            return False, version, "bringing its data into the instance of the cluster it joined"
         merger = self._merger()
         other = merger.another_instance() if merger is not None and not merging else None
         if other is not None:
@@ -221,7 +228,7 @@ async def _all_safe(
 
     async def ask(address: str) -> tuple[bool, int, str]:
         try:
-            return await client(address).safe_state()
+            return await client(address).safe_state(merging=merging)
         except PeerGridError as exc:
             return False, 0, str(exc)
 

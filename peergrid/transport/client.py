@@ -303,8 +303,10 @@ class PeerClient:
         )
         await self._call(self._membership.Merge, request, timeout)
 
-    async def safe_state(self, timeout: float | None = None) -> tuple[bool, int, str]:
-        request = membership_pb2.SafeStateRequest(cluster=self._cluster)
+    async def safe_state(self, timeout: float | None = None, merging: bool = False) -> tuple[bool, int, str]:
+        """Whether the peer is safe, at which list version, and if not, why (``merging``: asked
+        by a master deciding whether its instance may merge into another)."""
+        request = membership_pb2.SafeStateRequest(cluster=self._cluster, merging=merging)
         reply = await self._call(self._membership.SafeState, request, timeout)
         return reply.safe, reply.list_version, reply.detail
 

@@ -148,10 +148,12 @@ class LeaveRequest(_message.Message):
     def __init__(self, cluster: _Optional[str] = ..., uuid: _Optional[str] = ..., final: bool = ...) -> None: ...
 
 class SafeStateRequest(_message.Message):
-    __slots__ = ("cluster",)
+    __slots__ = ("cluster", "merging")
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    MERGING_FIELD_NUMBER: _ClassVar[int]
     cluster: str
-    def __init__(self, cluster: _Optional[str] = ...) -> None: ...
+    merging: bool
+    def __init__(self, cluster: _Optional[str] = ..., merging: bool = ...) -> None: ...
 
 class SafeStateResponse(_message.Message):
     __slots__ = ("safe", "list_version", "detail")
