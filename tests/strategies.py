@@ -6,6 +6,7 @@ import datetime
 
 from hypothesis import strategies as st
 
+from peergrid.protocol import Effect, EffectKind
 from tests.registered_types import Color, Level, Money, Pair, Point
 
 #: Keys as users write them.
@@ -202,8 +203,21 @@ typed_values = st.recursive(
 
 # Wire ops and results as a frame carries them (tests/test_frames.py).
 _blobs = st.binary(max_size=40)
+#: A write's changes as its backups get them: none, a lone write's one or two, or a batch's.
+wire_effects = st.lists(
+    st.builds(
+        Effect,
+        st.integers(EffectKind.PUT, EffectKind.DELTA),
+        st.text(max_size=12),
+        _blobs,
+        _blobs,
+        st.sampled_from([0.0, 12.5]),
+        st.sampled_from([0, 1, 2**50]),
+    ),
+    max_size=6,
+).map(tuple)
 wire_ops = st.builds(
-    lambda code, partition, name, key, value, expect, ttl, version: (
+    lambda code, partition, name, key, value, expect, ttl, version, effects: (
         code,
         partition,
         name,
@@ -212,6 +226,7 @@ wire_ops = st.builds(
         expect,
         ttl,
         version,
+        effects,
     ),
     st.integers(1, 40),
     st.integers(0, 270),
@@ -221,6 +236,7 @@ wire_ops = st.builds(
     _blobs,
     st.sampled_from([0.0, 0.5, 30.0]),
     st.integers(0, 2**40),
+    wire_effects,
 )
 wire_results = st.tuples(
     st.integers(0, 12),

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from peergrid import multiget
-from peergrid.protocol import Code, Op, Result
+from peergrid.protocol import Code, Effect, EffectKind, Op, Result
 from peergrid.transport import frames
 from peergrid.transport._pb import map_pb2
 from tests.strategies import get_many_answers, get_many_keys, wire_ops, wire_results
@@ -52,6 +52,30 @@ def test_a_one_op_frame_with_a_longer_column_is_refused(column: str) -> None:
     msg = frames.ops_to_pb(1, "c", 3, "sender", [Op(1, 2, "m", b"k", b"v", b"e", version=4)])
     getattr(msg, column).append(getattr(msg, column)[0])
     with pytest.raises(ValueError, match=column):
+        frames.ops_from_pb(msg)
+
+
+EFFECT_COLUMNS = ("kinds", "maps", "keys", "values", "expiry", "stamps")
+
+
+@pytest.mark.parametrize("column", [f"effect_{name}" for name in EFFECT_COLUMNS])
+def test_a_one_op_frame_whose_effect_columns_disagree_is_refused(column: str) -> None:
+    effect = Effect(EffectKind.PUT, "m", b"k", b"v", 0.0, 9)
+    msg = frames.ops_to_pb(1, "c", 3, "sender", [Op(Code.BACKUP, 2, "", version=4, effects=(effect,))])
+    getattr(msg, column).append(getattr(msg, column)[0])
+    with pytest.raises(ValueError, match="effect"):
+        frames.ops_from_pb(msg)
+
+
+def test_a_one_op_frame_whose_effect_names_a_missing_map_or_miscounts_is_refused() -> None:
+    effect = Effect(EffectKind.PUT, "m", b"k", b"v")
+    msg = frames.ops_to_pb(1, "c", 3, "sender", [Op(Code.BACKUP, 2, "", version=4, effects=(effect,))])
+    msg.effect_maps[0] = 7
+    with pytest.raises(ValueError, match="map index"):
+        frames.ops_from_pb(msg)
+    msg.effect_maps[0] = 1
+    msg.effect_counts[0] = 2
+    with pytest.raises(ValueError, match="effect_counts"):
         frames.ops_from_pb(msg)
 
 

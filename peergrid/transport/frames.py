@@ -27,7 +27,7 @@ def ops_to_pb(
     frame_id: int, cluster: str, table_version: int, sender: str, ops: Sequence[Op]
 ) -> map_pb2.Frame:
     """One frame carrying ``ops``."""
-    if len(ops) == 1 and not ops[0].effects:
+    if len(ops) == 1 and len(ops[0].effects) <= _FEW_EFFECTS:
         return _op_to_pb(frame_id, cluster, table_version, sender, ops[0])
     maps: dict[str, int] = {}
     index = [maps.setdefault(op.map, len(maps)) for op in ops]
@@ -55,10 +55,13 @@ def ops_to_pb(
     return msg
 
 
+_FEW_EFFECTS = 4  # a lone write's backup carries one or two; more go through the column lists
+
+
 def _op_to_pb(frame_id: int, cluster: str, table_version: int, sender: str, op: Op) -> map_pb2.Frame:
-    """A frame of one op without effects (a lone call, the common case at rest): the same
-    message as ``ops_to_pb`` builds, set field by field (upb's keyword constructor and the
-    column scans cost more than the op's fields)."""
+    """A frame of one op with at most a few effects (a lone call, or the backup of a lone
+    write: the common cases at rest): the same message as ``ops_to_pb`` builds, set field by
+    field (upb's keyword constructor and the column scans cost more than the op's fields)."""
     msg = map_pb2.Frame()
     msg.id = frame_id
     msg.cluster = cluster
@@ -76,7 +79,22 @@ def _op_to_pb(frame_id: int, cluster: str, table_version: int, sender: str, op: 
         msg.ttls.append(op.ttl)
     if op.version:
         msg.versions.append(op.version)
-    msg.maps.append(op.map)
+    if not op.effects:
+        msg.maps.append(op.map)
+        return msg
+    maps = {op.map: 0}
+    msg.effect_counts.append(len(op.effects))
+    stamped = False
+    for effect in op.effects:
+        msg.effect_kinds.append(effect.kind)
+        msg.effect_maps.append(maps.setdefault(effect.map, len(maps)))
+        msg.effect_keys.append(effect.key)
+        msg.effect_values.append(effect.value)
+        msg.effect_expiry.append(effect.expire_at)
+        stamped = stamped or bool(effect.stamp)
+    if stamped:
+        msg.effect_stamps.extend([effect.stamp for effect in op.effects])
+    msg.maps.extend(maps)
     return msg
 
 
@@ -103,7 +121,7 @@ def _column(column: Sequence[object], count: int, name: str, default: object) ->
 def ops_from_pb(msg: map_pb2.Frame) -> list[Op]:
     """The ops of a frame; ``ValueError`` when its columns disagree."""
     count = len(msg.codes)
-    if count == 1 and not msg.effect_counts:
+    if count == 1:
         return [_op_from_pb(msg)]
     maps = list(msg.maps)
     for name in maps:
@@ -142,8 +160,7 @@ def _single(column: Sequence[Any], name: str, default: Any) -> Any:
 
 
 def _op_from_pb(msg: map_pb2.Frame) -> Op:
-    """The op of a frame of one op and no effects: ``ops_from_pb``'s checks, without its
-    column lists."""
+    """The op of a frame of one op: ``ops_from_pb``'s checks, without its column lists."""
     maps = msg.maps
     for name in maps:
         problem = map_name_problem(name, allow_empty=True)
@@ -161,7 +178,26 @@ def _op_from_pb(msg: map_pb2.Frame) -> Op:
         _single(msg.expects, "expects", b""),
         _single(msg.ttls, "ttls", 0.0),
         _single(msg.versions, "versions", 0),
+        _lone_effects(msg, maps) if msg.effect_counts else (),
     )
+
+
+def _lone_effects(msg: map_pb2.Frame, maps: Sequence[str]) -> tuple[Effect, ...]:
+    """The effects of a frame's one op: ``_effects_from_pb``'s checks, field by field."""
+    kinds, keys, values = msg.effect_kinds, msg.effect_keys, msg.effect_values
+    expiry, index, stamps = msg.effect_expiry, msg.effect_maps, msg.effect_stamps
+    total = len(kinds)
+    if len(msg.effect_counts) != 1 or msg.effect_counts[0] != total:
+        raise ValueError("frame column 'effect_counts' does not match the ops")
+    if not len(keys) == len(values) == len(expiry) == len(index) == total or len(stamps) not in (0, total):
+        raise ValueError("frame effect columns disagree in length")
+    try:
+        return tuple(
+            Effect(kinds[i], maps[index[i]], keys[i], values[i], expiry[i], stamps[i] if stamps else 0)
+            for i in range(total)
+        )
+    except IndexError:
+        raise ValueError("frame effect names a map index out of range") from None
 
 
 def _effects_from_pb(msg: map_pb2.Frame, count: int, maps: list[str]) -> Sequence[tuple[Effect, ...]]:
