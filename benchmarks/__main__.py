@@ -119,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
                 placement, concurrency.Settings().quick() if args.quick else concurrency.Settings()
             )
         )
+        from benchmarks import served
+
+        print()
+        print(served.measure(placement, served.Settings().quick() if args.quick else served.Settings()))
     if args.json:
         args.json.write_text(json.dumps(report.as_json(results), indent=2))
     return 0
