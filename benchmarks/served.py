@@ -105,7 +105,7 @@ def measure(placement: Placement, settings: Settings) -> str:
 
 
 def _median(rounds: list[Round], field: str) -> float:
-    return statistics.median(getattr(r, field) for r in rounds)
+    return float(statistics.median(getattr(r, field) for r in rounds))
 
 
 def _render(gets: list[Round], stream: list[Round], settings: Settings, placement: Placement) -> str:
