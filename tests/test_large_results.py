@@ -112,6 +112,9 @@ class _Router:
     def pipe_for(self, partition: int) -> _Unreachable:
         return self.pipe
 
+    def pipes_for(self, partitions: list[int]) -> list[_Unreachable]:
+        return [self.pipe] * len(partitions)
+
     def execute_local(self, op: Op) -> Result:
         raise AssertionError("not local")
 

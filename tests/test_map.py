@@ -155,9 +155,20 @@ def test_get_all_keys_sent_to_a_member_that_does_not_serve_them_are_asked_of_the
     keys = [f"k{i}" for i in range(60)]
     m.put_all({k: k.upper() for k in keys})
     pipe_to_b = a._node.pipes.calls(b.uuid)
-    monkeypatch.setattr(a._node.invoker, "pipe_for", lambda partition: pipe_to_b)
+    monkeypatch.setattr(a._node.invoker, "pipes_for", lambda partitions: [pipe_to_b] * len(partitions))
     assert m.get_all([*keys, "missing"]) == {k: k.upper() for k in keys}
     assert {a.owner_of(k).uuid for k in keys} == {g.uuid for g in grids3}
+
+
+def test_the_pipes_of_a_batch_of_partitions_are_each_partitions_pipe(grids3) -> None:
+    # get_all and put_all look their keys' owners up in one pass (Node.pipes_for).
+    node = grids3[0]._node
+    partitions = [*range(node.config.partition_count), 5, 5, 0]
+    assert node.pipes_for(partitions) == [node.pipe_for(p) for p in partitions]
+    assert None in node.pipes_for(partitions)  # the partitions it owns itself
+    assert {id(pipe) for pipe in node.pipes_for(partitions) if pipe is not None} == {
+        id(node.pipes.calls(g.uuid)) for g in grids3[1:]
+    }
 
 
 def test_get_all_asks_a_member_from_before_get_many_key_by_key(api, grids3, name, monkeypatch) -> None:

@@ -21,6 +21,7 @@ Loop thread for everything after ``start``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from peergrid.invocation.invoker import Call
@@ -84,12 +85,12 @@ class Fetch:
         """Send every key towards its owner (any thread)."""
         gets = self.gets
         invoker = self.invoker
-        pipe_for = invoker.pipe_for
-        closed = invoker.closed
+        pipes: Sequence[PeerPipe | None] = (
+            [None] * len(gets.partitions) if invoker.closed else invoker.pipes_for(gets.partitions)
+        )
         by_pipe: dict[int, tuple[PeerPipe, list[int]]] = {}
         alone: list[int] = []
-        for i, partition in enumerate(gets.partitions):
-            pipe = None if closed else pipe_for(partition)
+        for i, pipe in enumerate(pipes):
             if pipe is None or pipe.legacy:
                 alone.append(i)
                 continue

@@ -34,6 +34,10 @@ class Router(Protocol):
         """The pipe to the partition's owner, or None to execute locally."""
         ...
 
+    def pipes_for(self, partitions: Sequence[int]) -> Sequence[PeerPipe | None]:
+        """``pipe_for`` of each partition, in one pass (a batch's keys)."""
+        ...
+
     def execute_local(self, op: Op) -> Result | asyncio.Future[Result]:
         """Run an op as (would-be) owner, on the loop thread."""
         ...
@@ -160,6 +164,10 @@ class Invoker:
         """The pipe to ``partition``'s owner, or None to run it here (any thread)."""
         return self._router.pipe_for(partition)
 
+    def pipes_for(self, partitions: Sequence[int]) -> Sequence[PeerPipe | None]:
+        """``pipe_for`` of each partition, in one pass (any thread)."""
+        return self._router.pipes_for(partitions)
+
     def start(self, call: Call) -> None:
         """Send a call towards its owner (any thread)."""
         if self._router.closed:
@@ -179,8 +187,8 @@ class Invoker:
             return
         local: list[Call] = []
         by_pipe: dict[int, tuple[PeerPipe, list[Call]]] = {}
-        for call in calls:
-            pipe = self._router.pipe_for(call.op.partition)
+        pipes = self._router.pipes_for([call.op.partition for call in calls])
+        for call, pipe in zip(calls, pipes, strict=True):
             if pipe is None:
                 local.append(call)
             else:

@@ -534,8 +534,10 @@ class MapCore(Caller):
         partitions: list[int] = []
         originals: dict[bytes, Any] = {}
         near = self.near
+        key_of, local_of, loads = self.key, self._local, self.loads  # bound once: a pass a key
+        locals_read = 0
         for key in keys:
-            encoded, partition = self.key(key)
+            encoded, partition = key_of(key)
             if encoded in originals:
                 continue
             originals[encoded] = key
@@ -544,16 +546,17 @@ class MapCore(Caller):
                 if cached is not MISS:
                     found[key] = cached
                     continue
-            local, value = self._local(encoded, partition)
+            local, value = local_of(encoded, partition)
             if not local:
                 remote.append(encoded)
                 partitions.append(partition)
                 continue
-            self.counters.owner_local_gets += 1
-            if near is not None:
-                near.misses -= 1  # as in get: owner-local, not a near-cache miss
+            locals_read += 1
             if value is not None:
-                found[key] = self.loads(value)
+                found[key] = loads(value)
+        self.counters.owner_local_gets += locals_read
+        if near is not None:
+            near.misses -= locals_read  # as in get: owner-local, not a near-cache miss
         if not remote:
             self._got_many(started, len(originals), len(found))
             return found

@@ -17,7 +17,7 @@ import functools
 import logging
 import uuid as uuid_module
 import weakref
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, ClassVar
 
 from peergrid.cluster.discovery import Discovery
@@ -392,6 +392,23 @@ class Node:
         """The pipe to ``partition``'s owner, or None when this member should run it."""
         owner = self.manager.table.owner(partition)
         return None if owner is None or owner == self.uuid else self.pipes.calls(owner)
+
+    def pipes_for(self, partitions: Sequence[int]) -> list[Pipe | None]:
+        """``pipe_for`` of each partition, in one pass: the table read once, each owner's pipe
+        looked up once (a get_all's or put_all's keys)."""
+        replicas, me = self.manager.table.replicas, self.uuid
+        by_owner: dict[str, Pipe | None] = {}
+        pipes: list[Pipe | None] = []
+        for partition in partitions:
+            owners = replicas[partition]
+            owner = owners[0] if owners else None
+            if owner is None or owner == me:
+                pipes.append(None)
+                continue
+            if owner not in by_owner:
+                by_owner[owner] = self.pipes.calls(owner)
+            pipes.append(by_owner[owner])
+        return pipes
 
     def pipe_to(self, uuid: str) -> Pipe | None:
         """The pipe for backup writes to member ``uuid`` (any thread)."""
