@@ -25,6 +25,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import peergrid.cluster.membership as membership_module
 from peergrid.cluster.membership import Membership, State
 from peergrid.config import GridConfig, Timing
 from peergrid.errors import PeerGridError, PeerUnavailableError
@@ -651,8 +652,10 @@ class Simulation:
 
 def _virtual(seed: int, run: Coroutine[Any, Any, T]) -> T:
     """Run ``run`` to its end in a ``VirtualLoop``, with Python's random seeded first (the
-    members' own random choices, such as their probe rotation, are seeded too)."""
+    members' own random choices, such as their probe rotation, are seeded too: membership
+    draws from a generator of its own, seeded here as well)."""
     random.seed(seed)
+    membership_module._random.seed(seed)
     loop = VirtualLoop()
     try:
         return loop.run_until_complete(run)

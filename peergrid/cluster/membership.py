@@ -68,6 +68,8 @@ from peergrid.protocol import (
     RelayedBeat,
 )
 
+_random = random.Random()  # noqa: S311 - jitter and sampling; our own: the application's global state is not ours
+
 log = logging.getLogger("peergrid.cluster")
 
 #: How far a take-over numbers its list above the taker's own. The dead master may have
@@ -1192,7 +1194,7 @@ class Membership:
                 break
             if not self._rotation:
                 self._rotation = [m.uuid for m in others]
-                random.shuffle(self._rotation)
+                _random.shuffle(self._rotation)
             member = self.members.find(self._rotation.pop())
             if member is not None and member.uuid != self.me.uuid:
                 targets.setdefault(member.uuid, member)
@@ -1777,7 +1779,7 @@ class Membership:
         about to remove most of the cluster, that hears none of the witnesses either, is the
         likelier one at fault (a process starved of CPU hears no one), and does not take over."""
         younger = [m for m in self.members.members if m.uuid not in gone and m.uuid != self.me.uuid]
-        witnesses = random.sample(younger, min(TAKEOVER_WITNESSES, len(younger)))
+        witnesses = _random.sample(younger, min(TAKEOVER_WITNESSES, len(younger)))
         if not witnesses:
             return False
         answered = 0

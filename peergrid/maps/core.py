@@ -60,6 +60,8 @@ from peergrid.serialization import Key, decode_key, encode_key
 from peergrid.stats import LocalMapStats, MapStats, aggregate
 from peergrid.storage.ops import entry_record, time_left
 
+_random = random.Random()  # noqa: S311 - jitter and sampling; our own: the application's global state is not ours
+
 if TYPE_CHECKING:
     from peergrid.events.nearcache import Flight, NearCache
     from peergrid.member.node import Node
@@ -393,7 +395,7 @@ class MapCore(Caller):
         if ttl is not None:
             return check_ttl(ttl)
         if self._jitter and self.default_ttl:
-            return self.default_ttl * (1 + random.uniform(-self._jitter, self._jitter))  # noqa: S311
+            return self.default_ttl * (1 + _random.uniform(-self._jitter, self._jitter))
         return self.default_ttl
 
     def keyed(self, code: int, key: object, value: bytes = b"", expect: bytes = b"", ttl: float = 0.0) -> Op:

@@ -38,6 +38,8 @@ from peergrid.maps.flows import Flow
 from peergrid.protocol import Code, LockRequest, Op, Result
 from peergrid.serialization import Key
 
+_random = random.Random()  # noqa: S311 - jitter and sampling; our own: the application's global state is not ours
+
 log = logging.getLogger("peergrid.maps.locks")
 
 # ---------------------------------------------------------------------- holders
@@ -191,7 +193,7 @@ class LockCalls:
     def _pauses(self) -> Generator[float, None, None]:
         pause = self._timing.lock_retry_initial
         while True:
-            yield pause * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not security
+            yield pause * _random.uniform(0.5, 1.0)
             pause = min(pause * 2, self._timing.lock_retry_max)
 
     def acquire(self, key: Key, holder: int, timeout: float | None, lease: object) -> Flow[Op, int | None]:

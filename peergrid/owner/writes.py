@@ -36,6 +36,8 @@ from peergrid.storage import Partition
 from peergrid.storage.records import SAMPLE_SIZE
 from peergrid.storage.registry import MapRegistry, Usage
 
+_random = random.Random()  # noqa: S311 - jitter and sampling; our own: the application's global state is not ours
+
 if TYPE_CHECKING:
     from peergrid.replication import PartitionManager
 
@@ -204,7 +206,7 @@ class OwnerWrites:
         for _ in range(SAMPLE_SIZE * 8):
             if sampled >= SAMPLE_SIZE:
                 break
-            part = readable[random.choice(owned)]  # noqa: S311 - sampling
+            part = readable[_random.choice(owned)]
             store = part.maps.get(name) if part is not None else None
             key = store.sample() if store is not None else None
             if part is not None and key is not None and key != spare:

@@ -56,6 +56,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from operator import itemgetter
 
+_random = random.Random()  # noqa: S311 - jitter and sampling; our own: the application's global state is not ours
+
 LFU_INITIAL = 5  # a new key's counter, so it is not evicted before it had a chance (as Redis)
 LFU_LOG_FACTOR = 10  # higher: the counter grows more slowly with hits
 LFU_DECAY_SECONDS = 60.0  # the counter loses one per this many idle seconds
@@ -530,7 +532,7 @@ class Records:
         access = self.access
         if access is None or not access.keys:
             return None
-        return access.keys[random.randrange(len(access.keys))]  # noqa: S311 - sampling, not security
+        return access.keys[_random.randrange(len(access.keys))]
 
     def score(self, key: bytes, lfu: bool) -> float | None:
         """Eviction score of ``key`` (lower goes first), or None when it is gone.
@@ -572,6 +574,6 @@ def _lfu_increment(counter: int) -> int:
     if counter >= 255:
         return 255
     base = max(counter - LFU_INITIAL, 0)
-    if random.random() < 1.0 / (base * LFU_LOG_FACTOR + 1):  # noqa: S311
+    if _random.random() < 1.0 / (base * LFU_LOG_FACTOR + 1):
         return counter + 1
     return counter
