@@ -187,6 +187,41 @@ def test_a_member_its_master_left_behind_joins_again_with_its_data(instances: In
     assert n.get_map("x").get_all([f"k{i}" for i in range(200)]) == {f"k{i}": i for i in range(200)}
 
 
+class HeldMerge:
+    """n (alone, holding data) merging into {m, m2}, held as it starts bringing its copies:
+    it has joined m's instance and is still busy merging until ``release``."""
+
+    def __init__(self, instances: Instances, n_seed: str) -> None:
+        self.n = n = instances.start([n_seed])  # alone: its seed is not up yet
+        self.m = m = instances.start([])
+        self.m2 = instances.start([m.address])
+        n.get_map("n").put_all({f"k{i}": i for i in range(200)})
+        assert m.wait_until_safe(SETTLE)
+        assert n.wait_until_safe(SETTLE)
+        node = n._node
+        self.entered, self.gate = threading.Event(), threading.Event()
+        restore = node.merging._restore
+
+        async def held(copy: Partition) -> str:
+            self.entered.set()
+            await asyncio.to_thread(self.gate.wait, SETTLE)
+            return await restore(copy)
+
+        node.merging._restore = held  # type: ignore[method-assign]
+        into = node.merging.into(m._node.membership.members)
+        self.merging = asyncio.run_coroutine_threadsafe(into, node.loop)
+        assert self.entered.wait(SETTLE), "n never started bringing its data"
+        wait_for(lambda: one_cluster([m, self.m2, n]), SETTLE, message="n in m's instance")
+
+    def release(self) -> None:
+        self.gate.set()
+        self.merging.result(timeout=60)
+
+    @staticmethod
+    def has_every_entry(grid: peergrid.Grid) -> bool:
+        return grid.get_map("n").get_all([f"k{i}" for i in range(200)]) == {f"k{i}": i for i in range(200)}
+
+
 @pytest.mark.timeout(90)
 def test_a_member_whose_merge_target_merges_on_brings_its_data_to_the_next(instances: Instances) -> None:
     # n is merging into {m, m2} (its copies half sent) when that instance itself merges into
@@ -194,37 +229,17 @@ def test_a_member_whose_merge_target_merges_on_brings_its_data_to_the_next(insta
     # it had not yet merged goes to the instance it ends up in (found in the CI run of three
     # mDNS members that each started alone: one stayed JOINING for good).
     x_at = free_address()
-    n = instances.start([x_at])  # alone: its seed is not up yet
-    m = instances.start([])
-    m2 = instances.start([m.address])
-    n.get_map("n").put_all({f"k{i}": i for i in range(200)})
-    assert m.wait_until_safe(SETTLE)
-    assert n.wait_until_safe(SETTLE)
-
-    node = n._node
-    entered, gate = threading.Event(), threading.Event()
-    restore = node.merging._restore
-
-    async def held(copy: Partition) -> str:
-        entered.set()
-        await asyncio.to_thread(gate.wait, SETTLE)
-        return await restore(copy)
-
-    node.merging._restore = held  # type: ignore[method-assign]
-    merging = asyncio.run_coroutine_threadsafe(node.merging.into(m._node.membership.members), node.loop)
+    held = HeldMerge(instances, x_at)
+    n, m, m2 = held.n, held.m, held.m2
     try:
-        assert entered.wait(SETTLE), "n never started bringing its data"
-        wait_for(lambda: one_cluster([m, m2, n]), SETTLE, message="n in m's instance")
         other = instances.start([], bind=x_at)
         m._node.run(m._node.merging.into(other._node.membership.members), timeout=30)
-        wait_for(lambda: node.merging._again, SETTLE, message="n told to join again while merging")
+        wait_for(lambda: n._node.merging._again, SETTLE, message="n told to join again while merging")
     finally:
-        gate.set()
-    merging.result(timeout=60)
-    everyone = [other, m, m2, n]
-    wait_for(lambda: one_cluster(everyone), SETTLE, message="n in the other's cluster too")
+        held.release()
+    wait_for(lambda: one_cluster([other, m, m2, n]), SETTLE, message="n in the other's cluster too")
     assert other.wait_until_safe(SETTLE)
-    assert other.get_map("n").get_all([f"k{i}" for i in range(200)]) == {f"k{i}": i for i in range(200)}
+    assert held.has_every_entry(other)
 
 
 @pytest.mark.timeout(90)
@@ -235,42 +250,23 @@ def test_a_member_still_bringing_its_data_does_not_hold_up_its_instances_merge(i
     # instance counted as unsettled meanwhile and merged into the majority 14 s after the heal.
     # A member bringing its data is unsafe, but settled enough for its instance to merge on
     # (told again, it carries what it has not brought: the test above).
-    n = instances.start([free_address()])  # alone: its seed is not up yet
-    m = instances.start([])
-    m2 = instances.start([m.address])
-    n.get_map("n").put_all({f"k{i}": i for i in range(200)})
-    assert m.wait_until_safe(SETTLE)
-    assert n.wait_until_safe(SETTLE)
-
-    node = n._node
-    entered, gate = threading.Event(), threading.Event()
-    restore = node.merging._restore
-
-    async def held(copy: Partition) -> str:
-        entered.set()
-        await asyncio.to_thread(gate.wait, SETTLE)
-        return await restore(copy)
-
-    node.merging._restore = held  # type: ignore[method-assign]
-    merging = asyncio.run_coroutine_threadsafe(node.merging.into(m._node.membership.members), node.loop)
+    held = HeldMerge(instances, free_address())
+    n, m = held.n, held.m
     try:
-        assert entered.wait(SETTLE), "n never started bringing its data"
-        wait_for(lambda: one_cluster([m, m2, n]), SETTLE, message="n in m's instance")
         wait_for(
             lambda: m._node.run(m._node._settled(), timeout=10),
             SETTLE,
             message="m's instance settled for a merge while n still brings its data",
         )
-        assert node.merging.busy
-        safe, _, why = node.answers.safe_state()
+        assert n._node.merging.busy
+        safe, _, why = n._node.answers.safe_state()
         assert not safe
         assert "bringing its data" in why
         assert not m.is_safe()
     finally:
-        gate.set()
-    merging.result(timeout=60)
+        held.release()
     assert m.wait_until_safe(SETTLE)
-    assert m.get_map("n").get_all([f"k{i}" for i in range(200)]) == {f"k{i}": i for i in range(200)}
+    assert held.has_every_entry(m)
 
 
 def _list(master: str, *uuids: str) -> MemberList:
