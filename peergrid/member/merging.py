@@ -210,6 +210,14 @@ async def merge_back(
     for index, copy in enumerate(copies):
         deadline = time.monotonic() + timeout
         how = await _restore(copy, restore, deadline, retry_max, abandoned)
+        log.debug(
+            "merging partition %d (version %d, %d journaled changes, same origin: %s): %s",
+            copy.id,
+            copy.version,
+            len(copy.journal or {}),
+            same_origin,
+            how,
+        )
         if how == "served" and not abandoned():
             await _send_changes(copy, same_origin, invoker, batch, deadline, outcome, abandoned)
         if abandoned():

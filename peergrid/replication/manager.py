@@ -371,6 +371,14 @@ class PartitionManager:
                 continue
             best_version, best = max(holders)
             part = self.parts[p]
+            log.debug(
+                "partition %d at table %d: copies %s; serving the one of %s at version %d",
+                p,
+                version,
+                holders,
+                best,
+                best_version,
+            )
             if best == self._me or (part is not None and part.version == best_version):
                 self._serve(p)
             else:
