@@ -27,7 +27,7 @@ from functools import partial
 
 from benchmarks._proc import Placement, free_port
 from benchmarks._section import run_alone
-from benchmarks.profile import thread_cpu
+from benchmarks.profile import process_cpu_ns
 
 CALLERS = 64
 
@@ -52,7 +52,7 @@ class Run:
 
 
 def _cpu_ns(pids: list[int]) -> int:
-    return sum(sum(thread_cpu(pid).values()) for pid in pids)
+    return sum(process_cpu_ns(pid) for pid in pids)
 
 
 def _measured(pids: list[int], run: Callable[[], tuple[float, int]]) -> Run:

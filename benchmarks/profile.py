@@ -326,6 +326,11 @@ def thread_cpu(pid: int) -> dict[str, int]:
     return times
 
 
+def process_cpu_ns(pid: int) -> int:
+    """Nanoseconds on CPU so far of every thread of ``pid``."""
+    return sum(thread_cpu(pid).values())
+
+
 def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     return {name: after[name] - before.get(name, 0) for name in after if after[name] > before.get(name, 0)}
 

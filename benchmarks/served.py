@@ -28,7 +28,7 @@ from benchmarks._proc import Placement, Processes
 from benchmarks._section import run_alone
 from benchmarks._workload import Settings as WorkloadSettings
 from benchmarks._workload import Workload
-from benchmarks.profile import thread_cpu
+from benchmarks.profile import process_cpu_ns
 
 
 @dataclass
@@ -50,17 +50,13 @@ class Round:
     wall_us: float
 
 
-def _cpu_ns(pid: int) -> int:
-    return sum(thread_cpu(pid).values())
-
-
 def _measure(server_pid: int, run: Callable[[], None], calls: int) -> Round:
     me = os.getpid()
-    server, caller = _cpu_ns(server_pid), _cpu_ns(me)
+    server, caller = process_cpu_ns(server_pid), process_cpu_ns(me)
     started = time.perf_counter_ns()
     run()
     wall = time.perf_counter_ns() - started
-    server, caller = _cpu_ns(server_pid) - server, _cpu_ns(me) - caller
+    server, caller = process_cpu_ns(server_pid) - server, process_cpu_ns(me) - caller
     return Round(server / calls / 1e3, caller / calls / 1e3, wall / calls / 1e3)
 
 
