@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import peergrid.cluster.membership as membership_module
-from peergrid.cluster.membership import Membership, State
+from peergrid.cluster.membership import MAX_HEALTH, Membership, State
 from peergrid.config import GridConfig, Timing
 from peergrid.errors import PeerGridError, PeerUnavailableError
 from peergrid.protocol import HeartbeatReply, JoinReply, Member, MemberList, RelayedBeat
@@ -206,6 +206,9 @@ class Simulation:
         self.net = Network(random.Random(seed), loss=loss)
         self.rng = random.Random(seed + 1)
         self.removed: list[tuple[float, str, str]] = []  # (time, by address, removed uuid)
+        # (time, address, members in the list that dropped it): members that found themselves
+        # dropped, and re-joined as new members, leaving their copies behind.
+        self.dropped: list[tuple[float, str, int]] = []
         self.uuids: dict[str, str] = {}
         self.exited: list[str] = []  # members that gave up joining, and why
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -241,6 +244,14 @@ class Simulation:
             clock=loop.time,
         )
         holder.append(membership)
+        removed = membership._removed
+
+        def dropped(members: MemberList) -> None:
+            if membership.state is State.ACTIVE:
+                self.dropped.append((loop.time(), address, len(members.members)))
+            removed(members)
+
+        membership._removed = dropped  # type: ignore[method-assign]
         self.net.members[address] = membership
         return membership
 
@@ -459,6 +470,46 @@ class Simulation:
         await self._stop(members)
         return [removed.get(u, float("inf")) for u in sorted(uuids)]
 
+    async def majority_lost(self, crashed: bool, duration: float) -> dict[str, Any]:
+        """All members but the master and one other crash (their addresses refuse connections)
+        or, unless ``crashed``, pause for ``duration`` seconds; meanwhile a new member tries to
+        join. Returns what happened: the members the master removed, whether it counted a
+        quorum and whether the joiner was admitted while they were away, the members dropped
+        (``dropped``), and whether all live members agreed on one list after they came back."""
+        members = await self._formed()
+        master = next(m for m in members if m.is_master)
+        away = [m for m in members if m is not master][1:]
+        loop = asyncio.get_running_loop()
+        mark = len(self.removed)
+        for member in away:
+            if crashed:
+                await member.stop()
+                self.net.down.add(member.address)
+            else:
+                self._pause(member, True)
+        start = loop.time()
+        await asyncio.sleep(2 * (self.timing.failure_timeout + MAX_HEALTH * self.timing.heartbeat_interval))
+        joiner = self._member(self.n, [])
+        joiner._seeds = lambda: [master.address]
+        self._spawn(self._start(joiner))
+        left = max(0.0, start + duration - loop.time())
+        joined_away = await self._until(lambda: joiner.state is State.ACTIVE, left)
+        quorum = master.has_quorum()
+        if not crashed:
+            for member in away:
+                self._pause(member, False, stalled=loop.time() - start)
+        agreed = await self._until(self._agreed, 10 * self.timing.failure_timeout)
+        removed = sorted(self.uuids[u] for _, by, u in self.removed[mark:] if by == master.address)
+        await self._stop([*members, joiner])
+        return {
+            "removed": removed,
+            "away": sorted(m.address for m in away),
+            "quorum while away": quorum,
+            "joined while away": joined_away is not None,
+            "dropped": [a for _, a, _ in self.dropped],
+            "agreed": agreed is not None,
+        }
+
     async def member_isolated(self, duration: float) -> list[str]:
         """Every call to and from the second youngest member is lost for ``duration`` seconds
         (its loop runs on, as a starved or cut-off member's does): to it, the master and every
@@ -538,13 +589,15 @@ class Simulation:
 
     async def split(
         self, minority: int, duration: float, late: bool = False
-    ) -> list[tuple[float, list[str]]]:
+    ) -> tuple[list[tuple[float, list[str]]], list[tuple[float, str, int]], list[str]]:
         """The master and ``minority - 1`` other members cannot reach the rest, both ways, for
         ``duration`` seconds; then the network heals. Returns the moments (sampled every tenth of
         a heartbeat, until ten failure timeouts after the heal) at which members following
-        different masters both served (held an owner lease and a quorum), with those masters.
-        ``late``: one member of the larger side gets the list of the member that takes over
-        there only after the heal."""
+        different masters both served (held an owner lease and a quorum), with those masters;
+        and the members of the larger side dropped meanwhile (``dropped``: when, which, the size
+        of the list that dropped it); and the members of the smaller side that still counted a
+        quorum (``has_quorum``) just before the heal. ``late``: one member of the larger side
+        gets the list of the member that takes over there only after the heal."""
         members = await self._formed()
         master = next(m for m in members if m.is_master)
         others = [m for m in members if m is not master]
@@ -564,10 +617,13 @@ class Simulation:
         early = {(a, b, c) for a, b, c in cut if first in (a, b) and {a, b} & small}
         loop = asyncio.get_running_loop()
         forks: list[tuple[float, list[str]]] = []
+        quorate: list[str] = []
         start = loop.time()
         end = start + duration + 10 * self.timing.failure_timeout
         while loop.time() < end:
             elapsed = loop.time() - start
+            if duration - self.timing.heartbeat_interval / 10 <= elapsed < duration:
+                quorate = [m.address for m in members if m.address in small and m.has_quorum()]
             if elapsed < duration:
                 self.net.blocked |= cut if elapsed >= 2 * self.timing.heartbeat_interval else early
             else:
@@ -581,7 +637,8 @@ class Simulation:
                 forks.append((loop.time() - start, sorted(self.uuids[u] for u in serving)))
             await asyncio.sleep(self.timing.heartbeat_interval / 10)
         await self._stop(members)
-        return forks
+        dropped = [(t - start, a, size) for t, a, size in self.dropped if t >= start and a in large]
+        return forks, dropped, quorate
 
     async def master_leaves(self) -> float | None:
         """The master leaves gracefully; its final list (naming the next oldest master) reaches
@@ -700,7 +757,7 @@ def split(
     seed: int = 1,
     timing: Timing | None = None,
     late: bool = False,
-) -> list[tuple[float, list[str]]]:
+) -> tuple[list[tuple[float, list[str]]], list[tuple[float, str, int]], list[str]]:
     """Run ``Simulation.split`` (seeded, as ``simulate``)."""
     sim = Simulation(n, seed, 0.0, timing, min_cluster_size)
     return _virtual(seed, sim.split(minority, duration, late))
@@ -724,6 +781,13 @@ def slow_master(n: int, fanout: int, delay: float, duration: float, seed: int = 
 def admission_unanswered(n: int, lost_for: float, seed: int = 1) -> tuple[list[str], float | None]:
     """Run ``Simulation.admission_unanswered`` (seeded, as ``simulate``)."""
     return _virtual(seed, Simulation(n, seed, 0.0).admission_unanswered(lost_for))
+
+
+def majority_lost(
+    crashed: bool, duration: float, seed: int = 1, timing: Timing | None = None
+) -> dict[str, Any]:
+    """Run ``Simulation.majority_lost`` with five members and min_cluster_size=3 (seeded)."""
+    return _virtual(seed, Simulation(5, seed, 0.0, timing, 3).majority_lost(crashed, duration))
 
 
 def member_isolated(n: int, duration: float, seed: int = 1, timing: Timing | None = None) -> list[str]:

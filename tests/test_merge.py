@@ -10,17 +10,19 @@ larger, re-writing its data there with put-if-absent semantics.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import socket
 import threading
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 import peergrid
 from peergrid import Timing
-from peergrid.cluster.merge import should_merge
+from peergrid.cluster.merge import Merger, should_merge
 from peergrid.protocol import Member, MemberList
 from peergrid.storage import Partition
 from tests.conftest import wait_for
@@ -285,3 +287,40 @@ def test_the_merge_rule() -> None:
     assert not should_merge(_list("a", "a"), _list("a", "a", "b"))
     assert not should_merge(MemberList(0, "", ()), large)
     assert not should_merge(small, MemberList(0, "", ()))
+
+
+@dataclasses.dataclass
+class _Cluster:
+    """What ``Merger`` reads of membership (``MergingMembership``), as plain fields."""
+
+    members: MemberList
+    is_master: bool = True
+    lost_quorum: bool = False
+    active: bool = True
+    address: str = "127.0.0.1:1"
+
+    @property
+    def me(self) -> Member:
+        return Member("me", self.address)
+
+
+def test_an_instance_that_lost_its_quorum_merges_into_the_other_whatever_their_sizes() -> None:
+    # With min_cluster_size=3, a master whose list fell below it by removing members that went
+    # on in another lineage admits no one (``Membership.lost_quorum``): the other instance could
+    # never merge into it, so it merges into the other, even a smaller one, and never asks the
+    # other to merge into it. A member other than the master cannot see the flag: below
+    # min_cluster_size it takes its master's word; at or above it, the rule alone decides.
+    config = peergrid.GridConfig(cluster="c", min_cluster_size=3)
+    ours, smaller = _list("a", "a", "b"), _list("z", "z")
+
+    def into(cluster: _Cluster, theirs: MemberList) -> bool:
+        unused: Any = None  # (no call is made: ``_into`` is a decision)
+        merger = Merger(config, cluster, unused, list, unused, unused)
+        return merger._into(cluster.members, theirs)
+
+    assert not into(_Cluster(ours), smaller)  # by the rule, the smaller one merges into ours
+    assert into(_Cluster(ours, lost_quorum=True), smaller)
+    assert into(_Cluster(ours, is_master=False), smaller)  # told by its master: below quorum
+    assert not into(_Cluster(_list("a", "a", "b", "c"), is_master=False), smaller)
+    # Never with a member in common (one cluster, two versions of its list).
+    assert not into(_Cluster(ours, lost_quorum=True), _list("b", "b", "z"))

@@ -18,6 +18,7 @@ from tests.simulation import (
     Simulation,
     VirtualLoop,
     admission_unanswered,
+    majority_lost,
     master_cut_from_one,
     master_isolated,
     master_leaves,
@@ -125,8 +126,54 @@ def test_after_a_split_members_of_only_one_master_serve_at_a_time(duration: floa
     # split-2-3: counter reads one below the acknowledged increments).
     timing = Timing(heartbeat_interval=0.2, failure_timeout=1.2)  # the Jepsen workers' timings
     for seed in (1, 2, 3):
-        forks = split(5, 2, duration, 3, seed=seed, timing=timing, late=late)
+        forks, _, _ = split(5, 2, duration, 3, seed=seed, timing=timing, late=late)
         assert forks == [], f"seed {seed}: members of two masters served at once: {forks[:3]}"
+
+
+@pytest.mark.parametrize("late", [False, True])
+@pytest.mark.parametrize("duration", [2.6, 3.6, 4.6, 6.0])
+def test_after_a_split_no_member_of_the_majority_is_dropped_by_a_master_without_quorum(
+    duration: float, late: bool
+) -> None:
+    # The same split. The master on the smaller side, hearing one member of five, must not drop
+    # the three it cannot hear: one of them that has not yet taken up the list of the member
+    # taking over on its side (``late``, or a heal that comes first) would take the master's at
+    # the heal, join that side again as a new member and leave its copies behind: the only
+    # copies of writes acknowledged on the larger side before anyone there noticed the split
+    # (Jepsen's split-2-3 with min_cluster_size=3: lock tokens granted twice, a counter read
+    # back lower). A master left with fewer than min_cluster_size has no quorum to judge them.
+    # The smaller side still counts no quorum (``QuorumError`` there) once the answers its
+    # leases need have stayed away for a failure timeout.
+    timing = Timing(heartbeat_interval=0.2, failure_timeout=1.2)  # the Jepsen workers' timings
+    for seed in range(1, 9):
+        forks, dropped, quorate = split(5, 2, duration, 3, seed=seed, timing=timing, late=late)
+        assert forks == [], f"seed {seed}: members of two masters served at once: {forks[:3]}"
+        below = [(round(t, 2), a, size) for t, a, size in dropped if size < 3]
+        assert below == [], f"seed {seed}: dropped by a list below min_cluster_size: {below}"
+        assert quorate == [], f"seed {seed}: the smaller side counted a quorum at the heal: {quorate}"
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_master_that_hears_too_few_members_keeps_the_silent_ones_and_admits_no_one(seed: int) -> None:
+    # Five members, min_cluster_size=3; three of them pause (SIGSTOP) for longer than any
+    # timeout. The master, hearing one other, has no quorum: it neither drops them (they resume
+    # with their copies, and stay members) nor admits a new member meanwhile (two live members
+    # and a new empty one would outvote the three, and drop them with their copies). Once
+    # they resume, all agree on one list, the new member included.
+    timing = Timing(heartbeat_interval=0.2, failure_timeout=1.2)
+    paused = majority_lost(crashed=False, duration=10.0, seed=seed, timing=timing)
+    assert paused["removed"] == [], paused
+    assert paused["dropped"] == [], paused
+    assert not paused["quorum while away"], paused
+    assert not paused["joined while away"], paused
+    assert paused["agreed"], paused
+    # Crashed instead (their addresses refuse): no copies to lose; removed, and a new member
+    # (a restarted process, say) is admitted: the cluster has a quorum again.
+    crashed = majority_lost(crashed=True, duration=10.0, seed=seed, timing=timing)
+    assert crashed["removed"] == crashed["away"], crashed
+    assert crashed["dropped"] == [], crashed
+    assert crashed["joined while away"], crashed
+    assert crashed["quorum while away"], crashed
 
 
 @pytest.mark.parametrize(("n", "seed"), [(5, 1), (12, 2)])

@@ -96,7 +96,8 @@ _JOIN_STATUS = {v: k.lower().replace("_", " ") for k, v in vars(JoinStatus).item
 
 @dataclass
 class _QuorumAnswers:
-    """Heartbeat answers that count toward the ``min_cluster_size`` part of owner leases."""
+    """What ``min_cluster_size`` counts: heartbeat answers toward owner leases, and the members
+    the master cannot count (silent, or gone on in another lineage of the list)."""
 
     #: uuid -> send time of the latest heartbeat that member answered OK while it ran our very
     #: list version (``_renew``).
@@ -104,6 +105,17 @@ class _QuorumAnswers:
     #: uuid -> when we last answered OK a heartbeat of that member at its own list version: our
     #: answer may be renewing its lease (``vouch_lapse``).
     vouched: dict[str, float] = field(default_factory=dict)
+    #: When these answers last sufficed for our lease, or our list last changed (``has_quorum``).
+    quorate_at: float = 0.0
+    #: uuid -> the list version a member answered with, not counting us a member (it is on
+    #: another lineage of the list: the other side's take-over, or another instance).
+    elsewhere: dict[str, int] = field(default_factory=dict)
+    #: Master: members kept in the list because removing them would leave fewer than
+    #: ``min_cluster_size`` (``Membership._within_quorum``); counted toward no quorum.
+    kept: frozenset[str] = frozenset()
+    #: Master: its list fell below ``min_cluster_size`` by removing members that may live on
+    #: elsewhere: its lineage lost its quorum, and is not revived by admitting joiners.
+    lost: bool = False
 
 
 @dataclass
@@ -266,6 +278,13 @@ class Membership:
     def active(self) -> bool:
         """True while this member is a member of a cluster (joined, not leaving)."""
         return self.state is State.ACTIVE
+
+    @property
+    def lost_quorum(self) -> bool:
+        """Master: its list fell below ``min_cluster_size`` by removing members that live on
+        in another lineage of the list (``_within_quorum``): this instance admits no one, and
+        merges into another instance whatever their sizes (``cluster.merge``)."""
+        return self._quorum.lost and self.is_master
 
     @property
     def address(self) -> str:
@@ -483,8 +502,10 @@ class Membership:
         self._answered = True
         self._answered_at = now
         status = _JOIN_STATUS.get(reply.status, str(reply.status))
-        self._join_answers[address] = f"{status} in {now - sent:.1f}s" + (
-            f" (ask {reply.master_address})" if reply.master_address else ""
+        self._join_answers[address] = (
+            f"{status} in {now - sent:.1f}s"
+            + (f" (ask {reply.master_address})" if reply.master_address else "")
+            + (f": {reply.reason}" if reply.reason else "")
         )
         self._progress = max(self._progress, reply.list_version)
 
@@ -627,7 +648,9 @@ class Membership:
             )
         if self.state is State.JOINING and not probe:
             self._joiners[member.address] = (member.uuid, self._clock())
-        redirect = self._redirect()
+        # (A member of our list asking again answers as well as a heartbeat would: it is no
+        # joiner for the quorum check, ``_quorum_lost``.)
+        redirect = self._redirect(known=member.uuid in self.members)
         if redirect is not None:
             return redirect
         pending = self._admission.batch.get(member.uuid)
@@ -645,6 +668,7 @@ class Membership:
             # Admitted, but it did not hear so (its call timed out on a busy master): it asks
             # again, which says it runs as well as a heartbeat would.
             self._last_heard[member.uuid] = self._clock()
+            self._quorum.kept -= {member.uuid}
         else:
             admitted = await self._admit(member)
             if admitted is None or member.uuid not in self.members:
@@ -729,7 +753,7 @@ class Membership:
         )
         return behind <= len(self.members.members) // 10
 
-    def _redirect(self) -> JoinReply | None:
+    def _redirect(self, known: bool = False) -> JoinReply | None:
         """The answer to a joiner when this member cannot admit it, or None when it can."""
         cluster = self._config.cluster
         if self.state is not State.ACTIVE and self._cluster_at:
@@ -763,7 +787,34 @@ class Membership:
                 uuid=self.me.uuid,
                 list_version=self.members.version,
             )
+        if not known and self._quorum_lost():
+            # Members admitted now would make this side quorate again without the copies the
+            # silent ones hold (``_within_quorum``). The joiner asks on: they may answer again,
+            # or its other seeds lead it to the side that has the quorum.
+            return JoinReply(
+                JoinStatus.NOT_READY,
+                cluster=cluster,
+                uuid=self.me.uuid,
+                list_version=self.members.version,
+                reason=(
+                    f"the master of cluster {cluster!r} at {self.me.address} does not hear enough of "
+                    f"its members for min_cluster_size={self._config.min_cluster_size}; it admits no "
+                    "one until they answer"
+                ),
+            )
         return None
+
+    def _quorum_lost(self) -> bool:
+        """Master, with ``min_cluster_size``: whether members are silent and fewer than that
+        remain without them (a minority cut off, or a majority paused). It admits no one then:
+        new members would let it outvote the silent ones, and drop them with their copies."""
+        need = self._config.min_cluster_size
+        if need <= 1:
+            return False
+        if self._quorum.kept or self._quorum.lost:
+            return True
+        silent = sum(1 for u in self.members.uuids if u != self.me.uuid and self._silent(u))
+        return silent > 0 and len(self.members.members) - silent < need
 
     async def _call_back(self, member: Member) -> JoinReply | None:
         """Check that ``member`` answers at the address it announced; a refusal if not.
@@ -851,16 +902,31 @@ class Membership:
             if uuid not in members:
                 del self._beat_errors[uuid]
         self._refused.intersection_update(members.uuids)
+        for uuid in list(self._quorum.elsewhere):
+            if uuid not in members:
+                del self._quorum.elsewhere[uuid]
+        if members.master_uuid == self.me.uuid:
+            self._quorum.kept = self._quorum.kept.intersection(members.uuids)
+        else:
+            self._quorum.kept, self._quorum.lost = frozenset(), False
         self._fresh.intersection_update(members.uuids)
         for acks in (self._acked, self._quorum.acked):
             for uuid in list(acks):
                 if uuid not in members:
                     del acks[uuid]
+        if members.master_uuid != old.master_uuid:
+            # Another lineage of the list (a take-over): answers counted under the old master's
+            # list count toward no lease under this one. A member that took over would otherwise
+            # serve at once on answers given to it as a member of the old list by members that
+            # have since gone back to the old master (a heal just after its take-over), while
+            # they serve there (simulated: tests/test_simulation.py).
+            self._quorum.acked.clear()
         for member in old.members:
             if member.leaving and member.uuid not in members:
                 # A member that left gracefully owned nothing since it was marked leaving: no
                 # new owner needs to wait for its lease.
                 self._quorum.vouched.pop(member.uuid, None)
+        self._quorum.quorate_at = now  # (a new list: its members have a failure timeout to answer)
         self._on_change(old, members)
         self._renew(now)
         return True
@@ -1241,15 +1307,26 @@ class Membership:
             # two lineages of the list (a master cut off that kept removing members, and the one
             # that took over from it) cannot both count min_cluster_size members at once.
             acks = sorted((t for u, t in self._quorum.acked.items() if u != self.me.uuid), reverse=True)
-            until = min(until, acks[need - 1] + lease if len(acks) >= need else 0.0)
+            quorate = acks[need - 1] + lease if len(acks) >= need else 0.0
+            if quorate > now:
+                self._quorum.quorate_at = now
+            until = min(until, quorate)
         self.lease_until = max(self.lease_until, until)
 
     def has_quorum(self) -> bool:
-        """True unless ``min_cluster_size`` is set and this member sees fewer members (while it
-        (re)joins, True: nothing is served here, so a write is moved and retried once joined)."""
-        if self.state is State.JOINING:
+        """True unless ``min_cluster_size`` is set and this member sees fewer members, or has
+        not heard enough of them for a failure timeout (while it (re)joins, True: nothing is
+        served here, so a write is moved and retried once joined).
+
+        The second half is what a member on the minority side of a split sees: its master
+        keeps the silent members in the list (``_within_quorum``), but the answers its lease
+        needs of them stay away."""
+        need = self._config.min_cluster_size
+        if self.state is State.JOINING or need <= 1:
             return True
-        return len(self.members.members) >= self._config.min_cluster_size
+        if len(self.members.members) - len(self._quorum.kept) < need:
+            return False
+        return self._clock() - self._quorum.quorate_at <= self._timing.failure_timeout
 
     def vouch_lapse(self, members: MemberList) -> float:
         """Seconds until no answer of ours can still renew the lease of a member missing from
@@ -1322,6 +1399,12 @@ class Membership:
             self._refused.add(member.uuid)
             return False  # another process serves that address now: the member is gone
         self._refused.discard(member.uuid)
+        if reply.status == HeartbeatStatus.OK:
+            self._quorum.elsewhere.pop(member.uuid, None)
+            if member.uuid in self._quorum.kept:
+                self._quorum.kept = self._quorum.kept - {member.uuid}
+        elif reply.status == HeartbeatStatus.UNKNOWN_MEMBER and reply.list_version > 0:
+            self._quorum.elsewhere[member.uuid] = reply.list_version
         if member.uuid in self._last_heard and (reply.status == HeartbeatStatus.OK or not self.is_master):
             # A master judges its members: one that does not count us a member is not alive in
             # our cluster. A member judges only the master and older members, to take over:
@@ -1892,7 +1975,7 @@ class Membership:
                         member.address,
                         quiet[member.uuid],
                     )
-            dead = self._unless_at_fault(dead, now)
+            dead = self._within_quorum(self._unless_at_fault(dead, now), now)
             if dead:
                 self._remove(dead, self.me.uuid, timeout)
         finally:
@@ -1949,6 +2032,57 @@ class Membership:
                 longest,
             )
         return overdue
+
+    def _within_quorum(self, dead: set[str], now: float) -> set[str]:
+        """``dead``, less the live members a master without quorum may not drop.
+
+        With ``min_cluster_size``, a master that would be left with fewer members than that
+        has no quorum, and its judgement that the silent ones died is no better than theirs
+        that it did: on the minority side of a split it hears none of the majority. Dropped,
+        a member of the majority that had not yet taken up the majority's own list (the
+        take-over there) would take ours at the heal, join this side again as a new member
+        and leave its copies behind, the only copies of writes the majority acknowledged
+        before anyone there noticed the split; this side, quorate again with it, would serve
+        older ones (Jepsen's ``split-2-3``: lock tokens granted twice, a counter read back
+        lower). So they stay in the list (``kept``), counted toward no quorum
+        (``has_quorum``), and this master admits no one meanwhile (``_quorum_lost``), until
+        they answer again. Removed all the same: a member no process serves any more
+        (``_gone``: it has no copies to lose; a process restarted there is admitted as a new
+        member), and one that answers from a list without us (``elsewhere``: it went on in
+        the other side's lineage, whose lists never name us master, and never takes one of
+        ours that drops it). A list that falls below ``min_cluster_size`` that way is a
+        lineage that lost its quorum for good: it admits no one (``lost``), and its
+        members join the other instance when the merge finds it (``cluster.merge``).
+        """
+        need = self._config.min_cluster_size
+        # Every member silent now counts, not only those due this round: removing two of three
+        # gone silent together, because the third was heard a little later, would leave a list
+        # of min_cluster_size that drops it a moment after (and drops the two with it).
+        quiet = dead | {u for u in self.members.uuids if u != self.me.uuid and self._silent(u)}
+        if need <= 1 or len(self.members.members) - len(quiet) >= need:
+            self._quorum.kept -= dead
+            return dead
+        gone = {u for u in dead if self._gone(u, now)}
+        # (Not while an orphan check runs: they answered from a newer list, and if most of our
+        # members hold it, we follow them there, which heals at once; dropped, they would have
+        # to wait for a merge.)
+        elsewhere = set() if self._orphan_check else self._quorum.elsewhere.keys()
+        removable = gone | {u for u in dead if u in elsewhere}
+        kept = frozenset(dead - removable) | (self._quorum.kept - dead)
+        if removable - gone and len(self.members.members) - len(removable) < need:
+            self._quorum.lost = True
+        if kept - self._quorum.kept:
+            log.warning(
+                "member %s: removing the %d silent members (%s) would leave fewer than "
+                "min_cluster_size=%d; they stay in the list, and no one is admitted, until they "
+                "answer (this side has no quorum: it serves nothing meanwhile)",
+                self.me.address,
+                len(kept),
+                ", ".join(sorted(getattr(self.members.find(u), "address", u) for u in kept)),
+                need,
+            )
+        self._quorum.kept = kept
+        return removable
 
     def _remove(
         self, uuids: set[str], master_uuid: str, timeout: float | None = None, version: int | None = None

@@ -8,7 +8,11 @@ found by mDNS, static seeds) for their member list. A list with a master and
 no member in common with ours is another instance of our cluster, and one
 rule, which both sides compute alike, picks the survivor: the instance with
 fewer members merges into the other; on a tie, the one whose master has the
-larger uuid.
+larger uuid. One exception: an instance whose master lost its quorum for good
+(with ``min_cluster_size``, its list fell below that by removing members that
+went on in another lineage: ``Membership.lost_quorum``) admits no one, so it
+merges into the other whatever their sizes, and never asks the other to merge
+into it.
 
 Merging is a re-join. The merging master tells its members (the surviving
 master tells the merging one, which may not know of it); each member checks
@@ -88,6 +92,8 @@ class MergingMembership(Protocol):
     def active(self) -> bool: ...
     @property
     def address(self) -> str: ...
+    @property
+    def lost_quorum(self) -> bool: ...
 
 
 class Merger:
@@ -141,17 +147,17 @@ class Merger:
                 self.others_seen.pop(address, None)
                 continue
             ours = cluster.members
-            if should_merge(ours, theirs) or should_merge(theirs, ours):
+            if self._into(ours, theirs) or should_merge(theirs, ours):
                 self.others_seen[address] = time.monotonic()
             else:
                 self.others_seen.pop(address, None)
             if theirs.master_uuid in self._incompatible:
                 continue
-            if should_merge(ours, theirs):
+            if self._into(ours, theirs):
                 await self.merge(theirs)
                 return
             master = theirs.find(theirs.master_uuid)
-            if should_merge(theirs, ours) and master is not None:
+            if should_merge(theirs, ours) and master is not None and not cluster.lost_quorum:
                 # Theirs merges into ours; its master may not know of us: tell it.
                 log.info(
                     "member %s: another instance of cluster %r (%d members, master %s) should merge "
@@ -169,6 +175,20 @@ class Merger:
                     # it logged why). Either way the next check looks again.
                     log.debug("member %s: %s did not merge: %s", cluster.address, master.address, exc)
                 return
+
+    def _into(self, ours: MemberList, theirs: MemberList) -> bool:
+        """Whether this instance must merge into ``theirs``: by ``should_merge``, or because
+        its master lost its quorum for good (it admits no one: the other cannot merge into it).
+        A member other than the master cannot tell the latter: below ``min_cluster_size`` it
+        takes its master's word for it (it has no quorum to lose)."""
+        if should_merge(ours, theirs):
+            return True
+        if not ours.members or not theirs.members or set(ours.uuids) & set(theirs.uuids):
+            return False
+        cluster = self._cluster
+        if cluster.is_master:
+            return cluster.lost_quorum
+        return len(ours.members) < self._config.min_cluster_size
 
     async def _members_at(self, address: str) -> MemberList | None:
         """The member list of the member at ``address``; None when it cannot be asked."""
@@ -216,7 +236,7 @@ class Merger:
                 break
         if theirs is None:
             raise ClusterError("none of the members of the instance to merge into answered")
-        if not should_merge(cluster.members, theirs):
+        if not self._into(cluster.members, theirs):
             raise ClusterError(
                 f"not merging: this instance has {len(cluster.members.members)} members, "
                 f"the other {len(theirs.members)}"
@@ -235,7 +255,7 @@ class Merger:
         cluster = self._cluster
         if self._merging or (cluster.is_master and not await self._settled()):
             return
-        if not should_merge(cluster.members, into):
+        if not self._into(cluster.members, into):
             return  # ours grew (or shrank) since the decision: the next check decides again
         self._merging = True
         try:
