@@ -1381,10 +1381,16 @@ class Membership:
             if answered is not None:
                 answered(None, sent)
             late = getattr(peer, "answered_at", None)  # (PeerClient's; monotonic, as our clock)
-            if isinstance(late, float) and late > sent and member.uuid in self._last_heard:
+            if (
+                isinstance(late, float)
+                and late > sent
+                and member.uuid in self._last_heard
+                and not (self.is_master and member.uuid in self._quorum.elsewhere)
+            ):
                 # It answered an earlier heartbeat after we sent this one: it runs, only seconds
                 # behind (an overloaded master, a starved member). Not an ack (no lease comes of
                 # it), but not silence: judging it dead would split a cluster that only waits.
+                # (Unless what it answered is that it runs in another list: alive, not here.)
                 self._last_heard[member.uuid] = max(self._last_heard[member.uuid], late)
             return False
         self._beat_errors.pop(member.uuid, None)
