@@ -107,9 +107,9 @@ class _QuorumAnswers:
     vouched: dict[str, float] = field(default_factory=dict)
     #: When these answers last sufficed for our lease, or our list last changed (``has_quorum``).
     quorate_at: float = 0.0
-    #: uuid -> the list version a member answered with, not counting us a member (it is on
-    #: another lineage of the list: the other side's take-over, or another instance).
-    elsewhere: dict[str, int] = field(default_factory=dict)
+    #: uuid -> since when a member answers not counting us a member (it is on another lineage
+    #: of the list: the other side's take-over, or another instance).
+    elsewhere: dict[str, float] = field(default_factory=dict)
     #: Master: members kept in the list because removing them would leave fewer than
     #: ``min_cluster_size`` (``Membership._within_quorum``); counted toward no quorum.
     kept: frozenset[str] = frozenset()
@@ -1176,6 +1176,14 @@ class Membership:
         now = self._clock()
         self._last_heard[uuid] = now
         if self.is_master:
+            if list_version > self.members.version:
+                log.debug(
+                    "member %s (master, list %d) heard from %s at list version %d",
+                    self.me.address,
+                    self.members.version,
+                    member.address,
+                    list_version,
+                )
             self._beat_from[uuid] = now
             self._admission.reported[uuid] = list_version
             self._fresh.discard(uuid)
@@ -1392,6 +1400,7 @@ class Membership:
                 # it), but not silence: judging it dead would split a cluster that only waits.
                 # (Unless what it answered is that it runs in another list: alive, not here.)
                 self._last_heard[member.uuid] = max(self._last_heard[member.uuid], late)
+                log.debug("member %s: %s answered an earlier heartbeat late", self.me.address, member.address)
             return False
         self._beat_errors.pop(member.uuid, None)
         if answered is not None:
@@ -1410,7 +1419,7 @@ class Membership:
             if member.uuid in self._quorum.kept:
                 self._quorum.kept = self._quorum.kept - {member.uuid}
         elif reply.status == HeartbeatStatus.UNKNOWN_MEMBER and reply.list_version > 0:
-            self._quorum.elsewhere[member.uuid] = reply.list_version
+            self._quorum.elsewhere.setdefault(member.uuid, self._clock())
         if member.uuid in self._last_heard and (reply.status == HeartbeatStatus.OK or not self.is_master):
             # A master judges its members: one that does not count us a member is not alive in
             # our cluster. A member judges only the master and older members, to take over:
@@ -2069,11 +2078,12 @@ class Membership:
             self._quorum.kept -= dead
             return dead
         gone = {u for u in dead if self._gone(u, now)}
-        # (Not while an orphan check runs: they answered from a newer list, and if most of our
-        # members hold it, we follow them there, which heals at once; dropped, they would have
-        # to wait for a merge.)
-        elsewhere = set() if self._orphan_check else self._quorum.elsewhere.keys()
-        removable = gone | {u for u in dead if u in elsewhere}
+        # (Not while an orphan check runs, for a couple of heartbeats: if they answered from a
+        # newer list that most of our members hold, we follow them there, which heals at once;
+        # dropped, they would have to wait for a merge.)
+        patience = 2 * self._timing.heartbeat_interval if self._orphan_check else 0.0
+        elsewhere = {u for u, since in self._quorum.elsewhere.items() if now - since >= patience}
+        removable = gone | (dead & elsewhere)
         kept = frozenset(dead - removable) | (self._quorum.kept - dead)
         if removable - gone and len(self.members.members) - len(removable) < need:
             self._quorum.lost = True
