@@ -331,7 +331,8 @@ class Node:
         await self.membership.adopt_from_peer(members)
 
     def has_quorum(self) -> bool:
-        """True unless ``min_cluster_size`` is set and this member sees fewer members."""
+        """True unless ``min_cluster_size`` is set and this member sees fewer members, or has
+        not heard enough of them for a failure timeout (``Membership.has_quorum``)."""
         return self.membership.has_quorum()
 
     def holds_lease(self) -> bool:
