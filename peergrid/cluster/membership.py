@@ -813,7 +813,7 @@ class Membership:
             return False
         if self._quorum.kept or self._quorum.lost:
             return True
-        silent = sum(1 for u in self.members.uuids if u != self.me.uuid and self._silent(u))
+        silent = len(self._quiet())
         return silent > 0 and len(self.members.members) - silent < need
 
     async def _call_back(self, member: Member) -> JoinReply | None:
@@ -1083,6 +1083,10 @@ class Membership:
             if m is not None and m.version >= claimed.version and m.master_uuid == self.me.uuid
         ]
         return max(held, key=lambda m: m.version) if held else None
+
+    def _quiet(self) -> set[str]:
+        """The other members not heard from for two heartbeats (``_silent``)."""
+        return {u for u in self.members.uuids if u != self.me.uuid and self._silent(u)}
 
     def _silent(self, uuid: str) -> bool:
         """Not heard from for two heartbeats."""
@@ -2073,7 +2077,7 @@ class Membership:
         # Every member silent now counts, not only those due this round: removing two of three
         # gone silent together, because the third was heard a little later, would leave a list
         # of min_cluster_size that drops it a moment after (and drops the two with it).
-        quiet = dead | {u for u in self.members.uuids if u != self.me.uuid and self._silent(u)}
+        quiet = dead | self._quiet()
         if need <= 1 or len(self.members.members) - len(quiet) >= need:
             self._quorum.kept -= dead
             return dead
