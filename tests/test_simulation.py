@@ -5,6 +5,7 @@ message counts), so these checks do not depend on this machine's speed."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 
@@ -167,6 +168,13 @@ def test_a_master_that_hears_too_few_members_keeps_the_silent_ones_and_admits_no
     assert not paused["quorum while away"], paused
     assert not paused["joined while away"], paused
     assert paused["agreed"], paused
+    # Silent for longer than merge_horizon (hosts gone for good, their addresses silent): taken
+    # for lost at last, and a new member admitted.
+    gone = majority_lost(
+        crashed=False, duration=10.0, seed=seed, timing=dataclasses.replace(timing, merge_horizon=4.0)
+    )
+    assert gone["removed"] == gone["away"], gone
+    assert gone["joined while away"], gone
     # Crashed instead (their addresses refuse): no copies to lose; removed, and a new member
     # (a restarted process, say) is admitted: the cluster has a quorum again.
     crashed = majority_lost(crashed=True, duration=10.0, seed=seed, timing=timing)

@@ -2065,13 +2065,14 @@ class Membership:
         older ones (Jepsen's ``split-2-3``: lock tokens granted twice, a counter read back
         lower). So they stay in the list (``kept``), counted toward no quorum
         (``has_quorum``), and this master admits no one meanwhile (``_quorum_lost``), until
-        they answer again. Removed all the same: a member no process serves any more
-        (``_gone``: it has no copies to lose; a process restarted there is admitted as a new
-        member), and one that answers from a list without us (``elsewhere``: it went on in
-        the other side's lineage, whose lists never name us master, and never takes one of
-        ours that drops it). A list that falls below ``min_cluster_size`` that way is a
-        lineage that lost its quorum for good: it admits no one (``lost``), and its
-        members join the other instance when the merge finds it (``cluster.merge``).
+        they answer again, or for ``merge_horizon`` at most. Removed all the same: a member
+        no process serves any more (``_gone``: it has no copies to lose; a process restarted
+        there is admitted as a new member), and one that answers from a list without us
+        (``elsewhere``: it went on in the other side's lineage, whose lists never name us
+        master, and never takes one of ours that drops it). A list that falls below
+        ``min_cluster_size`` that way is a lineage that lost its quorum for good: it admits no
+        one (``lost``), and its members join the other instance when the merge finds it
+        (``cluster.merge``).
         """
         need = self._config.min_cluster_size
         # Every member silent now counts, not only those due this round: removing two of three
@@ -2087,9 +2088,15 @@ class Membership:
         # dropped, they would have to wait for a merge.)
         patience = 2 * self._timing.heartbeat_interval if self._orphan_check else 0.0
         elsewhere = {u for u, since in self._quorum.elsewhere.items() if now - since >= patience}
-        removable = gone | (dead & elsewhere)
+        # And not for ever: past ``merge_horizon`` (the longest split whose writes a merge keeps
+        # in any case) a member still silent is taken for lost, so that a majority gone for good
+        # without refusing connections (hosts that vanished) does not leave the rest unable to
+        # admit anyone again.
+        horizon = self._timing.merge_horizon
+        lost = {u for u in dead if now - self._last_heard.get(u, now) > horizon}
+        removable = gone | lost | (dead & elsewhere)
         kept = frozenset(dead - removable) | (self._quorum.kept - dead)
-        if removable - gone and len(self.members.members) - len(removable) < need:
+        if removable - gone - lost and len(self.members.members) - len(removable) < need:
             self._quorum.lost = True
         if kept - self._quorum.kept:
             log.warning(
