@@ -75,6 +75,12 @@ class Timing:
     """How often an owner compares partition versions with its backups."""
     expiry_sweep_interval: float = 1.0
     """How often expired entries are swept from memory."""
+    event_batch_interval: float = 0.002
+    """Shortest time between two batches of events an owner sends one subscriber (a near cache,
+    an entry listener elsewhere): events that come sooner after a batch wait for the next, and
+    go together. A lone event goes at once. Under many writes this turns a message (and a
+    wake-up of the subscriber's process) per write into one per interval, for at most this
+    much more delay. 0: every batch at once."""
     safe_poll_interval: float = 0.02
     """How often ``wait_until_safe`` asks the members whether they are safe."""
     lock_retry_initial: float = 0.01
@@ -132,6 +138,8 @@ class Timing:
             value = getattr(self, f.name)
             if value is None and f.name == "owner_lease":
                 continue
+            if f.name == "event_batch_interval" and isinstance(value, int | float) and value == 0:
+                continue  # batches at once
             if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"timing.{f.name} must be a positive number of seconds, got {value!r}")
         if self.failure_timeout < 3 * self.heartbeat_interval:

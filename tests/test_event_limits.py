@@ -40,6 +40,31 @@ def flood(events: EventPublisher, count: int) -> None:
 # -- the publisher alone ---------------------------------------------------------------------------
 
 
+def test_events_that_follow_a_batch_within_the_interval_go_together() -> None:
+    """``Timing.event_batch_interval``: an event after a quiet spell goes at once; those that
+    come while the interval since the last batch runs wait for it and go as one batch."""
+
+    async def scenario() -> None:
+        events = EventPublisher(4, owned=lambda: [0, 1], table_version=lambda: 1, batch_interval=2.0)
+        stream = events.subscribe("m", values=False, entries=False, heartbeat_interval=60.0, peer="p")
+        assert (await anext(stream)).heartbeat
+        events.publish("m", 0, EventKind.ADDED, b"a")
+        first = await asyncio.wait_for(anext(stream), 1.0)  # not held: far under the interval
+        assert first.keys == [b"a"]
+        events.publish("m", 1, EventKind.ADDED, b"b")
+        pending = asyncio.ensure_future(anext(stream))
+        for _ in range(10):  # loop passes: an unheld stream would have written b alone by now
+            await asyncio.sleep(0)
+        assert not pending.done()
+        events.publish("m", 0, EventKind.UPDATED, b"c")
+        batch = await asyncio.wait_for(pending, 10.0)
+        assert batch.keys == [b"b", b"c"]
+        assert batch.seqs == [1, 2]  # per partition: b is partition 1's first, c partition 0's second
+        await stream.aclose()
+
+    asyncio.run(scenario())
+
+
 def test_a_subscriber_waiting_for_events_is_told_when_it_fell_behind() -> None:
     async def scenario() -> None:
         events = publisher()

@@ -2,7 +2,9 @@
 
 Each subscription (a member, a map) has its own per-partition sequence
 numbers, counting from 1 the events sent for that partition. Events gather
-during one loop iteration and go out as one batch; a heartbeat every
+during one loop iteration and go out as one batch, and a batch follows the one before by
+``Timing.event_batch_interval`` at least (events that come sooner wait and go together:
+under many writes, a message to each subscriber per interval, not per write); a heartbeat every
 ``heartbeat_interval`` lists the partitions this member owns and the last
 sequence sent for each, so a subscriber can tell a gap (a missed event, a new
 owner) from silence, and knows the owner is still talking to it.
@@ -26,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections import Counter
 from collections.abc import AsyncGenerator, Callable, Sequence
 
@@ -132,8 +135,10 @@ class EventPublisher:
         table_version: Callable[[], int],
         limits: Limits | None = None,
         leased: Callable[[], bool] = lambda: True,
+        batch_interval: float = 0.0,
     ) -> None:
         self._count = partition_count
+        self._batch_interval = batch_interval  # shortest time between two batches to one subscriber
         self._owned = owned
         self._table_version = table_version
         self._limits = limits or Limits()
@@ -318,6 +323,7 @@ class EventPublisher:
             yield self.heartbeat(subscription)
             subscription.writing = False
             next_heartbeat = loop.time() + heartbeat_interval
+            sent = -math.inf  # when the last batch of events was written
             while True:
                 if not subscription.ready.is_set():
                     # A timer instead of wait_for: no task per wait, which adds up over many streams.
@@ -326,6 +332,9 @@ class EventPublisher:
                         await subscription.ready.wait()
                     finally:
                         timer.cancel()
+                hold = sent + self._batch_interval - loop.time()
+                if hold > 0 and subscription.batch.kinds and subscription.dropped is None:
+                    await asyncio.sleep(hold)  # events that come meanwhile go in this batch
                 subscription.ready.clear()
                 if subscription.dropped is not None:
                     raise subscription.dropped
@@ -345,6 +354,7 @@ class EventPublisher:
                 if out:
                     yield out.pop()
                     subscription.written()
+                    sent = loop.time()
                 if heartbeat is not None:
                     yield heartbeat
                 subscription.writing = False

@@ -83,7 +83,14 @@ class Node:
         # (Lambdas: the membership is made in _start, once the member is bound.)
         version = lambda: self.membership.members.version  # noqa: E731
         lease = lambda: self.membership.holds_lease()  # noqa: E731, PLW0108
-        self.publisher = EventPublisher(config.partition_count, self._serving, version, config.limits, lease)
+        self.publisher = EventPublisher(
+            config.partition_count,
+            self._serving,
+            version,
+            config.limits,
+            lease,
+            batch_interval=config.timing.event_batch_interval,
+        )
         member = MemberView(self.current_members, self.has_quorum, lease, lambda: self.contributor)
         side = owner_side(
             config,
