@@ -7,6 +7,7 @@ are exactly what they were, and that the member still serves.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 import uuid
@@ -92,6 +93,39 @@ def status_of(call) -> grpc.StatusCode:
 
 
 # -- frames ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["MapService.Stream", "MapService.Execute"])
+def test_an_op_that_fails_inside_the_member_is_answered_with_its_frame(
+    pair: TestCluster, method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An op whose future ends in an exception (a bug, a store's error not caught) is answered
+    ERROR and the frame's other ops with their results, at once: the frame is not left
+    unanswered until its caller's timeout resets the stream and everything on it."""
+    executor = pair[0]._node.executor
+    run = executor.execute
+    doomed = encode_key("doomed")
+
+    def execute(op: Op, caller_version: int, sender: str = "") -> object:
+        if op.key != doomed:
+            return run(op, caller_version, sender)
+        failed = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_soon(failed.set_exception, RuntimeError("a bug"))
+        return failed
+
+    monkeypatch.setattr(executor, "execute", execute)
+    other = encode_key("k1")
+    ops = [
+        Op(Code.GET, partition_of(doomed, 271), "m", doomed),
+        Op(Code.GET, partition_of(other, 271), "m", other),
+    ]
+    with RawPeer(pair[0].address) as peer:
+        answer = peer.call(method, frame(pair, ops), timeout=5.0)
+    [answer] = answer if isinstance(answer, list) else [answer]
+    assert answer.statuses[0] == Status.ERROR
+    assert "internal error" in answer.messages[0]
+    assert len(answer.statuses) == 2
+    assert answer.statuses[1] != Status.ERROR
 
 
 @pytest.mark.usefixtures("unchanged")

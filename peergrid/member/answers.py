@@ -113,9 +113,10 @@ class Answers:
         safe, detail = self._manager.safe_state()
         return safe, version, detail
 
-    def frame(
-        self, sender: str, table_version: int, ops: list[Op]
-    ) -> list[Result] | asyncio.Future[list[Result]]:
+    def frame(self, sender: str, table_version: int, ops: list[Op]) -> list[Result | asyncio.Future[Result]]:
+        """Each op's result, or the future of one that waits (for its backups, a store, a
+        lock's turn). The futures are the operations' own: whoever waits for them must not
+        cancel them (a write's dirty-read fence would lift before its backups acked)."""
         membership = self._membership()
         if sender not in membership.members:
             # Not a member here: removed (it learns so soon), not admitted yet (it retries), or a
@@ -145,37 +146,8 @@ class Answers:
             return [Result(Status.RETRY, message=message) for _ in ops]
         if table_version > membership.members.version:
             membership.saw_version(table_version, membership.address_of(sender))
-        results: list[Result | None] = []
-        waiting: list[tuple[int, asyncio.Future[Result]]] = []
-        for op in ops:
-            outcome = self._executor.execute(op, table_version, sender)
-            if isinstance(outcome, Result):
-                results.append(outcome)
-            else:
-                waiting.append((len(results), outcome))
-                results.append(None)
-        if not waiting:
-            return results  # type: ignore[return-value]
-        return self._gather(results, waiting)
-
-    def _gather(
-        self, results: list[Result | None], waiting: list[tuple[int, asyncio.Future[Result]]]
-    ) -> asyncio.Future[list[Result]]:
-        done: asyncio.Future[list[Result]] = self._loop.create_future()
-        remaining = len(waiting)
-
-        def one(index: int, future: asyncio.Future[Result]) -> None:
-            nonlocal remaining
-            results[index] = (
-                future.result() if not future.cancelled() else Result(Status.ERROR, message="cancelled")
-            )
-            remaining -= 1
-            if remaining == 0 and not done.done():
-                done.set_result(results)  # type: ignore[arg-type]
-
-        for index, future in waiting:
-            future.add_done_callback(lambda f, i=index: one(i, f))  # type: ignore[misc]
-        return done
+        execute = self._executor.execute
+        return [execute(op, table_version, sender) for op in ops]
 
     async def versions(
         self, members: MemberList, partitions: list[int]

@@ -20,8 +20,8 @@ import errno
 import functools
 import logging
 import socket
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from typing import Any, NoReturn, Protocol, TypeVar
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any, NoReturn, Protocol, TypeVar, cast
 
 import grpc
 from google.protobuf import message_factory
@@ -89,7 +89,7 @@ class Handlers(Protocol):
     def safe_state(self, merging: bool = False) -> tuple[bool, int, str]: ...
     def frame(
         self, sender: str, table_version: int, ops: list[Op]
-    ) -> list[Result] | asyncio.Future[list[Result]]: ...
+    ) -> list[Result | asyncio.Future[Result]]: ...
     async def versions(
         self, members: MemberList, partitions: list[int]
     ) -> tuple[int, dict[int, Copy | None]]: ...
@@ -380,9 +380,9 @@ class _Maps(_Base, map_pb2_grpc.MapServiceServicer):  # type: ignore[misc]
         too_big = self._oversized(request)
         if too_big is not None:
             raise LimitExceededError(too_big)
-        results = self._run(request)
-        if not isinstance(results, list):
-            results = await results
+        outcomes = self._run(request)
+        # Awaited through a future of its own: this call's cancellation must not cancel the ops'.
+        results = await _gathered(outcomes, request.id) if _waits(outcomes) else cast(list[Result], outcomes)
         return frames.results_to_pb(request.id, self.handlers.current_members().version, results)
 
     def _oversized(self, frame: Any) -> str | None:
@@ -395,7 +395,7 @@ class _Maps(_Base, map_pb2_grpc.MapServiceServicer):  # type: ignore[misc]
             return f"frame of {effects} backup effects exceeds limits.max_batch_ops={limit}"
         return None
 
-    def _run(self, frame: Any) -> list[Result] | asyncio.Future[list[Result]]:
+    def _run(self, frame: Any) -> list[Result | asyncio.Future[Result]]:
         problem = self._oversized(frame)
         if problem is None:
             try:
@@ -407,36 +407,22 @@ class _Maps(_Base, map_pb2_grpc.MapServiceServicer):  # type: ignore[misc]
             # Refuse the whole frame, answering every op it claims to carry (one message: the
             # answer to a frame of many ops must stay small).
             count = len(frame.codes)
-            return [Result(Status.INVALID, message=problem)] + [Result(Status.INVALID)] * (count - 1)
+            refused: list[Result | asyncio.Future[Result]] = [Result(Status.INVALID, message=problem)]
+            return refused + [Result(Status.INVALID)] * (count - 1)
         return self.handlers.frame(frame.sender, frame.table_version, ops)
 
     async def Stream(self, request_iterator: Any, context: Any) -> None:
         """Frames in, results out as each frame completes (not necessarily in order).
 
-        Frames that complete at once are answered inline, with no task or queue
-        in between (each hop through the loop costs more than a small frame);
-        frames waiting for backups are answered by a callback when they finish.
-        Writes never overlap: grpc allows one at a time per stream.
+        Frames that complete at once are answered inline, with no task or queue in between
+        (each hop through the loop costs more than a small frame). A frame that waits (a write
+        for its backups) is answered from the callback of the last op it waited for, its write
+        stepped from there as a task would step it (``_drive``), not by a task of its own:
+        that saves a task's first step and a pass of the loop on every write with a backup.
+        Writes never overlap: grpc allows one at a time per stream, and answers written from
+        callbacks take turns with a lock.
         """
-        writing = asyncio.Lock()
-        pending: set[asyncio.Task[None]] = set()
-
-        async def answer(frame_id: int, results: list[Result]) -> None:
-            # In order, in as many messages as the limit needs (other frames' answers may pass
-            # between them: the caller matches each message to its frame by id).
-            version = self.handlers.current_members().version
-            for reply in frames.replies_to_pb(frame_id, version, results, self.limits.max_message_bytes):
-                async with writing:
-                    await context.write(reply)
-
-        async def answer_later(frame_id: int, future: asyncio.Future[list[Result]]) -> None:
-            try:
-                results = await future
-            except Exception:
-                log.exception("frame %d failed on this member", frame_id)
-                results = [Result(Status.ERROR, message="internal error on the serving member")]
-            await answer(frame_id, results)
-
+        answers = _Answering(context, self.handlers.current_members, self.limits.max_message_bytes)
         refusal: tuple[grpc.StatusCode, str] | None = None
         try:
             async for frame in request_iterator:
@@ -445,15 +431,13 @@ class _Maps(_Base, map_pb2_grpc.MapServiceServicer):  # type: ignore[misc]
                 if frame.cluster != self.handlers.cluster:
                     refusal = grpc.StatusCode.PERMISSION_DENIED, self.mismatch(frame.cluster)
                     break
-                results = self._run(frame)
-                if isinstance(results, list):
-                    await answer(frame.id, results)
+                outcomes = self._run(frame)
+                if _waits(outcomes):
+                    answers.later(frame.id, outcomes)
                 else:
-                    task = asyncio.ensure_future(answer_later(frame.id, results))
-                    pending.add(task)
-                    task.add_done_callback(pending.discard)
-            if pending and refusal is None:
-                await asyncio.gather(*pending, return_exceptions=True)
+                    await answers.write(frame.id, cast(list[Result], outcomes))
+            if refusal is None:
+                await answers.drained()  # the stream ends once every frame is answered
         except (ValueError, TypeError, UnicodeDecodeError, DecodeError) as exc:
             refusal = grpc.StatusCode.INVALID_ARGUMENT, f"malformed frame: {exc}"
         except asyncio.CancelledError:
@@ -467,13 +451,118 @@ class _Maps(_Base, map_pb2_grpc.MapServiceServicer):  # type: ignore[misc]
                 log.debug("frame stream ended: %r", exc)  # the peer went away, or we stop
             else:
                 log.exception("frame stream failed")
-        finally:
-            for task in pending:
-                task.cancel()
         if refusal is not None:
             log.warning("refused a frame stream from %s: %s", context.peer(), refusal[1])
             frame = None  # see _guarded
             await context.abort(*refusal)
+
+
+class _Answering:
+    """The answers of one frame stream: written inline by the stream's loop when a frame
+    completes at once; from the callback of the last op it waited for when it does not (see
+    ``_Maps.Stream``). Writes take turns: grpc allows one at a time per stream."""
+
+    def __init__(self, context: Any, members: Callable[[], MemberList], max_bytes: int) -> None:
+        self._context = context
+        self._members = members
+        self._max_bytes = max_bytes
+        self._writing = asyncio.Lock()
+        self._later = 0  # frames to be answered from callbacks, not written yet
+        self._drained: asyncio.Future[None] | None = None  # resolved when _later is back to 0
+
+    async def write(self, frame_id: int, results: list[Result]) -> None:
+        """Write a frame's answer: in order, in as many messages as the limit needs (other
+        frames' answers may pass between them: the caller matches each message to its frame)."""
+        version = self._members().version
+        for reply in frames.replies_to_pb(frame_id, version, results, self._max_bytes):
+            if self._later:  # an answer from a callback may write meanwhile (this may be one)
+                async with self._writing:
+                    await self._context.write(reply)
+            else:  # only the stream's loop writes, and it waits for this
+                await self._context.write(reply)
+
+    def later(self, frame_id: int, outcomes: list[Result | asyncio.Future[Result]]) -> None:
+        """Answer a frame once its waiting ops finished, from the last one's callback."""
+        self._later += 1
+        futures = [o for o in outcomes if not isinstance(o, Result)]
+        remaining = len(futures)
+
+        def one(_: asyncio.Future[Result]) -> None:
+            nonlocal remaining
+            remaining -= 1
+            if remaining == 0:
+                _drive(self.write(frame_id, [_result_of(o, frame_id) for o in outcomes]), self._answered)
+
+        for future in futures:
+            future.add_done_callback(one)
+
+    def _answered(self) -> None:
+        self._later -= 1
+        if self._later == 0 and self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    async def drained(self) -> None:
+        """Return once every frame is answered (the ops' futures are never cancelled here: a
+        write's dirty-read fence must hold until its backups acked, whoever went away)."""
+        if self._later:
+            self._drained = asyncio.get_running_loop().create_future()
+            await self._drained
+
+
+def _waits(outcomes: list[Result | asyncio.Future[Result]]) -> bool:
+    """Whether some op of a frame has not finished yet."""
+    return not all(isinstance(o, Result) for o in outcomes)
+
+
+def _result_of(outcome: Result | asyncio.Future[Result], frame_id: int) -> Result:
+    """The result of a finished op (a future's errors answered, not raised)."""
+    if isinstance(outcome, Result):
+        return outcome
+    if outcome.cancelled():
+        return Result(Status.ERROR, message="cancelled on the serving member")
+    exc = outcome.exception()
+    if exc is not None:
+        log.error("an op of frame %d failed on this member", frame_id, exc_info=exc)
+        return Result(Status.ERROR, message="internal error on the serving member")
+    return outcome.result()
+
+
+def _gathered(outcomes: list[Result | asyncio.Future[Result]], frame_id: int) -> asyncio.Future[list[Result]]:
+    """A future of the frame's results, once every op finished. Its own future: cancelling
+    it (the unary call ended) leaves the ops' futures alone."""
+    done: asyncio.Future[list[Result]] = asyncio.get_running_loop().create_future()
+    futures = [o for o in outcomes if not isinstance(o, Result)]
+    remaining = len(futures)
+
+    def one(_: asyncio.Future[Result]) -> None:
+        nonlocal remaining
+        remaining -= 1
+        if remaining == 0 and not done.done():
+            done.set_result([_result_of(o, frame_id) for o in outcomes])
+
+    for future in futures:
+        future.add_done_callback(one)
+    return done
+
+
+def _drive(step: Coroutine[Any, Any, None], ended: Callable[[], None]) -> None:
+    """Run ``step`` from this callback on as a task would, without one: on until it waits, then
+    on again from the callback of what it waits for; ``ended()`` once it returned or failed
+    (an answer to a stream that ended fails: the caller went away, nothing to tell)."""
+    try:
+        waiting = step.send(None)
+    except StopIteration:
+        ended()
+        return
+    except Exception as exc:  # noqa: BLE001 - see above
+        log.debug("an answer was not written: %r", exc)
+        ended()
+        return
+    if waiting is None:  # a bare yield: on in the next pass
+        asyncio.get_running_loop().call_soon(_drive, step, ended)
+    else:
+        waiting._asyncio_future_blocking = False
+        waiting.add_done_callback(lambda _: _drive(step, ended))
 
 
 class _Replication(_Base, replication_pb2_grpc.ReplicationServicer):  # type: ignore[misc]
