@@ -554,7 +554,7 @@ def _drive(step: Coroutine[Any, Any, None], ended: Callable[[], None]) -> None:
     except StopIteration:
         ended()
         return
-    except Exception as exc:  # noqa: BLE001 - see above
+    except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 - see above (grpc cancels the writes of a call it ended)
         log.debug("an answer was not written: %r", exc)
         ended()
         return
