@@ -17,6 +17,7 @@ import grpc
 import pytest
 
 from peergrid import Limits
+from peergrid.multiget import Got, pack_keys
 from peergrid.partition import partition_of
 from peergrid.protocol import Code, Effect, Op, Status
 from peergrid.serialization import encode_key
@@ -126,6 +127,36 @@ def test_an_op_that_fails_inside_the_member_is_answered_with_its_frame(
     assert "internal error" in answer.messages[0]
     assert len(answer.statuses) == 2
     assert answer.statuses[1] != Status.ERROR
+
+
+def test_a_get_all_key_whose_lone_get_fails_inside_the_member_is_answered(
+    pair: TestCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A GET_MANY key that runs as a lone GET (a miss on a map with a store) and fails inside
+    the member gets ERROR in the answer's statuses; the op is answered, not left waiting."""
+    executor = pair[0]._node.executor
+    run = executor.execute
+    served = pair[0]._node.manager.readable
+    doomed = next(
+        key for i in range(1000) if served[partition_of(key := encode_key(f"doomed-{i}"), 271)] is not None
+    )
+
+    def execute(op: Op, caller_version: int, sender: str = "") -> object:
+        if op.code != Code.GET or op.key != doomed:
+            return run(op, caller_version, sender)
+        failed = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_soon(failed.set_exception, RuntimeError("a bug"))
+        return failed
+
+    monkeypatch.setattr(executor, "execute", execute)
+    monkeypatch.setattr(executor._stores, "backed", lambda name: object())  # misses read through
+    blob, header = pack_keys([doomed], [partition_of(doomed, 271)])
+    op = Op(Code.GET_MANY, partition_of(doomed, 271), "m", blob, header)
+    with RawPeer(pair[0].address) as peer:
+        [answer] = peer.call("MapService.Stream", frame(pair, [op]), timeout=5.0)
+    [result] = frames.results_from_pb(answer)[2]
+    assert result.status == Status.OK
+    assert list(Got(result.value, 1).statuses) == [Status.ERROR]
 
 
 @pytest.mark.usefixtures("unchanged")
