@@ -576,7 +576,7 @@ def _first_failure(pending: list[asyncio.Future[Result]], result: Result) -> asy
     def one(future: asyncio.Future[Result]) -> None:
         nonlocal left
         left -= 1
-        outcome = future.result() if not future.cancelled() else Result(Status.ERROR, message="cancelled")
+        outcome = _ended(future)
         if done.done():
             return
         if outcome.status != Status.OK:
