@@ -536,10 +536,18 @@ class MapCore(Caller):
         partitions: list[int] = []
         originals: dict[bytes, Any] = {}
         near = self.near
-        key_of, local_of, loads = self.key, self._local, self.loads  # bound once: a pass a key
+        # Bound once, and ``_local`` written out: per key, function calls are most of the cost.
+        encode, loads, count, readable, membership = (
+            self.encode,
+            self.loads,
+            self._count,
+            self.readable,
+            self.membership,
+        )
+        name, loaded = self.name, self.store is None  # loaded: a miss here is a miss (no store to read)
         locals_read = 0
         for key in keys:
-            encoded, partition = key_of(key)
+            encoded = encode(key)
             if encoded in originals:
                 continue
             originals[encoded] = key
@@ -548,14 +556,18 @@ class MapCore(Caller):
                 if cached is not MISS:
                     found[key] = cached
                     continue
-            local, value = local_of(encoded, partition)
-            if not local:
-                remote.append(encoded)
-                partitions.append(partition)
-                continue
-            locals_read += 1
-            if value is not None:
-                found[key] = loads(value)
+            partition = partition_of(encoded, count)
+            part = readable[partition]
+            if part is not None and not part.unacked and membership.lease_until > _monotonic():
+                records = part.maps.get(name)  # as _local: served here, leased, no load needed
+                value = records.get(encoded) if records is not None else None
+                if value is not None or loaded:
+                    locals_read += 1
+                    if value is not None:
+                        found[key] = loads(value)
+                    continue
+            remote.append(encoded)
+            partitions.append(partition)
         self.counters.owner_local_gets += locals_read
         if near is not None:
             near.misses -= locals_read  # as in get: owner-local, not a near-cache miss
