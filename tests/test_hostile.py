@@ -97,12 +97,16 @@ def status_of(call) -> grpc.StatusCode:
 
 
 @pytest.mark.parametrize("method", ["MapService.Stream", "MapService.Execute"])
+@pytest.mark.parametrize(
+    ("code", "status"), [(Code.GET, Status.ERROR), (Code.PUT, Status.INDETERMINATE)], ids=["read", "write"]
+)
 def test_an_op_that_fails_inside_the_member_is_answered_with_its_frame(
-    pair: TestCluster, method: str, monkeypatch: pytest.MonkeyPatch
+    pair: TestCluster, method: str, code: Code, status: Status, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An op whose future ends in an exception (a bug, a store's error not caught) is answered
-    ERROR and the frame's other ops with their results, at once: the frame is not left
-    unanswered until its caller's timeout resets the stream and everything on it."""
+    at once, and the frame's other ops with their results: the frame is not left unanswered
+    until its caller's timeout resets the stream and everything on it. A read is answered
+    ERROR; a write INDETERMINATE, as it may have been applied."""
     executor = pair[0]._node.executor
     run = executor.execute
     doomed = encode_key("doomed")
@@ -117,13 +121,13 @@ def test_an_op_that_fails_inside_the_member_is_answered_with_its_frame(
     monkeypatch.setattr(executor, "execute", execute)
     other = encode_key("k1")
     ops = [
-        Op(Code.GET, partition_of(doomed, 271), "m", doomed),
+        Op(code, partition_of(doomed, 271), "m", doomed, b"\x01" if code == Code.PUT else b""),
         Op(Code.GET, partition_of(other, 271), "m", other),
     ]
     with RawPeer(pair[0].address) as peer:
         answer = peer.call(method, frame(pair, ops), timeout=5.0)
     [answer] = answer if isinstance(answer, list) else [answer]
-    assert answer.statuses[0] == Status.ERROR
+    assert answer.statuses[0] == status
     assert "internal error" in answer.messages[0]
     assert len(answer.statuses) == 2
     assert answer.statuses[1] != Status.ERROR

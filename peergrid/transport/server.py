@@ -39,6 +39,7 @@ from peergrid.errors import (
 from peergrid.events.model import EventBatch
 from peergrid.protocol import (
     MAX_MEMBERS,
+    WRITES,
     Chunk,
     Copy,
     HeartbeatReply,
@@ -380,9 +381,12 @@ class _Maps(_Base, map_pb2_grpc.MapServiceServicer):  # type: ignore[misc]
         too_big = self._oversized(request)
         if too_big is not None:
             raise LimitExceededError(too_big)
-        outcomes = self._run(request)
+        ops, outcomes = self._run(request)
         # Awaited through a future of its own: this call's cancellation must not cancel the ops'.
-        results = await _gathered(outcomes, request.id) if _waits(outcomes) else cast(list[Result], outcomes)
+        if _waits(outcomes):
+            results = await _gathered(ops, outcomes, request.id)
+        else:
+            results = cast(list[Result], outcomes)
         return frames.results_to_pb(request.id, self.handlers.current_members().version, results)
 
     def _oversized(self, frame: Any) -> str | None:
@@ -395,7 +399,8 @@ class _Maps(_Base, map_pb2_grpc.MapServiceServicer):  # type: ignore[misc]
             return f"frame of {effects} backup effects exceeds limits.max_batch_ops={limit}"
         return None
 
-    def _run(self, frame: Any) -> list[Result | asyncio.Future[Result]]:
+    def _run(self, frame: Any) -> tuple[list[Op], list[Result | asyncio.Future[Result]]]:
+        """The frame's ops and each one's result or future (no ops: the frame was refused whole)."""
         problem = self._oversized(frame)
         if problem is None:
             try:
@@ -408,8 +413,8 @@ class _Maps(_Base, map_pb2_grpc.MapServiceServicer):  # type: ignore[misc]
             # answer to a frame of many ops must stay small).
             count = len(frame.codes)
             refused: list[Result | asyncio.Future[Result]] = [Result(Status.INVALID, message=problem)]
-            return refused + [Result(Status.INVALID)] * (count - 1)
-        return self.handlers.frame(frame.sender, frame.table_version, ops)
+            return [], refused + [Result(Status.INVALID)] * (count - 1)
+        return ops, self.handlers.frame(frame.sender, frame.table_version, ops)
 
     async def Stream(self, request_iterator: Any, context: Any) -> None:
         """Frames in, results out as each frame completes (not necessarily in order).
@@ -431,9 +436,9 @@ class _Maps(_Base, map_pb2_grpc.MapServiceServicer):  # type: ignore[misc]
                 if frame.cluster != self.handlers.cluster:
                     refusal = grpc.StatusCode.PERMISSION_DENIED, self.mismatch(frame.cluster)
                     break
-                outcomes = self._run(frame)
+                ops, outcomes = self._run(frame)
                 if _waits(outcomes):
-                    answers.later(frame.id, outcomes)
+                    answers.later(frame.id, ops, outcomes)
                 else:
                     await answers.write(frame.id, cast(list[Result], outcomes))
             if refusal is None:
@@ -481,7 +486,7 @@ class _Answering:
             else:  # only the stream's loop writes, and it waits for this
                 await self._context.write(reply)
 
-    def later(self, frame_id: int, outcomes: list[Result | asyncio.Future[Result]]) -> None:
+    def later(self, frame_id: int, ops: list[Op], outcomes: list[Result | asyncio.Future[Result]]) -> None:
         """Answer a frame once its waiting ops finished, from the last one's callback."""
         self._later += 1
         futures = [o for o in outcomes if not isinstance(o, Result)]
@@ -491,7 +496,8 @@ class _Answering:
             nonlocal remaining
             remaining -= 1
             if remaining == 0:
-                _drive(self.write(frame_id, [_result_of(o, frame_id) for o in outcomes]), self._answered)
+                results = [_result_of(o, op, frame_id) for o, op in zip(outcomes, ops, strict=True)]
+                _drive(self.write(frame_id, results), self._answered)
 
         for future in futures:
             future.add_done_callback(one)
@@ -514,20 +520,24 @@ def _waits(outcomes: list[Result | asyncio.Future[Result]]) -> bool:
     return not all(isinstance(o, Result) for o in outcomes)
 
 
-def _result_of(outcome: Result | asyncio.Future[Result], frame_id: int) -> Result:
-    """The result of a finished op (a future's errors answered, not raised)."""
+def _result_of(outcome: Result | asyncio.Future[Result], op: Op, frame_id: int) -> Result:
+    """The result of a finished op: a future's failure answered, not raised; a write's as
+    INDETERMINATE (it may have been applied, here or on backups), a read's as ERROR."""
     if isinstance(outcome, Result):
         return outcome
+    status = Status.INDETERMINATE if op.code in WRITES else Status.ERROR
     if outcome.cancelled():
-        return Result(Status.ERROR, message="cancelled on the serving member")
+        return Result(status, message="cancelled on the serving member")
     exc = outcome.exception()
     if exc is not None:
-        log.error("an op of frame %d failed on this member", frame_id, exc_info=exc)
-        return Result(Status.ERROR, message="internal error on the serving member")
+        log.error("op (code %s) of frame %d failed on this member", op.code, frame_id, exc_info=exc)
+        return Result(status, message="internal error on the serving member")
     return outcome.result()
 
 
-def _gathered(outcomes: list[Result | asyncio.Future[Result]], frame_id: int) -> asyncio.Future[list[Result]]:
+def _gathered(
+    ops: list[Op], outcomes: list[Result | asyncio.Future[Result]], frame_id: int
+) -> asyncio.Future[list[Result]]:
     """A future of the frame's results, once every op finished. Its own future: cancelling
     it (the unary call ended) leaves the ops' futures alone."""
     done: asyncio.Future[list[Result]] = asyncio.get_running_loop().create_future()
@@ -537,8 +547,10 @@ def _gathered(outcomes: list[Result | asyncio.Future[Result]], frame_id: int) ->
     def one(_: asyncio.Future[Result]) -> None:
         nonlocal remaining
         remaining -= 1
-        if remaining == 0 and not done.done():
-            done.set_result([_result_of(o, frame_id) for o in outcomes])
+        if remaining == 0:  # read even if the call went away: a failure is logged, not left unread
+            results = [_result_of(o, op, frame_id) for o, op in zip(outcomes, ops, strict=True)]
+            if not done.done():
+                done.set_result(results)
 
     for future in futures:
         future.add_done_callback(one)
@@ -554,8 +566,11 @@ def _drive(step: Coroutine[Any, Any, None], ended: Callable[[], None]) -> None:
     except StopIteration:
         ended()
         return
-    except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 - see above (grpc cancels the writes of a call it ended)
-        log.debug("an answer was not written: %r", exc)
+    except (Exception, asyncio.CancelledError) as exc:  # logged (see below), and the stream goes on
+        if _call_ended(exc):
+            log.debug("an answer was not written: %r", exc)
+        else:
+            log.exception("an answer could not be written")
         ended()
         return
     if waiting is None:  # a bare yield: on in the next pass
@@ -563,6 +578,17 @@ def _drive(step: Coroutine[Any, Any, None], ended: Callable[[], None]) -> None:
     else:
         waiting._asyncio_future_blocking = False
         waiting.add_done_callback(lambda _: _drive(step, ended))
+
+
+def _call_ended(exc: BaseException) -> bool:
+    """Whether ``exc`` is how grpc fails a write to a call that ended (the caller went away, the
+    server stops): nothing to tell anyone. Anything else is a bug, worth its traceback."""
+    name = type(exc).__name__
+    return (
+        isinstance(exc, asyncio.CancelledError | grpc.RpcError | grpc.aio.UsageError | grpc.aio.AbortError)
+        or "Stopped" in name
+        or "ExecuteBatch" in name
+    )
 
 
 class _Replication(_Base, replication_pb2_grpc.ReplicationServicer):  # type: ignore[misc]
