@@ -69,6 +69,23 @@ def test_read_through_loads_a_miss_once_and_keeps_it(tmp_path: Path) -> None:
         assert m.stats().total.backup_entries == 50
 
 
+def test_a_read_through_that_fails_inside_the_member_is_answered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure after the load (here: keeping the loaded value) is answered, as an error the
+    caller can read, not left for the read to wait on until its timeout."""
+    store = DictStore({"user:1": {"name": "one"}})
+    with cluster(1, maps=maps(store=store)) as grids:
+        stores = grids[0]._node.executor._stores
+
+        def broken(*_: object) -> None:
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(stores, "_keep", broken)
+        with pytest.raises(peergrid.RemoteError, match="internal error"):
+            grids[0].get_map("users").get("user:1")
+        monkeypatch.undo()
+        assert grids[0].get_map("users").get("user:1") == {"name": "one"}
+
+
 def test_concurrent_misses_from_every_member_cause_one_load() -> None:
     store = SlowStore({"hot": "value"})
     with cluster(3, maps=maps(store=store)) as grids:

@@ -123,9 +123,11 @@ class StoreOps:
         config = self.backed(name)
         found: dict[bytes, bytes] = {}
         error: BaseException | None = None
-        if config is None:
+        if config is None:  # the map has no store now: a miss (a future left unresolved would hang its read)
             for key in keys:
-                self._loading.pop((name, key), None)
+                future = self._loading.pop((name, key), None)
+                if future is not None and not future.done():
+                    future.set_result(None)
             return
         try:
             values = await self._call(config.store.load_all, [decode_key(k) for k in keys])
@@ -149,14 +151,19 @@ class StoreOps:
         done: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
 
         def loaded(future: asyncio.Future[bytes | None]) -> None:
+            # Whatever fails here is answered: raised in a done callback, it would leave the read
+            # (and the frame that carries it) waiting for ever.
             try:
                 value = future.result()
+                if value is not None:
+                    self._keep(part, op.map, op.key, value)
+                result = execute()
             except PeerGridError as exc:
-                done.set_result(_failure(exc))
-                return
-            if value is not None:
-                self._keep(part, op.map, op.key, value)
-            done.set_result(execute())
+                result = _failure(exc)
+            except (Exception, asyncio.CancelledError):
+                log.exception("a read through map %s's store failed on this member", op.map)
+                result = Result(Status.ERROR, message="internal error on the serving member")
+            done.set_result(result)
 
         self.load(op.map, op.key).add_done_callback(loaded)
         return done
