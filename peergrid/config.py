@@ -80,7 +80,7 @@ class Timing:
     an entry listener elsewhere): events that come sooner after a batch wait for the next, and
     go together. A lone event goes at once. Under many writes this turns a message (and a
     wake-up of the subscriber's process) per write into one per interval, for at most this
-    much more delay. 0: every batch at once."""
+    much more delay. 0: every batch at once; at most 0.05."""
     safe_poll_interval: float = 0.02
     """How often ``wait_until_safe`` asks the members whether they are safe."""
     lock_retry_initial: float = 0.01
@@ -138,8 +138,8 @@ class Timing:
             value = getattr(self, f.name)
             if value is None and f.name == "owner_lease":
                 continue
-            if f.name == "event_batch_interval" and isinstance(value, int | float) and value == 0:
-                continue  # batches at once
+            if f.name == "event_batch_interval":
+                continue  # may be 0 (checked below)
             if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"timing.{f.name} must be a positive number of seconds, got {value!r}")
         if self.failure_timeout < 3 * self.heartbeat_interval:
@@ -160,6 +160,12 @@ class Timing:
                 f"timing.owner_lease ({self.lease}s) must be at most {longest:.3g}s with "
                 f"failure_timeout={self.failure_timeout}s and heartbeat_interval={self.heartbeat_interval}s: "
                 "a member must stop serving before the others may declare it dead and take over"
+            )
+        interval = self.event_batch_interval
+        if not isinstance(interval, int | float) or isinstance(interval, bool) or not 0 <= interval <= 0.05:
+            raise ConfigError(
+                f"timing.event_batch_interval must be 0 to 0.05 seconds, got {interval!r}: events wait "
+                "for it, and near caches' lease-renewing heartbeats (every 0.1 s at most) must not"
             )
         if self.retry_max < self.retry_initial:
             raise ConfigError("timing.retry_max must be at least timing.retry_initial")

@@ -332,8 +332,11 @@ class EventPublisher:
                         await subscription.ready.wait()
                     finally:
                         timer.cancel()
-                hold = sent + self._batch_interval - loop.time()
-                if hold > 0 and subscription.batch.kinds and subscription.dropped is None:
+                now = loop.time()
+                hold = sent + self._batch_interval - now
+                # Not when a heartbeat is due: it renews near caches' leases, and goes at once.
+                waiting = subscription.batch.kinds and not subscription.dropped
+                if waiting and hold > 0 and now < next_heartbeat:
                     await asyncio.sleep(hold)  # events that come meanwhile go in this batch
                 subscription.ready.clear()
                 if subscription.dropped is not None:
