@@ -7,13 +7,17 @@ plain ints (they travel as ``uint32``); the classes below name them.
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import logging
 import math
 import re
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 import msgpack
+
+log = logging.getLogger("peergrid")
 
 
 class Code:
@@ -231,6 +235,19 @@ class Result:
 
 
 OK_EMPTY = Result()
+
+
+def settled(future: asyncio.Future[Result], failed: int = Status.ERROR) -> Result:
+    """The result of an operation's future that has ended. Cancelled or failed (a bug: logged
+    with its traceback), it is answered with status ``failed``, not raised: raised in a done
+    callback, it would leave whatever waits on that callback waiting for ever."""
+    if future.cancelled():
+        return Result(failed, message="cancelled on the serving member")
+    exc = future.exception()
+    if exc is not None:
+        log.error("an operation failed on this member", exc_info=exc)
+        return Result(failed, message="internal error on the serving member")
+    return future.result()
 
 
 # ---------------------------------------------------------------- membership

@@ -9,7 +9,6 @@ partition; a bad op gets INVALID and changes nothing.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -33,14 +32,13 @@ from peergrid.protocol import (
     Op,
     Result,
     Status,
+    settled,
 )
 from peergrid.replication import PartitionManager
 from peergrid.storage import Partition, journal
 from peergrid.storage import ops as storage_ops
 from peergrid.storage.records import Records
 from peergrid.storage.registry import MapRegistry
-
-log = logging.getLogger("peergrid.owner")
 
 
 class Compute(Protocol):
@@ -71,18 +69,6 @@ def _time_left(part: Partition, op: Op, result: Result) -> None:
     store = part.maps.get(op.map)
     if store is not None and store.may_expire:
         result.ttl = store.time_left(op.key)
-
-
-def _ended(future: asyncio.Future[Result]) -> Result:
-    """The result of an op's future that ended; its failure answered, not raised (raised in a
-    done callback, it would leave what waits on that callback waiting for ever)."""
-    if future.cancelled():
-        return Result(Status.ERROR, message="cancelled")
-    exc = future.exception()
-    if exc is not None:
-        log.error("an operation failed on this member", exc_info=exc)
-        return Result(Status.ERROR, message="internal error on the serving member")
-    return future.result()
 
 
 class Executor:
@@ -277,7 +263,7 @@ class Executor:
 
         def one(i: int, future: asyncio.Future[Result]) -> None:
             nonlocal left
-            self._got_one(i, _ended(future), versions, ttls, values, statuses)
+            self._got_one(i, settled(future), versions, ttls, values, statuses)
             left -= 1
             if left == 0 and not done.done():
                 done.set_result(Result(value=pack_got(versions, ttls, values, statuses), found=True, count=n))
@@ -576,7 +562,7 @@ def _first_failure(pending: list[asyncio.Future[Result]], result: Result) -> asy
     def one(future: asyncio.Future[Result]) -> None:
         nonlocal left
         left -= 1
-        outcome = _ended(future)
+        outcome = settled(future)
         if done.done():
             return
         if outcome.status != Status.OK:

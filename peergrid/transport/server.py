@@ -52,6 +52,7 @@ from peergrid.protocol import (
     Result,
     Status,
     map_name_problem,
+    settled,
     uuid_problem,
 )
 from peergrid.transport import convert, frames
@@ -384,7 +385,7 @@ class _Maps(_Base, map_pb2_grpc.MapServiceServicer):  # type: ignore[misc]
         ops, outcomes = self._run(request)
         # Awaited through a future of its own: this call's cancellation must not cancel the ops'.
         if _waits(outcomes):
-            results = await _gathered(ops, outcomes, request.id)
+            results = await _gathered(ops, outcomes)
         else:
             results = cast(list[Result], outcomes)
         return frames.results_to_pb(request.id, self.handlers.current_members().version, results)
@@ -489,18 +490,7 @@ class _Answering:
     def later(self, frame_id: int, ops: list[Op], outcomes: list[Result | asyncio.Future[Result]]) -> None:
         """Answer a frame once its waiting ops finished, from the last one's callback."""
         self._later += 1
-        futures = [o for o in outcomes if not isinstance(o, Result)]
-        remaining = len(futures)
-
-        def one(_: asyncio.Future[Result]) -> None:
-            nonlocal remaining
-            remaining -= 1
-            if remaining == 0:
-                results = [_result_of(o, op, frame_id) for o, op in zip(outcomes, ops, strict=True)]
-                _drive(self.write(frame_id, results), self._answered)
-
-        for future in futures:
-            future.add_done_callback(one)
+        _when_done(ops, outcomes, lambda results: _drive(self.write(frame_id, results), self._answered))
 
     def _answered(self) -> None:
         self._later -= 1
@@ -520,40 +510,37 @@ def _waits(outcomes: list[Result | asyncio.Future[Result]]) -> bool:
     return not all(isinstance(o, Result) for o in outcomes)
 
 
-def _result_of(outcome: Result | asyncio.Future[Result], op: Op, frame_id: int) -> Result:
-    """The result of a finished op: a future's failure answered, not raised; a write's as
+def _result_of(outcome: Result | asyncio.Future[Result], op: Op) -> Result:
+    """The result of a finished op; a future's failure answered (``settled``): a write's as
     INDETERMINATE (it may have been applied, here or on backups), a read's as ERROR."""
     if isinstance(outcome, Result):
         return outcome
-    status = Status.INDETERMINATE if op.code in WRITES else Status.ERROR
-    if outcome.cancelled():
-        return Result(status, message="cancelled on the serving member")
-    exc = outcome.exception()
-    if exc is not None:
-        log.error("op (code %s) of frame %d failed on this member", op.code, frame_id, exc_info=exc)
-        return Result(status, message="internal error on the serving member")
-    return outcome.result()
+    return settled(outcome, Status.INDETERMINATE if op.code in WRITES else Status.ERROR)
 
 
-def _gathered(
-    ops: list[Op], outcomes: list[Result | asyncio.Future[Result]], frame_id: int
-) -> asyncio.Future[list[Result]]:
-    """A future of the frame's results, once every op finished. Its own future: cancelling
-    it (the unary call ended) leaves the ops' futures alone."""
-    done: asyncio.Future[list[Result]] = asyncio.get_running_loop().create_future()
+def _when_done(
+    ops: list[Op], outcomes: list[Result | asyncio.Future[Result]], then: Callable[[list[Result]], None]
+) -> None:
+    """Call ``then`` with the frame's results from the callback of the last op that finishes
+    (its results read whoever still waits: a failure is logged, never left unread)."""
     futures = [o for o in outcomes if not isinstance(o, Result)]
     remaining = len(futures)
 
     def one(_: asyncio.Future[Result]) -> None:
         nonlocal remaining
         remaining -= 1
-        if remaining == 0:  # read even if the call went away: a failure is logged, not left unread
-            results = [_result_of(o, op, frame_id) for o, op in zip(outcomes, ops, strict=True)]
-            if not done.done():
-                done.set_result(results)
+        if remaining == 0:
+            then([_result_of(o, op) for o, op in zip(outcomes, ops, strict=True)])
 
     for future in futures:
         future.add_done_callback(one)
+
+
+def _gathered(ops: list[Op], outcomes: list[Result | asyncio.Future[Result]]) -> asyncio.Future[list[Result]]:
+    """A future of the frame's results, once every op finished. Its own future: cancelling
+    it (the unary call ended) leaves the ops' futures alone."""
+    done: asyncio.Future[list[Result]] = asyncio.get_running_loop().create_future()
+    _when_done(ops, outcomes, lambda results: None if done.done() else done.set_result(results))
     return done
 
 
