@@ -44,7 +44,6 @@ class Answers:
         self,
         cluster: str,
         uuid: str,
-        loop: asyncio.AbstractEventLoop,
         membership: Callable[[], Membership],
         merger: Callable[[], Merger | None],
         merging: Merging,
@@ -55,7 +54,6 @@ class Answers:
     ) -> None:
         self.cluster = cluster
         self.uuid = uuid
-        self._loop = loop
         self._membership = membership  # made once the member is bound
         self._merger = merger
         self._merging = merging

@@ -145,7 +145,6 @@ class Node:
         self.answers = Answers(
             self.cluster,
             self.uuid,
-            self.loop,
             lambda: self.membership,
             lambda: self._merger,
             self.merging,
