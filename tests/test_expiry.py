@@ -22,7 +22,9 @@ from unittest import mock
 from hypothesis import example, given, settings
 
 import peergrid
+from peergrid.protocol import Effect, EffectKind
 from peergrid.storage import records
+from peergrid.storage.partition import Partition
 from peergrid.storage.records import FRESH_PAIRS, HEAP_SLACK, Deadlines, Records, StorePolicy
 from peergrid.testing import cluster
 from tests.conftest import wait_for
@@ -95,6 +97,58 @@ def check(steps: list[tuple[str, object, int]], policy: StorePolicy | None) -> N
                 model.last.pop(k, None)
         assert store.values == model.values
         assert store.expiry == {k: start + d for k, d in model.deadlines.items()}
+
+
+def check_copies(steps: list[tuple[str, object, int]], policy: StorePolicy | None) -> None:
+    """An owner's partition sweeps (``Partition.expire``), a backup's applies what it ships
+    (and sweeps its TTLs itself, as backups do): after each owner sweep both hold the same
+    entries and deadlines, though the TTL'd ones travel as one EXPIRED effect per sweep."""
+    start = time.time()
+    owner, backup = Partition(0, policies=lambda _: policy), Partition(0, policies=lambda _: policy)
+    now = 0.5
+    for version, (step, arg, n) in enumerate(steps):
+        key = arg if isinstance(arg, bytes) else b""
+        if step == "put":
+            effect = Effect(EffectKind.PUT, "m", key, b"v%d" % version, start + (now + n) if n else 0.0)
+            owner.apply([effect])
+            backup.apply([effect])
+        elif step == "delete":
+            effect = Effect(EffectKind.DELETE, "m", key)
+            owner.apply([effect])
+            backup.apply([effect])
+        elif step in ("touch", "access"):
+            kind = EffectKind.TOUCH if step == "touch" else EffectKind.ACCESS
+            effect = Effect(kind, "m", key, b"", start + float(n))
+            owner.apply([effect])
+            backup.apply([effect])
+        elif step == "backup-sweep":
+            assert isinstance(arg, int)
+            now += arg
+            if "m" in backup.maps:
+                backup.maps["m"].sweep(start + now, n or None, idle=False)
+        else:
+            assert isinstance(arg, int)
+            now += arg
+            store = owner.maps.get("m")
+            while store is not None and store.due(start + now):
+                gone, effects = owner.expire("m", start + now, n or None)
+                timed = [e for e in effects if e.kind == EffectKind.EXPIRED]
+                assert len(timed) <= 1, "one EXPIRED effect per sweep, whatever it frees"
+                assert all(e.kind == EffectKind.DELETE for e in effects if e not in timed)
+                assert len(effects) - len(timed) <= len(gone)
+                backup.apply(effects)
+            mine, theirs = owner.maps.get("m"), backup.maps.get("m")
+            assert (mine.values if mine else {}) == (theirs.values if theirs else {})
+            assert (mine.expiry if mine else {}) == (theirs.expiry if theirs else {})
+
+
+@settings(max_examples=200, deadline=None)
+@given(expiry_steps)
+def test_a_backup_following_an_owners_sweeps_holds_what_the_owner_holds(steps) -> None:
+    check_copies(steps, None)
+    check_copies(steps, StorePolicy(max_idle=IDLE, track_access=True))
+    with fresh_pairs(2):
+        check_copies(steps, StorePolicy(max_idle=IDLE, track_access=True))
 
 
 @contextmanager

@@ -7,6 +7,7 @@ loop thread changes a partition.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -70,6 +71,10 @@ class Partition:
                 store = self.maps.get(effect.map)
                 if store is not None:
                     store.set_access(effect.key, effect.expire_at)
+            elif effect.kind == EffectKind.EXPIRED:
+                store = self.maps.get(effect.map)
+                if store is not None:
+                    store.sweep(effect.expire_at, idle=False)
 
     def snapshot(self) -> Iterator[Effect]:
         """Every live entry as a PUT effect, to rebuild this partition elsewhere; where access
@@ -167,11 +172,30 @@ class Partition:
         """Key and value bytes over every map."""
         return sum(store.nbytes for store in self.maps.values())
 
-    def sweep(self, now: float) -> list[tuple[str, bytes, bytes]]:
-        """Drop expired entries of every map; return them as ``(map, key, value)``."""
-        return [
-            (name, key, value) for name, store in list(self.maps.items()) for key, value in store.sweep(now)
-        ]
+    def expire(
+        self, name: str, now: float, limit: int | None = None, until: float = 0.0
+    ) -> tuple[list[tuple[bytes, bytes]], tuple[Effect, ...]]:
+        """Drop map ``name``'s entries expired by ``now`` (looking at ``limit`` due ones at a
+        time, None: all; again while some are due and ``time.perf_counter()`` is before
+        ``until``), as their owner; return them as ``(key, value)``, and the effects that
+        make a backup follow.
+
+        The entries whose TTL passed travel as one ``EXPIRED`` effect up to ``now``: a backup
+        holds the same deadlines and drops them itself (one effect per entry, built, encoded,
+        decoded and applied, was most of a mass expiry's cost, and its garbage the collector's
+        work). Those idle too long go as a DELETE each: only the owner sees every read."""
+        store = self.maps.get(name)
+        if store is None:
+            return [], ()
+        timed, idled = store.sweep_apart(now, limit)
+        while limit is not None and time.perf_counter() < until and store.due(now):
+            more_timed, more_idled = store.sweep_apart(now, limit)
+            timed += more_timed
+            idled += more_idled
+        effects = tuple(Effect(EffectKind.DELETE, name, key) for key, _ in idled)
+        if timed:
+            effects = (Effect(EffectKind.EXPIRED, name, b"", b"", now), *effects)
+        return (timed + idled if idled else timed), effects
 
 
 def journal_effect(name: str, key: bytes, rec: int) -> Effect:

@@ -458,6 +458,14 @@ class Records:
         as ``(key, value)``. Looks at up to ``limit`` due heap pairs (None: every due pair),
         so a sweep costs O(log n) per pair and can stop anywhere; ``due`` says whether any
         are left."""
+        timed, idled = self.sweep_apart(now, limit, idle)
+        return timed + idled if idled else timed
+
+    def sweep_apart(
+        self, now: float, limit: int | None = None, idle: bool = True
+    ) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]:
+        """``sweep``, with the entries dropped for their TTL and those dropped for idling
+        apart: a backup drops the first by itself, the second only as the owner says."""
         gone: list[tuple[bytes, bytes]] = []
         left = limit
         expiry = self.expiry
@@ -475,8 +483,9 @@ class Records:
         budget = -1 if left is None else left
         max_idle = self.policy.max_idle if self.policy is not None else None
         access = self.access
+        idled: list[tuple[bytes, bytes]] = []
         if not idle or max_idle is None or access is None:
-            return gone
+            return gone, idled
         due, later = access.due, []
         while budget and (pair := due.pop_due(now)) is not None:
             budget -= 1
@@ -485,13 +494,13 @@ class Records:
                 continue  # deleted (or expired by its TTL above): the pair was stale
             seen = access.last.get(key, now)
             if now - seen > max_idle:
-                gone.append((key, self._drop(key)))
+                idled.append((key, self._drop(key)))
             else:
                 # Read since: due again when idle again (strictly later, or popped again now).
                 later.append((max(seen + max_idle, now + 1e-6), key))
         for deadline, key in later:  # pushed after the loop: a pair due exactly now is not popped twice
             self._push_idle(access, key, deadline)
-        return gone
+        return gone, idled
 
     def due(self, now: float, idle: bool = True) -> bool:
         """Some heap pair is due by ``now`` (the next ``sweep`` has work; O(1))."""
