@@ -170,7 +170,7 @@ class EffectKind:
     JOURNAL = 6  # in a partition copy: a journaled change of ``key`` (``stamp``; value b"d": a delete)
     DELTA = 7  # an increment of ``key`` by the signed int in ``value``, journaled at ``stamp``
     # An owner's expiry sweep: every entry of ``map`` whose TTL deadline is at or before
-    # ``expire_at`` (the owner's clock) is gone. One per sweep batch, not a DELETE per entry.
+    # ``expire_at`` (the owner's clock) is gone. One per map and sweep slice, not a DELETE per entry.
     EXPIRED = 8
 
 
