@@ -31,6 +31,7 @@ from tests.conftest import wait_for
 from tests.strategies import deadline_steps, expiry_steps
 
 IDLE = 10.0
+SKEW = 5.0  # how far a backup's clock runs behind its owner's, in check_copies
 
 
 class Model:
@@ -101,8 +102,9 @@ def check(steps: list[tuple[str, object, int]], policy: StorePolicy | None) -> N
 
 def check_copies(steps: list[tuple[str, object, int]], policy: StorePolicy | None) -> None:
     """An owner's partition sweeps (``Partition.expire``), a backup's applies what it ships
-    (and sweeps its TTLs itself, as backups do): after each owner sweep both hold the same
-    entries and deadlines, though the TTL'd ones travel as one EXPIRED effect per sweep."""
+    and sweeps its TTLs itself, as backups do, by a clock ``SKEW`` seconds behind the owner's:
+    after each owner sweep and the backup's next, both hold the same entries and deadlines,
+    though the TTL'd ones travel as one EXPIRED effect per sweep."""
     start = time.time()
     owner, backup = Partition(0, policies=lambda _: policy), Partition(0, policies=lambda _: policy)
     now = 0.5
@@ -125,7 +127,7 @@ def check_copies(steps: list[tuple[str, object, int]], policy: StorePolicy | Non
             assert isinstance(arg, int)
             now += arg
             if "m" in backup.maps:
-                backup.maps["m"].sweep(start + now, n or None, idle=False)
+                backup.maps["m"].sweep(start + now - SKEW, n or None, idle=False)
         else:
             assert isinstance(arg, int)
             now += arg
@@ -137,6 +139,8 @@ def check_copies(steps: list[tuple[str, object, int]], policy: StorePolicy | Non
                 assert all(e.kind == EffectKind.DELETE for e in effects if e not in timed)
                 assert len(effects) - len(timed) <= len(gone)
                 backup.apply(effects)
+            if "m" in backup.maps:
+                backup.maps["m"].sweep(start + now - SKEW, None, idle=False)
             mine, theirs = owner.maps.get("m"), backup.maps.get("m")
             assert (mine.values if mine else {}) == (theirs.values if theirs else {})
             assert (mine.expiry if mine else {}) == (theirs.expiry if theirs else {})
@@ -149,6 +153,26 @@ def test_a_backup_following_an_owners_sweeps_holds_what_the_owner_holds(steps) -
     check_copies(steps, StorePolicy(max_idle=IDLE, track_access=True))
     with fresh_pairs(2):
         check_copies(steps, StorePolicy(max_idle=IDLE, track_access=True))
+
+
+def test_a_backup_drops_what_its_owner_expired_until_the_owners_clock_goes_back() -> None:
+    """``expire_through`` (an owner's EXPIRED effect) makes a backup's sweeps and scans count
+    the entries due by the owner's time expired, ahead of the backup's clock; a put due before
+    that time (the owner's clock went back) hands the decision back to the backup's clock."""
+    now = time.time()
+    store = Records()
+    store.put(b"due", b"v", now + 100)
+    store.put(b"later", b"v", now + 300)
+    assert not store.due(now)
+    store.expire_through(now + 200)
+    assert store.count() == 1
+    assert [key for key, _, _ in store.items()] == [b"later"]
+    assert store.due(now)
+    assert store.sweep(now) == [(b"due", b"v")]
+    store.put(b"back", b"v", now + 150)  # put by an owner whose clock went back
+    assert not store.due(now)
+    assert store.sweep(now) == []
+    assert sorted(store.values) == [b"back", b"later"]
 
 
 @contextmanager

@@ -74,7 +74,7 @@ class Partition:
             elif effect.kind == EffectKind.EXPIRED:
                 store = self.maps.get(effect.map)
                 if store is not None:
-                    store.sweep(effect.expire_at, idle=False)
+                    store.expire_through(effect.expire_at)
 
     def snapshot(self) -> Iterator[Effect]:
         """Every live entry as a PUT effect, to rebuild this partition elsewhere; where access
@@ -181,9 +181,10 @@ class Partition:
         make a backup follow.
 
         The entries whose TTL passed travel as one ``EXPIRED`` effect up to ``now``: a backup
-        holds the same deadlines and drops them itself (one effect per entry, built, encoded,
-        decoded and applied, was most of a mass expiry's cost, and its garbage the collector's
-        work). Those idle too long go as a DELETE each: only the owner sees every read."""
+        holds the same deadlines, and its sweeps drop them whatever its own clock says
+        (``Records.expire_through``). One effect per entry, built, encoded, decoded and
+        applied, was most of a mass expiry's cost, and its garbage the collector's work.
+        Those idle too long go as a DELETE each: only the owner sees every read."""
         store = self.maps.get(name)
         if store is None:
             return [], ()

@@ -257,7 +257,7 @@ class _Access:
 class Records:
     """Encoded key -> encoded value, with optional expiry, idle expiry and access tracking."""
 
-    __slots__ = ("access", "expiry", "nbytes", "policy", "timers", "values")
+    __slots__ = ("access", "expired_through", "expiry", "nbytes", "policy", "timers", "values")
 
     def __init__(self, policy: StorePolicy | None = None) -> None:
         self.values: dict[bytes, bytes] = {}
@@ -265,6 +265,9 @@ class Records:
         #: (deadline, key) for every entry of ``expiry`` (and stale pairs): see the module docstring
         self.timers = Deadlines()
         self.nbytes = 0  # sum of len(key) + len(value) over stored entries
+        #: On a backup: its owner dropped every entry whose TTL passed by this time (the
+        #: owner's clock); sweeps and scans count them expired whatever our clock says.
+        self.expired_through = 0.0
         self.policy: StorePolicy | None = None
         self.access: _Access | None = None
         if policy is not None:
@@ -349,6 +352,8 @@ class Records:
         self.nbytes += len(value) - (len(old) if old is not None else -len(key))
         self.values[key] = value
         if expire_at:
+            if expire_at <= self.expired_through:
+                self.expired_through = 0.0  # the owner's clock went back: ours decides again
             if self.expiry.get(key) != expire_at:
                 self.expiry[key] = expire_at
                 self.timers.push(expire_at, key)
@@ -429,12 +434,13 @@ class Records:
     def items(self) -> Iterator[tuple[bytes, bytes, float]]:
         """Live ``(key, value, expire_at)`` triples (expire_at 0 = never)."""
         now = time.time()
+        through = max(now, self.expired_through)
         expiry = self.expiry
         idle = self.policy.max_idle if self.policy is not None else None
         last = self.access.last if self.access is not None else {}
         for key, value in list(self.values.items()):
             deadline = expiry.get(key, 0.0) if expiry else 0.0
-            if deadline and deadline <= now:
+            if deadline and deadline <= through:
                 continue
             if idle is not None and now - last.get(key, now) > idle:
                 continue
@@ -443,7 +449,8 @@ class Records:
     def expired(self, now: float) -> list[bytes]:
         """Keys whose TTL passed or that were idle too long (still stored), without removing
         them: walks only the heaps' due pairs."""
-        expired = [key for deadline, key in self.timers.due(now) if self.expiry.get(key) == deadline]
+        through = max(now, self.expired_through)
+        expired = [key for deadline, key in self.timers.due(through) if self.expiry.get(key) == deadline]
         access = self.access
         idle = self.policy.max_idle if self.policy is not None else None
         if idle is not None and access is not None:
@@ -469,10 +476,11 @@ class Records:
         gone: list[tuple[bytes, bytes]] = []
         left = limit
         expiry = self.expiry
+        through = max(now, self.expired_through)
         while left is None or left > 0:
             # (self.timers read each time: a delete may rebuild the queue, from ``expiry``: the
             # pairs taken and not yet looked at are in it again, stale once looked at)
-            pairs = self.timers.take_due(now, left)
+            pairs = self.timers.take_due(through, left)
             if not pairs:
                 break
             if left is not None:
@@ -504,10 +512,18 @@ class Records:
 
     def due(self, now: float, idle: bool = True) -> bool:
         """Some heap pair is due by ``now`` (the next ``sweep`` has work; O(1))."""
-        if _first_due(self.timers, now):
+        if _first_due(self.timers, max(now, self.expired_through)):
             return True
         access = self.access
         return idle and access is not None and _first_due(access.due, now)
+
+    def expire_through(self, deadline: float) -> None:
+        """Our owner dropped every entry whose TTL passed by ``deadline`` (its clock): so do
+        our next sweeps, whatever our clock says. O(1): a backup applies this inside the
+        frame that carries it, which a remote get may share; the sweep drops the entries in
+        its slices."""
+        if deadline > self.expired_through:
+            self.expired_through = deadline
 
     def _drop(self, key: bytes) -> bytes:
         value = self.delete(key)
