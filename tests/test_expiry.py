@@ -156,8 +156,8 @@ def test_a_backup_following_an_owners_sweeps_holds_what_the_owner_holds(steps) -
 
 
 def test_a_backup_drops_what_its_owner_expired_until_the_owners_clock_goes_back() -> None:
-    """``expire_through`` (an owner's EXPIRED effect) makes a backup's sweeps and scans count
-    the entries due by the owner's time expired, ahead of the backup's clock; a put due before
+    """``expire_through`` (an owner's EXPIRED effect) makes a backup's sweeps, scans and reads
+    count the entries due by the owner's time expired, ahead of the backup's clock; a put due before
     that time (the owner's clock went back) hands the decision back to the backup's clock."""
     now = time.time()
     store = Records()
@@ -167,6 +167,9 @@ def test_a_backup_drops_what_its_owner_expired_until_the_owners_clock_goes_back(
     store.expire_through(now + 200)
     assert store.count() == 1
     assert [key for key, _, _ in store.items()] == [b"later"]
+    assert store.get(b"due") is None  # (as a promoted backup reads)
+    assert store.peek(b"due") is None
+    assert store.time_left(b"due") == 1e-9
     assert store.due(now)
     assert store.sweep(now) == [(b"due", b"v")]
     store.put(b"back", b"v", now + 150)  # put by an owner whose clock went back

@@ -296,7 +296,7 @@ class Records:
         now = time.time()
         if self.expiry:
             deadline = self.expiry.get(key)
-            if deadline is not None and deadline <= now:
+            if deadline is not None and (deadline <= now or deadline <= self.expired_through):
                 return None
         access = self.access
         if access is not None:
@@ -317,7 +317,7 @@ class Records:
             return None
         now = time.time()
         deadline = self.expiry.get(key) if self.expiry else None
-        if deadline is not None and deadline <= now:
+        if deadline is not None and (deadline <= now or deadline <= self.expired_through):
             return None
         idle = self.policy.max_idle if self.policy is not None else None
         if self.access is not None and idle is not None and now - self.access.last.get(key, now) > idle:
@@ -337,7 +337,7 @@ class Records:
         if self.expiry:
             deadline = self.expiry.get(key)
             if deadline:
-                left = deadline - now
+                left = deadline - max(now, self.expired_through)
         idle = self.policy.max_idle if self.policy is not None else None
         if idle is not None and self.access is not None:
             left = min(left, self.access.last.get(key, now) + idle - now)
@@ -522,8 +522,7 @@ class Records:
         our next sweeps, whatever our clock says. O(1): a backup applies this inside the
         frame that carries it, which a remote get may share; the sweep drops the entries in
         its slices."""
-        if deadline > self.expired_through:
-            self.expired_through = deadline
+        self.expired_through = max(self.expired_through, deadline)
 
     def _drop(self, key: bytes) -> bytes:
         value = self.delete(key)
