@@ -266,7 +266,7 @@ class Records:
         self.timers = Deadlines()
         self.nbytes = 0  # sum of len(key) + len(value) over stored entries
         #: On a backup: its owner dropped every entry whose TTL passed by this time (the
-        #: owner's clock); sweeps and scans count them expired whatever our clock says.
+        #: owner's clock); reads, sweeps and scans count them expired whatever our clock says.
         self.expired_through = 0.0
         self.policy: StorePolicy | None = None
         self.access: _Access | None = None
