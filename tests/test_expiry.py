@@ -178,6 +178,20 @@ def test_a_backup_drops_what_its_owner_expired_until_the_owners_clock_goes_back(
     assert sorted(store.values) == [b"back", b"later"]
 
 
+def test_a_promoted_backup_passes_its_old_owners_watermark_on() -> None:
+    """A backup promoted with its old owner's watermark ahead of its own clock drops what the
+    watermark covers, and its EXPIRED tells its own backups the same time."""
+    now = time.time()
+    part, backup = Partition(0), Partition(0)
+    for copy in (part, backup):
+        copy.apply([Effect(EffectKind.PUT, "m", b"k", b"v", now + 100)])
+    part.apply([Effect(EffectKind.EXPIRED, "m", b"", b"", now + 200)])  # from its old owner
+    gone, effects = part.expire("m", now)
+    assert gone == [(b"k", b"v")]
+    backup.apply(effects)
+    assert backup.maps["m"].sweep(now) == [(b"k", b"v")]
+
+
 @contextmanager
 def fresh_pairs(n: int) -> Iterator[None]:
     """Queues keep only ``n`` pairs in their heap: short step lists reach runs and merges."""

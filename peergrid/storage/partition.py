@@ -195,7 +195,9 @@ class Partition:
             idled += more_idled
         effects = tuple(Effect(EffectKind.DELETE, name, key) for key, _ in idled)
         if timed:
-            effects = (Effect(EffectKind.EXPIRED, name, b"", b"", now), *effects)
+            # (a promoted backup may hold its old owner's watermark, ahead of its own clock)
+            through = max(now, store.expired_through)
+            effects = (Effect(EffectKind.EXPIRED, name, b"", b"", through), *effects)
         return (timed + idled if idled else timed), effects
 
 
