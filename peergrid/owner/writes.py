@@ -278,8 +278,9 @@ class OwnerWrites:
 
     # ------------------------------------------------------------------ sweeps
     async def sweep(self) -> int:
-        """Free expired entries: owners expire, replicate and publish; backups drop TTL-expired
-        ones by themselves too (the owner's EXPIRED effect follows). Yields to the loop every
+        """Free expired entries: owners expire, replicate and publish; backups drop the entries
+        whose TTL passed by their clock or by their owner's last EXPIRED (its watermark, see
+        ``Records.expire_through``). Yields to the loop every
         ``SWEEP_SLICE`` seconds; returns how many entries this member expired as owner."""
         swept = 0
         until = time.perf_counter() + SWEEP_SLICE

@@ -180,7 +180,8 @@ class Partition:
         ``until``), as their owner; return them as ``(key, value)``, and the effects that
         make a backup follow.
 
-        The entries whose TTL passed travel as one ``EXPIRED`` effect up to ``now``: a backup
+        The entries whose TTL passed travel as one ``EXPIRED`` effect up to ``now`` (or the
+        watermark a promoted backup kept from its old owner, if later): a backup
         holds the same deadlines, and its sweeps drop them whatever its own clock says
         (``Records.expire_through``). One effect per entry, built, encoded, decoded and
         applied, was most of a mass expiry's cost, and its garbage the collector's work.
