@@ -280,8 +280,8 @@ class OwnerWrites:
     async def sweep(self) -> int:
         """Free expired entries: owners expire, replicate and publish; backups drop the entries
         whose TTL passed by their clock or by their owner's last EXPIRED (its watermark, see
-        ``Records.expire_through``). Yields to the loop every
-        ``SWEEP_SLICE`` seconds; returns how many entries this member expired as owner."""
+        ``Records.expire_through``). Yields to the loop every ``SWEEP_SLICE`` seconds;
+        returns how many entries this member expired as owner."""
         swept = 0
         until = time.perf_counter() + SWEEP_SLICE
         p = 0

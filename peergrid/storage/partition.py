@@ -181,8 +181,8 @@ class Partition:
         make a backup follow.
 
         The entries whose TTL passed travel as one ``EXPIRED`` effect up to ``now`` (or the
-        watermark a promoted backup kept from its old owner, if later): a backup
-        holds the same deadlines, and its sweeps drop them whatever its own clock says
+        watermark a promoted backup kept from its old owner, if later): a backup holds the
+        same deadlines, and its sweeps drop them whatever its own clock says
         (``Records.expire_through``). One effect per entry, built, encoded, decoded and
         applied, was most of a mass expiry's cost, and its garbage the collector's work.
         Those idle too long go as a DELETE each: only the owner sees every read."""
