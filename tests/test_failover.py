@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 
 import pytest
 
@@ -110,6 +111,36 @@ def test_quorum_refuses_reads_and_writes_on_the_minority_side() -> None:
             m.get_all(kept)
         with pytest.raises(peergrid.QuorumError):
             m.get("before")
+
+
+def test_an_owner_without_quorum_expires_nothing() -> None:
+    """An expiry sweep changes a partition (a version, an EXPIRED effect, events): without
+    quorum an owner makes none of those changes, as it refuses writes. A version it bumped
+    alone could collide with the one the others' owner gives a write. Its expired entries
+    stay stored, never served, until quorum returns."""
+    with cluster(3, min_cluster_size=2) as grids:
+        survivor, a, b = grids
+        m = survivor.get_map("q")
+        deadline = time.time() + 1.0
+        m.put_all(dict.fromkeys(KEYS[:300], 1), ttl=1.0)
+        grids.kill(a)
+        grids.kill(b)
+        wait_for(lambda: len(survivor.members()) == 1, 10, message="the dead members removed")
+        manager = survivor._node.manager
+
+        def served() -> dict[int, tuple[int, int]]:
+            """(version, entries stored) of each partition served here that holds entries of q."""
+            return {
+                p: (part.version, len(part.maps["q"]))
+                for p, part in enumerate(manager.readable)
+                if part is not None and "q" in part.maps and len(part.maps["q"])
+            }
+
+        wait_for(lambda: served() and time.time() > deadline, 10, message="expired entries on a served copy")
+        assert not manager.may_change()
+        before = served()
+        assert survivor._node.run(survivor._node.owner.sweep(), timeout=10) == 0
+        assert served() == before
 
 
 def test_quorum_restored_when_a_member_joins() -> None:

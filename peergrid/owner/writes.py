@@ -284,11 +284,18 @@ class OwnerWrites:
         returns how many entries this member expired as owner."""
         swept = 0
         until = time.perf_counter() + SWEEP_SLICE
+        may_change = self._manager.may_change()
         p = 0
         while p < len(self._manager.parts):
             # Read again after every yield: the table may have moved, the partition gone.
             part = self._manager.parts[p]
             owned = part is not None and self._manager.readable[p] is part
+            if owned and not may_change:
+                # Without quorum or lease an owner changes nothing, expiry included: a version
+                # it bumped alone could collide with the one the others' owner gives a write.
+                # Reads check deadlines, so nothing expired is served meanwhile.
+                p += 1
+                continue
             more = False
             if part is not None:
                 done, more = self._sweep_some(part, owned, until)
@@ -296,6 +303,7 @@ class OwnerWrites:
             if time.perf_counter() >= until:
                 await asyncio.sleep(SWEEP_PAUSE)
                 until = time.perf_counter() + SWEEP_SLICE
+                may_change = self._manager.may_change()
             if not more:
                 p += 1
         return swept

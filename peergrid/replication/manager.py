@@ -171,6 +171,11 @@ class PartitionManager:
         self._start_sync()
         self._watch_leftovers()
 
+    def may_change(self) -> bool:
+        """This member may change the partitions it owns on its own (an expiry sweep): it has
+        quorum and holds its lease, as a client's write needs (``Executor.admit``)."""
+        return self._cluster.has_quorum() and self._cluster.holds_lease()
+
     def journal_pending(self, clock: journal.HybridClock) -> None:
         """Journaling just began (maybe a split): journal the writes still waiting for their
         backups, which may yet be acknowledged on this side only. An increment among them ends
