@@ -235,6 +235,48 @@ def test_a_backup_refuses_the_writes_of_a_replaced_owner() -> None:
     assert manager.apply_backup(0, 1, ops, caller_version=5, sender="b") == Status.OK
 
 
+def test_a_backup_refuses_the_copy_of_a_replaced_owner() -> None:
+    # An owner cut off (or paused) while it sent its copy to a backup: the transfer arrives once
+    # the network heals, after the new owner's writes reached the backup. The old owner's copy
+    # may carry the very version number of one of those writes (it applied a write of its own
+    # that no backup acknowledged); taken in, the backup would hold a version that names two
+    # histories, and a take-over comparing versions could serve the one without the new
+    # owner's acknowledged write (Jepsen split-2-3: two holders of one lock, tokens 237 and 238).
+    from peergrid.errors import PeerGridError
+    from peergrid.protocol import Chunk, Member, MemberList
+    from peergrid.replication.manager import PartitionManager
+
+    class Node:
+        uuid = "c"
+        loop = None
+        members = MemberList(5, "b", tuple(Member(u, f"127.0.0.1:{i + 1}") for i, u in enumerate("abc")))
+
+        def current_members(self) -> MemberList:
+            return self.members
+
+    async def transfer(version: int, value: bytes, list_version: int, sender: str) -> Any:
+        entry = Effect(EffectKind.PUT, "m", b"k", value)
+        yield Chunk(0, version, (entry,), True, list_version, sender)
+
+    async def scenario() -> None:
+        config = GridConfig(partition_count=1)
+        manager = PartitionManager(config, Node(), lambda n: None, lambda: None)  # type: ignore[arg-type]
+        manager.table = PartitionTable(5, (("b", "c"),))
+        await manager.handle_install(transfer(7, b"acknowledged by b", 5, "b"))
+        with pytest.raises(PeerGridError, match="owner"):
+            await manager.handle_install(transfer(7, b"zombie", 3, "a"))
+        part = manager.parts[0]
+        assert part is not None
+        assert (part.version, part.maps["m"].get(b"k")) == (7, b"acknowledged by b")
+        # The owner of our table sends its copy whatever version of the list it ran then.
+        await manager.handle_install(transfer(8, b"newer", 4, "b"))
+        part = manager.parts[0]
+        assert part is not None
+        assert (part.version, part.maps["m"].get(b"k")) == (8, b"newer")
+
+    asyncio.run(scenario())
+
+
 # -- transport errors are classified by code, not by words ----------------------------------------
 
 

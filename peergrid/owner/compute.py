@@ -350,8 +350,15 @@ class ComputeOps:
             asyncio.get_running_loop().call_soon(self.drop_departed)
 
     def drop_departed(self) -> int:
-        """Release, as owner, every lock whose holder's member left the list; return how many."""
+        """Release, as owner, every lock whose holder's member left the list; return how many.
+
+        Not without quorum or lease (``PartitionManager.may_change``), as no write is taken
+        then: a version bumped alone could name another write on the other side of a split
+        (and a merge carries the partition's version over). Until the next sweep such a lock
+        counts as free anyway (``_lock_of``), and its lease ends it."""
         self._sweep_scheduled = False
+        if not self._manager.may_change():
+            return 0
         present = self._present_members()
         dropped = 0
         for part in self._manager.readable:

@@ -640,11 +640,13 @@ class PartitionManager:
         or a merging member a copy to restore (``Chunk.restore``: see ``restore``)."""
         restoring: list[bool] = []
         senders: set[str] = set()
+        lists: list[int] = []
 
         async def noted() -> AsyncIterator[Chunk]:
             async for chunk in chunks:
                 restoring.append(chunk.restore)
                 senders.add(chunk.sender)
+                lists.append(chunk.list_version)
                 yield chunk
 
         staging = await self._staged(noted())
@@ -655,6 +657,17 @@ class PartitionManager:
             raise PeerGridError(f"a partition copy from {', '.join(sorted(strangers))}, not a member here")
         if restoring[0]:
             return self.restore(staging)
+        owner = self.table.owner(staging.id)
+        if min(lists) < self.table.version and senders != {owner}:
+            # As for a backup write (``apply_backup``): a replaced owner's copy (sent before it was
+            # cut off or paused, delivered after) may carry the version number of a write of the
+            # new owner that we hold, with its own history behind it. Taken, that version would
+            # name two histories, and a take-over comparing versions could serve the one without
+            # the new owner's acknowledged write.
+            raise PeerGridError(
+                f"a copy of partition {staging.id} from {', '.join(sorted(senders))}, not its owner "
+                f"by member list {self.table.version} (the sender ran list {min(lists)})"
+            )
         if self.readable[staging.id] is not None:
             return ""  # we serve this partition ourselves: never swap it under readers
         current = self.parts[staging.id]
