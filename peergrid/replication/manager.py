@@ -664,10 +664,12 @@ class PartitionManager:
             # new owner that we hold, with its own history behind it. Taken, that version would
             # name two histories, and a take-over comparing versions could serve the one without
             # the new owner's acknowledged write.
-            raise PeerGridError(
+            message = (
                 f"a copy of partition {staging.id} from {', '.join(sorted(senders))}, not its owner "
                 f"by member list {self.table.version} (the sender ran list {min(lists)})"
             )
+            log.info("refused %s", message)
+            raise PeerGridError(message)
         if self.readable[staging.id] is not None:
             return ""  # we serve this partition ourselves: never swap it under readers
         current = self.parts[staging.id]
