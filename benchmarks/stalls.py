@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import json
 import signal
@@ -213,7 +214,9 @@ def member(args: argparse.Namespace) -> None:
     steps = StepTimer() if args.steps else None
     gcs = GcTimer()
     members = [m for m in args.members.split(",") if m]
-    grid = peergrid.Grid(cluster=CLUSTER, bind=args.bind, members=members, backup_count=args.backup_count)
+    grid = peergrid.Grid(
+        cluster=CLUSTER, bind=args.bind, members=members, backup_count=args.backup_count, timing=_timing(args)
+    )
     try:
         probe = LagProbe(grid._node.loop)
         while True:
@@ -279,6 +282,8 @@ def run(args: argparse.Namespace) -> dict[str, Phase]:
                 "--bind": address,
                 "--members": ",".join(addresses[:index]),
                 "--backup-count": args.backup_count,
+                "--sweep-slice": args.sweep_slice,
+                "--sweep-pause": args.sweep_pause,
             }
             extra = ["--steps"] if args.steps else []
             child = procs.python(
@@ -287,7 +292,11 @@ def run(args: argparse.Namespace) -> dict[str, Phase]:
             wait_for_port(child, HOST, int(address.rsplit(":", 1)[1]), JOIN_TIMEOUT_S)
             children.append(child)
         grid = peergrid.Grid(
-            cluster=CLUSTER, bind=f"{HOST}:0", members=addresses, backup_count=args.backup_count
+            cluster=CLUSTER,
+            bind=f"{HOST}:0",
+            members=addresses,
+            backup_count=args.backup_count,
+            timing=_timing(args),
         )
         try:
             wait_until(lambda: len(grid.members()) == 3, JOIN_TIMEOUT_S, "3 members")
@@ -451,7 +460,7 @@ def report(phases: dict[str, Phase], args: argparse.Namespace) -> dict[str, Any]
     plain, ttl = phases["plain"].figures(), phases["ttl"].figures()
     print(
         f"\nremote get latency (ms), {args.entries:,} entries, backup_count {args.backup_count}, "
-        f"{args.seconds:.0f} s windows"
+        f"{args.seconds:.0f} s windows, sweep slices {args.sweep_slice:g} ms / pauses {args.sweep_pause:g} ms"
     )
     print(f"{'':8} {'p50':>8} {'p99':>8} {'p99.9':>8} {'max':>8} {'calls':>8}")
     for name, figures in (("plain", plain), ("ttl", ttl)):
@@ -499,6 +508,8 @@ def report(phases: dict[str, Phase], args: argparse.Namespace) -> dict[str, Any]
         "entries": args.entries,
         "backup_count": args.backup_count,
         "seconds": args.seconds,
+        "sweep_slice_ms": args.sweep_slice,
+        "sweep_pause_ms": args.sweep_pause,
         "plain": plain,
         "ttl": ttl,
         "ratios": ratios,
@@ -513,6 +524,18 @@ def report(phases: dict[str, Phase], args: argparse.Namespace) -> dict[str, Any]
     }
 
 
+def _default_timing() -> Any:
+    import peergrid
+
+    return peergrid.Timing()
+
+
+def _timing(args: argparse.Namespace) -> Any:
+    """The members' timings: the defaults, with the sweep's slice and pause given."""
+    slice_s, pause_s = args.sweep_slice / 1e3, args.sweep_pause / 1e3
+    return dataclasses.replace(_default_timing(), expiry_sweep_slice=slice_s, expiry_sweep_pause=pause_s)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.stalls",
@@ -523,6 +546,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=20.0, help="measuring window per phase (default 20)")
     parser.add_argument("--backup-count", type=int, default=1, help="backups per partition (default 1)")
     parser.add_argument("--value-size", type=int, default=100, help="bytes per value (default 100)")
+    default = _default_timing()
+    parser.add_argument(
+        "--sweep-slice",
+        type=float,
+        default=default.expiry_sweep_slice * 1e3,
+        help="Timing.expiry_sweep_slice in ms (default %(default)g)",
+    )
+    parser.add_argument(
+        "--sweep-pause",
+        type=float,
+        default=default.expiry_sweep_pause * 1e3,
+        help="Timing.expiry_sweep_pause in ms (default %(default)g)",
+    )
     parser.add_argument(
         "--cpu", type=int, help="pin this process and the members to one CPU (default: unpinned)"
     )

@@ -75,6 +75,15 @@ class Timing:
     """How often an owner compares partition versions with its backups."""
     expiry_sweep_interval: float = 1.0
     """How often expired entries are swept from memory."""
+    expiry_sweep_slice: float = 0.001
+    """How long a sweep holds the member's loop before it yields to the requests waiting: a
+    million entries expiring at once delay no request by much more than this."""
+    expiry_sweep_pause: float = 0.003
+    """How long a sweep then pauses: a backlog of expired entries takes at most
+    ``slice / (slice + pause)`` of the loop (a quarter by default, as Redis' active expiry), and
+    the backup writes it queued leave in small frames. At half the loop (2 ms / 2 ms), a backup
+    applying a large backlog's deletes ran frames of them in steps of 10-21 ms of CPU; at a
+    quarter, 4 ms at most (``python -m benchmarks.stalls --steps``, 300k entries)."""
     event_batch_interval: float = 0.002
     """Shortest time between two batches of events an owner sends one subscriber (a near cache,
     an entry listener elsewhere): events that come sooner after a batch wait for the next, and

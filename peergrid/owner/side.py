@@ -59,7 +59,7 @@ def build(
     member: MemberView,
 ) -> OwnerSide:
     """The owner's side of one member, wired."""
-    writes = OwnerWrites(registry, manager, publisher, counters_of)
+    writes = OwnerWrites(registry, manager, publisher, counters_of, config.timing)
     stores = StoreOps(registry, manager, writes, serializer, counters_of, config.limits.store_threads)
     processors = ProcessorRegistry()
 

@@ -13,10 +13,11 @@ listeners want values.
 
 Expiry sweeps run on the member's loop, in slices: each store hands out only
 its due entries (a queue, see ``peergrid.storage.records``), a few dozen at a
-time, and the sweep pauses once it has held the loop ``SWEEP_SLICE`` seconds,
-so a million entries expiring at once delay no request by more than a slice. A backlog is
-freed at a quarter of the loop at most: memory and EXPIRED events may lag the deadlines
-under a mass expiry, reads never do (they check the deadline).
+time, and the sweep pauses once it has held the loop ``Timing.expiry_sweep_slice``
+seconds, so a million entries expiring at once delay no request by more than a slice. A
+backlog is freed at a quarter of the loop at most (``expiry_sweep_pause``): memory and
+EXPIRED events may lag the deadlines under a mass expiry, reads never do (they check the
+deadline).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from peergrid.config import MapConfig
+from peergrid.config import MapConfig, Timing
 from peergrid.events.model import EventKind
 from peergrid.events.publisher import EventPublisher
 from peergrid.protocol import Code, Effect, EffectKind, Op, Result, Status
@@ -41,12 +42,6 @@ _random = random.Random()  # noqa: S311 - jitter and sampling; our own: the appl
 if TYPE_CHECKING:
     from peergrid.replication import PartitionManager
 
-SWEEP_SLICE = 0.001  # loop seconds a sweep holds before it yields to requests waiting
-# Then it pauses this long: a backlog of expired entries takes at most a quarter of the loop
-# (as Redis' active expiry), and the backups' writes it queued leave in small frames. At half
-# the loop (2 ms / 2 ms), a backup applying the deletes of a large backlog ran frames of them
-# in steps of 10-21 ms of CPU; at a quarter, 4 ms at most (benchmarks.stalls --steps, 300k).
-SWEEP_PAUSE = 0.003
 SWEEP_BATCH = 32  # due heap pairs per store between two reads of the clock (~0.3 ms of deletes)
 _EXPIRE_SCAN_INTERVAL = 0.05  # a full map refusing writes frees its expired entries this often at most
 _SIZED = frozenset({Code.PUT, Code.SET, Code.PUT_IF_ABSENT, Code.REPLACE, Code.REPLACE_IF_SAME})
@@ -64,7 +59,10 @@ class OwnerWrites:
         manager: PartitionManager,
         publisher: EventPublisher,
         counters: Callable[[str], MapCounters],
+        timing: Timing,
     ) -> None:
+        self._sweep_slice = timing.expiry_sweep_slice
+        self._sweep_pause = timing.expiry_sweep_pause
         self._registry = registry
         self._manager = manager
         self._publisher = publisher
@@ -280,10 +278,10 @@ class OwnerWrites:
     async def sweep(self) -> int:
         """Free expired entries: owners expire, replicate and publish; backups drop the entries
         whose TTL passed by their clock or by their owner's last EXPIRED (its watermark, see
-        ``Records.expire_through``). Yields to the loop every ``SWEEP_SLICE`` seconds;
+        ``Records.expire_through``). Yields to the loop every ``Timing.expiry_sweep_slice``;
         returns how many entries this member expired as owner."""
         swept = 0
-        until = time.perf_counter() + SWEEP_SLICE
+        until = time.perf_counter() + self._sweep_slice
         may_change = self._manager.may_change()
         p = 0
         while p < len(self._manager.parts):
@@ -301,8 +299,8 @@ class OwnerWrites:
                 done, more = self._sweep_some(part, owned, until)
                 swept += done
             if time.perf_counter() >= until:
-                await asyncio.sleep(SWEEP_PAUSE)
-                until = time.perf_counter() + SWEEP_SLICE
+                await asyncio.sleep(self._sweep_pause)
+                until = time.perf_counter() + self._sweep_slice
                 may_change = self._manager.may_change()
             if not more:
                 p += 1
