@@ -664,9 +664,12 @@ class PartitionManager:
             # new owner that we hold, with its own history behind it. Taken, that version would
             # name two histories, and a take-over comparing versions could serve the one without
             # the new owner's acknowledged write.
+            current = self.parts[staging.id]
             message = (
-                f"a copy of partition {staging.id} from {', '.join(sorted(senders))}, not its owner "
-                f"by member list {self.table.version} (the sender ran list {min(lists)})"
+                f"a copy of partition {staging.id} at version {staging.version} from "
+                f"{', '.join(sorted(senders))}, not its owner by member list {self.table.version} (the "
+                f"sender ran list {min(lists)}; our copy: "
+                f"{'none' if current is None else f'version {current.version}'})"
             )
             log.info("refused %s", message)
             raise PeerGridError(message)
