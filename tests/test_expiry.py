@@ -98,6 +98,9 @@ def check(steps: list[tuple[str, object, int]], policy: StorePolicy | None) -> N
                 model.last.pop(k, None)
         assert store.values == model.values
         assert store.expiry == {k: start + d for k, d in model.deadlines.items()}
+        assert store.nbytes == sum(len(k) + len(v) for k, v in model.values.items())
+        if store.access is not None:
+            assert set(store.access.last) <= set(store.values), "access kept for a key freed"
 
 
 def check_copies(steps: list[tuple[str, object, int]], policy: StorePolicy | None) -> None:
