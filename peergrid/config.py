@@ -77,9 +77,9 @@ class Timing:
     """How often expired entries are swept from memory."""
     expiry_sweep_slice: float = 0.0005
     """How long a sweep holds the member's loop before it yields to the requests waiting: a
-    million entries expiring at once delay no request by much more than this. (1 ms before
-    stop 34: remote get p99.9 under a 1M-entry expiry 3.5-4.0 ms, against 3.0-3.2 at 0.5 ms;
-    ``docs/performance.md``.)"""
+    million entries expiring at once delay no request by much more than this. (At 1 ms, remote
+    gets' p99.9 under a 1M-entry expiry was 3.5-4.0 ms, against 3.0-3.4 at 0.5 ms; see
+    ``docs/performance.md``, "Shorter sweep slices".)"""
     expiry_sweep_pause: float = 0.0015
     """How long a sweep then pauses: a backlog of expired entries takes at most
     ``slice / (slice + pause)`` of the loop (a quarter by default, as Redis' active expiry), and

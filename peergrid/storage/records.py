@@ -497,7 +497,6 @@ class Records:
         self.nbytes -= freed
         budget = -1 if left is None else left
         max_idle = self.policy.max_idle if self.policy is not None else None
-        access = self.access
         idled: list[tuple[bytes, bytes]] = []
         if not idle or max_idle is None or access is None:
             return gone, idled
