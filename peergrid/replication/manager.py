@@ -172,8 +172,9 @@ class PartitionManager:
         self._watch_leftovers()
 
     def may_change(self) -> bool:
-        """This member may change the partitions it owns on its own (an expiry sweep): it has
-        quorum and holds its lease, as a client's write needs (``Executor.admit``)."""
+        """This member may change the partitions it owns on its own (an expiry sweep, dropping a
+        departed holder's lock): it has quorum and holds its lease, as a client's write needs
+        (``Executor.admit``)."""
         return self._cluster.has_quorum() and self._cluster.holds_lease()
 
     def journal_pending(self, clock: journal.HybridClock) -> None:
@@ -657,8 +658,7 @@ class PartitionManager:
             raise PeerGridError(f"a partition copy from {', '.join(sorted(strangers))}, not a member here")
         if restoring[0]:
             return self.restore(staging)
-        owner = self.table.owner(staging.id)
-        if min(lists) < self.table.version and senders != {owner}:
+        if any(self._replaced(staging.id, sender, min(lists)) for sender in senders):
             # As for a backup write (``apply_backup``): a replaced owner's copy (sent before it was
             # cut off or paused, delivered after) may carry the version number of a write of the
             # new owner that we hold, with its own history behind it. Taken, that version would
@@ -716,7 +716,7 @@ class PartitionManager:
         replaced meanwhile) would otherwise take the version number of the new
         owner's next write, which the copy would then skip.
         """
-        if sender and caller_version < self.table.version and self.table.owner(p) != sender:
+        if sender and self._replaced(p, sender, caller_version):
             return Status.MOVED
         part = self.parts[p]
         if part is None:
@@ -732,6 +732,11 @@ class PartitionManager:
         part.apply(effects)
         part.version = version
         return Status.OK
+
+    def _replaced(self, p: int, sender: str, list_version: int) -> bool:
+        """``sender``, running member list ``list_version``, owned ``p`` in an older table than
+        ours, which names another owner: its writes and copies of ``p`` are refused."""
+        return list_version < self.table.version and self.table.owner(p) != sender
 
     # ------------------------------------------------------------------ upkeep
     def apply_touch(self, p: int, effects: Iterable[Effect]) -> None:
