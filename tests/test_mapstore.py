@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,10 @@ import pytest
 
 import peergrid
 from peergrid import MapConfig
+from peergrid.owner.stores import queue_name
+from peergrid.partition.hashing import partition_of
+from peergrid.serialization import encode_key
+from peergrid.storage.partition import Partition
 from peergrid.stores import DictStore, SQLiteStore
 from peergrid.testing import cluster
 from tests.conftest import wait_for
@@ -223,3 +228,119 @@ def test_store_configuration_is_checked() -> None:
         MapConfig(write_behind=peergrid.WriteBehindConfig()).validate()
     with cluster(1) as grids, pytest.raises(peergrid.ArgumentError, match="__peergrid"):
         grids[0].get_map("__peergrid.wb.x")
+
+
+class GatedStore(DictStore):
+    """A DictStore whose loads and writes wait for ``gate`` (so a test can change the cluster
+    while a member waits on its store); ``entered`` is set once one is waiting."""
+
+    def __init__(self, entries: Mapping[Any, Any] | None = None) -> None:
+        super().__init__(entries)
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def _wait(self) -> None:
+        self.entered.set()
+        if not self.gate.wait(30):
+            raise peergrid.StoreError("the test never opened the gate", retryable=True)
+
+    def load_all(self, keys: Collection[Any]) -> dict[Any, Any]:
+        self._wait()
+        return super().load_all(keys)
+
+    def store(self, key: Any, value: Any) -> None:
+        self._wait()
+        super().store(key, value)
+
+    def store_all(self, entries: Mapping[Any, Any]) -> None:
+        self._wait()
+        super().store_all(entries)
+
+
+@contextlib.contextmanager
+def _alone_while_the_store_answers(
+    store: GatedStore, config: dict[str, MapConfig], call: Callable[[peergrid.Grid, str], Any]
+) -> Iterator[tuple[peergrid.Grid, str, Callable[[], Partition], int, Any]]:
+    """Run ``call(survivor, key)`` on a key the survivor owns. While it waits on the store, the
+    survivor's only peer dies, and it loses quorum (min_cluster_size=2); then the store answers.
+    Yields, inside the cluster: the survivor, the key, its partition (read now), the
+    partition's version when the store answered, and what ``call`` returned or raised."""
+    with cluster(2, maps=config, min_cluster_size=2) as grids:
+        survivor, peer = grids
+        keys = (f"user:{i}" for i in range(1000))
+        key = next(k for k in keys if survivor.owner_of(k).uuid == survivor.uuid)
+        node = survivor._node
+        p = partition_of(encode_key(key), node.config.partition_count)
+
+        def part() -> Partition:
+            found = node.manager.readable[p]
+            assert found is not None
+            return found
+
+        outcome: list[Any] = []
+
+        def run() -> None:
+            try:
+                outcome.append(call(survivor, key))
+            except peergrid.PeerGridError as exc:
+                outcome.append(exc)
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        try:
+            assert store.entered.wait(10)
+            grids.kill(peer)
+            wait_for(lambda: len(survivor.members()) == 1, 10, message="the dead peer removed")
+            version = part().version
+        finally:
+            store.gate.set()
+            worker.join(60)
+        assert not worker.is_alive()
+        yield survivor, key, part, version, outcome[0]
+
+
+def test_a_value_loaded_after_quorum_was_lost_is_not_kept() -> None:
+    # Keeping a loaded value is a write (a version, a backup write): a member that lost quorum or
+    # its lease while the store answered may not make it alone (a version bumped on a minority
+    # could name another write beyond the split). The read is asked again, and refused.
+    store = GatedStore({f"user:{i}": i for i in range(1000)})
+    with _alone_while_the_store_answers(store, maps(store=store), lambda g, k: g.get_map("users").get(k)) as (
+        _,
+        key,
+        part,
+        version,
+        outcome,
+    ):
+        assert isinstance(outcome, peergrid.PeerGridError), outcome
+        assert part().version == version
+        assert part().maps.get("users") is None or part().maps["users"].peek(encode_key(key)) is None
+
+
+def test_a_write_through_that_lost_quorum_during_its_store_call_is_not_applied() -> None:
+    store = GatedStore()
+    with _alone_while_the_store_answers(
+        store, maps(store=store), lambda g, k: g.get_map("users").set(k, "new")
+    ) as (_, key, part, version, outcome):
+        assert isinstance(outcome, peergrid.PeerGridError), outcome
+        assert part().version == version
+        assert part().maps.get("users") is None or part().maps["users"].peek(encode_key(key)) is None
+        assert store.snapshot() == {key: "new"}  # the store call was made: repeated when retried
+
+
+def test_written_behind_entries_stay_queued_when_quorum_was_lost_during_the_store_call() -> None:
+    store = GatedStore()
+    config = maps(store=store, write_behind=peergrid.WriteBehindConfig(delay=0.05))
+    with _alone_while_the_store_answers(store, config, lambda g, k: g.get_map("users").set(k, "behind")) as (
+        survivor,
+        key,
+        part,
+        _,
+        outcome,
+    ):
+        assert outcome is None  # acknowledged before the store call: written behind
+        wait_for(lambda: store.snapshot() == {key: "behind"}, 10, message="stored")
+        version = part().version
+        # Dequeuing is a write: without quorum the entry stays queued (stored again later).
+        assert survivor.get_map("users").local_stats().write_behind_pending == 1
+        assert part().maps[queue_name("users")].peek(encode_key(key)) is not None
+        assert part().version == version

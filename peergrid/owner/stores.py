@@ -155,9 +155,10 @@ class StoreOps:
             # (and the frame that carries it) waiting for ever.
             try:
                 value = future.result()
-                if value is not None:
-                    self._keep(part, op.map, op.key, value)
-                result = execute()
+                if value is not None and not self._keep(part, op.map, op.key, value):
+                    result = _alone(part)
+                else:
+                    result = execute()
             except PeerGridError as exc:
                 result = _failure(exc)
             except (Exception, asyncio.CancelledError):
@@ -168,16 +169,21 @@ class StoreOps:
         self.load(op.map, op.key).add_done_callback(loaded)
         return done
 
-    def _keep(self, part: Partition, name: str, key: bytes, value: bytes) -> None:
-        """Put a loaded value in memory, unless a write got there first."""
+    def _keep(self, part: Partition, name: str, key: bytes, value: bytes) -> bool:
+        """Put a loaded value in memory, unless a write got there first; False when this member
+        lost its quorum or its lease while the store answered: keeping the value is a write (a
+        version, a backup write), which it may not make alone (the caller asks again)."""
         if self._manager.readable[part.id] is not part:
-            return  # the partition moved meanwhile: its new owner loads on its own
+            return True  # the partition moved meanwhile: its new owner loads on its own
         store = part.maps.get(name)
         if store is not None and store.peek(key) is not None:
-            return
+            return True
+        if not self._manager.may_change():
+            return False
         config = self._registry.config(name)
         expire_at = time.time() + config.ttl if config.ttl else 0.0
         self._owner.keep(part, name, key, value, expire_at, config)
+        return True
 
     # ------------------------------------------------------------------ writes
     def write(self, part: Partition, op: Op, config: MapConfig, apply: Callable[[], Outcome]) -> Outcome:
@@ -202,6 +208,8 @@ class StoreOps:
                 # The partition moved while we waited on the store: the caller retries at its new
                 # owner (a repeated store write is harmless: store calls are idempotent).
                 return Result(Status.RETRY, message=f"partition {part.id} moved during the store call")
+            if not self._manager.may_change():
+                return _alone(part)  # the same: the caller asks again, where a write is admitted
             outcome = apply()
             return outcome if isinstance(outcome, Result) else await outcome
 
@@ -261,6 +269,8 @@ class StoreOps:
                     return failure
                 if self._manager.readable[part.id] is not part:
                     return Result(Status.RETRY, message=f"partition {part.id} moved during the store call")
+            if not self._manager.may_change():
+                return _alone(part)
             outcome = apply(write)
             return outcome if isinstance(outcome, Result) else await outcome
 
@@ -272,8 +282,8 @@ class StoreOps:
             value = await self.load(op.map, op.key)
         except PeerGridError as exc:
             return _failure(exc)
-        if value is not None:
-            self._keep(part, op.map, op.key, value)
+        if value is not None and not self._keep(part, op.map, op.key, value):
+            return _alone(part)
         return None
 
     async def _store_through(self, part: Partition, op: Op, config: MapConfig) -> Result | None:
@@ -406,6 +416,8 @@ class StoreOps:
             return _failure(_store_error(name, "store", exc))
         self._backoff.pop(name, None)
         self._counters(name).store_writes += len(batch)
+        if not self._manager.may_change():
+            return None  # dequeuing is a write this member may not make alone: flushed again later
         qname = queue_name(name)
         for part, key, record, _, _ in batch:
             queue = part.maps.get(qname)
@@ -460,6 +472,17 @@ def _stores(op: Op, current: bytes | None, equal: Callable[[bytes, bytes], bool]
     if op.code == Code.REPLACE_IF_SAME:
         return current is not None and equal(current, op.expect)
     return False
+
+
+def _alone(part: Partition) -> Result:
+    """The answer to an op whose write this member may no longer make: it lost its quorum or
+    its owner lease while the store answered (see ``PartitionManager.may_change``). The caller
+    asks again, and hears why from ``Executor.admit`` (a store write made meanwhile is repeated:
+    store calls are idempotent)."""
+    return Result(
+        Status.RETRY,
+        message=f"this member lost its quorum or its owner lease while partition {part.id}'s store answered",
+    )
 
 
 def _store_error(name: str, what: str, exc: BaseException) -> StoreError:

@@ -173,8 +173,9 @@ class PartitionManager:
 
     def may_change(self) -> bool:
         """This member may change the partitions it owns on its own (an expiry sweep, dropping a
-        departed holder's lock): it has quorum and holds its lease, as a client's write needs
-        (``Executor.admit``)."""
+        departed holder's lock, keeping a value loaded from a store, dequeuing written-behind
+        entries) or go on with a write it admitted before an await (a store call): it has quorum
+        and holds its lease, as a client's write needs (``Executor.admit``)."""
         return self._cluster.has_quorum() and self._cluster.holds_lease()
 
     def journal_pending(self, clock: journal.HybridClock) -> None:
