@@ -6,13 +6,19 @@
   and server), an aio bidi stream with one message each way, and the floor under a get_all
   of 100 keys spread over three members (two aio streams to two servers in parallel, a third
   of the keys each, the last third from a local dict);
+- the same stream called from a thread, through an event loop on a thread of its own, as a
+  sync peergrid caller reaches its member's loop, and 64 such threads whose calls go as one
+  message per server of whatever queued meanwhile (the floors under a sync remote get and
+  under 64 threads doing remote gets);
 - a plain dict get, with and without msgpack-decoding the value (the owner-local reference).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -27,7 +33,7 @@ from benchmarks._kv import KeyChoice, KVCalls, KVLabels, kv_paths
 from benchmarks._proc import Processes, flags, free_port, wait_for_port
 from benchmarks._results import MemoryFigure, Sample
 from benchmarks._rounds import Path
-from benchmarks._timing import time_calls, time_calls_async
+from benchmarks._timing import time_calls, time_calls_async, time_concurrent
 from benchmarks._workload import Workload
 
 HOST = "127.0.0.1"
@@ -136,6 +142,9 @@ def grpc_paths(stack: contextlib.ExitStack, procs: Processes, workload: Workload
     aio = stack.enter_context(contextlib.closing(AioEcho(aio_address)))
     peers = (aio_address, start_echo(procs, "aio", workload))
     fanout = stack.enter_context(contextlib.closing(AioFanout(peers, workload)))
+    threaded = stack.enter_context(contextlib.closing(ThreadedEcho(aio_address, peers, workload)))
+    per_thread = [[key.encode() for key in keys] for keys in workload.per_thread()]
+    threads = workload.settings.threads
     return [
         Path(
             "grpc.sync.unary",
@@ -153,6 +162,16 @@ def grpc_paths(stack: contextlib.ExitStack, procs: Processes, workload: Workload
             f"bare gRPC get_all floor: 2 aio streams in parallel + dict, {workload.settings.batch} keys",
             partial(fanout.get_many, workload.batches()),
             unit=f"batch of {workload.settings.batch}",
+        ),
+        Path(
+            "grpc.aio.stream.thread",
+            "gRPC aio bidi stream, called from a thread (the loop on a thread of its own)",
+            partial(time_calls, threaded.get, keys),
+        ),
+        Path(
+            "grpc.aio.concurrent",
+            f"bare gRPC floor of {threads} threads: their calls batched, one aio message per server",
+            partial(time_concurrent, threaded.get_batched, per_thread),
         ),
     ]
 
@@ -233,6 +252,127 @@ class AioFanout:
     def close(self) -> None:
         for channel in self.channels:
             self.loop.run_until_complete(channel.close())
+        self.loop.close()
+
+
+class _Waiter:
+    """A calling thread parked until the loop thread hands it its value."""
+
+    __slots__ = ("lock", "value")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.lock.acquire()
+        self.value = b""
+
+
+class ThreadedEcho:
+    """The least a sync caller can cost over grpc.aio, whose objects belong to one event loop:
+    the loop runs on a thread of its own (as a peergrid member's does) and a calling thread
+    crosses to it and back, waking on a lock.
+
+    ``get``: one call at a time over one bidi stream (the floor under a sync remote get: the
+    bare stream plus that crossing). ``get_batched``: calls from many threads; whatever queued
+    while the loop was busy goes as one message per server (keys split by their last byte, as
+    over two owners), at most ``INFLIGHT`` messages in flight per stream, answered with the
+    values concatenated (the floor under many threads doing remote gets: their wake-ups and
+    one stream message per batch; no framing, checks or retries)."""
+
+    INFLIGHT = 2  # as peergrid's default max_inflight_frames
+
+    def __init__(self, single: str, pair: Sequence[str], workload: Workload) -> None:
+        self.size = workload.settings.value_size
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="echo-loop", daemon=True)
+        self._thread.start()
+        self._queue: collections.deque[tuple[bytes, _Waiter]] = collections.deque()
+        self._scheduled = False
+        opened = asyncio.run_coroutine_threadsafe(self._open(single, pair), self.loop)
+        self._channels, self._single, self._many = opened.result(READY_TIMEOUT_S)
+        count = len(self._many)
+        self._waiting: list[list[tuple[bytes, _Waiter]]] = [[] for _ in range(count)]
+        self._sent: list[collections.deque[list[tuple[bytes, _Waiter]]]] = [
+            collections.deque() for _ in range(count)
+        ]
+        self._writing = [False] * count
+        self._tasks = [asyncio.run_coroutine_threadsafe(self._read(i), self.loop) for i in range(count)]
+
+    @staticmethod
+    async def _open(
+        single: str, pair: Sequence[str]
+    ) -> tuple[list[grpc.aio.Channel], grpc.aio.StreamStreamCall, list[grpc.aio.StreamStreamCall]]:
+        channels = [await AioEcho._open(address) for address in (single, *pair)]
+        many = [channel.stream_stream(_echo_server.MANY)() for channel in channels[1:]]
+        return channels, channels[0].stream_stream(_echo_server.STREAM)(), many
+
+    # -- one call at a time
+    def get(self, key: bytes) -> bytes:
+        waiter = _Waiter()
+        self.loop.call_soon_threadsafe(self._start, key, waiter)
+        waiter.lock.acquire()
+        return waiter.value
+
+    def _start(self, key: bytes, waiter: _Waiter) -> None:
+        self.loop.create_task(self._round_trip(key, waiter))
+
+    async def _round_trip(self, key: bytes, waiter: _Waiter) -> None:
+        await self._single.write(key)
+        waiter.value = await self._single.read()
+        waiter.lock.release()
+
+    # -- many threads
+    def get_batched(self, key: bytes) -> bytes:
+        waiter = _Waiter()
+        self._queue.append((key, waiter))
+        if not self._scheduled:
+            self._scheduled = True
+            self.loop.call_soon_threadsafe(self._flush)
+        waiter.lock.acquire()
+        return waiter.value
+
+    def _flush(self) -> None:
+        self._scheduled = False  # before draining: a key queued after this schedules another
+        queue, count = self._queue, len(self._many)
+        while queue:
+            item = queue.popleft()
+            self._waiting[item[0][-1] % count].append(item)
+        for i in range(count):
+            self._send(i)
+
+    def _send(self, i: int) -> None:
+        if self._writing[i] or not self._waiting[i] or len(self._sent[i]) >= self.INFLIGHT:
+            return
+        batch, self._waiting[i] = self._waiting[i], []
+        self._sent[i].append(batch)
+        self._writing[i] = True  # grpc allows one write at a time per stream
+        self.loop.create_task(self._write(i, _echo_server.SEPARATOR.join([key for key, _ in batch])))
+
+    async def _write(self, i: int, message: bytes) -> None:
+        await self._many[i].write(message)
+        self._writing[i] = False
+        self._send(i)
+
+    async def _read(self, i: int) -> None:
+        size = self.size
+        while True:
+            values = await self._many[i].read()
+            if values is grpc.aio.EOF:
+                return
+            for n, (_, waiter) in enumerate(self._sent[i].popleft()):
+                waiter.value = values[n * size : (n + 1) * size]
+                waiter.lock.release()
+            self._send(i)
+
+    def close(self) -> None:
+        async def stop() -> None:
+            for call in (self._single, *self._many):
+                call.cancel()
+            for channel in self._channels:
+                await channel.close()
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(READY_TIMEOUT_S)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(READY_TIMEOUT_S)
         self.loop.close()
 
 

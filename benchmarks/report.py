@@ -265,6 +265,25 @@ FLOORS = [
         keys_per_s,
     ),
     ("peergrid get_all(100) keys/s / that floor", "pg.get_many", "grpc.aio.fanout", keys_per_s),
+    (
+        "bare aio stream called from a thread p50 / bare aio stream p50 (a sync caller's floor)",
+        "grpc.aio.stream.thread",
+        "grpc.aio.stream",
+        p50,
+    ),
+    ("peergrid remote get p50 / that floor", "pg.get", "grpc.aio.stream.thread", p50),
+    (
+        "64 threads batched over bare aio streams ops/s / redis-py GET ops/s (their floor)",
+        "grpc.aio.concurrent",
+        "redis.get",
+        ops_per_s,
+    ),
+    (
+        "peergrid 64 concurrent remote gets ops/s / that floor",
+        "pg.get.concurrent",
+        "grpc.aio.concurrent",
+        ops_per_s,
+    ),
 ]
 
 
