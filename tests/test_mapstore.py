@@ -340,7 +340,17 @@ def test_written_behind_entries_stay_queued_when_quorum_was_lost_during_the_stor
         assert outcome is None  # acknowledged before the store call: written behind
         wait_for(lambda: store.snapshot() == {key: "behind"}, 10, message="stored")
         version = part().version
-        # Dequeuing is a write: without quorum the entry stays queued (stored again later).
+        # Dequeuing is a write: without quorum the entry stays queued.
         assert survivor.get_map("users").local_stats().write_behind_pending == 1
         assert part().maps[queue_name("users")].peek(encode_key(key)) is not None
         assert part().version == version
+        # Nor does a member without quorum store its queue again: the majority's owners hold it
+        # too and store it, and a value written there since must not be overwritten from here.
+        stores = store.calls["store_all"]
+
+        async def flush() -> None:
+            await survivor._node.stores.flush_due()
+
+        survivor._node.run(flush(), timeout=10)
+        assert store.calls["store_all"] == stores
+        assert survivor.get_map("users").local_stats().write_behind_pending == 1

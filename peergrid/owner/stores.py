@@ -339,7 +339,12 @@ class StoreOps:
         return queued
 
     async def flush_due(self) -> None:
-        """Store the queued writes that are due, on every owned partition (periodic)."""
+        """Store the queued writes that are due, on every owned partition (periodic). Not
+        without quorum or lease: this member may be on the minority side of a split, whose
+        queues the majority's owners hold too (they are replicated) and store; a store from
+        here could put an older value over one written there since."""
+        if not self._manager.may_change():
+            return
         for name, config in list(self._registry.write_behind()):
             lock = self._flush_lock(name)
             if lock.locked() or time.monotonic() < self._backoff.get(name, (0.0, 0.0))[0]:
@@ -417,7 +422,12 @@ class StoreOps:
         self._backoff.pop(name, None)
         self._counters(name).store_writes += len(batch)
         if not self._manager.may_change():
-            return None  # dequeuing is a write this member may not make alone: flushed again later
+            # Dequeuing is a write this member may not make alone: the entries stay queued (and
+            # this flush stops here, or it would take the same batch again).
+            return Result(
+                Status.RETRY,
+                message="this member lost its quorum or its owner lease while the store answered",
+            )
         qname = queue_name(name)
         for part, key, record, _, _ in batch:
             queue = part.maps.get(qname)
