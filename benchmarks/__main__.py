@@ -146,8 +146,8 @@ def measure(settings: Settings, placement: Placement, with_grid: bool) -> report
         memory = [base.memory]
         if subject.unavailable is None:
             redis_set = base.path("redis.set")
-            stream = base.path("grpc.aio.stream")
-            outcomes |= grid.write_series(procs, workload, redis_set, BACKUP_COUNTS[1:], stream)
+            floors = [base.path("grpc.aio.stream"), base.path("grpc.aio.relay.thread")]
+            outcomes |= grid.write_series(procs, workload, redis_set, BACKUP_COUNTS[1:], floors)
             memory += _grid_memory(procs, workload, subject.notes)
     return report.Results(
         settings,

@@ -123,12 +123,16 @@ def _redis_parser() -> str:
 # -- bare gRPC ---------------------------------------------------------------------------
 
 
-def start_echo(procs: Processes, stack: str, workload: Workload) -> str:
-    """The trivial servicer of `_echo_server` in a child process; returns its address."""
+def start_echo(procs: Processes, stack: str, workload: Workload, forward: str = "") -> str:
+    """The trivial servicer of `_echo_server` in a child process (``forward``: an aio relay to
+    that server); returns its address."""
     port = free_port(HOST)
     s = workload.settings
     options = {"--port": port, "--stack": stack, "--keys": s.keys, "--value-size": s.value_size}
-    child = procs.python(f"gRPC {stack} echo server", "-m", "benchmarks._echo_server", *flags(options))
+    if forward:
+        options["--forward"] = forward
+    name = f"gRPC {stack} relay server" if forward else f"gRPC {stack} echo server"
+    child = procs.python(name, "-m", "benchmarks._echo_server", *flags(options))
     wait_for_port(child, HOST, port, READY_TIMEOUT_S)
     return f"{HOST}:{port}"
 
@@ -143,6 +147,8 @@ def grpc_paths(stack: contextlib.ExitStack, procs: Processes, workload: Workload
     peers = (aio_address, start_echo(procs, "aio", workload))
     fanout = stack.enter_context(contextlib.closing(AioFanout(peers, workload)))
     threaded = stack.enter_context(contextlib.closing(ThreadedEcho(aio_address, peers, workload)))
+    relay_address = start_echo(procs, "aio", workload, forward=peers[1])
+    relayed = stack.enter_context(contextlib.closing(ThreadedEcho(relay_address, (), workload)))
     per_thread = [[key.encode() for key in keys] for keys in workload.per_thread()]
     threads = workload.settings.threads
     return [
@@ -167,6 +173,11 @@ def grpc_paths(stack: contextlib.ExitStack, procs: Processes, workload: Workload
             "grpc.aio.stream.thread",
             "gRPC aio bidi stream, called from a thread (the loop on a thread of its own)",
             partial(time_calls, threaded.get, keys),
+        ),
+        Path(
+            "grpc.aio.relay.thread",
+            "gRPC aio stream from a thread to a server that relays to a second (a backed-up write's floor)",
+            partial(time_calls, relayed.get, keys),
         ),
         Path(
             "grpc.aio.concurrent",

@@ -221,15 +221,16 @@ def write_series(
     workload: Workload,
     redis_set: Path,
     counts: Sequence[int],
-    stream: Path | None = None,
+    floors: Sequence[Path] = (),
 ) -> dict[str, Outcome]:
     """For each backup count, a fresh cluster whose set (pg.set.bN) is interleaved with
-    redis-py SET (redis.set@bN) and, when given, the bare aio stream (grpc.aio.stream@bN: the
-    floor a set is taken against) in rounds of its own; the cluster is stopped after."""
+    redis-py SET (redis.set@bN) and the ``floors`` (NAME@bN: the bare aio stream a set is
+    taken against, the relayed stream of a backed-up write) in rounds of its own; the cluster
+    is stopped after."""
     outcomes: dict[str, Outcome] = {}
     for count in counts:
         baseline = replace(redis_set, name=f"redis.set@b{count}")
-        floor = [] if stream is None else [replace(stream, name=f"grpc.aio.stream@b{count}")]
+        floor = [replace(path, name=f"{path.name}@b{count}") for path in floors]
         phase = f"backup_count {count}"
         with contextlib.ExitStack() as stack:
             try:

@@ -273,6 +273,13 @@ FLOORS = [
     ),
     ("peergrid remote get p50 / that floor", "pg.get", "grpc.aio.stream.thread", p50),
     (
+        "aio stream from a thread through a relay p50 / aio stream p50 (a backed-up write's floor)",
+        "grpc.aio.relay.thread@b1",
+        "grpc.aio.stream@b1",
+        p50,
+    ),
+    ("peergrid set, backup_count 1, p50 / that floor", "pg.set.b1", "grpc.aio.relay.thread@b1", p50),
+    (
         "64 threads batched over bare aio streams ops/s / redis-py GET ops/s (their floor)",
         "grpc.aio.concurrent",
         "redis.get",
