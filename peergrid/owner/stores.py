@@ -424,10 +424,7 @@ class StoreOps:
         if not self._manager.may_change():
             # Dequeuing is a write this member may not make alone: the entries stay queued (and
             # this flush stops here, or it would take the same batch again).
-            return Result(
-                Status.RETRY,
-                message="this member lost its quorum or its owner lease while the store answered",
-            )
+            return _alone()
         qname = queue_name(name)
         for part, key, record, _, _ in batch:
             queue = part.maps.get(qname)
@@ -484,15 +481,14 @@ def _stores(op: Op, current: bytes | None, equal: Callable[[bytes, bytes], bool]
     return False
 
 
-def _alone(part: Partition) -> Result:
+def _alone(part: Partition | None = None) -> Result:
     """The answer to an op whose write this member may no longer make: it lost its quorum or
     its owner lease while the store answered (see ``PartitionManager.may_change``). The caller
     asks again, and hears why from ``Executor.admit`` (a store write made meanwhile is repeated:
     store calls are idempotent)."""
-    return Result(
-        Status.RETRY,
-        message=f"this member lost its quorum or its owner lease while partition {part.id}'s store answered",
-    )
+    store = "the store" if part is None else f"partition {part.id}'s store"
+    message = f"this member lost its quorum or its owner lease while {store} answered"
+    return Result(Status.RETRY, message=message)
 
 
 def _store_error(name: str, what: str, exc: BaseException) -> StoreError:
