@@ -141,6 +141,18 @@ class ScriptedPeer:
         await self.server.stop(None)
 
 
+def _grpc_cancel(record: logging.LogRecord) -> bool:
+    """grpc's own error log of a servicer coroutine cancelled in its wrapper (after our handler,
+    which suppresses its CancelledError, returned): the scripted peer's stream ending as the
+    client drops it, not anything the client under test logged."""
+    return (
+        record.name.startswith("grpc")
+        and "Exception not handled by _handle_exceptions" in record.getMessage()
+        and record.exc_info is not None
+        and isinstance(record.exc_info[1], asyncio.CancelledError)
+    )
+
+
 #: Streams silent for 0.3 s are stale (two failure timeouts): a heartbeat that times out after
 #: that retires its stream; one that times out sooner leaves it open.
 QUICK = Timing(heartbeat_interval=0.05, failure_timeout=0.15)
@@ -302,7 +314,8 @@ def test_dropping_a_peer_cancels_its_stream(caplog: pytest.LogCaptureFixture) ->
 
     with caplog.at_level(logging.WARNING):
         asyncio.run(with_client(peer, body))
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    logged = [r for r in caplog.records if r.levelno >= logging.WARNING and not _grpc_cancel(r)]
+    assert not logged, caplog.text
 
 
 def test_closing_peers_ends_a_heartbeat_waiting_on_its_stream() -> None:
