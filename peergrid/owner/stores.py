@@ -204,14 +204,22 @@ class StoreOps:
                 failure = await self._store_through(part, op, config)
                 if failure is not None:
                     return failure
-            if self._manager.readable[part.id] is not part:
-                # The partition moved while we waited on the store: the caller retries at its new
-                # owner (a repeated store write is harmless: store calls are idempotent).
-                return Result(Status.RETRY, message=f"partition {part.id} moved during the store call")
-            if not self._manager.may_change():
-                return _alone(part)  # the same: the caller asks again, where a write is admitted
+            refused = self._refused_after_store(part)
+            if refused is not None:
+                return refused
             outcome = apply()
             return outcome if isinstance(outcome, Result) else await outcome
+
+    def _refused_after_store(self, part: Partition) -> Result | None:
+        """Why a write admitted before its store call may no longer be applied to ``part``, or
+        None. The caller asks again either way (a repeated store write is harmless: store calls
+        are idempotent): at the partition's new owner if it moved, or where a write is admitted
+        if this member lost its quorum or lease meanwhile."""
+        if self._manager.readable[part.id] is not part:
+            return Result(Status.RETRY, message=f"partition {part.id} moved during the store call")
+        if not self._manager.may_change():
+            return _alone(part)
+        return None
 
     @contextlib.asynccontextmanager
     async def _in_key_order(self, op: Op) -> AsyncIterator[None]:
@@ -267,10 +275,9 @@ class StoreOps:
                 failure = await self._store_through(part, write, config)
                 if failure is not None:
                     return failure
-                if self._manager.readable[part.id] is not part:
-                    return Result(Status.RETRY, message=f"partition {part.id} moved during the store call")
-            if not self._manager.may_change():
-                return _alone(part)
+            refused = self._refused_after_store(part)
+            if refused is not None:
+                return refused
             outcome = apply(write)
             return outcome if isinstance(outcome, Result) else await outcome
 
