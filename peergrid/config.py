@@ -196,7 +196,15 @@ class Limits:
     max_value_bytes: int = 16 * 1024 * 1024
     """Largest serialized value."""
     max_batch_ops: int = 10_000
-    """Most operations in one request frame; larger batches are split."""
+    """Most operations in one request frame a member accepts (a frame of more is refused whole),
+    and most keys in one op of a ``get_all``."""
+    max_frame_ops: int = 256
+    """Most operations a member puts in one frame it sends; a larger batch (a ``put_all``, the
+    backups of a frame of writes) goes as several frames. The member receiving a frame decodes,
+    runs and answers it in one step of its loop, so this bounds how long one frame holds that
+    loop (~8 ms on a slow core, with backups): a ``put_all`` of 30,000 entries sent in frames
+    of 10,000 held each owner's loop for seconds, long enough for its owner lease to run out.
+    A lower ``max_batch_ops`` lowers it too (a peer refuses a frame over that)."""
     max_message_bytes: int = 64 * 1024 * 1024
     """Largest gRPC message sent or received."""
     max_inflight_frames: int = 2
@@ -231,6 +239,12 @@ class Limits:
     """Shortest heartbeat interval (seconds) an event subscription may ask for; a shorter one is
     refused (INVALID_ARGUMENT). This member's own near caches and listeners never ask for less,
     so a near cache's ``max_staleness`` below 3 times this serves fewer hits."""
+
+    @property
+    def frame_ops(self) -> int:
+        """Most operations in one frame this member sends: ``max_frame_ops``, but no more than
+        ``max_batch_ops``."""
+        return min(self.max_frame_ops, self.max_batch_ops)
 
     @property
     def subscription_buffer_bytes(self) -> int:

@@ -282,7 +282,8 @@ class AsyncMap(Generic[K, V]):
 
     @options_checked
     async def put_all(self, mapping: Mapping[K, V], ttl: float | None = None) -> None:
-        """Store every entry: one RPC per owning member, in parallel."""
+        """Store every entry: in parallel over the owners, a large mapping in parts (see
+        ``DistributedMap.put_all``)."""
         await self._do(self._core.put_all(mapping, ttl))
 
     # ------------------------------------------------------------------ mapping methods

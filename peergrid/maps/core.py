@@ -74,6 +74,7 @@ SCAN_FIRST = 8  # partitions in a scan's first step (keys(), values(), items(), 
 SCAN_ENTRIES = 4096  # entries a later step aims at, judged by the partitions read so far
 SCAN_BYTES = 8 * 1024 * 1024  # and the bytes of keys and values it aims at
 SCAN_GROWTH = 8  # a step reads at most this many times the partitions of the one before
+BULK_FRAMES = 4  # a bulk call (put_all, execute_on_keys) sends this many frames' worth of ops at a time
 _NAMES = {
     Code.GET: "get",
     Code.CONTAINS: "contains_key",
@@ -714,13 +715,23 @@ class MapCore(Caller):
         return result
 
     def _invalidating(self, ops: list[Op]) -> Flow[list[Op], list[Result]]:
-        """Run ``ops``, keeping their keys out of the near cache before and after."""
+        """Run ``ops``, keeping their keys out of the near cache before and after.
+
+        A bulk call runs in parts of ``BULK_FRAMES`` frames' worth of ops (``Limits.frame_ops``
+        each), one part after another: other callers' ops to the same owners queue behind one
+        part, not behind the whole call (a ``put_all`` of 30,000 entries held every other get to
+        its owners for ~2 s), and each part's ops get the caller's whole deadline. On an error
+        the parts not sent yet are not sent (the call was not atomic anyway).
+        """
         near = self.near
         if near is not None:
             for op in ops:
                 near.invalidate(op.key)
+        part = BULK_FRAMES * self.node.config.limits.frame_ops
         try:
-            results: list[Result] = (yield ops) if ops else []
+            results: list[Result] = []
+            for start in range(0, len(ops), part):
+                results += yield ops[start : start + part]
             return results
         finally:
             if near is not None:

@@ -5,7 +5,8 @@ httpx's auth flows do: the operation is written once; ``drive`` runs it on the
 calling thread, ``drive_async`` in the calling task. A step is:
 
 - an ``Op``: run it (through the invoker, or locally); its checked ``Result``;
-- a ``list`` of ops: run them in parallel, one frame per owner; their results;
+- a ``list`` of ops: run them in parallel, in frames of up to ``Limits.frame_ops`` per owner;
+  their results;
 - a ``Shared`` wait (``Flight``): another caller's fetch of the same key; True
   once it ended, False at the caller's deadline;
 - ``OnMember``: a coroutine to run on the member's loop; what it returns;

@@ -285,10 +285,13 @@ class DistributedMap(MutableMapping[K, V]):
 
     @options_checked
     def put_all(self, mapping: Mapping[K, V], ttl: float | None = None) -> None:
-        """Store every entry of ``mapping``: one RPC per owning member, in parallel.
+        """Store every entry of ``mapping``: in parallel, one frame per owning member at a time.
 
-        Every key and value is checked before anything is sent. Not atomic: on
-        an error some entries may have been stored.
+        Every key and value is checked before anything is sent. A large mapping goes in parts of
+        a few frames' worth of entries (``Limits.max_frame_ops`` each), one part after another,
+        so that other calls to the same owners are not held behind it; each part has the whole
+        ``operation_timeout``. Not atomic: on an error some entries may have been stored, and
+        the parts after the failed one are not sent.
         """
         self._do(self._core.put_all(mapping, ttl))
 
@@ -374,7 +377,7 @@ class DistributedMap(MutableMapping[K, V]):
     def update(self, /, **kwargs: V) -> None: ...
     def update(self, other: Any = (), /, **kwargs: Any) -> None:
         """Store the entries of a mapping or of ``(key, value)`` pairs, and ``kwargs``: one
-        ``put_all`` (one RPC per owning member; not atomic)."""
+        ``put_all`` (in parallel over the owners; not atomic)."""
         self._do(self._core.update(other, kwargs))
 
     # ------------------------------------------------------------------ listeners, stats
@@ -454,8 +457,8 @@ class DistributedMap(MutableMapping[K, V]):
 
     def execute_on_keys(self, keys: Iterable[Key], processor: str, *args: Any) -> dict[Key, Any]:
         """Run ``processor`` on each of ``keys`` (each atomically, on its owner, one frame per owner,
-        in parallel); return ``{key: result}``. Not atomic across keys: on an error some keys may
-        have been processed."""
+        in parallel; many keys in parts, as ``put_all``); return ``{key: result}``. Not atomic
+        across keys: on an error some keys may have been processed."""
         return self._do(self._core.execute_on_keys(keys, processor, args))
 
     def increment(self, key: Key, delta: int = 1, ttl: float | None = None) -> int:

@@ -111,7 +111,7 @@ class Node:
             lambda: (self.membership.members.version, self.uuid),
             lambda version, address: self.membership.saw_version(version, address),  # noqa: PLW0108 - as above
             (
-                config.limits.max_batch_ops,
+                config.limits.frame_ops,
                 config.limits.max_inflight_frames,
                 config.timing.operation_timeout + config.timing.rpc_timeout,
                 config.limits.max_message_bytes,
