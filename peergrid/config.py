@@ -197,10 +197,12 @@ class Limits:
     """Largest serialized value."""
     max_batch_ops: int = 10_000
     """Most operations in one request frame a member accepts (a frame of more is refused whole),
-    and most keys in one op of a ``get_all``."""
+    and most keys in one op of a ``get_all`` it accepts (it sends ops of at most four frames'
+    worth, ``4 * max_frame_ops`` keys)."""
     max_frame_ops: int = 256
-    """Most operations a member puts in one frame it sends; a larger batch (a ``put_all``, the
-    backups of a frame of writes) goes as several frames. The member receiving a frame decodes,
+    """Most operations a member puts in one frame it sends (a ``get_all`` op's keys count a
+    quarter of an op each); a larger batch (a ``put_all``, the backups of a frame of writes, a
+    large ``get_all``) goes as several frames. The member receiving a frame decodes,
     runs and answers it in one step of its loop, so this bounds how long one frame holds that
     loop (~8 ms on a slow core, with backups): a ``put_all`` of 30,000 entries sent in frames
     of 10,000 held each owner's loop for seconds, long enough for its owner lease to run out.

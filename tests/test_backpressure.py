@@ -19,7 +19,7 @@ from peergrid import Limits, Timing
 from peergrid.invocation.pipe import Pipe
 from peergrid.maps.core import BULK_FRAMES
 from peergrid.maps.sync import SyncDriver
-from peergrid.protocol import Op, Result
+from peergrid.protocol import Code, Op, Result
 from peergrid.testing import cluster
 
 
@@ -133,3 +133,29 @@ def test_a_bulk_call_stops_at_the_first_part_that_fails() -> None:
                 m.put_all(dict.fromkeys(keys, 1))
         assert parts == [BULK_FRAMES * 8] * 2  # the first stored, the second refused, no third
         assert len(m) == BULK_FRAMES * 8
+
+
+def test_a_large_get_all_goes_as_get_many_ops_of_a_part_each_one_to_a_frame() -> None:
+    # A GET_MANY op is one op, run by its owner in one step: a get_all of 30,000 keys as ops of
+    # 10,000 keys held each owner's loop ~20 ms. Now an op carries at most a part's worth of
+    # keys, and weighs its keys in the pipe's frame budget (KEYS_PER_OP to an op).
+    frames: list[list[Op]] = []
+    take = Pipe._take
+
+    def recorded(pipe: Pipe) -> list:
+        items = take(pipe)
+        frames.append([item.op for item in items])
+        return items
+
+    with cluster(2, limits=Limits(max_frame_ops=8), timing=Timing.fast()) as (a, b):
+        remote = [k for k in (f"k{i}" for i in range(600)) if a.owner_of(k).uuid == b.uuid]
+        b.get_map("m").put_all({k: k for k in remote})
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(Pipe, "_take", recorded)
+            assert a.get_map("m").get_all(remote) == {k: k for k in remote}
+    many = [frame for frame in frames if any(op.code == Code.GET_MANY for op in frame)]
+    keys = [len(op.value) // 8 for frame in many for op in frame]
+    assert sum(keys) == len(remote)
+    assert max(keys) == BULK_FRAMES * 8  # a part's worth of keys an op
+    assert all(len(frame) == 1 for frame in many)  # 32 keys weigh 8 ops: a frame's worth
+    assert len(many) == -(-len(remote) // (BULK_FRAMES * 8))

@@ -35,9 +35,13 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any, Protocol
 
 from peergrid.errors import PeerGridError
-from peergrid.protocol import Op, Result, Status
+from peergrid.protocol import Code, Op, Result, Status
 
 log = logging.getLogger("peergrid.invocation")
+
+#: The keys of a GET_MANY op that cost its owner about what one op of a frame does (a key read
+#: and its share of the packed answer, against an op's decode, checks and result).
+KEYS_PER_OP = 4
 
 
 class Item(Protocol):
@@ -246,19 +250,25 @@ class Pipe:
                 self._signal()  # items arrived while we were failing: start over
 
     def _take(self) -> list[Item]:
-        """The items of the next frame: at most ``max_ops``, and at least one but no more than
-        fit ``max_bytes``."""
+        """The items of the next frame: at least one, but no more than ``max_ops`` ops' worth (a
+        GET_MANY op counts its keys, ``KEYS_PER_OP`` to an op: the peer runs a frame in one
+        step of its loop) nor more than fit ``max_bytes``."""
         queue = self._queue
         items: list[Item] = []
         room = self._max_bytes
-        for _ in range(min(len(queue), self._max_ops)):
+        units = self._max_ops
+        while queue:
             op = queue[0].op
             size = len(op.key) + len(op.value) + len(op.expect)
-            if op.effects:
+            weight = 1
+            if op.code == Code.GET_MANY:
+                weight = max(1, len(op.value) // (8 * KEYS_PER_OP))  # 8 header bytes a key
+            elif op.effects:
                 size += sum(len(e.key) + len(e.value) + 32 for e in op.effects)
-            if size > room and items:
+            if items and (size > room or weight > units):
                 break
             room -= size
+            units -= weight
             items.append(queue.popleft())
         return items
 

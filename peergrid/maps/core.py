@@ -317,7 +317,10 @@ class Caller:
         """A ``Gets`` step, started: its keys on their way to their owners."""
         self.node.ensure_open()
         fetch = Fetch(self.node.invoker, gets, time.monotonic() + self.timeout, group)
-        fetch.start(self.node.config.limits.max_batch_ops)
+        limits = self.node.config.limits
+        # A GET_MANY op of many keys is one op, run by its owner in one step: at most a bulk
+        # call's part (see ``_invalidating``) of keys each; the pipe sends them a frame each.
+        fetch.start(min(BULK_FRAMES * limits.frame_ops, limits.max_batch_ops))
         return fetch
 
     def check_fetch(self, fetch: Fetch) -> Fetch:
