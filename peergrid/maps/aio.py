@@ -222,7 +222,8 @@ class AsyncMap(Generic[K, V]):
         return await self._do(outcome) if isinstance(outcome, Remote) else outcome
 
     async def get_all(self, keys: Iterable[K]) -> dict[K, V]:
-        """The live values of ``keys``: one RPC per owning member (see ``DistributedMap.get_all``)."""
+        """The live values of ``keys``: one RPC per owning member and 1,024 of its keys (see
+        ``DistributedMap.get_all``)."""
         outcome: Any = self._core.get_all(keys)
         return await self._do(outcome) if isinstance(outcome, Remote) else outcome
 

@@ -185,7 +185,8 @@ class DistributedMap(MutableMapping[K, V]):
         return self._do(outcome) if isinstance(outcome, Remote) else outcome
 
     def get_all(self, keys: Iterable[K]) -> dict[K, V]:
-        """The live values of ``keys`` (absent keys are left out): one RPC per owning member.
+        """The live values of ``keys`` (absent keys are left out): one RPC per owning member
+        (per 1,024 of its keys: four frames' worth, ``Limits.max_frame_ops``), in parallel.
 
         Raises ``ArgumentError`` for a ``str`` or ``bytes`` (a key, not an iterable of keys).
         Large answers come back in several messages under ``limits.max_message_bytes``.
