@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import stalls
-from benchmarks._proc import Child, Placement, Processes, flags, free_port, wait_for_port, wait_until
+from benchmarks._proc import Child, Placement, Processes, wait_until
 
 HOST = stalls.HOST
 PROBE_KEYS = 2_000
@@ -45,15 +45,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         tempfile.TemporaryDirectory(prefix="peergrid-bulk-") as logs,
         Processes(placement, Path(logs)) as procs,
     ):
-        addresses = [f"{HOST}:{free_port(HOST)}" for _ in range(2)]
-        children: list[Child] = []
-        for index, address in enumerate(addresses):
-            options = {"--bind": address, "--members": ",".join(addresses[:index]), "--backup-count": 1}
-            child = procs.python(
-                f"member {address}", "-m", "benchmarks.stalls", "--member", "--steps", *flags(options)
-            )
-            wait_for_port(child, HOST, int(address.rsplit(":", 1)[1]), stalls.JOIN_TIMEOUT_S)
-            children.append(child)
+        addresses, children = stalls.start_members(procs, {"--backup-count": 1}, steps=True)
         grid = peergrid.Grid(cluster=stalls.CLUSTER, bind=f"{HOST}:0", members=addresses, backup_count=1)
         try:
             wait_until(lambda: len(grid.members()) == 3, stalls.JOIN_TIMEOUT_S, "3 members")

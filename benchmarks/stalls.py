@@ -275,22 +275,12 @@ def run(args: argparse.Namespace) -> dict[str, Phase]:
         tempfile.TemporaryDirectory(prefix="peergrid-stalls-") as logs,
         Processes(placement, Path(logs)) as procs,
     ):
-        addresses = [f"{HOST}:{free_port(HOST)}" for _ in range(2)]
-        children: list[Child] = []
-        for index, address in enumerate(addresses):
-            options: dict[str, object] = {
-                "--bind": address,
-                "--members": ",".join(addresses[:index]),
-                "--backup-count": args.backup_count,
-                "--sweep-slice": args.sweep_slice,
-                "--sweep-pause": args.sweep_pause,
-            }
-            extra = ["--steps"] if args.steps else []
-            child = procs.python(
-                f"member {address}", "-m", "benchmarks.stalls", "--member", *extra, *flags(options)
-            )
-            wait_for_port(child, HOST, int(address.rsplit(":", 1)[1]), JOIN_TIMEOUT_S)
-            children.append(child)
+        options = {
+            "--backup-count": args.backup_count,
+            "--sweep-slice": args.sweep_slice,
+            "--sweep-pause": args.sweep_pause,
+        }
+        addresses, children = start_members(procs, options, args.steps)
         grid = peergrid.Grid(
             cluster=CLUSTER,
             bind=f"{HOST}:0",
@@ -311,6 +301,22 @@ def run(args: argparse.Namespace) -> dict[str, Phase]:
             return phases
         finally:
             grid.shutdown()
+
+
+def start_members(
+    procs: Processes, options: dict[str, object], steps: bool, count: int = 2
+) -> tuple[list[str], list[Child]]:
+    """``count`` child members with a lag probe (``member``), each joining the ones before it;
+    their addresses and processes."""
+    addresses = [f"{HOST}:{free_port(HOST)}" for _ in range(count)]
+    children: list[Child] = []
+    for index, address in enumerate(addresses):
+        own = {**options, "--bind": address, "--members": ",".join(addresses[:index])}
+        extra = ["--steps"] if steps else []
+        child = procs.python(f"member {address}", "-m", "benchmarks.stalls", "--member", *extra, *flags(own))
+        wait_for_port(child, HOST, int(address.rsplit(":", 1)[1]), JOIN_TIMEOUT_S)
+        children.append(child)
+    return addresses, children
 
 
 def _safe(grid: Any) -> None:
