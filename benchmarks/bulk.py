@@ -45,11 +45,14 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         tempfile.TemporaryDirectory(prefix="peergrid-bulk-") as logs,
         Processes(placement, Path(logs)) as procs,
     ):
-        addresses, children = stalls.start_members(procs, {"--backup-count": 1}, steps=True)
+        options = {"--backup-count": 1}
+        addresses, children = stalls.start_members(procs, options, steps=True, gc_freeze=args.gc_freeze)
         grid = peergrid.Grid(cluster=stalls.CLUSTER, bind=f"{HOST}:0", members=addresses, backup_count=1)
         try:
             wait_until(lambda: len(grid.members()) == 3, stalls.JOIN_TIMEOUT_S, "3 members")
             stalls._safe(grid)
+            if args.gc_freeze:
+                stalls.freeze_gc()
             probe = grid.get_map("probe")
             keys = [f"probe:{i}" for i in range(PROBE_KEYS)]
             probe.put_all(dict.fromkeys(keys, b"p" * 100))
@@ -148,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="bulk calls per phase (default 3)")
     parser.add_argument("--value-size", type=int, default=100, help="bytes per value (default 100)")
     parser.add_argument("--cpu", type=int, default=0, help="pin this process and the members to this CPU")
+    parser.add_argument(
+        "--gc-freeze", action="store_true", help="every member calls gc.freeze() once it started"
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

@@ -13,6 +13,7 @@ Errors are one line on stderr, never a traceback (``-v``, before or after the co
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import signal
@@ -70,6 +71,7 @@ def _member(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     with Grid(**options) as grid:
+        _freeze_collector()
         # The first line is machine-readable: tests and scripts wait for it.
         print(f"peergrid member {grid.uuid} listening on {grid.address}", flush=True)
         if args.commands:
@@ -77,6 +79,17 @@ def _member(args: argparse.Namespace) -> int:
         stop.wait()
         log.info("member %s leaving the cluster", grid.address)
     return 0
+
+
+def _freeze_collector() -> None:
+    """Move everything alive once the member started (grpc, protobuf, the modules: ~34,000
+    objects) out of Python's cyclic collector's reach, so that a full collection walks only what
+    was made since: ~2 ms rather than ~25 ms of a loop step on a slow core during a bulk load
+    (docs/operations.md, "Python's garbage collector"). This process is the member's own; an
+    application embedding one decides for its process."""
+    gc.collect()
+    gc.freeze()
+    log.info("%d objects alive at start-up moved out of the garbage collector's reach", gc.get_freeze_count())
 
 
 def _serve_commands(grid: Grid, stop: threading.Event) -> None:
