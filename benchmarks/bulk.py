@@ -6,7 +6,9 @@ Three members: two ``python -m benchmarks.stalls --member --steps`` children (a 
 probe, and their longest loop step by CPU time) and this process. One thread does remote
 gets of a small probe map back to back (keys owned by the two other members) through three
 phases: ``quiet`` (nothing else), ``put_all`` (this process stores ``--entries`` entries in one
-call, ``--rounds`` times) and ``get_all`` (it reads them back in one call, ``--rounds`` times).
+call, ``--rounds`` times), ``get_all`` (it reads them back in one call, ``--rounds`` times) and
+``join`` (a fourth member joins once a map holds ``--join-entries`` entries; until the cluster
+is safe again).
 Printed per phase: each bulk call's time (or its error), the probe gets' p50/p99/max, and each
 member's worst loop lag and longest step (CPU ms; with the GC's longest pause inside the window
 beside it, as a collection runs inside some step). Measurement only: nothing asserts on a
@@ -64,12 +66,39 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 "put_all": lambda: bulk.put_all(data),
                 "get_all": lambda: len(bulk.get_all(list(data))),
             }
-            return [
+            phases = [
                 _phase(name, call, 1 if name == "quiet" else args.rounds, probe, remote, children)
                 for name, call in calls.items()
             ]
+            if args.join_entries:
+                # Not timed: the entries the joining member takes its share of.
+                held = grid.get_map("held")
+                for start in range(0, args.join_entries, args.entries):
+                    end = min(args.join_entries, start + args.entries)
+                    held.put_all({f"held:{i}": b"v" * args.value_size for i in range(start, end)})
+                stalls._safe(grid)
+                join = [*addresses, grid.address]
+                phases.append(
+                    _phase(
+                        "join", lambda: _join(procs, join, children, args, grid), 1, probe, remote, children
+                    )
+                )
+            return phases
         finally:
             grid.shutdown()
+
+
+def _join(
+    procs: Processes, members: list[str], children: list[Child], args: argparse.Namespace, grid: Any
+) -> None:
+    """A fourth member joins; returns once the cluster is safe again (every partition it takes
+    over transferred, every backup rebuilt)."""
+    _, joined = stalls.start_members(
+        procs, {"--backup-count": 1}, steps=True, count=1, gc_freeze=args.gc_freeze, seeds=members
+    )
+    children.extend(joined)
+    wait_until(lambda: len(grid.members()) == 4, stalls.JOIN_TIMEOUT_S, "4 members")
+    stalls._safe(grid)
 
 
 def _phase(
@@ -153,6 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu", type=int, default=0, help="pin this process and the members to this CPU")
     parser.add_argument(
         "--gc-freeze", action="store_true", help="every member calls gc.freeze() once it started"
+    )
+    parser.add_argument(
+        "--join-entries",
+        type=int,
+        default=300_000,
+        help="then a fourth member joins a map of this many entries (0: no join phase)",
     )
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args(argv)

@@ -316,14 +316,19 @@ def run(args: argparse.Namespace) -> dict[str, Phase]:
 
 
 def start_members(
-    procs: Processes, options: dict[str, object], steps: bool, count: int = 2, gc_freeze: bool = False
+    procs: Processes,
+    options: dict[str, object],
+    steps: bool,
+    count: int = 2,
+    gc_freeze: bool = False,
+    seeds: Sequence[str] = (),
 ) -> tuple[list[str], list[Child]]:
-    """``count`` child members with a lag probe (``member``), each joining the ones before it;
-    their addresses and processes."""
+    """``count`` child members with a lag probe (``member``), each joining ``seeds`` and the
+    ones before it; their addresses and processes."""
     addresses = [f"{HOST}:{free_port(HOST)}" for _ in range(count)]
     children: list[Child] = []
     for index, address in enumerate(addresses):
-        own = {**options, "--bind": address, "--members": ",".join(addresses[:index])}
+        own = {**options, "--bind": address, "--members": ",".join([*seeds, *addresses[:index]])}
         extra = (["--steps"] if steps else []) + (["--gc-freeze"] if gc_freeze else [])
         child = procs.python(f"member {address}", "-m", "benchmarks.stalls", "--member", *extra, *flags(own))
         wait_for_port(child, HOST, int(address.rsplit(":", 1)[1]), JOIN_TIMEOUT_S)
