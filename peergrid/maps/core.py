@@ -74,7 +74,7 @@ SCAN_FIRST = 8  # partitions in a scan's first step (keys(), values(), items(), 
 SCAN_ENTRIES = 4096  # entries a later step aims at, judged by the partitions read so far
 SCAN_BYTES = 8 * 1024 * 1024  # and the bytes of keys and values it aims at
 SCAN_GROWTH = 8  # a step reads at most this many times the partitions of the one before
-BULK_FRAMES = 4  # a bulk call (put_all, execute_on_keys) sends this many frames' worth of ops at a time
+BULK_FRAMES = 4  # frames' worth of ops a bulk call sends at a time, and of keys in a get_all's op
 _NAMES = {
     Code.GET: "get",
     Code.CONTAINS: "contains_key",

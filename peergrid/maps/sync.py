@@ -286,7 +286,7 @@ class DistributedMap(MutableMapping[K, V]):
 
     @options_checked
     def put_all(self, mapping: Mapping[K, V], ttl: float | None = None) -> None:
-        """Store every entry of ``mapping``: in parallel, one frame per owning member at a time.
+        """Store every entry of ``mapping``: in parallel over the owning members.
 
         Every key and value is checked before anything is sent. A large mapping goes in parts of
         a few frames' worth of entries (``Limits.max_frame_ops`` each), one part after another,
