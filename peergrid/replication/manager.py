@@ -104,6 +104,7 @@ class PartitionManager:
         self.replicator = Replicator(config, cluster, repair=self.sync_backup)
         self._holders: dict[int, set[str]] = {}  # p -> non-replica members seen holding a copy
         self._sync_job: asyncio.Task[None] | None = None
+        self._sync_again = False  # asked to sync while the job ran: it makes one more pass
         # Answers to our version queries about partitions we own and do not serve yet:
         # p -> uuid -> its copy (None: none); kept while we own p without a break.
         self._answers: dict[int, dict[str, Copy | None]] = {}
@@ -222,6 +223,11 @@ class PartitionManager:
     def _start_sync(self) -> None:
         if self._sync_job is None or self._sync_job.done():
             self._sync_job = asyncio.ensure_future(self._sync_forever())
+        else:
+            # The running job makes one more pass: what asked for this one may have undone part
+            # of its work (anti-entropy marked every backup unsure while it pushed copies to a
+            # newcomer: it ended with them unsure, and the cluster unsafe until the next pass).
+            self._sync_again = True
 
     # ------------------------------------------------------------------ owner sync
     def _unready_owned(self) -> list[int]:
@@ -231,6 +237,7 @@ class PartitionManager:
         """Become ready for every owned partition, then bring backups in sync and release leftovers."""
         while not self._stopped:
             version = self.table.version
+            self._sync_again = False
             try:
                 todo = self._unready_owned()
                 if todo:
@@ -265,7 +272,7 @@ class PartitionManager:
                 else:
                     await asyncio.sleep(self._timing.heartbeat_interval)
                 continue
-            if self.table.version == version and not self._unready_owned():
+            if self.table.version == version and not self._unready_owned() and not self._sync_again:
                 return
 
     async def _table_moved(self, version: int, timeout: float) -> None:
