@@ -50,6 +50,9 @@ class Code:
     DESTROY = 26  # drop the map's entries in the partition, from memory only, telling no listener
     FLUSH = 30  # store a write-behind map's queued writes in this partition now
     GET_MANY = 31  # a get_all's keys of one map on one member, as buffers (peergrid/multiget.py)
+    # new owner -> the member it copies a partition from: GET ``key`` from that copy, which must
+    # be at ``version``, while the copy is on its way (replication/manager.py, "Reads during a hand-off")
+    HANDOFF_GET = 32
     BACKUP = 20  # owner -> backup: apply ``effects`` to reach ``version``
     TOUCH = 21  # owner -> backup: entries' last access times (idle expiry), unversioned
     # Compute (peergrid/owner/compute.py): 40-49.
@@ -102,7 +105,7 @@ MEMORY_ONLY = frozenset({Code.EXPIRE, Code.PERSIST, Code.EVICT, Code.EVICT_ALL, 
 COMPUTE = frozenset({Code.EXECUTE, Code.LOCK, Code.UNLOCK, Code.LOCK_STATE})
 COMPUTE_WRITES = frozenset({Code.EXECUTE, Code.LOCK, Code.UNLOCK})
 WRITES |= COMPUTE_WRITES  # for callers: an outcome unknown after sending is indeterminate
-KEYED |= COMPUTE
+KEYED |= COMPUTE | {Code.HANDOFF_GET}
 KNOWN = KEYED | {
     Code.SIZE,
     Code.CLEAR,

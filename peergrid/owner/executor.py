@@ -54,6 +54,7 @@ class Compute(Protocol):
 
 
 READ_THROUGH = frozenset({Code.GET, Code.CONTAINS, Code.TTL, Code.ENTRY_VIEW})
+_HANDED_OFF = frozenset({Code.GET, Code.CONTAINS})  # read from the copy on its way while migrating
 _UNSTORED = frozenset({Code.EVICT, Code.EVICT_ALL, Code.DESTROY})  # writes that never touch the store
 _CONDITIONAL = frozenset({Code.PUT_IF_ABSENT, Code.REPLACE, Code.REPLACE_IF_SAME})
 _JOURNALED = frozenset({EffectKind.PUT, EffectKind.DELETE, EffectKind.CLEAR})
@@ -69,6 +70,18 @@ def _time_left(part: Partition, op: Op, result: Result) -> None:
     store = part.maps.get(op.map)
     if store is not None and store.may_expire:
         result.ttl = store.time_left(op.key)
+
+
+def _found_only(forwarded: asyncio.Future[Result]) -> asyncio.Future[Result]:
+    """A CONTAINS answered from a GET's ``forwarded`` result: whether the key was found."""
+    done: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+
+    def answer(future: asyncio.Future[Result]) -> None:
+        result = future.result()
+        done.set_result(Result(found=result.found) if result.status == Status.OK else result)
+
+    forwarded.add_done_callback(answer)
+    return done
 
 
 class Executor:
@@ -163,9 +176,17 @@ class Executor:
             return Result()
         if op.code == Code.GET_MANY:
             return self._get_many(op, caller_version, sender)
+        if op.code == Code.HANDOFF_GET:
+            return self._handoff_get(op, caller_version, sender)
         write = op.code in WRITES
         part = self.admit(op, caller_version)
         if isinstance(part, Result):
+            migrating = part.status == Status.RETRY and caller_version <= self._table_version()
+            if migrating and op.code in _HANDED_OFF:
+                # Read from the copy on its way here (PartitionManager.handoff_read), if any.
+                forwarded = self._manager.handoff_read(op)
+                if forwarded is not None:
+                    return forwarded if op.code == Code.GET else _found_only(forwarded)
             return part
         if op.code == Code.FLUSH:
             return asyncio.ensure_future(self._stores.flush(part, op.map))
@@ -209,6 +230,7 @@ class Executor:
         backed = self._stores.backed(name) is not None
         behind = caller_version > self._table_version()
         readable = self._manager.readable
+        handoffs = self._manager.handoffs
         n = len(keys)
         versions = [0] * n
         ttls = [0.0] * n
@@ -219,16 +241,17 @@ class Executor:
         for i in range(n):
             p = partitions[i]
             part = readable[p]
+            key = keys[i]
             if part is None or behind:
                 status = refused.get(p)
                 if status is None:
                     status = refused[p] = self._not_serving(p, caller_version).status
-                statuses[i] = status
-                continue
-            key = keys[i]
-            unacked = part.unacked
-            if unacked and ((name, key) in unacked or (name, b"") in unacked):
-                value = None  # a write of it awaits its backups: the lone GET waits for it
+                if behind or status != Status.RETRY or p not in handoffs:
+                    statuses[i] = status
+                    continue
+                # Migrating here: the lone GET reads the copy on its way (see execute).
+            elif part.unacked and ((name, key) in part.unacked or (name, b"") in part.unacked):
+                pass  # a write of it awaits its backups: the lone GET waits for it
             else:
                 store = part.maps.get(name)
                 value = store.get(key) if store is not None else None
@@ -247,6 +270,37 @@ class Executor:
         if not waiting:
             return Result(value=pack_got(versions, ttls, values, statuses), found=True, count=n)
         return self._many_later(waiting, versions, ttls, values, statuses)
+
+    def _handoff_get(self, op: Op, caller_version: int, sender: str) -> Result:
+        """A new owner's GET of a partition it is copying from this member
+        (``PartitionManager.handoff_read``): read from our copy, only if it is still the copy at
+        ``op.version`` and we run the same member list, in which the sender owns the partition.
+        Then no write of it can have been acknowledged since that copy was the newest (no one
+        serves it: the owner waits for the copy, and any later owner must first ask us, moving
+        us to its list), so the read is as fresh as the owner's own would be."""
+        manager = self._manager
+        table = manager.table
+        p = op.partition
+        part = manager.parts[p]
+        if not self._has_quorum() or not self._has_lease():
+            why = "this member serves nothing now (quorum or lease)"
+        elif caller_version != table.version or caller_version != self._table_version():
+            why = f"the asker's member list ({caller_version}) is not this member's ({table.version})"
+        elif table.owner(p) != sender:
+            why = f"the asker does not own partition {p} in this member's table"
+        elif part is None or part.version != op.version:
+            why = f"this member's copy of partition {p} is not at version {op.version}"
+        elif part.unacked and ((op.map, op.key) in part.unacked or (op.map, b"") in part.unacked):
+            why = "a write of this key is not acknowledged by its backups yet"
+        else:
+            result = storage_ops.execute(part, Op(Code.GET, p, op.map, op.key), self._equal)[0]
+            if result.found or self._stores.backed(op.map) is None:
+                result.version = part.version
+                if result.found:
+                    _time_left(part, op, result)
+                return result
+            why = "a miss loads from the map's store, which its owner does once it serves"
+        return Result(Status.RETRY, message=why)
 
     def _many_later(
         self,

@@ -13,6 +13,20 @@ too; when no member has a copy the partition is lost, reported, and never
 served as empty. A member that cannot be asked (dead but not yet removed)
 blocks the decision until the failure detector removes it.
 
+Reads during a hand-off: while the new owner waits for its copy (a transfer
+slot, then the transfer), it answers a GET of the partition by asking the
+member it copies from to read that copy (``handoff_read``; ``Code.HANDOFF_GET``).
+That copy is the newest: every acknowledged write is in it, and no write of the
+partition can be acknowledged anywhere until the new owner serves it, so the
+read is linearizable, provided the source still holds that version at the same
+member list, in which the asker owns the partition (``Executor`` checks this on
+the source, with its quorum and lease). A later owner asks the source for its
+version before serving, which moves it to a newer list and ends the hand-off;
+a source removed from the list stops at its lease, as any owner. Writes wait
+for the copy, as before. Without this a join left a moving partition's keys
+unreadable for up to the whole migration (a get waited ~1 s behind 300,000
+entries; docs/performance.md, "Reads while a partition moves").
+
 Owners keep their backups in sync: a backup whose version differs is sent the
 whole partition; once every backup is in sync, members holding copies they
 are no longer replicas of are told to release them. ``safe_state`` is true
@@ -32,7 +46,7 @@ from typing import Any, Protocol
 from peergrid.config import GridConfig
 from peergrid.errors import LimitExceededError, PeerGridError, PeerUnavailableError, RemoteError
 from peergrid.partition import PartitionTable, build_table
-from peergrid.protocol import Chunk, Copy, Effect, EffectKind, MemberList, Status
+from peergrid.protocol import Chunk, Code, Copy, Effect, EffectKind, MemberList, Op, Result, Status
 from peergrid.replication.backups import Replicator
 from peergrid.storage import Partition, journal
 from peergrid.storage.partition import Policies
@@ -118,6 +132,9 @@ class PartitionManager:
         self._stopped = False
         self._table_moves = asyncio.Event()  # set, and replaced, at each new table
         self._slow_peers: dict[str, int] = {}  # uuid -> version questions it let expire in a row
+        # Partitions we own and are copying from another member, until we serve them:
+        # p -> (the source's uuid, the version of its copy, the table version we decided at).
+        self.handoffs: dict[int, tuple[str, int, int]] = {}
 
     # ------------------------------------------------------------------ table changes
     def form(self) -> None:
@@ -396,14 +413,22 @@ class PartitionManager:
             if best == self._me or (part is not None and part.version == best_version):
                 self._serve(p)
             else:
-                fetches.append(self._fetch_and_serve(p, best, version))
+                fetches.append(self._fetch_and_serve(p, best, best_version, version))
         results = await asyncio.gather(*fetches, return_exceptions=True)
         self._check_table(version)
         for result in results:
             if isinstance(result, BaseException):
                 raise result
 
-    async def _fetch_and_serve(self, p: int, source: str, version: int) -> None:
+    async def _fetch_and_serve(self, p: int, source: str, copy_version: int, version: int) -> None:
+        handoff = self.handoffs[p] = (source, copy_version, version)  # gets are read there meanwhile
+        try:
+            await self._fetch(p, source, version)
+        finally:
+            if self.handoffs.get(p) == handoff:
+                del self.handoffs[p]
+
+    async def _fetch(self, p: int, source: str, version: int) -> None:
         async with self._transfer_slots:
             self._check_table(version)
             peer = self._cluster.replica_peer(source)
@@ -462,6 +487,7 @@ class PartitionManager:
     def _serve(self, p: int) -> None:
         if self.table.owner(p) == self._me:
             self._answers.pop(p, None)
+            self.handoffs.pop(p, None)
             self.readable[p] = self.parts[p]
             self._on_served()
 
@@ -613,6 +639,26 @@ class PartitionManager:
         for p in partitions:
             if 0 <= p < len(self.parts) and self.table.replica_index(p, self._me) is None:
                 self.parts[p] = None
+
+    def handoff_read(self, op: Op) -> asyncio.Future[Result] | None:
+        """``op`` (a GET of a partition we own and are copying) read from the copy on its way
+        here, or None when there is no such copy at our current table. The answer is the
+        source's (``Executor`` checks there that it may give it), or RETRY when it cannot."""
+        handoff = self.handoffs.get(op.partition)
+        if handoff is None:
+            return None
+        source, copy_version, version = handoff
+        pipe = self._cluster.pipe_to(source)
+        if version != self.table.version or pipe is None:
+            return None
+        loop = self._cluster.loop
+        future: asyncio.Future[Result] = loop.create_future()
+        ask = Op(Code.HANDOFF_GET, op.partition, op.map, op.key, version=copy_version)
+        pipe.submit(_HandoffRead(ask, future, time.monotonic() + self._timing.rpc_timeout))
+        timeout = self._timing.rpc_timeout
+        timer = loop.call_later(timeout, _handoff_failed, future, op.partition, "no answer in time")
+        future.add_done_callback(lambda _: timer.cancel())
+        return future
 
     # ------------------------------------------------------------------ serving peers
     async def handle_versions(
@@ -872,6 +918,29 @@ class PartitionManager:
             elif index is not None:
                 backup += part.entry_count()
         return owned, backup
+
+
+class _HandoffRead:
+    """A GET sent to the member whose copy of the partition is on its way to us (pipe item)."""
+
+    __slots__ = ("deadline", "future", "op")
+
+    def __init__(self, op: Op, future: asyncio.Future[Result], deadline: float) -> None:
+        self.op = op
+        self.future = future
+        self.deadline = deadline  # monotonic: the pipe does not send it later
+
+    def handle(self, result: Result) -> None:
+        if result.status != Status.OK:
+            _handoff_failed(self.future, self.op.partition, result.message or f"status {result.status}")
+        elif not self.future.done():
+            self.future.set_result(result)
+
+
+def _handoff_failed(future: asyncio.Future[Result], p: int, why: str) -> None:
+    if not future.done():
+        message = f"partition {p} is migrating to this member; its copy's source did not read it: {why}"
+        future.set_result(Result(Status.RETRY, message=message))
 
 
 async def _lapse(seconds: float) -> None:

@@ -1,0 +1,147 @@
+"""Reads while a partition moves: the new owner reads from the copy on its way to it.
+
+In-process clusters over real gRPC. The members' transfers are held (their ``handle_fetch``
+waits for the test) so that a newcomer owns partitions it cannot serve yet; gets of them must
+still answer, from the member the copy comes from, and writes must wait for the copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+import peergrid
+from peergrid.partition import partition_of
+from peergrid.protocol import Code, Op, Result, Status
+from peergrid.serialization import encode_key
+from peergrid.testing import TestCluster, cluster
+from tests.conftest import wait_for
+
+KEYS = [f"k{i}" for i in range(2000)]
+HOLD_S = 60.0  # the most a held transfer waits for the test to let it go
+
+
+def partition(key: str) -> int:
+    return partition_of(encode_key(key), 271)
+
+
+def hold_transfers(grids: TestCluster) -> threading.Event:
+    """Make every member's copies wait, before their first chunk, until the event is set."""
+    release = threading.Event()
+    for grid in grids:
+        manager = grid._node.manager
+        original = manager.handle_fetch
+
+        async def held(members: Any, p: int, original: Any = original) -> AsyncIterator[Any]:
+            await asyncio.get_running_loop().run_in_executor(None, release.wait, HOLD_S)
+            async for chunk in original(members, p):
+                yield chunk
+
+        manager.handle_fetch = held  # type: ignore[method-assign]
+    return release
+
+
+@pytest.fixture
+def moving() -> Iterator[tuple[TestCluster, peergrid.Grid, dict[str, int], set[int], threading.Event]]:
+    """Three members holding KEYS, and a fourth that owns partitions whose copies are held."""
+    with cluster(3) as grids:
+        data = {k: i for i, k in enumerate(KEYS)}
+        grids[0].get_map("data").put_all(data)
+        release = hold_transfers(grids)
+        try:
+            newcomer = grids.add()
+            manager = newcomer._node.manager
+            # Every partition the newcomer takes over waits for its copy (a slot, then the transfer).
+            wait_for(lambda: len(manager.handoffs) >= 10, message="the newcomer copying its partitions")
+            yield grids, newcomer, data, set(manager.handoffs), release
+        finally:
+            release.set()
+
+
+def test_gets_of_a_moving_partition_answer_from_the_copy_on_its_way(moving: Any) -> None:
+    grids, newcomer, data, handed, _ = moving
+    keys = [k for k in KEYS if partition(k) in handed]
+    assert keys
+    for grid in grids.live():
+        m = grid.get_map("data")
+        assert {k: m.get(k) for k in keys} == {k: data[k] for k in keys}
+        assert m.contains_key(keys[0])
+        assert m.get_all(KEYS) == data  # a get_all's keys of moving partitions, from the same copies
+    absent = next(k for k in (f"absent{i}" for i in range(100_000)) if partition(k) in handed)
+    assert newcomer.get_map("data").get(absent) is None
+    assert not grids[0].get_map("data").contains_key(absent)
+    # Still held: none of that came from a copy the newcomer serves.
+    assert all(newcomer._node.manager.readable[p] is None for p in {partition(k) for k in keys})
+
+
+def test_a_write_of_a_moving_partition_waits_for_the_copy_and_is_read_after(moving: Any) -> None:
+    grids, newcomer, data, handed, release = moving
+    key = next(k for k in KEYS if partition(k) in handed)
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            grids[1].get_map("data").put(key, -1)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert newcomer.get_map("data").get(key) == data[key]  # the write cannot be acknowledged yet
+    release.set()
+    writer.join(30)
+    assert not writer.is_alive() and not errors
+    assert grids.wait_until_safe(30)
+    for grid in grids.live():
+        assert grid.get_map("data").get(key) == -1
+        assert grid.get_map("data").get_all(KEYS) == {**data, key: -1}
+
+
+def _ask(grid: peergrid.Grid, op: Op, caller_version: int, sender: str) -> Result:
+    async def run() -> Result:
+        outcome = grid._node.executor.execute(op, caller_version, sender)
+        return await outcome if isinstance(outcome, asyncio.Future) else outcome
+
+    result: Result = grid._node.run(run(), timeout=10)
+    return result
+
+
+def test_a_source_answers_a_handoff_read_only_for_its_copy_at_the_askers_table() -> None:
+    """The checks on the member asked (``Executor._handoff_get``): same member list, the asker
+    owns the partition there, the copy is at the version the asker decided to copy."""
+    with cluster(3) as grids:
+        data = {k: i for i, k in enumerate(KEYS[:200])}
+        grids[0].get_map("data").put_all(data)
+        assert grids.wait_until_safe(30)
+        by_uuid = {g.uuid: g for g in grids}
+        table = grids[0]._node.manager.table
+        key = KEYS[0]
+        p = partition(key)
+        owner, backup = table.replicas[p][0], table.replicas[p][1]
+        other = next(g.uuid for g in grids if g.uuid not in (owner, backup))
+        source = by_uuid[backup]
+        copy = source._node.manager.parts[p]
+        assert copy is not None
+        encoded = encode_key(key)
+
+        def ask(version: int, table_version: int, sender: str) -> Result:
+            return _ask(source, Op(Code.HANDOFF_GET, p, "data", encoded, version=version), table_version, sender)
+
+        answered = ask(copy.version, table.version, owner)
+        assert answered.status == Status.OK and answered.found and answered.version == copy.version
+        assert source._node.serializer.loads(answered.value) == data[key]
+        refusals = {
+            "an older copy": ask(copy.version - 1, table.version, owner),
+            "a newer copy": ask(copy.version + 1, table.version, owner),
+            "not the owner": ask(copy.version, table.version, other),
+            "an older table": ask(copy.version, table.version - 1, owner),
+            "a newer table": ask(copy.version, table.version + 1, owner),
+        }
+        assert {why: r.status for why, r in refusals.items()} == dict.fromkeys(refusals, Status.RETRY)
+        assert all(r.message for r in refusals.values())
+        keyless = _ask(source, Op(Code.HANDOFF_GET, p, "data", b"", version=copy.version), table.version, owner)
+        assert keyless.status == Status.INVALID
