@@ -86,7 +86,7 @@ def test_a_write_of_a_moving_partition_waits_for_the_copy_and_is_read_after(movi
     def write() -> None:
         try:
             grids[1].get_map("data").put(key, -1)
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+        except BaseException as exc:  # reported by the assertion below
             errors.append(exc)
 
     writer = threading.Thread(target=write)
@@ -94,7 +94,8 @@ def test_a_write_of_a_moving_partition_waits_for_the_copy_and_is_read_after(movi
     assert newcomer.get_map("data").get(key) == data[key]  # the write cannot be acknowledged yet
     release.set()
     writer.join(30)
-    assert not writer.is_alive() and not errors
+    assert not writer.is_alive()
+    assert not errors
     assert grids.wait_until_safe(30)
     for grid in grids.live():
         assert grid.get_map("data").get(key) == -1
@@ -128,11 +129,13 @@ def test_a_source_answers_a_handoff_read_only_for_its_copy_at_the_askers_table()
         assert copy is not None
         encoded = encode_key(key)
 
-        def ask(version: int, table_version: int, sender: str) -> Result:
-            return _ask(source, Op(Code.HANDOFF_GET, p, "data", encoded, version=version), table_version, sender)
+        def ask(version: int, table_version: int, sender: str, key: bytes = encoded) -> Result:
+            return _ask(source, Op(Code.HANDOFF_GET, p, "data", key, version=version), table_version, sender)
 
         answered = ask(copy.version, table.version, owner)
-        assert answered.status == Status.OK and answered.found and answered.version == copy.version
+        assert answered.status == Status.OK
+        assert answered.found
+        assert answered.version == copy.version
         assert source._node.serializer.loads(answered.value) == data[key]
         refusals = {
             "an older copy": ask(copy.version - 1, table.version, owner),
@@ -143,5 +146,4 @@ def test_a_source_answers_a_handoff_read_only_for_its_copy_at_the_askers_table()
         }
         assert {why: r.status for why, r in refusals.items()} == dict.fromkeys(refusals, Status.RETRY)
         assert all(r.message for r in refusals.values())
-        keyless = _ask(source, Op(Code.HANDOFF_GET, p, "data", b"", version=copy.version), table.version, owner)
-        assert keyless.status == Status.INVALID
+        assert ask(copy.version, table.version, owner, key=b"").status == Status.INVALID
