@@ -651,11 +651,10 @@ class PartitionManager:
         pipe = self._cluster.pipe_to(source)
         if version != self.table.version or pipe is None:
             return None
-        loop = self._cluster.loop
+        loop, timeout = self._cluster.loop, self._timing.rpc_timeout
         future: asyncio.Future[Result] = loop.create_future()
         ask = Op(Code.HANDOFF_GET, op.partition, op.map, op.key, version=copy_version)
-        pipe.submit(_HandoffRead(ask, future, time.monotonic() + self._timing.rpc_timeout))
-        timeout = self._timing.rpc_timeout
+        pipe.submit(_HandoffRead(ask, future, time.monotonic() + timeout))
         timer = loop.call_later(timeout, _handoff_failed, future, op.partition, "no answer in time")
         future.add_done_callback(lambda _: timer.cancel())
         return future
