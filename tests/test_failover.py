@@ -13,6 +13,7 @@ import pytest
 import peergrid
 from peergrid import Timing
 from peergrid.partition import partition_of
+from peergrid.protocol import Status
 from peergrid.serialization import encode_key
 from peergrid.testing import TestCluster, cluster
 from tests.conftest import wait_for
@@ -162,6 +163,32 @@ def test_async_backups_catch_up_without_being_waited_for() -> None:
         grids.kill(grids[1])
         assert grids.wait_until_safe(30)
         assert len(grids[0].get_map("data").get_all(KEYS)) == len(KEYS)
+
+
+def test_an_async_backup_that_missed_a_write_is_brought_in_sync() -> None:
+    # An async backup that did not take a write (here: it answered a failure once) was only
+    # marked unsure: unless the partition's next write found a gap, it stayed a write behind,
+    # and the cluster unsafe, until the next anti-entropy pass (30 s by default).
+    timing = dataclasses.replace(Timing.fast(), anti_entropy_interval=600.0)
+    with cluster(3, backup_count=0, async_backup_count=1, timing=timing) as grids:
+        assert grids.wait_until_safe(10)
+        failed = threading.Event()
+        for grid in grids:
+            manager = grid._node.manager
+            original = manager.apply_backup
+
+            def fail_once(*args, original=original):  # type: ignore[no-untyped-def]
+                if not failed.is_set():
+                    failed.set()
+                    return Status.ERROR
+                return original(*args)
+
+            manager.apply_backup = fail_once
+        grids[0].get_map("data").put("k", 1)
+        assert failed.wait(10), "the async backup was not sent the write"
+        assert grids.wait_until_safe(20), "an async backup that missed a write was left so"
+        stats = [g.get_map("data").local_stats() for g in grids]
+        assert sum(s.backup_entries for s in stats) == 1
 
 
 def test_a_join_moves_only_partitions_whose_replicas_changed() -> None:
@@ -350,6 +377,33 @@ def test_an_anti_entropy_pass_during_a_sync_is_not_lost() -> None:
         finally:
             release.set()
         assert grids.wait_until_safe(20), "backups marked unsure during the sync were left so"
+        assert grids[1].get_map("data").get_all(KEYS) == data
+
+
+def test_a_copy_that_failed_to_reach_its_backup_is_sent_again() -> None:
+    # A push of a copy to a new backup that failed (the backup refused it, or the stream
+    # broke) ended the sync job: the partition kept one copy, and the cluster stayed unsafe,
+    # until the next anti-entropy pass (30 s by default). It is tried again, with a back-off.
+    timing = dataclasses.replace(Timing.fast(), anti_entropy_interval=600.0)
+    with cluster(4, timing=timing) as grids:
+        data = fill(grids[0])
+        refused = threading.Event()
+        for grid in grids:
+            manager = grid._node.manager
+            original = manager.handle_install
+            first = [True]
+
+            async def refuse_once(chunks, original=original, first=first):  # type: ignore[no-untyped-def]
+                if first[0]:
+                    first[0] = False
+                    refused.set()
+                    raise peergrid.ClusterError("refused by the test")
+                return await original(chunks)
+
+            manager.handle_install = refuse_once
+        grids.kill(grids[3])
+        assert refused.wait(30), "no copy was pushed: the test refused nothing"
+        assert grids.wait_until_safe(20), "a copy that failed to reach its backup was not sent again"
         assert grids[1].get_map("data").get_all(KEYS) == data
 
 

@@ -144,10 +144,14 @@ class _Manager:
     def sync_backup(self, p: int, uuid: str) -> None:
         raise AssertionError("no repair expected")
 
+    def resync(self) -> None:
+        raise AssertionError("no resync expected")
+
 
 def _replicator(loop: asyncio.AbstractEventLoop) -> tuple[Replicator, _Cluster]:
     cluster = _Cluster(loop)
-    replicator = Replicator(GridConfig(backup_count=1), cluster, _Manager())  # type: ignore[arg-type]
+    manager = _Manager()
+    replicator = Replicator(GridConfig(backup_count=1), cluster, manager.sync_backup, manager.resync)  # type: ignore[arg-type]
     replicator.on_table(PartitionTable(1, (("a", "b"),)))
     return replicator, cluster
 

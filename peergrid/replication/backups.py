@@ -110,11 +110,14 @@ class _Once:
 class Replicator:
     """Ships writes to backups and tracks which backups are in sync. Loop thread only."""
 
-    def __init__(self, config: GridConfig, cluster: ReplicatorMember, repair: Repair) -> None:
+    def __init__(
+        self, config: GridConfig, cluster: ReplicatorMember, repair: Repair, resync: Callable[[], None]
+    ) -> None:
         self._config = config
         self._sync_count = config.backup_count
         self._cluster = cluster
-        self._sync_backup = repair
+        self._sync_backup = repair  # push one partition to one backup
+        self._resync = resync  # bring every backup that is not known to be in sync in sync
         self._table = PartitionTable(0, ())
         self._synced: dict[int, set[str]] = {}  # p -> backups known to hold the owner's version
         self._applied: dict[tuple[int, str], int] = {}  # (p, backup) -> highest version it acknowledged
@@ -289,8 +292,9 @@ class Replicator:
         """A backup did not take a write: repair it off the fast path."""
         self.mark_unsure(send.op.partition, send.uuid)
         if send.waiter is None:
-            if result.status == Status.GAP:
-                self._sync_backup(send.op.partition, send.uuid)
+            # No write waits for it (an async backup): the owner's sync job compares versions
+            # and sends the copy if needed, trying again until the backup holds it.
+            self._resync()
             return
         task = self._cluster.loop.create_task(self._repair(send, result))
         self._tasks.add(task)

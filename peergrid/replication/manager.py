@@ -115,7 +115,7 @@ class PartitionManager:
         #: Application threads read it without a lock: replacing a list slot is atomic.
         self.readable: list[Partition | None] = [None] * count
         self.lost: set[int] = set()
-        self.replicator = Replicator(config, cluster, repair=self.sync_backup)
+        self.replicator = Replicator(config, cluster, repair=self.sync_backup, resync=self._start_sync)
         self._holders: dict[int, set[str]] = {}  # p -> non-replica members seen holding a copy
         self._sync_job: asyncio.Task[None] | None = None
         self._sync_again = False  # asked to sync while the job ran: it makes one more pass
@@ -250,8 +250,26 @@ class PartitionManager:
     def _unready_owned(self) -> list[int]:
         return [p for p in self.table.owned_by(self._me) if self.readable[p] is None and p not in self.lost]
 
+    def _unsynced_backups(self) -> bool:
+        """Whether a partition we serve has a backup, still a member, not known to hold it."""
+        table, synced = self.table, self.replicator.is_synced
+        for p in table.owned_by(self._me):
+            if self.readable[p] is None:
+                continue
+            for uuid in table.replicas[p][1:]:
+                if not synced(p, uuid) and self._cluster.replica_peer(uuid) is not None:
+                    return True
+        return False
+
     async def _sync_forever(self) -> None:
-        """Become ready for every owned partition, then bring backups in sync and release leftovers."""
+        """Become ready for every owned partition, then bring backups in sync and release leftovers.
+
+        Ends once every backup holds its copy. A push that failed (the backup refused it, or
+        its stream broke) is tried again after a pause that doubles, from ``retry_max`` up to
+        ``failure_timeout``, or at once when the table moves: not left to anti-entropy, whose
+        next pass may be ``anti_entropy_interval`` away, with the partition on one copy.
+        """
+        pause = self._timing.retry_max
         while not self._stopped:
             version = self.table.version
             self._sync_again = False
@@ -289,8 +307,13 @@ class PartitionManager:
                 else:
                     await asyncio.sleep(self._timing.heartbeat_interval)
                 continue
-            if self.table.version == version and not self._unready_owned() and not self._sync_again:
+            if self.table.version != version or self._unready_owned() or self._sync_again:
+                continue
+            if not self._unsynced_backups():
                 return
+            log.debug("backups left out of sync at table %d: again in %.2fs", version, pause)
+            await self._table_moved(version, pause)
+            pause = min(pause * 2, self._timing.failure_timeout)
 
     async def _table_moved(self, version: int, timeout: float) -> None:
         """Return once the table is newer than ``version``, or after ``timeout`` seconds."""
