@@ -186,9 +186,13 @@ def test_an_async_backup_that_missed_a_write_is_brought_in_sync() -> None:
             manager.apply_backup = fail_once
         grids[0].get_map("data").put("k", 1)
         assert failed.wait(10), "the async backup was not sent the write"
-        assert grids.wait_until_safe(20), "an async backup that missed a write was left so"
-        stats = [g.get_map("data").local_stats() for g in grids]
-        assert sum(s.backup_entries for s in stats) == 1
+        # Not wait_until_safe alone: the owner may not have heard of the failure yet.
+        wait_for(
+            lambda: sum(g.get_map("data").local_stats().backup_entries for g in grids) == 1,
+            timeout=20,
+            message="the async backup that missed the write holding it",
+        )
+        assert grids.wait_until_safe(20)
 
 
 def test_a_join_moves_only_partitions_whose_replicas_changed() -> None:

@@ -292,8 +292,11 @@ class Replicator:
         """A backup did not take a write: repair it off the fast path."""
         self.mark_unsure(send.op.partition, send.uuid)
         if send.waiter is None:
-            # No write waits for it (an async backup): the owner's sync job compares versions
-            # and sends the copy if needed, trying again until the backup holds it.
+            # No write waits for it (an async backup), so nothing repairs this one write: what
+            # it acknowledged before no longer vouches for it (``holds`` would excuse the
+            # missing write as one in flight, and anti-entropy would never send it). The
+            # owner's sync job compares versions and sends the copy, until the backup holds it.
+            self._applied.pop((send.op.partition, send.uuid), None)
             self._resync()
             return
         task = self._cluster.loop.create_task(self._repair(send, result))
