@@ -17,6 +17,7 @@ import pytest
 import peergrid
 from peergrid.partition import partition_of
 from peergrid.protocol import Code, Op, Result, Status
+from peergrid.replication.manager import PARALLEL_TRANSFERS
 from peergrid.serialization import encode_key
 from peergrid.testing import TestCluster, cluster
 from tests.conftest import wait_for
@@ -147,3 +148,46 @@ def test_a_source_answers_a_handoff_read_only_for_its_copy_at_the_askers_table()
         assert {why: r.status for why, r in refusals.items()} == dict.fromkeys(refusals, Status.RETRY)
         assert all(r.message for r in refusals.values())
         assert ask(copy.version, table.version, owner, key=b"").status == Status.INVALID
+
+
+def test_a_write_to_a_partition_queued_for_its_copy_does_not_wait_for_the_others() -> None:
+    """The new owner copies ``PARALLEL_TRANSFERS`` partitions at a time. A write to one further
+    back in the queue waited for every copy before it (most of a join's migration); a partition
+    a caller waits for now goes first, in a slot of its own (``TransferSlots.hurry``)."""
+    with cluster(3) as grids:
+        data = {k: i for i, k in enumerate(KEYS)}
+        grids[0].get_map("data").put_all(data)
+        release = threading.Event()
+        held: set[int] = set()  # partitions whose copies are held
+        let_go: set[int] = set()  # partitions whose copies are not
+        for grid in grids:
+            manager = grid._node.manager
+            original = manager.handle_fetch
+
+            async def held_unless_let_go(
+                members: Any, p: int, original: Any = original
+            ) -> AsyncIterator[Any]:
+                if p not in let_go:
+                    held.add(p)
+                    await asyncio.get_running_loop().run_in_executor(None, release.wait, HOLD_S)
+                async for chunk in original(members, p):
+                    yield chunk
+
+            manager.handle_fetch = held_unless_let_go  # type: ignore[method-assign]
+        try:
+            newcomer = grids.add()
+            manager = newcomer._node.manager
+            wait_for(lambda: len(held) >= PARALLEL_TRANSFERS, message="the newcomer's transfer slots taken")
+            queued = sorted(set(manager.handoffs) - held)
+            assert queued, "no partition waits for a transfer slot"
+            p = queued[-1]
+            let_go.add(p)
+            key = next(k for k in (f"w{i}" for i in range(100_000)) if partition(k) == p)
+            grids[1].get_map("data").put(key, -1)  # before: no slot until a held copy ends
+            assert manager.readable[p] is not None
+            assert newcomer.get_map("data").get(key) == -1
+            assert all(manager.readable[q] is None for q in held)  # the others are still held
+        finally:
+            release.set()
+        assert grids.wait_until_safe(30)
+        assert grids[2].get_map("data").get_all([*KEYS, key]) == {**data, key: -1}

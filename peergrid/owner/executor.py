@@ -187,6 +187,8 @@ class Executor:
                 forwarded = self._manager.handoff_read(op)
                 if forwarded is not None:
                     return forwarded if op.code == Code.GET else _found_only(forwarded)
+            if migrating:
+                self._manager.hurry(op.partition)  # the caller retries: its copy goes first
             return part
         if op.code == Code.FLUSH:
             return asyncio.ensure_future(self._stores.flush(part, op.map))

@@ -48,13 +48,14 @@ from peergrid.errors import LimitExceededError, PeerGridError, PeerUnavailableEr
 from peergrid.partition import PartitionTable, build_table
 from peergrid.protocol import Chunk, Code, Copy, Effect, EffectKind, MemberList, Op, Result, Status
 from peergrid.replication.backups import Replicator
+from peergrid.replication.slots import TransferSlots
 from peergrid.storage import Partition, journal
 from peergrid.storage.partition import Policies
 
 log = logging.getLogger("peergrid.replication")
 
 CHUNK_BYTES = 1 << 20  # entries per transfer message, by size
-PARALLEL_TRANSFERS = 4
+PARALLEL_TRANSFERS = 4  # and one more for a partition a caller waits for (TransferSlots)
 _ENTRY_OVERHEAD = 32  # bytes counted per entry and per chunk of a transfer, beyond keys and values
 _JOURNALED = frozenset({EffectKind.PUT, EffectKind.DELETE, EffectKind.CLEAR})
 
@@ -128,7 +129,7 @@ class PartitionManager:
         self._warned_partitions = False  # more members than partition_count / 2, said once
         self._backup_jobs: dict[tuple[int, str], asyncio.Task[int]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._transfer_slots = asyncio.Semaphore(PARALLEL_TRANSFERS)
+        self._transfer_slots = TransferSlots(PARALLEL_TRANSFERS)
         self._stopped = False
         self._table_moves = asyncio.Event()  # set, and replaced, at each new table
         self._slow_peers: dict[str, int] = {}  # uuid -> version questions it let expire in a row
@@ -153,6 +154,7 @@ class PartitionManager:
         )
         old, self.table = self.table, table
         self._table_at = time.monotonic()
+        self._transfer_slots.forget()
         self._table_moves.set()
         self._table_moves = asyncio.Event()
         if len(members.members) * 2 > self._config.partition_count and not self._warned_partitions:
@@ -452,7 +454,7 @@ class PartitionManager:
                 del self.handoffs[p]
 
     async def _fetch(self, p: int, source: str, version: int) -> None:
-        async with self._transfer_slots:
+        async with self._transfer_slots.slot(p):
             self._check_table(version)
             peer = self._cluster.replica_peer(source)
             if peer is None:
@@ -600,7 +602,7 @@ class PartitionManager:
 
     async def _push(self, p: int, uuid: str) -> int:
         """Send our copy of ``p``; return the version sent, or -1."""
-        async with self._transfer_slots:
+        async with self._transfer_slots.slot():
             part = self.readable[p]
             peer = self._cluster.replica_peer(uuid)
             if part is None or peer is None or uuid not in self.table.replicas[p][1:]:
@@ -662,6 +664,11 @@ class PartitionManager:
         for p in partitions:
             if 0 <= p < len(self.parts) and self.table.replica_index(p, self._me) is None:
                 self.parts[p] = None
+
+    def hurry(self, p: int) -> None:
+        """A caller waits for owned partition ``p`` to be served here (a write, or a read no
+        copy on its way could answer): its transfer goes before the others (``TransferSlots``)."""
+        self._transfer_slots.hurry(p)
 
     def handoff_read(self, op: Op) -> asyncio.Future[Result] | None:
         """``op`` (a GET of a partition we own and are copying) read from the copy on its way
