@@ -4,16 +4,17 @@
 
 Three members: two ``python -m benchmarks.stalls --member --steps`` children (a loop-lag
 probe, and their longest loop step by CPU time) and this process. One thread does remote
-gets of a small probe map back to back (keys owned by the two other members) through three
-phases: ``quiet`` (nothing else), ``put_all`` (this process stores ``--entries`` entries in one
-call, ``--rounds`` times), ``get_all`` (it reads them back in one call, ``--rounds`` times) and
-``join`` (a fourth member joins once a map holds ``--join-entries`` entries; until the cluster
-is safe again).
-Printed per phase: each bulk call's time (or its error), the probe gets' p50/p99/max, and each
-member's worst loop lag and longest step (CPU ms; with the GC's longest pause inside the window
-beside it, as a collection runs inside some step). Measurement only: nothing asserts on a
-timing. (Before ``Limits.max_frame_ops``, a put_all of 30,000 entries pinned to one core held
-each owner's loop ~2 s in one step and failed with its lease run out; docs/performance.md.)
+gets of a small probe map back to back (keys owned by the two other members), and another
+sets of the same keys, through the phases: ``quiet`` (nothing else), ``put_all`` (this
+process stores ``--entries`` entries in one call, ``--rounds`` times), ``get_all`` (it reads
+them back in one call, ``--rounds`` times) and ``join`` (a fourth member joins once a map
+holds ``--join-entries`` entries; until the cluster is safe again).
+Printed per phase: each bulk call's time (or its error), the probe gets' and sets'
+p50/p99/max, and each member's worst loop lag and longest step (CPU ms; with the GC's
+longest pause inside the window beside it, as a collection runs inside some step).
+Measurement only: nothing asserts on a timing. (Before ``Limits.max_frame_ops``, a put_all
+of 30,000 entries pinned to one core held each owner's loop ~2 s in one step and failed with
+its lease run out; docs/performance.md.)
 """
 
 from __future__ import annotations
@@ -107,20 +108,28 @@ def _phase(
     import peergrid
 
     latencies: list[float] = []
+    set_latencies: list[float] = []
     stop = threading.Event()
+    value = b"p" * 100
 
-    def gets() -> None:
+    def probing(call: Any, into: list[float]) -> None:
         i = 0
         while not stop.is_set():
             began = time.perf_counter()
             with contextlib.suppress(peergrid.PeerGridError):  # counted at the time it took
-                probe.get(remote[i % len(remote)])
-            latencies.append(time.perf_counter() - began)
+                call(remote[i % len(remote)])
+            into.append(time.perf_counter() - began)
             i += 1
 
-    prober = threading.Thread(target=gets, name="probe-gets")
+    probers = [
+        threading.Thread(target=probing, args=(probe.get, latencies), name="probe-gets"),
+        threading.Thread(
+            target=probing, args=(lambda k: probe.set(k, value), set_latencies), name="probe-sets"
+        ),
+    ]
     window_from = time.time()
-    prober.start()
+    for prober in probers:
+        prober.start()
     outcomes: list[str] = []
     for _ in range(rounds):
         began = time.perf_counter()
@@ -131,9 +140,11 @@ def _phase(
             outcomes.append(f"{type(exc).__name__} after {time.perf_counter() - began:.2f} s")
     time.sleep(SETTLE_S)
     stop.set()
-    prober.join()
+    for prober in probers:
+        prober.join()
     window_to = time.time()
     latencies.sort()
+    set_latencies.sort()
     members = {}
     for child in children:
         lag, (step_cpu, _, what), pauses, _, _ = stalls._child_lag(child, window_from, window_to)
@@ -150,6 +161,10 @@ def _phase(
         "p50_ms": latencies[len(latencies) // 2] * 1e3,
         "p99_ms": latencies[int(len(latencies) * 0.99)] * 1e3,
         "max_ms": latencies[-1] * 1e3,
+        "sets": len(set_latencies),
+        "set_p50_ms": set_latencies[len(set_latencies) // 2] * 1e3,
+        "set_p99_ms": set_latencies[int(len(set_latencies) * 0.99)] * 1e3,
+        "set_max_ms": set_latencies[-1] * 1e3,
         "members": members,
     }
 
@@ -162,6 +177,10 @@ def report(phases: list[dict[str, Any]], args: argparse.Namespace) -> None:
         print(
             f"  probe gets: {p['gets']:,}, p50 {p['p50_ms']:.2f} ms, p99 {p['p99_ms']:.2f} ms, "
             f"max {p['max_ms']:.1f} ms"
+        )
+        print(
+            f"  probe sets: {p['sets']:,}, p50 {p['set_p50_ms']:.2f} ms, p99 {p['set_p99_ms']:.2f} ms, "
+            f"max {p['set_max_ms']:.1f} ms"
         )
         for member, m in p["members"].items():
             print(
