@@ -191,3 +191,67 @@ def test_a_write_to_a_partition_queued_for_its_copy_does_not_wait_for_the_others
             release.set()
         assert grids.wait_until_safe(30)
         assert grids[2].get_map("data").get_all([*KEYS, key]) == {**data, key: -1}
+
+
+@pytest.mark.parametrize("backup", ["acks", "fails"])
+def test_a_write_waiting_for_its_backup_when_its_partition_moves(backup: str) -> None:
+    """A join moved a partition while a write to it waited for its backup's ack: its old owner
+    ended the write INDETERMINATE at once, although its own copy (the newest, the one the new
+    owner takes) held the write, and the backup's would once the ack on its way arrived. It
+    now waits for that ack; a backup that fails the write instead, no longer the old owner's
+    to repair, ends it INDETERMINATE then (not at its deadline)."""
+    with cluster(3) as grids:
+        keys = [f"w{i}" for i in range(80)]  # some move to the newcomer: each does with p ~ 1/4
+        release_transfers = hold_transfers(grids)
+        held: list[tuple[asyncio.AbstractEventLoop, Any, Any]] = []
+        holding = True
+        for grid in grids:
+            replicator = grid._node.manager.replicator
+
+            def hold(send: Any, original: Any = replicator._send, loop: Any = grid._node.loop) -> None:
+                if holding and send.waiter is not None:
+                    held.append((loop, original, send))
+                else:
+                    original(send)
+
+            replicator._send = hold  # type: ignore[method-assign]
+        outcome: list[str] = []
+
+        def write() -> None:
+            try:
+                grids[1].get_map("w").put_all(dict.fromkeys(keys, 1))  # one write per key
+                outcome.append("ok")
+            except peergrid.PeerGridError as exc:
+                outcome.append(str(exc))
+
+        writer = threading.Thread(target=write)
+        try:
+            writer.start()
+            wait_for(lambda: len(held) == len(keys), message="every write waiting for its backup")
+            newcomer = grids.add()
+            table = newcomer._node.manager.table
+            wait_for(
+                lambda: all(g._node.manager.table.version >= table.version for g in grids),
+                message="every member on the newcomer's table",
+            )
+            moved = {p for p in map(partition, keys) if table.owner(p) == newcomer.uuid}
+            assert moved, "no written partition moved to the newcomer: the test proved nothing"
+            holding = False
+            failure = Result(Status.ERROR, message="failed by the test")
+            for loop, original, send in held:
+                if backup == "acks" or send.op.partition not in moved:
+                    loop.call_soon_threadsafe(original, send)
+                else:
+                    loop.call_soon_threadsafe(send.handle, failure)
+            writer.join(30)
+            assert not writer.is_alive()
+        finally:
+            holding = False
+            release_transfers.set()
+        if backup == "acks":
+            assert outcome == ["ok"]
+        else:
+            assert "moved before every backup acknowledged" in outcome[0]
+        assert grids.wait_until_safe(30)
+        for grid in grids.live():  # applied either way: the new owner took the old owner's copy
+            assert grid.get_map("w").get_all(keys) == dict.fromkeys(keys, 1)

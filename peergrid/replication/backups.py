@@ -147,17 +147,26 @@ class Replicator:
         replicas = self._table.replicas[p]
         backups = set(replicas[1 : 1 + self._sync_count])
         owner = bool(replicas) and replicas[0] == self._cluster.uuid
-        if not owner or not self._cluster.has_quorum():
+        if not self._cluster.has_quorum():
             if waiter.uuids - backups:
                 # A backup it waits for is gone and no longer ours to replace.
-                why = "lost quorum" if owner else "no longer owns the partition"
                 self._finish(
                     waiter,
                     Result(
                         Status.INDETERMINATE,
-                        message=f"the owner {why} before every backup acknowledged the write",
+                        message="the owner lost quorum before every backup acknowledged the write",
                     ),
                 )
+            return
+        if not owner:
+            # The partition moved (a join, a leave) while the write waited. Its new owner takes
+            # the newest copy, which holds the write: we applied it before we answered the new
+            # owner's version question (answering adopts the list that moves the partition, and
+            # ends our writes to it). A backup that acknowledges it holds it too (a backup
+            # refuses writes of an owner its newer table replaced): so the write is as safe as
+            # before the move once the acks on their way arrive. A backup that fails it is no
+            # longer ours to repair: then the write ends INDETERMINATE (``_repair``). Until
+            # stop 38 a join made such a write INDETERMINATE at once.
             return
         # Still the owner: every sync backup of the new table must hold the write. New ones are
         # rebuilt from this copy (which holds it) and count once synced past its version.
@@ -307,8 +316,27 @@ class Replicator:
         """Get a write to a backup that did not take it; ack only once it holds it.
 
         Gives up when the write no longer waits or ``uuid`` is no longer its
-        backup: the table change that made it so re-judged the write already.
+        backup. If we still own the partition, the table change that made it so
+        re-judged the write already; if we do not, the write ends INDETERMINATE.
         """
+        p, uuid, waiter = send.op.partition, send.uuid, send.waiter
+        assert waiter is not None
+        try:
+            await self._repair_until_acked(send, result)
+        finally:
+            if waiter in self._waiters and uuid in waiter.uuids and not self._still_backup(p, uuid):
+                # Still waited for, and no longer ours to repair: we lost the partition (a
+                # table change re-judges the writes of a partition we keep, and drops the
+                # backups it no longer names from what they wait for).
+                self._finish(
+                    waiter,
+                    Result(
+                        Status.INDETERMINATE,
+                        message="the partition moved before every backup acknowledged the write",
+                    ),
+                )
+
+    async def _repair_until_acked(self, send: _Send, result: Result) -> None:
         p, uuid, waiter = send.op.partition, send.uuid, send.waiter
         assert waiter is not None
         delay = self._config.timing.retry_initial

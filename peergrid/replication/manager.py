@@ -116,7 +116,7 @@ class PartitionManager:
         #: Application threads read it without a lock: replacing a list slot is atomic.
         self.readable: list[Partition | None] = [None] * count
         self.lost: set[int] = set()
-        self.replicator = Replicator(config, cluster, repair=self.sync_backup, resync=self._start_sync)
+        self.replicator = Replicator(config, cluster, repair=self._repair_backup, resync=self._start_sync)
         self._holders: dict[int, set[str]] = {}  # p -> non-replica members seen holding a copy
         self._sync_job: asyncio.Task[None] | None = None
         self._sync_again = False  # asked to sync while the job ran: it makes one more pass
@@ -587,6 +587,11 @@ class PartitionManager:
             *(self.sync_backup(p, uuid) for p in partitions if not self.replicator.is_synced(p, uuid))
         )
 
+    def _repair_backup(self, p: int, uuid: str) -> asyncio.Task[int]:
+        """``sync_backup`` for a write that waits for it (its backup answered GAP): hurried."""
+        self._transfer_slots.hurry(p)
+        return self.sync_backup(p, uuid)
+
     def sync_backup(self, p: int, uuid: str) -> asyncio.Task[int]:
         """Send partition ``p`` to backup ``uuid`` (one transfer at a time per pair)."""
         job = self._backup_jobs.get((p, uuid))
@@ -602,7 +607,7 @@ class PartitionManager:
 
     async def _push(self, p: int, uuid: str) -> int:
         """Send our copy of ``p``; return the version sent, or -1."""
-        async with self._transfer_slots.slot():
+        async with self._transfer_slots.slot(p):
             part = self.readable[p]
             peer = self._cluster.replica_peer(uuid)
             if part is None or peer is None or uuid not in self.table.replicas[p][1:]:

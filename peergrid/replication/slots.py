@@ -6,6 +6,11 @@ But until its copy has arrived, a partition's new owner cannot take writes to it
 writing to the last partition in the queue waited for the whole migration. A partition a
 caller is waiting for is ``hurry``-ed: it goes before every other waiting transfer, and may
 use one slot more than ``count``, so it starts at once unless another hurried one runs.
+
+The same holds for copies a member sends: a write whose backup has no copy of the partition
+yet (a newcomer's, during a join) waits for the owner to send it one, and that transfer is
+hurried too. A member never fetches and sends one partition at once (it sends only what it
+serves), so transfers are told apart by partition.
 """
 
 from __future__ import annotations
