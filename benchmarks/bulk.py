@@ -20,13 +20,13 @@ its lease run out; docs/performance.md.)
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import signal
 import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -112,19 +112,23 @@ def _phase(
     stop = threading.Event()
     value = b"p" * 100
 
-    def probing(call: Any, into: list[float]) -> None:
+    errors: Counter[str] = Counter()  # by probe and type
+
+    def probing(call: Any, into: list[float], name: str) -> None:
         i = 0
         while not stop.is_set():
             began = time.perf_counter()
-            with contextlib.suppress(peergrid.PeerGridError):  # counted at the time it took
+            try:
                 call(remote[i % len(remote)])
+            except peergrid.PeerGridError as exc:  # counted at the time it took, and by type
+                errors[f"{name} {type(exc).__name__}"] += 1
             into.append(time.perf_counter() - began)
             i += 1
 
     probers = [
-        threading.Thread(target=probing, args=(probe.get, latencies), name="probe-gets"),
+        threading.Thread(target=probing, args=(probe.get, latencies, "get"), name="probe-gets"),
         threading.Thread(
-            target=probing, args=(lambda k: probe.set(k, value), set_latencies), name="probe-sets"
+            target=probing, args=(lambda k: probe.set(k, value), set_latencies, "set"), name="probe-sets"
         ),
     ]
     window_from = time.time()
@@ -165,6 +169,7 @@ def _phase(
         "set_p50_ms": set_latencies[len(set_latencies) // 2] * 1e3,
         "set_p99_ms": set_latencies[int(len(set_latencies) * 0.99)] * 1e3,
         "set_max_ms": set_latencies[-1] * 1e3,
+        "errors": dict(errors),
         "members": members,
     }
 
@@ -182,6 +187,8 @@ def report(phases: list[dict[str, Any]], args: argparse.Namespace) -> None:
             f"  probe sets: {p['sets']:,}, p50 {p['set_p50_ms']:.2f} ms, p99 {p['set_p99_ms']:.2f} ms, "
             f"max {p['set_max_ms']:.1f} ms"
         )
+        if p["errors"]:
+            print("  probe errors: " + ", ".join(f"{n} {what}" for what, n in sorted(p["errors"].items())))
         for member, m in p["members"].items():
             print(
                 f"  {member}: worst loop lag {m['lag_ms']:.1f} ms; longest step {m['step_cpu_ms']:.1f} ms "
