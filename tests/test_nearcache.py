@@ -395,6 +395,48 @@ def test_a_set_through_a_member_is_read_back_from_its_near_cache_without_a_fetch
         )
 
 
+def test_an_own_set_is_not_sent_back_to_the_writers_near_cache_but_its_listeners_hear_it() -> None:
+    """The owner sends a ``set`` or ``put`` to every near cache but its sender's, whose own write
+    path refills or drops the entry: one event message less a write. Listeners hear every change."""
+    with cluster(3, maps=NEAR) as grids:
+        owner, writer, other = grids
+        key = next(f"k{i}" for i in range(10_000) if owner.owner_of(f"k{i}").uuid == owner.uuid)
+        marker = next(f"m{i}" for i in range(10_000) if owner.owner_of(f"m{i}").uuid == owner.uuid)
+        seen: dict[str, list[bytes]] = {"writer": [], "other": []}
+        for name, grid in (("writer", writer), ("other", other)):
+            near = grid._node.maps.near_caches["near"]
+            wait_for(lambda near=near: owner.uuid in near.leases, 5, message="lease from the owner")
+            original = near.on_events
+
+            def spy(source: str, batch: EventBatch, name: str = name, original=original) -> None:
+                seen[name].extend(batch.keys)
+                original(source, batch)
+
+            near.on_events = spy  # type: ignore[method-assign]
+        m = writer.get_map("near")
+        for i in range(5):
+            m.set(key, i)
+        m.put(key, "last")
+        other.get_map("near").set(marker, "from the other member")
+        # One owner's events reach a subscriber in order: once the writer has the other member's
+        # event, its own writes' events would have come before it.
+        wait_for(lambda: b"s" + marker.encode() in seen["writer"], 5, message="the other member's event")
+        encoded = b"s" + key.encode()
+        wait_for(lambda: seen["other"].count(encoded) == 6, 5, message="the third member hears every write")
+        assert b"s" + key.encode() not in seen["writer"]
+        before = frames(writer)
+        assert m.get(key) == "last"  # refilled by its own write: no fetch
+        assert frames(writer) == before
+        assert other.get_map("near").get(key) == "last"
+
+        heard: list[object] = []
+        m.add_entry_listener(on_updated=lambda event: heard.append(event.value))
+        publisher = owner._node.publisher
+        wait_for(lambda: publisher.wants_entries("near"), 5, message="the listener's subscription")
+        m.set(key, "heard")
+        wait_for(lambda: "heard" in heard, 5, message="the writer's listener hears its own set")
+
+
 def test_get_all_serves_near_cached_keys_without_a_fetch(api) -> None:
     with cluster(2, maps=NEAR) as grids:
         reader = grids[1]

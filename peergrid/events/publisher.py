@@ -194,13 +194,17 @@ class EventPublisher:
         old: bytes = b"",
         version: int = 0,
         ttl: float = 0.0,
+        skip: str = "",
     ) -> None:
         """Record one event of map ``name`` in partition ``p``, a change at partition ``version``
-        (``ttl``: seconds the new value has left, 0 for none)."""
+        (``ttl``: seconds the new value has left, 0 for none). ``skip``: a member whose near
+        cache learns of this change otherwise (its own write): its subscription, unless it
+        also carries listeners, does not get the event (nor a sequence number for it)."""
         behind = [
             subscription
             for subscription in self._subscriptions.get(name, ())
-            if not subscription.add(kind, p, key, value, old, version, ttl)
+            if not (skip and subscription.peer == skip and not subscription.entries)
+            and not subscription.add(kind, p, key, value, old, version, ttl)
         ]
         for subscription in behind:  # not while iterating: dropping one changes the list
             self._overflow(subscription)

@@ -208,8 +208,8 @@ class Executor:
             return result
         config = self._registry.config(op.map)
         if config.store is not None and op.code not in _UNSTORED:
-            return self._stores.write(part, op, config, lambda: self._write(part, op))
-        return self._write(part, op)
+            return self._stores.write(part, op, config, lambda: self._write(part, op, origin=sender))
+        return self._write(part, op, origin=sender)
 
     def _get_many(self, op: Op, caller_version: int, sender: str) -> Result | asyncio.Future[Result]:
         """A get_all's keys of one map (``peergrid.multiget``), each answered as a GET would be.
@@ -396,12 +396,18 @@ class Executor:
         return self._write(part, op, delta=delta)
 
     def _write(
-        self, part: Partition, op: Op, stamp: int = 0, delta: tuple[str, int] | None = None
+        self,
+        part: Partition,
+        op: Op,
+        stamp: int = 0,
+        delta: tuple[str, int] | None = None,
+        origin: str = "",
     ) -> Result | asyncio.Future[Result]:
         """Run a map write on ``part``: bounds, version, journal, backups, events, eviction.
 
         ``stamp``: the journal stamp of a merged change (see ``_merge``); other writes are
         stamped by this member's clock while it journals (``peergrid.storage.journal``).
+        ``origin``: the uuid of the member whose caller sent the op, "" when none did.
         """
         name = op.map
         config = self._registry.config(name)
@@ -447,7 +453,7 @@ class Executor:
         if isinstance(outcome, asyncio.Future):
             _fence(part, (name, op.key), outcome)
         if config.bounded or self._publisher.interested(name):
-            self._owner.written(part, op, config, effects, old, cleared, size_before)
+            self._owner.written(part, op, config, effects, old, cleared, size_before, origin)
         return outcome
 
     def _journal(
