@@ -123,6 +123,7 @@ class _Cluster:
         self.quorum = True
         self.lease = True
         self.sent: list[tuple[str, object]] = []
+        self.missed: list[tuple[int, str]] = []
 
     def pipe_to(self, uuid: str) -> object:
         cluster = self
@@ -138,6 +139,9 @@ class _Cluster:
 
     def holds_lease(self) -> bool:
         return self.lease
+
+    def backup_missed(self, p: int, uuid: str) -> None:
+        self.missed.append((p, uuid))
 
 
 class _Manager:

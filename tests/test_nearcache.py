@@ -15,7 +15,9 @@ from peergrid.events.model import EventBatch, EventKind
 from peergrid.events.nearcache import MISS, NearCache
 from peergrid.events.publisher import EventPublisher
 from peergrid.events.subscriptions import Subscriptions, _StreamState
-from peergrid.protocol import Member, MemberList
+from peergrid.partition import partition_of
+from peergrid.protocol import Member, MemberList, Status
+from peergrid.serialization import encode_key
 from peergrid.testing import cluster
 from tests.conftest import wait_for
 
@@ -395,24 +397,44 @@ def test_a_set_through_a_member_is_read_back_from_its_near_cache_without_a_fetch
         )
 
 
+def _spy_on_events(grids: list[peergrid.Grid], owner: peergrid.Grid) -> dict[str, list[tuple[bytes, int]]]:
+    """Every change each grid's near cache of "near" is told of, as (key, seq): seq 0 when its
+    backup copy told it (``on_copy_changed``), the event's sequence number when an event did."""
+    seen: dict[str, list[tuple[bytes, int]]] = {}
+    for grid in grids:
+        near = grid._node.maps.near_caches["near"]
+        wait_for(lambda near=near: owner.uuid in near.leases, 5, message="lease from the owner")
+        original = near.on_events
+        changes = seen[grid.uuid] = []
+
+        def spy(source: str, batch: EventBatch, changes=changes, original=original) -> None:
+            changes.extend(zip(batch.keys, batch.seqs, strict=True))
+            original(source, batch)
+
+        near.on_events = spy  # type: ignore[method-assign]
+    return seen
+
+
+def _placed(grid: peergrid.Grid, owner: peergrid.Grid, backup: peergrid.Grid, prefix: str = "k") -> str:
+    """A key that ``owner`` owns and ``backup`` backs up, in ``grid``'s table."""
+    node = grid._node
+    table, count = node.manager.table, node.config.partition_count
+    for i in range(10_000):
+        replicas = table.replicas[partition_of(encode_key(f"{prefix}{i}"), count)]
+        if replicas[:2] == (owner.uuid, backup.uuid):
+            return f"{prefix}{i}"
+    raise AssertionError("no such key")
+
+
 def test_an_own_set_is_not_sent_back_to_the_writers_near_cache_but_its_listeners_hear_it() -> None:
     """The owner sends a ``set`` or ``put`` to every near cache but its sender's, whose own write
     path refills or drops the entry: one event message less a write. Listeners hear every change."""
     with cluster(3, maps=NEAR) as grids:
         owner, writer, other = grids
         key = next(f"k{i}" for i in range(10_000) if owner.owner_of(f"k{i}").uuid == owner.uuid)
-        marker = next(f"m{i}" for i in range(10_000) if owner.owner_of(f"m{i}").uuid == owner.uuid)
-        seen: dict[str, list[bytes]] = {"writer": [], "other": []}
-        for name, grid in (("writer", writer), ("other", other)):
-            near = grid._node.maps.near_caches["near"]
-            wait_for(lambda near=near: owner.uuid in near.leases, 5, message="lease from the owner")
-            original = near.on_events
-
-            def spy(source: str, batch: EventBatch, name: str = name, original=original) -> None:
-                seen[name].extend(batch.keys)
-                original(source, batch)
-
-            near.on_events = spy  # type: ignore[method-assign]
+        marker = _placed(owner, owner, other, "m")  # so the writer hears of it by an event
+        encoded, marked = b"s" + key.encode(), b"s" + marker.encode()
+        seen = _spy_on_events([writer, other], owner)
         m = writer.get_map("near")
         for i in range(5):
             m.set(key, i)
@@ -420,10 +442,13 @@ def test_an_own_set_is_not_sent_back_to_the_writers_near_cache_but_its_listeners
         other.get_map("near").set(marker, "from the other member")
         # One owner's events reach a subscriber in order: once the writer has the other member's
         # event, its own writes' events would have come before it.
-        wait_for(lambda: b"s" + marker.encode() in seen["writer"], 5, message="the other member's event")
-        encoded = b"s" + key.encode()
-        wait_for(lambda: seen["other"].count(encoded) == 6, 5, message="the third member hears every write")
-        assert b"s" + key.encode() not in seen["writer"]
+        wait_for(lambda: any(k == marked and seq for k, seq in seen[writer.uuid]), 5, message="an event")
+        wait_for(
+            lambda: [k for k, _ in seen[other.uuid]].count(encoded) == 6,
+            5,
+            message="the third member hears every write (by event, or from its backup copy)",
+        )
+        assert not [seq for k, seq in seen[writer.uuid] if k == encoded and seq], "an event of its own write"
         before = frames(writer)
         assert m.get(key) == "last"  # refilled by its own write: no fetch
         assert frames(writer) == before
@@ -435,6 +460,44 @@ def test_an_own_set_is_not_sent_back_to_the_writers_near_cache_but_its_listeners
         wait_for(lambda: publisher.wants_entries("near"), 5, message="the listener's subscription")
         m.set(key, "heard")
         wait_for(lambda: "heard" in heard, 5, message="the writer's listener hears its own set")
+
+
+def test_a_backups_near_cache_takes_a_write_from_its_copy_and_hears_of_one_it_missed() -> None:
+    """A sync backup's near caches take a write from the copy it applies (no event is sent to
+    it); a write its copy did not take (refused, lost on the way) is reported as a gap, so the
+    near cache drops the partition's entries rather than serve the old value."""
+    with cluster(3, maps=NEAR) as grids:
+        owner, backup, writer = grids
+        key = _placed(owner, owner, backup)
+        encoded = b"s" + key.encode()
+        writer.get_map("near").set(key, "v0")
+        near = backup._node.maps.near_caches["near"]
+        seen = _spy_on_events([backup], owner)
+        m = backup.get_map("near")
+        assert m.get(key) == "v0"  # fetched, and kept
+        assert near.lookup(encoded) == "v0"
+        writer.get_map("near").set(key, "v1")
+        assert near.lookup(encoded) == "v1"  # in place before the write was acknowledged
+        assert seen[backup.uuid] == [(encoded, 0)]  # from the copy, not an event
+
+        refused = []
+        manager = backup._node.manager
+        apply_backup = manager.apply_backup
+
+        def refuse_once(*args: object, **kwargs: object) -> int:
+            if not refused:
+                refused.append(args)
+                return Status.GAP  # the owner repairs the copy with a whole partition
+            return apply_backup(*args, **kwargs)  # type: ignore[arg-type]
+
+        manager.apply_backup = refuse_once  # type: ignore[method-assign]
+        writer.get_map("near").set(key, "v2")
+        assert refused
+        assert owner.wait_until_safe(10)
+        # Not in place: the next heartbeat (max_staleness / 3) reports the gap, and the entry
+        # is dropped; the next read fetches the value.
+        wait_for(lambda: near.lookup(encoded) is MISS, 2, message="the missed write reported as a gap")
+        assert m.get(key) == "v2"
 
 
 def test_get_all_serves_near_cached_keys_without_a_fetch(api) -> None:

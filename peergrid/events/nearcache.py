@@ -33,11 +33,12 @@ import contextlib
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from peergrid.config import NearCacheConfig
 from peergrid.events.model import EventBatch, EventKind
+from peergrid.protocol import Effect, EffectKind
 
 MISS = object()
 _FOREVER = float("inf")
@@ -340,6 +341,39 @@ class NearCache:
                         self._changing((key,))
                 else:
                     self._drop_key(key)
+
+    def on_copy_changed(self, owner: str, partition: int, version: int, effects: Sequence[Effect]) -> None:
+        """``owner``'s write of ``partition`` at ``version``, as this member's backup copy of
+        it applies it (``effects``, of any map): the event of it is not sent here. A value's
+        time left comes from its deadline on the owner's wall clock, as the copy's own expiry
+        reads it (members' clocks are assumed close, as a promoted backup assumes)."""
+        batch = EventBatch(values=[], versions=[], ttls=[])
+        now = time.time()
+        for effect in effects:
+            if effect.map != self.name:
+                continue
+            ttl = 0.0
+            if effect.kind == EffectKind.PUT:
+                kind = EventKind.UPDATED
+                if effect.expire_at:
+                    ttl = effect.expire_at - now
+                    if ttl <= 0:
+                        kind = EventKind.REMOVED  # expired already
+            elif effect.kind == EffectKind.DELETE:
+                kind = EventKind.REMOVED
+            elif effect.kind == EffectKind.CLEAR:
+                kind = EventKind.CLEARED
+            else:
+                continue
+            batch.kinds.append(kind)
+            batch.partitions.append(partition)
+            batch.seqs.append(0)
+            batch.keys.append(effect.key)
+            batch.values.append(effect.value)  # type: ignore[union-attr]
+            batch.versions.append(version)  # type: ignore[union-attr]
+            batch.ttls.append(ttl)  # type: ignore[union-attr]
+        if batch.kinds:
+            self.on_events(owner, batch)
 
     def on_gap(self, owner: str, partitions: Iterable[int]) -> None:
         """Events from ``owner`` may have been missed: drop what they would have invalidated."""

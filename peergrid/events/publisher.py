@@ -30,7 +30,7 @@ import contextlib
 import logging
 import math
 from collections import Counter
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Collection, Sequence
 
 from peergrid.config import Limits
 from peergrid.errors import ClusterError, LimitExceededError, PeerGridError
@@ -194,16 +194,17 @@ class EventPublisher:
         old: bytes = b"",
         version: int = 0,
         ttl: float = 0.0,
-        skip: str = "",
+        skip: Collection[str] = (),
     ) -> None:
         """Record one event of map ``name`` in partition ``p``, a change at partition ``version``
-        (``ttl``: seconds the new value has left, 0 for none). ``skip``: a member whose near
-        cache learns of this change otherwise (its own write): its subscription, unless it
-        also carries listeners, does not get the event (nor a sequence number for it)."""
+        (``ttl``: seconds the new value has left, 0 for none). ``skip``: members whose near
+        caches learn of this change otherwise (their own write; the backup copy the write
+        waits for): their subscriptions, unless they also carry listeners, do not get the
+        event (nor a sequence number for it). See ``missed`` for when that other way fails."""
         behind = [
             subscription
             for subscription in self._subscriptions.get(name, ())
-            if not (skip and subscription.peer == skip and not subscription.entries)
+            if not (skip and subscription.peer in skip and not subscription.entries)
             and not subscription.add(kind, p, key, value, old, version, ttl)
         ]
         for subscription in behind:  # not while iterating: dropping one changes the list
@@ -223,6 +224,16 @@ class EventPublisher:
             if not self._flush_scheduled:
                 self._flush_scheduled = True
                 asyncio.get_running_loop().call_soon(self._flush_local)
+
+    def missed(self, p: int, peer: str) -> None:
+        """``peer`` may not hold a write of partition ``p`` that its near caches were told of
+        through its backup copy rather than by an event (``publish``'s ``skip``): count one
+        event more in its near-cache subscriptions of ``p``, unsent, so its next heartbeat (or
+        event of ``p``) shows a gap, and its near caches drop what they hold of ``p``."""
+        for subscriptions in self._subscriptions.values():
+            for subscription in subscriptions:
+                if subscription.peer == peer and not subscription.entries:
+                    subscription.seqs[p] += 1
 
     def _flush_local(self) -> None:
         self._flush_scheduled = False

@@ -6,7 +6,7 @@ a counter's fields are plain ints, updated under the GIL).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from peergrid.config import MapConfig, Timing
@@ -18,6 +18,7 @@ from peergrid.events.subscriptions import Subscriptions
 from peergrid.member.metrics import Snapshot
 from peergrid.owner.stores import StoreOps
 from peergrid.owner.writes import OwnerWrites
+from peergrid.protocol import Effect
 from peergrid.replication import PartitionManager
 from peergrid.serialization import Serializer
 from peergrid.stats import LocalMapStats, MapCounters, counters_in
@@ -70,6 +71,12 @@ class Maps:
             # With values, an owner's change updates cached entries in place: a hot key written
             # elsewhere stays a hit here instead of costing a fetch after every write.
             self._subscriptions.add(name, near_cache, values=True, entries=False, heartbeat=interval)
+
+    def copy_changed(self, owner: str, partition: int, version: int, effects: Sequence[Effect]) -> None:
+        """This member's backup copy of ``partition`` took ``owner``'s write (``effects`` at
+        ``version``): its near caches take the change, as the owner sends them no event of it."""
+        for near_cache in self.near_caches.values():
+            near_cache.on_copy_changed(owner, partition, version, effects)
 
     def _owner_of(self, partition: int) -> str | None:
         return self._manager.table.owner(partition)  # the table current now, not when asked first

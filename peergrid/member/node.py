@@ -142,6 +142,7 @@ class Node:
             self.counters,
             config.timing,
         )
+        self.manager.copy_changed = self.maps.copy_changed
         self.answers = Answers(
             self.cluster,
             self.uuid,
@@ -344,6 +345,11 @@ class Node:
     def holds_lease(self) -> bool:
         """True while this member may serve its partitions (its owner lease lies ahead)."""
         return self.membership.holds_lease()
+
+    def backup_missed(self, p: int, uuid: str) -> None:
+        """Backup ``uuid`` did not take a write of ``p`` its near caches were not sent an
+        event of: they must hear of a gap (``EventPublisher.missed``)."""
+        self.publisher.missed(p, uuid)
 
     def saw_version(self, version: int, uuid: str) -> None:
         """Member ``uuid`` runs list ``version``: pull it if it is newer than ours."""

@@ -449,11 +449,22 @@ class Executor:
         if behind:
             # Queued in the same versioned change: backups hold the pending write with the value.
             effects = (*effects, *self._stores.enqueue(part, name, effects, cleared_keys))
-        outcome = self._manager.replicator.replicate(op.partition, part.version, effects, result)
+        replicator = self._manager.replicator
+        outcome = replicator.replicate(op.partition, part.version, effects, result)
+        skip: tuple[str, ...] = ()
         if isinstance(outcome, asyncio.Future):
             _fence(part, (name, op.key), outcome)
+            # Events a near cache learns otherwise, not sent to it (a message less each):
+            # - a sync backup's near caches take the change from the write's copy as it applies
+            #   it, before it acknowledges it (``NearCache.on_copy_changed``); a backup that
+            #   does not take it is told of a gap (``Replicator.failed``);
+            skip = replicator.sync_backups(op.partition)
+        if origin and op.code in REFILLS:
+            # - the sender's write path refills or drops its entry once the set or put ends
+            #   (``NearCache.write_ends``).
+            skip = (*skip, origin)
         if config.bounded or self._publisher.interested(name):
-            self._owner.written(part, op, config, effects, old, cleared, size_before, origin)
+            self._owner.written(part, op, config, effects, old, cleared, size_before, skip)
         return outcome
 
     def _journal(

@@ -25,13 +25,13 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING
 
 from peergrid.config import MapConfig, Timing
 from peergrid.events.model import EventKind
 from peergrid.events.publisher import EventPublisher
-from peergrid.protocol import REFILLS, Code, Effect, EffectKind, Op, Result, Status
+from peergrid.protocol import Code, Effect, EffectKind, Op, Result, Status
 from peergrid.stats import MapCounters
 from peergrid.storage import Partition
 from peergrid.storage.records import SAMPLE_SIZE
@@ -130,15 +130,10 @@ class OwnerWrites:
         old: bytes | None,
         cleared: list[tuple[bytes, bytes]] | None,
         size_before: tuple[int, int],
-        origin: str = "",
+        skip: Collection[str] = (),
     ) -> None:
-        """Account, publish and evict after ``op`` changed ``part`` (``origin``: the uuid of
-        the member that sent ``op``, "" when none did).
-
-        A ``set`` or ``put`` is not sent to its sender's near cache: the sender's own write
-        path refills or drops its entry once the write ends (``NearCache.write_ends``), so the
-        event would only cost a message. Its listeners still hear it.
-        """
+        """Account, publish and evict after ``op`` changed ``part``; ``skip``: members whose
+        near caches learn of the change otherwise (``EventPublisher.publish``)."""
         name = op.map
         if config.bounded:
             store = part.maps.get(name)
@@ -146,7 +141,7 @@ class OwnerWrites:
             usage.entries += (len(store) if store is not None else 0) - size_before[0]
             usage.nbytes += (store.nbytes if store is not None else 0) - size_before[1]
         if self._publisher.interested(name):
-            self._publish(name, part, effects, old, cleared, op.code, origin if op.code in REFILLS else "")
+            self._publish(name, part, effects, old, cleared, op.code, skip)
         if config.bounded and config.eviction != "none":
             self._evict(name, config, op.key)
 
@@ -158,7 +153,7 @@ class OwnerWrites:
         old: bytes | None,
         cleared: list[tuple[bytes, bytes]] | None,
         code: int = Code.PUT,
-        skip: str = "",
+        skip: Collection[str] = (),
     ) -> None:
         publish = self._publisher.publish
         # What a change is to listeners: an evict is EVICTED, not REMOVED; a TTL changed by
@@ -178,11 +173,11 @@ class OwnerWrites:
                 ttl = store.time_left(effect.key) if timed and store is not None else 0.0
                 publish(name, p, kind, effect.key, effect.value, old or b"", version, ttl, skip)
             elif effect.kind == EffectKind.DELETE:
-                publish(name, p, gone, effect.key, b"", old or b"", version)
+                publish(name, p, gone, effect.key, b"", old or b"", version, skip=skip)
             elif effect.kind == EffectKind.CLEAR:
                 for key, value in () if silent else cleared or ():
-                    publish(name, p, gone, key, b"", value, version)
-                publish(name, p, EventKind.CLEARED, b"", version=version)
+                    publish(name, p, gone, key, b"", value, version, skip=skip)
+                publish(name, p, EventKind.CLEARED, b"", version=version, skip=skip)
 
     def _evict(self, name: str, config: MapConfig, spare: bytes) -> None:
         usage = self.usage(name)

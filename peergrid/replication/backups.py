@@ -49,6 +49,8 @@ class ReplicatorMember(Protocol):
     def pipe_to(self, uuid: str) -> _Pipe | None: ...
     def has_quorum(self) -> bool: ...
     def holds_lease(self) -> bool: ...
+    def backup_missed(self, p: int, uuid: str) -> None:
+        """Backup ``uuid`` may not hold a write of ``p`` (its near caches may not know it)."""
 
 
 class _Waiter:
@@ -297,8 +299,14 @@ class Replicator:
             if not waiter.future.done():
                 waiter.future.set_result(result)
 
+    def sync_backups(self, p: int) -> tuple[str, ...]:
+        """The backups whose ack a write of ``p`` waits for (as ``replicate`` sends it now)."""
+        return self._table.replicas[p][1 : 1 + self._sync_count]
+
     def failed(self, send: _Send, result: Result) -> None:
-        """A backup did not take a write: repair it off the fast path."""
+        """A backup did not take a write: repair it off the fast path (its near caches, told
+        of the write by the copy rather than by an event, hear of a gap)."""
+        self._cluster.backup_missed(send.op.partition, send.uuid)
         self.mark_unsure(send.op.partition, send.uuid)
         if send.waiter is None:
             # No write waits for it (an async backup), so nothing repairs this one write: what

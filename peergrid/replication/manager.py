@@ -87,6 +87,7 @@ class ManagerMember(Protocol):
     async def adopt_members(self, members: MemberList) -> None: ...
     def has_quorum(self) -> bool: ...
     def holds_lease(self) -> bool: ...
+    def backup_missed(self, p: int, uuid: str) -> None: ...
     def vouch_lapse(self, members: MemberList) -> float: ...
     def saw_version(self, version: int, uuid: str) -> None: ...
 
@@ -107,6 +108,9 @@ class PartitionManager:
         self._config = config
         self._timing = config.timing
         self._cluster = cluster
+        #: Told of every owner's write this member's backup copy holds (applied now or before),
+        #: with the owner's uuid: its near caches take the change from it (``Maps.copy_changed``).
+        self.copy_changed: Callable[[str, int, int, Sequence[Effect]], None] = lambda *_: None
         self._me = self.uuid = cluster.uuid
         self.lost_listeners: list[Callable[[int], None]] = []  # told of a partition that lost every copy
         count = config.partition_count
@@ -814,11 +818,18 @@ class PartitionManager:
         if self.readable[p] is not None:
             return Status.MOVED  # we are the serving owner: a stale owner is writing
         if version <= part.version:
+            # Held already (a copy brought it): near caches may not have seen it, and order
+            # changes by version, so an old one changes nothing.
+            if sender:
+                self.copy_changed(sender, p, version, tuple(effects))
             return Status.OK
         if version != part.version + 1:
             return Status.GAP
+        effects = tuple(effects)
         part.apply(effects)
         part.version = version
+        if sender:
+            self.copy_changed(sender, p, version, effects)  # before the ack: see Executor._write
         return Status.OK
 
     def _replaced(self, p: int, sender: str, list_version: int) -> bool:
