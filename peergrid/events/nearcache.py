@@ -1,7 +1,8 @@
 """Near cache: other members' entries of one map, decoded, kept in this member.
 
 A hit is a dict lookup on the caller's thread: no RPC, no decode. Entries
-take the new value when their owner says they changed (its event stream), and
+take the new value when their owner says they changed (its event stream; for a
+write this member's backup copy applies, the copy: ``on_copy_changed``), and
 are dropped when a gap in that stream means an event may have been missed,
 when their partition gets a new owner, and while this member writes the key
 itself (read-your-writes). Every entry holds the partition version of its
