@@ -451,8 +451,9 @@ def _placed(grid: peergrid.Grid, owner: peergrid.Grid, backup: peergrid.Grid, pr
 
 
 def test_an_own_set_is_not_sent_back_to_the_writers_near_cache_but_its_listeners_hear_it() -> None:
-    """The owner sends a ``set`` or ``put`` to every near cache but its sender's, whose own write
-    path refills or drops the entry: one event message less a write. Listeners hear every change."""
+    """The owner sends a single-key write (a ``set``, ``put``, ``delete``...) to every near cache
+    but its sender's, whose own write path refills or drops the entry: one event message less a
+    write. Listeners hear every change."""
     with cluster(3, maps=NEAR) as grids:
         owner, writer, other = grids
         key = next(f"k{i}" for i in range(10_000) if owner.owner_of(f"k{i}").uuid == owner.uuid)
@@ -477,9 +478,17 @@ def test_an_own_set_is_not_sent_back_to_the_writers_near_cache_but_its_listeners
         assert m.get(key) == "last"  # refilled by its own write: no fetch
         assert frames(writer) == before
         assert other.get_map("near").get(key) == "last"
+        # Any single-key write, not only a set or put: the writer drops the key meanwhile.
+        assert m.delete(key)
+        other.get_map("near").set(marker, "again")
+        wait_for(lambda: [k for k, seq in seen[writer.uuid] if seq].count(marked) == 2, 5, message="an event")
+        wait_for(lambda: [k for k, _ in seen[other.uuid]].count(encoded) == 7, 5, message="the delete")
+        assert not [seq for k, seq in seen[writer.uuid] if k == encoded and seq], "an event of its own delete"
+        assert m.get(key) is None
+        assert other.get_map("near").get(key) is None
 
         heard: list[object] = []
-        m.add_entry_listener(on_updated=lambda event: heard.append(event.value))
+        m.add_entry_listener(on_added=lambda event: heard.append(event.value))  # deleted above
         publisher = owner._node.publisher
         wait_for(lambda: publisher.wants_entries("near"), 5, message="the listener's subscription")
         m.set(key, "heard")

@@ -62,6 +62,24 @@ _MERGED = _JOURNALED | {EffectKind.DELTA}
 _WHOLE_MAP = frozenset({Code.CLEAR, Code.EVICT_ALL, Code.DESTROY})
 _UNJOURNALED = frozenset({Code.EVICT, Code.EVICT_ALL})  # evictions, as the owner's own: memory only
 _UNNAMED = frozenset({Code.BACKUP, Code.RECOVER, Code.TOUCH})  # partition-wide: no map, no key
+# Single-key writes of a map: callers send them only from ``MapCore._write`` (and ``put_all``'s
+# SETs from ``_invalidating``), which keep the key out of their near cache around them, so the
+# owner sends the sender no event of them.
+_OWN_ENTRY = frozenset(
+    {
+        Code.PUT,
+        Code.SET,
+        Code.PUT_IF_ABSENT,
+        Code.REPLACE,
+        Code.REPLACE_IF_SAME,
+        Code.DELETE,
+        Code.REMOVE,
+        Code.REMOVE_IF_SAME,
+        Code.EXPIRE,
+        Code.PERSIST,
+        Code.EVICT,
+    }
+)
 _INFINITY = float("inf")
 
 
@@ -459,9 +477,9 @@ class Executor:
             #   it, before it acknowledges it (``NearCache.on_copy_changed``); a backup that
             #   does not take it is told of a gap (``Replicator.failed``);
             skip = replicator.sync_backups(op.partition)
-        if origin and op.code in REFILLS:
-            # - the sender's write path refills or drops its entry once the set or put ends
-            #   (``NearCache.write_ends``).
+        if origin and op.code in _OWN_ENTRY:
+            # - the sender's write path drops its entry while a single-key write runs, and
+            #   refills or drops it once it ends (``MapCore._write``, ``NearCache.write_ends``).
             skip = (*skip, origin)
         if config.bounded or self._publisher.interested(name):
             self._owner.written(part, op, config, effects, old, cleared, size_before, skip)
