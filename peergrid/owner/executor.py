@@ -62,24 +62,11 @@ _MERGED = _JOURNALED | {EffectKind.DELTA}
 _WHOLE_MAP = frozenset({Code.CLEAR, Code.EVICT_ALL, Code.DESTROY})
 _UNJOURNALED = frozenset({Code.EVICT, Code.EVICT_ALL})  # evictions, as the owner's own: memory only
 _UNNAMED = frozenset({Code.BACKUP, Code.RECOVER, Code.TOUCH})  # partition-wide: no map, no key
-# Single-key writes of a map: callers send them only from ``MapCore._write`` (and ``put_all``'s
-# SETs from ``_invalidating``), which keep the key out of their near cache around them, so the
-# owner sends the sender no event of them.
-_OWN_ENTRY = frozenset(
-    {
-        Code.PUT,
-        Code.SET,
-        Code.PUT_IF_ABSENT,
-        Code.REPLACE,
-        Code.REPLACE_IF_SAME,
-        Code.DELETE,
-        Code.REMOVE,
-        Code.REMOVE_IF_SAME,
-        Code.EXPIRE,
-        Code.PERSIST,
-        Code.EVICT,
-    }
-)
+# Single-key writes of a map (set, put, delete, replace, expire, ... not entry processors or
+# locks): callers send them only from ``MapCore._write`` (and ``put_all``'s SETs from
+# ``_invalidating``), which keep the key out of their near cache around them, so the owner
+# sends the sender no event of them.
+_OWN_ENTRY = (WRITES & KEYED) - COMPUTE
 _INFINITY = float("inf")
 
 
