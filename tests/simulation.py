@@ -628,17 +628,63 @@ class Simulation:
                 self.net.blocked |= cut if elapsed >= 2 * self.timing.heartbeat_interval else early
             else:
                 self.net.blocked -= cut
-            serving = {
-                m.members.master_uuid
-                for m in members
-                if m.state is State.ACTIVE and m.holds_lease() and m.has_quorum()
-            }
+            serving = self._serving(members)
             if len(serving) > 1:
-                forks.append((loop.time() - start, sorted(self.uuids[u] for u in serving)))
+                forks.append((loop.time() - start, serving))
             await asyncio.sleep(self.timing.heartbeat_interval / 10)
         await self._stop(members)
         dropped = [(t - start, a, size) for t, a, size in self.dropped if t >= start and a in large]
         return forks, dropped, quorate
+
+    def _serving(self, members: list[Membership]) -> list[str]:
+        """The masters (addresses) of the members that serve now: active, holding an owner
+        lease and a quorum. More than one: two owners may serve one partition."""
+        return sorted(
+            {
+                self.uuids[m.members.master_uuid]
+                for m in members
+                if m.address not in self.net.paused
+                and m.state is State.ACTIVE
+                and m.holds_lease()
+                and m.has_quorum()
+            }
+        )
+
+    async def takeover_not_taken_up(
+        self, duration: float
+    ) -> tuple[list[tuple[float, list[str]]], list[float], bool]:
+        """The master pauses for ``duration`` seconds; the next oldest takes over, but the others
+        never take its list up (its publications, and their calls for its list, are lost, as
+        when their confirmation is slow and the master comes back first): they stay with the
+        master. Returns the moments (sampled every tenth of a heartbeat, until twenty failure
+        timeouts after the pause began) at which members following different masters both
+        served, with those masters; the moments at which a member was master of a list of
+        itself alone; and whether every member held one list at the end."""
+        members = await self._formed()
+        by_uuid = {m.me.uuid: m for m in members}
+        order = members[0].members.uuids
+        master, taker = by_uuid[order[0]], by_uuid[order[1]]
+        others = [m for m in members if m not in (master, taker)]
+        self.net.blocked |= {(taker.address, o.address, "publish") for o in others}
+        self.net.blocked |= {(o.address, taker.address, "get_members") for o in others}
+        loop = asyncio.get_running_loop()
+        forks: list[tuple[float, list[str]]] = []
+        alone: list[float] = []
+        start = loop.time()
+        self._pause(master, True)
+        while loop.time() < start + 20 * self.timing.failure_timeout:
+            elapsed = loop.time() - start
+            if elapsed >= duration and master.address in self.net.paused:
+                self._pause(master, False, stalled=elapsed)
+            serving = self._serving(members)
+            if len(serving) > 1:
+                forks.append((elapsed, serving))
+            if any(m.state is State.ACTIVE and m.is_master and len(m.members.members) == 1 for m in members):
+                alone.append(elapsed)
+            await asyncio.sleep(self.timing.heartbeat_interval / 10)
+        agreed = self._agreed()
+        await self._stop(members)
+        return forks, alone, agreed
 
     async def master_leaves(self) -> float | None:
         """The master leaves gracefully; its final list (naming the next oldest master) reaches
@@ -761,6 +807,13 @@ def split(
     """Run ``Simulation.split`` (seeded, as ``simulate``)."""
     sim = Simulation(n, seed, 0.0, timing, min_cluster_size)
     return _virtual(seed, sim.split(minority, duration, late))
+
+
+def takeover_not_taken_up(
+    n: int, duration: float, seed: int = 1, timing: Timing | None = None
+) -> tuple[list[tuple[float, list[str]]], list[float], bool]:
+    """Run ``Simulation.takeover_not_taken_up`` (seeded, as ``simulate``)."""
+    return _virtual(seed, Simulation(n, seed, 0.0, timing).takeover_not_taken_up(duration))
 
 
 def two_fail(n: int, paused: bool, seed: int = 1, timing: Timing | None = None) -> list[float]:

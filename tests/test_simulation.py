@@ -27,6 +27,7 @@ from tests.simulation import (
     simulate,
     split,
     staggered_start,
+    takeover_not_taken_up,
     takeover_race,
     two_fail,
 )
@@ -113,6 +114,30 @@ def test_a_master_one_member_cannot_hear_is_not_replaced(n: int, seed: int) -> N
     masters, removed = master_cut_from_one(n, seed=seed, duration=20 * Timing.fast().failure_timeout)
     assert len(masters) == 1, f"members followed {sorted(masters)}"
     assert removed == []
+
+
+@pytest.mark.parametrize("duration", [2.6, 3.4])
+def test_a_take_over_no_one_takes_up_serves_nothing_and_goes_back(duration: float) -> None:
+    # Five members, min_cluster_size=1, the Jepsen workers' timings. The master pauses; the next
+    # oldest takes over, but the others do not take its list up before the master resumes (here
+    # its publications and their calls for it are lost): they stay with the master, which
+    # removes the taker. The taker must not serve meanwhile: answers given to it as a member
+    # of the old list are no confirmation of its own. Nor may it then remove the others, whose
+    # answers no longer count it, as silent, and serve every partition alone from empty
+    # copies: it joins them again. (Jepsen's pause-lock-holder with min_cluster_size=1: two
+    # holders of one lock, tokens granted twice.)
+    timing = Timing(
+        heartbeat_interval=0.2,
+        failure_timeout=1.2,
+        rpc_timeout=1.0,
+        join_timeout=1.0,
+        join_retry_interval=0.1,
+    )
+    for seed in (1, 2):
+        forks, alone, agreed = takeover_not_taken_up(5, duration, seed=seed, timing=timing)
+        assert forks == [], f"seed {seed}: members of two masters served at once: {forks[:1]} .. {forks[-1:]}"
+        assert alone == [], f"seed {seed}: a member was left master of itself alone from {alone[0]:.2f}s"
+        assert agreed, f"seed {seed}: the members did not end in one list"
 
 
 @pytest.mark.parametrize("late", [False, True])

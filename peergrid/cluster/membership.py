@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 import uuid as uuid_module
@@ -216,7 +217,9 @@ class Membership:
         # uuid -> send time of the latest heartbeat that member answered OK (counted us a member).
         self._acked: dict[str, float] = {}
         self._quorum = _QuorumAnswers()  # the answers min_cluster_size counts, both ways
-        self._confirmed_at = 0.0  # send time of the latest heartbeat any member answered OK
+        # Send time of the latest heartbeat a member answered OK from our list version (or a
+        # newer one): what a master's lease rests on (``_renew``).
+        self._confirmed_at = -math.inf
         self._resumed = 0.0  # when this member last noticed its loop had stalled
         self._pulling = False
         # The list being confirmed, and the task confirming it (``_adopt_confirmed``).
@@ -919,8 +922,14 @@ class Membership:
             # list count toward no lease under this one. A member that took over would otherwise
             # serve at once on answers given to it as a member of the old list by members that
             # have since gone back to the old master (a heal just after its take-over), while
-            # they serve there (simulated: tests/test_simulation.py).
+            # they serve there (simulated: tests/test_simulation.py). So for a master's own
+            # lease: a member that took over serves once a member has taken up its list, not
+            # on answers to its heartbeats as a member of the old one. If no one takes it up
+            # (the master it took over from resumed from a pause, and the others stayed with
+            # it), it serves nothing, and those members' answers soon tell it it was removed
+            # (``_outvoted``): two masters would otherwise serve the same partitions.
             self._quorum.acked.clear()
+            self._confirmed_at = -math.inf
         for member in old.members:
             if member.leaving and member.uuid not in members:
                 # A member that left gracefully owned nothing since it was marked leaving: no
@@ -1189,6 +1198,11 @@ class Membership:
                     list_version,
                 )
             self._beat_from[uuid] = now
+            if list_version >= self.members.version and self._confirmed_at < now:
+                # It follows our list: as good a confirmation as its answer to our heartbeat
+                # (after a take-over, the first one our lease waits for: ``adopt``).
+                self._confirmed_at = now
+                self._renew(now)
             self._admission.reported[uuid] = list_version
             self._fresh.discard(uuid)
             if self._admission.catch_up is not None and self._caught_up():
@@ -1438,7 +1452,10 @@ class Membership:
                 and sent > self._quorum.acked.get(member.uuid, 0.0)
             ):
                 self._quorum.acked[member.uuid] = sent
-            self._confirmed_at = max(self._confirmed_at, sent)
+            if reply.list_version >= self.members.version:
+                # (One still on an older list has not taken ours up: after a take-over, it
+                # may be following the master we took over from, back from a pause.)
+                self._confirmed_at = max(self._confirmed_at, sent)
             self._renew(self._clock())
         if self._not_counted_by(member, reply):
             return False
@@ -1449,12 +1466,17 @@ class Membership:
 
     def _not_counted_by(self, member: Member, reply: HeartbeatReply) -> bool:
         """True (and an orphan check started) when ``member``'s answer says it runs a list
-        without us that may mean we were removed: the master's, or a newer one."""
+        without us that may mean we were removed: the master's, or a newer one; or, on the
+        master, any list without us (of another lineage: ``_outvoted``)."""
         if (
             reply.status == HeartbeatStatus.UNKNOWN_MEMBER
             and reply.list_version > 0  # active in a cluster without us (0: it is re-joining)
             and self.state is State.ACTIVE
-            and (member.uuid == self.members.master_uuid or reply.list_version > self.members.version)
+            and (
+                member.uuid == self.members.master_uuid
+                or reply.list_version > self.members.version
+                or self.is_master
+            )
         ):
             if not self._orphan_check:
                 self._orphan_check = True
@@ -1704,6 +1726,10 @@ class Membership:
                 if confirmed is not None and self.state is State.ACTIVE:
                     self.adopt(confirmed)  # drops us (``_removed``) if it does not name us
                     return
+            if self.is_master:
+                if theirs.origin == self.members.origin:
+                    await self._outvoted()
+                return
             if peer.uuid != self.members.master_uuid:
                 return
             # Our master in another instance's list: it merged away (telling us was lost) and
@@ -1731,6 +1757,46 @@ class Membership:
             self._on_orphaned()
         finally:
             self._orphan_check = False
+
+    async def _outvoted(self) -> bool:
+        """As master: True (and this member joins again as a new member) when most of the
+        other members of our list run a list of our cluster that another master leads, or that
+        does not name us: they follow another master, and we are the one left out.
+
+        A member that took over from a master silent to it (paused, say) while the others
+        still heard it, or took up its list only later, leads a lineage of the list that no
+        one else follows. Its lease never rested on them (``_renew``); but judged by their
+        silence (they answer its probes, from the other list, but send it no heartbeat), it
+        would remove them all and serve every partition alone, from empty copies, beside the
+        cluster that still serves them (Jepsen's pause scenarios with ``min_cluster_size``
+        1: locks granted twice). It goes back to them instead, bringing what it holds. (Its
+        list is the newer one, ``TAKEOVER_GAP``: theirs never looks newer to it.)
+        """
+        if not self.is_master or self.state is not State.ACTIVE:
+            return False
+        others = [m.uuid for m in self.members.members if m.uuid != self.me.uuid]
+        lists = await asyncio.gather(*(self._members_of(uuid) for uuid in others))
+        elsewhere = [
+            m for m in lists if m is not None and (m.master_uuid != self.me.uuid or self.me.uuid not in m)
+        ]
+        if len(elsewhere) * 2 <= len(others) or not self.is_master or self.state is not State.ACTIVE:
+            return False
+        theirs = max(elsewhere, key=lambda m: m.version)
+        log.warning(
+            "member %s: %d of the %d other members of its list (version %d) follow another "
+            "master of cluster %r (%s, list version %d); joining them again as a new member",
+            self.me.address,
+            len(elsewhere),
+            len(others),
+            self.members.version,
+            self._config.cluster,
+            next((m.address for m in theirs.members if m.uuid == theirs.master_uuid), theirs.master_uuid),
+            theirs.version,
+        )
+        self.state = State.JOINING  # one re-join, whatever the next heartbeats say
+        self.lease_until = 0.0
+        self._on_removed()
+        return True
 
     def _judge_timeout(self) -> float:
         """How long a member may stay silent before this one judges it: ``failure_timeout``,
@@ -1957,6 +2023,7 @@ class Membership:
             # goes at the failure timeout, whatever else is silent. (So does one whose probes are
             # answered but whose heartbeats stay away: an overloaded master reads them late.)
             cautious = len(silent) >= 2 or self._strained(now)
+            astray: set[str] = set()  # alive (they answer), but not heartbeating us: following whom?
             for member in silent:
                 if member.uuid not in self.members:
                     continue
@@ -1984,6 +2051,7 @@ class Membership:
                         now - self._beat_from.get(member.uuid, now),
                     )
                     dead.add(member.uuid)
+                    astray.add(member.uuid)
                 else:
                     # (Probed early, to remove a killed member as soon as its lease ran out: a
                     # short silence that a probe ends is routine on a busy machine.)
@@ -1994,6 +2062,13 @@ class Membership:
                         member.address,
                         quiet[member.uuid],
                     )
+            if self._orphan_check:
+                # (Members that answer from a list without us may be telling us that we are
+                # the one left out: not removed while the check under way finds out; judged
+                # again next time if we are not (``_outvoted``).)
+                dead -= self._quorum.elsewhere.keys()
+            if (astray or dead & self._quorum.elsewhere.keys()) and await self._outvoted():
+                return
             dead = self._within_quorum(self._unless_at_fault(dead, now), now)
             if dead:
                 self._remove(dead, self.me.uuid, timeout)
