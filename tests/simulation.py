@@ -810,10 +810,11 @@ def split(
 
 
 def takeover_not_taken_up(
-    n: int, duration: float, seed: int = 1, timing: Timing | None = None
+    n: int, duration: float, seed: int = 1, timing: Timing | None = None, min_cluster_size: int = 1
 ) -> tuple[list[tuple[float, list[str]]], list[float], bool]:
     """Run ``Simulation.takeover_not_taken_up`` (seeded, as ``simulate``)."""
-    return _virtual(seed, Simulation(n, seed, 0.0, timing).takeover_not_taken_up(duration))
+    sim = Simulation(n, seed, 0.0, timing, min_cluster_size)
+    return _virtual(seed, sim.takeover_not_taken_up(duration))
 
 
 def two_fail(n: int, paused: bool, seed: int = 1, timing: Timing | None = None) -> list[float]:

@@ -175,6 +175,8 @@ class Membership:
     """This member's view of the cluster, kept current; loop thread only."""
 
     _joining: _JoinRun | None = None  # the join under way (``join``)
+    #: When this member adopted its list, or (as master) last asked whether anyone follows it.
+    _list_checked = 0.0
 
     def __init__(
         self,
@@ -218,8 +220,10 @@ class Membership:
         self._acked: dict[str, float] = {}
         self._quorum = _QuorumAnswers()  # the answers min_cluster_size counts, both ways
         # Send time of the latest heartbeat a member answered OK from our list version (or a
-        # newer one): what a master's lease rests on (``_renew``).
-        self._confirmed_at = -math.inf
+        # newer one), or when one heartbeat us at it: what a master's lease rests on
+        # (``_renew``). The master that formed the cluster has it until it stalls (0.0 >=
+        # 0.0); one that took over, once a member has taken its list up (``adopt``).
+        self._confirmed_at = 0.0
         self._resumed = 0.0  # when this member last noticed its loop had stalled
         self._pulling = False
         # The list being confirmed, and the task confirming it (``_adopt_confirmed``).
@@ -879,6 +883,7 @@ class Membership:
             self._removed(members)
             return False
         old, self.members = self.members, members
+        self._list_checked = self._clock()
         # (Versions of lists of another origin are not comparable: then every member counts from now.)
         same = old.origin == members.origin
         self.since = {
@@ -922,14 +927,16 @@ class Membership:
             # list count toward no lease under this one. A member that took over would otherwise
             # serve at once on answers given to it as a member of the old list by members that
             # have since gone back to the old master (a heal just after its take-over), while
-            # they serve there (simulated: tests/test_simulation.py). So for a master's own
-            # lease: a member that took over serves once a member has taken up its list, not
-            # on answers to its heartbeats as a member of the old one. If no one takes it up
-            # (the master it took over from resumed from a pause, and the others stayed with
-            # it), it serves nothing, and those members' answers soon tell it it was removed
-            # (``_outvoted``): two masters would otherwise serve the same partitions.
+            # they serve there (simulated: tests/test_simulation.py).
             self._quorum.acked.clear()
-            self._confirmed_at = -math.inf
+            if old.master_uuid and members.master_uuid == self.me.uuid:
+                # So for a master's own lease: one that took over serves once a member has
+                # taken its list up, not on answers to its heartbeats as a member of the old
+                # one. If no one does (the master it took over from resumed from a pause, and
+                # the others stayed with it), it serves nothing, and their answers soon tell it
+                # that it is the one left out (``_outvoted``): else two masters would serve the
+                # same partitions. (A member that forms the cluster has no old master.)
+                self._confirmed_at = -math.inf
         for member in old.members:
             if member.leaving and member.uuid not in members:
                 # A member that left gracefully owned nothing since it was marked leaving: no
@@ -1758,8 +1765,8 @@ class Membership:
         finally:
             self._orphan_check = False
 
-    async def _outvoted(self) -> bool:
-        """As master: True (and this member joins again as a new member) when most of the
+    async def _outvoted(self) -> None:
+        """As master: join again as a new member (state JOINING) when most of the
         other members of our list run a list of our cluster that another master leads, or that
         does not name us: they follow another master, and we are the one left out.
 
@@ -1771,17 +1778,40 @@ class Membership:
         cluster that still serves them (Jepsen's pause scenarios with ``min_cluster_size``
         1: locks granted twice). It goes back to them instead, bringing what it holds. (Its
         list is the newer one, ``TAKEOVER_GAP``: theirs never looks newer to it.)
+
+        Asked when a member answers from a list without us (``_not_counted_by``), when
+        members answer our probes but send no heartbeat (``_judge``), and when no member has
+        taken our list up for a failure timeout (``_detect_failures``). Members still on the
+        list of a master that died (slow to confirm our take-over) do not outvote us: their
+        master must answer, leading their list.
         """
         if not self.is_master or self.state is not State.ACTIVE:
-            return False
+            return
         others = [m.uuid for m in self.members.members if m.uuid != self.me.uuid]
         lists = await asyncio.gather(*(self._members_of(uuid) for uuid in others))
         elsewhere = [
             m for m in lists if m is not None and (m.master_uuid != self.me.uuid or self.me.uuid not in m)
         ]
-        if len(elsewhere) * 2 <= len(others) or not self.is_master or self.state is not State.ACTIVE:
-            return False
+        if len(elsewhere) * 2 <= len(others):
+            return
+        # Their master must be alive and lead their list: members still on the list of a master
+        # that died, not yet sure of our take-over, do not outvote us.
         theirs = max(elsewhere, key=lambda m: m.version)
+        master = theirs.find(theirs.master_uuid)
+        if master is None or master.uuid == self.me.uuid:
+            return
+        try:
+            led = await self._peer(master.address).get_members(timeout=self._timing.rpc_timeout)
+        except PeerGridError:
+            return
+        if (
+            led.origin != self.members.origin
+            or led.master_uuid != master.uuid
+            or led.version < theirs.version
+            or not self.is_master
+            or self.state is not State.ACTIVE
+        ):
+            return
         log.warning(
             "member %s: %d of the %d other members of its list (version %d) follow another "
             "master of cluster %r (%s, list version %d); joining them again as a new member",
@@ -1790,13 +1820,12 @@ class Membership:
             len(others),
             self.members.version,
             self._config.cluster,
-            next((m.address for m in theirs.members if m.uuid == theirs.master_uuid), theirs.master_uuid),
+            master.address,
             theirs.version,
         )
         self.state = State.JOINING  # one re-join, whatever the next heartbeats say
         self.lease_until = 0.0
         self._on_removed()
-        return True
 
     def _judge_timeout(self) -> float:
         """How long a member may stay silent before this one judges it: ``failure_timeout``,
@@ -1837,6 +1866,16 @@ class Membership:
             if silent and not self._judging:
                 self._judging = True
                 self._spawn(self._judge(silent, timeout))
+            elif (
+                self._confirmed_at < self._list_checked < now - timeout
+                and len(self.members.members) > 1
+                and not self._judging
+            ):
+                # No member has taken our list up in a failure timeout, yet none is silent:
+                # they answer and heartbeat us from an older list, of the master we took over
+                # from, perhaps (``_outvoted``). Asked once a failure timeout.
+                self._list_checked = now
+                self._spawn(self._outvoted())
             return
         master = self.members.master_uuid
         quiet = now - self._last_heard.get(master, now) > 2 * self._timing.heartbeat_interval
@@ -2067,8 +2106,10 @@ class Membership:
                 # the one left out: not removed while the check under way finds out; judged
                 # again next time if we are not (``_outvoted``).)
                 dead -= self._quorum.elsewhere.keys()
-            if (astray or dead & self._quorum.elsewhere.keys()) and await self._outvoted():
-                return
+            if astray or dead & self._quorum.elsewhere.keys():
+                await self._outvoted()
+                if self.state is not State.ACTIVE:
+                    return
             dead = self._within_quorum(self._unless_at_fault(dead, now), now)
             if dead:
                 self._remove(dead, self.me.uuid, timeout)
@@ -2294,6 +2335,7 @@ class Membership:
         self._fresh.clear()
         self._joiners.clear()
         self._acked.clear()
+        self._confirmed_at = 0.0  # (as a new member: ``adopt`` says when it counts)
         # Our answers may still renew the leases of the members we answered: the vouches stay
         # (``vouch_lapse``), or the cluster we join next could count us while they serve.
         self._quorum = _QuorumAnswers(vouched=self._quorum.vouched)
