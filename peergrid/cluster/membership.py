@@ -2101,11 +2101,6 @@ class Membership:
                         member.address,
                         quiet[member.uuid],
                     )
-            if self._orphan_check:
-                # (Members that answer from a list without us may be telling us that we are
-                # the one left out: not removed while the check under way finds out; judged
-                # again next time if we are not (``_outvoted``).)
-                dead -= self._quorum.elsewhere.keys()
             if astray or dead & self._quorum.elsewhere.keys():
                 await self._outvoted()
                 if self.state is not State.ACTIVE:
