@@ -29,6 +29,7 @@ import peergrid.cluster.membership as membership_module
 from peergrid.cluster.membership import MAX_HEALTH, Membership, State
 from peergrid.config import GridConfig, Timing
 from peergrid.errors import PeerGridError, PeerUnavailableError
+from peergrid.partition.table import PartitionTable, build_table
 from peergrid.protocol import HeartbeatReply, JoinReply, Member, MemberList, RelayedBeat
 
 T = TypeVar("T")
@@ -211,6 +212,7 @@ class Simulation:
         self.dropped: list[tuple[float, str, int]] = []
         self.uuids: dict[str, str] = {}
         self.exited: list[str] = []  # members that gave up joining, and why
+        self._tables: dict[tuple[int, tuple[str, ...]], PartitionTable] = {}  # (``_clashes``)
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -686,6 +688,68 @@ class Simulation:
         await self._stop(members)
         return forks, alone, agreed
 
+    def _clashes(self, members: list[Membership]) -> list[int]:
+        """Partitions that two serving members (``_serving``'s test) following different
+        masters would both own, each by the table of its own list. An over-approximation: a
+        new owner also waits, before it serves a partition, for the leases of the copies it
+        asks about (not simulated here)."""
+        owners: dict[int, Membership] = {}
+        clashes: list[int] = []
+        for m in members:
+            if m.address in self.net.paused or m.state is not State.ACTIVE or not m.holds_lease():
+                continue
+            if not m.has_quorum():
+                continue
+            key = (m.members.version, m.members.uuids)
+            table = self._tables.get(key)
+            if table is None:
+                table = self._tables[key] = build_table(
+                    m.members.version, m.members.placement(), self.config.partition_count, 2, 64
+                )
+            for p in table.owned_by(m.me.uuid):
+                other = owners.setdefault(p, m)
+                if other.members.master_uuid != m.members.master_uuid:
+                    clashes.append(p)
+        return clashes
+
+    async def random_pauses(
+        self, faults: int, rng: random.Random
+    ) -> tuple[list[tuple[float, int]], float | None]:
+        """``faults`` pauses (SIGSTOP) one after another, each of the master, of any member,
+        or of two members at once, for 1-3.5 s, with 0.5-2.5 s between them. Returns the
+        moments (sampled every tenth of a heartbeat) at which two members following different
+        masters both served a partition (``_clashes``: when, how many partitions), and how
+        long after the last pause every member held one list (None: not within forty failure
+        timeouts)."""
+        members = await self._formed()
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        clashes: list[tuple[float, int]] = []
+
+        async def watch(seconds: float) -> None:
+            end = loop.time() + seconds
+            while loop.time() < end:
+                found = self._clashes(members)
+                if found:
+                    clashes.append((loop.time() - start, len(found)))
+                await asyncio.sleep(self.timing.heartbeat_interval / 10)
+
+        for _ in range(faults):
+            kind = rng.choice(["master", "master", "any", "two"])
+            master = next((m for m in members if m.is_master and m.state is State.ACTIVE), members[0])
+            victims = [master] if kind == "master" else rng.sample(members, 1 if kind == "any" else 2)
+            paused = rng.uniform(1.0, 3.5)
+            for victim in victims:
+                self._pause(victim, True)
+            await watch(paused)
+            for victim in victims:
+                self._pause(victim, False, stalled=paused)
+            await watch(rng.uniform(0.5, 2.5))
+        agreed = await self._until(self._agreed, 40 * self.timing.failure_timeout)
+        await watch(1.0)
+        await self._stop(members)
+        return clashes, agreed
+
     async def master_leaves(self) -> float | None:
         """The master leaves gracefully; its final list (naming the next oldest master) reaches
         every member but the next oldest, and the master exits before that one could confirm it
@@ -817,6 +881,29 @@ def takeover_not_taken_up(
     return _virtual(seed, sim.takeover_not_taken_up(duration))
 
 
+def random_pauses(
+    seeds: range, min_cluster_size: int, faults: int = 3, timing: Timing | None = None
+) -> list[tuple[int, float, str, list[tuple[float, int]], float | None]]:
+    """``Simulation.random_pauses`` of five members, once per seed, each with its own message
+    loss (0-3 %) and delay (up to 2, 20 or 100 ms each way): (seed, loss, delay, clashes,
+    agreed) of each."""
+    timing = timing or Timing(
+        heartbeat_interval=0.2,
+        failure_timeout=1.2,
+        rpc_timeout=1.0,
+        join_timeout=1.0,
+        join_retry_interval=0.1,
+    )
+    runs = []
+    for seed in seeds:
+        rng = random.Random(seed * 7919)
+        sim = Simulation(5, seed, rng.choice([0.0, 0.0, 0.01, 0.03]), timing, min_cluster_size)
+        sim.net.delay = (0.0002, rng.choice([0.002, 0.02, 0.1]))
+        clashes, agreed = _virtual(seed, sim.random_pauses(faults, rng))
+        runs.append((seed, sim.net.loss, f"{sim.net.delay[1] * 1000:.0f} ms", clashes, agreed))
+    return runs
+
+
 def two_fail(n: int, paused: bool, seed: int = 1, timing: Timing | None = None) -> list[float]:
     """Run ``Simulation.two_fail`` (seeded, as ``simulate``)."""
     return _virtual(seed, Simulation(n, seed, 0.0, timing).two_fail(paused))
@@ -867,8 +954,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loss", type=float, default=0.01, help="message loss, each way (default 0.01)")
     parser.add_argument("--idle", type=float, default=60.0, help="virtual seconds of idle measurement")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--pauses",
+        type=int,
+        default=0,
+        help="instead: this many random pause schedules of five members (seeds from --seed), "
+        "reporting those where two lineages served one partition, or no one list formed",
+    )
+    parser.add_argument("--min-cluster-size", type=int, default=1, help="with --pauses (default 1)")
     args = parser.parse_args(argv)
     logging.getLogger("peergrid").setLevel(logging.ERROR)
+    if args.pauses:
+        logging.disable(logging.CRITICAL)
+        runs = random_pauses(range(args.seed, args.seed + args.pauses), args.min_cluster_size)
+        bad = [r for r in runs if r[3] or r[4] is None]
+        for seed, loss, delay, clashes, agreed in bad:
+            first = f"first at {clashes[0][0]:.2f}s, {clashes[0][1]} partitions" if clashes else "none"
+            print(
+                f"seed {seed} (loss {loss}, delay <= {delay}): "
+                f"{len(clashes)} samples with a clash ({first}); "
+                f"one list {'never' if agreed is None else f'{agreed:.1f}s after'}"
+            )
+        print(
+            f"{len(bad)} of {len(runs)} schedules with a clash or no one list (min_cluster_size "
+            f"{args.min_cluster_size})"
+        )
+        return 0
     print(
         "| members | joined (s) | list versions at join | crash detected, mean / max (intervals) | "
         "false removals | messages per member per interval: mean / max non-master / master |"
