@@ -653,25 +653,28 @@ class Simulation:
         )
 
     async def takeover_not_taken_up(
-        self, duration: float
-    ) -> tuple[list[tuple[float, list[str]]], list[float], bool]:
+        self, duration: float, taken_up_by: int = 0
+    ) -> tuple[list[tuple[float, list[str]]], list[float], bool, list[tuple[float, int]]]:
         """The master pauses for ``duration`` seconds; the next oldest takes over, but the others
-        never take its list up (its publications, and their calls for its list, are lost, as
-        when their confirmation is slow and the master comes back first): they stay with the
-        master. Returns the moments (sampled every tenth of a heartbeat, until twenty failure
-        timeouts after the pause began) at which members following different masters both
-        served, with those masters; the moments at which a member was master of a list of
-        itself alone; and whether every member held one list at the end."""
+        (all but ``taken_up_by`` of them) never take its list up (its publications, and their
+        calls for its list, are lost, as when their confirmation is slow and the master comes
+        back first): they stay with the master. Returns the moments (sampled every tenth of a
+        heartbeat, until twenty failure timeouts after the pause began) at which members
+        following different masters both served, with those masters; the moments at which a
+        member was master of a list of itself alone; whether every member held one list at the
+        end; and the moments at which two of them both served a partition (``_clashes``: when,
+        how many partitions)."""
         members = await self._formed()
         by_uuid = {m.me.uuid: m for m in members}
         order = members[0].members.uuids
         master, taker = by_uuid[order[0]], by_uuid[order[1]]
-        others = [m for m in members if m not in (master, taker)]
+        others = [m for m in members if m not in (master, taker)][taken_up_by:]
         self.net.blocked |= {(taker.address, o.address, "publish") for o in others}
         self.net.blocked |= {(o.address, taker.address, "get_members") for o in others}
         loop = asyncio.get_running_loop()
         forks: list[tuple[float, list[str]]] = []
         alone: list[float] = []
+        clashes: list[tuple[float, int]] = []
         start = loop.time()
         self._pause(master, True)
         while loop.time() < start + 20 * self.timing.failure_timeout:
@@ -683,10 +686,13 @@ class Simulation:
                 forks.append((elapsed, serving))
             if any(m.state is State.ACTIVE and m.is_master and len(m.members.members) == 1 for m in members):
                 alone.append(elapsed)
+            found = self._clashes(members)
+            if found:
+                clashes.append((elapsed, len(found)))
             await asyncio.sleep(self.timing.heartbeat_interval / 10)
         agreed = self._agreed()
         await self._stop(members)
-        return forks, alone, agreed
+        return forks, alone, agreed, clashes
 
     def _clashes(self, members: list[Membership]) -> list[int]:
         """Partitions that two serving members (``_serving``'s test) following different
@@ -874,11 +880,16 @@ def split(
 
 
 def takeover_not_taken_up(
-    n: int, duration: float, seed: int = 1, timing: Timing | None = None, min_cluster_size: int = 1
-) -> tuple[list[tuple[float, list[str]]], list[float], bool]:
+    n: int,
+    duration: float,
+    seed: int = 1,
+    timing: Timing | None = None,
+    min_cluster_size: int = 1,
+    taken_up_by: int = 0,
+) -> tuple[list[tuple[float, list[str]]], list[float], bool, list[tuple[float, int]]]:
     """Run ``Simulation.takeover_not_taken_up`` (seeded, as ``simulate``)."""
     sim = Simulation(n, seed, 0.0, timing, min_cluster_size)
-    return _virtual(seed, sim.takeover_not_taken_up(duration))
+    return _virtual(seed, sim.takeover_not_taken_up(duration, taken_up_by))
 
 
 def random_pauses(

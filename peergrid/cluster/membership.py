@@ -177,6 +177,11 @@ class Membership:
     _joining: _JoinRun | None = None  # the join under way (``join``)
     #: When this member adopted its list, or (as master) last asked whether anyone follows it.
     _list_checked = 0.0
+    #: A master back from a stall, not yet sure no one took over meanwhile (``_lift_fence``).
+    _fenced = False
+    #: Send time of the latest heartbeat our master answered OK, counted, from our list version
+    #: or a newer one (or of the join it admitted us by): what a member's lease rests on.
+    _granted = 0.0
 
     def __init__(
         self,
@@ -540,6 +545,7 @@ class Membership:
         if sent is not None:
             # The master admitted us: as good as its answer to a heartbeat sent then.
             self._acked[members.master_uuid] = sent
+            self._granted = max(self._granted, sent)
             self._renew(self._clock())
         log.info(
             "member %s joined cluster %r (%d members%s)",
@@ -793,6 +799,17 @@ class Membership:
                 master_address=master.address if master else "",
                 uuid=self.me.uuid,
                 list_version=self.members.version,
+            )
+        if self._fenced:
+            # Back from a stall, this master may no longer be one (``_lift_fence``): its answer
+            # would give the joiner a lease (even one it knows, re-joining).
+            return JoinReply(
+                JoinStatus.NOT_READY,
+                cluster=cluster,
+                uuid=self.me.uuid,
+                list_version=self.members.version,
+                reason=f"the master of cluster {cluster!r} at {self.me.address} is back from a stall "
+                "and checks whether another member took over meanwhile",
             )
         if not known and self._quorum_lost():
             # Members admitted now would make this side quorate again without the copies the
@@ -1109,6 +1126,14 @@ class Membership:
         heard = self._last_heard.get(uuid)
         return heard is None or self._clock() - heard > 2 * self._timing.heartbeat_interval
 
+    async def _list_at(self, address: str) -> MemberList | None:
+        """The list of our cluster the member at ``address`` runs (of any lineage), or None."""
+        try:
+            theirs = await self._peer(address).get_members(timeout=self._timing.rpc_timeout)
+        except PeerGridError:
+            return None
+        return theirs if theirs.origin == self.members.origin or not theirs.version else None
+
     async def _members_of(self, uuid: str) -> MemberList | None:
         """The list member ``uuid`` has, asked at the address our list has for it."""
         address = self.address_of(uuid)
@@ -1214,8 +1239,8 @@ class Membership:
             self._fresh.discard(uuid)
             if self._admission.catch_up is not None and self._caught_up():
                 self._admission.catch_up.set()
-        counted = True
-        if self._config.min_cluster_size > 1 and list_version == self.members.version:
+        counted = not (self._fenced and self.is_master)  # (renews no lease: ``_lift_fence``)
+        if counted and self._config.min_cluster_size > 1 and list_version == self.members.version:
             # An answer that renews the asker's lease while one we gave a member our list dropped
             # may still renew that one's would let both serve (two lineages of the list, each
             # counting us: a member that re-joined the other side after a split): it waits.
@@ -1323,6 +1348,73 @@ class Membership:
         self._health = MAX_HEALTH
         self._strained_at = now
         self._credit(stalled, now)
+        if self.is_master and not self._fenced:
+            self._fenced = True
+            self._spawn(self._lift_fence())
+
+    async def _lift_fence(self) -> None:
+        """A master back from a stall serves again (its lease renews, ``_renew``) once no other
+        member runs a newer list without it.
+
+        While it could not answer, the next oldest may have taken over, and some members taken
+        its list up while others, hearing this master again first, stay with it: each lineage
+        would serve the partitions this master owned, the new owners there and this master
+        here. Its first answer since it resumed would renew its lease at once (any member still
+        on its list gives one); the answers of those that took the other list up may come
+        later (one member a tick). So it asks every member first. While some hold the other
+        list it serves nothing: it finds itself removed if most of them do (``_confirmed``),
+        the member that took over goes back to it if most do not (``_outvoted``), and a
+        member that keeps the other list is removed as any member that does not count us."""
+        interval = self._timing.heartbeat_interval
+        strays: dict[str, float] = {}  # address -> when it last answered from another lineage
+        started = self._clock()
+        try:
+            while self._fenced and self.is_master and self.state in (State.ACTIVE, State.LEAVING):
+                asked = self._clock()
+                ours = {m.address for m in self.members.members if m.uuid != self.me.uuid}
+                addresses = sorted(ours | strays.keys())
+                lists = await asyncio.gather(*(self._list_at(address) for address in addresses))
+                if self._resumed > asked:
+                    continue  # stalled again meanwhile: its calls timed out unanswered
+                now = self._clock()
+                for address, theirs in zip(addresses, lists, strict=True):
+                    if theirs is None:
+                        continue
+                    if theirs.version and self.me.uuid not in theirs:
+                        if address not in ours and address not in strays:
+                            continue  # not ours, nor seen with our list: another instance
+                        if not strays:
+                            log.warning(
+                                "member %s: back from a stall, it finds %s on a list without it "
+                                "(version %d, master %s): another member took over meanwhile; "
+                                "serving nothing until that is settled",
+                                self.me.address,
+                                address,
+                                theirs.version,
+                                theirs.master_uuid,
+                            )
+                        if address in ours:
+                            strays[address] = now
+                    else:
+                        strays.pop(address, None)  # back in our lineage, or joining (no lease)
+                # Every member still in our list must have answered (silence is no evidence
+                # that it did not take the other list up), or a failure timeout passed (one that
+                # stays silent is likelier dead: the others' leases are not held up longer, and
+                # it is removed in time, ``_judge``); and one that answered from another
+                # lineage must have come back (or be joining: it holds no lease then), or have
+                # been removed from our list for longer than a lease its master may have granted
+                # it before then. (One that stays on for good is another instance of the
+                # cluster, as after a split, and merges in time: this master must not refuse it.)
+                answered = {a for a, theirs in zip(addresses, lists, strict=True) if theirs is not None}
+                horizon = self._lease_horizon()
+                if (ours <= answered or now - started >= self._timing.failure_timeout) and all(
+                    address not in ours and now - at > horizon for address, at in strays.items()
+                ):
+                    break
+                await asyncio.sleep(interval)
+        finally:
+            self._fenced = False
+            self._renew(self._clock())
 
     def _renew(self, now: float) -> None:
         """Extend the owner lease as far as this member's confirmations allow (never shorten it)."""
@@ -1331,9 +1423,10 @@ class Membership:
         lease = self._timing.lease
         if self.is_master:
             alone = len(self.members.members) == 1
-            until = now + lease if alone or self._confirmed_at >= self._resumed else 0.0
+            confirmed = self._confirmed_at >= self._resumed and not self._fenced
+            until = now + lease if alone or confirmed else 0.0
         else:
-            until = self._acked.get(self.members.master_uuid, 0.0) + lease
+            until = self._granted + lease
         need = self._config.min_cluster_size - 1
         if need > 0:
             # Only answers of members that ran our list version: one list at a time on each, so
@@ -1454,6 +1547,18 @@ class Membership:
             if sent > self._acked.get(member.uuid, 0.0):
                 self._acked[member.uuid] = sent
             if (
+                member.uuid == self.members.master_uuid
+                and (reply.counted or self._config.min_cluster_size > 1)
+                and reply.list_version >= self.members.version
+                and sent > self._granted
+            ):
+                # (Not an answer the master marks uncounted, with min_cluster_size 1: back from
+                # a stall, it is not yet sure it is still master, ``_lift_fence``; with more,
+                # the quorum of answers decides, ``_renew``. Nor one from an older list than
+                # ours, which it made: it is no longer master, but took over and went back to
+                # the old master as a member.)
+                self._granted = sent
+            if (
                 reply.list_version == self.members.version
                 and reply.counted
                 and sent > self._quorum.acked.get(member.uuid, 0.0)
@@ -1477,7 +1582,10 @@ class Membership:
         master, any list without us (of another lineage: ``_outvoted``)."""
         if (
             reply.status == HeartbeatStatus.UNKNOWN_MEMBER
-            and reply.list_version > 0  # active in a cluster without us (0: it is re-joining)
+            # Active in a cluster without us (0: it is re-joining; our master re-joining is
+            # no longer our master: it took over, say, and went back to the one it took over
+            # from, and we are left following it, ``_lift_fence``)
+            and (reply.list_version > 0 or member.uuid == self.members.master_uuid)
             and self.state is State.ACTIVE
             and (
                 member.uuid == self.members.master_uuid
@@ -2330,6 +2438,7 @@ class Membership:
         self._fresh.clear()
         self._joiners.clear()
         self._acked.clear()
+        self._granted = 0.0
         self._confirmed_at = 0.0  # (as a new member: ``adopt`` says when it counts)
         # Our answers may still renew the leases of the members we answered: the vouches stay
         # (``vouch_lapse``), or the cluster we join next could count us while they serve.
