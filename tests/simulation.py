@@ -34,6 +34,12 @@ from peergrid.protocol import HeartbeatReply, JoinReply, Member, MemberList, Rel
 
 T = TypeVar("T")
 
+#: The Jepsen workers' timings (tests/jepsen/runner.py ``default_timing``), as far as membership
+#: reads them.
+JEPSEN_TIMING = Timing(
+    heartbeat_interval=0.2, failure_timeout=1.2, rpc_timeout=1.0, join_timeout=1.0, join_retry_interval=0.1
+)
+
 
 class VirtualLoop(asyncio.SelectorEventLoop):
     """An event loop whose clock jumps to the next timer whenever no callback is ready."""
@@ -898,13 +904,7 @@ def random_pauses(
     """``Simulation.random_pauses`` of five members, once per seed, each with its own message
     loss (0-3 %) and delay (up to 2, 20 or 100 ms each way): (seed, loss, delay, clashes,
     agreed) of each."""
-    timing = timing or Timing(
-        heartbeat_interval=0.2,
-        failure_timeout=1.2,
-        rpc_timeout=1.0,
-        join_timeout=1.0,
-        join_retry_interval=0.1,
-    )
+    timing = timing or JEPSEN_TIMING
     runs = []
     for seed in seeds:
         rng = random.Random(seed * 7919)

@@ -16,6 +16,7 @@ from peergrid.config import GridConfig, Timing
 from peergrid.errors import ClusterError
 from peergrid.protocol import Member, MemberList
 from tests.simulation import (
+    JEPSEN_TIMING,
     Simulation,
     VirtualLoop,
     admission_unanswered,
@@ -130,13 +131,7 @@ def test_a_take_over_no_one_takes_up_serves_nothing_and_goes_back(
     # the master removed it, remove the others as silent and serve every partition alone from
     # empty copies (with min_cluster_size=1: Jepsen's pause-lock-holder, two holders of one
     # lock): it joins them again.
-    timing = Timing(
-        heartbeat_interval=0.2,
-        failure_timeout=1.2,
-        rpc_timeout=1.0,
-        join_timeout=1.0,
-        join_retry_interval=0.1,
-    )
+    timing = JEPSEN_TIMING
     for seed in (1, 2):
         forks, alone, agreed, _ = takeover_not_taken_up(
             5, duration, seed=seed, timing=timing, min_cluster_size=min_cluster_size
@@ -155,13 +150,7 @@ def test_a_master_back_from_a_pause_serves_nothing_while_some_took_the_take_over
     # owners of its partitions serve them on the other. Back from a stall, a master must
     # first ask every member, and serve (and renew no lease) while one runs a newer list
     # without it. (Found by random pause schedules: ``python -m tests.simulation --pauses``.)
-    timing = Timing(
-        heartbeat_interval=0.2,
-        failure_timeout=1.2,
-        rpc_timeout=1.0,
-        join_timeout=1.0,
-        join_retry_interval=0.1,
-    )
+    timing = JEPSEN_TIMING
     for seed in (1, 2, 3):
         _, alone, agreed, clashes = takeover_not_taken_up(
             5, duration, seed=seed, timing=timing, taken_up_by=1
