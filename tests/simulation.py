@@ -7,6 +7,8 @@ virtual clock that jumps to the next timer when nothing is ready, so a minute of
 in seconds and the figures do not depend on this machine's speed.
 
     python -m tests.simulation --members 1000          # report: detection, false positives, messages
+    python -m tests.simulation --pauses 200 --min-cluster-size 3   # random pause schedules: where two
+                                                       # lineages of the list served one partition
 
 ``tests/test_simulation.py`` checks the properties at 100 members (and 1,000 with
 ``PEERGRID_SOAK=1``).
