@@ -1130,21 +1130,20 @@ class Membership:
         """The list of our cluster the member at ``address`` runs (of any lineage), or None."""
         try:
             theirs = await self._peer(address).get_members(timeout=self._timing.rpc_timeout)
-        except PeerGridError:
+        except PeerGridError as exc:
+            log.debug("asking %s for its member list failed: %s", address, exc)
             return None
         return theirs if theirs.origin == self.members.origin or not theirs.version else None
 
     async def _members_of(self, uuid: str) -> MemberList | None:
         """The list member ``uuid`` has, asked at the address our list has for it."""
         address = self.address_of(uuid)
-        if address is None:
-            return None
-        try:
-            theirs = await self._peer(address).get_members(timeout=self._timing.rpc_timeout)
-        except PeerGridError as exc:
-            log.debug("asking %s for its member list failed: %s", address, exc)
-            return None
-        return theirs if theirs.origin == self.members.origin and self._plausible(theirs) else None
+        theirs = None if address is None else await self._list_at(address)
+        return (
+            theirs
+            if theirs is not None and theirs.origin == self.members.origin and self._plausible(theirs)
+            else None
+        )
 
     def _plausible(self, members: MemberList) -> bool:
         """False for a newer list this cluster cannot have made (logged).
@@ -1908,12 +1907,10 @@ class Membership:
         master = theirs.find(theirs.master_uuid)
         if master is None or master.uuid == self.me.uuid:
             return
-        try:
-            led = await self._peer(master.address).get_members(timeout=self._timing.rpc_timeout)
-        except PeerGridError:
-            return
+        led = await self._list_at(master.address)
         if (
-            led.origin != self.members.origin
+            led is None
+            or led.origin != self.members.origin
             or led.master_uuid != master.uuid
             or led.version < theirs.version
             or not self.is_master
