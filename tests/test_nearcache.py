@@ -375,12 +375,40 @@ def test_an_own_write_refills_unless_a_newer_change_was_seen() -> None:
     near.write_ends(b"k", 0, b"mine", 5)
     assert near.lookup(b"k") == b"mine"
     near.write_begins(b"k")
+    assert near.lookup(b"k") == b"mine"  # served while the write runs: a read may come first
     near.on_events("owner", event(EventKind.UPDATED, b"k", b"theirs", 8))  # a later write elsewhere
+    assert near.lookup(b"k") == b"theirs"
     near.write_ends(b"k", 0, b"mine again", 7)
-    assert near.lookup(b"k") is MISS
+    assert near.lookup(b"k") == b"theirs"  # the newer change is what it holds
     near.write_begins(b"k")
     near.write_ends(b"k", 0, None, 0)  # failed or unknown outcome: nothing held
     assert near.lookup(b"k") is MISS
+    near.write_begins(b"k")
+    near.on_events("owner", event(EventKind.UPDATED, b"k", b"theirs", 9))  # not held: nobody fetches
+    near.write_ends(b"k", 0, b"mine", 8)
+    assert near.lookup(b"k") is MISS  # the newer change is not held, and ours is older
+
+
+def test_a_change_of_a_key_being_fetched_is_held_and_the_fetch_is_not() -> None:
+    """On a hot key, fetches race its writes without end: the change an event brings is held
+    at once (newer than the fetch's answer, which is not kept), so readers after it hit. A key
+    no one fetches is not filled by events, nor by another owner's."""
+    near = standalone_near_cache()
+    fetch = near.begin(b"k")
+    near.on_events("owner", event(EventKind.UPDATED, b"k", b"v6", 6))
+    assert near.lookup(b"k") == b"v6"
+    near.end(b"k", 0, b"v5", True, fetch, version=5)  # read before the change
+    assert near.lookup(b"k") == b"v6"
+    near.on_events("owner", event(EventKind.UPDATED, b"other", b"v7", 7))  # no reader
+    assert near.lookup(b"other") is MISS
+    fetch = near.begin(b"j")
+    near.on_events("old owner", event(EventKind.UPDATED, b"j", b"v8", 8))
+    near.end(b"j", 0, b"v8", True, fetch, version=8)  # the answer raced that event: not kept
+    assert near.lookup(b"j") is MISS
+    fetch = near.begin(b"j")
+    near.on_events("owner", event(EventKind.REMOVED, b"j", b"", 9))
+    near.end(b"j", 0, b"v8", True, fetch, version=8)
+    assert near.lookup(b"j") is MISS
 
 
 def test_changes_older_than_the_value_held_are_ignored() -> None:

@@ -225,9 +225,10 @@ class NearCache:
             self._drop_key(key)
 
     def write_begins(self, key: bytes) -> None:
-        """This member starts a write of ``key``: drop it, and note newer changes until it ends."""
+        """This member starts a write of ``key``: note newer changes until it ends."""
         with self._lock:
-            self._drop_key(key)
+            if key in self._inflight:
+                self._changing((key,))
             self._writing[key] = self._writing.get(key, 0) + 1
 
     def write_ends(
@@ -240,6 +241,9 @@ class NearCache:
             seen = self._seen.get(key, 0)
             _release(self._writing, key, self._seen)
             if encoded is None or not version or seen > version:
+                held = self.data.get(key)
+                if encoded is not None and version and held is not None and held[4] >= seen:
+                    return  # the newer change seen is the value held (an event brought it)
                 self._drop_key(key)  # a fetch that raced the write must not be kept either
                 return
             if key in self._inflight:
@@ -323,23 +327,28 @@ class NearCache:
                     if key in self._inflight:  # a change we hold already (our own write's event)
                         self._changing((key,))
                     continue
-                if (
-                    entry is not None
-                    and values is not None
-                    and kind in (EventKind.ADDED, EventKind.UPDATED)
-                    and entry[2] == owner
-                ):
+                if entry is not None:
+                    takes = entry[2] == owner
+                else:  # held only where a reader is fetching it (see below)
+                    takes = bool(version) and key in self._inflight and self._owner_of(partition) == owner
+                if takes and values is not None and kind in (EventKind.ADDED, EventKind.UPDATED):
                     try:
                         value = self._loads(values[i])
                     except Exception:  # noqa: BLE001 - a value this member cannot decode is dropped
                         self._drop_key(key)  # (the stream of events must go on)
                         continue
                     ttl = ttls[i] if ttls is not None else 0.0
+                    if key in self._inflight:
+                        self._changing((key,))
+                    if entry is None:
+                        # A reader is fetching the key: the change is newer than what its fetch
+                        # may bring back (which is not kept now), and readers after it need not
+                        # fetch again. (A hot key's fetches race its writes without end.)
+                        self._keep(key, partition, value, version, ttl)
+                        continue
                     deadline = min(entry[3], now + ttl) if ttl else entry[3]
                     self.data[key] = (value, entry[1], owner, deadline, version)
                     self.invalidations += 1
-                    if key in self._inflight:
-                        self._changing((key,))
                 else:
                     self._drop_key(key)
 
