@@ -13,6 +13,7 @@ import concurrent.futures
 from typing import Any
 
 from peergrid import Timing
+from peergrid.maps.flows import Remote
 from peergrid.partition.hashing import partition_of
 from peergrid.protocol import Code, Op, Result, Status
 from peergrid.serialization.keys import encode_key
@@ -60,6 +61,41 @@ def test_a_read_of_a_key_waits_for_the_backups_of_its_pending_write() -> None:
             assert local.result(10) == "new"
         setter.result(10)
         node.manager.replicator.replicate = replicate  # type: ignore[method-assign]
+
+
+def test_an_owner_local_read_between_a_writes_apply_and_its_fence_asks_the_loop() -> None:
+    """Owner-local reads run on the application's threads, unlocked, and may run at any point
+    of the loop's write (a switch of the GIL): one that reads the records after the write
+    applied them, before the write is fenced, must not answer from them. The partition's other
+    keys are still read here meanwhile (the fence is the key's)."""
+    with cluster(2, backup_count=1, timing=Timing.fast()) as (a, _):
+        m = a.get_map("fence")
+        node = a._node
+        count = node.config.partition_count
+        mine = [f"k{i}" for i in range(5000) if a.owner_of(f"k{i}").uuid == a.uuid]
+        key = mine[0]
+        partition = partition_of(encode_key(key), count)
+        other = next(k for k in mine[1:] if partition_of(encode_key(k), count) == partition)
+        m.put(key, "old")
+        m.put(other, "other")
+        core = m._core
+        seen: list[tuple[Any, Any]] = []
+        replicate = node.manager.replicator.replicate
+
+        def read_meanwhile(p: int, version: int, effects: Any, result: Result) -> Any:
+            # Applied, its backups not asked yet: what an application thread reads right now.
+            seen.append((core.get(key), core.get(other)))
+            return replicate(p, version, effects, result)
+
+        node.manager.replicator.replicate = read_meanwhile  # type: ignore[method-assign]
+        try:
+            m.put(key, "new")
+        finally:
+            node.manager.replicator.replicate = replicate  # type: ignore[method-assign]
+        ((during, beside),) = seen
+        assert isinstance(during, Remote)  # it asks the loop, which waits for the backups
+        assert beside == "other"
+        assert m.get(key) == "new"
 
 
 async def _put(grid: Any, key: str) -> None:

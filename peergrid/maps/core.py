@@ -65,10 +65,23 @@ _random = random.Random()  # noqa: S311 - jitter and sampling; our own: the appl
 if TYPE_CHECKING:
     from peergrid.events.nearcache import Flight, NearCache
     from peergrid.member.node import Node
+    from peergrid.storage.partition import Partition
     from peergrid.storage.records import Records
 
 _perf_counter = time.perf_counter  # bound once: the owner-local and near-cache reads use them
 _monotonic = time.monotonic
+
+
+def _unacked(part: Partition, name: str, encoded: bytes) -> bool:
+    """Whether a write of the key (or of the whole map) applied here waits for its backups:
+    a read of it must ask the loop, which waits for them (answered at once, the read could see
+    a write that a failure then loses). Read on the caller's thread AFTER the records: the
+    loop fences a key before it applies a write of it (``Executor._write``), so a value read
+    before this says "no" was acknowledged, or not applied yet."""
+    unacked = part.unacked
+    return bool(unacked) and ((name, encoded) in unacked or (name, b"") in unacked)
+
+
 MARGIN = 1.0  # a caller waits this much past an operation's deadline for the loop's own verdict
 SCAN_FIRST = 8  # partitions in a scan's first step (keys(), values(), items(), iteration)
 SCAN_ENTRIES = 4096  # entries a later step aims at, judged by the partitions read so far
@@ -447,10 +460,12 @@ class MapCore(Caller):
         the partition, holds its owner lease, and a miss needs no load from the map's store;
         else ``(False, None)``."""
         part = self.readable[partition]
-        if part is None or part.unacked or self.membership.lease_until <= time.monotonic():
+        if part is None or self.membership.lease_until <= time.monotonic():
             return False, None
         records = part.maps.get(self.name)
         value = records.get(encoded) if records is not None else None
+        if _unacked(part, self.name, encoded):
+            return False, None
         return (value is not None or self.store is None), value
 
     def get(self, key: Key, default: Any = None) -> Any:
@@ -470,13 +485,13 @@ class MapCore(Caller):
                 return cached
         partition = partition_of(encoded, self._count)
         part = self.readable[partition]
-        if part is not None and not part.unacked and self.membership.lease_until > _monotonic():
+        if part is not None and self.membership.lease_until > _monotonic():
             # Owner-local: a dict lookup on this thread (while the owner lease holds: a member
             # that may have been declared dead meanwhile asks its loop, which waits to hear; and
-            # while no write of the partition waits for its backups: the loop waits for it).
+            # unless a write of the key waits for its backups: the loop waits for it).
             records = part.maps.get(self.name)
             value = records.get(encoded) if records is not None else None
-            if value is not None or self.store is None:
+            if (value is not None or self.store is None) and not _unacked(part, self.name, encoded):
                 if near is not None:
                     near.misses -= 1  # no near-cache miss: a key of this member's is never cached
                 counters = self.counters  # _got_local, inlined: the hot path
@@ -562,10 +577,10 @@ class MapCore(Caller):
                     continue
             partition = partition_of(encoded, count)
             part = readable[partition]
-            if part is not None and not part.unacked and membership.lease_until > _monotonic():
+            if part is not None and membership.lease_until > _monotonic():
                 records = part.maps.get(name)  # as _local: served here, leased, no load needed
                 value = records.get(encoded) if records is not None else None
-                if value is not None or loaded:
+                if (value is not None or loaded) and not _unacked(part, name, encoded):
                     locals_read += 1
                     if value is not None:
                         found[key] = loads(value)
@@ -954,20 +969,27 @@ class MapCore(Caller):
         return stats
 
     # -- entries: TTL, removal, eviction, views of one entry (issue 15)
-    def _records(self, partition: int) -> tuple[bool, Records | None]:
-        """``(True, the map's records or None)`` when this member answers for ``partition``
-        itself (it serves it and holds its owner lease), else ``(False, None)``."""
+    def _read_here(
+        self, partition: int, encoded: bytes, read: Callable[[Records | None], R]
+    ) -> tuple[bool, R | None]:
+        """``(True, read(the map's records or None))`` when this member answers for the key
+        itself (it serves its partition, holds its owner lease, and no write of the key waits
+        for its backups: the loop waits for those), else ``(False, None)``."""
         part = self.readable[partition]
-        if part is None or part.unacked or self.membership.lease_until <= time.monotonic():
-            return False, None  # (a write waiting for its backups: the loop waits for it)
-        return True, part.maps.get(self.name)
+        if part is None or self.membership.lease_until <= time.monotonic():
+            return False, None
+        found = read(part.maps.get(self.name))
+        if _unacked(part, self.name, encoded):
+            return False, None
+        return True, found
 
     def ttl_of(self, key: Key) -> float | Remote[float | None] | None:
         """``ttl``: seconds left, None for no TTL; ``KeyError`` when ``key`` has no live entry."""
         self.node.ensure_open()
         encoded, partition = self.key(key)
-        local, records = self._records(partition)
-        left = time_left(records, encoded) if records is not None else None
+        local, left = self._read_here(
+            partition, encoded, lambda records: time_left(records, encoded) if records is not None else None
+        )
         if local and (left is not None or self.store is None):  # (a miss may load from the store)
             return _seconds_left(key, left)
         return Remote(self._ttl_of(key, Op(Code.TTL, partition, self.name, encoded)))
@@ -1024,8 +1046,7 @@ class MapCore(Caller):
         """``entry_view``: the live entry's view, or None."""
         self.node.ensure_open()
         encoded, partition = self.key(key)
-        local, records = self._records(partition)
-        record = entry_record(records, encoded)
+        local, record = self._read_here(partition, encoded, lambda records: entry_record(records, encoded))
         if local and (record is not None or self.store is None):  # (a miss may load from the store)
             return self._view(key, record)
         return Remote(self._entry_view(key, Op(Code.ENTRY_VIEW, partition, self.name, encoded)))

@@ -408,6 +408,31 @@ class Executor:
         delta: tuple[str, int] | None = None,
         origin: str = "",
     ) -> Result | asyncio.Future[Result]:
+        """``_apply`` with the key fenced from before it changes: owner-local reads run on
+        callers' threads, unlocked, and look for a fence after they read the records
+        (``MapCore``'s ``_unacked``): one that read the new value must find it fenced, until
+        the backups acknowledged it (``_fence`` replaces this mark with the write's outcome;
+        a write that waits for none removes it)."""
+        key = (op.map, op.key)
+        before = part.unacked.get(key)
+        part.unacked[key] = _APPLYING
+        try:
+            return self._apply(part, op, stamp, delta, origin)
+        finally:
+            if part.unacked.get(key) is _APPLYING:
+                if before is None:
+                    del part.unacked[key]
+                else:
+                    part.unacked[key] = before
+
+    def _apply(
+        self,
+        part: Partition,
+        op: Op,
+        stamp: int = 0,
+        delta: tuple[str, int] | None = None,
+        origin: str = "",
+    ) -> Result | asyncio.Future[Result]:
         """Run a map write on ``part``: bounds, version, journal, backups, events, eviction.
 
         ``stamp``: the journal stamp of a merged change (see ``_merge``); other writes are
@@ -618,6 +643,11 @@ class Executor:
         if self._manager.table.owner(p) == self._manager.uuid:
             return Result(Status.RETRY, message=f"partition {p} is migrating to this member")
         return Result(Status.MOVED, message=f"this member does not own partition {p}")
+
+
+#: ``Partition.unacked``'s mark of a key while the loop applies a write of it (never awaited:
+#: the loop's own readers cannot run meanwhile).
+_APPLYING = object()
 
 
 def _fence(part: Partition, key: tuple[str, bytes], outcome: asyncio.Future[Result]) -> None:
