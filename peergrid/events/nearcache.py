@@ -4,12 +4,14 @@ A hit is a dict lookup on the caller's thread: no RPC, no decode. Entries
 take the new value when their owner says they changed (its event stream; for a
 write this member's backup copy applies, the copy: ``on_copy_changed``), and
 are dropped when a gap in that stream means an event may have been missed,
-when their partition gets a new owner, and while this member writes the key
-itself (read-your-writes). Every entry holds the partition version of its
+and when their partition gets a new owner. Every entry holds the partition version of its
 value (from the owner's answer or event), so a change older than the value
 held is ignored, whatever order answers and events arrive in. A ``set`` or
 ``put`` through this member refills the entry with the written value once
-acknowledged, unless a newer change of the key was seen meanwhile. An entry
+acknowledged, unless a newer change of the key was seen meanwhile
+(read-your-writes; until then the entry held is served: a read that overlaps
+the write may return the value before it); other writes through it drop the
+entry. An entry
 is served only while its owner's *lease* holds: every message from the owner
 renews it for ``max_staleness`` seconds, so a silent owner (a dropped stream,
 a partition) cannot leave old values served for longer than that after a
@@ -225,7 +227,9 @@ class NearCache:
             self._drop_key(key)
 
     def write_begins(self, key: bytes) -> None:
-        """This member starts a write of ``key``: note newer changes until it ends."""
+        """This member starts a write of ``key``: note newer changes until it ends. The entry
+        held is still served (a read that overlaps the write may return the value before
+        it); a fetch in flight, which may bring back either, is not kept."""
         with self._lock:
             if key in self._inflight:
                 self._changing((key,))

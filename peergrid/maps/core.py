@@ -712,8 +712,9 @@ class MapCore(Caller):
 
     # ------------------------------------------------------------------ writes
     def _write(self, op: Op) -> Flow[Op, Result]:
-        """A single-key write through this member. The near cache drops the key while it runs;
-        an acknowledged ``set`` or ``put`` without TTL refills it with the value written
+        """A single-key write through this member. The near cache serves the entry it holds
+        while it runs (a read that overlaps the write may return the value before it); an
+        acknowledged ``set`` or ``put`` without TTL refills it with the value written
         (read-your-writes, no fetch); any other write leaves the key to be fetched again."""
         started = time.perf_counter()
         near = self.near

@@ -490,8 +490,8 @@ class Executor:
             #   does not take it is told of a gap (``Replicator.failed``);
             skip = replicator.sync_backups(op.partition)
         if origin and op.code in _OWN_ENTRY:
-            # - the sender's write path drops its entry while a single-key write runs, and
-            #   refills or drops it once it ends (``MapCore._write``, ``NearCache.write_ends``).
+            # - the sender's write path refills or drops its entry once a single-key write
+            #   ends (``MapCore._write``, ``NearCache.write_ends``).
             skip = (*skip, origin)
         if config.bounded or self._publisher.interested(name):
             self._owner.written(part, op, config, effects, old, cleared, size_before, skip)
