@@ -75,9 +75,9 @@ _monotonic = time.monotonic
 def _unacked(part: Partition, name: str, encoded: bytes) -> bool:
     """Whether a write of the key (or of the whole map) applied here waits for its backups:
     a read of it must ask the loop, which waits for them (answered at once, the read could see
-    a write that a failure then loses). Read on the caller's thread AFTER the records: the
-    loop fences a key before it applies a write of it (``Executor._write``), so a value read
-    before this says "no" was acknowledged, or not applied yet."""
+    a write that a failure then loses). Checked AFTER the read (``MapCore._stands``): the loop
+    fences a key before it applies a write of it (``Executor._write``), so a value read before
+    this says "no" was acknowledged, or not applied yet."""
     unacked = part.unacked
     return bool(unacked) and ((name, encoded) in unacked or (name, b"") in unacked)
 
@@ -460,13 +460,27 @@ class MapCore(Caller):
         the partition, holds its owner lease, and a miss needs no load from the map's store;
         else ``(False, None)``."""
         part = self.readable[partition]
-        if part is None or self.membership.lease_until <= time.monotonic():
+        if part is None:
             return False, None
         records = part.maps.get(self.name)
         value = records.get(encoded) if records is not None else None
-        if _unacked(part, self.name, encoded):
+        if not self._stands(part, partition, encoded):
             return False, None
         return (value is not None or self.store is None), value
+
+    def _stands(self, part: Partition, partition: int, encoded: bytes) -> bool:
+        """Whether an owner-local read of ``encoded`` from ``part``, made on a caller's thread
+        just now, stands: checked AFTER the read, as the thread may have been paused anywhere
+        before it (a switch of the GIL, SIGSTOP), for as long as a take-over or a migration
+        takes. It stands if this member still holds its owner lease (a member paused past it
+        may have been replaced), still serves the partition (the loop stops serving it before
+        a new owner can write it), and no write of the key waits for its backups. (``get`` and
+        ``get_all`` write the same checks inline: their hot path.)"""
+        return (
+            self.membership.lease_until > _monotonic()
+            and self.readable[partition] is part
+            and not _unacked(part, self.name, encoded)
+        )
 
     def get(self, key: Key, default: Any = None) -> Any:
         """``get``: the value, or ``Remote`` when the owner must be asked."""
@@ -485,13 +499,19 @@ class MapCore(Caller):
                 return cached
         partition = partition_of(encoded, self._count)
         part = self.readable[partition]
-        if part is not None and self.membership.lease_until > _monotonic():
-            # Owner-local: a dict lookup on this thread (while the owner lease holds: a member
-            # that may have been declared dead meanwhile asks its loop, which waits to hear; and
-            # unless a write of the key waits for its backups: the loop waits for it).
+        if part is not None:
+            # Owner-local: a dict lookup on this thread. It stands if, after it, the owner lease
+            # still holds (a member that may have been declared dead meanwhile asks its loop,
+            # which waits to hear), the partition is still served here, and no write of the key
+            # waits for its backups (the loop waits for it): ``_stands``, inlined.
             records = part.maps.get(self.name)
             value = records.get(encoded) if records is not None else None
-            if (value is not None or self.store is None) and not _unacked(part, self.name, encoded):
+            if (
+                (value is not None or self.store is None)
+                and self.membership.lease_until > _monotonic()
+                and self.readable[partition] is part
+                and (not part.unacked or not _unacked(part, self.name, encoded))
+            ):
                 if near is not None:
                     near.misses -= 1  # no near-cache miss: a key of this member's is never cached
                 counters = self.counters  # _got_local, inlined: the hot path
@@ -577,10 +597,15 @@ class MapCore(Caller):
                     continue
             partition = partition_of(encoded, count)
             part = readable[partition]
-            if part is not None and membership.lease_until > _monotonic():
-                records = part.maps.get(name)  # as _local: served here, leased, no load needed
+            if part is not None:
+                records = part.maps.get(name)  # as get: it stands if, after it, ...
                 value = records.get(encoded) if records is not None else None
-                if (value is not None or loaded) and not _unacked(part, name, encoded):
+                if (
+                    (value is not None or loaded)  # ... no load is needed,
+                    and membership.lease_until > _monotonic()  # ... the lease holds,
+                    and readable[partition] is part  # ... the partition is still served here,
+                    and (not part.unacked or not _unacked(part, name, encoded))  # ... no write waits
+                ):
                     locals_read += 1
                     if value is not None:
                         found[key] = loads(value)
@@ -977,10 +1002,10 @@ class MapCore(Caller):
         itself (it serves its partition, holds its owner lease, and no write of the key waits
         for its backups: the loop waits for those), else ``(False, None)``."""
         part = self.readable[partition]
-        if part is None or self.membership.lease_until <= time.monotonic():
+        if part is None:
             return False, None
         found = read(part.maps.get(self.name))
-        if _unacked(part, self.name, encoded):
+        if not self._stands(part, partition, encoded):
             return False, None
         return True, found
 
