@@ -177,6 +177,31 @@ def test_reads_in_fault_windows_can_be_left_out_while_writes_still_count() -> No
     assert not linearizable(h, exclude_reads_in=[(5 * MS, 8 * MS)]).valid
 
 
+def test_a_cas_or_delete_that_changed_nothing_in_a_window_is_a_read_left_out() -> None:
+    """Jepsen split-2-3 with min_cluster_size=1: a client's set was acknowledged by the side it
+    was on; its member then joined the other side, which evaluated its next cas before the
+    first side's changes merged in, and answered False. It wrote nothing anywhere, and the
+    merge then brought the set's value: a read of the other side's value, in the window."""
+    h = (
+        History()
+        .op("a/0", "set", "r0", "x", start=1, end=2)
+        .op("a/0", "cas", "r0", ("x", "y"), start=3, end=4, result=False)
+        .op("b/0", "get", "r0", "x", start=20, end=21)
+    )
+    assert not linearizable(h).valid
+    assert linearizable(h, exclude_reads_in=[(1 * MS, 10 * MS)]).valid
+    deleted = History().op("a/0", "set", "r0", "x", start=1, end=2)
+    deleted.op("a/0", "delete", "r0", start=3, end=4, result=False)
+    deleted.op("b/0", "get", "r0", "x", start=20, end=21)
+    assert not linearizable(deleted).valid
+    assert linearizable(deleted, exclude_reads_in=[(1 * MS, 10 * MS)]).valid
+    # One that says it changed something still must have: it is not left out.
+    swapped = History().op("a/0", "set", "r0", "x", start=1, end=2)
+    swapped.op("a/0", "cas", "r0", ("x", "y"), start=3, end=4, result=True)
+    swapped.op("b/0", "get", "r0", "x", start=20, end=21)
+    assert not linearizable(swapped, exclude_reads_in=[(1 * MS, 10 * MS)]).valid
+
+
 def test_an_exhausted_budget_is_unknown_never_a_pass() -> None:
     h = History()
     for i in range(12):

@@ -168,8 +168,10 @@ def linearizable(
     """Each register key's operations are linearizable.
 
     ``exclude_reads_in``: windows (monotonic ns) whose reads are not checked: a ``get`` invoked
-    inside one is dropped, and a write invoked inside one must still take effect but what it
-    returned (``put``'s previous value, ``cas``'s and ``delete``'s bool) is not checked.
+    inside one is dropped, and so is a ``cas`` or ``delete`` that says it changed nothing (a
+    read too, by its result: evaluated on one side of a split that has not merged yet, it
+    compared with that side's value, and wrote nothing anywhere); a write invoked inside one
+    must still take effect but what it returned (``put``'s previous value) is not checked.
     Reads that failed are dropped (they returned nothing); failed writes are dropped (they
     definitely did not happen).
     """
@@ -180,6 +182,7 @@ def linearizable(
             for op in key_ops
             if op.type in ("ok", "info")
             and not (op.f == "get" and (op.type != "ok" or in_windows(op.invoke, exclude_reads_in)))
+            and not (_changed_nothing(op) and in_windows(op.invoke, exclude_reads_in))
         ]
         unchecked = frozenset(
             op.index for op in kept if op.f != "get" and in_windows(op.invoke, exclude_reads_in)
@@ -192,6 +195,11 @@ def linearizable(
             lines = "\n    ".join(op.brief() for op in result.counterexample)
             verdict.anomalies.append(f"{key}: not linearizable; the window that fails:\n    {lines}")
     return verdict
+
+
+def _changed_nothing(op: Operation) -> bool:
+    """A ``cas`` or ``delete`` acknowledged as having changed nothing."""
+    return op.type == "ok" and op.f in ("cas", "delete") and not op.result
 
 
 # ---------------------------------------------------------------------- counters
