@@ -62,6 +62,7 @@ class Settings:
 class Run:
     ops_per_s: float
     hit_rate: float | None = None
+    miss_rate: float | None = None  # near-cache misses (other members' keys fetched) per read
 
 
 def hit_latency(samples: int) -> tuple[float, float]:
@@ -152,8 +153,9 @@ def peergrid_run(placement: Placement, settings: Settings, seed: int, threads: i
     finally:
         first.stop()
     ops = sum(r["reads"] + r["writes"] for r in results) / settings.duration
-    reads = sum(r["reads"] for r in results)
-    return Run(ops, sum(r.get("near_hits", 0) for r in results) / max(reads, 1))
+    reads = max(sum(r["reads"] for r in results), 1)
+    hits = sum(r.get("near_hits", 0) for r in results)
+    return Run(ops, hits / reads, sum(r.get("near_misses", 0) for r in results) / reads)
 
 
 def redis_run(placement: Placement, settings: Settings, seed: int, threads: int) -> Run:
@@ -205,13 +207,15 @@ class Comparison:
         for backup_count, runs in self.grid.items():
             ratios = [g.ops_per_s / r.ops_per_s for g, r in zip(runs, self.redis, strict=True)]
             hit_rate = statistics.median(r.hit_rate or 0.0 for r in runs)
+            miss_rate = statistics.median(r.miss_rate or 0.0 for r in runs)
             grid_ops = statistics.median(r.ops_per_s for r in runs)
             per_pair = ", ".join(f"{r:.2f}" for r in ratios)
             copies = BACKUPS.get(backup_count, f"backup_count={backup_count}")
             lines += [
                 (
                     f"    peergrid, {WORKERS} members, {copies}: {grid_ops:,.0f} ops/s "
-                    f"(near-cache hits {hit_rate:.1%} of reads, owner-local reads the rest)"
+                    f"(of reads: near-cache hits {hit_rate:.1%}, misses {miss_rate:.1%}, "
+                    "owner-local the rest)"
                 ),
                 (
                     f"      ratio peergrid/redis: {statistics.median(ratios):.2f}x "
