@@ -426,12 +426,7 @@ class Executor:
                     part.unacked[key] = before
 
     def _apply(
-        self,
-        part: Partition,
-        op: Op,
-        stamp: int = 0,
-        delta: tuple[str, int] | None = None,
-        origin: str = "",
+        self, part: Partition, op: Op, stamp: int, delta: tuple[str, int] | None, origin: str
     ) -> Result | asyncio.Future[Result]:
         """Run a map write on ``part``: bounds, version, journal, backups, events, eviction.
 
