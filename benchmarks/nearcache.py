@@ -253,7 +253,8 @@ def measure(placement: Placement, settings: Settings) -> str:
     comparisons = [compare(placement, settings, threads) for threads in settings.threads]
     header = (
         f"near cache (zipf 0.99, 95% reads, 100-byte values, {settings.keys:,} keys, "
-        f"{WORKERS} processes, {settings.duration:g} s per run, after a warm-up read of every key)"
+        f"{WORKERS} processes, {settings.duration:g} s per run, after warming each near cache until it "
+        "holds every other member's key)"
     )
     lines = [header, f"  near-cache hit p50 {p50:.2f} µs, p99 {p99:.2f} µs   (target p50 <= 2 µs)"]
     for comparison in comparisons:

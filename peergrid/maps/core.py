@@ -524,7 +524,10 @@ class MapCore(Caller):
                 counters.hits += 1
                 counters.get_latency.record(_perf_counter() - started)
                 return self.loads(value)
-            # A miss on a map with a store: this member, as owner, loads it (on its loop).
+            # A miss on a map with a store: this member, as owner, loads it (on its loop); or a
+            # read that did not stand (a write of the key awaits its backups, ...): asked there.
+            if near is not None:
+                near.misses -= 1  # not a near-cache miss either: a key of this member's
         return Remote(self._fetch(encoded, partition, default, started))
 
     def _fetch(self, encoded: bytes, partition: int, default: Any, started: float) -> Flow[Any, Any]:
