@@ -127,6 +127,10 @@ class NearCache:
         self._flights: dict[bytes, Flight] = {}  # key -> the newest fetch, to share
         self._tick = 0
         self._changed: dict[bytes, int] = {}  # key with fetches in flight -> tick of its last change
+        #: partition -> the newest version an answer brought (a fetch's, an own write's): an
+        #: event that is not newer, late on its stream, may be older than a change of its key
+        #: this member saw in such an answer, so it fills nothing (``on_events``)
+        self._answered: dict[int, int] = {}
         self._writing: dict[bytes, int] = {}  # key -> this member's writes of it in flight
         self._seen: dict[bytes, int] = {}  # key being written -> newest version an event brought
         self.hits = 0
@@ -187,6 +191,7 @@ class NearCache:
             if self._flights.get(key) is flight:
                 del self._flights[key]
             stale = self._changed.get(key, 0) > flight.start
+            self._answer(partition, version)
             _release(self._inflight, key, self._changed)
             if ok and found and not stale:
                 self._keep(key, partition, value, version, ttl)
@@ -214,6 +219,11 @@ class NearCache:
         own = self.config.ttl
         deadline = now + own if own else _FOREVER
         return min(deadline, now + ttl) if ttl else deadline
+
+    def _answer(self, partition: int, version: int) -> None:
+        """An answer showed ``partition`` at ``version`` (lock held)."""
+        if version > self._answered.get(partition, 0):
+            self._answered[partition] = version
 
     def _changing(self, keys: Iterable[bytes]) -> None:
         """``keys`` changed: fetches of them in flight now must not be kept (lock held)."""
@@ -244,6 +254,12 @@ class NearCache:
         with self._lock:
             seen = self._seen.get(key, 0)
             _release(self._writing, key, self._seen)
+            self._answer(partition, version)
+            if key in self._writing:
+                # Other writes of the key through this member still run (other threads): their
+                # answers may come after this one, and must not refill below it. (Unknown: it
+                # may have been applied after them.)
+                self._seen[key] = max(self._seen.get(key, 0), version or _NEWEST)
             if encoded is None or not version or seen > version:
                 held = self.data.get(key)
                 if encoded is not None and version and held is not None and held[4] >= seen:
@@ -324,6 +340,10 @@ class NearCache:
                     self._unsure_writes()  # a clear sends no event per key
                     continue
                 version = versions[i] if versions is not None else 0
+                # Held only where a reader is fetching it (see below), and when newer than any
+                # answer showed the partition at (an own delete acknowledged before this event
+                # came, say: events come late).
+                fills = bool(version) and key in self._inflight and version > self._answered.get(partition, 0)
                 if key in self._writing:  # unknown versions count as newer than any write
                     self._seen[key] = max(self._seen.get(key, 0), version or _NEWEST)
                 entry = self.data.get(key)
@@ -333,8 +353,8 @@ class NearCache:
                     continue
                 if entry is not None:
                     takes = entry[2] == owner
-                else:  # held only where a reader is fetching it (see below)
-                    takes = bool(version) and key in self._inflight and self._owner_of(partition) == owner
+                else:
+                    takes = fills and self._owner_of(partition) == owner
                 if takes and values is not None and kind in (EventKind.ADDED, EventKind.UPDATED):
                     try:
                         value = self._loads(values[i])

@@ -755,8 +755,8 @@ class MapCore(Caller):
             if near is not None:
                 if result is not None and op.code in REFILLS and not op.ttl and result.version:
                     near.write_ends(op.key, op.partition, op.value, result.version, result.ttl)
-                else:
-                    near.write_ends(op.key, op.partition, None, 0)
+                else:  # (the version it was applied at, if it was: older events change nothing)
+                    near.write_ends(op.key, op.partition, None, result.version if result is not None else 0)
         self._wrote(started, op.code)
         assert result is not None
         return result
