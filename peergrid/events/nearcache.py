@@ -365,9 +365,10 @@ class NearCache:
                     if key in self._inflight:
                         self._changing((key,))
                     if entry is None:
-                        # A reader is fetching the key: the change is newer than what its fetch
-                        # may bring back (which is not kept now), and readers after it need not
-                        # fetch again. (A hot key's fetches race its writes without end.)
+                        # A reader is fetching the key: the change is newer than anything this
+                        # member was answered of its partition (``fills``), so readers after it
+                        # need not fetch again; the fetch's answer, which may predate it, is not
+                        # kept. (A hot key's fetches race its writes without end.)
                         self._keep(key, partition, value, version, ttl)
                         continue
                     deadline = min(entry[3], now + ttl) if ttl else entry[3]
