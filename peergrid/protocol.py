@@ -12,6 +12,7 @@ import functools
 import logging
 import math
 import re
+import struct
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
@@ -241,6 +242,59 @@ class Result:
 
 
 OK_EMPTY = Result()
+
+
+class Answered(Result):
+    """A write's result that its sender already took from the write's copy (``with_reply``):
+    the owner leaves it out of the frame's answer, which it does not send when that leaves
+    nothing."""
+
+    __slots__ = ()
+
+    @classmethod
+    def of(cls, result: Result) -> Answered:
+        """``result``, marked answered."""
+        answered = cls(result.status, result.value, result.found, result.count, result.keys, result.values)
+        answered.message, answered.version, answered.ttl = result.message, result.version, result.ttl
+        return answered
+
+
+# A BACKUP op sent to the member whose caller sent the write carries the write's result:
+# ``key`` packs (the caller's frame id, the op's index in it, status, found, version, ttl),
+# ``value`` is the result's value, ``ttl`` the seconds the owner's lease had left when it sent
+# the copy. The backup, once it applied the copy, hands the result to the waiting call itself
+# (``Pipe.forwarded``): the write then costs one round trip to the owner and back (the copy
+# and its ack) rather than two, and the owner's answer is not sent.
+_REPLY = struct.Struct("<QIBBQd")
+
+
+def with_reply(op: Op, frame_id: int, index: int, result: Result, lease_left: float) -> Op:
+    """The BACKUP ``op`` carrying ``result``, the answer to op ``index`` of frame ``frame_id``
+    of the member it goes to, with ``lease_left`` (seconds) of the owner's lease."""
+    key = _REPLY.pack(frame_id, index, result.status, result.found, result.version, result.ttl)
+    return Op(
+        Code.BACKUP,
+        op.partition,
+        "",
+        key,
+        result.value,
+        ttl=lease_left,
+        version=op.version,
+        effects=op.effects,
+    )
+
+
+def reply_of(op: Op) -> tuple[int, int, Result, float] | None:
+    """What ``with_reply`` put in a BACKUP op: ``(frame id, index, result, lease left)``, or
+    None when it carries no result. Raises ``ValueError`` when the packing is malformed."""
+    if not op.key:
+        return None
+    if len(op.key) != _REPLY.size:
+        raise ValueError(f"a backup's reply is {_REPLY.size} bytes, not {len(op.key)}")
+    frame_id, index, status, found, version, ttl = _REPLY.unpack(op.key)
+    result = Result(status, op.value, bool(found), version=version)
+    result.ttl = ttl
+    return frame_id, index, result, op.ttl
 
 
 def settled(future: asyncio.Future[Result], failed: int = Status.ERROR) -> Result:

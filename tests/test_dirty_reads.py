@@ -30,8 +30,8 @@ def test_a_read_of_a_key_waits_for_the_backups_of_its_pending_write() -> None:
         held: list[asyncio.Future[Result]] = []
         replicate = node.manager.replicator.replicate
 
-        def hold(p: int, version: int, effects: Any, result: Result) -> Any:
-            outcome = replicate(p, version, effects, result)
+        def hold(p: int, version: int, effects: Any, result: Result, *reply: Any) -> Any:
+            outcome = replicate(p, version, effects, result, *reply)
             if not isinstance(outcome, asyncio.Future):
                 return outcome
             gate: asyncio.Future[Result] = node.loop.create_future()
@@ -82,10 +82,10 @@ def test_an_owner_local_read_between_a_writes_apply_and_its_fence_asks_the_loop(
         seen: list[tuple[Any, Any]] = []
         replicate = node.manager.replicator.replicate
 
-        def read_meanwhile(p: int, version: int, effects: Any, result: Result) -> Any:
+        def read_meanwhile(p: int, version: int, effects: Any, result: Result, *reply: Any) -> Any:
             # Applied, its backups not asked yet: what an application thread reads right now.
             seen.append((core.get(key), core.get(other)))
-            return replicate(p, version, effects, result)
+            return replicate(p, version, effects, result, *reply)
 
         node.manager.replicator.replicate = read_meanwhile  # type: ignore[method-assign]
         try:

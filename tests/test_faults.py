@@ -140,6 +140,9 @@ class _Cluster:
     def holds_lease(self) -> bool:
         return self.lease
 
+    def lease_left(self) -> float:
+        return 1.0 if self.lease else 0.0
+
     def backup_missed(self, p: int, uuid: str) -> None:
         self.missed.append((p, uuid))
 

@@ -275,7 +275,8 @@ def test_an_idle_pipe_writes_a_frame_in_the_wake_up_itself() -> None:
             await until(lambda item=item: item.results)  # type: ignore[misc]
         assert writers[0] is pipe._task
         assert writers[1:] == [None] * 5  # written from the wake-up callback
-        assert [frame_id for frame_id, _ in stream.sent] == [1, 2, 3, 4, 5, 6]
+        ids = [frame_id for frame_id, _ in stream.sent]  # unique in the process, in order
+        assert ids == list(range(ids[0], ids[0] + 6))
         assert all([r.status for r in item.results] == [Status.OK] for item in [first, *later])
         pipe.close()
 
@@ -333,6 +334,80 @@ def test_a_sender_started_with_nothing_to_send_still_opens_its_stream_for_later_
         await asyncio.get_running_loop().run_in_executor(None, pipe.submit, item)
         await until(lambda: item.results)
         assert [r.status for r in item.results] == [Status.OK]
+        pipe.close()
+
+    asyncio.run(scenario())
+
+
+class HeldStream:
+    """A stream that records each frame's items and answers only when the test says so."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[int, list[Op]]] = []
+        self._replies: asyncio.Queue[tuple[int, int, list[Result]] | None] = asyncio.Queue()
+
+    async def send(self, frame_id: int, table_version: int, sender: str, ops: list[Op]) -> None:
+        self.frames.append((frame_id, ops))
+
+    def answer(self, frame_id: int, results: list[Result]) -> None:
+        self._replies.put_nowait((frame_id, 1, results))
+
+    def end(self) -> None:
+        self._replies.put_nowait(None)
+
+    async def receive(self) -> tuple[int, int, list[Result]] | None:
+        return await self._replies.get()
+
+    def cancel(self) -> None:
+        pass
+
+
+def test_a_result_that_comes_with_a_backup_copy_is_taken_once_and_can_end_its_frame() -> None:
+    """A write whose caller's member is its backup gets its result with the copy
+    (``Pipe.forwarded``): the item takes it once, only within the owner's lease and for the
+    partition it wrote; the owner's answer, if it comes too, does not reach it again; a frame
+    all of whose items took theirs ends without an answer; a broken stream fails only the
+    items still waiting."""
+
+    async def scenario() -> None:
+        stream = HeldStream()
+        pipe = pipe_on(stream, 30.0)
+        a, b = Item(), Item()
+        pipe.submit_many([a, b])
+        await until(lambda: len(stream.frames) == 1)
+        first = stream.frames[0][0]
+        copy = Result(Status.OK, b"old", True, version=7)
+        assert pipe.forwarded(first, 0, 1, copy, 5.0) is False  # not the item's partition
+        assert pipe.forwarded(first, 0, 0, copy, 0.0) is False  # the owner's lease may be over
+        assert pipe.forwarded(first, 0, 0, copy, 5.0) is True
+        assert a.results == [copy]
+        assert pipe.forwarded(first, 0, 0, copy, 5.0) is False  # taken already
+        assert first in pipe._inflight  # b still waits for the owner's answer
+        stream.answer(first, [Result(Status.INDETERMINATE), Result(Status.OK, b"b")])
+        await until(lambda: b.results)
+        assert a.results == [copy]
+        assert [r.value for r in b.results] == [b"b"]
+        assert not pipe._inflight
+        assert not pipe._forwarded
+
+        c = Item()
+        pipe.submit(c)
+        await until(lambda: len(stream.frames) == 2)
+        second = stream.frames[1][0]
+        assert pipe.forwarded(second, 0, 0, copy, 5.0) is True
+        assert not pipe._inflight  # every item answered: the frame ended with the copy
+        stream.answer(second, [Result(Status.ERROR)])  # an answer sent anyway is ignored
+        assert pipe.forwarded(second, 0, 0, copy, 5.0) is False
+
+        d, e = Item(), Item()
+        pipe.submit_many([d, e])
+        await until(lambda: len(stream.frames) == 3)
+        assert pipe.forwarded(stream.frames[2][0], 1, 0, copy, 5.0) is True
+        stream.end()  # the stream breaks: d was sent and gets UNREACHABLE, e keeps its copy's
+        await until(lambda: d.results)
+        assert [r.status for r in d.results] == [Status.UNREACHABLE]
+        assert e.results == [copy]
+        assert c.results == [copy]
         pipe.close()
 
     asyncio.run(scenario())

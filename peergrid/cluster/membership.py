@@ -1477,6 +1477,10 @@ class Membership:
         """True while this member may serve its partitions (see the module docstring)."""
         return self.lease_until > self._clock()
 
+    def lease_left(self) -> float:
+        """Seconds this member's owner lease has left (0 when it holds none)."""
+        return max(0.0, self.lease_until - self._clock())
+
     async def _beat(
         self,
         member: Member,

@@ -34,10 +34,16 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any, Protocol
 
+from peergrid.config import CLOCK_DRIFT
 from peergrid.errors import PeerGridError
 from peergrid.protocol import Code, Op, Result, Status
 
 log = logging.getLogger("peergrid.invocation")
+
+#: Frame ids, unique in the process (not per pipe): a write's result that comes with this
+#: member's backup copy of it names its frame by id (``Pipe.forwarded``), and a pipe made anew
+#: (the peer left and came back) must not take one meant for a frame of the pipe before it.
+_FRAME_IDS = itertools.count(1)
 
 #: The keys of a GET_MANY op that cost its owner about what one op of a frame does (a key read
 #: and its share of the packed answer, against an op's decode, checks and result).
@@ -91,6 +97,8 @@ class Pipe:
         # (ids, codes, partitions, names and varints: a few bytes an op, more for effects).
         self._max_bytes = max(1, max_bytes - 64 * 1024 - 64 * max_ops)
         self._received: dict[int, int] = {}  # frame id -> results received so far, while partial
+        # frame id -> indexes of the items that took their result from a backup copy (forwarded)
+        self._forwarded: dict[int, set[int]] = {}
         self._queue: collections.deque[Item] = collections.deque()
         self._signalled = False  # a wake-up is scheduled on the loop
         self._waiter: asyncio.Future[None] | None = None  # the idle sender task parks on it
@@ -101,7 +109,7 @@ class Pipe:
         # One watchdog per pipe, not a timer per frame: armed while frames are in flight, it
         # fires at the oldest frame's deadline (see _watch).
         self._watchdog: asyncio.TimerHandle | None = None
-        self._ids = itertools.count(1)
+        self._ids = _FRAME_IDS
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._reset_reason = "the pipe was closed"
@@ -306,18 +314,27 @@ class Pipe:
                 items = entry[0]
                 start = self._received.pop(frame_id, 0)
                 end = start + len(results)
+                taken = self._forwarded.get(frame_id)
                 if end < len(items) and results:
                     # Part of the answer (it did not fit one message): the rest follows, in order.
                     self._received[frame_id] = end
                 else:
                     del self._inflight[frame_id]
+                    if taken is not None:
+                        del self._forwarded[frame_id]
                     self._wake()
                 self._on_table_version(table_version)
-                for item, result in zip(items[start:end], results, strict=False):
-                    item.handle(result)
+                if taken is None:
+                    for item, result in zip(items[start:end], results, strict=False):
+                        item.handle(result)
+                else:  # those that took a result from a backup copy keep it
+                    for i, (item, result) in enumerate(zip(items[start:end], results, strict=False), start):
+                        if i not in taken:
+                            item.handle(result)
                 if not results:
-                    for item in items[start:]:
-                        item.handle(Result(Status.ERROR, message="peer sent too few results"))
+                    for i, item in enumerate(items[start:], start):
+                        if taken is None or i not in taken:
+                            item.handle(Result(Status.ERROR, message="peer sent too few results"))
         except asyncio.CancelledError:
             raise
         except PeerGridError as exc:
@@ -325,6 +342,38 @@ class Pipe:
         except Exception as exc:
             log.exception("reading from %s failed", self.address)
             self._reset(f"internal error: {exc!r}")
+
+    def forwarded(self, frame_id: int, index: int, partition: int, result: Result, lease_left: float) -> bool:
+        """Hand item ``index`` of frame ``frame_id`` (in flight) ``result``: its write's result,
+        which the owner sent with this member's backup copy of the write once it was applied
+        here (loop thread; ``protocol.with_reply``). True if the item took it.
+
+        Taken only while the owner certainly held its lease: it had ``lease_left`` seconds when
+        it sent the copy, which it did after this frame was sent, so until ``sent + lease_left``
+        by this member's clock too, less the clocks' drift bound (the owner's own check of an
+        ack, ``Replicator._finish``). Otherwise the item waits for the owner's answer.
+        """
+        entry = self._inflight.get(frame_id)
+        if entry is None:
+            return False
+        items, sent = entry
+        if not 0 <= index < len(items) or items[index].op.partition != partition:
+            return False
+        if time.monotonic() - sent >= lease_left * (1 - 2 * CLOCK_DRIFT):
+            return False
+        answered = self._received.get(frame_id, 0)
+        taken = self._forwarded.setdefault(frame_id, set())
+        if index < answered or index in taken:
+            return False
+        taken.add(index)
+        if answered + sum(1 for i in taken if i >= answered) == len(items):
+            # Every item has its result: the frame ends here (the owner sends no answer).
+            del self._inflight[frame_id]
+            del self._forwarded[frame_id]
+            self._received.pop(frame_id, None)
+            self._wake()
+        items[index].handle(result)
+        return True
 
     def _reset(self, why: str) -> None:
         # Fail what is in flight now; the sender task notices and restarts the stream.
@@ -351,9 +400,13 @@ class Pipe:
     def _broken(self, why: str) -> None:
         inflight, self._inflight = self._inflight, {}
         received, self._received = self._received, {}
+        forwarded, self._forwarded = self._forwarded, {}
         for frame_id, (items, _) in inflight.items():
-            for item in items[received.get(frame_id, 0) :]:  # those answered already are done
-                item.handle(_unreachable(True, why))
+            taken = forwarded.get(frame_id, ())
+            first = received.get(frame_id, 0)
+            for i, item in enumerate(items[first:], first):  # those answered already are done
+                if i not in taken:
+                    item.handle(_unreachable(True, why))
         self._fail_queued(why)
 
     def _fail_queued(self, why: str) -> None:
@@ -438,6 +491,10 @@ class Pipes:
     def calls(self, uuid: str) -> Pipe | None:
         """The pipe for calls to member ``uuid``."""
         return self._pipe(uuid, self._calls)
+
+    def call_pipe(self, uuid: str) -> Pipe | None:
+        """The pipe for calls to member ``uuid`` if one was made (none is made here)."""
+        return self._calls.get(uuid)
 
     def open_calls(self) -> dict[str, Pipe]:
         """The pipes for calls made so far, by member uuid (a copy)."""

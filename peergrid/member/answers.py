@@ -111,10 +111,14 @@ class Answers:
         safe, detail = self._manager.safe_state()
         return safe, version, detail
 
-    def frame(self, sender: str, table_version: int, ops: list[Op]) -> list[Result | asyncio.Future[Result]]:
+    def frame(
+        self, sender: str, table_version: int, ops: list[Op], frame_id: int = 0
+    ) -> list[Result | asyncio.Future[Result]]:
         """Each op's result, or the future of one that waits (for its backups, a store, a
         lock's turn). The futures are the operations' own: whoever waits for them must not
-        cancel them (a write's dirty-read fence would lift before its backups acked)."""
+        cancel them (a write's dirty-read fence would lift before its backups acked).
+        ``frame_id``: the frame's id on its sender's stream (0 for a unary call): a write whose
+        sender is its backup may be answered with the copy (``Replicator.replicate``)."""
         membership = self._membership()
         if sender not in membership.members:
             # Not a member here: removed (it learns so soon), not admitted yet (it retries), or a
@@ -145,7 +149,9 @@ class Answers:
         if table_version > membership.members.version:
             membership.saw_version(table_version, membership.address_of(sender))
         execute = self._executor.execute
-        return [execute(op, table_version, sender) for op in ops]
+        if not frame_id:
+            return [execute(op, table_version, sender) for op in ops]
+        return [execute(op, table_version, sender, frame_id, i) for i, op in enumerate(ops)]
 
     async def versions(
         self, members: MemberList, partitions: list[int]

@@ -37,7 +37,7 @@ from peergrid.member.maps import Maps
 from peergrid.member.merging import Merging
 from peergrid.owner.side import MemberView
 from peergrid.owner.side import build as owner_side
-from peergrid.protocol import Member, MemberList, Op, Result
+from peergrid.protocol import Member, MemberList, Op, Result, reply_of
 from peergrid.replication import PartitionManager
 from peergrid.serialization import serializer_named
 from peergrid.stats import MapCounters, counters_in
@@ -118,6 +118,7 @@ class Node:
             ),
             lambda: self.closed,
         )
+        self.executor.take_reply = self._take_reply
         self.invoker = Invoker(self, config.timing.retry_initial, config.timing.retry_max)
         self.merging = Merging(
             config, self.manager, self.invoker, lambda: self.membership, self.replica_peer, self._rejoin
@@ -345,6 +346,26 @@ class Node:
     def holds_lease(self) -> bool:
         """True while this member may serve its partitions (its owner lease lies ahead)."""
         return self.membership.holds_lease()
+
+    def _take_reply(self, sender: str, op: Op) -> bool:
+        """Hand the result that came with our backup copy of a write to the call of ours that
+        sent it (``protocol.with_reply``); whether the call took it."""
+        pipe = self.pipes.call_pipe(sender)
+        if pipe is None:
+            return False
+        try:
+            reply = reply_of(op)
+        except ValueError as exc:
+            log.warning("member %s sent a malformed reply with a backup: %s", sender, exc)
+            return False
+        if reply is None:
+            return False
+        frame_id, index, result, lease_left = reply
+        return pipe.forwarded(frame_id, index, op.partition, result, lease_left)
+
+    def lease_left(self) -> float:
+        """Seconds this member's owner lease has left (0 when it holds none)."""
+        return self.membership.lease_left()
 
     def backup_missed(self, p: int, uuid: str) -> None:
         """Backup ``uuid`` did not take a write of ``p`` its near caches were not sent an

@@ -124,6 +124,9 @@ class Executor:
         self._has_lease = has_lease
         self._equal = values_equal
         self.compute = compute(self)  # entry processors and locks, on this write path
+        # Hands a write's result, carried by this member's backup copy of it, to the call of
+        # this member that waits for it (``protocol.with_reply``): the member wires it.
+        self.take_reply: Callable[[str, Op], bool] = lambda sender, op: False
 
     def check(self, op: Op) -> str | None:
         """Why ``op`` is malformed or over a limit, or None.
@@ -162,18 +165,24 @@ class Executor:
             return "expire needs a ttl > 0 seconds"
         return None
 
-    def execute(self, op: Op, caller_version: int, sender: str = "") -> Result | asyncio.Future[Result]:
-        """Run one op (``sender``: the uuid of the member that sent it, if a peer did); a future
-        when it waits for backups."""
+    def execute(
+        self, op: Op, caller_version: int, sender: str = "", frame_id: int = 0, index: int = 0
+    ) -> Result | asyncio.Future[Result]:
+        """Run one op (``sender``: the uuid of the member that sent it, if a peer did, as op
+        ``index`` of its frame ``frame_id`` on a stream, 0 otherwise); a future when it waits
+        for backups."""
         problem = self.check(op)
         if problem is not None:
             return Result(Status.INVALID, message=problem)
         if op.code in COMPUTE:
             return self.compute.execute(op, caller_version)
         if op.code == Code.BACKUP:
-            return Result(
-                self._manager.apply_backup(op.partition, op.version, op.effects, caller_version, sender)
-            )
+            status = self._manager.apply_backup(op.partition, op.version, op.effects, caller_version, sender)
+            if op.key and status == Status.OK:
+                # The copy carries the result of a write this member's caller sent: found says
+                # whether the call took it (``Replicator.replicate``).
+                return Result(status, found=self.take_reply(sender, op))
+            return Result(status)
         if op.code == Code.RECOVER:
             return self._recover(op.partition, caller_version)
         if op.code == Code.TOUCH:
@@ -214,6 +223,8 @@ class Executor:
         config = self._registry.config(op.map)
         if config.store is not None and op.code not in _UNSTORED:
             return self._stores.write(part, op, config, lambda: self._write(part, op, origin=sender))
+        if frame_id and op.code in _OWN_ENTRY:
+            return self._write(part, op, origin=sender, reply=(sender, frame_id, index))
         return self._write(part, op, origin=sender)
 
     def _get_many(self, op: Op, caller_version: int, sender: str) -> Result | asyncio.Future[Result]:
@@ -407,6 +418,7 @@ class Executor:
         stamp: int = 0,
         delta: tuple[str, int] | None = None,
         origin: str = "",
+        reply: tuple[str, int, int] | None = None,
     ) -> Result | asyncio.Future[Result]:
         """``_apply`` with the key fenced from before it changes: owner-local reads run on
         callers' threads, unlocked, and look for a fence after they read the records
@@ -417,7 +429,7 @@ class Executor:
         before = part.unacked.get(key)
         part.unacked[key] = _APPLYING
         try:
-            return self._apply(part, op, stamp, delta, origin)
+            return self._apply(part, op, stamp, delta, origin, reply)
         finally:
             if part.unacked.get(key) is _APPLYING:
                 if before is None:
@@ -426,13 +438,21 @@ class Executor:
                     part.unacked[key] = before
 
     def _apply(
-        self, part: Partition, op: Op, stamp: int, delta: tuple[str, int] | None, origin: str
+        self,
+        part: Partition,
+        op: Op,
+        stamp: int,
+        delta: tuple[str, int] | None,
+        origin: str,
+        reply: tuple[str, int, int] | None = None,
     ) -> Result | asyncio.Future[Result]:
         """Run a map write on ``part``: bounds, version, journal, backups, events, eviction.
 
         ``stamp``: the journal stamp of a merged change (see ``_merge``); other writes are
         stamped by this member's clock while it journals (``peergrid.storage.journal``).
         ``origin``: the uuid of the member whose caller sent the op, "" when none did.
+        ``reply``: where the op's answer goes (``Replicator.replicate``), if its sender may take
+        it from its backup copy.
         """
         name = op.map
         config = self._registry.config(name)
@@ -475,7 +495,7 @@ class Executor:
             # Queued in the same versioned change: backups hold the pending write with the value.
             effects = (*effects, *self._stores.enqueue(part, name, effects, cleared_keys))
         replicator = self._manager.replicator
-        outcome = replicator.replicate(op.partition, part.version, effects, result)
+        outcome = replicator.replicate(op.partition, part.version, effects, result, reply)
         skip: tuple[str, ...] = ()
         if isinstance(outcome, asyncio.Future):
             _fence(part, (name, op.key), outcome)

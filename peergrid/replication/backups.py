@@ -28,7 +28,7 @@ from typing import Protocol
 
 from peergrid.config import GridConfig
 from peergrid.partition import PartitionTable
-from peergrid.protocol import Code, Effect, Op, Result, Status
+from peergrid.protocol import Answered, Code, Effect, Op, Result, Status, with_reply
 
 Repair = Callable[[int, str], "asyncio.Task[int]"]
 """Send partition ``p`` whole to backup ``uuid``; the task's result is the version it holds then."""
@@ -49,6 +49,9 @@ class ReplicatorMember(Protocol):
     def pipe_to(self, uuid: str) -> _Pipe | None: ...
     def has_quorum(self) -> bool: ...
     def holds_lease(self) -> bool: ...
+    def lease_left(self) -> float:
+        """Seconds this member's owner lease has left (0 when it holds none)."""
+
     def backup_missed(self, p: int, uuid: str) -> None:
         """Backup ``uuid`` may not hold a write of ``p`` (its near caches may not know it)."""
 
@@ -56,7 +59,7 @@ class ReplicatorMember(Protocol):
 class _Waiter:
     """One write waiting for its sync backups: ``uuids`` are those that must still hold it."""
 
-    __slots__ = ("effects", "future", "partition", "result", "uuids", "version")
+    __slots__ = ("effects", "future", "partition", "result", "taken", "uuids", "version")
 
     def __init__(
         self,
@@ -73,6 +76,7 @@ class _Waiter:
         self.effects = effects
         self.result = result
         self.uuids = uuids
+        self.taken = False  # the sender took the result from its copy (``with_reply``)
 
 
 class _Send:
@@ -90,6 +94,8 @@ class _Send:
         if result.status == Status.OK:
             self.replicator.applied(self.op.partition, self.uuid, self.op.version)
             if self.waiter is not None:
+                if result.found and self.op.key:
+                    self.waiter.taken = True  # its caller has the result: see ``replicate``
                 self.replicator.ack(self.waiter, self.uuid)
         else:
             self.replicator.failed(self, result)
@@ -225,9 +231,23 @@ class Replicator:
 
     # ------------------------------------------------------------------ writes
     def replicate(
-        self, p: int, version: int, effects: Sequence[Effect], result: Result
+        self,
+        p: int,
+        version: int,
+        effects: Sequence[Effect],
+        result: Result,
+        reply: tuple[str, int, int] | None = None,
     ) -> Result | asyncio.Future[Result]:
-        """Ship a write; return its result now (no sync backups) or a future for it."""
+        """Ship a write; return its result now (no sync backups) or a future for it.
+
+        ``reply``: the write is op ``index`` of frame ``frame_id`` that member ``uuid`` sent,
+        ``(uuid, frame_id, index)``. When that member is the write's one sync backup, its copy
+        carries the result (``protocol.with_reply``) and its caller takes it from there, once
+        the copy is applied, within what is left of this member's lease: the caller's write
+        then costs one round trip rather than two, and the future ends ``Answered`` (the owner
+        sends no answer of it). The guarantee is the same as an ack's: the caller has it only
+        once the copy exists, while the owner held its lease (``_finish``'s check).
+        """
         backups = self._table.replicas[p][1:]
         if not backups:
             return result
@@ -241,6 +261,10 @@ class Replicator:
         waiter = _Waiter(future, p, version, effects, result, set(sync))
         self._waiters.add(waiter)
         self._pending[p] = self._pending.get(p, 0) + 1
+        if reply is not None and len(sync) == 1 and sync[0] == reply[0]:
+            lease_left = self._cluster.lease_left()
+            if lease_left > 0:
+                op = with_reply(op, reply[1], reply[2], result, lease_left)
         for uuid in sync:
             self._send(_Send(self, op, uuid, waiter))
         return future
@@ -297,6 +321,8 @@ class Replicator:
             self._waiters.discard(waiter)
             self._pending[waiter.partition] -= 1
             if not waiter.future.done():
+                if waiter.taken and result.status == Status.OK:
+                    result = Answered.of(result)  # the sender has it: see ``replicate``
                 waiter.future.set_result(result)
 
     def sync_backups(self, p: int) -> tuple[str, ...]:

@@ -40,6 +40,7 @@ from peergrid.events.model import EventBatch
 from peergrid.protocol import (
     MAX_MEMBERS,
     WRITES,
+    Answered,
     Chunk,
     Copy,
     HeartbeatReply,
@@ -90,7 +91,7 @@ class Handlers(Protocol):
     async def merge(self, into: MemberList) -> None: ...
     def safe_state(self, merging: bool = False) -> tuple[bool, int, str]: ...
     def frame(
-        self, sender: str, table_version: int, ops: list[Op]
+        self, sender: str, table_version: int, ops: list[Op], frame_id: int = 0
     ) -> list[Result | asyncio.Future[Result]]: ...
     async def versions(
         self, members: MemberList, partitions: list[int]
@@ -400,8 +401,12 @@ class _Maps(_Base, map_pb2_grpc.MapServiceServicer):  # type: ignore[misc]
             return f"frame of {effects} backup effects exceeds limits.max_batch_ops={limit}"
         return None
 
-    def _run(self, frame: Any) -> tuple[list[Op], list[Result | asyncio.Future[Result]]]:
-        """The frame's ops and each one's result or future (no ops: the frame was refused whole)."""
+    def _run(
+        self, frame: Any, stream: bool = False
+    ) -> tuple[list[Op], list[Result | asyncio.Future[Result]]]:
+        """The frame's ops and each one's result or future (no ops: the frame was refused whole).
+        ``stream``: it came on a frame stream, whose sender may take a write's result from its
+        backup copy (``protocol.with_reply``)."""
         problem = self._oversized(frame)
         if problem is None:
             try:
@@ -415,7 +420,7 @@ class _Maps(_Base, map_pb2_grpc.MapServiceServicer):  # type: ignore[misc]
             count = len(frame.codes)
             refused: list[Result | asyncio.Future[Result]] = [Result(Status.INVALID, message=problem)]
             return [], refused + [Result(Status.INVALID)] * (count - 1)
-        return ops, self.handlers.frame(frame.sender, frame.table_version, ops)
+        return ops, self.handlers.frame(frame.sender, frame.table_version, ops, frame.id if stream else 0)
 
     async def Stream(self, request_iterator: Any, context: Any) -> None:
         """Frames in, results out as each frame completes (not necessarily in order).
@@ -437,7 +442,7 @@ class _Maps(_Base, map_pb2_grpc.MapServiceServicer):  # type: ignore[misc]
                 if frame.cluster != self.handlers.cluster:
                     refusal = grpc.StatusCode.PERMISSION_DENIED, self.mismatch(frame.cluster)
                     break
-                ops, outcomes = self._run(frame)
+                ops, outcomes = self._run(frame, stream=True)
                 if _waits(outcomes):
                     answers.later(frame.id, ops, outcomes)
                 else:
@@ -490,7 +495,15 @@ class _Answering:
     def later(self, frame_id: int, ops: list[Op], outcomes: list[Result | asyncio.Future[Result]]) -> None:
         """Answer a frame once its waiting ops finished, from the last one's callback."""
         self._later += 1
-        _when_done(ops, outcomes, lambda results: _drive(self.write(frame_id, results), self._answered))
+        _when_done(ops, outcomes, lambda results: self._answer(frame_id, results))
+
+    def _answer(self, frame_id: int, results: list[Result]) -> None:
+        if all(isinstance(result, Answered) for result in results):
+            # Its sender took every result from its backup copies of the writes: no answer
+            # (``Replicator.replicate``; the sender's pipe ended the frame as it took the last).
+            self._answered()
+        else:  # an op a copy answered is answered again here: the sender keeps the first
+            _drive(self.write(frame_id, results), self._answered)
 
     def _answered(self) -> None:
         self._later -= 1
