@@ -239,20 +239,50 @@ def write_series(
                 failed = Path(f"pg.set.b{count}", f"peergrid set, backup_count {count}", _never)
                 outcomes[failed.name] = Outcome(failed, phase, error=error_summary(exc))
                 continue
-            paths = [baseline, *floor, _write_path(cluster, workload)]
+            paths = [baseline, *floor, *_write_paths(cluster, workload)]
             outcomes |= run_rounds(paths, workload.settings.rounds, phase)
     return outcomes
 
 
-def _write_path(cluster: Cluster, workload: Workload) -> Path:
+def _write_paths(cluster: Cluster, workload: Workload) -> list[Path]:
+    """The set of remote keys (pg.set.bN); with backups, also split by whether this member
+    holds the key's copy (pg.set.bN.copy: the owner's copy to it is its answer, one round
+    trip) or not (pg.set.bN.apart: to the owner, its backup and back, two)."""
     ownership = split_by_owner(cluster, workload.keys)
-    writes = KeyChoice.draw(workload, ownership.remote).writes[: workload.settings.series_ops]
-    label = f"peergrid set, backup_count {cluster.backup_count}"
-    return Path(
-        f"pg.set.b{cluster.backup_count}",
-        label,
-        partial(time_calls, lambda kv: cluster.map.set(*kv), writes),
-    )
+    count = cluster.backup_count
+    ops = workload.settings.series_ops
+
+    def path(name: str, label: str, keys: Sequence[str]) -> Path:
+        writes = KeyChoice.draw(workload, keys).writes[:ops]
+        return Path(name, label, partial(time_calls, lambda kv: cluster.map.set(*kv), writes))
+
+    paths = [path(f"pg.set.b{count}", f"peergrid set, backup_count {count}", ownership.remote)]
+    holds = copy_lookup(cluster.grid)
+    if count and holds is not None:
+        copy = [key for key in ownership.remote if holds(key)]
+        apart = [key for key in ownership.remote if not holds(key)]
+        if copy and apart:
+            label = f"peergrid set, backup_count {count}, the caller holding"
+            paths.append(path(f"pg.set.b{count}.copy", f"{label} the copy", copy))
+            paths.append(path(f"pg.set.b{count}.apart", f"{label} none", apart))
+    return paths
+
+
+def copy_lookup(grid: Any) -> Callable[[str], bool] | None:
+    """key -> whether this member holds a backup copy of it (peergrid's partition table; not
+    a public API, so None when it is not there)."""
+    try:
+        from peergrid.partition.hashing import partition_of
+        from peergrid.serialization.keys import encode_key
+
+        node, count = grid._node, grid.config.partition_count
+    except (ImportError, AttributeError):
+        return None
+
+    def holds(key: str) -> bool:
+        return grid.uuid in node.manager.table.replicas[partition_of(encode_key(key), count)][1:]
+
+    return holds
 
 
 def _never() -> Sample:

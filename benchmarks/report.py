@@ -280,6 +280,18 @@ FLOORS = [
     ),
     ("peergrid set, backup_count 1, p50 / that floor", "pg.set.b1", "grpc.aio.relay.thread@b1", p50),
     (
+        "peergrid set, backup_count 1, the caller holding no copy, p50 / that floor",
+        "pg.set.b1.apart",
+        "grpc.aio.relay.thread@b1",
+        p50,
+    ),
+    (
+        "peergrid set, backup_count 1, the caller holding the copy, p50 / bare aio stream p50",
+        "pg.set.b1.copy",
+        "grpc.aio.stream@b1",
+        p50,
+    ),
+    (
         "64 threads batched over bare aio streams ops/s / redis-py GET ops/s (their floor)",
         "grpc.aio.concurrent",
         "redis.get",
@@ -309,7 +321,12 @@ def _targets(results: Results) -> list[str]:
 
 
 def _backups(results: Results) -> list[str]:
-    rows = [_backup_row(results, count) for count in results.backup_counts]
+    rows = []
+    for count in results.backup_counts:
+        rows.append(_backup_row(results, count))
+        if count:  # the same sets, split by whether the caller holds the key's copy
+            rows.append(_backup_row(results, count, ".copy", " (caller holds the copy)"))
+            rows.append(_backup_row(results, count, ".apart", " (caller holds none)"))
     header = [
         "backup_count",
         "set p50 µs",
@@ -324,19 +341,19 @@ def _backups(results: Results) -> list[str]:
     return ["peergrid write (remote key) by backup count", *table(header, table_rows)]
 
 
-def _backup_row(results: Results, count: int) -> list[str]:
+def _backup_row(results: Results, count: int, part: str = "", label: str = "") -> list[str]:
     """backup_count 0 is the main rounds' set; the others ran in rounds of their own, each
-    beside redis-py SET (redis.set@bN)."""
+    beside redis-py SET (redis.set@bN). ``part``: one of the sets' split (``_write_paths``)."""
     subject, baseline = ("pg.set", "redis.set") if count == 0 else (
-        f"pg.set.b{count}", f"redis.set@b{count}")  # fmt: skip
+        f"pg.set.b{count}{part}", f"redis.set@b{count}")  # fmt: skip
     outcome = results.outcomes.get(subject)
     if outcome is None:
         return []
     if not outcome.samples:
-        return [str(count), "-", "-", "-", f"failed: {outcome.error}", "-"]
+        return [f"{count}{label}", "-", "-", "-", f"failed: {outcome.error}", "-"]
     stream = "grpc.aio.stream" if count == 0 else f"grpc.aio.stream@b{count}"
     return [
-        str(count),
+        f"{count}{label}",
         micros(median_of(outcome, p50)),
         micros(median_of(outcome, lambda s: s.p99_us)),
         rate(median_of(outcome, ops_per_s)),

@@ -111,9 +111,9 @@ def test_an_op_that_fails_inside_the_member_is_answered_with_its_frame(
     run = executor.execute
     doomed = encode_key("doomed")
 
-    def execute(op: Op, caller_version: int, sender: str = "") -> object:
+    def execute(op: Op, caller_version: int, sender: str = "", *where: int) -> object:
         if op.key != doomed:
-            return run(op, caller_version, sender)
+            return run(op, caller_version, sender, *where)
         failed = asyncio.get_running_loop().create_future()
         asyncio.get_running_loop().call_soon(failed.set_exception, RuntimeError("a bug"))
         return failed
@@ -145,9 +145,9 @@ def test_a_get_all_key_whose_lone_get_fails_inside_the_member_is_answered(
         key for i in range(1000) if served[partition_of(key := encode_key(f"doomed-{i}"), 271)] is not None
     )
 
-    def execute(op: Op, caller_version: int, sender: str = "") -> object:
+    def execute(op: Op, caller_version: int, sender: str = "", *where: int) -> object:
         if op.code != Code.GET or op.key != doomed:
-            return run(op, caller_version, sender)
+            return run(op, caller_version, sender, *where)
         failed = asyncio.get_running_loop().create_future()
         asyncio.get_running_loop().call_soon(failed.set_exception, RuntimeError("a bug"))
         return failed

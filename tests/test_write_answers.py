@@ -88,17 +88,22 @@ def test_a_write_whose_caller_is_its_backup_is_answered_by_the_copy() -> None:
             assert counts["taken"] == 3 * len(mine)
 
 
-def test_a_copy_that_comes_later_than_the_owners_lease_allows_leaves_the_answer_to_the_owner() -> None:
+@pytest.mark.parametrize("lapse", ["owner", "caller"])
+def test_a_copy_that_cannot_vouch_for_the_write_leaves_the_answer_to_the_owner(lapse: str) -> None:
     """The owner had almost no lease left when it sent the copy: the caller cannot be sure the
-    owner still held it once the copy applied, so it waits for the owner's answer (which the
-    owner gives only if its lease held at the ack)."""
+    owner still held it once the copy applied. Or the caller's member holds no lease itself (the
+    master may have removed it, and its copy no longer counts). Either way the call waits for
+    the owner's answer (which the owner gives only if its lease held at the ack)."""
     with cluster(3, backup_count=1, timing=Timing.fast()) as grids:
         a = grids[0]
         a.wait_until_safe(30)
         m = a.get_map("answers")
         keys = _remote_keys(a, True, 10)
-        for g in grids[1:]:
-            g._node.lease_left = lambda: 1e-9  # type: ignore[method-assign]
+        if lapse == "owner":
+            for g in grids[1:]:
+                g._node.lease_left = lambda: 1e-9  # type: ignore[method-assign]
+        else:
+            a._node.membership.holds_lease = lambda: False  # type: ignore[method-assign]
         with _counted(a) as counts:
             for i, key in enumerate(keys):
                 m.set(key, i)

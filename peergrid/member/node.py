@@ -349,9 +349,19 @@ class Node:
 
     def _take_reply(self, sender: str, op: Op) -> bool:
         """Hand the result that came with our backup copy of a write to the call of ours that
-        sent it (``protocol.with_reply``); whether the call took it."""
+        sent it (``protocol.with_reply``); whether the call took it.
+
+        Only while our own view agrees that the copy vouches for the write, as the owner's ack
+        would: our table names ``sender`` the owner and us a sync backup of the partition (else
+        the owner may need another copy before the write is safe: it answers itself), and we
+        hold our lease (the master has not removed us: it waits that out first).
+        """
         pipe = self.pipes.call_pipe(sender)
-        if pipe is None:
+        if pipe is None or not self.membership.holds_lease():
+            return False
+        replicas = self.manager.table.replicas[op.partition]
+        sync = replicas[1 : 1 + self.config.backup_count]
+        if not replicas or replicas[0] != sender or self.uuid not in sync:
             return False
         try:
             reply = reply_of(op)
