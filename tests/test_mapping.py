@@ -193,6 +193,11 @@ def test_owner_local_gets_are_counted_apart_from_the_near_cache(api) -> None:
         wait_for(
             lambda: len(reader._node.maps.near_caches["near"].leases) == 1, 5, message="lease from the owner"
         )
+        # The writer holds the copies and took its answers from them: the owner's fence on each
+        # write lifts when the copy's ack arrives, which may be just after put_all returned (a
+        # read meanwhile waits for it on the loop, and is no owner-local get).
+        parts = reader._node.manager.parts
+        wait_for(lambda: not any(part is not None and part.unacked for part in parts), 5, message="acks")
         for k in mine:
             assert m.get(k) == k
         assert m.get_all(mine) == {k: k for k in mine}
