@@ -291,6 +291,8 @@ def reply_of(op: Op) -> tuple[int, int, Result, float] | None:
         return None
     if len(op.key) != _REPLY.size:
         raise ValueError(f"a backup's reply is {_REPLY.size} bytes, not {len(op.key)}")
+    if not 0 < op.ttl < math.inf:  # NaN too: the caller's lease check would pass it
+        raise ValueError(f"a backup's reply needs the owner's lease left > 0 seconds, got {op.ttl}")
     frame_id, index, status, found, version, ttl = _REPLY.unpack(op.key)
     result = Result(status, op.value, bool(found), version=version)
     result.ttl = ttl

@@ -17,6 +17,7 @@ import pytest
 
 from peergrid import Timing
 from peergrid.partition.hashing import partition_of
+from peergrid.protocol import Code, Op, reply_of
 from peergrid.serialization.keys import encode_key
 from peergrid.testing import cluster
 from peergrid.transport import server
@@ -131,3 +132,17 @@ def test_frames_of_many_writes_mix_copies_and_answers(api: str) -> None:
         assert counts["taken"] > 0
         for g in grids:
             assert g.get_map("answers").get_all(keys) == {k: i for i, k in enumerate(keys)}
+
+
+@pytest.mark.parametrize(
+    ("key", "lease"),
+    [(b"short", 1.0), (b"x" * 30, float("nan")), (b"x" * 30, float("inf")), (b"x" * 30, 0.0)],
+    ids=["packing", "nan-lease", "infinite-lease", "no-lease"],
+)
+def test_a_malformed_reply_with_a_copy_is_refused_not_taken(key: bytes, lease: float) -> None:
+    """What a BACKUP op carries as a reply is checked before a call takes it: a packing of the
+    wrong size, or a lease left that is not a positive finite number (a NaN would pass any
+    comparison with the time elapsed)."""
+    op = Op(Code.BACKUP, 0, "", key, b"", ttl=lease, version=1)
+    with pytest.raises(ValueError, match="reply"):
+        reply_of(op)
