@@ -411,3 +411,45 @@ def test_a_result_that_comes_with_a_backup_copy_is_taken_once_and_can_end_its_fr
         pipe.close()
 
     asyncio.run(scenario())
+
+
+def test_results_from_copies_and_an_answer_in_parts_end_a_frame_once() -> None:
+    """An answer that comes in parts (it did not fit one message) and results taken from copies
+    share a frame: each item gets one result, and the frame ends with the last of them, whichever
+    way it came."""
+
+    async def scenario() -> None:
+        stream = HeldStream()
+        pipe = pipe_on(stream, 30.0)
+        copy = Result(Status.OK, b"copy", True, version=3)
+        items = [Item() for _ in range(4)]
+        pipe.submit_many(items)
+        await until(lambda: len(stream.frames) == 1)
+        frame = stream.frames[0][0]
+        assert pipe.forwarded(frame, 1, 0, copy, 5.0)
+        stream.answer(frame, [Result(Status.OK, b"a0"), Result(Status.OK, b"a1")])  # the first part
+        await until(lambda: items[0].results)
+        assert not pipe.forwarded(frame, 0, 0, copy, 5.0)  # answered already
+        assert pipe.forwarded(frame, 3, 0, copy, 5.0)
+        assert frame in pipe._inflight  # item 2 still waits
+        stream.answer(frame, [Result(Status.OK, b"a2"), Result(Status.OK, b"a3")])  # the rest
+        await until(lambda: items[2].results)
+        assert [[r.value for r in item.results] for item in items] == [[b"a0"], [b"copy"], [b"a2"], [b"copy"]]
+        assert not pipe._inflight
+        assert not pipe._forwarded
+
+        more = [Item() for _ in range(3)]
+        pipe.submit_many(more)
+        await until(lambda: len(stream.frames) == 2)
+        frame = stream.frames[1][0]
+        stream.answer(frame, [Result(Status.OK, b"b0")])  # a first part, then copies for the rest
+        await until(lambda: more[0].results)
+        assert pipe.forwarded(frame, 2, 0, copy, 5.0)
+        assert frame in pipe._inflight
+        assert pipe.forwarded(frame, 1, 0, copy, 5.0)
+        assert not pipe._inflight  # the last result came with a copy: the frame ended
+        assert not pipe._forwarded
+        assert [[r.value for r in item.results] for item in more] == [[b"b0"], [b"copy"], [b"copy"]]
+        pipe.close()
+
+    asyncio.run(scenario())

@@ -50,6 +50,17 @@ _FRAME_IDS = itertools.count(1)
 KEYS_PER_OP = 4
 
 
+class _Taken:
+    """The items of a frame in flight that took their result from a backup copy
+    (``Pipe.forwarded``), and how many of its items still wait for one."""
+
+    __slots__ = ("indexes", "left")
+
+    def __init__(self, left: int) -> None:
+        self.indexes: set[int] = set()
+        self.left = left
+
+
 class Item(Protocol):
     """Something to send: an operation and where its result goes."""
 
@@ -97,8 +108,8 @@ class Pipe:
         # (ids, codes, partitions, names and varints: a few bytes an op, more for effects).
         self._max_bytes = max(1, max_bytes - 64 * 1024 - 64 * max_ops)
         self._received: dict[int, int] = {}  # frame id -> results received so far, while partial
-        # frame id -> indexes of the items that took their result from a backup copy (forwarded)
-        self._forwarded: dict[int, set[int]] = {}
+        # frame id -> the items that took their result from a backup copy (``forwarded``)
+        self._forwarded: dict[int, _Taken] = {}
         self._queue: collections.deque[Item] = collections.deque()
         self._signalled = False  # a wake-up is scheduled on the loop
         self._waiter: asyncio.Future[None] | None = None  # the idle sender task parks on it
@@ -329,11 +340,12 @@ class Pipe:
                         item.handle(result)
                 else:  # those that took a result from a backup copy keep it
                     for i, (item, result) in enumerate(zip(items[start:end], results, strict=False), start):
-                        if i not in taken:
+                        if i not in taken.indexes:
+                            taken.left -= 1
                             item.handle(result)
                 if not results:
                     for i, item in enumerate(items[start:], start):
-                        if taken is None or i not in taken:
+                        if taken is None or i not in taken.indexes:
                             item.handle(Result(Status.ERROR, message="peer sent too few results"))
         except asyncio.CancelledError:
             raise
@@ -362,11 +374,14 @@ class Pipe:
         if time.monotonic() - sent >= lease_left * (1 - 2 * CLOCK_DRIFT):
             return False
         answered = self._received.get(frame_id, 0)
-        taken = self._forwarded.setdefault(frame_id, set())
-        if index < answered or index in taken:
+        taken = self._forwarded.get(frame_id)
+        if taken is None:
+            taken = self._forwarded[frame_id] = _Taken(len(items) - answered)
+        if index < answered or index in taken.indexes:
             return False
-        taken.add(index)
-        if answered + sum(1 for i in taken if i >= answered) == len(items):
+        taken.indexes.add(index)
+        taken.left -= 1
+        if taken.left == 0:
             # Every item has its result: the frame ends here (the owner sends no answer).
             del self._inflight[frame_id]
             del self._forwarded[frame_id]
@@ -402,10 +417,10 @@ class Pipe:
         received, self._received = self._received, {}
         forwarded, self._forwarded = self._forwarded, {}
         for frame_id, (items, _) in inflight.items():
-            taken = forwarded.get(frame_id, ())
+            taken = forwarded.get(frame_id)
             first = received.get(frame_id, 0)
             for i, item in enumerate(items[first:], first):  # those answered already are done
-                if i not in taken:
+                if taken is None or i not in taken.indexes:
                     item.handle(_unreachable(True, why))
         self._fail_queued(why)
 
