@@ -228,6 +228,50 @@ def test_a_write_alone_in_the_cluster_is_acknowledged_with_the_one_copy_there_is
     asyncio.run(scenario())
 
 
+def test_writes_journaled_as_a_split_begins_keep_the_time_they_were_applied() -> None:
+    # Jepsen cut-one with min_cluster_size=3 (CI, 1 run in 10): an owner cut off just after it
+    # applied a put whose copy reached its backup (the ack did not come back) took over as
+    # master 2.6 s later, and journaled the put then. The majority had served the key from the
+    # backup's copy meanwhile, and deleted it; merged back stamped at the take-over, the old
+    # value won over the delete and was read again.
+    from peergrid.replication.manager import PartitionManager
+    from peergrid.storage import journal
+
+    class Node:
+        uuid = "a"
+        loop = None
+
+    async def scenario() -> None:
+        manager = PartitionManager(GridConfig(partition_count=1), Node(), lambda n: None, lambda: None)  # type: ignore[arg-type]
+        manager.form()
+        replicator, _ = _replicator(asyncio.get_running_loop())
+        manager.replicator = replicator
+        put = replicator.replicate(0, 1, (Effect(EffectKind.PUT, "m", b"k", b"old"),), Result())
+        delete = replicator.replicate(0, 2, (Effect(EffectKind.DELETE, "m", b"k"),), Result())
+        applied = journal.HybridClock().now()
+        # The other side writes the key after, in a later millisecond of the wall clock.
+        other = journal.HybridClock()
+        deadline = time.monotonic() + 5
+        while (theirs := other.now()) >> 16 <= applied >> 16:
+            assert time.monotonic() < deadline, "the wall clock did not move"
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.002)  # (the split begins later still)
+        manager.journal_pending(journal.HybridClock())
+        part = manager.parts[0]
+        assert part is not None
+        rec = part.journaled("m", b"k")
+        assert rec is not None
+        assert journal.is_delete(rec), "the later of the two pending writes is the key's record"
+        assert journal.stamp_in(rec) <= applied + 1
+        # The other side's later write stands when the two sides merge.
+        ours = journal.stamp_in(rec)
+        assert not journal.applies("latest_update", ours, journal.record(theirs, False), True)
+        assert not put.done()  # (still waiting for the backup, journaled)
+        assert not delete.done()
+
+    asyncio.run(scenario())
+
+
 def test_a_backup_refuses_the_writes_of_a_replaced_owner() -> None:
     # A paused owner resumes and ships a write to a copy whose newer table names another owner:
     # applied, it would take the version number of the new owner's next write.

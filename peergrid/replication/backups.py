@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -59,7 +60,7 @@ class ReplicatorMember(Protocol):
 class _Waiter:
     """One write waiting for its sync backups: ``uuids`` are those that must still hold it."""
 
-    __slots__ = ("effects", "future", "partition", "result", "taken", "uuids", "version")
+    __slots__ = ("applied_at", "effects", "future", "partition", "result", "taken", "uuids", "version")
 
     def __init__(
         self,
@@ -77,6 +78,7 @@ class _Waiter:
         self.result = result
         self.uuids = uuids
         self.taken = False  # the sender took the result from its copy (``with_reply``)
+        self.applied_at = time.time()  # wall clock: a journal stamp, should a split begin now
 
 
 class _Send:
@@ -269,11 +271,12 @@ class Replicator:
             self._send(_Send(self, op, uuid, waiter))
         return future
 
-    def settle_pending(self, keep: Callable[[int, Sequence[Effect]], bool]) -> None:
-        """Ask ``keep(partition, effects)`` of every write waiting for its backups; one it
-        does not keep ends INDETERMINATE now (it may be applied here, or beyond a split)."""
-        for waiter in list(self._waiters):
-            if not keep(waiter.partition, waiter.effects):
+    def settle_pending(self, keep: Callable[[int, float, Sequence[Effect]], bool]) -> None:
+        """Ask ``keep(partition, applied_at, effects)`` of every write waiting for its backups,
+        in the order they were applied (``applied_at``: when, wall-clock seconds); one it does
+        not keep ends INDETERMINATE now (it may be applied here, or beyond a split)."""
+        for waiter in sorted(self._waiters, key=lambda w: (w.partition, w.version)):
+            if not keep(waiter.partition, waiter.applied_at, waiter.effects):
                 self._finish(
                     waiter,
                     Result(

@@ -207,16 +207,28 @@ class PartitionManager:
         """Journaling just began (maybe a split): journal the writes still waiting for their
         backups, which may yet be acknowledged on this side only. An increment among them ends
         INDETERMINATE, unjournaled, instead: a backup beyond the split may have applied it
-        already, and a merge adding it again would count it twice."""
+        already, and a merge adding it again would count it twice.
 
-        def journaled(p: int, effects: Sequence[Effect]) -> bool:
+        Each is stamped with the time it was applied, not now: its backup beyond the split may
+        hold it, and the other side may have written the key since; stamped later than that
+        write, a merge would bring the older value back over it (Jepsen cut-one with
+        ``min_cluster_size=3``: a cut-off owner took over as master 2.6 s after such a write,
+        journaled it then, and its merge undid a delete the majority had acknowledged)."""
+
+        def journaled(p: int, applied_at: float, effects: Sequence[Effect]) -> bool:
             part = self.parts[p]
             if any(e.kind == EffectKind.DELTA for e in effects):
                 return False
             if part is not None:
                 for effect in effects:
                     if not effect.stamp and effect.kind in _JOURNALED:
-                        part.note(effect._replace(stamp=clock.now()))
+                        key = effect.key if effect.kind != EffectKind.CLEAR else journal.WHOLE_MAP
+                        stamp = journal.stamp_of(applied_at)
+                        rec = part.journaled(effect.map, key)
+                        if rec is not None and journal.stamp_in(rec) >= stamp:
+                            stamp = journal.stamp_in(rec) + 1  # a key's stamps only grow
+                        clock.observe(stamp)
+                        part.note(effect._replace(stamp=stamp))
             return True
 
         self.replicator.settle_pending(journaled)
