@@ -71,6 +71,17 @@ def test_a_partition_journals_stamped_changes_and_carries_them_in_a_copy() -> No
     assert copy.maps["m"].values == part.maps["m"].values
 
 
+def test_a_keys_stamps_only_grow() -> None:
+    part = _partition()
+    put = Effect(EffectKind.PUT, "m", b"gone", b"5")
+    assert part.stamp_after(put, 30) == 30  # later than the key's record (12): as given
+    assert part.stamp_after(put, 12) == 13  # not later: one past it
+    assert part.stamp_after(Effect(EffectKind.PUT, "m", b"never-written", b"6"), 1) == 1
+    part.apply([Effect(EffectKind.CLEAR, "m", b"", b"", 0.0, 20)])
+    assert part.stamp_after(put, 15) == 21  # a clear of the map is every key's record
+    assert part.stamp_after(Effect(EffectKind.CLEAR, "m", b""), 20) == 21
+
+
 def test_a_clear_is_journaled_for_the_whole_map() -> None:
     part = _partition()
     part.apply([Effect(EffectKind.CLEAR, "m", b"", b"", 0.0, 20)])

@@ -520,11 +520,7 @@ class Executor:
         stamped = []
         for effect in effects:
             if effect.kind in _JOURNALED:
-                mine = stamp or self._window.clock.now()
-                key = effect.key if effect.kind != EffectKind.CLEAR else journal.WHOLE_MAP
-                rec = part.journaled(effect.map, key)
-                if rec is not None and journal.stamp_in(rec) >= mine:
-                    mine = journal.stamp_in(rec) + 1  # a key's stamps only grow
+                mine = part.stamp_after(effect, stamp or self._window.clock.now())
                 if delta is not None and effect.kind == EffectKind.PUT:
                     stamped.append(effect)
                     who, amount = delta

@@ -222,11 +222,7 @@ class PartitionManager:
             if part is not None:
                 for effect in effects:
                     if not effect.stamp and effect.kind in _JOURNALED:
-                        key = effect.key if effect.kind != EffectKind.CLEAR else journal.WHOLE_MAP
-                        stamp = journal.stamp_of(applied_at)
-                        rec = part.journaled(effect.map, key)
-                        if rec is not None and journal.stamp_in(rec) >= stamp:
-                            stamp = journal.stamp_in(rec) + 1  # a key's stamps only grow
+                        stamp = part.stamp_after(effect, journal.stamp_of(applied_at))
                         clock.observe(stamp)
                         part.note(effect._replace(stamp=stamp))
             return True

@@ -119,6 +119,15 @@ class Partition:
         self.journal.pop(key, None)  # re-inserted: the oldest change stays first
         self.journal[key] = rec
 
+    def stamp_after(self, effect: Effect, stamp: int) -> int:
+        """``stamp`` for ``effect``, or one past its key's journaled stamp if that is not
+        earlier: a key's stamps only grow."""
+        key = effect.key if effect.kind != EffectKind.CLEAR else journal.WHOLE_MAP
+        rec = self.journaled(effect.map, key)
+        if rec is not None and journal.stamp_in(rec) >= stamp:
+            return journal.stamp_in(rec) + 1
+        return stamp
+
     def _note_delta(self, key: tuple[str, bytes], effect: Effect) -> None:
         try:
             who, count = journal.decode_delta(effect.value)
