@@ -55,7 +55,7 @@ class Code:
     # be at ``version``, while the copy is on its way (replication/manager.py, "Reads during a hand-off")
     HANDOFF_GET = 32
     BACKUP = 20  # owner -> backup: apply ``effects`` to reach ``version``
-    TOUCH = 21  # owner -> backup: entries' last access times (idle expiry), unversioned
+    TOUCH = 21  # owner -> backup, unversioned: entries' last access times (idle expiry), journal records
     # Compute (peergrid/owner/compute.py): 40-49.
     EXECUTE = 40  # run the entry processor named by ``expect`` on ``key``, args in ``value``
     LOCK = 41  # acquire ``key``'s lock for the holder in ``value``, lease ``ttl``

@@ -22,8 +22,9 @@ from peergrid import Timing
 from peergrid.config import GridConfig
 from peergrid.errors import PeerUnavailableError, TLSError
 from peergrid.partition.table import PartitionTable
-from peergrid.protocol import Effect, EffectKind, Result, Status
+from peergrid.protocol import Code, Effect, EffectKind, Result, Status
 from peergrid.replication.backups import Replicator
+from peergrid.storage import Partition
 from peergrid.transport.client import _translate
 from tests.processes import MemberProcess
 
@@ -244,7 +245,7 @@ def test_writes_journaled_as_a_split_begins_keep_the_time_they_were_applied() ->
     async def scenario() -> None:
         manager = PartitionManager(GridConfig(partition_count=1), Node(), lambda n: None, lambda: None)  # type: ignore[arg-type]
         manager.form()
-        replicator, _ = _replicator(asyncio.get_running_loop())
+        replicator, cluster = _replicator(asyncio.get_running_loop())
         manager.replicator = replicator
         put = replicator.replicate(0, 1, (Effect(EffectKind.PUT, "m", b"k", b"old"),), Result())
         delete = replicator.replicate(0, 2, (Effect(EffectKind.DELETE, "m", b"k"),), Result())
@@ -268,6 +269,15 @@ def test_writes_journaled_as_a_split_begins_keep_the_time_they_were_applied() ->
         assert not journal.applies("latest_update", ours, journal.record(theirs, False), True)
         assert not put.done()  # (still waiting for the backup, journaled)
         assert not delete.done()
+        # The backup, which took both unstamped, is sent the records: taking the partition
+        # over on this side (the owner dead before the merge), it brings them too.
+        backup = Partition(0, 1)
+        for to, item in cluster.sent:
+            if item.op.code == Code.TOUCH:  # type: ignore[attr-defined]
+                assert to == "b"
+                backup.apply(item.op.effects)  # type: ignore[attr-defined]  # as apply_touch does
+        assert backup.journaled("m", b"k") == rec
+        assert not backup.maps  # (records only: the values came with the copies)
 
     asyncio.run(scenario())
 

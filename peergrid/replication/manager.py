@@ -50,7 +50,7 @@ from peergrid.protocol import Chunk, Code, Copy, Effect, EffectKind, MemberList,
 from peergrid.replication.backups import Replicator
 from peergrid.replication.slots import TransferSlots
 from peergrid.storage import Partition, journal
-from peergrid.storage.partition import Policies
+from peergrid.storage.partition import Policies, journal_effect
 
 log = logging.getLogger("peergrid.replication")
 
@@ -213,18 +213,28 @@ class PartitionManager:
         hold it, and the other side may have written the key since; stamped later than that
         write, a merge would bring the older value back over it (Jepsen cut-one with
         ``min_cluster_size=3``: a cut-off owner took over as master 2.6 s after such a write,
-        journaled it then, and its merge undid a delete the majority had acknowledged)."""
+        journaled it then, and its merge undid a delete the majority had acknowledged).
+
+        The backups took these writes unstamped: each is sent the records (unversioned, as
+        access times are), so that one taking the partition over on this side, should the
+        owner die before the merge, brings them too."""
 
         def journaled(p: int, applied_at: float, effects: Sequence[Effect]) -> bool:
             part = self.parts[p]
             if any(e.kind == EffectKind.DELTA for e in effects):
                 return False
             if part is not None:
+                records = []
                 for effect in effects:
                     if not effect.stamp and effect.kind in _JOURNALED:
                         stamp = part.stamp_after(effect, journal.stamp_of(applied_at))
                         clock.observe(stamp)
                         part.note(effect._replace(stamp=stamp))
+                        key = effect.key if effect.kind != EffectKind.CLEAR else journal.WHOLE_MAP
+                        rec = journal.record(stamp, effect.kind != EffectKind.PUT)
+                        records.append(journal_effect(effect.map, key, rec))
+                if records:
+                    self.replicator.touch(p, records)
             return True
 
         self.replicator.settle_pending(journaled)
