@@ -300,6 +300,31 @@ def test_a_backup_refuses_the_writes_of_a_replaced_owner() -> None:
     assert manager.apply_backup(0, 1, ops, caller_version=5, sender="b") == Status.OK
 
 
+def test_a_backup_takes_journal_records_from_its_owner_not_from_a_replaced_one() -> None:
+    # The records of writes journaled late (above) travel unversioned; sent by an owner cut off
+    # meanwhile, they may arrive once the cut heals, to a copy whose newer table names another
+    # owner: refused, as that owner's writes are.
+    from peergrid.replication.manager import PartitionManager
+    from peergrid.storage import journal
+    from peergrid.storage.partition import journal_effect
+
+    class Node:
+        uuid = "c"
+        loop = None
+
+    manager = PartitionManager(GridConfig(partition_count=1), Node(), lambda n: None, lambda: None)  # type: ignore[arg-type]
+    manager.table = PartitionTable(5, (("b", "c"),))
+    manager.parts[0] = copy = Partition(0, 1)
+    record = journal_effect("m", b"k", journal.record(100, False))
+    manager.apply_touch(0, [record], caller_version=3, sender="a")
+    assert copy.journaled("m", b"k") is None
+    manager.apply_touch(0, [record], caller_version=5, sender="b")
+    assert copy.journaled("m", b"k") == journal.record(100, False)
+    # A record copied from elsewhere replaces no later one.
+    manager.apply_touch(0, [journal_effect("m", b"k", journal.record(90, True))], 5, "b")
+    assert copy.journaled("m", b"k") == journal.record(100, False)
+
+
 def test_a_backup_refuses_the_copy_of_a_replaced_owner() -> None:
     # An owner cut off (or paused) while it sent its copy to a backup: the transfer arrives once
     # the network heals, after the new owner's writes reached the backup. The old owner's copy

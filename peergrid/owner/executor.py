@@ -186,7 +186,7 @@ class Executor:
         if op.code == Code.RECOVER:
             return self._recover(op.partition, caller_version)
         if op.code == Code.TOUCH:
-            self._manager.apply_touch(op.partition, op.effects)
+            self._manager.apply_touch(op.partition, op.effects, caller_version, sender)
             return Result()
         if op.code == Code.GET_MANY:
             return self._get_many(op, caller_version, sender)

@@ -857,8 +857,14 @@ class PartitionManager:
         return list_version < self.table.version and self.table.owner(p) != sender
 
     # ------------------------------------------------------------------ upkeep
-    def apply_touch(self, p: int, effects: Iterable[Effect]) -> None:
-        """An owner's read times for our copy of ``p`` (idle expiry)."""
+    def apply_touch(
+        self, p: int, effects: Iterable[Effect], caller_version: int = 0, sender: str = ""
+    ) -> None:
+        """An owner's read times for our copy of ``p`` (idle expiry), or journal records of writes
+        it journaled late (``journal_pending``); not from an owner our newer table replaced
+        (such a touch can arrive once a cut heals)."""
+        if sender and self._replaced(p, sender, caller_version):
+            return
         part = self.parts[p]
         if part is not None and self.readable[p] is None:
             part.apply(effects)

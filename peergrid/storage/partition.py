@@ -102,6 +102,10 @@ class Partition:
         if effect.kind == EffectKind.DELTA:
             self._note_delta(key, effect)
             return
+        if self.journal is not None and effect.kind == EffectKind.JOURNAL:
+            kept = self.journal.get(key)
+            if kept is not None and journal.stamp_in(kept) >= effect.stamp:
+                return  # a record copied from elsewhere replaces no later one here
         if self.deltas is not None:
             if effect.kind == EffectKind.CLEAR:
                 for held in [k for k in self.deltas if k[0] == effect.map]:
