@@ -379,6 +379,10 @@ class PartitionManager:
             moved.cancel()
             if not questions.done():
                 questions.cancel()
+                # Cancelled, a gather ends with the CancelledError as its exception, which
+                # nothing reads: logged when collected (and a finalizer that formats a traceback
+                # can run inside anything, an ast.parse of another thread's included).
+                questions.add_done_callback(_read_out)
         if not questions.done() or questions.cancelled():
             raise _TableMovedError
         results = questions.result()
@@ -988,6 +992,12 @@ class PartitionManager:
             elif index is not None:
                 backup += part.entry_count()
         return owned, backup
+
+
+def _read_out(future: asyncio.Future[Any]) -> None:
+    """Mark the exception of a future nothing awaits any more as read."""
+    if not future.cancelled():
+        future.exception()
 
 
 class _HandoffRead:
