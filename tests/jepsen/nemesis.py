@@ -9,6 +9,8 @@ generator and scaled by the members' failure timeout.
 - ``pause-lock-holder``: the same, on a worker whose client holds a lock right now.
 - ``cut-one``: one host drops all traffic to and from the others (INPUT and OUTPUT).
 - ``split-2-3``: two hosts and the other three cannot reach each other, both ways.
+- ``split-kill``: the same split, and one of the two hosts is SIGKILLed while cut off (an
+  owner dying on its side before the sides merge); the network heals, then it restarts.
 - ``rolling-restart``: SIGTERM (a graceful leave) and restart, one worker after another.
 
 Network faults are iptables rules inside the hosts' own namespaces (``host.run``), so the
@@ -30,9 +32,9 @@ from typing import Protocol
 from tests.jepsen.history import Fault
 from tests.netns import NetnsHost
 
-SCENARIOS = ("kill", "pause", "pause-lock-holder", "cut-one", "split-2-3", "rolling-restart")
+SCENARIOS = ("kill", "pause", "pause-lock-holder", "cut-one", "split-2-3", "split-kill", "rolling-restart")
 #: Scenarios that cut the network: without quorum, counters and locks may diverge in them.
-NETWORK_SCENARIOS = frozenset({"cut-one", "split-2-3"})
+NETWORK_SCENARIOS = frozenset({"cut-one", "split-2-3", "split-kill"})
 
 
 class FirewallError(RuntimeError):
@@ -135,6 +137,7 @@ class Nemesis:
             "pause-lock-holder": self.pause_lock_holder,
             "cut-one": self.cut_one,
             "split-2-3": self.split,
+            "split-kill": self.split_kill,
             "rolling-restart": self.rolling_restart,
         }[scenario]
         return method()
@@ -180,7 +183,11 @@ class Nemesis:
         target = self.rng.choice(holders) if holders else None
         return self.pause(target, kind="pause-lock-holder" if holders else "pause")
 
-    def _partition(self, kind: str, side: Sequence[int]) -> list[Fault]:
+    def _partition(
+        self, kind: str, side: Sequence[int], hold: Callable[[], None] | None = None
+    ) -> list[Fault]:
+        """Cut ``side`` off from the other hosts, both ways; run ``hold`` (by default, wait 2-4x
+        the failure timeout) and heal."""
         hosts = self.w.hosts
         inside = [hosts[i] for i in side]
         outside = [h for i, h in enumerate(hosts) if i not in side]
@@ -190,7 +197,10 @@ class Nemesis:
                 isolate(host, outside)
             for host in outside:
                 isolate(host, inside)
-            self._hold(2.0, 4.0)
+            if hold is None:
+                self._hold(2.0, 4.0)
+            else:
+                hold()
         finally:
             heal_network(hosts)
         target = ",".join(self.w.names[i] for i in side)
@@ -203,6 +213,32 @@ class Nemesis:
     def split(self) -> list[Fault]:
         """Two hosts cannot talk to the other three, both ways."""
         return self._partition("split-2-3", self.rng.sample(range(len(self.w.names)), 2))
+
+    def split_kill(self) -> list[Fault]:
+        """Two hosts cannot talk to the other three; once the sides have noticed, one of the two
+        is killed, and the other holds what is left of its side (with ``min_cluster_size`` 1 it
+        serves alone, from the dead one's copies, and must bring back every write either of them
+        acknowledged). The network heals, then the killed host restarts (a new member)."""
+        side = self.rng.sample(range(len(self.w.names)), 2)
+        victim = self.rng.choice(side)
+        killed: int | None = None
+
+        def kill_inside() -> None:
+            nonlocal killed
+            self._hold(1.0, 2.0)
+            killed = time.monotonic_ns()
+            self.w.kill(victim)
+            self._hold(1.5, 3.0)
+
+        try:
+            faults = self._partition("split-kill", side, hold=kill_inside)
+        finally:
+            if killed is not None:
+                self.w.restart(victim)
+        assert killed is not None
+        name = self.w.names[victim]
+        kill = Fault("kill", frozenset({name}), killed, time.monotonic_ns(), grace_ns=0, target=name)
+        return [*faults, kill]
 
     def rolling_restart(self) -> list[Fault]:
         """Gracefully stop and restart every worker, one after another, in a random order;
