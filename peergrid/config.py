@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from peergrid.errors import ArgumentError, ConfigError, TLSConfigError
+from peergrid.protocol import Terms
 
 DiscoveryKind = Literal["static", "mdns"]
 
@@ -572,13 +573,14 @@ class GridConfig:
     discovery: DiscoveryKind = "static"
     """``"static"`` (the seed list) or ``"mdns"`` (python-zeroconf)."""
     backup_count: int = 1
-    """Synchronous backup copies of every partition."""
+    """Synchronous backup copies of every partition; must be the same on every member."""
     async_backup_count: int = 0
-    """Further backup copies sent without waiting for their acknowledgement."""
+    """Further backup copies sent without waiting for their acknowledgement; must be the same on
+    every member."""
     partition_count: int = 271
     """Number of partitions of every map; must be the same on every member."""
     vnodes: int = 512
-    """Virtual nodes on the ring per unit of weight."""
+    """Virtual nodes on the ring per unit of weight; must be the same on every member."""
     weight: float = 1.0
     """This member's share of partitions relative to the others."""
     min_cluster_size: int = 1
@@ -599,6 +601,12 @@ class GridConfig:
     """Per-map configuration, by map name."""
     metrics_port: int | None = None
     """Serve Prometheus metrics on this port (needs ``peergrid[metrics]``); None: off."""
+
+    def terms(self) -> Terms:
+        """What every member of the cluster must share (a joiner's are checked by its master)."""
+        return Terms(
+            self.partition_count, self.serializer, self.backup_count, self.async_backup_count, self.vnodes
+        )
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> GridConfig:

@@ -467,6 +467,37 @@ class JoinStatus:
 
 
 @dataclass(frozen=True)
+class Terms:
+    """What the members of one cluster must share, sent with a join and checked by the master.
+
+    Each member derives the partition table from the member list by itself, with
+    ``partition_count`` and the placement (``backup_count``, ``async_backup_count``,
+    ``vnodes``): members that differ in any of them disagree on who owns and who backs up a
+    partition, so writes wait for copies that are refused, or bounce between two owners, until
+    their deadline. They read each other's bytes with ``serializer``. A placement of None comes
+    from a member older than this check: it is not compared.
+    """
+
+    partition_count: int
+    serializer: str
+    backup_count: int | None = None
+    async_backup_count: int | None = None
+    vnodes: int | None = None
+
+    def refusal(self, cluster: str, joiner: Terms) -> str:
+        """Why a member with ``joiner``'s terms may not join ours (``cluster``); "" if it may."""
+        names = ["partition_count", "serializer"]
+        if joiner.backup_count is not None:
+            names += ["backup_count", "async_backup_count", "vnodes"]
+        return "; ".join(
+            f"{name} differs: cluster {cluster!r} uses {getattr(self, name)!r}, "
+            f"the joining member {getattr(joiner, name)!r}"
+            for name in names
+            if getattr(self, name) != getattr(joiner, name)
+        )
+
+
+@dataclass(frozen=True)
 class JoinReply:
     """A seed's answer to a join request."""
 

@@ -32,7 +32,7 @@ from peergrid.cluster.membership import MAX_HEALTH, Membership, State
 from peergrid.config import GridConfig, Timing
 from peergrid.errors import PeerGridError, PeerUnavailableError
 from peergrid.partition.table import PartitionTable, build_table
-from peergrid.protocol import HeartbeatReply, JoinReply, Member, MemberList, RelayedBeat
+from peergrid.protocol import HeartbeatReply, JoinReply, Member, MemberList, RelayedBeat, Terms
 
 T = TypeVar("T")
 
@@ -125,14 +125,11 @@ class SimPeer:
     async def join(
         self,
         member: Member,
-        partition_count: int,
-        serializer: str,
+        terms: Terms,
         timeout: float | None = None,
         probe: bool = False,
     ) -> JoinReply:
-        reply: JoinReply = await self._call(
-            timeout, lambda m: m.handle_join(member, partition_count, serializer, probe), "join"
-        )
+        reply: JoinReply = await self._call(timeout, lambda m: m.handle_join(member, terms, probe), "join")
         return reply
 
     async def heartbeat(

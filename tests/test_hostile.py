@@ -345,6 +345,52 @@ def test_a_joiner_that_cannot_be_called_back_is_not_admitted(pair: TestCluster) 
 
 
 @pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize(
+    ("placement", "differs"),
+    [
+        (
+            {"backup_count": 0, "async_backup_count": 0, "vnodes": 512},
+            "backup_count differs: cluster {!r} uses 1, ",
+        ),
+        ({"backup_count": 1, "async_backup_count": 2, "vnodes": 512}, "async_backup_count differs"),
+        ({"backup_count": 1, "async_backup_count": 0, "vnodes": 64}, "vnodes differs"),
+    ],
+)
+def test_a_joiner_that_places_partitions_otherwise_is_refused_saying_how(
+    pair: TestCluster, placement: dict, differs: str
+) -> None:
+    # Every member derives the partition table by itself: one that places replicas otherwise
+    # would disagree with the others on who owns and who backs up each partition.
+    request = join_request(pair, common_pb2.MemberInfo(uuid="d" * 32, address="127.0.0.1:1"))
+    request.placement.CopyFrom(membership_pb2.Placement(**placement))
+    for grid in pair:  # any member refuses, the master or not
+        with RawPeer(grid.address) as peer:
+            reply = peer.call("Membership.Join", request)
+        assert reply.status == membership_pb2.JoinResponse.REFUSED
+        assert differs.format(cluster_name(pair)) in reply.reason
+
+
+@pytest.mark.usefixtures("unchanged")
+def test_a_joiner_that_sends_no_placement_is_checked_as_before(pair: TestCluster) -> None:
+    # A member from before the placement was sent: only its partition_count and serializer are
+    # compared. Past that check it is called back, and nobody serves at its address.
+    nobody = common_pb2.MemberInfo(uuid="e" * 32, address="127.0.0.1:1")
+    same = join_request(pair, nobody)
+    placed = join_request(pair, nobody)
+    placed.placement.CopyFrom(membership_pb2.Placement(backup_count=1, async_backup_count=0, vnodes=512))
+    other = join_request(pair, nobody)
+    other.partition_count = 64
+    with RawPeer(pair[0].address) as peer:
+        replies = [peer.call("Membership.Join", request) for request in (same, placed, other)]
+    assert [reply.status for reply in replies] == [
+        membership_pb2.JoinResponse.UNREACHABLE,
+        membership_pb2.JoinResponse.UNREACHABLE,
+        membership_pb2.JoinResponse.REFUSED,
+    ]
+    assert "partition_count differs" in replies[2].reason
+
+
+@pytest.mark.usefixtures("unchanged")
 def test_a_member_list_from_an_unknown_master_is_not_adopted(pair: TestCluster) -> None:
     name = cluster_name(pair)
     forged = common_pb2.MemberList(

@@ -31,6 +31,32 @@ def test_members_agree_on_one_list_oldest_first() -> None:
         assert len(versions) == 1
 
 
+@pytest.mark.parametrize(
+    ("setting", "ours", "theirs"),
+    [("backup_count", 1, 0), ("async_backup_count", 0, 1), ("vnodes", 512, 64), ("partition_count", 271, 64)],
+)
+def test_a_member_configured_to_place_partitions_otherwise_cannot_join(
+    setting: str, ours: int, theirs: int
+) -> None:
+    # Before the check, such a member joined, and writes then waited for copies their backups
+    # refused, or bounced between two members that each thought the other owned the partition,
+    # until their deadline.
+    timing = Timing.fast()
+    with cluster(1, timing=timing, **{setting: ours}) as grids:
+        with pytest.raises(
+            peergrid.JoinError,
+            match=f"{setting} differs: cluster .* uses {ours}, the joining member {theirs}",
+        ):
+            peergrid.Grid(
+                cluster=grids.options["cluster"],
+                members=[grids[0].address],
+                timing=timing,
+                **{setting: theirs},
+            )
+        assert [m.uuid for m in grids[0].members()] == [grids[0].uuid]
+        grids[0].get_map("m").put("k", 1)
+
+
 def test_an_older_member_list_is_ignored(grids3) -> None:
     a, b, _ = grids3
     current = b._node.membership.members

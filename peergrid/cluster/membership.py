@@ -67,6 +67,7 @@ from peergrid.protocol import (
     Member,
     MemberList,
     RelayedBeat,
+    Terms,
 )
 
 _random = random.Random()  # noqa: S311 - jitter and sampling; our own: the application's global state is not ours
@@ -145,8 +146,7 @@ class PeerCalls(Protocol):
     async def join(
         self,
         member: Member,
-        partition_count: int,
-        serializer: str,
+        terms: Terms,
         timeout: float | None = None,
         probe: bool = False,
     ) -> JoinReply: ...
@@ -428,8 +428,7 @@ class Membership:
         try:
             reply = await self._peer(address).join(
                 self.me,
-                self._config.partition_count,
-                self._config.serializer,
+                self._config.terms(),
                 # Twice a control call: a master admitting many members at once calls each
                 # back first; an answer that comes late is still an answer. Twice as long
                 # again after each call to it that got no answer in time (up to four times):
@@ -632,33 +631,16 @@ class Membership:
         self.joined_version = 1
         self._renew(self._clock())
 
-    async def handle_join(
-        self, member: Member, partition_count: int, serializer: str, probe: bool = False
-    ) -> JoinReply:
+    async def handle_join(self, member: Member, terms: Terms, probe: bool = False) -> JoinReply:
         """A member asks to join (any member may be asked; only the master admits).
 
         A ``probe`` runs every check and admits nothing: ACCEPTED, without a
         member list, says the member would be admitted (a merge asks first).
         """
         cluster = self._config.cluster
-        if partition_count != self._config.partition_count:
-            return JoinReply(
-                JoinStatus.REFUSED,
-                cluster=cluster,
-                reason=(
-                    f"partition_count differs: cluster {cluster!r} uses {self._config.partition_count}, "
-                    f"the joining member {partition_count}"
-                ),
-            )
-        if serializer != self._config.serializer:
-            return JoinReply(
-                JoinStatus.REFUSED,
-                cluster=cluster,
-                reason=(
-                    f"serializer differs: cluster {cluster!r} uses {self._config.serializer!r}, "
-                    f"the joining member {serializer!r}"
-                ),
-            )
+        differs = self._config.terms().refusal(cluster, terms)
+        if differs:
+            return JoinReply(JoinStatus.REFUSED, cluster=cluster, reason=differs)
         if self.state is State.JOINING and not probe:
             self._joiners[member.address] = (member.uuid, self._clock())
         # (A member of our list asking again answers as well as a heartbeat would: it is no

@@ -44,7 +44,7 @@ from peergrid.errors import (
     PeerGridError,
     TLSError,
 )
-from peergrid.protocol import JoinReply, JoinStatus, Member, MemberList
+from peergrid.protocol import JoinReply, JoinStatus, Member, MemberList, Terms
 
 log = logging.getLogger("peergrid.cluster")
 
@@ -72,8 +72,7 @@ class MergePeer(Protocol):
     async def join(
         self,
         member: Member,
-        partition_count: int,
-        serializer: str,
+        terms: Terms,
         timeout: float | None = None,
         probe: bool = False,
     ) -> JoinReply: ...
@@ -306,8 +305,7 @@ class Merger:
             try:
                 reply = await self._peer(address).join(
                     self._cluster.me,
-                    self._config.partition_count,
-                    self._config.serializer,
+                    self._config.terms(),
                     timeout=self._timing.rpc_timeout,
                     probe=True,
                 )

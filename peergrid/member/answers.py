@@ -32,6 +32,7 @@ from peergrid.protocol import (
     RelayedBeat,
     Result,
     Status,
+    Terms,
 )
 from peergrid.replication import PartitionManager
 from peergrid.transport import PeerClient
@@ -62,8 +63,8 @@ class Answers:
         self._publisher = publisher
         self._maps = maps
 
-    async def join(self, member: Member, partition_count: int, serializer: str, probe: bool) -> JoinReply:
-        return await self._membership().handle_join(member, partition_count, serializer, probe)
+    async def join(self, member: Member, terms: Terms, probe: bool) -> JoinReply:
+        return await self._membership().handle_join(member, terms, probe)
 
     def heartbeat(self, uuid: str, list_version: int) -> HeartbeatReply:
         return self._membership().handle_heartbeat(uuid, list_version)

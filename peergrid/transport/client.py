@@ -42,6 +42,7 @@ from peergrid.protocol import (
     Op,
     RelayedBeat,
     Result,
+    Terms,
 )
 from peergrid.transport import convert, frames
 from peergrid.transport._pb import (
@@ -152,19 +153,12 @@ class PeerClient:
     async def join(
         self,
         member: Member,
-        partition_count: int,
-        serializer: str,
+        terms: Terms,
         timeout: float | None = None,
         probe: bool = False,
     ) -> JoinReply:
         """Ask to join; with ``probe``, only whether ``member`` would be admitted."""
-        request = membership_pb2.JoinRequest(
-            cluster=self._cluster,
-            member=convert.member_to_pb(member),
-            partition_count=partition_count,
-            serializer=serializer,
-            probe=probe,
-        )
+        request = convert.join_request_to_pb(self._cluster, member, terms, probe)
         try:
             reply = await self._call(self._membership.Join, request, timeout)
         except PeerUnavailableError as exc:

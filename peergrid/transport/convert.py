@@ -17,6 +17,7 @@ from peergrid.protocol import (
     JoinReply,
     Member,
     MemberList,
+    Terms,
     map_name_problem,
     member_list_problem,
     member_problem,
@@ -98,6 +99,35 @@ def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
             del cache[next(iter(cache))]
         except (KeyError, RuntimeError, StopIteration):  # another thread trimmed it first
             break
+
+
+def join_request_to_pb(cluster: str, member: Member, terms: Terms, probe: bool) -> membership_pb2.JoinRequest:
+    msg = membership_pb2.JoinRequest(
+        cluster=cluster,
+        member=member_to_pb(member),
+        partition_count=terms.partition_count,
+        serializer=terms.serializer,
+        probe=probe,
+    )
+    if terms.backup_count is not None:
+        msg.placement.backup_count = terms.backup_count
+        msg.placement.async_backup_count = terms.async_backup_count or 0
+        msg.placement.vnodes = terms.vnodes or 0
+    return msg
+
+
+def terms_from_pb(msg: membership_pb2.JoinRequest) -> Terms:
+    """A joiner's terms; its placement None when it sent none (a member from before it was sent)."""
+    if not msg.HasField("placement"):
+        return Terms(msg.partition_count, msg.serializer)
+    placement = msg.placement
+    return Terms(
+        msg.partition_count,
+        msg.serializer,
+        placement.backup_count,
+        placement.async_backup_count,
+        placement.vnodes,
+    )
 
 
 def join_reply_to_pb(reply: JoinReply) -> membership_pb2.JoinResponse:

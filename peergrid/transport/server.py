@@ -52,6 +52,7 @@ from peergrid.protocol import (
     RelayedBeat,
     Result,
     Status,
+    Terms,
     map_name_problem,
     settled,
     uuid_problem,
@@ -80,7 +81,7 @@ class Handlers(Protocol):
     cluster: str
     uuid: str
 
-    async def join(self, member: Member, partition_count: int, serializer: str, probe: bool) -> JoinReply: ...
+    async def join(self, member: Member, terms: Terms, probe: bool) -> JoinReply: ...
     def heartbeat(self, uuid: str, list_version: int) -> HeartbeatReply: ...
     async def relay(
         self, beats: tuple[RelayedBeat, ...], master: str
@@ -255,7 +256,7 @@ class _Membership(_Base, membership_pb2_grpc.MembershipServicer):  # type: ignor
     @_guarded
     async def Join(self, request: Any, context: Any) -> membership_pb2.JoinResponse:
         reply = await self.handlers.join(
-            convert.member_from_pb(request.member), request.partition_count, request.serializer, request.probe
+            convert.member_from_pb(request.member), convert.terms_from_pb(request), request.probe
         )
         return convert.join_reply_to_pb(reply)
 

@@ -8,18 +8,30 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class JoinRequest(_message.Message):
-    __slots__ = ("cluster", "member", "partition_count", "serializer", "probe")
+    __slots__ = ("cluster", "member", "partition_count", "serializer", "probe", "placement")
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     MEMBER_FIELD_NUMBER: _ClassVar[int]
     PARTITION_COUNT_FIELD_NUMBER: _ClassVar[int]
     SERIALIZER_FIELD_NUMBER: _ClassVar[int]
     PROBE_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_FIELD_NUMBER: _ClassVar[int]
     cluster: str
     member: _common_pb2.MemberInfo
     partition_count: int
     serializer: str
     probe: bool
-    def __init__(self, cluster: _Optional[str] = ..., member: _Optional[_Union[_common_pb2.MemberInfo, _Mapping]] = ..., partition_count: _Optional[int] = ..., serializer: _Optional[str] = ..., probe: bool = ...) -> None: ...
+    placement: Placement
+    def __init__(self, cluster: _Optional[str] = ..., member: _Optional[_Union[_common_pb2.MemberInfo, _Mapping]] = ..., partition_count: _Optional[int] = ..., serializer: _Optional[str] = ..., probe: bool = ..., placement: _Optional[_Union[Placement, _Mapping]] = ...) -> None: ...
+
+class Placement(_message.Message):
+    __slots__ = ("backup_count", "async_backup_count", "vnodes")
+    BACKUP_COUNT_FIELD_NUMBER: _ClassVar[int]
+    ASYNC_BACKUP_COUNT_FIELD_NUMBER: _ClassVar[int]
+    VNODES_FIELD_NUMBER: _ClassVar[int]
+    backup_count: int
+    async_backup_count: int
+    vnodes: int
+    def __init__(self, backup_count: _Optional[int] = ..., async_backup_count: _Optional[int] = ..., vnodes: _Optional[int] = ...) -> None: ...
 
 class JoinResponse(_message.Message):
     __slots__ = ("status", "reason", "master_address", "members", "cluster", "uuid", "list_version")
