@@ -17,7 +17,7 @@ import trustme
 import peergrid
 from peergrid import Timing
 from peergrid.partition import partition_of
-from peergrid.protocol import Chunk, Code, Effect, MemberList, Op
+from peergrid.protocol import Chunk, Code, Effect, MemberList, Op, Terms
 from peergrid.serialization import encode_key
 from peergrid.testing import TestCluster, cluster
 from peergrid.transport import frames
@@ -91,7 +91,7 @@ def test_a_member_of_another_cluster_is_refused_on_every_call(pair: TestCluster)
             await frames_out.receive()
 
         calls = {
-            "join": lambda: client().join(node.membership.me, 271, "msgpack"),
+            "join": lambda: client().join(node.membership.me, Terms(271, "msgpack")),
             "heartbeat": lambda: client().heartbeat(other.uuid, 1),
             "publish": lambda: client().publish(them),
             "execute (unary frame)": lambda: client().execute(1, other.uuid, [Op(Code.GET, p, "m", key)]),
