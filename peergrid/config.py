@@ -605,7 +605,14 @@ class GridConfig:
     def terms(self) -> Terms:
         """What every member of the cluster must share (a joiner's are checked by its master)."""
         return Terms(
-            self.partition_count, self.serializer, self.backup_count, self.async_backup_count, self.vnodes
+            self.partition_count,
+            self.serializer,
+            self.backup_count,
+            self.async_backup_count,
+            self.vnodes,
+            self.timing.heartbeat_interval,
+            self.timing.failure_timeout,
+            self.timing.lease,
         )
 
     @classmethod

@@ -474,8 +474,11 @@ class Terms:
     ``partition_count`` and the placement (``backup_count``, ``async_backup_count``,
     ``vnodes``): members that differ in any of them disagree on who owns and who backs up a
     partition, so writes wait for copies that are refused, or bounce between two owners, until
-    their deadline. They read each other's bytes with ``serializer``. A placement of None comes
-    from a member older than this check: it is not compared.
+    their deadline. They read each other's bytes with ``serializer``. And an owner stops serving
+    when its lease (``owner_lease``) runs out, which must come before any member, as master,
+    declares it dead (``failure_timeout`` after its last ``heartbeat_interval``): checked for
+    each member's own timings when it starts, and across members only if all use the same.
+    A placement or liveness of None comes from a member older than this check: not compared.
     """
 
     partition_count: int
@@ -483,18 +486,27 @@ class Terms:
     backup_count: int | None = None
     async_backup_count: int | None = None
     vnodes: int | None = None
+    heartbeat_interval: float | None = None
+    failure_timeout: float | None = None
+    owner_lease: float | None = None
 
     def refusal(self, cluster: str, joiner: Terms) -> str:
         """Why a member with ``joiner``'s terms may not join ours (``cluster``); "" if it may."""
         names = ["partition_count", "serializer"]
         if joiner.backup_count is not None:
             names += ["backup_count", "async_backup_count", "vnodes"]
+        if joiner.failure_timeout is not None:
+            names += ["timing.heartbeat_interval", "timing.failure_timeout", "timing.owner_lease"]
         return "; ".join(
-            f"{name} differs: cluster {cluster!r} uses {getattr(self, name)!r}, "
-            f"the joining member {getattr(joiner, name)!r}"
+            f"{name} differs: cluster {cluster!r} uses {_term(self, name)!r}, "
+            f"the joining member {_term(joiner, name)!r}"
             for name in names
-            if getattr(self, name) != getattr(joiner, name)
+            if _term(self, name) != _term(joiner, name)
         )
+
+
+def _term(terms: Terms, name: str) -> object:
+    return getattr(terms, name.removeprefix("timing."))
 
 
 @dataclass(frozen=True)

@@ -371,23 +371,30 @@ def test_a_joiner_that_places_partitions_otherwise_is_refused_saying_how(
 
 
 @pytest.mark.usefixtures("unchanged")
-def test_a_joiner_that_sends_no_placement_is_checked_as_before(pair: TestCluster) -> None:
-    # A member from before the placement was sent: only its partition_count and serializer are
-    # compared. Past that check it is called back, and nobody serves at its address.
+def test_a_joiner_is_compared_on_the_terms_it_sends(pair: TestCluster) -> None:
+    # A member from before the placement and liveness were sent: only its partition_count and
+    # serializer are compared. Past the checks it is called back, and nobody serves at its address.
     nobody = common_pb2.MemberInfo(uuid="e" * 32, address="127.0.0.1:1")
     same = join_request(pair, nobody)
     placed = join_request(pair, nobody)
     placed.placement.CopyFrom(membership_pb2.Placement(backup_count=1, async_backup_count=0, vnodes=512))
     other = join_request(pair, nobody)
     other.partition_count = 64
+    slower = join_request(pair, nobody)
+    slower.liveness.CopyFrom(
+        membership_pb2.Liveness(heartbeat_interval=1.0, failure_timeout=10.0, owner_lease=6.0)
+    )
     with RawPeer(pair[0].address) as peer:
-        replies = [peer.call("Membership.Join", request) for request in (same, placed, other)]
+        replies = [peer.call("Membership.Join", request) for request in (same, placed, other, slower)]
     assert [reply.status for reply in replies] == [
         membership_pb2.JoinResponse.UNREACHABLE,
         membership_pb2.JoinResponse.UNREACHABLE,
         membership_pb2.JoinResponse.REFUSED,
+        membership_pb2.JoinResponse.REFUSED,
     ]
     assert "partition_count differs" in replies[2].reason
+    assert "timing.failure_timeout differs" in replies[3].reason
+    assert "timing.owner_lease differs" in replies[3].reason
 
 
 @pytest.mark.usefixtures("unchanged")

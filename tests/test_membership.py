@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import logging
 import socket
 import time
@@ -55,6 +56,23 @@ def test_a_member_configured_to_place_partitions_otherwise_cannot_join(
             )
         assert [m.uuid for m in grids[0].members()] == [grids[0].uuid]
         grids[0].get_map("m").put("k", 1)
+
+
+def test_a_member_that_would_serve_past_the_clusters_failure_timeout_cannot_join() -> None:
+    # Its owner lease (derived from its failure_timeout of 3 s: ~1.9 s) would outlive the 1 s
+    # after which the others declare a silent member dead and promote its backups.
+    fast = Timing.fast()
+    with cluster(1, timing=fast) as grids:
+        with pytest.raises(
+            peergrid.JoinError,
+            match=r"timing.failure_timeout differs: cluster .* uses 1.0, the joining member 3.0",
+        ):
+            peergrid.Grid(
+                cluster=grids.options["cluster"],
+                members=[grids[0].address],
+                timing=dataclasses.replace(fast, failure_timeout=3.0),
+            )
+        assert [m.uuid for m in grids[0].members()] == [grids[0].uuid]
 
 
 def test_an_older_member_list_is_ignored(grids3) -> None:

@@ -8,6 +8,7 @@ sees it.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from peergrid.events.model import EventBatch
@@ -113,21 +114,34 @@ def join_request_to_pb(cluster: str, member: Member, terms: Terms, probe: bool) 
         msg.placement.backup_count = terms.backup_count
         msg.placement.async_backup_count = terms.async_backup_count or 0
         msg.placement.vnodes = terms.vnodes or 0
+    if terms.failure_timeout is not None:
+        msg.liveness.heartbeat_interval = terms.heartbeat_interval or 0.0
+        msg.liveness.failure_timeout = terms.failure_timeout
+        msg.liveness.owner_lease = terms.owner_lease or 0.0
     return msg
 
 
 def terms_from_pb(msg: membership_pb2.JoinRequest) -> Terms:
-    """A joiner's terms; its placement None when it sent none (a member from before it was sent)."""
-    if not msg.HasField("placement"):
-        return Terms(msg.partition_count, msg.serializer)
-    placement = msg.placement
-    return Terms(
-        msg.partition_count,
-        msg.serializer,
-        placement.backup_count,
-        placement.async_backup_count,
-        placement.vnodes,
-    )
+    """A joiner's terms; its placement or liveness None when it sent none (a member from before
+    they were sent)."""
+    terms = Terms(msg.partition_count, msg.serializer)
+    if msg.HasField("placement"):
+        placement = msg.placement
+        terms = replace(
+            terms,
+            backup_count=placement.backup_count,
+            async_backup_count=placement.async_backup_count,
+            vnodes=placement.vnodes,
+        )
+    if msg.HasField("liveness"):
+        liveness = msg.liveness
+        terms = replace(
+            terms,
+            heartbeat_interval=liveness.heartbeat_interval,
+            failure_timeout=liveness.failure_timeout,
+            owner_lease=liveness.owner_lease,
+        )
+    return terms
 
 
 def join_reply_to_pb(reply: JoinReply) -> membership_pb2.JoinResponse:

@@ -8,20 +8,22 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class JoinRequest(_message.Message):
-    __slots__ = ("cluster", "member", "partition_count", "serializer", "probe", "placement")
+    __slots__ = ("cluster", "member", "partition_count", "serializer", "probe", "placement", "liveness")
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     MEMBER_FIELD_NUMBER: _ClassVar[int]
     PARTITION_COUNT_FIELD_NUMBER: _ClassVar[int]
     SERIALIZER_FIELD_NUMBER: _ClassVar[int]
     PROBE_FIELD_NUMBER: _ClassVar[int]
     PLACEMENT_FIELD_NUMBER: _ClassVar[int]
+    LIVENESS_FIELD_NUMBER: _ClassVar[int]
     cluster: str
     member: _common_pb2.MemberInfo
     partition_count: int
     serializer: str
     probe: bool
     placement: Placement
-    def __init__(self, cluster: _Optional[str] = ..., member: _Optional[_Union[_common_pb2.MemberInfo, _Mapping]] = ..., partition_count: _Optional[int] = ..., serializer: _Optional[str] = ..., probe: bool = ..., placement: _Optional[_Union[Placement, _Mapping]] = ...) -> None: ...
+    liveness: Liveness
+    def __init__(self, cluster: _Optional[str] = ..., member: _Optional[_Union[_common_pb2.MemberInfo, _Mapping]] = ..., partition_count: _Optional[int] = ..., serializer: _Optional[str] = ..., probe: bool = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., liveness: _Optional[_Union[Liveness, _Mapping]] = ...) -> None: ...
 
 class Placement(_message.Message):
     __slots__ = ("backup_count", "async_backup_count", "vnodes")
@@ -32,6 +34,16 @@ class Placement(_message.Message):
     async_backup_count: int
     vnodes: int
     def __init__(self, backup_count: _Optional[int] = ..., async_backup_count: _Optional[int] = ..., vnodes: _Optional[int] = ...) -> None: ...
+
+class Liveness(_message.Message):
+    __slots__ = ("heartbeat_interval", "failure_timeout", "owner_lease")
+    HEARTBEAT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    OWNER_LEASE_FIELD_NUMBER: _ClassVar[int]
+    heartbeat_interval: float
+    failure_timeout: float
+    owner_lease: float
+    def __init__(self, heartbeat_interval: _Optional[float] = ..., failure_timeout: _Optional[float] = ..., owner_lease: _Optional[float] = ...) -> None: ...
 
 class JoinResponse(_message.Message):
     __slots__ = ("status", "reason", "master_address", "members", "cluster", "uuid", "list_version")
