@@ -603,7 +603,7 @@ class GridConfig:
     """Serve Prometheus metrics on this port (needs ``peergrid[metrics]``); None: off."""
 
     def terms(self) -> Terms:
-        """What every member of the cluster must share (a joiner's are checked by its master)."""
+        """What every member of the cluster must share (a joiner's are checked by the member it asks)."""
         return Terms(
             self.partition_count,
             self.serializer,

@@ -468,7 +468,7 @@ class JoinStatus:
 
 @dataclass(frozen=True)
 class Terms:
-    """What the members of one cluster must share, sent with a join and checked by the master.
+    """What the members of one cluster must share, sent with a join and checked by the member asked.
 
     Each member derives the partition table from the member list by itself, with
     ``partition_count`` and the placement (``backup_count``, ``async_backup_count``,
