@@ -59,7 +59,7 @@ def test_a_member_configured_to_place_partitions_otherwise_cannot_join(
 
 
 def test_a_member_that_would_serve_past_the_clusters_failure_timeout_cannot_join() -> None:
-    # Its owner lease (derived from its failure_timeout of 3 s: ~1.9 s) would outlive the 1 s
+    # Its owner lease (derived from its failure_timeout of 3 s: ~2.1 s) would outlive the 1 s
     # after which the others declare a silent member dead and promote its backups.
     fast = Timing.fast()
     with cluster(1, timing=fast) as grids:
