@@ -96,7 +96,8 @@ def _serve_commands(grid: Grid, stop: threading.Event) -> None:
     """Run JSON commands from stdin through this member, one answer line each.
 
     A line is ``{"op": "put", "map": "m", "key": "k", "value": 1}`` (ops: put,
-    set, get, delete, get_all with "keys", size, safe with "timeout", members,
+    set, get, delete, increment with an optional "delta", get_all with "keys", size, safe with
+    "timeout", members,
     owner with "key": the address of the key's owner; fill and check with "count": write keys
     "0".."count-1" with their number as value, count those missing or wrong). ``"near_cache": S`` gives
     the map a near cache with ``max_staleness=S`` (configure a map the same way
@@ -137,6 +138,8 @@ def _run_command(grid: Grid, command: dict[str, Any]) -> Any:
         return getattr(m, op)(command["key"], command["value"])
     if op in ("get", "delete"):
         return getattr(m, op)(command["key"])
+    if op == "increment":
+        return m.increment(command["key"], int(command.get("delta", 1)))
     if op == "get_all":
         return m.get_all(command["keys"])
     if op == "size":

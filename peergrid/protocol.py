@@ -339,6 +339,10 @@ class MemberList:
     origin: str = ""
     """Random per formation of a cluster instance and kept by every later version: two lists of
     one origin descend from one formation (the two sides of a split), else they formed apart."""
+    lost_at: float = 0.0
+    """Wall-clock seconds (``time.time()``) when this lineage last lost a member that did not
+    leave, kept by every later version (0: never). Every member journals its writes for a merge
+    until ``merge_horizon`` after it, those that join later too (``storage/journal.py``)."""
 
     def find(self, uuid: str) -> Member | None:
         """The member with this uuid, or None."""
@@ -376,13 +380,19 @@ class MemberList:
         return self.successor(members=(*self.members, member))
 
     def without(
-        self, uuids: set[str] | frozenset[str], master_uuid: str | None = None, version: int | None = None
+        self,
+        uuids: set[str] | frozenset[str],
+        master_uuid: str | None = None,
+        version: int | None = None,
+        lost_at: float | None = None,
     ) -> MemberList:
-        """The next version (or ``version``) without the given members."""
+        """The next version (or ``version``) without the given members; ``lost_at``: they
+        went without leaving, at that wall-clock time."""
         return self.successor(
             version,
             members=tuple(m for m in self.members if m.uuid not in uuids),
             master_uuid=master_uuid or self.master_uuid,
+            lost_at=self.lost_at if lost_at is None else lost_at,
         )
 
 

@@ -26,6 +26,7 @@ class MemberProcess:
     def __init__(
         self, cluster: str, seeds: list[str], *extra: str, popen: Callable[..., Any] = subprocess.Popen
     ) -> None:
+        self.cluster = cluster
         argv = [
             sys.executable,
             "-m",

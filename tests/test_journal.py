@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -17,6 +19,23 @@ def test_a_hybrid_clock_never_repeats_nor_goes_back() -> None:
     far = stamps[-1] + (10_000 << 16)  # a member whose wall clock is 10 s ahead
     clock.observe(far)
     assert clock.now() > far
+
+
+def test_a_window_opened_for_a_loss_seen_elsewhere_lasts_the_rest_of_the_horizon() -> None:
+    # A member that joins after its cluster lost a member journals for what is left of the
+    # horizon since that loss (``MemberList.lost_at``), never longer than the horizon.
+    window = journal.Window(horizon=100.0)
+    assert not window.active()
+    assert not window.open(since=time.time() - 150), "past the horizon: nothing to journal"
+    assert not window.active()
+    assert window.open(since=time.time() - 40)
+    assert 59 < window.until - time.monotonic() <= 60
+    assert not window.open(since=time.time() - 90), "already journaling: not opened again"
+    assert 59 < window.until - time.monotonic() <= 60, "an older loss shortens nothing"
+    window.open(since=time.time() + 1e6)  # a clock far ahead: no longer than the horizon
+    assert 99 < window.until - time.monotonic() <= 100
+    assert not window.open()
+    assert 99 < window.until - time.monotonic() <= 100
 
 
 @given(stamp=st.integers(1, 2**62), deleted=st.booleans())

@@ -2329,7 +2329,13 @@ class Membership:
                 if gone
                 else "",
             )
-        self.adopt(self.members.without(frozenset(uuids), master_uuid=master_uuid, version=version))
+        # Gone without leaving (dead, paused, or cut off: maybe a split): the list says when, so
+        # that members journal their writes for a merge, those that join later too.
+        unannounced = any(not m.leaving for m in self.members.members if m.uuid in uuids)
+        lost_at = round(time.time(), 3) if unannounced else None  # (ms on the wire)
+        self.adopt(
+            self.members.without(frozenset(uuids), master_uuid=master_uuid, version=version, lost_at=lost_at)
+        )
         self.publish()
 
     # ------------------------------------------------------------------ leaving

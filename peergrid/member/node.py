@@ -15,6 +15,7 @@ import concurrent.futures
 import contextlib
 import functools
 import logging
+import time
 import uuid as uuid_module
 import weakref
 from collections.abc import Callable, Coroutine, Iterable, Sequence
@@ -399,6 +400,14 @@ class Node:
             # for a merge, those applied but not yet acknowledged too (they may be, on our side).
             log.info("member %s journals its writes for a merge after a split", self.address)
             self.manager.journal_pending(self.journal.clock)
+        elif new.lost_at and new.lost_at != old.lost_at and self.journal.open(since=new.lost_at):
+            # The list lost a member we did not see go (we joined since): the others journal,
+            # and so must we, or a merge would overwrite what we wrote as older than its changes.
+            log.info(
+                "member %s journals its writes for a merge: its cluster lost a member %.1fs ago",
+                self.address,
+                time.time() - new.lost_at,
+            )
         for uuid in gone:
             self.pipes.drop(uuid)
             self.publisher.drop_peer(uuid)  # its event streams here, should it still hold any

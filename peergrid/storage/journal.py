@@ -15,7 +15,12 @@ memory than the entry (an int and a dict slot, ~130 bytes), for information a
 merge needs only of the keys changed since the split began. A member starts
 journaling when its member list loses a member that did not leave (a death, a
 cut, a pause: from where it stands, a split) and keeps on for
-``Timing.merge_horizon`` after the last such loss; writes applied but not yet
+``Timing.merge_horizon`` after the last such loss; every list carries the time
+of its lineage's last loss (``MemberList.lost_at``), so a member that joins
+within the horizon journals too (were it to own a partition unjournaled, a
+merge would take its writes for older than the other side's and overwrite
+them: Jepsen's ``split-kill`` brought a deleted value back and read a counter
+lower, through the killed member's restart); writes applied but not yet
 acknowledged at that moment are journaled too (they may be acknowledged later,
 on one side only). Journals travel with their partitions (backups apply the
 stamped effects, transfers carry ``EffectKind.JOURNAL`` entries) and are
@@ -136,11 +141,13 @@ class Window:
         self.until = 0.0  # monotonic: journal writes until then
         self.clock = HybridClock()
 
-    def open(self) -> bool:
-        """Journal from now until the horizon has passed; True when it was not journaling."""
+    def open(self, since: float | None = None) -> bool:
+        """Journal until the horizon has passed since ``since`` (wall-clock seconds; default
+        now, and never later than now); True when it was not journaling and now is."""
         was = self.active()
-        self.until = time.monotonic() + self.horizon
-        return not was
+        left = self.horizon if since is None else self.horizon - max(0.0, time.time() - since)
+        self.until = max(self.until, time.monotonic() + left)
+        return not was and self.active()
 
     def active(self) -> bool:
         """True while writes are journaled."""

@@ -60,6 +60,7 @@ def members_to_pb(members: MemberList, cluster: str) -> common_pb2.MemberList:
         members=[member_to_pb(m) for m in members.members],
         cluster=cluster,
         origin=members.origin,
+        lost_at_ms=round(members.lost_at * 1000),
     )
     _remember(_BUILT, key, (members, msg))
     return msg
@@ -78,6 +79,7 @@ def members_from_pb(msg: common_pb2.MemberList) -> MemberList:
         master_uuid=msg.master_uuid,
         members=tuple(_member(m) for m in msg.members),
         origin=msg.origin,
+        lost_at=msg.lost_at_ms / 1000,
     )
     problem = member_list_problem(members)
     if problem is not None:
