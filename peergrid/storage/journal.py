@@ -18,9 +18,9 @@ cut, a pause: from where it stands, a split) and keeps on for
 ``Timing.merge_horizon`` after the last such loss; every list carries the time
 of its lineage's last loss (``MemberList.lost_at``), so a member that joins
 within the horizon journals too (were it to own a partition unjournaled, a
-merge would take its writes for older than the other side's and overwrite
-them: Jepsen's ``split-kill`` brought a deleted value back and read a counter
-lower, through the killed member's restart); writes applied but not yet
+merge would lose its writes: taken for older than the other side's, or not
+brought at all; Jepsen's ``split-kill`` brought a deleted value back and read a
+counter lower, through the killed member's restart); writes applied but not yet
 acknowledged at that moment are journaled too (they may be acknowledged later,
 on one side only). Journals travel with their partitions (backups apply the
 stamped effects, transfers carry ``EffectKind.JOURNAL`` entries) and are
