@@ -20,6 +20,7 @@ every host (the namespaces are ours and hold no other rule).
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import os
 import random
@@ -215,26 +216,41 @@ class Nemesis:
         return self._partition("split-2-3", self.rng.sample(range(len(self.w.names)), 2))
 
     def split_kill(self) -> list[Fault]:
-        """Two hosts cannot talk to the other three; once the sides have noticed, one of the two
-        is killed, and the other holds what is left of its side (with ``min_cluster_size`` 1 it
-        serves alone, from the dead one's copies, and must bring back every write either of them
-        acknowledged). The network heals, then the killed host restarts (a new member)."""
+        """Two hosts cannot talk to the other three; once the sides have noticed, a host of
+        either side is killed, and its side holds on without it (with ``min_cluster_size`` 1
+        the two sides serve, the killed host's partitions from its copies, and every write
+        either side acknowledged must survive the merge; with 3, a side below it serves nothing
+        until the heal). The killed host restarts (a new member) either while the split holds,
+        joining its side (whose writes the merge must bring, or keep), or once it healed."""
         side = self.rng.sample(range(len(self.w.names)), 2)
-        victim = self.rng.choice(side)
+        victim = self.rng.randrange(len(self.w.names))
+        early = self.rng.random() < 0.5
         killed: int | None = None
+        # (Started while split, the restart waits for its member to join, which with
+        # min_cluster_size 3 may be only once the split healed: it runs beside the hold.)
+        restarting: concurrent.futures.Future[None] | None = None
+        pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="restart")
 
         def kill_inside() -> None:
-            nonlocal killed
+            nonlocal killed, restarting
             self._hold(1.0, 2.0)
             killed = time.monotonic_ns()
             self.w.kill(victim)
-            self._hold(1.5, 3.0)
+            if early:
+                self._hold(0.5, 1.5)
+                restarting = pool.submit(self.w.restart, victim)
+                self._hold(1.0, 1.5)
+            else:
+                self._hold(1.5, 3.0)
 
         try:
             faults = self._partition("split-kill", side, hold=kill_inside)
         finally:
-            if killed is not None:
-                self.w.restart(victim)
+            with pool:
+                if restarting is not None:
+                    restarting.result()
+                elif killed is not None:
+                    self.w.restart(victim)
         assert killed is not None
         name = self.w.names[victim]
         kill = Fault("kill", frozenset({name}), killed, time.monotonic_ns(), grace_ns=0, target=name)
