@@ -11,10 +11,10 @@ import os
 
 import pytest
 
-from peergrid.cluster.membership import MAX_HEALTH
+from peergrid.cluster.membership import MAX_HEALTH, Membership
 from peergrid.config import GridConfig, Timing
 from peergrid.errors import ClusterError
-from peergrid.protocol import Member, MemberList
+from peergrid.protocol import JoinReply, JoinStatus, Member, MemberList
 from tests.simulation import (
     JEPSEN_TIMING,
     Simulation,
@@ -353,3 +353,53 @@ def test_the_next_master_takes_up_a_leaving_masters_last_list_it_missed(seed: in
     timing = Timing.fast()
     agreed = master_leaves(5, seed, timing)
     assert agreed is not None
+
+
+def test_a_joiner_once_unreachable_waits_on_while_the_cluster_admits_no_one() -> None:
+    # Jepsen split-kill with min_cluster_size=3: a host killed while split restarted on its
+    # address; the master, still listing the dead member there, called the joiner back on that
+    # member's failing channel (UNREACHABLE), then answered NOT_READY while it had no quorum.
+    # The one UNREACHABLE made the joiner give up 5.5 s later with JoinError, and its process
+    # exit, though the cluster was only waiting for its quorum.
+    timing = Timing.fast()
+    master = Member("m0-master", "10.0.0.1:5701")
+    ready_at = 8 * timing.failure_timeout + timing.join_timeout  # long after it would give up
+
+    class Seed:
+        async def join(
+            self, member: Member, terms: object, timeout: float | None = None, probe: bool = False
+        ) -> JoinReply:
+            await asyncio.sleep(0.001)
+            now = asyncio.get_running_loop().time()
+            if now < timing.join_retry_interval:
+                return JoinReply(
+                    JoinStatus.UNREACHABLE, reason="cannot reach the joining member", list_version=5
+                )
+            if now < ready_at:
+                return JoinReply(JoinStatus.NOT_READY, reason="no quorum", uuid=master.uuid, list_version=5)
+            members = MemberList(6, master.uuid, (master, member))
+            return JoinReply(JoinStatus.ACCEPTED, members=members, uuid=master.uuid, list_version=6)
+
+    async def body() -> float:
+        config = GridConfig(cluster="c", timing=timing)
+        me = Member("m1-joiner", "10.0.0.2:5701")
+        joiner = Membership(
+            config,
+            me,
+            lambda _: Seed(),
+            lambda old, new: None,
+            lambda: None,
+            lambda: [master.address],
+            clock=asyncio.get_running_loop().time,
+        )  # type: ignore[arg-type, return-value]
+        await joiner.join()
+        assert joiner.members.find(me.uuid) == me
+        await joiner.stop()
+        return asyncio.get_running_loop().time()
+
+    loop = VirtualLoop()
+    try:
+        joined_at = loop.run_until_complete(body())
+    finally:
+        loop.close()
+    assert joined_at >= ready_at

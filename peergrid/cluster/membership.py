@@ -208,7 +208,7 @@ class Membership:
         self._on_orphaned = on_orphaned or on_removed
         self._orphan_check = False  # _check_orphaned is running
         self._seeds = seeds
-        self._forget = forget  # close the channel to an address that is not a member's
+        self._forget = forget  # close the channel to an address (a new one is made on use)
         # Addresses discovery found (mDNS): tried like seeds, but a hint that fails the join
         # checks (another cluster, a TLS failure, a refusal) is only logged and ignored.
         self._hints = hints
@@ -496,6 +496,11 @@ class Membership:
             elif reply.status == JoinStatus.NOT_READY:
                 # The lowest starting member the seed knows of (asked directly next round).
                 self._seen_joining[reply.master_address or address] = reply.uuid
+                # Not ready is why we wait now, whatever a master said before: one that could
+                # not call us back once (its channel to our address still failing from a member
+                # that ran there before us) must not make us give up while the cluster is not
+                # admitting anyone (Jepsen's split-kill: a restart exited with JoinError).
+                self._unreachable = ""
             elif reply.status == JoinStatus.UNREACHABLE:
                 if reply.reason != self._unreachable:
                     log.warning("member %s: %s", self.me.address, reply.reason)
@@ -836,8 +841,11 @@ class Membership:
                 )
             except PeerGridError:
                 # Our channel to that address may be backing off from an earlier failure (we
-                # asked it to admit us while it was not up yet): once more on a new channel.
-                self._forget_address(member.address)
+                # asked it to admit us while it was not up yet; or it is the channel of a member
+                # still in our list that ran there and died, and the joiner is its restart):
+                # once more on a new channel.
+                if self._forget is not None:
+                    self._forget(member.address)
                 await asyncio.sleep(0)  # (the channel is dropped by a task: let it run)
                 reply = await self._peer(member.address).heartbeat(
                     self.me.uuid, self.members.version, timeout=self._timing.rpc_timeout / 2
