@@ -403,3 +403,35 @@ def test_a_joiner_once_unreachable_waits_on_while_the_cluster_admits_no_one() ->
     finally:
         loop.close()
     assert joined_at >= ready_at
+
+
+def test_a_master_whose_quorum_goes_while_joiners_wait_in_a_batch_admits_none_of_them() -> None:
+    # Joiners are checked as they ask, and admitted together a little later. A master that lost
+    # its quorum in between (it dropped a member gone on in the other lineage of a split) must
+    # not admit them: they would make its lineage quorate again without that member's copies
+    # (Jepsen's split-kill with min_cluster_size=3: stale reads and lost writes after the heal).
+    async def body() -> None:
+        timing = Timing.fast()
+        sim = Simulation(4, seed=1, timing=timing, min_cluster_size=3)
+        members = [sim._member(i, []) for i in range(4)]
+        master, joiner = members[0], members[3]
+        master.form()
+        master.adopt(MemberList(2, master.me.uuid, tuple(m.me for m in members[:3])))
+        loop = asyncio.get_running_loop()
+        for m in members[1:3]:
+            master._last_heard[m.me.uuid] = loop.time()
+        asking = asyncio.ensure_future(master.handle_join(joiner.me, sim.config.terms()))
+        await asyncio.sleep(timing.join_batch_window / 2)
+        assert master._admission.batch, "the joiner should wait in a batch by now"
+        master._quorum.lost = True  # (as _within_quorum sets it)
+        reply = await asyncio.wait_for(asking, timing.failure_timeout * 3)
+        assert reply.status == JoinStatus.NOT_READY, reply
+        assert joiner.me.uuid not in master.members
+        assert master.members.version == 2
+        await master.stop()
+
+    loop = VirtualLoop()
+    try:
+        loop.run_until_complete(body())
+    finally:
+        loop.close()

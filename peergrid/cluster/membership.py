@@ -716,7 +716,12 @@ class Membership:
         batch, self._admission.batch = self._admission.batch, {}
         admitted: MemberList | None = None
         try:
-            if self.is_master and self.state is State.ACTIVE:
+            # (Checked again: the batch waited, and the quorum may have gone meanwhile. A lineage
+            # that lost it must not be revived by the joiners it checked before: Jepsen's
+            # split-kill, a take-over side below min_cluster_size admitted the killed member's
+            # restart 0.1 s after it dropped a member gone on in the other lineage, served with
+            # it, and read values the other side had overwritten before the heal.)
+            if self.is_master and self.state is State.ACTIVE and not self._quorum_lost():
                 current = self.members
                 joiners = [m for m, _ in batch.values() if m.uuid not in current]
                 # A process restarted on the same address is a new member; the old one is gone.
