@@ -39,7 +39,7 @@ from typing import IO, Any
 
 from tests.jepsen import checkers
 from tests.jepsen.history import REGISTER_WRITES, Fault, Operation, pair, read_jsonl
-from tests.jepsen.nemesis import SCENARIOS, Nemesis, heal_network, iptables_command
+from tests.jepsen.nemesis import MORE_SCENARIOS, SCENARIOS, Nemesis, heal_network, iptables_command
 from tests.netns import NetnsHost, bridge_network, netns_available
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -541,8 +541,8 @@ def availability() -> str | None:
 
 def run(scenario: str, seed: int, settings: RunSettings | None = None) -> RunResult:
     """One run of ``scenario`` (one of `SCENARIOS`); HarnessError if the harness failed."""
-    if scenario not in SCENARIOS:
-        raise ValueError(f"unknown scenario {scenario!r}; one of {', '.join(SCENARIOS)}")
+    if scenario not in SCENARIOS + MORE_SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; one of {', '.join(SCENARIOS + MORE_SCENARIOS)}")
     s = settings or RunSettings()
     base = s.log_dir or Path(tempfile.gettempdir()) / "peergrid-jepsen"
     base.mkdir(parents=True, exist_ok=True)
@@ -659,7 +659,7 @@ def _acked_write(op: Operation) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.jepsen.runner", description=__doc__.split("\n")[0])
-    parser.add_argument("scenario", choices=SCENARIOS)
+    parser.add_argument("scenario", choices=SCENARIOS + MORE_SCENARIOS)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--min-cluster-size", type=int, default=3)
     parser.add_argument("--heartbeat-fanout", type=int, default=RunSettings.heartbeat_fanout)
