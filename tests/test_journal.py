@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from peergrid.member.merging import changes
-from peergrid.protocol import Effect, EffectKind
+from peergrid.invocation.invoker import Call
+from peergrid.member.merging import Merged, changes, merge_spares
+from peergrid.protocol import Code, Effect, EffectKind, Op, Result, Status
 from peergrid.storage import Partition, journal
 
 
@@ -168,3 +170,58 @@ def test_an_unstamped_increment_journals_nothing() -> None:
     part.apply([Effect(EffectKind.DELTA, "m", b"k", journal.encode_delta("a", 1))])
     assert part.journal is None
     assert part.deltas is None
+
+
+class _Survivor:
+    """The surviving instance as a merging member's invoker sees it: SIZE answers LOST for the
+    partitions it lost (``unsure`` first answer QUORUM, as a survivor not yet quorate would),
+    MERGE ops are recorded and applied."""
+
+    def __init__(self, lost: set[int], unsure: set[int] = frozenset()) -> None:  # type: ignore[assignment]
+        self.lost, self.unsure = lost, set(unsure)
+        self.merged: list[Op] = []
+
+    def start_many(self, calls: list[Call]) -> None:
+        for call in calls:
+            op = call.op
+            if op.code == Code.SIZE and op.partition in self.unsure:
+                self.unsure.discard(op.partition)
+                call.finish(Result(Status.QUORUM))
+            elif op.code == Code.SIZE:
+                call.finish(Result(Status.LOST) if op.partition in self.lost else Result(count=1))
+            else:
+                self.merged.append(op)
+                call.finish(Result(count=len(op.effects)))
+
+
+def test_a_merging_member_brings_the_copies_it_held_but_did_not_serve() -> None:
+    # A backup (or an owner not yet serving) on the side that merges may hold the last copy: one
+    # the survivor lost comes back whole; of one it serves, the journaled changes go (Jepsen's
+    # split-kill-larger: partitions whose copies were held only as backups were lost for good).
+    lost, served, plain, empty = _partition(), _partition(), Partition(5, 2), Partition(6, 0)
+    lost.id, served.id = 1, 2
+    plain.apply([Effect(EffectKind.PUT, "m", b"old", b"1")])  # nothing journaled
+    restored: list[int] = []
+
+    async def restore(copy: Partition) -> str:
+        restored.append(copy.id)
+        return "restored"
+
+    async def body() -> tuple[Merged, _Survivor]:
+        survivor = _Survivor(lost={1}, unsure={5})
+        outcome = await merge_spares(
+            [lost, served, plain, empty],
+            restore,
+            survivor,
+            (100, 1 << 20),
+            5.0,
+            0.05,  # type: ignore[arg-type]
+        )
+        return outcome, survivor
+
+    outcome, survivor = asyncio.run(body())
+    assert restored == [1]
+    assert outcome.restored == 1
+    assert outcome.failed == 0
+    assert [op.partition for op in survivor.merged] == [2, 2]  # its two maps' journaled changes
+    assert outcome.changes == 3

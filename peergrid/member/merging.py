@@ -15,6 +15,13 @@ and served there (see ``cluster/merge.py``), each in one of two ways:
   batch at a time, and the survivor's owner applies each by the map's merge
   policy. A MERGE op applies idempotently, so it is retried like a read.
 
+Between the two sides of a split, the copies a member holds but does not serve
+(backups, and partitions it owns but has not yet taken over) go too: where their
+owner on this side died, or had not taken them over, they are the only copies of
+what this side acknowledged. Each is offered whole only where the survivor lost
+the partition (asked first, with a SIZE op that answers LOST there), else its
+journaled changes go, as an owner's would.
+
 A partition is never merged half-way in the sense that matters: a restore is
 atomic, and a change either wins or not, key by key.
 """
@@ -57,6 +64,13 @@ class Merged:
     left: list[Partition] = field(default_factory=list)
     """Copies not merged because the instance this member joined went away mid-merge (it
     merged on into another): they go to the next instance it joins, whole."""
+
+    def add(self, other: Merged) -> None:
+        """Count ``other``'s outcome in this one (not its ``left``)."""
+        self.restored += other.restored
+        self.changes += other.changes
+        self.won += other.won
+        self.failed += other.failed
 
 
 Batches = list[tuple[list[Partition], str]]
@@ -101,20 +115,25 @@ class Merging:
             self._again = True  # already on its way: once more when this round ends
             return
         membership = self._membership()
-        batches: Batches = [(self._manager.owned_copies(), membership.members.origin)]
+        origin = membership.members.origin
+        batches: Batches = [(self._manager.owned_copies(), origin)]
+        spares: Batches = [(self._manager.spare_copies(), origin)]
         self.busy = True
         try:
-            while batches:
+            while batches or spares:
                 self._again = False
-                batches = await self._round(into, batches)
+                batches, spares = await self._round(into, batches, spares)
                 into = None
         finally:
             self.busy = False
             self._again = False
 
-    async def _round(self, into: MemberList | None, batches: Batches) -> Batches:
-        """Join ``into``'s instance and merge ``batches`` into it; what is left to merge in the
-        next instance if this one went away meanwhile."""
+    async def _round(
+        self, into: MemberList | None, batches: Batches, spares: Batches
+    ) -> tuple[Batches, Batches]:
+        """Join ``into``'s instance and merge ``batches`` (copies served) and ``spares`` (copies
+        held, not served) into it; what is left of each to merge in the next instance if this
+        one went away meanwhile."""
         self.seeds = [m.address for m in into.members] if into is not None else []
         try:
             await self._rejoin()
@@ -143,12 +162,25 @@ class Merging:
                 timing.retry_max,
                 lambda: self._again,
             )
-            done.restored += outcome.restored
-            done.changes += outcome.changes
-            done.won += outcome.won
-            done.failed += outcome.failed
+            done.add(outcome)
             if outcome.left:
                 left.append((outcome.left, origin))
+        spared, spares_left = Merged(), []
+        for copies, origin in spares:
+            if joined != origin:
+                continue  # (between instances that formed apart, every owner sends every entry)
+            outcome = await merge_spares(
+                copies,
+                self._restore,
+                self._invoker,
+                (limits.max_batch_ops, limits.max_message_bytes // 4),
+                timing.operation_timeout,
+                timing.retry_max,
+                lambda: self._again,
+            )
+            spared.add(outcome)
+            if outcome.left:
+                spares_left.append((outcome.left, origin))
         if self._again:
             # The instance went away under us: what we served in it goes on too.
             served = self._manager.owned_copies()
@@ -160,7 +192,17 @@ class Merging:
                 sum(len(copies) for copies, _ in left),
                 len(served),
             )
-            return [*left, (served, joined)]  # never empty: the loop joins again
+            # (Never both empty: the loop joins again.)
+            return [*left, (served, joined)], [*spares_left, (self._manager.spare_copies(), joined)]
+        if spared.restored or spared.failed:
+            log.log(
+                logging.WARNING if spared.failed else logging.INFO,
+                "member %s: of the copies it held but did not serve, %d came back whole (the cluster "
+                "had lost them); %d failed",
+                address,
+                spared.restored,
+                spared.failed,
+            )
         log.log(
             logging.WARNING if done.failed else logging.INFO,
             "member %s joined cluster %r again (%d members): of the %d partitions it served, %d "
@@ -177,7 +219,7 @@ class Merging:
             done.changes - done.won,
             done.failed,
         )
-        return []
+        return [], []
 
     async def _restore(self, copy: Partition) -> str:
         """Offer a merged copy to its owner here (``PartitionManager.restore``)."""
@@ -231,6 +273,71 @@ async def merge_back(
             outcome.failed += 1
             log.warning("partition %d could not be merged: its owner kept answering %r", copy.id, how)
     return outcome
+
+
+async def merge_spares(
+    copies: Sequence[Partition],
+    restore: Restore,
+    invoker: Invoker,
+    batch: tuple[int, int],
+    timeout: float,
+    retry_max: float,
+    abandoned: Callable[[], bool] = lambda: False,
+) -> Merged:
+    """Bring ``copies`` (partitions this member held but did not serve in the other side of a
+    split) into the instance it joined: whole where the survivor lost the partition, else
+    their journaled changes (cheap, and idempotent: every holder of a copy may send them)."""
+    outcome = Merged()
+    answered: list[tuple[Partition, int]] = []
+    pending = [(copy, op) for copy in copies if (op := _probe(copy)) is not None]
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while pending:
+        unsure = []
+        for (copy, op), result in zip(
+            pending, await _run(invoker, [op for _, op in pending], deadline), strict=True
+        ):
+            if result.status in (Status.OK, Status.LOST):
+                answered.append((copy, result.status))
+            else:  # (no quorum there yet, a timeout: asked again)
+                unsure.append((copy, op))
+        if abandoned():
+            outcome.left = [copy for copy, _ in unsure]
+            break
+        if unsure and time.monotonic() + delay > deadline:
+            outcome.failed += len(unsure)
+            log.warning("%d held copies could not be merged: the owners did not answer", len(unsure))
+            break
+        pending = unsure
+        if pending:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, retry_max)
+    for index, (copy, status) in enumerate(answered):
+        if abandoned():
+            outcome.left += [c for c, _ in answered[index:]]
+            return outcome
+        deadline = time.monotonic() + timeout
+        if status == Status.LOST:
+            how = await _restore(copy, restore, deadline, retry_max, abandoned)
+            if how == "restored":
+                outcome.restored += 1
+                continue
+            if how != "served":
+                outcome.failed += 1
+                log.warning("partition %d could not be restored: its owner kept answering %r", copy.id, how)
+                continue
+        if copy.journal:
+            await _send_changes(copy, True, invoker, batch, deadline, outcome, abandoned)
+    return outcome
+
+
+def _probe(copy: Partition) -> Op | None:
+    """A cheap op that answers LOST where the survivor lost ``copy``'s partition (a SIZE of one
+    of its maps), or None for a copy with nothing in it."""
+    name = next(iter(copy.maps), None)
+    if name is None:
+        name = next((map_name for map_name, _ in (copy.journal or {})), None)
+    return None if name is None else Op(Code.SIZE, copy.id, name)
 
 
 async def _restore(

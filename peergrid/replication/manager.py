@@ -965,6 +965,11 @@ class PartitionManager:
         """The partitions this member owns and serves (a merge brings them to the other instance)."""
         return [part for p in self.table.owned_by(self._me) if (part := self.readable[p]) is not None]
 
+    def spare_copies(self) -> list[Partition]:
+        """The copies this member holds but does not serve: backups, and partitions it owns but
+        has not yet taken over. A merge offers them too (they may be the last copies)."""
+        return [part for p, part in enumerate(self.parts) if part is not None and self.readable[p] is None]
+
     def holds_nothing(self) -> bool:
         """True when this member holds no copy (a leaving member may stop)."""
         return all(part is None for part in self.parts)
