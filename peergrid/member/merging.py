@@ -150,18 +150,17 @@ class Merging:
             membership.form()
         joined = membership.members.origin
         limits, timing = self._config.limits, self._config.timing
+        how = (
+            self._restore,
+            self._invoker,
+            (limits.max_batch_ops, limits.max_message_bytes // 4),
+            timing.operation_timeout,
+            timing.retry_max,
+            lambda: self._again,
+        )
         done, left = Merged(), []
         for copies, origin in batches:
-            outcome = await merge_back(
-                copies,
-                joined == origin,
-                self._restore,
-                self._invoker,
-                (limits.max_batch_ops, limits.max_message_bytes // 4),
-                timing.operation_timeout,
-                timing.retry_max,
-                lambda: self._again,
-            )
+            outcome = await merge_back(copies, joined == origin, *how)
             done.add(outcome)
             if outcome.left:
                 left.append((outcome.left, origin))
@@ -169,15 +168,7 @@ class Merging:
         for copies, origin in spares:
             if joined != origin:
                 continue  # (between instances that formed apart, every owner sends every entry)
-            outcome = await merge_spares(
-                copies,
-                self._restore,
-                self._invoker,
-                (limits.max_batch_ops, limits.max_message_bytes // 4),
-                timing.operation_timeout,
-                timing.retry_max,
-                lambda: self._again,
-            )
+            outcome = await merge_spares(copies, *how)
             spared.add(outcome)
             if outcome.left:
                 spares_left.append((outcome.left, origin))
