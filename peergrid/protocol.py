@@ -13,7 +13,7 @@ import logging
 import math
 import re
 import struct
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import msgpack
@@ -343,6 +343,14 @@ class MemberList:
     """Wall-clock seconds (``time.time()``) when this lineage last lost a member that did not
     leave, kept by every later version (0: never). Every member journals its writes for a merge
     until ``merge_horizon`` after it, those that join later too (``storage/journal.py``)."""
+    served_at: float = field(default=0.0, compare=False)
+    """Only in an answer to ``get_members`` (0 elsewhere): wall-clock seconds when the member
+    that answered last served, holding its lease with the quorum ``min_cluster_size`` asks
+    (``cluster/merge.py``: of two lineages that both lost their quorum, the one that served
+    last survives)."""
+    quorum_lost: bool = field(default=False, compare=False)
+    """Only in an answer to ``get_members``: the member that answered is a master whose lineage
+    lost its quorum for good (``Membership.lost_quorum``)."""
 
     def find(self, uuid: str) -> Member | None:
         """The member with this uuid, or None."""
@@ -370,8 +378,16 @@ class MemberList:
         return tuple((m.uuid, m.weight, m.leaving) for m in self.members)
 
     def successor(self, version: int | None = None, **changes: object) -> MemberList:
-        """A copy with a new version (default: this one's + 1) and other fields changed."""
-        return replace(self, version=self.version + 1 if version is None else version, **changes)  # type: ignore[arg-type]
+        """A copy with a new version (default: this one's + 1) and other fields changed (the
+        answering member's ``served_at`` and ``quorum_lost`` cleared)."""
+        version = self.version + 1 if version is None else version
+        return replace(self, version=version, **{"served_at": 0.0, "quorum_lost": False, **changes})  # type: ignore[arg-type]
+
+    def as_list(self) -> MemberList:
+        """This list without the answering member's ``served_at`` and ``quorum_lost``."""
+        if not self.served_at and not self.quorum_lost:
+            return self
+        return replace(self, served_at=0.0, quorum_lost=False)
 
     def with_member(self, member: Member) -> MemberList:
         """The next version with ``member`` appended (or updated in place)."""

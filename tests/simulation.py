@@ -161,7 +161,7 @@ class SimPeer:
         await self._call(timeout, lambda m: m.handle_publish(members), "publish")
 
     async def get_members(self, timeout: float | None = None) -> MemberList:
-        members: MemberList = await self._call(timeout, lambda m: m.members, "get_members")
+        members: MemberList = await self._call(timeout, lambda m: m.answer_list(), "get_members")
         return members
 
     async def leave(self, uuid: str, final: bool, timeout: float | None = None) -> None:

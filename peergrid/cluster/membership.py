@@ -44,7 +44,7 @@ import random
 import time
 import uuid as uuid_module
 from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, Protocol
 
@@ -179,6 +179,9 @@ class Membership:
     _list_checked = 0.0
     #: A master back from a stall, not yet sure no one took over meanwhile (``_lift_fence``).
     _fenced = False
+    #: Wall-clock seconds when this member last served: held its lease with a quorum (the
+    #: merge check of two lineages that both lost theirs compares it, ``answer_list``).
+    _served_at = 0.0
     #: Send time of the latest heartbeat our master answered OK, counted, from our list version
     #: or a newer one (or of the join it admitted us by): what a member's lease rests on.
     _granted = 0.0
@@ -297,6 +300,36 @@ class Membership:
         in another lineage of the list (``_within_quorum``): this instance admits no one, and
         merges into another instance whatever their sizes (``cluster.merge``)."""
         return self._quorum.lost and self.is_master
+
+    @property
+    def served_at(self) -> float:
+        """Wall-clock seconds when this member last served: held its lease with the quorum
+        ``min_cluster_size`` asks (0.0: never)."""
+        return self._served_at
+
+    def answer_list(self) -> MemberList:
+        """The list as ``get_members`` answers it: with when this member last served (held its
+        lease, with the quorum ``min_cluster_size`` asks) and whether, as master, its lineage
+        lost its quorum for good. The merge check compares them (``cluster/merge.py``)."""
+        return replace(self.members, served_at=self._served_at, quorum_lost=self.lost_quorum)
+
+    def outlive(self, other: MemberList) -> None:
+        """Master whose lineage lost its quorum for good, on finding that ``other``'s lost it
+        too and served before this one last did: admit again, so that the other's members can
+        merge into this lineage, the one holding the latest acknowledged writes (they bring
+        theirs: ``cluster/merge.py``). Without this, each would wait for the other to admit it,
+        for ever."""
+        if not self.lost_quorum:
+            return
+        self._quorum.lost = False
+        master = other.find(other.master_uuid)
+        log.warning(
+            "member %s: the other lineage of cluster %r (master %s) lost its quorum too, and served "
+            "before this one last did; this one admits again, for its members to merge in",
+            self.me.address,
+            self._config.cluster,
+            master.address if master is not None else other.master_uuid,
+        )
 
     @property
     def address(self) -> str:
@@ -889,6 +922,7 @@ class Membership:
         """Replace the list with a newer version; True if it was adopted."""
         if members.version <= self.members.version or self.state is State.STOPPED:
             return False
+        members = members.as_list()  # (not the served_at of the member that gave it to us)
         if self.state is State.JOINING:
             return False  # a stray publication before we joined: the join reply carries the list
         if self.me.uuid not in members:
@@ -1283,6 +1317,8 @@ class Membership:
                         self._spawn(self._heartbeat(member))
                     self._detect_failures(now)
                     self._renew(now)
+                    if self.holds_lease() and self.has_quorum():
+                        self._served_at = time.time()
                 except Exception:  # a bug here must not end this member's heartbeats for good
                     log.exception("member %s: heartbeat tick failed", self.me.address)
             await asyncio.sleep(interval)

@@ -12,7 +12,13 @@ larger uuid. One exception: an instance whose master lost its quorum for good
 (with ``min_cluster_size``, its list fell below that by removing members that
 went on in another lineage: ``Membership.lost_quorum``) admits no one, so it
 merges into the other whatever their sizes, and never asks the other to merge
-into it.
+into it. When both lost their quorum (each dropped, after the heal, members
+that went on in the other), the other merges into the one whose master served
+last (``outlived``): that one holds the latest acknowledged writes, some of
+them perhaps unjournaled, and admits again for it (``Membership.outlive``);
+the other's members bring theirs, journaled, as in any merge. Each master's
+list answer says when it last served and whether it lost its quorum
+(``MemberList.served_at``, ``quorum_lost``).
 
 Merging is a re-join. The merging master tells its members (the surviving
 master tells the merging one, which may not know of it); each member checks
@@ -51,17 +57,33 @@ log = logging.getLogger("peergrid.cluster")
 _MAX_BACKOFF = 60.0  # seconds: the longest a refused candidate waits to be asked again
 
 
+def outlived(ours: MemberList, theirs: MemberList, served_at: float) -> bool:
+    """Of two instances that both lost their quorum for good, True when ours (whose master
+    last served at ``served_at``, wall-clock seconds) must merge into theirs: theirs served
+    later (to the millisecond, as the list answers carry it); on a tie, by ``should_merge``."""
+    mine, other = round(served_at * 1000), round(theirs.served_at * 1000)
+    if mine != other:
+        return mine < other
+    return should_merge(ours, theirs)
+
+
 def should_merge(ours: MemberList, theirs: MemberList) -> bool:
     """True when the instance whose list is ``ours`` must merge into the one with ``theirs``.
 
     False when either has no members, or they share one (one cluster, two
     versions of its list).
     """
-    if not ours.members or not theirs.members or set(ours.uuids) & set(theirs.uuids):
+    if not _apart(ours, theirs):
         return False
     if len(ours.members) != len(theirs.members):
         return len(ours.members) < len(theirs.members)
     return ours.master_uuid > theirs.master_uuid
+
+
+def _apart(ours: MemberList, theirs: MemberList) -> bool:
+    """Whether two lists are of two instances: both have members, and none in common (else
+    one cluster, two versions of its list, or someone not yet joined)."""
+    return bool(ours.members and theirs.members) and not set(ours.uuids) & set(theirs.uuids)
 
 
 class MergePeer(Protocol):
@@ -93,6 +115,9 @@ class MergingMembership(Protocol):
     def address(self) -> str: ...
     @property
     def lost_quorum(self) -> bool: ...
+    @property
+    def served_at(self) -> float: ...
+    def outlive(self, other: MemberList) -> None: ...
 
 
 class Merger:
@@ -155,6 +180,8 @@ class Merger:
             if self._into(ours, theirs):
                 await self.merge(theirs)
                 return
+            if cluster.lost_quorum and theirs.quorum_lost and _apart(ours, theirs):
+                cluster.outlive(theirs)  # (``_into``: theirs served first, and merges into ours)
             master = theirs.find(theirs.master_uuid)
             if should_merge(theirs, ours) and master is not None and not cluster.lost_quorum:
                 # Theirs merges into ours; its master may not know of us: tell it.
@@ -180,14 +207,16 @@ class Merger:
         its master lost its quorum for good (it admits no one: the other cannot merge into it).
         A member other than the master cannot tell the latter: below ``min_cluster_size`` it
         takes its master's word for it (it has no quorum to lose)."""
-        if should_merge(ours, theirs):
-            return True
-        if not ours.members or not theirs.members or set(ours.uuids) & set(theirs.uuids):
+        if not _apart(ours, theirs):
             return False
         cluster = self._cluster
-        if cluster.is_master:
-            return cluster.lost_quorum
-        return len(ours.members) < self._config.min_cluster_size
+        if not cluster.is_master:
+            return should_merge(ours, theirs) or len(ours.members) < self._config.min_cluster_size
+        if not cluster.lost_quorum:
+            return should_merge(ours, theirs) and not theirs.quorum_lost
+        if theirs.quorum_lost:
+            return outlived(ours, theirs, cluster.served_at)
+        return True
 
     async def _members_at(self, address: str) -> MemberList | None:
         """The member list of the member at ``address``; None when it cannot be asked."""

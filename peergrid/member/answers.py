@@ -80,6 +80,9 @@ class Answers:
     def current_members(self) -> MemberList:
         return self._membership().members
 
+    def member_list(self) -> MemberList:
+        return self._membership().answer_list()
+
     async def leave(self, uuid: str, final: bool) -> None:
         await self._membership().handle_leave(uuid, final)
 

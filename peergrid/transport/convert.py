@@ -61,7 +61,11 @@ def members_to_pb(members: MemberList, cluster: str) -> common_pb2.MemberList:
         cluster=cluster,
         origin=members.origin,
         lost_at_ms=round(members.lost_at * 1000),
+        served_at_ms=round(members.served_at * 1000),
+        quorum_lost=members.quorum_lost,
     )
+    if members.served_at or members.quorum_lost:
+        return msg  # (an answer to get_members, built for one caller: not kept)
     _remember(_BUILT, key, (members, msg))
     return msg
 
@@ -80,6 +84,8 @@ def members_from_pb(msg: common_pb2.MemberList) -> MemberList:
         members=tuple(_member(m) for m in msg.members),
         origin=msg.origin,
         lost_at=msg.lost_at_ms / 1000,
+        served_at=msg.served_at_ms / 1000,
+        quorum_lost=msg.quorum_lost,
     )
     problem = member_list_problem(members)
     if problem is not None:

@@ -14,7 +14,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#peergrid/transport/_pb/common.proto\x12\x0bpeergrid.v1\"L\n\nMemberInfo\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0e\n\x06weight\x18\x03 \x01(\x01\x12\x0f\n\x07leaving\x18\x04 \x01(\x08\"\x91\x01\n\nMemberList\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x13\n\x0bmaster_uuid\x18\x02 \x01(\t\x12(\n\x07members\x18\x03 \x03(\x0b\x32\x17.peergrid.v1.MemberInfo\x12\x0f\n\x07\x63luster\x18\x04 \x01(\t\x12\x0e\n\x06origin\x18\x05 \x01(\t\x12\x12\n\nlost_at_ms\x18\x06 \x01(\x04\"!\n\x03\x41\x63k\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#peergrid/transport/_pb/common.proto\x12\x0bpeergrid.v1\"L\n\nMemberInfo\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0e\n\x06weight\x18\x03 \x01(\x01\x12\x0f\n\x07leaving\x18\x04 \x01(\x08\"\xbc\x01\n\nMemberList\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x13\n\x0bmaster_uuid\x18\x02 \x01(\t\x12(\n\x07members\x18\x03 \x03(\x0b\x32\x17.peergrid.v1.MemberInfo\x12\x0f\n\x07\x63luster\x18\x04 \x01(\t\x12\x0e\n\x06origin\x18\x05 \x01(\t\x12\x12\n\nlost_at_ms\x18\x06 \x01(\x04\x12\x14\n\x0cserved_at_ms\x18\x07 \x01(\x04\x12\x13\n\x0bquorum_lost\x18\x08 \x01(\x08\"!\n\x03\x41\x63k\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -24,7 +24,7 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _globals['_MEMBERINFO']._serialized_start=52
   _globals['_MEMBERINFO']._serialized_end=128
   _globals['_MEMBERLIST']._serialized_start=131
-  _globals['_MEMBERLIST']._serialized_end=276
-  _globals['_ACK']._serialized_start=278
-  _globals['_ACK']._serialized_end=311
+  _globals['_MEMBERLIST']._serialized_end=319
+  _globals['_ACK']._serialized_start=321
+  _globals['_ACK']._serialized_end=354
 # @@protoc_insertion_point(module_scope)

@@ -18,20 +18,24 @@ class MemberInfo(_message.Message):
     def __init__(self, uuid: _Optional[str] = ..., address: _Optional[str] = ..., weight: _Optional[float] = ..., leaving: bool = ...) -> None: ...
 
 class MemberList(_message.Message):
-    __slots__ = ("version", "master_uuid", "members", "cluster", "origin", "lost_at_ms")
+    __slots__ = ("version", "master_uuid", "members", "cluster", "origin", "lost_at_ms", "served_at_ms", "quorum_lost")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     MASTER_UUID_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
     LOST_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    SERVED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    QUORUM_LOST_FIELD_NUMBER: _ClassVar[int]
     version: int
     master_uuid: str
     members: _containers.RepeatedCompositeFieldContainer[MemberInfo]
     cluster: str
     origin: str
     lost_at_ms: int
-    def __init__(self, version: _Optional[int] = ..., master_uuid: _Optional[str] = ..., members: _Optional[_Iterable[_Union[MemberInfo, _Mapping]]] = ..., cluster: _Optional[str] = ..., origin: _Optional[str] = ..., lost_at_ms: _Optional[int] = ...) -> None: ...
+    served_at_ms: int
+    quorum_lost: bool
+    def __init__(self, version: _Optional[int] = ..., master_uuid: _Optional[str] = ..., members: _Optional[_Iterable[_Union[MemberInfo, _Mapping]]] = ..., cluster: _Optional[str] = ..., origin: _Optional[str] = ..., lost_at_ms: _Optional[int] = ..., served_at_ms: _Optional[int] = ..., quorum_lost: bool = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("ok", "reason")
