@@ -22,9 +22,10 @@ import pytest
 
 import peergrid
 from peergrid import Timing
-from peergrid.cluster.merge import Merger, should_merge
+from peergrid.cluster.merge import Merger, outlived, should_merge
 from peergrid.protocol import Member, MemberList
 from peergrid.storage import Partition
+from peergrid.transport import convert
 from tests.conftest import wait_for
 
 SETTLE = 30.0
@@ -298,10 +299,16 @@ class _Cluster:
     lost_quorum: bool = False
     active: bool = True
     address: str = "127.0.0.1:1"
+    served_at: float = 0.0
+    outlived: list[MemberList] = dataclasses.field(default_factory=list)
 
     @property
     def me(self) -> Member:
         return Member("me", self.address)
+
+    def outlive(self, other: MemberList) -> None:
+        self.outlived.append(other)
+        self.lost_quorum = False
 
 
 def test_an_instance_that_lost_its_quorum_merges_into_the_other_whatever_their_sizes() -> None:
@@ -324,3 +331,79 @@ def test_an_instance_that_lost_its_quorum_merges_into_the_other_whatever_their_s
     assert not into(_Cluster(_list("a", "a", "b", "c"), is_master=False), smaller)
     # Never with a member in common (one cluster, two versions of its list).
     assert not into(_Cluster(ours, lost_quorum=True), _list("b", "b", "z"))
+
+
+def test_of_two_instances_that_both_lost_their_quorum_the_one_that_served_last_survives() -> None:
+    # After a heal, each lineage of a split can drop the members that went on in the other and
+    # lose its quorum for good (Jepsen's split-kill-larger, min_cluster_size=3). Each admitted
+    # no one and merged into the other: refused, for ever. Now each master's list answer says
+    # when it last served and whether it lost its quorum: the one that served last (it holds
+    # the latest acknowledged writes) admits again, and the other merges into it, whatever
+    # their sizes; a tie to the millisecond falls back to the rule.
+    config = peergrid.GridConfig(cluster="c", min_cluster_size=3)
+    ours = _list("a", "a", "b")
+
+    def into(cluster: _Cluster, theirs: MemberList) -> bool:
+        unused: Any = None  # (no call is made: ``_into`` is a decision)
+        merger = Merger(config, cluster, unused, list, unused, unused)
+        return merger._into(cluster.members, theirs)
+
+    def lost(theirs: MemberList, served_at: float) -> MemberList:
+        return dataclasses.replace(theirs, served_at=served_at, quorum_lost=True)
+
+    smaller, larger = _list("z", "z"), _list("z", "z", "y", "x")
+    assert into(_Cluster(ours, lost_quorum=True, served_at=100.0), lost(smaller, 100.5))
+    assert not into(_Cluster(ours, lost_quorum=True, served_at=100.5), lost(larger, 100.0))
+    assert into(_Cluster(ours, lost_quorum=True, served_at=100.0), lost(larger, 100.0))  # a tie: the rule
+    assert not into(_Cluster(ours, lost_quorum=True, served_at=100.0), lost(smaller, 100.0))
+    # One that kept its quorum never merges into one that lost it (that one admits no one, and
+    # merges into ours), even a larger one; one that lost it merges into one that did not.
+    assert not into(_Cluster(ours), lost(larger, 0.0))
+    kept = dataclasses.replace(smaller, served_at=1.0)
+    assert into(_Cluster(ours, lost_quorum=True, served_at=100.0), kept)
+    # Both sides decide alike, from what each list answer says of the other.
+    a = _Cluster(ours, lost_quorum=True, served_at=7.25)
+    b = _Cluster(smaller, lost_quorum=True, served_at=7.2504)  # (the same millisecond)
+    a_list, b_list = lost(ours, a.served_at), lost(smaller, b.served_at)
+    assert into(a, b_list) != into(b, a_list)
+    assert outlived(smaller, a_list, b.served_at) == should_merge(smaller, ours)
+    # What the answer carries survives the wire, to the millisecond; a list without it is sent
+    # as before (and cached: the same list object, the same message).
+    wire = convert.members_from_pb(convert.members_to_pb(a_list, "c"))
+    assert (wire.served_at, wire.quorum_lost) == (7.25, True)
+    assert convert.members_to_pb(ours, "c") is convert.members_to_pb(ours, "c")
+
+
+def test_a_master_that_lost_its_quorum_admits_again_when_the_other_lineage_lost_it_earlier() -> None:
+    # The merge check of the survivor: it finds the other lineage lost its quorum too and
+    # served before it did; it admits again (``Membership.outlive``) and does not merge.
+    config = peergrid.GridConfig(cluster="c", min_cluster_size=3)
+    cluster = _Cluster(_list("a", "a", "b"), lost_quorum=True, served_at=50.0)
+    other = dataclasses.replace(_list("z", "z", "y"), served_at=40.0, quorum_lost=True)
+    merged: list[MemberList] = []
+    told: list[MemberList] = []
+
+    class Peer:
+        async def get_members(self, timeout: float | None = None, diagnose: bool = False) -> MemberList:
+            return other
+
+        async def merge(self, into: MemberList, timeout: float | None = None) -> None:
+            told.append(into)
+
+    async def merge_into(into: MemberList) -> None:
+        merged.append(into)
+
+    async def settled() -> bool:
+        return True
+
+    addresses = ["127.0.0.1:9"]
+    merger = Merger(config, cluster, lambda address: Peer(), lambda: addresses, merge_into, settled)  # type: ignore[arg-type,return-value]
+    asyncio.run(merger.check())
+    assert cluster.outlived == [other]
+    assert merged == []
+    assert told == [cluster.members]  # (by the rule, theirs merges into ours: its master is told)
+    assert merger.another_instance() == addresses[0]  # (not safe while the other is there)
+    # The other lineage, asking ours (now admitting again), merges into it.
+    loser = _Cluster(other.as_list(), lost_quorum=True, served_at=40.0)
+    ours_now = dataclasses.replace(cluster.members, served_at=50.0)
+    assert Merger(config, loser, None, list, None, None)._into(loser.members, ours_now)  # type: ignore[arg-type]

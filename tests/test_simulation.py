@@ -435,3 +435,46 @@ def test_a_master_whose_quorum_goes_while_joiners_wait_in_a_batch_admits_none_of
         loop.run_until_complete(body())
     finally:
         loop.close()
+
+
+def test_a_master_that_lost_its_quorum_admits_again_once_it_outlives_the_other_lineage() -> None:
+    # A master whose lineage lost its quorum for good admits no one, and says so in its list
+    # answer (with when it last served) for the merge check; once that check finds the other
+    # lineage lost its quorum too and served earlier, it admits again (``outlive``), so that
+    # the other's members can merge into it. The answer's standing never travels further: a
+    # member that adopts such a list, or a successor of it, does not carry it.
+    async def body() -> None:
+        timing = Timing.fast()
+        sim = Simulation(4, seed=1, timing=timing, min_cluster_size=3)
+        members = [sim._member(i, []) for i in range(4)]
+        master, joiner = members[0], members[3]
+        master.form()
+        master.adopt(MemberList(2, master.me.uuid, tuple(m.me for m in members[:2])))
+        master._last_heard[members[1].me.uuid] = asyncio.get_running_loop().time() + 60  # (heard throughout)
+        master._quorum.lost = True  # (as _within_quorum sets it)
+        master._served_at = 1234.5
+        answer = master.answer_list()
+        assert (answer.served_at, answer.quorum_lost) == (1234.5, True)
+        assert answer == master.members  # (the standing is not part of the list)
+        assert (answer.successor().served_at, answer.successor().quorum_lost) == (0.0, False)
+        follower = members[1]
+        follower.form()
+        assert follower.adopt(dataclasses.replace(answer, version=9, master_uuid=follower.me.uuid))
+        assert (follower.members.served_at, follower.members.quorum_lost) == (0.0, False)
+        reply = await master.handle_join(joiner.me, sim.config.terms())
+        assert reply.status == JoinStatus.NOT_READY, reply
+        other = MemberList(5, "zz", (Member("zz", "10.0.0.9:1"),), served_at=1200.0, quorum_lost=True)
+        master.outlive(other)
+        assert not master.lost_quorum
+        assert not master.answer_list().quorum_lost
+        asking = master.handle_join(joiner.me, sim.config.terms())
+        reply = await asyncio.wait_for(asking, timing.failure_timeout * 3)
+        assert reply.status == JoinStatus.ACCEPTED, reply
+        await master.stop()
+        await follower.stop()
+
+    loop = VirtualLoop()
+    try:
+        loop.run_until_complete(body())
+    finally:
+        loop.close()

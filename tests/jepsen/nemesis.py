@@ -34,8 +34,8 @@ from tests.jepsen.history import Fault
 from tests.netns import NetnsHost
 
 SCENARIOS = ("kill", "pause", "pause-lock-holder", "cut-one", "split-2-3", "split-kill", "rolling-restart")
-#: Runnable by hand (``runner``), not yet in the test runs: ``split-kill-larger`` can leave
-#: two lineages that both lost their quorum for good, and never merge (see tests/jepsen/README.md).
+#: Runnable by hand (``runner``), not in the test runs: ``split-kill`` with the victim always on
+#: the larger side (``split-kill`` picks a side each cycle).
 MORE_SCENARIOS = ("split-kill-larger",)
 #: Scenarios that cut the network: without quorum, counters and locks may diverge in them.
 NETWORK_SCENARIOS = frozenset({"cut-one", "split-2-3", "split-kill", "split-kill-larger"})
@@ -219,16 +219,19 @@ class Nemesis:
         """Two hosts cannot talk to the other three, both ways."""
         return self._partition("split-2-3", self.rng.sample(range(len(self.w.names)), 2))
 
-    def split_kill(self, larger: bool = False) -> list[Fault]:
-        """Two hosts cannot talk to the other three; once the sides have noticed, one of the
-        two is killed (``larger``: one of the three), and its side holds on without it (with
-        ``min_cluster_size`` 1 the two sides serve, the killed host's partitions from its
-        copies, and every write either side acknowledged must survive the merge; with 3, a side
-        below it serves nothing until the heal). The killed host restarts (a new member) either
-        while the split holds, joining its side (whose writes the merge must bring, or keep),
-        or once it healed."""
+    def split_kill(self, larger: bool | None = None) -> list[Fault]:
+        """Two hosts cannot talk to the other three; once the sides have noticed, one host is
+        killed, of the two or of the three (``larger``; None: either, at random), and its side
+        holds on without it (with ``min_cluster_size`` 1 the two sides serve, the killed host's
+        partitions from its copies, and every write either side acknowledged must survive the
+        merge; with 3, a side below it serves nothing until the heal: killed on the larger
+        side, both sides can lose their quorum for good, and must still merge). The killed host
+        restarts (a new member) either while the split holds, joining its side (whose writes
+        the merge must bring, or keep), or once it healed."""
         side = self.rng.sample(range(len(self.w.names)), 2)
         others = [i for i in range(len(self.w.names)) if i not in side]
+        if larger is None:
+            larger = self.rng.random() < 0.5
         victim = self.rng.choice(others if larger else side)
         early = self.rng.random() < 0.5
         killed: int | None = None
