@@ -379,13 +379,19 @@ def test_a_master_that_lost_its_quorum_admits_again_when_the_other_lineage_lost_
     # served before it did; it admits again (``Membership.outlive``) and does not merge.
     config = peergrid.GridConfig(cluster="c", min_cluster_size=3)
     cluster = _Cluster(_list("a", "a", "b"), lost_quorum=True, served_at=50.0)
-    other = dataclasses.replace(_list("z", "z", "y"), served_at=40.0, quorum_lost=True)
+    members = (Member("z", "127.0.0.1:8"), Member("y", "127.0.0.1:9"))
+    other = MemberList(1, "z", members, served_at=40.0, quorum_lost=True)
     merged: list[MemberList] = []
     told: list[MemberList] = []
 
+    @dataclasses.dataclass
     class Peer:
+        address: str
+
         async def get_members(self, timeout: float | None = None, diagnose: bool = False) -> MemberList:
-            return other
+            # Only its master says that its lineage lost its quorum, and when it served: the
+            # check asks the master when a member of it answered first.
+            return other if self.address == other.members[0].address else other.as_list()
 
         async def merge(self, into: MemberList, timeout: float | None = None) -> None:
             told.append(into)
@@ -396,8 +402,8 @@ def test_a_master_that_lost_its_quorum_admits_again_when_the_other_lineage_lost_
     async def settled() -> bool:
         return True
 
-    addresses = ["127.0.0.1:9"]
-    merger = Merger(config, cluster, lambda address: Peer(), lambda: addresses, merge_into, settled)  # type: ignore[arg-type,return-value]
+    addresses = [other.members[1].address]  # (a member of the other lineage, not its master)
+    merger = Merger(config, cluster, Peer, lambda: addresses, merge_into, settled)  # type: ignore[arg-type]
     asyncio.run(merger.check())
     assert cluster.outlived == [other]
     assert merged == []

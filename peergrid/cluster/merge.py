@@ -167,6 +167,8 @@ class Merger:
             if refused is not None and now < refused[1]:
                 continue
             theirs = await self._members_at(address)
+            if theirs is not None:
+                theirs = await self._masters_word(address, theirs)
             if theirs is None or not cluster.is_master or self._merging:
                 self.others_seen.pop(address, None)
                 continue
@@ -217,6 +219,16 @@ class Merger:
         if theirs.quorum_lost:
             return outlived(ours, theirs, cluster.served_at)
         return True
+
+    async def _masters_word(self, address: str, theirs: MemberList) -> MemberList:
+        """``theirs``, as its master answers it: only a master says whether its lineage lost
+        its quorum for good, and when it last served (a member of its answers neither). The
+        answer at ``address`` itself if that is the master, or the master does not answer."""
+        master = theirs.find(theirs.master_uuid)
+        if master is None or master.address == address:
+            return theirs
+        answer = await self._members_at(master.address)
+        return answer if answer is not None and answer.master_uuid == theirs.master_uuid else theirs
 
     async def _members_at(self, address: str) -> MemberList | None:
         """The member list of the member at ``address``; None when it cannot be asked."""
