@@ -613,6 +613,7 @@ class GridConfig:
             self.timing.heartbeat_interval,
             self.timing.failure_timeout,
             self.timing.lease,
+            self.min_cluster_size,
         )
 
     @classmethod

@@ -504,7 +504,10 @@ class Terms:
     when its lease (``owner_lease``) runs out, which must come before any member, as master,
     declares it dead (``failure_timeout`` after its last ``heartbeat_interval``): checked for
     each member's own timings when it starts, and across members only if all use the same.
-    A placement or liveness of None comes from a member older than this check: not compared.
+    And ``min_cluster_size``: a member that counts quorums with another would serve, or drop
+    silent members, where the others count none (``cluster/membership.py``).
+    A placement, liveness or quorum of None comes from a member older than its check: not
+    compared.
     """
 
     partition_count: int
@@ -515,6 +518,7 @@ class Terms:
     heartbeat_interval: float | None = None
     failure_timeout: float | None = None
     owner_lease: float | None = None
+    min_cluster_size: int | None = None
 
     def refusal(self, cluster: str, joiner: Terms) -> str:
         """Why a member with ``joiner``'s terms may not join ours (``cluster``); "" if it may."""
@@ -523,6 +527,8 @@ class Terms:
             names += ["backup_count", "async_backup_count", "vnodes"]
         if joiner.failure_timeout is not None:
             names += ["timing.heartbeat_interval", "timing.failure_timeout", "timing.owner_lease"]
+        if joiner.min_cluster_size is not None:
+            names.append("min_cluster_size")
         return "; ".join(
             f"{name} differs: cluster {cluster!r} uses {_term(self, name)!r}, "
             f"the joining member {_term(joiner, name)!r}"

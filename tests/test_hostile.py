@@ -384,17 +384,25 @@ def test_a_joiner_is_compared_on_the_terms_it_sends(pair: TestCluster) -> None:
     slower.liveness.CopyFrom(
         membership_pb2.Liveness(heartbeat_interval=1.0, failure_timeout=10.0, owner_lease=6.0)
     )
+    quorate = join_request(pair, nobody)
+    quorate.min_cluster_size = 1  # (the pair's: compared, and equal)
+    stricter = join_request(pair, nobody)
+    stricter.min_cluster_size = 3
     with RawPeer(pair[0].address) as peer:
-        replies = [peer.call("Membership.Join", request) for request in (same, placed, other, slower)]
+        requests = (same, placed, other, slower, quorate, stricter)
+        replies = [peer.call("Membership.Join", request) for request in requests]
     assert [reply.status for reply in replies] == [
         membership_pb2.JoinResponse.UNREACHABLE,
         membership_pb2.JoinResponse.UNREACHABLE,
         membership_pb2.JoinResponse.REFUSED,
         membership_pb2.JoinResponse.REFUSED,
+        membership_pb2.JoinResponse.UNREACHABLE,
+        membership_pb2.JoinResponse.REFUSED,
     ]
     assert "partition_count differs" in replies[2].reason
     assert "timing.failure_timeout differs" in replies[3].reason
     assert "timing.owner_lease differs" in replies[3].reason
+    assert "min_cluster_size differs" in replies[5].reason
 
 
 @pytest.mark.usefixtures("unchanged")

@@ -58,6 +58,25 @@ def test_a_member_configured_to_place_partitions_otherwise_cannot_join(
         grids[0].get_map("m").put("k", 1)
 
 
+def test_a_member_that_counts_quorums_otherwise_cannot_join() -> None:
+    # With another min_cluster_size, a member would judge quorums otherwise than the rest: as
+    # master on the smaller side of a split it would drop the silent members and serve, where
+    # the others' min_cluster_size forbids it (two sides serving the same partitions).
+    timing = Timing.fast()
+    with cluster(1, timing=timing) as grids:
+        with pytest.raises(
+            peergrid.JoinError,
+            match=r"min_cluster_size differs: cluster .* uses 1, the joining member 2",
+        ):
+            peergrid.Grid(
+                cluster=grids.options["cluster"],
+                members=[grids[0].address],
+                timing=timing,
+                min_cluster_size=2,
+            )
+        assert [m.uuid for m in grids[0].members()] == [grids[0].uuid]
+
+
 def test_a_member_that_would_serve_past_the_clusters_failure_timeout_cannot_join() -> None:
     # Its owner lease (derived from its failure_timeout of 3 s: ~2.1 s) would outlive the 1 s
     # after which the others declare a silent member dead and promote its backups.

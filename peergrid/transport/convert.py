@@ -126,6 +126,8 @@ def join_request_to_pb(cluster: str, member: Member, terms: Terms, probe: bool) 
         msg.liveness.heartbeat_interval = terms.heartbeat_interval or 0.0
         msg.liveness.failure_timeout = terms.failure_timeout
         msg.liveness.owner_lease = terms.owner_lease or 0.0
+    if terms.min_cluster_size is not None:
+        msg.min_cluster_size = terms.min_cluster_size
     return msg
 
 
@@ -149,6 +151,8 @@ def terms_from_pb(msg: membership_pb2.JoinRequest) -> Terms:
             failure_timeout=liveness.failure_timeout,
             owner_lease=liveness.owner_lease,
         )
+    if msg.HasField("min_cluster_size"):
+        terms = replace(terms, min_cluster_size=msg.min_cluster_size)
     return terms
 
 

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class JoinRequest(_message.Message):
-    __slots__ = ("cluster", "member", "partition_count", "serializer", "probe", "placement", "liveness")
+    __slots__ = ("cluster", "member", "partition_count", "serializer", "probe", "placement", "liveness", "min_cluster_size")
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     MEMBER_FIELD_NUMBER: _ClassVar[int]
     PARTITION_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -16,6 +16,7 @@ class JoinRequest(_message.Message):
     PROBE_FIELD_NUMBER: _ClassVar[int]
     PLACEMENT_FIELD_NUMBER: _ClassVar[int]
     LIVENESS_FIELD_NUMBER: _ClassVar[int]
+    MIN_CLUSTER_SIZE_FIELD_NUMBER: _ClassVar[int]
     cluster: str
     member: _common_pb2.MemberInfo
     partition_count: int
@@ -23,7 +24,8 @@ class JoinRequest(_message.Message):
     probe: bool
     placement: Placement
     liveness: Liveness
-    def __init__(self, cluster: _Optional[str] = ..., member: _Optional[_Union[_common_pb2.MemberInfo, _Mapping]] = ..., partition_count: _Optional[int] = ..., serializer: _Optional[str] = ..., probe: bool = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., liveness: _Optional[_Union[Liveness, _Mapping]] = ...) -> None: ...
+    min_cluster_size: int
+    def __init__(self, cluster: _Optional[str] = ..., member: _Optional[_Union[_common_pb2.MemberInfo, _Mapping]] = ..., partition_count: _Optional[int] = ..., serializer: _Optional[str] = ..., probe: bool = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., liveness: _Optional[_Union[Liveness, _Mapping]] = ..., min_cluster_size: _Optional[int] = ...) -> None: ...
 
 class Placement(_message.Message):
     __slots__ = ("backup_count", "async_backup_count", "vnodes")
