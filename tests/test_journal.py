@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from peergrid.invocation.invoker import Call
-from peergrid.member.merging import Merged, changes, merge_spares
+from peergrid.member.merging import Merged, changes, merge_back, merge_spares
 from peergrid.protocol import Code, Effect, EffectKind, Op, Result, Status
 from peergrid.storage import Partition, journal
 
@@ -225,3 +226,44 @@ def test_a_merging_member_brings_the_copies_it_held_but_did_not_serve() -> None:
     assert outcome.failed == 0
     assert [op.partition for op in survivor.merged] == [2, 2]  # its two maps' journaled changes
     assert outcome.changes == 3
+
+
+@pytest.mark.parametrize("same_origin", [True, False])
+def test_a_merging_member_asks_before_it_sends_a_served_copy_whole(same_origin: bool) -> None:
+    # Between the two sides of a split, a served copy travelled whole only to ask whether the
+    # survivor lost its partition: a merge moved the merging side's whole data. Now the survivor
+    # is asked first (SIZE answers LOST there): only a lost partition's copy goes whole (an
+    # empty one is offered whole without asking: there is nothing to send); a served one sends
+    # its journaled changes. Between instances that formed apart, each copy is offered whole,
+    # and every entry of those the survivor serves goes, as before.
+    lost, served, empty = _partition(), _partition(), Partition(6, 0)
+    lost.id, served.id = 1, 2
+    offered: list[int] = []
+
+    async def restore(copy: Partition) -> str:
+        offered.append(copy.id)
+        return "restored" if copy.id in (1, 6) else "served"
+
+    async def body() -> tuple[Merged, _Survivor]:
+        survivor = _Survivor(lost={1, 6})
+        outcome = await merge_back(
+            [lost, served, empty],
+            same_origin,
+            restore,
+            survivor,  # type: ignore[arg-type]
+            (100, 1 << 20),
+            5.0,
+            0.05,
+        )
+        return outcome, survivor
+
+    outcome, survivor = asyncio.run(body())
+    assert outcome.restored == 2
+    assert outcome.failed == 0
+    assert [op.partition for op in survivor.merged] == [2, 2]  # the served copy's two maps
+    if same_origin:
+        assert sorted(offered) == [1, 6]
+        assert outcome.changes == 3  # its journaled changes only
+    else:
+        assert offered == [1, 2, 6]
+        assert outcome.changes == 4  # and the entry written before (no history in common)

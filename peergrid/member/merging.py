@@ -6,7 +6,9 @@ and served there (see ``cluster/merge.py``), each in one of two ways:
 
 - **Restore**: if the surviving instance lost every copy of the partition (all
   of them were on this side of the split), its owner there installs this copy
-  whole: readers never see part of it, and nothing of it is lost.
+  whole: readers never see part of it, and nothing of it is lost. Between the
+  two sides of a split the survivor is asked first (a SIZE op, which answers
+  LOST there), so that only those copies cross the network whole.
 - **Changes**: otherwise the survivor has the partition, and what it lacks is
   what this side changed while split: the journaled changes (puts, deletes,
   clears, with their stamps; see ``peergrid.storage.journal``). Between
@@ -19,8 +21,8 @@ Between the two sides of a split, the copies a member holds but does not serve
 (backups, and partitions it owns but has not yet taken over) go too: where their
 owner on this side died, or had not taken them over, they are the only copies of
 what this side acknowledged. Each is offered whole only where the survivor lost
-the partition (asked first, with a SIZE op that answers LOST there), else its
-journaled changes go, as an owner's would.
+the partition (asked the same way), else its journaled changes go, as an
+owner's would.
 
 A partition is never merged half-way in the sense that matters: a restore is
 atomic, and a change either wins or not, key by key.
@@ -238,7 +240,14 @@ async def merge_back(
     joined; ``same_origin``: both instances descend from one formation (a healed split).
     ``batch``: the most changes, and bytes, one MERGE op carries. Once ``abandoned()`` (this
     member must join yet another instance), the copies not yet merged are handed back in
-    ``Merged.left``, the one in progress too (a MERGE op applies idempotently)."""
+    ``Merged.left``, the one in progress too (a MERGE op applies idempotently).
+
+    Between the two sides of a split, the survivor is asked first which partitions it lost
+    (``merge_spares``): only those copies travel whole, the rest send their journaled changes
+    (offered whole just to ask, every copy would cross the network, the side's whole data).
+    Between instances that formed apart, each copy is offered whole, then every entry goes."""
+    if same_origin:
+        return await _merge_asked(copies, restore, invoker, batch, timeout, retry_max, abandoned, served=True)
     outcome = Merged()
     for index, copy in enumerate(copies):
         deadline = time.monotonic() + timeout
@@ -278,9 +287,32 @@ async def merge_spares(
     """Bring ``copies`` (partitions this member held but did not serve in the other side of a
     split) into the instance it joined: whole where the survivor lost the partition, else
     their journaled changes (cheap, and idempotent: every holder of a copy may send them)."""
+    return await _merge_asked(copies, restore, invoker, batch, timeout, retry_max, abandoned, served=False)
+
+
+async def _merge_asked(
+    copies: Sequence[Partition],
+    restore: Restore,
+    invoker: Invoker,
+    batch: tuple[int, int],
+    timeout: float,
+    retry_max: float,
+    abandoned: Callable[[], bool],
+    served: bool,
+) -> Merged:
+    """Ask the survivor about each copy (a SIZE op: LOST where it lost the partition), then
+    restore whole the copies it lost and send the others' journaled changes. An empty copy is
+    asked nothing: a held one is dropped; a ``served`` one is offered whole (it is empty),
+    since where the survivor lost the partition, this side's empty copy is what it holds."""
     outcome = Merged()
     answered: list[tuple[Partition, int]] = []
-    pending = [(copy, op) for copy in copies if (op := _probe(copy)) is not None]
+    pending: list[tuple[Partition, Op]] = []
+    for copy in copies:
+        op = _probe(copy)
+        if op is not None:
+            pending.append((copy, op))
+        elif served:
+            answered.append((copy, Status.LOST))
     deadline = time.monotonic() + timeout
     delay = 0.01
     while pending:
@@ -297,7 +329,7 @@ async def merge_spares(
             break
         if unsure and time.monotonic() + delay > deadline:
             outcome.failed += len(unsure)
-            log.warning("%d held copies could not be merged: the owners did not answer", len(unsure))
+            log.warning("%d copies could not be merged: their owners did not answer", len(unsure))
             break
         pending = unsure
         if pending:
