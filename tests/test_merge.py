@@ -409,6 +409,13 @@ def test_a_master_that_lost_its_quorum_admits_again_when_the_other_lineage_lost_
     assert merged == []
     assert told == [cluster.members]  # (by the rule, theirs merges into ours: its master is told)
     assert merger.another_instance() == addresses[0]  # (not safe while the other is there)
+    # So too when the other is the larger: it lost its quorum, and merges into ours all the same.
+    larger = MemberList(1, "z", (*members, Member("x", "127.0.0.1:7")), served_at=40.0, quorum_lost=True)
+    cluster.lost_quorum, other = True, larger
+    merger.others_seen.clear()
+    asyncio.run(merger.check())
+    assert cluster.outlived[-1] == larger
+    assert merger.another_instance() == addresses[0]
     # The other lineage, asking ours (now admitting again), merges into it.
     loser = _Cluster(other.as_list(), lost_quorum=True, served_at=40.0)
     ours_now = dataclasses.replace(cluster.members, served_at=50.0)

@@ -173,7 +173,12 @@ class Merger:
                 self.others_seen.pop(address, None)
                 continue
             ours = cluster.members
-            if self._into(ours, theirs) or should_merge(theirs, ours):
+            # (One that lost its quorum merges into ours whatever their sizes.)
+            if (
+                self._into(ours, theirs)
+                or should_merge(theirs, ours)
+                or (theirs.quorum_lost and _apart(ours, theirs))
+            ):
                 self.others_seen[address] = time.monotonic()
             else:
                 self.others_seen.pop(address, None)
