@@ -380,6 +380,11 @@ class ThreadedEcho:
                 call.cancel()
             for channel in self._channels:
                 await channel.close()
+            # (The readers wait on their streams: ended, not left pending when the loop closes.)
+            readers = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in readers:
+                task.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
 
         asyncio.run_coroutine_threadsafe(stop(), self.loop).result(READY_TIMEOUT_S)
         self.loop.call_soon_threadsafe(self.loop.stop)
