@@ -190,7 +190,10 @@ def test_staleness_stays_within_the_bound_under_writers_and_a_kill(api, fault: s
                     return apply_backup(*args, **kwargs)  # type: ignore[arg-type]
 
                 manager.apply_backup = refuse_some  # type: ignore[method-assign]
-                wait_for(lambda: len(refused) > 20, 10, message="backups refused")
+                # (The write whose copy was refused waits for its partition's whole copy to be
+                # sent again: one writer thread, so twenty refusals are twenty repairs in a row,
+                # and on a slow machine they take more than ten seconds.)
+                wait_for(lambda: len(refused) > 20, 60, message="backups refused")
                 # Some keys' last writes are among those refused: their next write would
                 # correct the reader's entry, so none comes.
                 quiet.set()
