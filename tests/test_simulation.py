@@ -478,3 +478,48 @@ def test_a_master_that_lost_its_quorum_admits_again_once_it_outlives_the_other_l
         loop.run_until_complete(body())
     finally:
         loop.close()
+
+
+@pytest.mark.parametrize("min_cluster_size", [1, 3])
+def test_members_whose_master_died_and_whose_older_members_went_on_elsewhere_take_over(
+    min_cluster_size: int,
+) -> None:
+    # Jepsen's split-kill with the victim on the larger side (CI, seed 1): the split left the
+    # master m0 with m3 and m4; m0 dropped m2 and was killed. On the other side m2 took over,
+    # and m1 followed it; after the heal m2 dropped m3 and m4 as gone on elsewhere. m3 and m4
+    # kept m0's list: their master is dead, and the next oldest, m1, answers from m2's lineage,
+    # whose lists they cannot take (m2 is not in theirs). Waiting for m1 to take over, they
+    # stayed without a master for ever. m3 must take over (m1 answers, but not as a member of
+    # its lineage). With min_cluster_size=3 its list of two lost its quorum for good, like m2's
+    # (``lost``): the merge check compares when each last served (``outlive``).
+    async def body() -> None:
+        timing = JEPSEN_TIMING
+        sim = Simulation(5, seed=1, timing=timing, min_cluster_size=min_cluster_size)
+        m = [sim._member(i, []) for i in range(5)]
+        sim.net.down.add(m[0].address)  # killed
+        ours = MemberList(9, m[0].me.uuid, (m[0].me, m[1].me, m[3].me, m[4].me), origin="o", lost_at=1.0)
+        theirs = MemberList(1009, m[2].me.uuid, (m[2].me, m[1].me), origin="o", lost_at=1.0)
+        for member, members in ((m[1], theirs), (m[2], theirs), (m[3], ours), (m[4], ours)):
+            member.form()
+            assert member.adopt(members)
+            member.start_heartbeats()
+        m[2]._quorum.lost = min_cluster_size > 1  # (as _within_quorum set it, dropping m3 and m4)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20 * timing.failure_timeout
+        while loop.time() < deadline and not (
+            m[3].is_master and m[4].members.version >= m[3].members.version
+        ):
+            await asyncio.sleep(timing.heartbeat_interval)
+        assert m[3].is_master, m[3].members
+        assert m[3].members.uuids == (m[3].me.uuid, m[4].me.uuid)
+        assert m[4].members == m[3].members
+        assert m[3].lost_quorum is (min_cluster_size > 1)
+        assert m[2].members.version == 1009  # (the other lineage is left to the merge)
+        for member in m[1:]:
+            await member.stop()
+
+    loop = VirtualLoop()
+    try:
+        loop.run_until_complete(body())
+    finally:
+        loop.close()

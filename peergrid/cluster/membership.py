@@ -1115,7 +1115,7 @@ class Membership:
             # not heard lately before believing they are silent.
             quiet = [m for m in self.members.members if m.uuid in older and self._silent(m.uuid)]
             await asyncio.gather(*(self._probe(m, 2 * self._timing.heartbeat_interval) for m in quiet))
-        if taker != master and self.me.uuid not in older and all(self._silent(u) for u in older):
+        if taker != master and self.me.uuid not in older and all(self._silent_here(u) for u in older):
             theirs = await self._members_of(taker)
             if theirs is not None and theirs.version >= claimed.version:
                 return theirs
@@ -1154,6 +1154,12 @@ class Membership:
         """Not heard from for two heartbeats."""
         heard = self._last_heard.get(uuid)
         return heard is None or self._clock() - heard > 2 * self._timing.heartbeat_interval
+
+    def _silent_here(self, uuid: str) -> bool:
+        """Silent (``_silent``), or answering from a list without this member: in neither case
+        can it lead our lineage, so a take-over by a younger member stands (as failure
+        detection let the taker decide: ``_absent``)."""
+        return self._silent(uuid) or self._departed(uuid, self._clock(), 0.0)
 
     async def _list_at(self, address: str) -> MemberList | None:
         """The list of our cluster the member at ``address`` runs (of any lineage), or None."""
@@ -2040,13 +2046,14 @@ class Membership:
                 self._last_heard[uuid] = max(self._last_heard.get(uuid, since), since)
         probes = 0
         for uuid in older:  # oldest first, up to the first one we hear, two a tick at most
-            if probes >= 2 or now - self._last_heard.get(uuid, now) <= 2 * self._timing.heartbeat_interval:
+            heard = now - self._last_heard.get(uuid, now) <= 2 * self._timing.heartbeat_interval
+            if probes >= 2 or (heard and not self._departed(uuid, now, timeout)):
                 break
             member = self.members.find(uuid)
             if member is not None:
                 probes += 1
                 self._spawn(self._probe(member))
-        gone = {u for u in (master, *older) if now - self._last_heard.get(u, now) > timeout}
+        gone = {u for u in (master, *older) if self._absent(u, now, timeout)}
         if len(gone) == len(older) + 1 and not self._judging:
             if self._most_of_cluster(gone) or (master not in self._refused and self._strained(now)):
                 # Silence from most of the cluster says more likely that this member is at
@@ -2055,10 +2062,27 @@ class Membership:
                 # So does a silent master while this member's own loop runs late: the machine
                 # is overloaded, and the master likely starved too (unless its address refuses).
                 timeout = self._longest_timeout()
-                if any(now - self._last_heard.get(u, now) <= timeout for u in gone):
+                if not all(self._absent(u, now, timeout) for u in gone):
                     return
             self._judging = True
             self._spawn(self._take_over(gone, timeout))
+
+    def _departed(self, uuid: str, now: float, timeout: float) -> bool:
+        """Whether ``uuid`` has answered for ``timeout`` from a list that does not name this
+        member (``_QuorumAnswers.elsewhere``): it runs, but went on in another lineage of the
+        list, or another instance, and will not lead or take over ours."""
+        since = self._quorum.elsewhere.get(uuid)
+        return since is not None and now - since >= timeout
+
+    def _absent(self, uuid: str, now: float, timeout: float) -> bool:
+        """For a take-over: ``uuid`` silent for ``timeout``, or departed (``_departed``).
+
+        A member whose master is gone waits for the older members to take over; one that
+        answers from another lineage never will. Waiting for it left members in limbo (Jepsen's
+        split-kill, the victim the master on the larger side: the smaller side took over and
+        dropped the larger side's members as gone on elsewhere; they kept the dead master's
+        list, whose next oldest member lived on in the other lineage: no master for ever)."""
+        return now - self._last_heard.get(uuid, now) > timeout or self._departed(uuid, now, timeout)
 
     def _most_of_cluster(self, silent: set[str]) -> bool:
         """Whether ``silent`` is more than half of the other members (and more than one)."""
@@ -2099,12 +2123,14 @@ class Membership:
                 self.state not in (State.ACTIVE, State.LEAVING)
                 or (self.members.version, self.joined_version) != (version, joined)
                 or self.members.master_uuid not in gone
-                or any(now - self._last_heard.get(u, now) <= timeout for u in gone)
+                or not all(self._absent(u, now, timeout) for u in gone)
             ):
                 return  # a newer list came, we were dropped (and joined again), or the master spoke
+            departed = {u for u in gone if self._departed(u, now, timeout)}
             log.warning(
-                "member %s: the master and every older member are silent; taking over",
+                "member %s: the master and every older member are silent%s; taking over",
                 self.me.address,
+                f" or gone on in another lineage ({len(departed)} of them)" if departed else "",
             )
             for member in self.members.members:
                 if member.uuid not in gone and member.uuid != self.me.uuid:
@@ -2112,6 +2138,13 @@ class Membership:
                     self._beat_from[member.uuid] = now
                     self._fresh.add(member.uuid)
             self._remove(gone, self.me.uuid, timeout, version=self.members.version + TAKEOVER_GAP)
+            need = self._config.min_cluster_size
+            if departed and self.is_master and len(self.members.members) < need:
+                # Fewer than min_cluster_size without members that live on elsewhere: a lineage
+                # that lost its quorum for good (as ``_within_quorum`` marks one). It admits no
+                # one; the merge compares it with the other (``cluster.merge``): whichever
+                # served last takes the other's members in (``outlive``).
+                self._quorum.lost = True
         finally:
             self._judging = False
 
