@@ -139,9 +139,10 @@ class SimPeer:
         timeout: float | None = None,
         relayed: tuple[RelayedBeat, ...] = (),
         master: str = "",
+        list_master: str = "",
     ) -> HeartbeatReply:
         async def handle(m: Membership) -> HeartbeatReply:
-            reply = m.handle_heartbeat(uuid, list_version)
+            reply = m.handle_heartbeat(uuid, list_version, list_master)
             answers, relay_in = await m.handle_relayed(relayed, master) if relayed else ([], None)
             return HeartbeatReply(
                 reply.status,
@@ -643,6 +644,64 @@ class Simulation:
         dropped = [(t - start, a, size) for t, a, size in self.dropped if t >= start and a in large]
         return forks, dropped, quorate
 
+    async def split_kill(
+        self, duration: float, kill_at: float | None = None
+    ) -> tuple[list[str], list[tuple[float, list[str]]]]:
+        """The master and two others (the larger side) cannot reach the other two for
+        ``duration`` seconds, one of the two cut off a few heartbeats before the other; the
+        master crashes ``kill_at`` seconds in (None: as soon as its list drops the first of the
+        two), its address refusing from then on; then the network heals. Returns the live
+        members still active in a list whose master is the dead one ten failure timeouts after
+        the heal: left without a master (this simulation has no merge: the two sides' lineages
+        stay apart, but each live member must follow a live master); and, as ``split``, the
+        moments at which members following different masters both served."""
+        members = await self._formed()
+        master = next(m for m in members if m.is_master)
+        others = [m for m in members if m is not master]
+        first, second = (m.address for m in self.rng.sample(others, 2))
+        large = {m.address for m in members} - {first, second}
+        cut = {
+            (a, b, call) for a in (first, second) for b in large for call in ("", "publish", "get_members")
+        }
+        cut |= {(b, a, call) for a, b, call in cut}
+        early = {(a, b, c) for a, b, c in cut if first in (a, b)}
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        end = start + duration + 10 * self.timing.failure_timeout
+        lead = 4 * self.timing.heartbeat_interval
+        forks: list[tuple[float, list[str]]] = []
+        while loop.time() < end:
+            elapsed = loop.time() - start
+            if elapsed < duration:
+                self.net.blocked |= cut if elapsed >= lead else early
+            else:
+                self.net.blocked -= cut
+            dropped = self.uuids_at(first) not in master.members
+            if master.address not in self.net.down and (
+                elapsed >= kill_at if kill_at is not None else dropped
+            ):
+                self.net.down.add(master.address)
+                if master._ticker is not None:
+                    master._ticker.cancel()
+                    master._ticker = None
+            serving = self._serving([m for m in members if m.address not in self.net.down])
+            if len(serving) > 1:
+                forks.append((loop.time() - start, serving))
+            await asyncio.sleep(self.timing.heartbeat_interval / 10)
+        limbo = [
+            m.address
+            for m in members
+            if m.address not in self.net.down
+            and m.state is State.ACTIVE
+            and m.members.master_uuid == master.me.uuid
+        ]
+        await self._stop(members)
+        return limbo, forks
+
+    def uuids_at(self, address: str) -> str:
+        """The uuid of the member at ``address``."""
+        return self.net.members[address].me.uuid
+
     def _serving(self, members: list[Membership]) -> list[str]:
         """The masters (addresses) of the members that serve now: active, holding an owner
         lease and a quorum. More than one: two owners may serve one partition."""
@@ -828,17 +887,22 @@ class Simulation:
         member.start_heartbeats()
 
 
+def run_virtual(run: Coroutine[Any, Any, T]) -> T:
+    """Run ``run`` to its end in a fresh ``VirtualLoop`` (virtual time: sleeps take none)."""
+    loop = VirtualLoop()
+    try:
+        return loop.run_until_complete(run)
+    finally:
+        loop.close()
+
+
 def _virtual(seed: int, run: Coroutine[Any, Any, T]) -> T:
     """Run ``run`` to its end in a ``VirtualLoop``, with Python's random seeded first (the
     members' own random choices, such as their probe rotation, are seeded too: membership
     draws from a generator of its own, seeded here as well)."""
     random.seed(seed)
     membership_module._random.seed(seed)
-    loop = VirtualLoop()
-    try:
-        return loop.run_until_complete(run)
-    finally:
-        loop.close()
+    return run_virtual(run)
 
 
 def simulate(
@@ -882,6 +946,19 @@ def split(
     """Run ``Simulation.split`` (seeded, as ``simulate``)."""
     sim = Simulation(n, seed, 0.0, timing, min_cluster_size)
     return _virtual(seed, sim.split(minority, duration, late))
+
+
+def split_kill(
+    n: int,
+    duration: float,
+    kill_at: float | None,
+    min_cluster_size: int,
+    seed: int = 1,
+    timing: Timing | None = None,
+) -> tuple[list[str], list[tuple[float, list[str]]]]:
+    """Run ``Simulation.split_kill`` (seeded, as ``simulate``)."""
+    sim = Simulation(n, seed, 0.0, timing, min_cluster_size)
+    return _virtual(seed, sim.split_kill(duration, kill_at))
 
 
 def takeover_not_taken_up(

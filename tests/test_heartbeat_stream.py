@@ -367,7 +367,7 @@ class Handlers:
     def __init__(self) -> None:
         self.heard: list[tuple[str, int]] = []
 
-    def heartbeat(self, uuid: str, list_version: int) -> HeartbeatReply:
+    def heartbeat(self, uuid: str, list_version: int, list_master: str = "") -> HeartbeatReply:
         self.heard.append((uuid, list_version))
         return HeartbeatReply(HeartbeatStatus.OK, list_version + 100, self.uuid)
 
@@ -470,7 +470,7 @@ class WitnessHandlers(Handlers):
     """Answers as a member that last heard its master ``list_version`` tenths of a second ago
     (list version 0: never)."""
 
-    def heartbeat(self, uuid: str, list_version: int) -> HeartbeatReply:
+    def heartbeat(self, uuid: str, list_version: int, list_master: str = "") -> HeartbeatReply:
         heard = None if list_version == 0 else list_version / 10
         return HeartbeatReply(HeartbeatStatus.OK, list_version, self.uuid, master_heard=heard)
 

@@ -157,6 +157,7 @@ class PeerCalls(Protocol):
         timeout: float | None = None,
         relayed: tuple[RelayedBeat, ...] = (),
         master: str = "",
+        list_master: str = "",
     ) -> HeartbeatReply: ...
     async def publish(self, members: MemberList, timeout: float | None = None) -> None: ...
     async def get_members(self, timeout: float | None = None) -> MemberList: ...
@@ -277,7 +278,12 @@ class Membership:
         # or another process answered): dead for sure, removed at the failure timeout even when
         # many are silent at once. Silence without that evidence may be a starved process.
         self._refused: set[str] = set()
-        self._unknown_masters: set[str] = set()  # masters of lists _plausible refused (logged once)
+        # The masters of lists _plausible refused (logged once); and uuid -> since when that
+        # member, though it answers, cannot lead or take over our lineage (``_departed``): it
+        # gives a newer list of our cluster whose master is not in ours (``_pull``: it went on
+        # in another lineage, though it still counts us), or answers that it is joining again
+        # (a member of no list).
+        self._unknown_masters, self._astray = set[str](), dict[str, float]()
         # When the master last said most members went silent; when our loop last ran late.
         self._at_fault_warned = self._strained_at = float("-inf")
         # uuids with a probe in flight; heartbeats carried for others, and this member's own relay.
@@ -959,6 +965,11 @@ class Membership:
         for uuid in list(self._quorum.elsewhere):
             if uuid not in members:
                 del self._quorum.elsewhere[uuid]
+        if members.master_uuid != old.master_uuid:
+            self._astray.clear()  # (judged against the old lineage's list: asked again, ``_pull``)
+        for uuid in list(self._astray):
+            if uuid not in members:
+                del self._astray[uuid]
         if members.master_uuid == self.me.uuid:
             self._quorum.kept = self._quorum.kept.intersection(members.uuids)
         else:
@@ -1115,7 +1126,7 @@ class Membership:
             # not heard lately before believing they are silent.
             quiet = [m for m in self.members.members if m.uuid in older and self._silent(m.uuid)]
             await asyncio.gather(*(self._probe(m, 2 * self._timing.heartbeat_interval) for m in quiet))
-        if taker != master and self.me.uuid not in older and all(self._silent(u) for u in older):
+        if taker != master and self.me.uuid not in older and all(self._silent_here(u) for u in older):
             theirs = await self._members_of(taker)
             if theirs is not None and theirs.version >= claimed.version:
                 return theirs
@@ -1154,6 +1165,12 @@ class Membership:
         """Not heard from for two heartbeats."""
         heard = self._last_heard.get(uuid)
         return heard is None or self._clock() - heard > 2 * self._timing.heartbeat_interval
+
+    def _silent_here(self, uuid: str) -> bool:
+        """Silent (``_silent``), or answering from a list without this member: in neither case
+        can it lead our lineage, so a take-over by a younger member stands (as failure
+        detection let the taker decide: ``_absent``)."""
+        return self._silent(uuid) or self._departed(uuid, self._clock(), 0.0)
 
     async def _list_at(self, address: str) -> MemberList | None:
         """The list of our cluster the member at ``address`` runs (of any lineage), or None."""
@@ -1230,6 +1247,10 @@ class Membership:
                     self.adopt(theirs)
             else:
                 await self._adopt_confirmed(theirs)
+            if theirs.origin == self.members.origin and not self._plausible(theirs):
+                uuid = next((m.uuid for m in self.members.members if m.address == address), None)
+                if uuid is not None:
+                    self._astray.setdefault(uuid, self._clock())
         except PeerGridError as exc:
             log.debug("pulling the member list from %s failed: %s", address, exc)
         finally:
@@ -1241,8 +1262,9 @@ class Membership:
         if self._ticker is None:
             self._ticker = asyncio.ensure_future(self._tick_forever())
 
-    def handle_heartbeat(self, uuid: str, list_version: int) -> HeartbeatReply:
-        """A peer says it is alive."""
+    def handle_heartbeat(self, uuid: str, list_version: int, list_master: str = "") -> HeartbeatReply:
+        """A peer says it is alive; it runs list ``list_version`` of master ``list_master`` (""
+        from a member of an earlier version)."""
         member = self.members.find(uuid)
         if member is None:
             return HeartbeatReply(HeartbeatStatus.UNKNOWN_MEMBER, self.members.version)
@@ -1269,12 +1291,20 @@ class Membership:
                 self._admission.catch_up.set()
         counted = not (self._fenced and self.is_master)  # (renews no lease: ``_lift_fence``)
         if counted and self._config.min_cluster_size > 1 and list_version == self.members.version:
-            # An answer that renews the asker's lease while one we gave a member our list dropped
-            # may still renew that one's would let both serve (two lineages of the list, each
-            # counting us: a member that re-joined the other side after a split): it waits.
-            counted = self.vouch_lapse(self.members) == 0.0
-            if counted:
-                self._quorum.vouched[uuid] = now
+            if list_master and list_master != self.members.master_uuid:
+                # The same version of another lineage's list: two members took over from one
+                # list (each side of a split, its master killed), each numbering its own
+                # ``TAKEOVER_GAP`` above it. A member of both lists answering both at "its"
+                # version would count toward both quorums, and both lineages serve at once.
+                counted = False
+            else:
+                # An answer that renews the asker's lease while one we gave a member our list
+                # dropped may still renew that one's would let both serve (two lineages of the
+                # list, each counting us: a member that re-joined the other side after a split):
+                # it waits.
+                counted = self.vouch_lapse(self.members) == 0.0
+                if counted:
+                    self._quorum.vouched[uuid] = now
         self.saw_version(list_version, member.address)
         return HeartbeatReply(
             HeartbeatStatus.OK,
@@ -1533,6 +1563,7 @@ class Membership:
                 timeout=timeout or self._timing.heartbeat_interval * 2,
                 relayed=relayed,
                 master=master,
+                list_master=self.members.master_uuid,
             )
         except PeerGridError as exc:
             self._beat_errors[member.uuid] = _strip(exc)
@@ -1570,8 +1601,12 @@ class Membership:
             self._quorum.elsewhere.pop(member.uuid, None)
             if member.uuid in self._quorum.kept:
                 self._quorum.kept = self._quorum.kept - {member.uuid}
+            if reply.list_version <= self.members.version:
+                self._astray.pop(member.uuid, None)
         elif reply.status == HeartbeatStatus.UNKNOWN_MEMBER and reply.list_version > 0:
             self._quorum.elsewhere.setdefault(member.uuid, self._clock())
+        elif reply.status == HeartbeatStatus.UNKNOWN_MEMBER:
+            self._astray.setdefault(member.uuid, self._clock())
         if member.uuid in self._last_heard and (reply.status == HeartbeatStatus.OK or not self.is_master):
             # A master judges its members: one that does not count us a member is not alive in
             # our cluster. A member judges only the master and older members, to take over:
@@ -1811,7 +1846,7 @@ class Membership:
         if self.is_master and master == self.me.uuid and self.state in (State.ACTIVE, State.LEAVING):
             me, answers = self.me.uuid, list[HeartbeatReply | None]()
             for beat in beats:
-                got = self.handle_heartbeat(beat.uuid, beat.list_version)
+                got = self.handle_heartbeat(beat.uuid, beat.list_version, master)
                 answers.append(HeartbeatReply(got.status, got.list_version, uuid=me, counted=got.counted))
             return answers, None
         if self.state is not State.ACTIVE or self.is_master or master != self.members.master_uuid:
@@ -2040,13 +2075,14 @@ class Membership:
                 self._last_heard[uuid] = max(self._last_heard.get(uuid, since), since)
         probes = 0
         for uuid in older:  # oldest first, up to the first one we hear, two a tick at most
-            if probes >= 2 or now - self._last_heard.get(uuid, now) <= 2 * self._timing.heartbeat_interval:
+            heard = now - self._last_heard.get(uuid, now) <= 2 * self._timing.heartbeat_interval
+            if probes >= 2 or (heard and not self._departed(uuid, now, timeout)):
                 break
             member = self.members.find(uuid)
             if member is not None:
                 probes += 1
                 self._spawn(self._probe(member))
-        gone = {u for u in (master, *older) if now - self._last_heard.get(u, now) > timeout}
+        gone = {u for u in (master, *older) if self._absent(u, now, timeout)}
         if len(gone) == len(older) + 1 and not self._judging:
             if self._most_of_cluster(gone) or (master not in self._refused and self._strained(now)):
                 # Silence from most of the cluster says more likely that this member is at
@@ -2055,10 +2091,28 @@ class Membership:
                 # So does a silent master while this member's own loop runs late: the machine
                 # is overloaded, and the master likely starved too (unless its address refuses).
                 timeout = self._longest_timeout()
-                if any(now - self._last_heard.get(u, now) <= timeout for u in gone):
+                if not all(self._absent(u, now, timeout) for u in gone):
                     return
             self._judging = True
             self._spawn(self._take_over(gone, timeout))
+
+    def _departed(self, uuid: str, now: float, timeout: float) -> bool:
+        """Whether ``uuid`` has answered for ``timeout`` from a list that does not name this
+        member (``_QuorumAnswers.elsewhere``), or given a newer list whose master is not in ours
+        (``_astray``): it runs, but went on in another lineage of the list, or another
+        instance, and will not lead or take over ours."""
+        since = min(self._quorum.elsewhere.get(uuid, math.inf), self._astray.get(uuid, math.inf))
+        return now - since >= timeout
+
+    def _absent(self, uuid: str, now: float, timeout: float) -> bool:
+        """For a take-over: ``uuid`` silent for ``timeout``, or departed (``_departed``).
+
+        A member whose master is gone waits for the older members to take over; one that
+        answers from another lineage never will. Waiting for it left members in limbo (Jepsen's
+        split-kill, the victim the master on the larger side: the smaller side took over and
+        dropped the larger side's members as gone on elsewhere; they kept the dead master's
+        list, whose next oldest member lived on in the other lineage: no master for ever)."""
+        return now - self._last_heard.get(uuid, now) > timeout or self._departed(uuid, now, timeout)
 
     def _most_of_cluster(self, silent: set[str]) -> bool:
         """Whether ``silent`` is more than half of the other members (and more than one)."""
@@ -2099,12 +2153,14 @@ class Membership:
                 self.state not in (State.ACTIVE, State.LEAVING)
                 or (self.members.version, self.joined_version) != (version, joined)
                 or self.members.master_uuid not in gone
-                or any(now - self._last_heard.get(u, now) <= timeout for u in gone)
+                or not all(self._absent(u, now, timeout) for u in gone)
             ):
                 return  # a newer list came, we were dropped (and joined again), or the master spoke
+            departed = {u for u in gone if self._departed(u, now, timeout)}
             log.warning(
-                "member %s: the master and every older member are silent; taking over",
+                "member %s: the master and every older member are silent%s; taking over",
                 self.me.address,
+                f" or gone on in another lineage ({len(departed)} of them)" if departed else "",
             )
             for member in self.members.members:
                 if member.uuid not in gone and member.uuid != self.me.uuid:
@@ -2112,6 +2168,13 @@ class Membership:
                     self._beat_from[member.uuid] = now
                     self._fresh.add(member.uuid)
             self._remove(gone, self.me.uuid, timeout, version=self.members.version + TAKEOVER_GAP)
+            need = self._config.min_cluster_size
+            if departed and self.is_master and len(self.members.members) < need:
+                # Fewer than min_cluster_size without members that live on elsewhere: a lineage
+                # that lost its quorum for good (as ``_within_quorum`` marks one). It admits no
+                # one; the merge compares it with the other (``cluster.merge``): whichever
+                # served last takes the other's members in (``outlive``).
+                self._quorum.lost = True
         finally:
             self._judging = False
 
@@ -2481,6 +2544,7 @@ class Membership:
         # Our answers may still renew the leases of the members we answered: the vouches stay
         # (``vouch_lapse``), or the cluster we join next could count us while they serve.
         self._quorum = _QuorumAnswers(vouched=self._quorum.vouched)
+        self._astray.clear()
         self.lease_until = 0.0
 
     async def stop(self) -> None:

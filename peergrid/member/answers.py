@@ -66,8 +66,8 @@ class Answers:
     async def join(self, member: Member, terms: Terms, probe: bool) -> JoinReply:
         return await self._membership().handle_join(member, terms, probe)
 
-    def heartbeat(self, uuid: str, list_version: int) -> HeartbeatReply:
-        return self._membership().handle_heartbeat(uuid, list_version)
+    def heartbeat(self, uuid: str, list_version: int, list_master: str = "") -> HeartbeatReply:
+        return self._membership().handle_heartbeat(uuid, list_version, list_master)
 
     async def relay(
         self, beats: tuple[RelayedBeat, ...], master: str

@@ -173,10 +173,12 @@ class PeerClient:
         timeout: float | None = None,
         relayed: tuple[RelayedBeat, ...] = (),
         master: str = "",
+        list_master: str = "",
     ) -> HeartbeatReply:
         """Heartbeat the peer; its answer, within ``timeout`` (default: the rpc timeout).
         ``relayed``: beats for the master ``master`` the peer is to carry up (or answer, if it
-        is that master); its reply's ``relayed`` holds the master's answers.
+        is that master); its reply's ``relayed`` holds the master's answers. ``list_master``:
+        the master of the sender's list version ``list_version``.
 
         Sent on this client's Beats stream (opened on first use; see ``BeatStream``), or as a
         unary call to a peer that does not serve Beats (a member of an earlier version).
@@ -185,7 +187,9 @@ class PeerClient:
         """
         limit = timeout or self._timeout
         deadline = time.monotonic() + limit
-        request = membership_pb2.HeartbeatRequest(cluster=self._cluster, uuid=uuid, list_version=list_version)
+        request = membership_pb2.HeartbeatRequest(
+            cluster=self._cluster, uuid=uuid, list_version=list_version, list_master=list_master
+        )
         if relayed:
             request.master = master
             for beat in relayed:

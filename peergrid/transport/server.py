@@ -82,7 +82,7 @@ class Handlers(Protocol):
     uuid: str
 
     async def join(self, member: Member, terms: Terms, probe: bool) -> JoinReply: ...
-    def heartbeat(self, uuid: str, list_version: int) -> HeartbeatReply: ...
+    def heartbeat(self, uuid: str, list_version: int, list_master: str = "") -> HeartbeatReply: ...
     async def relay(
         self, beats: tuple[RelayedBeat, ...], master: str
     ) -> tuple[list[HeartbeatReply | None], float | None]: ...
@@ -271,7 +271,11 @@ class _Membership(_Base, membership_pb2_grpc.MembershipServicer):  # type: ignor
         answers to the beats it carries for relaying (``cluster.relay``)."""
         if isinstance(request, Malformed):
             request.refuse()
-        reply = self.handlers.heartbeat(self.check_uuid(request.uuid, "heartbeat uuid"), request.list_version)
+        reply = self.handlers.heartbeat(
+            self.check_uuid(request.uuid, "heartbeat uuid"),
+            request.list_version,
+            self.check_uuid(request.list_master, "heartbeat list master", optional=True),
+        )
         answer = self._heartbeat_answer(request, reply)
         if request.relayed:
             if len(request.relayed) > MAX_MEMBERS:

@@ -15,7 +15,7 @@ _sym_db = _symbol_database.Default()
 from peergrid.transport._pb import common_pb2 as peergrid_dot_transport_dot___pb_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'peergrid/transport/_pb/membership.proto\x12\x0bpeergrid.v1\x1a#peergrid/transport/_pb/common.proto\"\x8b\x02\n\x0bJoinRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\'\n\x06member\x18\x02 \x01(\x0b\x32\x17.peergrid.v1.MemberInfo\x12\x17\n\x0fpartition_count\x18\x03 \x01(\r\x12\x12\n\nserializer\x18\x04 \x01(\t\x12\r\n\x05probe\x18\x05 \x01(\x08\x12)\n\tplacement\x18\x06 \x01(\x0b\x32\x16.peergrid.v1.Placement\x12\'\n\x08liveness\x18\x07 \x01(\x0b\x32\x15.peergrid.v1.Liveness\x12\x1d\n\x10min_cluster_size\x18\x08 \x01(\rH\x00\x88\x01\x01\x42\x13\n\x11_min_cluster_size\"M\n\tPlacement\x12\x14\n\x0c\x62\x61\x63kup_count\x18\x01 \x01(\r\x12\x1a\n\x12\x61sync_backup_count\x18\x02 \x01(\r\x12\x0e\n\x06vnodes\x18\x03 \x01(\r\"T\n\x08Liveness\x12\x1a\n\x12heartbeat_interval\x18\x01 \x01(\x01\x12\x17\n\x0f\x66\x61ilure_timeout\x18\x02 \x01(\x01\x12\x13\n\x0bowner_lease\x18\x03 \x01(\x01\"\x9c\x02\n\x0cJoinResponse\x12\x30\n\x06status\x18\x01 \x01(\x0e\x32 .peergrid.v1.JoinResponse.Status\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x16\n\x0emaster_address\x18\x03 \x01(\t\x12(\n\x07members\x18\x04 \x01(\x0b\x32\x17.peergrid.v1.MemberList\x12\x0f\n\x07\x63luster\x18\x05 \x01(\t\x12\x0c\n\x04uuid\x18\x06 \x01(\t\x12\x14\n\x0clist_version\x18\x07 \x01(\x04\"S\n\x06Status\x12\x0c\n\x08\x41\x43\x43\x45PTED\x10\x00\x12\x0e\n\nNOT_MASTER\x10\x01\x12\x0b\n\x07REFUSED\x10\x02\x12\r\n\tNOT_READY\x10\x03\x12\x0f\n\x0bUNREACHABLE\x10\x04\"\x8f\x01\n\x10HeartbeatRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x0c\n\x04uuid\x18\x02 \x01(\t\x12\x14\n\x0clist_version\x18\x03 \x01(\x04\x12\x0b\n\x03seq\x18\x04 \x01(\x04\x12)\n\x07relayed\x18\x05 \x03(\x0b\x32\x18.peergrid.v1.RelayedBeat\x12\x0e\n\x06master\x18\x06 \x01(\t\"1\n\x0bRelayedBeat\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x14\n\x0clist_version\x18\x02 \x01(\x04\"\xa3\x01\n\rRelayedAnswer\x12\x10\n\x08\x61nswered\x18\x01 \x01(\x08\x12\x35\n\x06status\x18\x02 \x01(\x0e\x32%.peergrid.v1.HeartbeatResponse.Status\x12\x14\n\x0clist_version\x18\x03 \x01(\x04\x12\x11\n\tuncounted\x18\x04 \x01(\x08\x12\x0c\n\x04uuid\x18\x05 \x01(\t\x12\x12\n\nunanswered\x18\x06 \x01(\x08\"\xf2\x02\n\x11HeartbeatResponse\x12\x35\n\x06status\x18\x01 \x01(\x0e\x32%.peergrid.v1.HeartbeatResponse.Status\x12\x14\n\x0clist_version\x18\x02 \x01(\x04\x12\x0f\n\x07\x63luster\x18\x03 \x01(\t\x12\x0c\n\x04uuid\x18\x04 \x01(\t\x12\x0f\n\x07leaving\x18\x05 \x01(\x08\x12\x0b\n\x03seq\x18\x06 \x01(\x04\x12\x1c\n\x0fmaster_heard_ms\x18\x07 \x01(\x04H\x00\x88\x01\x01\x12\x11\n\tuncounted\x18\x08 \x01(\x08\x12+\n\x07relayed\x18\t \x03(\x0b\x32\x1a.peergrid.v1.RelayedAnswer\x12\x18\n\x0brelay_in_ms\x18\n \x01(\rH\x01\x88\x01\x01\"7\n\x06Status\x12\x06\n\x02OK\x10\x00\x12\x12\n\x0eUNKNOWN_MEMBER\x10\x01\x12\x11\n\rWRONG_CLUSTER\x10\x02\x42\x12\n\x10_master_heard_msB\x0e\n\x0c_relay_in_ms\"K\n\x0ePublishRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12(\n\x07members\x18\x02 \x01(\x0b\x32\x17.peergrid.v1.MemberList\"$\n\x11GetMembersRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\"<\n\x0cLeaveRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x0c\n\x04uuid\x18\x02 \x01(\t\x12\r\n\x05\x66inal\x18\x03 \x01(\x08\"4\n\x10SafeStateRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x0f\n\x07merging\x18\x02 \x01(\x08\"G\n\x11SafeStateResponse\x12\x0c\n\x04safe\x18\x01 \x01(\x08\x12\x14\n\x0clist_version\x18\x02 \x01(\x04\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"F\n\x0cMergeRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12%\n\x04into\x18\x02 \x01(\x0b\x32\x17.peergrid.v1.MemberList2\x9a\x04\n\nMembership\x12;\n\x04Join\x12\x18.peergrid.v1.JoinRequest\x1a\x19.peergrid.v1.JoinResponse\x12J\n\tHeartbeat\x12\x1d.peergrid.v1.HeartbeatRequest\x1a\x1e.peergrid.v1.HeartbeatResponse\x12J\n\x05\x42\x65\x61ts\x12\x1d.peergrid.v1.HeartbeatRequest\x1a\x1e.peergrid.v1.HeartbeatResponse(\x01\x30\x01\x12\x38\n\x07Publish\x12\x1b.peergrid.v1.PublishRequest\x1a\x10.peergrid.v1.Ack\x12\x45\n\nGetMembers\x12\x1e.peergrid.v1.GetMembersRequest\x1a\x17.peergrid.v1.MemberList\x12\x34\n\x05Leave\x12\x19.peergrid.v1.LeaveRequest\x1a\x10.peergrid.v1.Ack\x12J\n\tSafeState\x12\x1d.peergrid.v1.SafeStateRequest\x1a\x1e.peergrid.v1.SafeStateResponse\x12\x34\n\x05Merge\x12\x19.peergrid.v1.MergeRequest\x1a\x10.peergrid.v1.Ackb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'peergrid/transport/_pb/membership.proto\x12\x0bpeergrid.v1\x1a#peergrid/transport/_pb/common.proto\"\x8b\x02\n\x0bJoinRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\'\n\x06member\x18\x02 \x01(\x0b\x32\x17.peergrid.v1.MemberInfo\x12\x17\n\x0fpartition_count\x18\x03 \x01(\r\x12\x12\n\nserializer\x18\x04 \x01(\t\x12\r\n\x05probe\x18\x05 \x01(\x08\x12)\n\tplacement\x18\x06 \x01(\x0b\x32\x16.peergrid.v1.Placement\x12\'\n\x08liveness\x18\x07 \x01(\x0b\x32\x15.peergrid.v1.Liveness\x12\x1d\n\x10min_cluster_size\x18\x08 \x01(\rH\x00\x88\x01\x01\x42\x13\n\x11_min_cluster_size\"M\n\tPlacement\x12\x14\n\x0c\x62\x61\x63kup_count\x18\x01 \x01(\r\x12\x1a\n\x12\x61sync_backup_count\x18\x02 \x01(\r\x12\x0e\n\x06vnodes\x18\x03 \x01(\r\"T\n\x08Liveness\x12\x1a\n\x12heartbeat_interval\x18\x01 \x01(\x01\x12\x17\n\x0f\x66\x61ilure_timeout\x18\x02 \x01(\x01\x12\x13\n\x0bowner_lease\x18\x03 \x01(\x01\"\x9c\x02\n\x0cJoinResponse\x12\x30\n\x06status\x18\x01 \x01(\x0e\x32 .peergrid.v1.JoinResponse.Status\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x16\n\x0emaster_address\x18\x03 \x01(\t\x12(\n\x07members\x18\x04 \x01(\x0b\x32\x17.peergrid.v1.MemberList\x12\x0f\n\x07\x63luster\x18\x05 \x01(\t\x12\x0c\n\x04uuid\x18\x06 \x01(\t\x12\x14\n\x0clist_version\x18\x07 \x01(\x04\"S\n\x06Status\x12\x0c\n\x08\x41\x43\x43\x45PTED\x10\x00\x12\x0e\n\nNOT_MASTER\x10\x01\x12\x0b\n\x07REFUSED\x10\x02\x12\r\n\tNOT_READY\x10\x03\x12\x0f\n\x0bUNREACHABLE\x10\x04\"\xa4\x01\n\x10HeartbeatRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x0c\n\x04uuid\x18\x02 \x01(\t\x12\x14\n\x0clist_version\x18\x03 \x01(\x04\x12\x0b\n\x03seq\x18\x04 \x01(\x04\x12)\n\x07relayed\x18\x05 \x03(\x0b\x32\x18.peergrid.v1.RelayedBeat\x12\x0e\n\x06master\x18\x06 \x01(\t\x12\x13\n\x0blist_master\x18\x07 \x01(\t\"1\n\x0bRelayedBeat\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x14\n\x0clist_version\x18\x02 \x01(\x04\"\xa3\x01\n\rRelayedAnswer\x12\x10\n\x08\x61nswered\x18\x01 \x01(\x08\x12\x35\n\x06status\x18\x02 \x01(\x0e\x32%.peergrid.v1.HeartbeatResponse.Status\x12\x14\n\x0clist_version\x18\x03 \x01(\x04\x12\x11\n\tuncounted\x18\x04 \x01(\x08\x12\x0c\n\x04uuid\x18\x05 \x01(\t\x12\x12\n\nunanswered\x18\x06 \x01(\x08\"\xf2\x02\n\x11HeartbeatResponse\x12\x35\n\x06status\x18\x01 \x01(\x0e\x32%.peergrid.v1.HeartbeatResponse.Status\x12\x14\n\x0clist_version\x18\x02 \x01(\x04\x12\x0f\n\x07\x63luster\x18\x03 \x01(\t\x12\x0c\n\x04uuid\x18\x04 \x01(\t\x12\x0f\n\x07leaving\x18\x05 \x01(\x08\x12\x0b\n\x03seq\x18\x06 \x01(\x04\x12\x1c\n\x0fmaster_heard_ms\x18\x07 \x01(\x04H\x00\x88\x01\x01\x12\x11\n\tuncounted\x18\x08 \x01(\x08\x12+\n\x07relayed\x18\t \x03(\x0b\x32\x1a.peergrid.v1.RelayedAnswer\x12\x18\n\x0brelay_in_ms\x18\n \x01(\rH\x01\x88\x01\x01\"7\n\x06Status\x12\x06\n\x02OK\x10\x00\x12\x12\n\x0eUNKNOWN_MEMBER\x10\x01\x12\x11\n\rWRONG_CLUSTER\x10\x02\x42\x12\n\x10_master_heard_msB\x0e\n\x0c_relay_in_ms\"K\n\x0ePublishRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12(\n\x07members\x18\x02 \x01(\x0b\x32\x17.peergrid.v1.MemberList\"$\n\x11GetMembersRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\"<\n\x0cLeaveRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x0c\n\x04uuid\x18\x02 \x01(\t\x12\r\n\x05\x66inal\x18\x03 \x01(\x08\"4\n\x10SafeStateRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x0f\n\x07merging\x18\x02 \x01(\x08\"G\n\x11SafeStateResponse\x12\x0c\n\x04safe\x18\x01 \x01(\x08\x12\x14\n\x0clist_version\x18\x02 \x01(\x04\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"F\n\x0cMergeRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12%\n\x04into\x18\x02 \x01(\x0b\x32\x17.peergrid.v1.MemberList2\x9a\x04\n\nMembership\x12;\n\x04Join\x12\x18.peergrid.v1.JoinRequest\x1a\x19.peergrid.v1.JoinResponse\x12J\n\tHeartbeat\x12\x1d.peergrid.v1.HeartbeatRequest\x1a\x1e.peergrid.v1.HeartbeatResponse\x12J\n\x05\x42\x65\x61ts\x12\x1d.peergrid.v1.HeartbeatRequest\x1a\x1e.peergrid.v1.HeartbeatResponse(\x01\x30\x01\x12\x38\n\x07Publish\x12\x1b.peergrid.v1.PublishRequest\x1a\x10.peergrid.v1.Ack\x12\x45\n\nGetMembers\x12\x1e.peergrid.v1.GetMembersRequest\x1a\x17.peergrid.v1.MemberList\x12\x34\n\x05Leave\x12\x19.peergrid.v1.LeaveRequest\x1a\x10.peergrid.v1.Ack\x12J\n\tSafeState\x12\x1d.peergrid.v1.SafeStateRequest\x1a\x1e.peergrid.v1.SafeStateResponse\x12\x34\n\x05Merge\x12\x19.peergrid.v1.MergeRequest\x1a\x10.peergrid.v1.Ackb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,27 +33,27 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _globals['_JOINRESPONSE_STATUS']._serialized_start=730
   _globals['_JOINRESPONSE_STATUS']._serialized_end=813
   _globals['_HEARTBEATREQUEST']._serialized_start=816
-  _globals['_HEARTBEATREQUEST']._serialized_end=959
-  _globals['_RELAYEDBEAT']._serialized_start=961
-  _globals['_RELAYEDBEAT']._serialized_end=1010
-  _globals['_RELAYEDANSWER']._serialized_start=1013
-  _globals['_RELAYEDANSWER']._serialized_end=1176
-  _globals['_HEARTBEATRESPONSE']._serialized_start=1179
-  _globals['_HEARTBEATRESPONSE']._serialized_end=1549
-  _globals['_HEARTBEATRESPONSE_STATUS']._serialized_start=1458
-  _globals['_HEARTBEATRESPONSE_STATUS']._serialized_end=1513
-  _globals['_PUBLISHREQUEST']._serialized_start=1551
-  _globals['_PUBLISHREQUEST']._serialized_end=1626
-  _globals['_GETMEMBERSREQUEST']._serialized_start=1628
-  _globals['_GETMEMBERSREQUEST']._serialized_end=1664
-  _globals['_LEAVEREQUEST']._serialized_start=1666
-  _globals['_LEAVEREQUEST']._serialized_end=1726
-  _globals['_SAFESTATEREQUEST']._serialized_start=1728
-  _globals['_SAFESTATEREQUEST']._serialized_end=1780
-  _globals['_SAFESTATERESPONSE']._serialized_start=1782
-  _globals['_SAFESTATERESPONSE']._serialized_end=1853
-  _globals['_MERGEREQUEST']._serialized_start=1855
-  _globals['_MERGEREQUEST']._serialized_end=1925
-  _globals['_MEMBERSHIP']._serialized_start=1928
-  _globals['_MEMBERSHIP']._serialized_end=2466
+  _globals['_HEARTBEATREQUEST']._serialized_end=980
+  _globals['_RELAYEDBEAT']._serialized_start=982
+  _globals['_RELAYEDBEAT']._serialized_end=1031
+  _globals['_RELAYEDANSWER']._serialized_start=1034
+  _globals['_RELAYEDANSWER']._serialized_end=1197
+  _globals['_HEARTBEATRESPONSE']._serialized_start=1200
+  _globals['_HEARTBEATRESPONSE']._serialized_end=1570
+  _globals['_HEARTBEATRESPONSE_STATUS']._serialized_start=1479
+  _globals['_HEARTBEATRESPONSE_STATUS']._serialized_end=1534
+  _globals['_PUBLISHREQUEST']._serialized_start=1572
+  _globals['_PUBLISHREQUEST']._serialized_end=1647
+  _globals['_GETMEMBERSREQUEST']._serialized_start=1649
+  _globals['_GETMEMBERSREQUEST']._serialized_end=1685
+  _globals['_LEAVEREQUEST']._serialized_start=1687
+  _globals['_LEAVEREQUEST']._serialized_end=1747
+  _globals['_SAFESTATEREQUEST']._serialized_start=1749
+  _globals['_SAFESTATEREQUEST']._serialized_end=1801
+  _globals['_SAFESTATERESPONSE']._serialized_start=1803
+  _globals['_SAFESTATERESPONSE']._serialized_end=1874
+  _globals['_MERGEREQUEST']._serialized_start=1876
+  _globals['_MERGEREQUEST']._serialized_end=1946
+  _globals['_MEMBERSHIP']._serialized_start=1949
+  _globals['_MEMBERSHIP']._serialized_end=2487
 # @@protoc_insertion_point(module_scope)

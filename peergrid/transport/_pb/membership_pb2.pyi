@@ -78,20 +78,22 @@ class JoinResponse(_message.Message):
     def __init__(self, status: _Optional[_Union[JoinResponse.Status, str]] = ..., reason: _Optional[str] = ..., master_address: _Optional[str] = ..., members: _Optional[_Union[_common_pb2.MemberList, _Mapping]] = ..., cluster: _Optional[str] = ..., uuid: _Optional[str] = ..., list_version: _Optional[int] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("cluster", "uuid", "list_version", "seq", "relayed", "master")
+    __slots__ = ("cluster", "uuid", "list_version", "seq", "relayed", "master", "list_master")
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     UUID_FIELD_NUMBER: _ClassVar[int]
     LIST_VERSION_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     RELAYED_FIELD_NUMBER: _ClassVar[int]
     MASTER_FIELD_NUMBER: _ClassVar[int]
+    LIST_MASTER_FIELD_NUMBER: _ClassVar[int]
     cluster: str
     uuid: str
     list_version: int
     seq: int
     relayed: _containers.RepeatedCompositeFieldContainer[RelayedBeat]
     master: str
-    def __init__(self, cluster: _Optional[str] = ..., uuid: _Optional[str] = ..., list_version: _Optional[int] = ..., seq: _Optional[int] = ..., relayed: _Optional[_Iterable[_Union[RelayedBeat, _Mapping]]] = ..., master: _Optional[str] = ...) -> None: ...
+    list_master: str
+    def __init__(self, cluster: _Optional[str] = ..., uuid: _Optional[str] = ..., list_version: _Optional[int] = ..., seq: _Optional[int] = ..., relayed: _Optional[_Iterable[_Union[RelayedBeat, _Mapping]]] = ..., master: _Optional[str] = ..., list_master: _Optional[str] = ...) -> None: ...
 
 class RelayedBeat(_message.Message):
     __slots__ = ("uuid", "list_version")
