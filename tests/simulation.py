@@ -645,30 +645,41 @@ class Simulation:
         return forks, dropped, quorate
 
     async def split_kill(
-        self, duration: float, kill_at: float | None = None
+        self, duration: float, kill_at: float | None = None, schedule: random.Random | None = None
     ) -> tuple[list[str], list[tuple[float, list[str]]]]:
         """The master and two others (the larger side) cannot reach the other two for
         ``duration`` seconds, one of the two cut off a few heartbeats before the other; the
         master crashes ``kill_at`` seconds in (None: as soon as its list drops the first of the
         two), its address refusing from then on; then the network heals. Returns the live
-        members still active in a list whose master is the dead one ten failure timeouts after
-        the heal: left without a master (this simulation has no merge: the two sides' lineages
+        members still active in a list whose master is dead ten failure timeouts after the
+        heal: left without a master (this simulation has no merge: the two sides' lineages
         stay apart, but each live member must follow a live master); and, as ``split``, the
-        moments at which members following different masters both served."""
+        moments at which members following different masters both served.
+
+        ``schedule`` (a seeded generator) draws another instead: sides of ``(n - 1) // 2``
+        members and the rest, the master on either; any member killed, 0.5-6 s in; a split of
+        2-8 s, whose first member is cut off 0-0.8 s before the others."""
         members = await self._formed()
         master = next(m for m in members if m.is_master)
-        others = [m for m in members if m is not master]
-        first, second = (m.address for m in self.rng.sample(others, 2))
-        large = {m.address for m in members} - {first, second}
-        cut = {
-            (a, b, call) for a in (first, second) for b in large for call in ("", "publish", "get_members")
-        }
+        if schedule is None:
+            small = [m.address for m in self.rng.sample([m for m in members if m is not master], 2)]
+            first, victim, lead = small[0], master, 4 * self.timing.heartbeat_interval
+        else:
+            order = list(range(len(members)))
+            schedule.shuffle(order)
+            small = [members[i].address for i in order[: (len(members) - 1) // 2]]
+            victim = schedule.choice(members)
+            kill_at = schedule.uniform(0.5, 6.0)
+            duration = schedule.uniform(2.0, 8.0)
+            lead = schedule.choice([0.0, 0.4, 0.8])
+            first = schedule.choice(sorted(small))
+        large = {m.address for m in members} - set(small)
+        cut = {(a, b, call) for a in small for b in large for call in ("", "publish", "get_members")}
         cut |= {(b, a, call) for a, b, call in cut}
         early = {(a, b, c) for a, b, c in cut if first in (a, b)}
         loop = asyncio.get_running_loop()
         start = loop.time()
         end = start + duration + 10 * self.timing.failure_timeout
-        lead = 4 * self.timing.heartbeat_interval
         forks: list[tuple[float, list[str]]] = []
         while loop.time() < end:
             elapsed = loop.time() - start
@@ -676,24 +687,23 @@ class Simulation:
                 self.net.blocked |= cut if elapsed >= lead else early
             else:
                 self.net.blocked -= cut
-            dropped = self.uuids_at(first) not in master.members
-            if master.address not in self.net.down and (
+            dropped = self.uuids_at(first) not in victim.members
+            if victim.address not in self.net.down and (
                 elapsed >= kill_at if kill_at is not None else dropped
             ):
-                self.net.down.add(master.address)
-                if master._ticker is not None:
-                    master._ticker.cancel()
-                    master._ticker = None
+                self.net.down.add(victim.address)
+                if victim._ticker is not None:
+                    victim._ticker.cancel()
+                    victim._ticker = None
             serving = self._serving([m for m in members if m.address not in self.net.down])
             if len(serving) > 1:
                 forks.append((loop.time() - start, serving))
             await asyncio.sleep(self.timing.heartbeat_interval / 10)
+        dead = {m.me.uuid for m in members if m.address in self.net.down}
         limbo = [
             m.address
             for m in members
-            if m.address not in self.net.down
-            and m.state is State.ACTIVE
-            and m.members.master_uuid == master.me.uuid
+            if m.address not in self.net.down and m.state is State.ACTIVE and m.members.master_uuid in dead
         ]
         await self._stop(members)
         return limbo, forks
@@ -959,6 +969,19 @@ def split_kill(
     """Run ``Simulation.split_kill`` (seeded, as ``simulate``)."""
     sim = Simulation(n, seed, 0.0, timing, min_cluster_size)
     return _virtual(seed, sim.split_kill(duration, kill_at))
+
+
+def random_split_kills(
+    seeds: range | tuple[int, ...], n: int, min_cluster_size: int, timing: Timing | None = None
+) -> list[tuple[int, list[str], list[tuple[float, list[str]]]]]:
+    """``Simulation.split_kill`` of ``n`` members on a random schedule, once per seed:
+    (seed, limbo, forks) of each."""
+    runs = []
+    for seed in seeds:
+        sim = Simulation(n, seed, 0.0, timing or JEPSEN_TIMING, min_cluster_size)
+        limbo, forks = _virtual(seed, sim.split_kill(0.0, schedule=random.Random(seed * 7919)))
+        runs.append((seed, limbo, forks))
+    return runs
 
 
 def takeover_not_taken_up(
